@@ -1,0 +1,59 @@
+"""FPGA devices the flows know: the Yosys synthesis command and nextpnr arguments for each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEVICES", "Device", "get_device"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One FPGA part as the open toolchain addresses it.
+
+    Attributes
+    ----------
+    name : str
+        Project name, e.g. ``"ecp5-85f"``.
+    family : str
+        ``"ice40"`` or ``"ecp5"``; selects ``synth_<family>`` and ``nextpnr-<family>``.
+    nextpnr_args : tuple of str
+        Device and package selection for nextpnr.
+    luts, dsps, brams : int
+        Resource totals (LUT4s, hard multipliers, block RAMs) for utilisation figures.
+    """
+
+    name: str
+    family: str
+    nextpnr_args: tuple[str, ...]
+    luts: int
+    dsps: int
+    brams: int
+
+    @property
+    def synth_command(self) -> str:
+        # -abc9 gives better LUT depth on both families; -dsp maps multipliers on iCE40 UP.
+        if self.family == "ice40":
+            dsp = " -dsp" if "--up5k" in self.nextpnr_args else ""
+            return f"synth_ice40 -abc9{dsp}"
+        return "synth_ecp5 -abc9"
+
+
+DEVICES = {
+    device.name: device
+    for device in (
+        Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 8, 30),
+        Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 0, 32),
+        Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 24288, 28, 56),
+        Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 156, 208),
+    )
+}
+
+
+def get_device(name: str) -> Device:
+    """Look up a device by name; ``ValueError`` lists the known ones."""
+    try:
+        return DEVICES[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown device {name!r}; expected one of {', '.join(DEVICES)}") from None

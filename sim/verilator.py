@@ -1,0 +1,233 @@
+"""Verilog export of Amaranth components and a cached Verilator build for cocotb.
+
+A model is identified by the component class, its constructor parameters and a hash of the
+project's Python sources that can change the generated RTL (``hdl/`` and ``golden/``). Each model
+is built once into ``<build root>/verilator/<Class>-<key>/`` and reused by every test, benchmark
+and CLI command that asks for the same key. A file lock around the build makes this safe under
+pytest-xdist (two workers asking for the same model: one builds, the other waits and reuses).
+
+The build root is ``$BITMOD_BUILD_DIR`` if set, else ``build/`` at the top of the source tree
+(git-ignored). Waveforms: set ``BITMOD_WAVES=1`` and every model is built with tracing and every
+run writes an FST/VCD file into its test directory; off by default because tracing slows
+Verilator down severalfold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .toolchain import apply_tool_environment
+
+__all__ = [
+    "SimulationFailed",
+    "VerilatorModel",
+    "build_root",
+    "export_verilog",
+    "get_model",
+    "run_cocotb",
+    "source_hash",
+    "waves_enabled",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Packages whose source can change generated RTL (hdl/ imports format definitions from golden/).
+RTL_SOURCE_PACKAGES = ("hdl", "golden")
+# Amaranth's Verilog trips these Verilator lints by design (unused bits, width mismatches that
+# Amaranth resolves explicitly); they are warnings, not errors.
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-UNOPTFLAT", "-O3",
+                  "--x-assign", "fast", "--x-initial", "fast", "-j", "0")
+
+
+class SimulationFailed(AssertionError):
+    """A cocotb run reported failing tests (or none ran); carries the results file path."""
+
+
+def waves_enabled() -> bool:
+    """True when ``BITMOD_WAVES`` asks for waveforms (``1``, ``yes``, ``true``)."""
+    return os.environ.get("BITMOD_WAVES", "").lower() in ("1", "yes", "true")
+
+
+def build_root() -> Path:
+    """Root folder for generated builds (Verilator models, synthesis runs, bitstreams)."""
+    root = os.environ.get("BITMOD_BUILD_DIR")
+    return Path(root) if root else PROJECT_ROOT / "build"
+
+
+def source_hash(packages: tuple[str, ...] = RTL_SOURCE_PACKAGES) -> str:
+    """SHA-256 over the Python sources of ``packages`` (paths and contents, sorted)."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _canonical_params(params: Mapping[str, object]) -> str:
+    return json.dumps(params, sort_keys=True, default=repr)
+
+
+def export_verilog(component, name: str = "top") -> str:
+    """Convert an Amaranth ``wiring.Component`` to Verilog text with top module ``name``.
+
+    All ports of the component's signature become top-level ports, named as Amaranth flattens
+    them (``i_stream__payload``, ``o_stream__valid``, ...); ``clk``/``rst`` are added for the
+    sync domain.
+    """
+    from amaranth.back import verilog
+
+    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@dataclass
+class VerilatorModel:
+    """A built Verilator model of one component configuration.
+
+    Attributes
+    ----------
+    name : str
+        Folder name, ``<Class>-<key>``.
+    build_dir : pathlib.Path
+        Where Verilator built the simulator; also holds ``top.v`` and ``params.json``.
+    params : dict
+        The constructor parameters the model was built from.
+    build_seconds : float
+        Time spent building (0.0 when the cache was hit).
+    """
+
+    name: str
+    build_dir: Path
+    params: dict
+    toplevel: str = "top"
+    build_seconds: float = 0.0
+    waves: bool = False
+    ports: list[str] = field(default_factory=list)
+
+    @property
+    def verilog_path(self) -> Path:
+        return self.build_dir / f"{self.toplevel}.v"
+
+
+def _class_path(component_class) -> str:
+    return f"{component_class.__module__}.{component_class.__qualname__}"
+
+
+def get_model(component_class: type, params: Mapping[str, object] | None = None, *,
+              factory: Callable[..., object] | None = None,
+              progress: Callable[[str], None] | None = None) -> VerilatorModel:
+    """Build (or reuse) the Verilator model of ``component_class(**params)``.
+
+    Parameters
+    ----------
+    component_class : type
+        An Amaranth ``wiring.Component`` subclass.
+    params : mapping
+        Keyword arguments for the constructor; must be JSON-serialisable or have a stable
+        ``repr`` (they key the cache).
+    factory : callable, optional
+        Builds the component from ``params`` when the constructor needs objects that do not
+        serialise (defaults to ``component_class``).
+    progress : callable, optional
+        Called with a short status line before a (slow) build starts.
+    """
+    params = dict(params or {})
+    waves = waves_enabled()
+    key_material = "|".join([_class_path(component_class), _canonical_params(params),
+                             source_hash(), f"waves={waves}"])
+    key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
+    name = f"{component_class.__name__}-{key}"
+    build_dir = build_root() / "verilator" / name
+    model = VerilatorModel(name=name, build_dir=build_dir, params=params, waves=waves)
+    stamp = build_dir / "build.ok"
+    with _locked(build_root() / "verilator" / f"{name}.lock"):
+        if stamp.exists():
+            return model
+        apply_tool_environment()
+        if progress is not None:
+            progress(f"building Verilator model {name}")
+        started = time.monotonic()
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        component = (factory or component_class)(**params)
+        model.verilog_path.write_text(export_verilog(component, model.toplevel))
+        (build_dir / "params.json").write_text(
+            json.dumps({"class": _class_path(component_class), "params": params},
+                       indent=1, default=repr))
+        from cocotb_tools.runner import get_runner
+
+        runner = get_runner("verilator")
+        runner.build(verilog_sources=[model.verilog_path], hdl_toplevel=model.toplevel,
+                     build_dir=build_dir, build_args=list(VERILATOR_ARGS), waves=waves,
+                     timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+        model.build_seconds = time.monotonic() - started
+        stamp.write_text(f"{model.build_seconds:.1f}\n")
+    return model
+
+
+def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None = None,
+               env: Mapping[str, str] | None = None, run_name: str = "run",
+               seed: int = 1) -> tuple[int, int]:
+    """Run cocotb ``test_module`` (a dotted module name) against ``model``.
+
+    ``env`` passes parameters to the testbench (cocotb tests run in the simulator process and
+    read them from ``os.environ``). Results land in ``<build_dir>/<run_name>/``; several runs
+    on one model must use distinct ``run_name`` values when they may run concurrently.
+
+    Returns
+    -------
+    (tests, failures)
+
+    Raises
+    ------
+    SimulationFailed
+        If any cocotb test failed, or none ran.
+    """
+    apply_tool_environment()
+    from cocotb_tools.runner import get_results, get_runner
+
+    module = importlib.import_module(test_module)
+    test_dir = model.build_dir / run_name
+    test_dir.mkdir(parents=True, exist_ok=True)
+    extra_env = {
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT_ROOT), str(Path(inspect.getfile(module)).parent),
+             os.environ.get("PYTHONPATH", "")]),
+        "BITMOD_MODEL_PARAMS": json.dumps(model.params, default=repr),
+        **(env or {}),
+    }
+    runner = get_runner("verilator")
+    results_xml = runner.test(
+        test_module=test_module, hdl_toplevel=model.toplevel, hdl_toplevel_lang="verilog",
+        build_dir=model.build_dir,
+        test_dir=test_dir, testcase=testcase, extra_env=extra_env, waves=model.waves,
+        seed=seed, results_xml=str(test_dir / "results.xml"),
+        log_file=test_dir / "sim.log")
+    tests, failures = get_results(Path(results_xml))
+    if failures or not tests:
+        raise SimulationFailed(
+            f"{failures} of {tests} cocotb tests failed in {test_module} on {model.name}; "
+            f"log: {test_dir / 'sim.log'}")
+    return tests, failures

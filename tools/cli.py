@@ -1,0 +1,56 @@
+"""The ``bitmod`` command line.
+
+Each sub-command lives in its own module under ``tools/`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable taking the parsed arguments and returning
+an exit code. Errors a user can cause (bad names, shapes, files, parameters) are raised as
+``ValueError``/``OSError``/:class:`CLIError` and printed as one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["CLIError", "main"]
+
+# Modules that register top-level sub-commands, in the order shown by ``bitmod --help``.
+COMMAND_MODULES = (
+    "tools.cmd_doctor",
+    "tools.cmd_formats",
+    "tools.cmd_quantize",
+    "tools.bench",
+)
+
+
+class CLIError(Exception):
+    """An error caused by the user's input; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bitmod",
+        description="Open accelerator generator for low-bit LLM inference.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.func(args)
+    except (CLIError, ValueError, OSError) as error:
+        print(f"bitmod {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bitmod {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ builds for a platform; :func:`tool_environment` returns exactly those variables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -145,10 +146,8 @@ def tool_environment() -> dict[str, str]:
     for name, tool in TOOLS.items():
         if name in ("verilator", "z3"):
             continue  # cocotb finds these on PATH; Amaranth has no variable for them
-        try:
+        with contextlib.suppress(ToolNotFound):
             env[tool.variable] = find_tool(name)
-        except ToolNotFound:
-            pass
     return env
 
 

@@ -21,6 +21,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -41,8 +42,6 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Packages whose source can change generated RTL (hdl/ imports format definitions from golden/).
-RTL_SOURCE_PACKAGES = ("hdl", "golden")
 # Amaranth's Verilog trips these Verilator lints by design (unused bits, width mismatches that
 # Amaranth resolves explicitly); they are warnings, not errors.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-UNOPTFLAT", "-O3",
@@ -64,13 +63,32 @@ def build_root() -> Path:
     return Path(root) if root else PROJECT_ROOT / "build"
 
 
-def source_hash(packages: tuple[str, ...] = RTL_SOURCE_PACKAGES) -> str:
-    """SHA-256 over the Python sources of ``packages`` (paths and contents, sorted)."""
+def _golden_modules_used_by_hdl() -> list[Path]:
+    """golden/ files that hdl/ imports (format definitions): they can change generated RTL."""
+    pattern = re.compile(r"^\s*(?:from\s+golden\.(\w+)|from\s+golden\s+import\s+(\w+)"
+                         r"|import\s+golden\.(\w+))", re.MULTILINE)
+    names = set()
+    for path in (PROJECT_ROOT / "hdl").rglob("*.py"):
+        for match in pattern.finditer(path.read_text()):
+            names.add(next(group for group in match.groups() if group))
+    return [PROJECT_ROOT / "golden" / f"{name}.py" for name in sorted(names)
+            if (PROJECT_ROOT / "golden" / f"{name}.py").exists()]
+
+
+def source_hash(extra_files: tuple[Path, ...] = ()) -> str:
+    """SHA-256 over the sources that can change generated RTL.
+
+    That is every file of ``hdl/``, the ``golden/`` modules that ``hdl/`` imports, the harness
+    (``sim/vectors.py``) and ``extra_files`` (e.g. the module defining a component outside
+    ``hdl/``). Editing the golden quantizer or a test does not invalidate the models.
+    """
+    files = sorted({*(PROJECT_ROOT / "hdl").rglob("*.py"), *_golden_modules_used_by_hdl(),
+                    PROJECT_ROOT / "sim" / "vectors.py", *extra_files})
     digest = hashlib.sha256()
-    for package in packages:
-        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
-            digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
-            digest.update(path.read_bytes())
+    for path in files:
+        digest.update(str(path.resolve().relative_to(PROJECT_ROOT)
+                          if path.resolve().is_relative_to(PROJECT_ROOT) else path).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -155,7 +173,8 @@ def get_model(component_class: type, params: Mapping[str, object] | None = None,
     params = dict(params or {})
     waves = waves_enabled()
     key_material = "|".join([_class_path(component_class), _canonical_params(params),
-                             source_hash(), f"waves={waves}"])
+                             source_hash((Path(inspect.getfile(component_class)),)),
+                             f"waves={waves}"])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     name = f"{component_class.__name__}-{key}"
     build_dir = build_root() / "verilator" / name
@@ -179,7 +198,7 @@ def get_model(component_class: type, params: Mapping[str, object] | None = None,
         from cocotb_tools.runner import get_runner
 
         runner = get_runner("verilator")
-        runner.build(verilog_sources=[model.verilog_path], hdl_toplevel=model.toplevel,
+        runner.build(sources=[model.verilog_path], hdl_toplevel=model.toplevel,
                      build_dir=build_dir, build_args=list(VERILATOR_ARGS), waves=waves,
                      timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
         model.build_seconds = time.monotonic() - started
@@ -219,15 +238,24 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
         **(env or {}),
     }
     runner = get_runner("verilator")
-    results_xml = runner.test(
-        test_module=test_module, hdl_toplevel=model.toplevel, hdl_toplevel_lang="verilog",
-        build_dir=model.build_dir,
-        test_dir=test_dir, testcase=testcase, extra_env=extra_env, waves=model.waves,
-        seed=seed, results_xml=str(test_dir / "results.xml"),
-        log_file=test_dir / "sim.log")
+    try:
+        results_xml = runner.test(
+            test_module=test_module, hdl_toplevel=model.toplevel, hdl_toplevel_lang="verilog",
+            build_dir=model.build_dir,
+            test_dir=test_dir, testcase=testcase, extra_env=extra_env, waves=model.waves,
+            seed=seed, results_xml=str(test_dir / "results.xml"),
+            log_file=test_dir / "sim.log")
+    except SystemExit:  # the runner exits when a test fails; report it as a failure instead
+        results_xml = test_dir / "results.xml"
+        if not results_xml.exists():
+            raise SimulationFailed(f"cocotb did not run {test_module} on {model.name}; "
+                                   f"log: {test_dir / 'sim.log'}") from None
     tests, failures = get_results(Path(results_xml))
     if failures or not tests:
+        log = test_dir / "sim.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        reasons = [line.strip() for line in lines if "Error" in line][-3:]
         raise SimulationFailed(
-            f"{failures} of {tests} cocotb tests failed in {test_module} on {model.name}; "
-            f"log: {test_dir / 'sim.log'}")
+            f"{failures} of {tests} cocotb tests failed in {test_module} on {model.name}"
+            + "".join(f"\n  {reason}" for reason in reasons) + f"\nlog: {log}")
     return tests, failures

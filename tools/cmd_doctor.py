@@ -87,7 +87,8 @@ def _check_formal(workdir: Path) -> str:
     return f"proof passed in {good.seconds:.1f} s; broken variant caught"
 
 
-def run_checks(keep: Path | None = None, report: Callable[[str, bool, str], None] = None):
+def run_checks(keep: Path | None = None,
+               report: Callable[[str, bool, str], None] | None = None) -> bool:
     """Run every check; call ``report(name, ok, detail)`` for each. Returns True if all pass."""
     workdir = keep or Path(tempfile.mkdtemp(prefix="bitmod-doctor-"))
     workdir.mkdir(parents=True, exist_ok=True)

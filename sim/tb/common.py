@@ -1,0 +1,94 @@
+"""Shared cocotb testbench pieces: a TB class owning clock and reset, and stream drivers.
+
+Signal names follow Amaranth's flattening of stream ports: ``<name>__valid``,
+``<name>__ready``, ``<name>__payload``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+
+CLOCK_NS = 10
+
+
+class TB:
+    """Owns the DUT's clock and reset; holds static input ports from ``VECTORS_PORTS``."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.clock = Clock(dut.clk, CLOCK_NS, unit="ns")
+        self.clock.start()
+        for name, value in json.loads(os.environ.get("VECTORS_PORTS", "{}")).items():
+            getattr(dut, name).value = value
+
+    async def reset(self, cycles: int = 2) -> None:
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+
+
+class StreamSource:
+    """Drives ``<prefix>__valid/__payload``; ``idle`` is the chance of a gap before a payload."""
+
+    def __init__(self, dut, prefix: str, rng: random.Random, idle: float = 0.0):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.rng = rng
+        self.idle = idle
+        self.valid.value = 0
+
+    async def send(self, payload: int) -> None:
+        while self.rng.random() < self.idle:
+            await RisingEdge(self.clk)
+        self.valid.value = 1
+        self.payload.value = payload
+        # Sample ready once the cycle has settled, before the edge: the transfer happens at the
+        # edge when valid and ready are both high then.
+        while True:
+            await ReadOnly()
+            accepted = bool(self.ready.value)
+            await RisingEdge(self.clk)
+            if accepted:
+                break
+        self.valid.value = 0
+
+
+class StreamSink:
+    """Drives ``<prefix>__ready`` (low with chance ``backpressure``) and records payloads."""
+
+    def __init__(self, dut, prefix: str, rng: random.Random, backpressure: float = 0.0):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.rng = rng
+        self.backpressure = backpressure
+        self.received: list[int] = []
+        self.ready.value = 0
+
+    async def run(self, count: int) -> None:
+        while len(self.received) < count:
+            self.ready.value = int(self.rng.random() >= self.backpressure)
+            await ReadOnly()
+            if self.valid.value and self.ready.value:
+                self.received.append(self.payload.value.to_unsigned())
+            await RisingEdge(self.clk)
+        self.ready.value = 0
+
+
+def read_ints(path: str) -> list[int]:
+    with open(path) as file:
+        return [int(word, 16) for word in file.read().split()]
+
+
+def write_ints(path: str, values) -> None:
+    with open(path, "w") as file:
+        file.write("".join(f"{v:x}\n" for v in values))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 __all__ = ["CLIError", "main"]
@@ -19,6 +20,7 @@ COMMAND_MODULES = (
     "tools.cmd_doctor",
     "tools.cmd_formats",
     "tools.cmd_quantize",
+    "tools.cmd_synth",
     "tools.bench",
 )
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stays open until exit)
+        return 0
     except (CLIError, ValueError, OSError) as error:
         print(f"bitmod {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,59 @@
+"""The ``bitmod`` command line: output of the format and synth commands, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tools.cli import main
+
+
+def run_cli(*args):
+    """Run ``bitmod`` in a subprocess, as a user would; return (status, stdout, stderr)."""
+    result = subprocess.run([sys.executable, "-m", "tools", *args], capture_output=True,
+                            text=True, timeout=600, check=False)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_formats_lists_every_registered_format(capsys):
+    from golden import formats
+
+    assert main(["formats"]) == 0
+    out = capsys.readouterr().out
+    for name in formats.names():
+        assert f"\n{name} " in out
+
+
+def test_formats_json_table_matches_decode(capsys):
+    from golden import formats
+
+    assert main(["formats", "fp4_ea_neg", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    fmt = formats.get("fp4_ea_neg")
+    assert [row["value"] for row in table["codes"]] == list(fmt.decode(fmt.codes()))
+    assert table["bits"] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["formats", "fp9_e9"], "unknown format"),
+    (["synth", "nonexistent"], "unknown component"),
+    (["synth", "selftest_adder", "--param", "width"], "NAME=VALUE"),
+    (["synth", "selftest_adder", "--param", "wdth=3"], "wdth"),
+    (["synth", "selftest_adder", "--param", "width=0"], "width"),
+])
+def test_user_errors_are_one_line(args, message):
+    status, _out, err = run_cli(*args)
+    assert status == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_synth_json_reports_component_figures():
+    status, out, err = run_cli("synth", "selftest_adder", "--param", "width=4",
+                               "--device", "ice40-up5k", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["ff"] == 2 * (4 + 1 + 1)  # two stages of a 5-bit sum and a valid bit
+    assert result["lut4"] > 0 and result["fmax_mhz"] > 0

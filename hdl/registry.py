@@ -16,6 +16,7 @@ COMPONENTS = {
     "minifloat_mul": "hdl.arith.minifloat_mul:MinifloatMultiplier",
     "requant": "hdl.arith.requant:Requantizer",
     "to_float": "hdl.arith.to_float:ToFloat",
+    "term_encoder": "hdl.arith.term_encoder:TermEncoder",
     "selftest_adder": "sim.selftest:PipelinedAdder",
 }
 

@@ -156,7 +156,7 @@ def _check_inputs(inputs) -> list[int]:
 
 
 def _run(mode: str, component_class, params, inputs, ports, extra_env,
-         stats: dict | None = None) -> np.ndarray:
+         stats: dict | None = None, n_outputs: int | None = None) -> np.ndarray:
     params = dict(params or {})
     values = _check_inputs(inputs)
     probe = component_class(**params)
@@ -170,6 +170,7 @@ def _run(mode: str, component_class, params, inputs, ports, extra_env,
     for value in values:
         if value >> in_width:
             raise ValueError(f"payload {value:#x} does not fit the {in_width}-bit i_stream")
+    expected = len(values) if n_outputs is None else n_outputs
     if mode == "vectors":
         batch = _batch_size(in_width, out_width)
         model = get_model(
@@ -188,14 +189,16 @@ def _run(mode: str, component_class, params, inputs, ports, extra_env,
             "VECTORS_IN_WIDTH": str(in_width),
             "VECTORS_OUT_WIDTH": str(out_width),
             "VECTORS_PORTS": json.dumps({k: int(v) for k, v in (ports or {}).items()}),
+            "VECTORS_N_OUTPUTS": str(expected),
             **extra_env,
         }
         if mode == "vectors":
             env["VECTORS_BATCH"] = str(batch)
         run_cocotb(model, test_module, env=env, run_name=f"{mode}-{os.getpid()}-"
                    f"{Path(scratch).name}")
-        outputs = _read_ints(scratch_dir / "outputs.hex") if values else np.array([], object)
+        outputs = _read_ints(scratch_dir / "outputs.hex") if expected else np.array([], object)
         overhead = scratch_dir / "outputs.hex.overhead"
+        stamps = scratch_dir / "outputs.hex.cycles"
         if stats is not None:
             stats["cases"] = len(values)
             stats["model"] = model.name
@@ -204,8 +207,10 @@ def _run(mode: str, component_class, params, inputs, ports, extra_env,
                 # cycles from start to the last output minus the payload count: equals the
                 # unit's latency (the start cycle and the output cycle cancel).
                 stats["fill_cycles"] = int(overhead.read_text())
-    if len(outputs) != len(values):
-        raise AssertionError(f"expected {len(values)} outputs, got {len(outputs)}")
+            if stamps.exists():
+                stats["output_cycles"] = [int(v) for v in stamps.read_text().split()]
+    if len(outputs) != expected:
+        raise AssertionError(f"expected {expected} outputs, got {len(outputs)}")
     return outputs
 
 
@@ -224,18 +229,23 @@ def run_vectors(component_class, params: Mapping | None, inputs: Sequence[int], 
 
 def run_stream(component_class, params: Mapping | None, inputs: Sequence[int], *,
                ports: Mapping[str, int] | None = None, backpressure: float = 0.5,
-               idle: float = 0.5, seed: int = 1) -> np.ndarray:
+               idle: float = 0.5, seed: int = 1, n_outputs: int | None = None,
+               stats: dict | None = None) -> np.ndarray:
     """Like :func:`run_vectors`, through cocotb drivers with random idles and backpressure.
 
     ``idle`` is the probability that the driver leaves ``valid`` low in a cycle;
     ``backpressure`` the probability that the sink holds ``ready`` low; both seeded by ``seed``.
+    ``n_outputs`` is the number of outputs to collect (default: one per input), for units that
+    reduce many inputs to one output (a PE). ``stats["output_cycles"]`` receives, for each
+    output, the cycle at which it was taken, counted from the cycle the first input was
+    accepted (cycle 0); with ``idle=0`` and ``backpressure=0`` these are the unit's own timing.
     """
     for name, value in (("backpressure", backpressure), ("idle", idle)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1), not {value}")
     return _run("stream", component_class, params, inputs, ports, {
         "STREAM_BACKPRESSURE": str(backpressure), "STREAM_IDLE": str(idle),
-        "STREAM_SEED": str(seed)})
+        "STREAM_SEED": str(seed)}, stats, n_outputs)
 
 
 def _fields(layout) -> list[tuple[str, int, int, bool]]:

@@ -80,3 +80,15 @@ def test_run_vectors_catches_a_unit_below_full_rate():
     a, b = all_operand_pairs(4)
     with pytest.raises(SimulationFailed):
         run_vectors(PipelinedAdder, params, pack_fields(layout, a=a, b=b))
+
+
+def test_run_stream_reports_output_cycles():
+    params = {"width": 8, "stages": 3}
+    layout = PipelinedAdder(**params).operands
+    a = np.arange(-50, 50)
+    stats = {}
+    out = run_stream(PipelinedAdder, params, pack_fields(layout, a=a, b=a), backpressure=0.0,
+                     idle=0.0, stats=stats)
+    assert len(out) == len(a)
+    latency = PipelinedAdder(**params).latency
+    assert stats["output_cycles"] == [latency + i for i in range(len(a))]

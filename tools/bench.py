@@ -9,6 +9,7 @@ import importlib
 
 BENCH_MODULES = (
     "tools.bench_quant",
+    "tools.bench_synth",
 )
 
 

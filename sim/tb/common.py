@@ -10,6 +10,7 @@ import json
 import os
 import random
 
+import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
@@ -33,11 +34,33 @@ class TB:
         await RisingEdge(self.dut.clk)
 
 
+class CycleCounter:
+    """Counts rising edges; ``cycle`` is -1 until :meth:`start_at_zero` is called."""
+
+    def __init__(self, clk):
+        self.clk = clk
+        self.cycle = -1
+        self._running = False
+
+    def start_at_zero(self) -> None:
+        self.cycle = 0
+        if not self._running:
+            self._running = True
+            cocotb.start_soon(self._count())
+
+    async def _count(self) -> None:
+        while True:
+            await RisingEdge(self.clk)
+            self.cycle += 1
+
+
 class StreamSource:
     """Drives ``<prefix>__valid/__payload``; ``idle`` is the chance of a gap before a payload."""
 
-    def __init__(self, dut, prefix: str, rng: random.Random, idle: float = 0.0):
+    def __init__(self, dut, prefix: str, rng: random.Random, idle: float = 0.0,
+                 on_first_accept=None):
         self.clk = dut.clk
+        self.on_first_accept = on_first_accept
         self.valid = getattr(dut, f"{prefix}__valid")
         self.ready = getattr(dut, f"{prefix}__ready")
         self.payload = getattr(dut, f"{prefix}__payload")
@@ -55,6 +78,9 @@ class StreamSource:
         while True:
             await ReadOnly()
             accepted = bool(self.ready.value)
+            if accepted and self.on_first_accept is not None:
+                self.on_first_accept()
+                self.on_first_accept = None
             await RisingEdge(self.clk)
             if accepted:
                 break
@@ -72,14 +98,16 @@ class StreamSink:
         self.rng = rng
         self.backpressure = backpressure
         self.received: list[int] = []
+        self.cycles: list[int] = []  # cycle of each transfer, from the TB's cycle counter
         self.ready.value = 0
 
-    async def run(self, count: int) -> None:
+    async def run(self, count: int, clock=None) -> None:
         while len(self.received) < count:
             self.ready.value = int(self.rng.random() >= self.backpressure)
             await ReadOnly()
             if self.valid.value and self.ready.value:
                 self.received.append(self.payload.value.to_unsigned())
+                self.cycles.append(clock.cycle if clock is not None else -1)
             await RisingEdge(self.clk)
         self.ready.value = 0
 

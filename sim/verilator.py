@@ -14,6 +14,7 @@ Verilator down severalfold.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -21,7 +22,6 @@ import importlib
 import inspect
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -63,31 +63,73 @@ def build_root() -> Path:
     return Path(root) if root else PROJECT_ROOT / "build"
 
 
-def _golden_modules_used_by_hdl() -> list[Path]:
-    """golden/ files that hdl/ imports (format definitions): they can change generated RTL."""
-    pattern = re.compile(r"^\s*(?:from\s+golden\.(\w+)|from\s+golden\s+import\s+(\w+)"
-                         r"|import\s+golden\.(\w+))", re.MULTILINE)
-    names = set()
-    for path in (PROJECT_ROOT / "hdl").rglob("*.py"):
-        for match in pattern.finditer(path.read_text()):
-            names.add(next(group for group in match.groups() if group))
-    return [PROJECT_ROOT / "golden" / f"{name}.py" for name in sorted(names)
-            if (PROJECT_ROOT / "golden" / f"{name}.py").exists()]
+PROJECT_PACKAGES = ("hdl", "golden", "sim", "fpga")
 
 
-def source_hash(extra_files: tuple[Path, ...] = ()) -> str:
-    """SHA-256 over the sources that can change generated RTL.
+def _module_file(module: str) -> Path | None:
+    """The project file of dotted ``module`` (``hdl.arith.x`` -> hdl/arith/x.py), if any."""
+    parts = module.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    base = PROJECT_ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
 
-    That is every file of ``hdl/``, the ``golden/`` modules that ``hdl/`` imports, the harness
-    (``sim/vectors.py``) and ``extra_files`` (e.g. the module defining a component outside
-    ``hdl/``). Editing the golden quantizer or a test does not invalidate the models.
+
+def _imports_of(path: Path) -> set[Path]:
+    """Project files imported by the Python file ``path`` (absolute and relative imports)."""
+    # The package a relative import starts from: the file's folder (also for __init__.py).
+    package = path.relative_to(PROJECT_ROOT).parent.parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            # ``from pkg import name`` may import a submodule or a name defined in pkg.
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            # importing a.b.c also executes a/__init__.py and a/b/__init__.py
+            for depth in range(1, len(parts) + 1):
+                module_path = _module_file(".".join(parts[:depth]))
+                if module_path is not None:
+                    found.add(module_path)
+    return found
+
+
+def rtl_sources(component_file: Path) -> list[Path]:
+    """The project files that can change the RTL of a component defined in ``component_file``:
+    the transitive closure of its project imports (``hdl/``, the ``golden/`` format
+    definitions it reads, ...), plus the batch harness (``sim/vectors.py``)."""
+    pending = [component_file.resolve(), PROJECT_ROOT / "sim" / "vectors.py"]
+    seen: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen or not path.is_relative_to(PROJECT_ROOT):
+            continue
+        seen.add(path)
+        pending.extend(_imports_of(path) - seen)
+    return sorted(seen)
+
+
+def source_hash(component_file: Path) -> str:
+    """SHA-256 over :func:`rtl_sources` (paths and contents).
+
+    Editing an unrelated unit, the golden quantizer or a test therefore reuses every model;
+    editing a component or anything it imports rebuilds exactly the models that depend on it.
     """
-    files = sorted({*(PROJECT_ROOT / "hdl").rglob("*.py"), *_golden_modules_used_by_hdl(),
-                    PROJECT_ROOT / "sim" / "vectors.py", *extra_files})
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.resolve().relative_to(PROJECT_ROOT)
-                          if path.resolve().is_relative_to(PROJECT_ROOT) else path).encode())
+    for path in rtl_sources(component_file):
+        digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -173,7 +215,7 @@ def get_model(component_class: type, params: Mapping[str, object] | None = None,
     params = dict(params or {})
     waves = waves_enabled()
     key_material = "|".join([_class_path(component_class), _canonical_params(params),
-                             source_hash((Path(inspect.getfile(component_class)),)),
+                             source_hash(Path(inspect.getfile(component_class))),
                              f"waves={waves}"])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     name = f"{component_class.__name__}-{key}"

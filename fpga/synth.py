@@ -119,7 +119,10 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
     nextpnr = find_tool(f"nextpnr-{device.family}")
     command = [nextpnr, *device.nextpnr_args, "--json", f"{top}.json", "--report",
                "report.json", "--freq", f"{target_mhz:g}", "--seed", str(seed), "-q",
-               "--log", "nextpnr.log"]
+               "--log", "nextpnr.log",
+               # Report the achieved Fmax even when it misses the target (nextpnr-ice40 would
+               # otherwise stop with an error); SynthReport.timing_met says whether it was met.
+               "--timing-allow-fail"]
     if device.family == "ice40":
         command += ["--asc", f"{top}.asc"]
         command += ["--pcf", str(constraints)] if constraints else ["--pcf-allow-unconstrained"]

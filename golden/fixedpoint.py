@@ -174,11 +174,23 @@ def cast_fixed(q, frac_in: int, width: int, frac: int, rounding: str = "RND_CONV
     if shift <= 0:
         v = q << np.int64(-shift)
         return _apply_overflow(v, width, signed, overflow)
-    floor_v = q >> np.int64(shift)
-    dropped = q - (floor_v << np.int64(shift))
-    half = np.int64(1) << np.int64(shift - 1)
-    qb = dropped >= half
-    r = (dropped & (half - 1)) != 0
+    if shift >= 63:
+        # NumPy's int64 shifts by 64 or more are undefined (x86 masks the count); Python
+        # integers shift exactly, and the results here are tiny (floor is 0 or -1).
+        exact = [int(v) for v in q.reshape(-1)]
+        floor_list = [v >> shift for v in exact]
+        dropped_list = [v - (f << shift) for v, f in zip(exact, floor_list, strict=True)]
+        half_int = 1 << (shift - 1)
+        floor_v = np.array(floor_list, dtype=np.int64).reshape(q.shape)
+        qb = np.array([d >= half_int for d in dropped_list], dtype=bool).reshape(q.shape)
+        r = np.array([(d & (half_int - 1)) != 0 for d in dropped_list],
+                     dtype=bool).reshape(q.shape)
+    else:
+        floor_v = q >> np.int64(shift)
+        dropped = q - (floor_v << np.int64(shift))
+        half = np.int64(1) << np.int64(shift - 1)
+        qb = dropped >= half
+        r = (dropped & (half - 1)) != 0
     s = q < 0
     v = floor_v + _round_increment(floor_v, qb, r, s, rounding).astype(np.int64)
     return _apply_overflow(v, width, signed, overflow)

@@ -1,0 +1,207 @@
+"""Block floating point for activations: the golden model of the activation block converter.
+
+A *block* is a vector of N activations (FP16 or BF16 bit patterns). The converter gives it one
+shared exponent ``block_exp`` and N two's-complement integer mantissas of ``mant_width`` (W)
+bits, so the PEs downstream do pure integer arithmetic (DESIGN.md "Activation path").
+
+Definition (exact; :mod:`hdl.arith.act_block` equals it bit for bit)
+--------------------------------------------------------------------
+Per element with sign ``s``, exponent field ``e`` and mantissa field ``m`` of a format with
+``E`` exponent bits, ``M`` mantissa bits and bias ``B`` (FP16: 5, 10, 15; BF16: 8, 7, 127):
+
+* *special*: ``e == 2**E - 1`` (Inf or NaN). Special elements are flagged in ``invalid``, take
+  no part in the shared exponent and output mantissa 0 (so one Inf does not flush the rest of
+  the block to zero; the flag tells the consumer not to trust the block).
+* effective exponent ``eff = max(e, 1)`` for a nonzero finite element (a subnormal has the
+  effective exponent 1), ``eff = 0`` for a zero (either sign) or a special element;
+  significand ``sig = (e != 0) * 2**M + m`` (0 for specials), so the element's value is
+  ``x = (-1)**s * sig * 2**(eff - B - M)``.
+* ``block_exp = max(eff)`` over the block: the largest effective exponent of the nonzero finite
+  elements; a block with no nonzero finite element has ``block_exp = 0`` and mantissas 0.
+* ``K = B + W - 2`` and the element is represented by ``mant * 2**(block_exp - K)``: the
+  aligned magnitude ``a = sig * 2**(W - 2 - M - (block_exp - eff))`` puts the hidden bit of the
+  largest element at bit ``W - 2``, just below the sign.
+* rounding of ``a`` to an integer magnitude ``q``:
+
+  - ``"trunc"``: toward zero (``q = floor(a)``, sign applied after). Chosen over floor of the
+    two's-complement value because the input is sign-magnitude: it needs no sticky bit and no
+    incrementer, and its error is symmetric (no -1/2 LSB bias accumulating in dot products).
+  - ``"rne"``: to nearest, ties to even, on the magnitude (RNE is symmetric, so this equals
+    RNE of the signed value).
+
+* saturation: ``q`` is clamped to ``2**(W-1) - 1``. Only RNE can reach ``2**(W-1)``, only for
+  an element with ``eff == block_exp`` and only when ``W < M + 2`` (the largest element has
+  bits below the mantissa LSB: FP16 ``W <= 11``, BF16 ``W <= 8``); those lanes are flagged in
+  ``saturated``. The range is symmetric: ``-2**(W-1)`` is never produced.
+* ``mant = (-1)**s * q``; negative zero gives 0.
+
+Error bound (proved on random blocks in ``tests/test_bfp.py``): with ``lsb = 2**(block_exp -
+K)``, ``|x - mant * lsb| < lsb`` for ``"trunc"``; ``|x - mant * lsb| <= lsb / 2`` for ``"rne"``
+except on saturated lanes, where it is ``< lsb``.
+
+INT8 activations (``act_format="int8"``) are already integers with a per-token scale applied
+elsewhere: each 16-bit word must hold an int8 value sign-extended to 16 bits (an int16 in
+[-128, 127]); the converter passes it through unchanged with ``block_exp = 0`` and ``K = 0``.
+A word outside that range is flagged ``invalid`` and gives mantissa 0. INT8 needs ``W >= 8``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import formats
+
+__all__ = [
+    "ACT_FORMATS",
+    "MAX_MANT_WIDTH",
+    "MIN_MANT_WIDTH",
+    "ROUNDINGS",
+    "BlockFlags",
+    "block_convert",
+    "block_dequantize",
+    "block_exp_width",
+    "check_block_params",
+    "float_fields",
+    "scale_offset",
+]
+
+ACT_FORMATS = ("fp16", "bf16", "int8")
+ROUNDINGS = ("trunc", "rne")
+MIN_MANT_WIDTH = 2
+MAX_MANT_WIDTH = 24
+
+
+class BlockFlags(NamedTuple):
+    """Per-lane flags of :func:`block_convert` (boolean arrays shaped like the mantissas)."""
+
+    invalid: np.ndarray
+    """The lane held Inf/NaN (FP formats) or a word that is not a sign-extended int8."""
+    saturated: np.ndarray
+    """RNE rounded the lane's magnitude up to ``2**(W-1)``; it was clamped to ``2**(W-1)-1``."""
+
+
+def check_block_params(act_format: str, mant_width: int, rounding: str) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the parameter when it is not supported."""
+    if act_format not in ACT_FORMATS:
+        raise ValueError(f"unknown act_format {act_format!r}; expected one of {ACT_FORMATS}")
+    if not isinstance(mant_width, (int, np.integer)) or isinstance(mant_width, bool):
+        raise TypeError(f"mant_width must be an int, not {mant_width!r}")
+    if not MIN_MANT_WIDTH <= mant_width <= MAX_MANT_WIDTH:
+        raise ValueError(f"mant_width must be in {MIN_MANT_WIDTH}..{MAX_MANT_WIDTH}, "
+                         f"not {mant_width}")
+    if act_format == "int8" and mant_width < 8:
+        raise ValueError(f"mant_width must be at least 8 for act_format 'int8', not {mant_width}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
+
+
+def float_fields(act_format: str) -> tuple[int, int, int]:
+    """``(exp_bits, man_bits, bias)`` of an FP activation format (from :mod:`golden.formats`)."""
+    if act_format not in ("fp16", "bf16"):
+        raise ValueError(f"act_format {act_format!r} is not a floating-point format")
+    fmt = formats.get(act_format)
+    return fmt.exp_bits, fmt.man_bits, fmt.bias
+
+
+def block_exp_width(act_format: str) -> int:
+    """Bits of ``block_exp``: the exponent field width (FP16 5, BF16 8); 1 for INT8 (always 0).
+
+    ``block_exp`` ranges over 0..2**E - 2 (the all-ones field is special and excluded), so the
+    exponent field width always suffices.
+    """
+    if act_format == "int8":
+        return 1
+    return float_fields(act_format)[0]
+
+
+def scale_offset(act_format: str, mant_width: int) -> int:
+    """``K`` of ``value = mant * 2**(block_exp - K)``: ``bias + mant_width - 2``; 0 for INT8."""
+    check_block_params(act_format, mant_width, "rne")
+    if act_format == "int8":
+        return 0
+    return float_fields(act_format)[2] + mant_width - 2
+
+
+def _check_bits(bits) -> np.ndarray:
+    arr = np.asarray(bits)
+    if arr.ndim < 1 or arr.shape[-1] < 1:
+        raise ValueError(f"bits must have shape [..., N] with N >= 1, not {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"bits must be an integer array of 16-bit patterns, not {arr.dtype}")
+    wide = arr.astype(np.int64)
+    if wide.size and (wide.min() < 0 or wide.max() > 0xFFFF):
+        raise ValueError("bits must hold 16-bit patterns in 0..65535")
+    return wide
+
+
+def block_convert(bits, act_format: str = "fp16", mant_width: int = 12,
+                  rounding: str = "rne") -> tuple[np.ndarray, np.ndarray, BlockFlags]:
+    """Convert blocks of 16-bit activations into block floating point (module docstring).
+
+    Parameters
+    ----------
+    bits : array of int, shape [..., N]
+        Raw 16-bit patterns (FP16/BF16 codes, or sign-extended int8 words), N per block.
+    act_format : {"fp16", "bf16", "int8"}
+    mant_width : int
+        W, 2..24 (INT8: 8..24): width of the two's-complement mantissas.
+    rounding : {"trunc", "rne"}
+
+    Returns
+    -------
+    block_exp : int64 array, shape [...]
+    mantissas : int64 array, shape [..., N], in ``[-(2**(W-1) - 1), 2**(W-1) - 1]``
+    flags : BlockFlags
+        ``invalid`` and ``saturated``, boolean arrays of shape [..., N].
+    """
+    check_block_params(act_format, mant_width, rounding)
+    word = _check_bits(bits)
+    W = int(mant_width)
+    if act_format == "int8":
+        value = np.where(word >= 0x8000, word - 0x10000, word)
+        invalid = (value < -128) | (value > 127)
+        mant = np.where(invalid, 0, value)
+        return (np.zeros(word.shape[:-1], np.int64), mant.astype(np.int64),
+                BlockFlags(invalid, np.zeros(word.shape, bool)))
+
+    E, M, _ = float_fields(act_format)
+    sign = (word >> (E + M)) & 1
+    e = (word >> M) & ((1 << E) - 1)
+    m = word & ((1 << M) - 1)
+    special = e == (1 << E) - 1
+    sig = np.where(special, 0, np.where(e != 0, (1 << M) | m, m))
+    eff = np.where(sig == 0, 0, np.maximum(e, 1))
+    block_exp = eff.max(axis=-1)
+
+    # a = sig * 2**(P - d): scale up by 2**max(P, 0) (exact), then drop d + max(-P, 0) bits.
+    P = W - 2 - M
+    wide = sig << max(P, 0)
+    s_bits = M + 1 + max(P, 0)
+    # Dropping more than s_bits + 1 bits leaves kept = 0, qb = 0, r = (wide != 0), as dropping
+    # s_bits + 1 does; the clamp also keeps numpy shifts below 64.
+    drop = np.minimum(block_exp[..., None] - eff + max(-P, 0), s_bits + 1)
+    kept = wide >> drop
+    if rounding == "rne":
+        drop_m1 = np.maximum(drop - 1, 0)
+        qb = np.where(drop >= 1, (wide >> drop_m1) & 1, 0)
+        r = np.where(drop >= 2, (wide & ((1 << drop_m1) - 1)) != 0, False)
+        kept = kept + (qb & ((kept & 1) | r))
+    qmax = (1 << (W - 1)) - 1
+    saturated = kept > qmax
+    q = np.minimum(kept, qmax)
+    mant = np.where(sign == 1, -q, q)
+    return block_exp.astype(np.int64), mant.astype(np.int64), BlockFlags(special, saturated)
+
+
+def block_dequantize(block_exp, mantissas, act_format: str = "fp16",
+                     mant_width: int = 12) -> np.ndarray:
+    """Exact value of each element: ``mantissas * 2**(block_exp - K)`` as float64, [..., N].
+
+    Exact because ``|mantissa| < 2**24`` and the exponent stays inside the float64 range.
+    """
+    K = scale_offset(act_format, mant_width)
+    exp = np.asarray(block_exp, dtype=np.int64)
+    mant = np.asarray(mantissas, dtype=np.int64)
+    return np.ldexp(mant.astype(np.float64), (exp - K)[..., None])

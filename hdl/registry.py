@@ -12,6 +12,9 @@ __all__ = ["COMPONENTS", "component_class", "component_names"]
 
 COMPONENTS = {
     "act_block": "hdl.arith.act_block:ActBlockConverter",
+    "bitserial_pe": "hdl.pe.bitserial:BitSerialPE",
+    "int_pe": "hdl.pe.baseline:IntPE",
+    "minifloat_pe": "hdl.pe.baseline:MinifloatPE",
     "fixed_cast": "hdl.arith.fixed_cast:FixedCast",
     "minifloat_mul": "hdl.arith.minifloat_mul:MinifloatMultiplier",
     "requant": "hdl.arith.requant:Requantizer",

@@ -1,0 +1,503 @@
+"""Golden model of the bit-serial mixed-datatype PE (``hdl/pe/bitserial.py``).
+
+A PE computes one output of an output-stationary array, in integer code units::
+
+    acc = sum_g ((sum_{k in group g} a_k * level_k) * scale_g) << exp_g
+
+with ``level_k`` the decoded weight in code units (:mod:`golden.terms`), ``a_k`` the integer
+activation mantissas, ``scale_g`` the unsigned group scale code (1 when ``scale_bits == 0``)
+and ``exp_g`` the group exponent shift.
+
+Three views of the same computation:
+
+:func:`pe_reference`
+    The independent reference: decoded levels (``Format.decode / unit``), no term
+    decomposition, Python integers.
+:func:`pe_cycles` / :func:`pack_pe_payload`
+    The per-cycle input stream of the PE: term-major within each weight-step. For each
+    weight-step (``L`` consecutive weights of a group) there are ``T`` cycles; cycle ``t``
+    carries term ``t`` of the ``L`` weights (:func:`golden.terms.decompose`), the ``L``
+    activations, ``t`` itself, and on the last cycle of a group ``group_last``, the group's
+    ``scale`` and ``exp`` (and ``out_last`` on the last group of an output).
+:class:`BitSerialPEModel`
+    Cycle-level twin of the RTL: the lane adder-tree pipeline, the group accumulator, the
+    bit-serial dequantizer and the output register, cycle by cycle, with the stall rule.
+
+Payload layout (``i_stream.payload``, LSB first; :func:`payload_offsets`)
+------------------------------------------------------------------------
+``terms`` ``L x (X + 2)`` bits (lane ``l`` at ``l * (X + 2)``: sign, exp[X], nonzero),
+``t`` ``ceil(log2 T)`` bits, ``acts`` ``L x A`` bits (two's complement, lane 0 lowest),
+``group_last`` 1, ``out_last`` 1, ``scale`` ``scale_bits``, ``exp`` ``exp_bits``.
+``o_stream.payload`` is ``acc``: signed ``acc_width`` bits.
+
+Widths (:class:`PEConfig`; every bound is a bound on a sum of absolute values, so it also
+bounds every partial sum and the accumulators can never overflow)
+-------------------------------------------------------------------------------------------
+* ``S_max`` = max over all codes, selectors and (for formats with a special-value register)
+  every register entry the term window can hold of ``sum_t |term_t|`` (code units). FP4/FP3
+  mixtures: 24 (register entry ``16 + 8``); plain FP4: 12; INT8: 129 (code 127 = ``128 - 1``).
+* ``M = G * S_max * 2**(A - 1)`` bounds ``|group sum|``; ``gacc_width = bit_length(M) + 1``
+  (at most the spec's ``A + ceil(log2(G * S_max)) + 1``).
+* ``product_width = bit_length(M * smax) + 1`` with ``smax = 2**scale_bits - 1`` (1 if
+  ``scale_bits == 0``).
+* ``acc_width = bit_length(max_groups * M * smax * 2**(2**exp_bits - 1)) + 1`` (at most the
+  spec's ``product_width + 2**exp_bits - 1 + ceil(log2(max_groups))``).
+
+Timing of the RTL (mirrored by :class:`BitSerialPEModel`)
+---------------------------------------------------------
+``stages = 1 + max(1, ceil(ceil(log2 L) / levels_per_stage))`` pipeline registers (the
+first lane step, then the adder-tree levels) precede the group accumulator; the dequantizer takes
+``D = max(scale_bits, 1)`` cycles plus one flush cycle into the output register, so
+``latency = stages + D + 2`` cycles from the ``out_last`` input to the output being valid.
+The dequantizer accepts a group sum when idle, or in its last step cycle when the running
+group does not end an output; a ``group_last`` arriving earlier stalls the PE.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import formats as fmts
+from . import terms as gterms
+
+__all__ = [
+    "BitSerialPEModel", "PEConfig", "max_term_sum", "pack_pe_payload", "payload_fields",
+    "payload_offsets", "pe_config", "pe_cycles", "pe_reference",
+]
+
+MAX_EXP_BITS = 8
+MAX_SCALE_BITS = 16
+
+
+def _format_names(formats) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        return (formats,)
+    if isinstance(formats, (list, tuple)) and formats and all(isinstance(n, str) for n in formats):
+        return tuple(formats)
+    raise TypeError(f"formats must be a format name or a non-empty list of names, not "
+                    f"{formats!r}")
+
+
+def max_term_sum(formats) -> int:
+    """``S_max``: the largest ``sum_t |term_t|`` (code units) any weight of ``formats`` can have.
+
+    Taken over every code and selector with the default register contents and, when the
+    formats have a special-value register, over every entry the register window can hold
+    (the register is loaded at run time, so any expressible special value must fit).
+    """
+    names = _format_names(formats)
+    geo = gterms.geometry(names)
+    codes = np.arange(1 << geo.code_bits)
+    sels = np.arange(gterms.REGISTER_ENTRIES) if geo.has_register else np.zeros(1, np.int64)
+    c, s = np.meshgrid(codes, sels, indexing="ij")
+    fmt = fmts.get(names[0])
+    finite = np.isfinite(np.broadcast_to(fmt.decode(codes)[:, None], c.shape))
+    tr = gterms.decompose(c[finite], names, s[finite])
+    best = int((tr.nonzero << (tr.exp + tr.bsig)).sum(axis=-1).max())
+    if geo.has_register:
+        top = (1 << gterms.WINDOW_EXP_BITS) - 1
+        best = max(best, sum(1 << (top + b) for b in gterms.TWO_TERM_BSIG))
+    return best
+
+
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name} must be {bound}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class PEConfig:
+    """Validated PE parameters and the widths derived from them (module docstring)."""
+
+    lanes: int
+    act_width: int
+    group_size: int
+    formats: tuple[str, ...]
+    scale_bits: int
+    exp_bits: int
+    max_groups: int
+    levels_per_stage: int
+    geometry: gterms.TermGeometry
+    s_max: int
+    group_bound: int
+    gacc_width: int
+    product_width: int
+    acc_width: int
+    required_acc_width: int
+
+    @property
+    def terms_per_weight(self) -> int:
+        return self.geometry.terms
+
+    @property
+    def group_cycles(self) -> int:
+        """Cycles of one group at full rate: ``G / L * T``."""
+        return self.group_size // self.lanes * self.terms_per_weight
+
+    @property
+    def dequant_cycles(self) -> int:
+        """``D = max(scale_bits, 1)``: step cycles of the bit-serial dequantizer."""
+        return max(self.scale_bits, 1)
+
+    @property
+    def stages(self) -> int:
+        """Pipeline registers in front of the group accumulator."""
+        levels = math.ceil(math.log2(self.lanes)) if self.lanes > 1 else 0
+        return 1 + max(1, -(-levels // self.levels_per_stage))
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting an ``out_last`` input to its output being valid."""
+        return self.stages + self.dequant_cycles + 2
+
+    @property
+    def t_bits(self) -> int:
+        return (self.terms_per_weight - 1).bit_length()
+
+
+def pe_config(lanes: int = 4, act_width: int = 8, group_size: int = 128, formats="fp4",
+              scale_bits: int = 8, exp_bits: int = 0, max_groups: int = 256,
+              acc_width: int | None = None, levels_per_stage: int = 1) -> PEConfig:
+    """Validate PE parameters (the RTL's keyword arguments) and derive the widths.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the bad parameter: non-int values, ``group_size`` not a multiple of ``lanes``,
+        a format the term encoder cannot express, an ``acc_width`` below the required width.
+    """
+    lanes = _check_int("lanes", lanes, 1, 256)
+    act_width = _check_int("act_width", act_width, 2, 32)
+    group_size = _check_int("group_size", group_size, 1)
+    if group_size % lanes:
+        raise ValueError(f"group_size ({group_size}) must be a multiple of lanes ({lanes})")
+    names = _format_names(formats)
+    try:
+        geo = gterms.geometry(names)
+    except ValueError as exc:
+        raise ValueError(f"formats: {exc}") from None
+    scale_bits = _check_int("scale_bits", scale_bits, 0, MAX_SCALE_BITS)
+    exp_bits = _check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
+    max_groups = _check_int("max_groups", max_groups, 1)
+    levels_per_stage = _check_int("levels_per_stage", levels_per_stage, 1)
+    s_max = max_term_sum(names)
+    bound = group_size * s_max << (act_width - 1)
+    scale_max = (1 << scale_bits) - 1 if scale_bits else 1
+    required = (max_groups * bound * scale_max << ((1 << exp_bits) - 1)).bit_length() + 1
+    if acc_width is None:
+        width = required
+    else:
+        width = _check_int("acc_width", acc_width, 1)
+        if width < required:
+            raise ValueError(f"acc_width {width} is too narrow: these parameters need "
+                             f"{required} bits (max_groups={max_groups}, S_max={s_max})")
+    return PEConfig(lanes, act_width, group_size, names, scale_bits, exp_bits, max_groups,
+                    levels_per_stage, geo, s_max, bound, bound.bit_length() + 1,
+                    (bound * scale_max).bit_length() + 1, width, required)
+
+
+def _as_config(params) -> PEConfig:
+    if isinstance(params, PEConfig):
+        return params
+    return pe_config(**dict(params))
+
+
+def payload_offsets(params) -> dict[str, tuple[int, int]]:
+    """``field -> (offset, width)`` of the PE input payload (module docstring)."""
+    cfg = _as_config(params)
+    x = cfg.geometry.exp_bits
+    widths = [("terms", cfg.lanes * (x + 2)), ("t", cfg.t_bits),
+              ("acts", cfg.lanes * cfg.act_width), ("group_last", 1), ("out_last", 1),
+              ("scale", cfg.scale_bits), ("exp", cfg.exp_bits)]
+    out, offset = {}, 0
+    for name, width in widths:
+        out[name] = (offset, width)
+        offset += width
+    return out
+
+
+def _levels(codes: np.ndarray, selectors: np.ndarray, names: tuple[str, ...],
+            special_values) -> np.ndarray:
+    """Decoded levels in code units, straight from the format definitions (no terms)."""
+    geo = gterms.geometry(names)
+    levels = np.zeros(codes.shape, dtype=np.int64)
+    members = selectors % len(names)
+    for i, name in enumerate(names):
+        fmt = fmts.get(name)
+        pick = members == i
+        values = fmt.decode(codes[pick]) / geo.unit
+        if not np.isfinite(values).all():
+            raise ValueError(f"weight codes must be finite; {name} NaN/Inf codes were given")
+        levels[pick] = values.astype(np.int64)
+        if not np.array_equal(levels[pick], values):
+            raise AssertionError(f"{name} levels are not integers in code units")
+    if special_values is not None:
+        if not geo.has_register:
+            raise ValueError(f"{list(names)} has no special-value register")
+        sv = np.asarray(list(special_values), dtype=np.int64)
+        if sv.shape != (gterms.REGISTER_ENTRIES,):
+            raise ValueError("special_values must have 4 entries")
+        special = codes == geo.special_code
+        levels[special] = sv[selectors[special]]
+    return levels
+
+
+def _inputs(codes, selectors, acts, scales, exps, group_size, scale_default):
+    codes = np.asarray(codes, dtype=np.int64)
+    acts = np.asarray(acts, dtype=np.int64)
+    if codes.ndim != 2 or acts.shape != codes.shape:
+        raise ValueError(f"codes and acts must both be [n_out, K]; got {codes.shape} and "
+                         f"{acts.shape}")
+    n_out, k = codes.shape
+    if k == 0 or k % group_size:
+        raise ValueError(f"K ({k}) must be a positive multiple of group_size ({group_size})")
+    groups = k // group_size
+
+    def per_group(name, value, default):
+        arr = np.full((n_out, groups), default, np.int64) if value is None else (
+            np.asarray(value, dtype=np.int64))
+        if arr.shape != (n_out, groups):
+            raise ValueError(f"{name} must have shape {(n_out, groups)}, not {arr.shape}")
+        return arr
+    return (codes, per_group("selectors", selectors, 0), acts,
+            per_group("scales", scales, scale_default), per_group("exps", exps, 0), groups)
+
+
+def pe_reference(codes, selectors, acts, scales, exps, formats, group_size,
+                 special_values=None) -> np.ndarray:
+    """Exact outputs ``sum_g ((sum_k a_k * level_k) * scale_g) << exp_g`` (object array).
+
+    Parameters
+    ----------
+    codes, acts : array_like [n_out, K]
+        Weight codes and integer activation mantissas; ``K`` a multiple of ``group_size``.
+    selectors, scales, exps : array_like [n_out, K / group_size] or None
+        Per-group selector (0..3), scale code (``None``: 1, i.e. ``scale_bits == 0``) and
+        exponent shift (``None``: 0).
+    formats : str or list of str
+        As for :func:`golden.terms.geometry`.
+    special_values : sequence of 4 int, optional
+        Special-value register contents (code units) of an extended-format mixture;
+        default: each selector decodes with ``formats[selector % len(formats)]``.
+    """
+    names = _format_names(formats)
+    codes, sel, acts, scales, exps, groups = _inputs(codes, selectors, acts, scales, exps,
+                                                     group_size, 1)
+    levels = _levels(codes, np.repeat(sel, group_size, axis=1), names, special_values)
+    sums = (acts * levels).reshape(codes.shape[0], groups, group_size).sum(axis=-1)
+    out = np.zeros(codes.shape[0], dtype=object)
+    for n in range(codes.shape[0]):
+        out[n] = sum((int(sums[n, g]) * int(scales[n, g])) << int(exps[n, g])
+                     for g in range(groups))
+    return out
+
+
+def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
+              special_values=None) -> list[dict]:
+    """The per-cycle input payloads that make the PE compute :func:`pe_reference`.
+
+    Order: output, group, weight-step (``lanes`` weights), term ``t = 0 .. T-1``. Each dict
+    mirrors the RTL payload: ``terms`` (dict of ``sign``, ``exp``, ``nonzero`` int arrays of
+    length ``lanes``), ``t``, ``acts`` (length ``lanes``), ``group_last``, ``out_last``,
+    ``scale``, ``exp`` (0 except on the last cycle of a group; ``scales=None`` gives 0).
+    """
+    names = _format_names(formats)
+    codes, sel, acts, scales, exps, groups = _inputs(codes, selectors, acts, scales, exps,
+                                                     group_size, 0)
+    if group_size % lanes:
+        raise ValueError(f"group_size ({group_size}) must be a multiple of lanes ({lanes})")
+    tr = gterms.decompose(codes, names, np.repeat(sel, group_size, axis=1), special_values)
+    if tr.nonfinite.any():
+        raise ValueError("weight codes must be finite (a NaN/Inf code was given)")
+    n_out = codes.shape[0]
+    n_terms = tr.bsig.shape[0]
+    steps = group_size // lanes
+    cycles = []
+    for n in range(n_out):
+        for g in range(groups):
+            for s in range(steps):
+                lo = g * group_size + s * lanes
+                cols = slice(lo, lo + lanes)
+                for t in range(n_terms):
+                    last = s == steps - 1 and t == n_terms - 1
+                    cycles.append({
+                        "terms": {"sign": tr.sign[n, cols, t], "exp": tr.exp[n, cols, t],
+                                  "nonzero": tr.nonzero[n, cols, t]},
+                        "t": t,
+                        "acts": acts[n, cols],
+                        "group_last": int(last),
+                        "out_last": int(last and g == groups - 1),
+                        "scale": int(scales[n, g]) if last else 0,
+                        "exp": int(exps[n, g]) if last else 0,
+                    })
+    return cycles
+
+
+def payload_fields(cycles: Sequence[dict], params) -> dict[str, np.ndarray]:
+    """Per-field arrays of the input payloads (``terms`` and ``acts`` as raw bit patterns).
+
+    Suitable for ``sim.vectors.pack_fields(pe.in_layout, **fields)``.
+    """
+    cfg = _as_config(params)
+    x = cfg.geometry.exp_bits
+    tw, aw = x + 2, cfg.act_width
+    terms, acts = [], []
+    for c in cycles:
+        tt = c["terms"]
+        fields = np.asarray(tt["sign"]) | (np.asarray(tt["exp"]) << 1) | (
+            np.asarray(tt["nonzero"]) << (x + 1))
+        if len(fields) != cfg.lanes:
+            raise ValueError(f"a cycle carries {len(fields)} lanes, the PE has {cfg.lanes}")
+        terms.append(sum(int(f) << (i * tw) for i, f in enumerate(fields)))
+        acts.append(sum((int(a) & ((1 << aw) - 1)) << (i * aw) for i, a in enumerate(c["acts"])))
+    out = {"terms": np.array(terms, dtype=object), "acts": np.array(acts, dtype=object)}
+    for name in ("t", "group_last", "out_last", "scale", "exp"):
+        out[name] = np.array([int(c[name]) for c in cycles], dtype=np.int64)
+    if cfg.scale_bits == 0:
+        out["scale"][:] = 0
+    return out
+
+
+def pack_pe_payload(cycles: Sequence[dict], params) -> np.ndarray:
+    """Flat ``i_stream.payload`` integers (object array) of ``cycles`` (module docstring)."""
+    fields = payload_fields(cycles, params)
+    offsets = payload_offsets(params)
+    packed = np.zeros(len(cycles), dtype=object)
+    for name, (offset, width) in offsets.items():
+        for i, v in enumerate(fields[name]):
+            v = int(v)
+            if not 0 <= v < 1 << width:
+                raise ValueError(f"field {name!r} ({width} bits) cannot hold {v}")
+            packed[i] += v << offset
+    return packed
+
+
+@dataclass
+class _Item:
+    """A payload travelling through the model's pipeline (already summed over the lanes)."""
+
+    lane_sum: int
+    bsig: int
+    group_last: int
+    out_last: int
+    scale: int
+    exp: int
+
+
+def _fits(value: int, width: int) -> bool:
+    return -(1 << (width - 1)) <= value < 1 << (width - 1)
+
+
+class BitSerialPEModel:
+    """Cycle-level twin of :class:`hdl.pe.bitserial.BitSerialPE` (input always valid, output
+    always ready).
+
+    Per cycle the lanes contribute ``v_l = (-1)**s_l * nz_l * (a_l << e_l)``; after
+    ``stages`` pipeline cycles ``gacc += (sum_l v_l) << bsig_t``. On ``group_last`` the sum
+    (``gacc`` including that cycle) is handed to the dequantizer (``gacc`` restarts at 0),
+    which adds ``gs << i`` into the output accumulator for every set bit ``i`` of the scale
+    (LSB first, one bit per cycle, ``gs = gsum << exp``), then, for ``out_last``, copies the
+    output accumulator to the output register in a flush cycle and clears it.
+
+    Parameters
+    ----------
+    params : mapping or PEConfig
+        The keyword arguments of the RTL component (:func:`pe_config`).
+
+    Attributes (after :meth:`run`)
+    ------------------------------
+    group_sums : list of (int, int)
+        ``(cycle, gsum)``: the cycle a group sum is handed to the dequantizer.
+    accept_cycles : list of int
+        The cycle each input payload was accepted (stalls show as gaps).
+    """
+
+    def __init__(self, params):
+        self.config = _as_config(params)
+        self.group_sums: list[tuple[int, int]] = []
+        self.accept_cycles: list[int] = []
+
+    @property
+    def latency(self) -> int:
+        return self.config.latency
+
+    def _item(self, cycle: Mapping) -> _Item:
+        tt = cycle["terms"]
+        sign, exp, nz = (np.asarray(tt[k], dtype=np.int64) for k in ("sign", "exp", "nonzero"))
+        acts = [int(a) for a in cycle["acts"]]
+        total = 0
+        for a, s, e, z in zip(acts, sign, exp, nz, strict=True):
+            if z:
+                total += -(a << int(e)) if s else a << int(e)
+        return _Item(total, self.config.geometry.bsig[int(cycle["t"])], int(cycle["group_last"]),
+                     int(cycle["out_last"]), int(cycle["scale"]), int(cycle["exp"]))
+
+    def run(self, cycles: Sequence[Mapping]) -> list[tuple[int, int]]:
+        """Simulate ``cycles`` (offered back to back); return ``(cycle, acc)`` per output.
+
+        Cycle 0 is the cycle the first input is accepted; an output's cycle is the cycle its
+        ``o_stream.valid`` is high (and, the sink being always ready, taken).
+        """
+        cfg = self.config
+        items = [self._item(c) for c in cycles]
+        d = cfg.dequant_cycles
+        pipe: list[_Item | None] = [None] * cfg.stages
+        gacc = 0
+        r = f = cur_last = gs = sc = acc = 0
+        out_valid, out_value = False, 0
+        outputs: list[tuple[int, int]] = []
+        self.group_sums, self.accept_cycles = [], []
+        nxt = 0
+        cycle = 0
+        while nxt < len(items) or any(p is not None for p in pipe) or r or f or out_valid:
+            if cycle > 64 * (len(items) + 16) * (d + 2):
+                raise AssertionError("the model did not drain")
+            last = pipe[-1]
+            dq_ready = (r == 0 and not f) or (r == 1 and not cur_last)
+            adv = not (last is not None and last.group_last) or dq_ready
+            # Output register: valid this cycle, taken (the sink is always ready).
+            if out_valid:
+                outputs.append((cycle, out_value))
+            n_out_valid = False
+            n_r, n_f, n_gs, n_sc, n_acc, n_last = r, f, gs, sc, acc, cur_last
+            if r:
+                n_r = r - 1
+                if cfg.scale_bits == 0 or sc & 1:
+                    n_acc = acc + gs
+                n_gs, n_sc = gs << 1, sc >> 1
+                if r == 1 and cur_last:
+                    n_f = 1
+            elif f:  # flush: the output register is free (taken this cycle or empty)
+                out_value, n_out_valid, n_acc, n_f = acc, True, 0, 0
+            n_gacc = gacc
+            if adv and last is not None:
+                gnext = gacc + (last.lane_sum << last.bsig)
+                if not _fits(gnext, cfg.gacc_width):
+                    raise AssertionError(f"group accumulator overflow: {gnext}")
+                if last.group_last:
+                    self.group_sums.append((cycle, gnext))
+                    n_gs, n_sc, n_r, n_last = gnext << last.exp, last.scale, d, last.out_last
+                    n_gacc = 0
+                else:
+                    n_gacc = gnext
+            if not _fits(n_acc, cfg.acc_width):
+                raise AssertionError(f"output accumulator overflow: {n_acc}")
+            if adv:
+                pipe = [None, *pipe[:-1]]
+                if nxt < len(items):
+                    pipe[0] = items[nxt]
+                    self.accept_cycles.append(cycle)
+                    nxt += 1
+            gacc, r, f, gs, sc, acc, cur_last = n_gacc, n_r, n_f, n_gs, n_sc, n_acc, n_last
+            out_valid = n_out_valid
+            cycle += 1
+        return outputs

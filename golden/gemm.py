@@ -1,0 +1,419 @@
+"""Bit-exact model of the accelerator core: ``Y[M, N] = X[M, K] W^T`` and its cycle count.
+
+``W`` is a :class:`golden.quantize.QuantizedTensor` (codes, selectors, INT8 group-scale codes
+and FP32 channel scales); ``X`` is either INT8 activations with a per-token float scale or
+FP16/BF16 activations. The RTL (:mod:`hdl.array`) equals this model bit for bit.
+
+Datapath (mirrors the RTL, one output ``(m, n)`` per PE of an output tile)
+-------------------------------------------------------------------------
+1. **Weights.** Codes with their group selector and the special-value register
+   (:func:`golden.terms.pack_special_register` of :func:`golden.terms.default_special_values`)
+   become terms (:func:`golden.terms.decompose`); their sum is the weight level ``w[n, k]`` in
+   code units (``unit = 2**-u``, :attr:`golden.terms.TermGeometry.unit`).
+2. **Activations, INT8** (``act_format="int8"``): ``a[m, k]`` are the int8 codes as given
+   (:func:`quantize_activations_int8` makes them with a per-token FP32 scale, absmax / 127, RNE);
+   no exponent: ``e[m, g] = 0``, ``base[m] = 0``, ``K_off = 0``.
+   **Activations, FP16/BF16:** block floating point per (token, weight group) with
+   :func:`golden.bfp.block_convert` (``mant_width`` W, ``rounding``). With ``gexp[m, g]`` the
+   group's largest effective exponent (its plain block exponent) and ``X = act_exp_bits``::
+
+       base[m]     = max(1, max_g gexp[m, g] - (2**X - 1))       per-token exponent floor
+       anchor[m,g] = max(gexp[m, g], base[m])                      the group's block exponent
+       e[m, g]     = anchor[m, g] - base[m]                        in 0 .. 2**X - 1
+
+   The mantissas ``a[m, k]`` are those of ``block_convert`` applied to the group with one
+   extra *anchor* element, the word ``anchor << M`` (value ``2**(anchor - bias)``), appended:
+   that element fixes the block exponent to ``anchor`` and is dropped. A group far below the
+   token's largest one (more than ``2**X - 1`` binades) is thus aligned to ``base`` and loses
+   low bits, so the PE's group shift stays ``X`` bits and the accumulator bounded. The RTL's
+   row converter is :class:`hdl.arith.act_block.ActBlockConverter` with ``L + 1`` lanes, the
+   last fed the anchor word. ``K_off = bias + W - 2`` (:func:`golden.bfp.scale_offset`).
+3. **Group sums and scales** (the PE, :func:`golden.pe.pe_reference`): K is cut into groups of
+   ``G`` (a ragged last group has ``K mod G`` elements; the array pads it with zero
+   activations to a multiple of ``L``). With ``q[n, g]`` the unsigned INT8 group-scale code::
+
+       acc[m, n] = sum_g ((sum_{k in g} a[m, k] * w[n, k]) * q[n, g]) << e[m, g]
+
+   exact, in the PE's wide accumulator (at most 64 bits, checked by :func:`core_config`).
+4. **Drain** (on chip, RTL :class:`hdl.arith.to_float.ToFloat`): ``acc * 2**(base[m] -
+   (K_off + u))`` rounded to FP32, RNE (:func:`golden.minifloat_arith.to_float_code`).
+5. **Host** (float32, in this order, each an IEEE RNE multiply): ``y = code * channel[n]``, then
+   for INT8 activations ``y = y * act_scale[m]``. These factors stay off chip: they are plain
+   FP32 products after the exact integer part, and one per output row/column.
+
+Schemes the core runs: anything whose element format the term encoder takes (BitMoD
+mixtures, INT, FP, flint) quantized with ``scale_format="int8"``. FP16/FP32 group scales,
+asymmetric zero points and MX E8M0 scales raise ``ValueError`` saying what to use instead.
+
+Cycle model (:func:`gemm_cycles`)
+---------------------------------
+Tiles of ``R`` tokens x ``C`` channels run back to back; per tile each group ``g`` of
+``len_g`` weights takes ``T * ceil(len_g / L)`` cycles, at least ``D = max(scale_bits, 1)``
+(the bit-serial dequantizer of the previous group must be free) and at least ``D + 2`` for the
+first group of a tile after the first (the previous output must have left the dequantizer).
+The array inserts those idle cycles itself, so the PEs never stall on a short group. A tile
+whose ``R * C`` outputs take longer to leave the single output port than the next tile takes
+to compute makes the output port the bottleneck (``max(compute, R * C)`` per tile).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bfp
+from . import pe as gpe
+from . import terms as gterms
+from .minifloat_arith import to_float_code
+
+__all__ = [
+    "ACT_FORMATS",
+    "CoreConfig",
+    "GemmResult",
+    "act_mantissas",
+    "check_weights",
+    "core_config",
+    "gemm",
+    "gemm_cycles",
+    "group_lengths",
+    "quantize_activations_int8",
+    "weight_levels",
+]
+
+ACT_FORMATS = ("int8", "fp16", "bf16")
+MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
+
+
+def _int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be {'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}"
+                         f", not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Validated core parameters and the quantities derived from them.
+
+    Attributes
+    ----------
+    rows, cols, lanes, group_size : int
+        ``R`` tokens x ``C`` channels per tile, ``L`` lanes per PE, ``G`` weights per group.
+    formats : tuple of str
+        Weight format or BitMoD mixture (selector order).
+    act_format : {"int8", "fp16", "bf16"}
+    mant_width : int
+        FP activations: block mantissa width ``W`` (the PE's activation width).
+    rounding : {"trunc", "rne"}
+        FP activations: block converter rounding.
+    act_exp_bits : int
+        FP activations: ``X``, bits of the per-group exponent shift (0 for INT8).
+    scale_bits : int
+        Group-scale code bits (8: INT8 second-level scales).
+    max_groups : int
+        Most groups per output (sizes the accumulator).
+    out_format : str
+        Drain output format (``"fp32"``).
+    pe : golden.pe.PEConfig
+        The PE configuration (widths, latency).
+    """
+
+    rows: int
+    cols: int
+    lanes: int
+    group_size: int
+    formats: tuple[str, ...]
+    act_format: str
+    mant_width: int
+    rounding: str
+    act_exp_bits: int
+    scale_bits: int
+    max_groups: int
+    out_format: str
+    pe: gpe.PEConfig
+
+    @property
+    def geometry(self) -> gterms.TermGeometry:
+        return self.pe.geometry
+
+    @property
+    def terms(self) -> int:
+        """``T``: cycles per weight-step."""
+        return self.geometry.terms
+
+    @property
+    def act_width(self) -> int:
+        return self.pe.act_width
+
+    @property
+    def unit_shift(self) -> int:
+        """``u`` with ``unit = 2**-u``."""
+        return -int(math.log2(self.geometry.unit))
+
+    @property
+    def k_offset(self) -> int:
+        """``K_off`` of ``activation = mant * 2**(block_exp - K_off)`` (0 for INT8)."""
+        if self.act_format == "int8":
+            return 0
+        return bfp.scale_offset(self.act_format, self.mant_width)
+
+    @property
+    def in_frac(self) -> int:
+        """Fraction bits of the accumulator given to the drain converter: ``K_off + u``."""
+        return self.k_offset + self.unit_shift
+
+    @property
+    def exp_width(self) -> int:
+        """Bits of the act block exponent field (FP16 5, BF16 8; 0 for INT8)."""
+        return 0 if self.act_format == "int8" else bfp.block_exp_width(self.act_format)
+
+    @property
+    def dequant_cycles(self) -> int:
+        return self.pe.dequant_cycles
+
+    @property
+    def acc_width(self) -> int:
+        return self.pe.acc_width
+
+
+def core_config(rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 128,
+                formats="fp4", act_format: str = "int8", mant_width: int = 12,
+                rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
+                max_groups: int = 256, out_format: str = "fp32") -> CoreConfig:
+    """Validate core parameters (the RTL's keyword arguments); ``ValueError`` names the bad one.
+
+    ``act_exp_bits`` is ignored (taken as 0) for INT8 activations.
+    """
+    rows = _int("rows", rows, 1, 64)
+    cols = _int("cols", cols, 1, 64)
+    if act_format not in ACT_FORMATS:
+        raise ValueError(f"act_format must be one of {ACT_FORMATS}, not {act_format!r}")
+    if act_format == "int8":
+        act_width, act_exp_bits = 8, 0
+    else:
+        bfp.check_block_params(act_format, mant_width, rounding)
+        act_width = int(mant_width)
+        act_exp_bits = _int("act_exp_bits", act_exp_bits, 0, 6)
+    if out_format != "fp32":
+        raise ValueError(f"out_format must be 'fp32', not {out_format!r}")
+    pe = gpe.pe_config(lanes=lanes, act_width=act_width, group_size=group_size,
+                       formats=formats, scale_bits=scale_bits, exp_bits=act_exp_bits,
+                       max_groups=max_groups)
+    if pe.acc_width > MAX_ACC_WIDTH:
+        raise ValueError(f"these parameters need a {pe.acc_width}-bit accumulator; the drain "
+                         f"takes at most {MAX_ACC_WIDTH} bits: lower act_exp_bits "
+                         f"({act_exp_bits}), mant_width ({act_width}) or max_groups "
+                         f"({max_groups})")
+    return CoreConfig(rows, cols, pe.lanes, pe.group_size, pe.formats, act_format,
+                      act_width, rounding, act_exp_bits, pe.scale_bits, pe.max_groups,
+                      out_format, pe)
+
+
+def check_weights(qt, cfg: CoreConfig | None = None) -> None:
+    """Raise ``ValueError`` if the core cannot run ``qt`` (and say what to use instead)."""
+    if qt.zero_points is not None:
+        raise ValueError(f"scheme {qt.scheme!r}: asymmetric zero points are not supported by "
+                         "the core; use a symmetric scheme (e.g. 'int4' or 'bitmod4') with "
+                         "scale_format='int8'")
+    if qt.scale_format == "e8m0":
+        raise ValueError(f"scheme {qt.scheme!r}: MX E8M0 block scales are not supported by the "
+                         "core yet; use 'bitmod4' or 'int8' with scale_format='int8'")
+    if qt.scale_format != "int8":
+        raise ValueError(f"scheme {qt.scheme!r} with {qt.scale_format} group scales cannot run "
+                         "on the core (it multiplies by integer group-scale codes); quantize "
+                         f"with scale_format='int8', e.g. quantize(w, {qt.scheme!r}, "
+                         "scale_format='int8')")
+    try:
+        gterms.geometry(list(qt.formats))
+    except ValueError as exc:
+        raise ValueError(f"scheme {qt.scheme!r}: {exc}") from None
+    if cfg is not None:
+        if tuple(qt.formats) != cfg.formats:
+            raise ValueError(f"weights use formats {list(qt.formats)}, the core was built for "
+                             f"{list(cfg.formats)}")
+        if qt.group_size != cfg.group_size:
+            raise ValueError(f"weights use group_size {qt.group_size}, the core was built for "
+                             f"{cfg.group_size}")
+        if qt.n_groups > cfg.max_groups:
+            raise ValueError(f"K = {qt.shape[1]} has {qt.n_groups} groups; the core "
+                             f"accumulates at most max_groups = {cfg.max_groups}")
+
+
+def group_lengths(k: int, group_size: int) -> list[int]:
+    """Weights per group along K (the last one ragged when ``group_size`` does not divide K)."""
+    full, rest = divmod(k, group_size)
+    return [group_size] * full + ([rest] if rest else [])
+
+
+def weight_levels(qt) -> np.ndarray:
+    """Weight levels in code units ``[N, K]`` (int64), through the term decomposition."""
+    names = list(qt.formats)
+    geo = gterms.geometry(names)
+    sel = None
+    if qt.selectors is not None:
+        sel = np.repeat(qt.selectors.astype(np.int64), qt.group_size, axis=1)[:, :qt.shape[1]]
+    special = gterms.default_special_values(names) if geo.has_register else None
+    tr = gterms.decompose(qt.codes.astype(np.int64), names, sel, special)
+    return gterms.terms_value(tr)
+
+
+def quantize_activations_int8(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token symmetric INT8: ``scale = fp32(absmax / 127)`` (1 for an all-zero token),
+    ``code = clip(rint(x / scale), -127, 127)`` (ties to even). Returns (int8 codes [M, K],
+    float32 scales [M])."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"activations must be [M, K], not shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("activations contain NaN or Inf")
+    amax = np.abs(x).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    codes = np.clip(np.rint(x / scale.astype(np.float64)[:, None]), -127, 127)
+    return codes.astype(np.int8), scale
+
+
+def _float_bits(x, act_format: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind in "iu":
+        bits = arr.astype(np.int64)
+        if bits.size and (bits.min() < 0 or bits.max() > 0xFFFF):
+            raise ValueError("integer activations must be 16-bit patterns")
+        return bits
+    if act_format == "fp16":
+        return arr.astype(np.float16).view(np.uint16).astype(np.int64)
+    import ml_dtypes
+
+    return arr.astype(ml_dtypes.bfloat16).view(np.uint16).astype(np.int64)
+
+
+def act_mantissas(x, cfg: CoreConfig) -> dict[str, np.ndarray]:
+    """The activation side of the datapath (module docstring, step 2).
+
+    ``x``: INT8 codes ``[M, K]`` for ``act_format="int8"``; else FP16/BF16 values (or their
+    16-bit patterns) ``[M, K]``. Returns ``mant [M, K]``, ``shift [M, n_groups]`` (``e``),
+    ``gexp [M, n_groups]``, ``base [M]`` and ``words [M, K]`` (the raw 16-bit patterns; INT8:
+    the codes), all int64.
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"activations must be [M, K], not shape {arr.shape}")
+    m, k = arr.shape
+    lengths = group_lengths(k, cfg.group_size)
+    ng = len(lengths)
+    if cfg.act_format == "int8":
+        if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < -128 or arr.max() > 127)):
+            raise ValueError("INT8 activations must be integer codes in -128..127")
+        a = arr.astype(np.int64)
+        zeros = np.zeros((m, ng), np.int64)
+        return {"mant": a, "shift": zeros, "gexp": zeros.copy(), "base": np.zeros(m, np.int64),
+                "words": a}
+    words = _float_bits(arr, cfg.act_format)
+    E, M, _ = bfp.float_fields(cfg.act_format)
+    special = ((words >> M) & ((1 << E) - 1)) == (1 << E) - 1
+    if special.any():
+        raise ValueError("activations contain NaN or Inf")
+    padded = np.zeros((m, ng * cfg.group_size), np.int64)
+    padded[:, :k] = words
+    blocks = padded.reshape(m, ng, cfg.group_size)
+    gexp, _, _ = bfp.block_convert(blocks, cfg.act_format, cfg.mant_width, cfg.rounding)
+    window = (1 << cfg.act_exp_bits) - 1
+    base = np.maximum(1, gexp.max(axis=1) - window)
+    anchor = np.maximum(gexp, base[:, None])
+    with_anchor = np.concatenate([blocks, (anchor << M)[..., None]], axis=-1)
+    block_exp, mant, _ = bfp.block_convert(with_anchor, cfg.act_format, cfg.mant_width,
+                                           cfg.rounding)
+    assert (block_exp == anchor).all()
+    mant = mant[..., :cfg.group_size].reshape(m, -1)[:, :k]
+    return {"mant": mant, "shift": anchor - base[:, None], "gexp": gexp, "base": base,
+            "words": words}
+
+
+@dataclass(frozen=True)
+class GemmResult:
+    """Everything :func:`gemm` computes, stage by stage (module docstring)."""
+
+    acc: np.ndarray  # int64 [M, N]: exact accumulators
+    exp_offset: np.ndarray  # int64 [M, N]: base[m]
+    in_frac: int
+    codes: np.ndarray  # int64 [M, N]: FP32 bit patterns from the drain
+    y: np.ndarray  # float32 [M, N]: after the host factors
+    acts: dict  # act_mantissas(...)
+    levels: np.ndarray  # int64 [N, K]
+
+
+def gemm(x, qt, cfg: CoreConfig, act_scale=None) -> GemmResult:
+    """Bit-exact output of the core for activations ``x`` and quantized weights ``qt``.
+
+    Parameters
+    ----------
+    x : array [M, K]
+        INT8 codes (``act_format="int8"``) or FP16/BF16 values / 16-bit patterns.
+    qt : golden.quantize.QuantizedTensor
+        ``[N, K]`` weights quantized with ``scale_format="int8"``.
+    cfg : CoreConfig
+    act_scale : array [M] of float32, optional
+        INT8 activations: per-token scale (default 1).
+    """
+    check_weights(qt, cfg)
+    acts = act_mantissas(x, cfg)
+    a = acts["mant"]
+    m, k = a.shape
+    n, kw = qt.shape
+    if kw != k:
+        raise ValueError(f"activations have K = {k}, weights have K = {kw}")
+    levels = weight_levels(qt)
+    ng = qt.n_groups
+    pad = ng * cfg.group_size - k
+    ap = np.pad(a, ((0, 0), (0, pad))).reshape(m, ng, cfg.group_size)
+    wp = np.pad(levels, ((0, 0), (0, pad))).reshape(n, ng, cfg.group_size)
+    gsum = np.einsum("mgk,ngk->mng", ap, wp)  # |gsum| < 2**gacc_width, far below 2**63
+    q = qt.scale_codes.astype(np.int64)
+    terms = (gsum * q[None]) << acts["shift"][:, None, :]
+    acc = terms.sum(axis=-1)  # every partial sum is bounded by 2**(acc_width - 1) <= 2**63
+    offset = np.broadcast_to(acts["base"][:, None], acc.shape).astype(np.int64)
+    codes = to_float_code(acc, offset, cfg.in_frac, cfg.out_format)
+    y = codes.astype(np.uint32).view(np.float32)
+    y = y * qt.channel_scales.astype(np.float32)[None, :]
+    if cfg.act_format == "int8" and act_scale is not None:
+        y = y * np.asarray(act_scale, dtype=np.float32)[:, None]
+    return GemmResult(acc, offset, cfg.in_frac, codes, y.astype(np.float32), acts, levels)
+
+
+def tile_cycles(k: int, cfg: CoreConfig, first: bool = False) -> int:
+    """Compute cycles of one output tile (module docstring): the serializer's schedule."""
+    d = cfg.dequant_cycles
+    total = 0
+    for g, length in enumerate(group_lengths(k, cfg.group_size)):
+        busy = cfg.terms * -(-length // cfg.lanes)
+        need = d + 2 if g == 0 and not first else (0 if g == 0 else d)
+        total += max(busy, need)
+    return total
+
+
+def gemm_cycles(m: int, n: int, k: int, cfg: CoreConfig, fill: int = 0) -> dict:
+    """Cycle-count model of a whole GEMM on the array (module docstring).
+
+    ``fill`` is the array's pipeline latency (first input to first output), added once.
+    Returns ``cycles`` (first input accepted to last output taken, output always ready),
+    ``compute_cycles`` (the serializer's schedule), ``tiles``, ``busy_pe_cycles`` (term-cycles
+    of real outputs: ``M * N * T * sum_g ceil(len_g / L)``) and ``utilization`` (busy over
+    ``R * C * cycles``).
+    """
+    tiles = -(-m // cfg.rows) * -(-n // cfg.cols)
+    first = tile_cycles(k, cfg, first=True)
+    rest = tile_cycles(k, cfg)
+    outputs = cfg.rows * cfg.cols
+    compute = first + (tiles - 1) * rest
+    # The output port takes one result per cycle; a tile's results leave while the next tile
+    # computes, so a tile costs max(compute, R * C) once the pipeline is full.
+    steady = first + (tiles - 1) * max(rest, outputs)
+    cycles = steady + fill + outputs
+    busy = m * n * sum(-(-length // cfg.lanes) for length in group_lengths(k, cfg.group_size))
+    busy *= cfg.terms
+    return {"cycles": cycles, "compute_cycles": compute, "tiles": tiles,
+            "busy_pe_cycles": busy, "utilization": busy / (outputs * cycles)}

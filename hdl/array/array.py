@@ -1,0 +1,397 @@
+"""Output-stationary R x C array of bit-serial PEs with its edge logic and drain.
+
+Bit-exact twin: :func:`golden.gemm.gemm` (datapath, step by step, in its module docstring);
+cycle model :func:`golden.gemm.gemm_cycles`.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden import bfp
+from golden.gemm import core_config
+from hdl.arith.act_block import ActBlockConverter
+from hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
+from hdl.arith.to_float import ToFloat
+from hdl.pe.bitserial import BitSerialPE
+
+__all__ = ["SystolicArray"]
+
+# Tiles whose row exponent offsets may be in flight between the input and the drain.
+OFFSET_FIFO_DEPTH = 4
+
+
+class SystolicArray(wiring.Component):
+    """``R x C`` output-stationary array: rows = tokens, columns = output channels.
+
+    Computes, per output tile of ``R`` tokens and ``C`` channels (:func:`golden.gemm.gemm`)::
+
+        acc[r, c] = sum_g ((sum_{k in g} a[r, k] * w[c, k]) * scale[c, g]) << shift[r, g]
+        out[r, c] = FP32_RNE(acc[r, c] * 2**(base[r] - (K_off + u)))
+
+    Input: one *weight-step* per payload: ``L`` weight codes per column (with the column's
+    group selector and group-scale code) and ``L`` activations per row (INT8 codes, or FP16/BF16
+    words with the row's group exponent ``gexp`` and token floor ``base``), plus
+    ``group_last`` (last step of a group) and ``out_last`` (last step of the tile's last group).
+    A tile is the steps of its groups in K order; a ragged group is padded by the feeder with
+    zero activations (and any finite codes) to a multiple of ``L``.
+
+    Edge logic, in order:
+
+    * front end: per row an :class:`~hdl.arith.act_block.ActBlockConverter` of ``L + 1`` lanes
+      whose extra lane gets the anchor word ``max(gexp, base) << M`` (FP16/BF16; golden.gemm
+      step 2) and the row shift ``max(gexp, base) - base``; INT8 activations pass through one
+      register stage;
+    * per column ``L`` term encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the
+      special-value register shared) and a serializer that sends term ``t = 0 .. T-1`` of the
+      step, one per cycle; it inserts idle cycles so that group ends are at least ``D`` cycles
+      apart (``D + 2`` after a tile's end; ``D = max(scale_bits, 1)``), so no PE ever waits for
+      its bit-serial dequantizer;
+    * input skew: column ``c`` data reach PE ``(r, c)`` through ``c + r`` registers (skew, then
+      one per PE down the column), row ``r`` data through ``r + c`` (skew, then one per PE
+      along the row);
+    * drain: per column a row pointer takes the finished outputs of PE ``(0, c) .. (R-1, c)``
+      in order into a FIFO; a merger reads the column FIFOs in row-major order and one
+      :class:`~hdl.arith.to_float.ToFloat` converts them (one output per cycle: a converter per
+      column would sit idle ``(C-1)/C`` of the time behind the single output port).
+
+    All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
+    output has not been taken stops the whole array (no data is ever dropped or reordered).
+
+    Output: ``R * C`` FP32 codes per tile, row-major, padding rows/columns included.
+
+    Latency: :attr:`front_latency` cycles from an accepted step to its first term leaving the
+    serializer (PE (0, 0) receives it in that cycle); :attr:`latency` cycles from PE (0, 0)
+    receiving a tile's last term to the tile's first output on ``o_stream``.
+    Throughput: one term-cycle per clock; one output per clock.
+
+    Parameters
+    ----------
+    rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits,
+    scale_bits, max_groups :
+        As :func:`golden.gemm.core_config` (validated there).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(in_layout))
+        ``codes`` ``C x L x code_bits``, ``sel`` ``C x 2``, ``scale`` ``C x scale_bits``,
+        ``acts`` ``R x L x 16`` (FP) or ``R x L x signed(8)`` (INT8), ``gexp`` and ``base``
+        ``R x E`` (FP only), ``group_last``, ``out_last``.
+    special_values : In(32)
+        Special-value register (:func:`golden.terms.pack_special_register`), static.
+    o_stream : Out(stream.Signature(StructLayout({"code": unsigned(32)})))
+    """
+
+    def __init__(self, rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 16,
+                 formats="fp4", act_format: str = "int8", mant_width: int = 12,
+                 rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
+                 max_groups: int = 256):
+        self._cfg = cfg = core_config(rows, cols, lanes, group_size, formats, act_format,
+                                      mant_width, rounding, act_exp_bits, scale_bits,
+                                      max_groups)
+        geo = cfg.geometry
+        fields = {
+            "codes": data.ArrayLayout(data.ArrayLayout(unsigned(geo.code_bits), cfg.lanes),
+                                      cfg.cols),
+            "sel": data.ArrayLayout(unsigned(2), cfg.cols),
+        }
+        if cfg.scale_bits:
+            fields["scale"] = data.ArrayLayout(unsigned(cfg.scale_bits), cfg.cols)
+        if cfg.act_format == "int8":
+            fields["acts"] = data.ArrayLayout(data.ArrayLayout(signed(8), cfg.lanes), cfg.rows)
+        else:
+            fields["acts"] = data.ArrayLayout(data.ArrayLayout(unsigned(16), cfg.lanes),
+                                              cfg.rows)
+            fields["gexp"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
+            fields["base"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
+        fields["group_last"] = 1
+        fields["out_last"] = 1
+        self._in_layout = data.StructLayout(fields)
+        self._out_layout = data.StructLayout({"code": unsigned(32)})
+        self._pe_params = dict(lanes=cfg.lanes, act_width=cfg.act_width,
+                               group_size=cfg.group_size, formats=list(cfg.formats),
+                               scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
+                               max_groups=cfg.max_groups)
+        if cfg.act_format == "int8":
+            self._fe_latency = 1
+        else:
+            self._fe_latency = ActBlockConverter(cfg.lanes + 1, cfg.act_format, cfg.mant_width,
+                                                 cfg.rounding).latency
+        super().__init__({
+            "i_stream": In(stream.Signature(self._in_layout)),
+            "special_values": In(REGISTER_LAYOUT.size),
+            "o_stream": Out(stream.Signature(self._out_layout)),
+        })
+
+    config = property(lambda self: self._cfg, doc="The :class:`golden.gemm.CoreConfig`.")
+    rows = property(lambda self: self._cfg.rows)
+    cols = property(lambda self: self._cfg.cols)
+    lanes = property(lambda self: self._cfg.lanes)
+    in_layout = property(lambda self: self._in_layout)
+    out_layout = property(lambda self: self._out_layout)
+    pe_params = property(lambda self: dict(self._pe_params),
+                         doc="Keyword arguments of every :class:`BitSerialPE` of the array.")
+
+    @property
+    def front_latency(self) -> int:
+        """Cycles from an accepted step (empty pipeline) to its first term reaching PE (0, 0)."""
+        return self._fe_latency + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from PE (0, 0) receiving a tile's last term to its first output valid.
+
+        PE latency, column FIFO (write to readable: 2 cycles, SyncFIFOBuffered), converter.
+        """
+        return BitSerialPE(**self._pe_params).latency + 2 + 5
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
+        geo = cfg.geometry
+        term_bits = geo.exp_bits + 2
+        A, X = cfg.act_width, cfg.act_exp_bits
+        fp = cfg.act_format != "int8"
+        payload = self.i_stream.payload
+
+        adv = Signal()  # the whole array (serializer, skew, PE inputs) moves together
+
+        # ---- front end ------------------------------------------------------------------
+        fe_ready = Signal()  # the serializer takes the front end's output
+        fe_valid = Signal()
+        fe_en = Signal()
+        m.d.comb += fe_en.eq(fe_ready | ~fe_valid)
+
+        in_ok = Const(1)
+        if fp:
+            E, M, _ = bfp.float_fields(cfg.act_format)
+            m.submodules.offsets = offsets = fifo.SyncFIFOBuffered(width=R * E,
+                                                                   depth=OFFSET_FIFO_DEPTH)
+            in_ok = offsets.w_rdy
+            convs = []
+            shifts = []
+            for r in range(R):
+                conv = ActBlockConverter(L + 1, cfg.act_format, cfg.mant_width, cfg.rounding)
+                m.submodules[f"conv{r}"] = conv
+                convs.append(conv)
+                gexp, base = payload.gexp[r], payload.base[r]
+                anchor = Signal(E, name=f"anchor{r}")
+                m.d.comb += anchor.eq(Mux(gexp > base, gexp, base))
+                shift = Signal(max(X, 1), name=f"shift{r}")
+                m.d.comb += shift.eq(anchor - base)
+                shifts.append(shift)
+                m.d.comb += [
+                    conv.i_stream.valid.eq(self.i_stream.valid & in_ok),
+                    conv.i_stream.payload.data.eq(
+                        Cat(payload.acts[r], Const(0, M), anchor, Const(0, 16 - M - E))),
+                    conv.o_stream.ready.eq(fe_ready),
+                ]
+            m.d.comb += [fe_valid.eq(convs[0].o_stream.valid),
+                         self.i_stream.ready.eq(convs[0].i_stream.ready & in_ok),
+                         offsets.w_en.eq(self.i_stream.valid & self.i_stream.ready
+                                         & payload.out_last),
+                         offsets.w_data.eq(payload.base)]
+            side_in = [payload.codes, payload.sel, payload.group_last, payload.out_last,
+                       Cat(*shifts)]
+            if cfg.scale_bits:
+                side_in.append(payload.scale)
+            stages = self._fe_latency
+        else:
+            m.d.comb += self.i_stream.ready.eq(fe_en)
+            side_in = [payload.codes, payload.sel, payload.group_last, payload.out_last,
+                       payload.acts]
+            if cfg.scale_bits:
+                side_in.append(payload.scale)
+            stages = 1
+        side = [Signal.like(Cat(v), name=f"side_in{i}") for i, v in enumerate(side_in)]
+        m.d.comb += [s.eq(Cat(v)) for s, v in zip(side, side_in, strict=True)]
+        valid_chain = self.i_stream.valid & self.i_stream.ready
+        for k in range(stages):
+            nxt = [Signal.like(s, name=f"fe{k}_{i}") for i, s in enumerate(side)]
+            nvalid = Signal(name=f"fe{k}_valid")
+            with m.If(fe_en):
+                m.d.sync += [n.eq(s) for n, s in zip(nxt, side, strict=True)]
+                m.d.sync += nvalid.eq(valid_chain)
+            side, valid_chain = nxt, nvalid
+        if not fp:
+            m.d.comb += fe_valid.eq(valid_chain)
+        fe_codes = data.View(self._in_layout["codes"].shape, side[0])
+        fe_sel = data.View(self._in_layout["sel"].shape, side[1])
+        fe_gl, fe_ol = side[2], side[3]
+        fe_scale = side[5] if cfg.scale_bits else None
+        if fp:
+            fe_shift = side[4]
+            fe_acts = Cat(*(Cat(conv.o_stream.payload.mant)[:L * A] for conv in convs))
+        else:
+            fe_shift = Const(0, 1)
+            fe_acts = side[4]
+
+        # ---- term encoders and the serializer ----------------------------------------------
+        enc_terms = []
+        for c in range(C):
+            column = []
+            for lane in range(L):
+                enc = TermEncoderCore(list(cfg.formats))
+                m.submodules[f"enc{c}_{lane}"] = enc
+                m.d.comb += [enc.code.eq(fe_codes[c][lane]), enc.selector.eq(fe_sel[c]),
+                             enc.special_values.eq(self.special_values)]
+                column.append(enc.terms)
+            enc_terms.append(Cat(*column))
+
+        st_valid = Signal()
+        st_t = Signal(range(max(T, 2)))
+        st_terms = [Signal(L * T * term_bits, name=f"st_terms{c}") for c in range(C)]
+        st_acts = Signal(R * L * A)
+        st_shift = Signal(len(fe_shift))
+        st_scale = Signal(C * cfg.scale_bits) if cfg.scale_bits else None
+        st_gl, st_ol = Signal(), Signal()
+
+        d = cfg.dequant_cycles
+        gap = Signal(range(d + 3), init=d + 2)
+        prev_ol = Signal()
+        last_t = st_t == T - 1
+        at_group_end = st_valid & st_gl & last_t
+        gap_ok = gap + 1 >= Mux(prev_ol, d + 2, d)
+        emit_ok = ~at_group_end | gap_ok
+        emit = Signal()
+        m.d.comb += emit.eq(st_valid & emit_ok)
+        out_gl = Signal()
+        out_ol = Signal()
+        m.d.comb += [out_gl.eq(st_gl & last_t), out_ol.eq(st_ol & last_t)]
+
+        load = Signal()
+        m.d.comb += [load.eq(adv & (~st_valid | (emit_ok & last_t))), fe_ready.eq(load)]
+        with m.If(load):
+            m.d.sync += [st_valid.eq(fe_valid), st_t.eq(0), st_acts.eq(fe_acts),
+                         st_shift.eq(fe_shift), st_gl.eq(fe_gl), st_ol.eq(fe_ol)]
+            m.d.sync += [st_terms[c].eq(enc_terms[c]) for c in range(C)]
+            if cfg.scale_bits:
+                m.d.sync += st_scale.eq(fe_scale)
+        with m.Elif(adv & emit):
+            m.d.sync += st_t.eq(st_t + 1)
+        with m.If(adv):
+            with m.If(emit & out_gl):
+                m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
+            with m.Elif(gap != d + 2):
+                m.d.sync += gap.eq(gap + 1)
+
+        # Per-cycle column and row data leaving the serializer.
+        col_data = []
+        for c in range(C):
+            terms = Cat(*(st_terms[c].word_select(lane * T + st_t, term_bits)
+                          if T > 1 else st_terms[c][lane * term_bits:(lane + 1) * term_bits]
+                          for lane in range(L)))
+            parts = [emit, st_t[:max((T - 1).bit_length(), 0)] if T > 1 else Const(0, 0),
+                     out_gl, out_ol, terms]
+            if cfg.scale_bits:
+                parts.append(st_scale[c * cfg.scale_bits:(c + 1) * cfg.scale_bits])
+            col_data.append((Cat(*parts), [len(p) for p in parts]))
+        row_data = []
+        for r in range(R):
+            acts = st_acts[r * L * A:(r + 1) * L * A]
+            shift = st_shift[r * X:(r + 1) * X] if fp and X else Const(0, 0)
+            row_data.append(Cat(acts, shift))
+
+        # ---- skew ---------------------------------------------------------------------------
+        def delayed(value, count, name):
+            for k in range(count):
+                reg = Signal(len(value), name=f"{name}_d{k}")
+                with m.If(adv):
+                    m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        col_at = [[None] * C for _ in range(R)]
+        for c in range(C):
+            value = delayed(col_data[c][0], c, f"col{c}_skew")
+            for r in range(R):
+                col_at[r][c] = value
+                if r < R - 1:
+                    value = delayed(value, 1, f"col{c}_pe{r}")
+        row_at = [[None] * C for _ in range(R)]
+        for r in range(R):
+            value = delayed(row_data[r], r, f"row{r}_skew")
+            for c in range(C):
+                row_at[r][c] = value
+                if c < C - 1:
+                    value = delayed(value, 1, f"row{r}_pe{c}")
+
+        # ---- PEs ------------------------------------------------------------------------------
+        pes = [[None] * C for _ in range(R)]
+        readies = []
+        widths = col_data[0][1]
+        for r in range(R):
+            for c in range(C):
+                pe = BitSerialPE(**self._pe_params)
+                m.submodules[f"pe{r}_{c}"] = pe
+                pes[r][c] = pe
+                cv = col_at[r][c]
+                offs = [sum(widths[:i]) for i in range(len(widths))]
+                valid = cv[offs[0]]
+                t = cv[offs[1]:offs[1] + widths[1]]
+                gl, ol = cv[offs[2]], cv[offs[3]]
+                terms = cv[offs[4]:offs[4] + widths[4]]
+                p = pe.i_stream.payload
+                m.d.comb += [pe.i_stream.valid.eq(valid & adv), p.group_last.eq(gl),
+                             p.out_last.eq(ol), p.terms.eq(terms),
+                             p.acts.eq(row_at[r][c][:L * A])]
+                if T > 1:
+                    m.d.comb += p.t.eq(t)
+                if cfg.scale_bits:
+                    m.d.comb += p.scale.eq(cv[offs[5]:offs[5] + widths[5]])
+                if fp and X:
+                    m.d.comb += p.exp.eq(row_at[r][c][L * A:])
+                readies.append(pe.i_stream.ready)
+        m.d.comb += adv.eq(Cat(*readies).all())
+
+        # ---- drain ---------------------------------------------------------------------------
+        depth = max(2, R)
+        col_fifos = []
+        for c in range(C):
+            q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=depth)
+            m.submodules[f"drain{c}"] = q
+            col_fifos.append(q)
+            rp = Signal(range(max(R, 2)), name=f"drain{c}_row")
+            with m.Switch(rp):
+                for r in range(R):
+                    with m.Case(r):
+                        src = pes[r][c].o_stream
+                        m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload.acc),
+                                     src.ready.eq(q.w_rdy)]
+            with m.If(q.w_en & q.w_rdy):
+                m.d.sync += rp.eq(Mux(rp == R - 1, 0, rp + 1))
+
+        m.submodules.to_float = tf = ToFloat(in_width=cfg.acc_width, in_frac=cfg.in_frac,
+                                             out_format=cfg.out_format,
+                                             exp_width=(cfg.exp_width + 1) if fp else 1)
+        mr = Signal(range(max(R, 2)))
+        mc = Signal(range(max(C, 2)))
+        head_valid = Signal()
+        head_data = Signal(cfg.acc_width)
+        with m.Switch(mc):
+            for c in range(C):
+                with m.Case(c):
+                    m.d.comb += [head_valid.eq(col_fifos[c].r_rdy),
+                                 head_data.eq(col_fifos[c].r_data),
+                                 col_fifos[c].r_en.eq(tf.i_stream.ready
+                                                      & tf.i_stream.valid)]
+        tile_end = (mr == R - 1) & (mc == C - 1)
+        if fp:
+            row_base = data.View(data.ArrayLayout(unsigned(E), R), offsets.r_data)
+            m.d.comb += [tf.i_stream.valid.eq(head_valid & offsets.r_rdy),
+                         tf.i_stream.payload.exp_offset.eq(row_base[mr]),
+                         offsets.r_en.eq(tf.i_stream.valid & tf.i_stream.ready & tile_end)]
+        else:
+            m.d.comb += tf.i_stream.valid.eq(head_valid)
+        m.d.comb += tf.i_stream.payload.acc.eq(head_data)
+        with m.If(tf.i_stream.valid & tf.i_stream.ready):
+            m.d.sync += mc.eq(Mux(mc == C - 1, 0, mc + 1))
+            with m.If(mc == C - 1):
+                m.d.sync += mr.eq(Mux(mr == R - 1, 0, mr + 1))
+        m.d.comb += [self.o_stream.valid.eq(tf.o_stream.valid),
+                     self.o_stream.payload.code.eq(tf.o_stream.payload.code),
+                     tf.o_stream.ready.eq(self.o_stream.ready)]
+        return m

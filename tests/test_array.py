@@ -2,94 +2,18 @@
 
 import numpy as np
 import pytest
-from amaranth import Shape
-from amaranth.lib import data
 
 from golden import gemm as ggemm
-from golden import terms as gterms
 from golden.quantize import quantize
 from hdl.array import SystolicArray
 from sim.amaranth_sim import run_simulation, stream_get
-from sim.vectors import run_stream
-
-
-def _field_bits(shape, values) -> int:
-    """Raw bits of a (nested) array layout or plain shape from a nested list of ints."""
-    if isinstance(shape, data.ArrayLayout):
-        width = shape.size // shape.length
-        total = 0
-        for i, v in enumerate(values):
-            total |= _field_bits(shape.elem_shape, v) << (i * width)
-        return total
-    return int(values) & ((1 << Shape.cast(shape).width) - 1)
-
-
-def pack_steps(array: SystolicArray, steps: list[dict]) -> list[int]:
-    out = []
-    for step in steps:
-        word = 0
-        for name, field in array.in_layout:
-            word |= _field_bits(field.shape, step[name]) << field.offset
-        out.append(word)
-    return out
-
-
-def tile_steps(cfg, acts, qt, m0: int, n0: int) -> list[dict]:
-    """The weight-steps of the output tile at tokens m0.., channels n0.. (padded)."""
-    R, C, L, G = cfg.rows, cfg.cols, cfg.lanes, cfg.group_size
-    M, K = acts["mant"].shape
-    N = qt.shape[0]
-    lengths = ggemm.group_lengths(K, G)
-    steps = []
-    for g, length in enumerate(lengths):
-        n_steps = -(-length // L)
-        for s in range(n_steps):
-            ks = [g * G + s * L + lane for lane in range(L)]
-            inside = [k < g * G + length for k in ks]
-            codes, sel, scale, act_words, gexp, base = [], [], [], [], [], []
-            for c in range(C):
-                n = n0 + c
-                ok = n < N
-                codes.append([int(qt.codes[n, k]) if ok and i else 0
-                              for k, i in zip(ks, inside, strict=True)])
-                sel.append(int(qt.selectors[n, g]) if ok and qt.selectors is not None else 0)
-                scale.append(int(qt.scale_codes[n, g]) if ok else 0)
-            for r in range(R):
-                m = m0 + r
-                ok = m < M
-                act_words.append([int(acts["words"][m, k]) if ok and i else 0
-                                  for k, i in zip(ks, inside, strict=True)])
-                gexp.append(int(acts["gexp"][m, g]) if ok else 0)
-                base.append(int(acts["base"][m]) if ok else 0)
-            last = s == n_steps - 1
-            step = {"codes": codes, "sel": sel, "scale": scale, "acts": act_words,
-                    "gexp": gexp, "base": base, "group_last": int(last),
-                    "out_last": int(last and g == len(lengths) - 1)}
-            steps.append(step)
-    return steps
-
-
-def gemm_stream(cfg, acts, qt):
-    """All tiles' steps and the expected R*C codes per tile (golden, padding = +0)."""
-    M = acts["mant"].shape[0]
-    N = qt.shape[0]
-    steps, tiles = [], []
-    for m0 in range(0, M, cfg.rows):
-        for n0 in range(0, N, cfg.cols):
-            steps += tile_steps(cfg, acts, qt, m0, n0)
-            tiles.append((m0, n0))
-    return steps, tiles
-
-
-def expected_codes(cfg, result, tiles):
-    M, N = result.codes.shape
-    out = []
-    for m0, n0 in tiles:
-        for r in range(cfg.rows):
-            for c in range(cfg.cols):
-                m, n = m0 + r, n0 + c
-                out.append(int(result.codes[m, n]) if m < M and n < N else 0)
-    return np.array(out, dtype=object)
+from sim.array_driver import (
+    expected_codes,
+    gemm_stream,
+    pack_steps,
+    run_array_gemm,
+    special_register,
+)
 
 
 def make_case(params, m, n, k, seed, scheme):
@@ -113,12 +37,6 @@ def make_case(params, m, n, k, seed, scheme):
     acts = ggemm.act_mantissas(xq, cfg)
     return cfg, qt, acts, result
 
-
-def special_register(cfg) -> int:
-    geo = cfg.geometry
-    if not geo.has_register:
-        return 0
-    return gterms.pack_special_register(gterms.default_special_values(list(cfg.formats)))
 
 
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
@@ -172,14 +90,9 @@ def test_amaranth_sim_one_tile(params, scheme, k):
 
 
 def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=1, stats=None):
-    steps, tiles = gemm_stream(cfg, acts, qt)
-    array = SystolicArray(**params)
-    words = pack_steps(array, steps)
-    expected = expected_codes(cfg, result, tiles)
-    out = run_stream(SystolicArray, params, words, ports={"special_values": special_register(cfg)},
-                     backpressure=backpressure, idle=idle, seed=seed,
-                     n_outputs=len(expected), stats=stats)
-    return out, expected, len(steps)
+    out, tiles, n_steps = run_array_gemm(params, acts, qt, backpressure=backpressure, idle=idle,
+                                         seed=seed, stats=stats)
+    return out, expected_codes(cfg, result, tiles), n_steps
 
 
 @pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),

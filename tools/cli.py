@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "tools.cmd_formats",
     "tools.cmd_quantize",
     "tools.cmd_synth",
+    "tools.cmd_verify",
     "tools.bench",
 )
 

@@ -1,0 +1,89 @@
+"""``bitmod verify``: the main job end to end, and its one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from golden import gemm as ggemm
+
+
+def run_cli(*args, timeout=900):
+    result = subprocess.run([sys.executable, "-m", "tools", "verify", *args],
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_minilm_query_layer_is_bit_exact():
+    """The default job: MiniLM layer-0 query projection, 16 tokens of real embeddings."""
+    status, out, err = run_cli("--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["problem"] == "minilm:encoder.layer.0.attention.self.query"
+    assert (report["m"], report["n"], report["k"]) == (16, 384, 384)
+    assert report["bit_exact"] and report["outputs_checked"] == 16 * 384
+    # Quantization error only: the RTL result is golden's, golden is close to FP32.
+    assert report["error_vs_fp32"]["cosine"] > 0.99
+    cfg = ggemm.core_config(rows=4, cols=4, lanes=4, group_size=128,
+                            formats=["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"],
+                            act_format="fp16", mant_width=12, act_exp_bits=3, max_groups=3)
+    busy = ggemm.gemm_cycles(16, 384, 384, cfg)["busy_pe_cycles"]
+    assert report["pe_utilization"] == pytest.approx(busy / (16 * report["cycles"]))
+
+
+def test_random_gemm_int8_activations_json():
+    status, out, err = run_cli("--random", "5", "13", "40", "--array", "2x2", "--group-size",
+                               "16", "--act", "int8", "--scheme", "int8", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["bit_exact"] and report["outputs_checked"] == 3 * 7 * 4
+    assert report["error_vs_fp32"]["relative_rms"] < 0.05
+
+
+@pytest.fixture
+def nan_weights(tmp_path):
+    w = np.ones((8, 16), dtype=np.float32)
+    w[2, 3] = np.nan
+    path = tmp_path / "w.npy"
+    np.save(path, w)
+    return str(path)
+
+
+@pytest.fixture
+def weights_3d(tmp_path):
+    path = tmp_path / "w3.npy"
+    np.save(path, np.ones((2, 8, 16), dtype=np.float32))
+    return str(path)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layer", "encoder.layer.9.nope"], "unknown layer"),
+    (["--scheme", "bitmod5"], "unknown scheme"),
+    (["--scheme", "int4_asym", "--random", "2", "2", "16", "--group-size", "16"],
+     "asymmetric zero points"),
+    (["--scheme", "mxfp4"], "MX E8M0"),
+    (["--array", "4by4"], "ROWSxCOLS"),
+    (["--array", "65x2", "--random", "2", "2", "16", "--group-size", "16"], "rows"),
+    (["--random", "2", "2", "0"], "positive"),
+    (["--random", "2", "2", "20", "--group-size", "10"], "group_size"),
+])
+def test_bad_input_is_one_line(args, message):
+    status, _out, err = run_cli(*args)
+    assert status == 2
+    assert "Traceback" not in err
+    # Progress lines may precede it; the error is the one last line.
+    lines = err.strip().splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:], err
+    assert message in lines[-1]
+
+
+def test_nan_and_shape_errors(nan_weights, weights_3d, tmp_path):
+    for args, message in ((["--npy", nan_weights], "NaN"), (["--npy", weights_3d], "2-D")):
+        status, _out, err = run_cli(*args)
+        assert status == 2 and message in err and "Traceback" not in err
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((4, 5), dtype=np.float32))
+    status, _out, err = run_cli("--npy", nan_weights, "--x-npy", str(x))
+    assert status == 2 and "activations must be" in err

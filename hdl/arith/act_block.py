@@ -14,10 +14,10 @@ from golden.bfp import block_exp_width, check_block_params, float_fields, scale_
 
 __all__ = ["ActBlockConverter"]
 
-# Max-tree levels evaluated combinationally per pipeline stage: two levels of an (at most) 8-bit
-# compare and mux keep the first stages no deeper than the last stage's shift, round and negate.
-TREE_LEVELS_PER_STAGE = 2
 MAX_LANES = 64
+# Stages after the max tree (FP formats): align (subtract and clamp), coarse shift, fine shift,
+# round/saturate/negate (class docstring).
+FLOAT_POST_STAGES = 4
 
 
 class ActBlockConverter(wiring.Component):
@@ -36,19 +36,32 @@ class ActBlockConverter(wiring.Component):
     ``act_format="int8"`` passes sign-extended int8 words through (``block_exp = 0``; other
     words are ``invalid`` with mantissa 0).
 
-    Pipeline: the first ``tree_stages = max(1, ceil(ceil(log2(lanes)) / 2))`` stages unpack the
-    lanes and reduce the effective exponents with a max tree (two tree levels per stage); the
-    last stage subtracts, shifts, rounds, saturates and negates each lane. INT8 uses one stage
-    for the range check and one register stage.
+    Pipeline (FP formats), with ``tree_stages = max(1, ceil(log2(lanes)))`` and
+    ``k = bit_length(W)``:
 
-    Latency: ``tree_stages + 1`` cycles (2 for lanes 1..4, 3 for 5..16, 4 for 17..64; INT8: 2).
+    1. ``tree_stages`` stages of a max tree, one level per stage, over the exponent fields of
+       the finite lanes; an OR of "nonzero and finite" travels alongside, and the last tree
+       stage unpacks each lane into (sign, eff, significand, special);
+    2. align: ``block_exp`` from the tree's maximum, ``d = block_exp - eff`` clamped to ``k``
+       bits (any ``d >= W`` drops every bit of the lane);
+    3. coarse shift of the significand by the high ``ceil(k/2)`` bits of ``d``, with the sticky
+       OR of the bits already below the rounding point;
+    4. fine shift by the low ``floor(k/2)`` bits: truncated magnitude, round bit, sticky bit;
+    5. round, saturate and negate with one adder: ``(kept ^ -s) + (inc ^ s)``.
+
+    Every stage holds at most one carry chain (a compare, the subtract or the final adder) or
+    a 4:1-to-8:1 mux level, so that the converter keeps up with the bit-serial PEs.
+
+    Latency: ``tree_stages + 4`` cycles (5 for lanes 1..2, 6 for 3..4, 7 for 5..8, 8 for 9..16,
+    9 for 17..32, 10 for 33..64). INT8: 2 (a range check stage and an output register).
     Throughput: one block per cycle; the pipeline advances when ``o_stream.ready`` is high or
     ``o_stream.valid`` is low, and ``i_stream.ready`` is that same enable.
 
     Widths: ``exp`` is ``E`` bits (the format's exponent field: FP16 5, BF16 8; INT8 1, always
     0) because ``block_exp <= 2**E - 2``; each mantissa is ``signed(mant_width)``; ``invalid``
-    and ``saturated`` are ``lanes`` bits. Internally a lane shifts ``max(M + 1, W - 1)`` bits
-    with the shift amount clamped to that width + 1.
+    and ``saturated`` are ``lanes`` bits. Internally a lane shifts ``sig << max(W - 2 - M, 0)``
+    (``max(M + 1, W - 1)`` bits) with ``2**k - 1`` zero bits below it right by the ``k``-bit
+    clamped ``d``.
 
     Parameters
     ----------
@@ -85,7 +98,7 @@ class ActBlockConverter(wiring.Component):
             self._tree_stages = 1
         else:
             depth = (lanes - 1).bit_length()  # ceil(log2(lanes))
-            self._tree_stages = max(1, -(-depth // TREE_LEVELS_PER_STAGE))
+            self._tree_stages = max(1, depth)
         super().__init__({
             "i_stream": In(stream.Signature(self.input_layout)),
             "o_stream": Out(stream.Signature(self.output_layout)),
@@ -120,7 +133,9 @@ class ActBlockConverter(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an accepted input to its output being valid."""
-        return self._tree_stages + 1
+        if self._act_format == "int8":
+            return 2
+        return self._tree_stages + FLOAT_POST_STAGES
 
     @property
     def input_layout(self) -> data.StructLayout:
@@ -177,63 +192,132 @@ class ActBlockConverter(wiring.Component):
         return C(0, 1), mants, Cat(*invalids), C(0, self._lanes)
 
     def _elaborate_float(self, words, register):
-        """Unpack and max tree in the first stages; returns the last stage's outputs."""
+        """Unpack, max tree, align, two-step shift; returns the operands of the output stage."""
         E, M, _ = float_fields(self._act_format)
         W = self._mant_width
         top = (1 << E) - 1
 
-        # Stage 1: unpack. eff = max(e, 1) for nonzero finite lanes, 0 otherwise.
-        lanes = []
-        for word in words:
+        def unpack(word):
+            """eff = max(e, 1) for nonzero finite lanes, 0 otherwise; sig = 0 for Inf/NaN."""
             sign, e, frac = word[E + M], word[M:M + E], word[:M]
             special = e == top
             hidden = (e != 0) & ~special
-            sig = Mux(special, 0, Cat(frac, hidden))
             nonzero = (e != 0) | (frac != 0)
-            eff = Mux(special | ~nonzero, 0, Cat(e[0] | (e == 0), e[1:]))
-            lanes.append((sign, eff, sig, special))
+            return {
+                "sign": sign,
+                "eff": Mux(special | ~nonzero, 0, Cat(e[0] | (e == 0), e[1:])),
+                "sig": Mux(special, 0, Cat(frac, hidden)),
+                "special": special,
+            }
 
-        # Max tree over eff, registered every TREE_LEVELS_PER_STAGE levels; lane fields travel
-        # alongside so that stage 2 sees the block maximum and its own lane together.
-        level = [eff for _, eff, _, _ in lanes]
+        def register_lanes(lanes, stage):
+            return [{name: register(value, f"lane{i}_{name}_{stage}")
+                     for name, value in lane.items()} for i, lane in enumerate(lanes)]
+
+        # Max tree, one level per stage, over the raw exponent fields of the finite lanes: the
+        # compare starts straight from the input register, and the Inf/NaN test (an E-input AND)
+        # runs beside it into the select. A pair of two Inf/NaN lanes gives 0, the bottom.
+        # Since max(., 1) is monotonic, block_exp = max(block_key, 1) when some lane is
+        # nonzero and finite (an OR tree travels alongside) and 0 otherwise. The words travel
+        # raw (fewer bits than unpacked) and are unpacked in the last tree stage.
+        lanes = [{"word": word} for word in words]
+        leaves = []
+        for word in words:
+            e, frac = word[M:M + E], word[:M]
+            special = e == top
+            leaves.append((e, special, ~special & ((e != 0) | (frac != 0))))
+        level = []
+        for (ea, sa, na), (eb, sb, nb) in zip(leaves[::2], leaves[1::2], strict=False):
+            take_b = sa | (~sb & (eb > ea))
+            level.append((Mux(take_b, eb, ea) & ~(sa & sb).replicate(E), na | nb))
+        if len(leaves) % 2:
+            e, special, nz = leaves[-1]
+            level.append((e & ~special.replicate(E), nz))
         for stage in range(self._tree_stages):
-            for _ in range(TREE_LEVELS_PER_STAGE):
-                if len(level) == 1:
-                    break
-                nxt = [Mux(a > b, a, b) for a, b in zip(level[::2], level[1::2], strict=False)]
+            if stage > 0:
+                nxt = [(Mux(ka > kb, ka, kb), na | nb)
+                       for (ka, na), (kb, nb) in zip(level[::2], level[1::2], strict=False)]
                 level = nxt + ([level[-1]] if len(level) % 2 else [])
-            level = [register(v, f"max{stage}_{j}") for j, v in enumerate(level)]
-            lanes = [tuple(register(f, f"lane{i}_{n}_s{stage}")
-                           for f, n in zip(fields, ("sign", "eff", "sig", "special"), strict=True))
-                     for i, fields in enumerate(lanes)]
-        (block_exp,) = level
+            level = [(register(k, f"max{stage}_{j}"), register(n, f"nz{stage}_{j}"))
+                     for j, (k, n) in enumerate(level)]
+            if stage == self._tree_stages - 1:
+                lanes = [unpack(lane["word"]) for lane in lanes]
+            lanes = register_lanes(lanes, f"t{stage}")
+        ((block_key, block_nz),) = level
 
-        # Last stage: a = sig * 2**(P - d): wide = sig << max(P, 0), then drop d + max(-P, 0) bits.
+        # a = sig * 2**(P - d) with d = block_exp - eff. Shift x = wide << Z right by d, with
+        # wide = sig << max(P, 0) and Z zero bits below it: a's integer LSB is then at
+        # q + 1 = Z + max(-P, 0), so kept = floor(a) = x'[q + 1 : q + W], qb = x'[q] and
+        # r = any(x'[:q]). Any d >= W puts sig's top bit (at most W - 2 - d in a) below the
+        # round bit: kept = 0, qb = 0, r = sig != 0, as d = 2**k - 1 >= W does. So d clamps
+        # to k bits by OR-ing its high bits (no comparator), and Z = 2**k - 1 zeros keep every
+        # nonzero bit of x inside x'.
         P = W - 2 - M
-        s_bits = M + 1 + max(P, 0)
-        mants, saturated = [], []
-        for sign, eff, sig, _ in lanes:
+        drop_bits = W.bit_length()
+        Z = (1 << drop_bits) - 1
+        q = Z + max(-P, 0) - 1
+        fine_bits = drop_bits // 2
+        fine_max = (1 << fine_bits) - 1
+
+        # Align stage. With some lane nonzero and finite, block_exp = max(block_key, 1), and
+        # block_key = 0 only when every finite lane has e = 0 (eff 0 or 1): then d = 0.
+        # Without one, every sig is 0 and any d gives 0.
+        key_zero = block_key == 0
+        for lane in lanes:
+            d = (block_key - lane.pop("eff"))[:E]
+            if drop_bits < E:
+                d = d[:drop_bits] | d[drop_bits:].any().replicate(drop_bits)
+            lane["drop"] = d & ~key_zero.replicate(len(d))
+        block_exp = register(Mux(block_nz, Cat(block_key[0] | key_zero, block_key[1:]), 0),
+                             "block_exp_a")
+        lanes = register_lanes(lanes, "a")
+
+        # Coarse shift by the high bits of drop (a multiple of 2**fine_bits). Bits of y below q
+        # stay below q after the fine shift: they only feed the sticky bit r. Nonzero bits of y
+        # sit at or above Z - coarse >= fine, so the fine shift loses none.
+        for lane in lanes:
+            sig, drop = lane.pop("sig"), lane.pop("drop")
             wide = Cat(C(0, P), sig) if P > 0 else sig
-            drop = (block_exp - eff) + max(-P, 0)
-            # Dropping more than s_bits + 1 bits acts like dropping s_bits + 1 (kept = 0, qb = 0,
-            # r = wide != 0). block_exp >= eff, so drop >= 0 and the slice loses no information.
-            drop_c = Mux(drop > s_bits + 1, s_bits + 1, drop)[:(s_bits + 1).bit_length()]
-            shifted = Cat(C(0, s_bits + 1), wide) >> drop_c
-            # kept = floor(a) < 2**(W-1): the bits of shifted above these are always zero.
-            kept = shifted[s_bits + 1:s_bits + W]
+            y = Cat(C(0, Z), wide) >> (drop[fine_bits:] << fine_bits)
+            # Only y[q : q + W + fine_max] can reach kept or qb; y[q : q + fine] moves into r.
+            lane["y"] = y[q:q + W + fine_max]
             if self._rounding == "rne":
-                qb, r = shifted[s_bits], shifted[:s_bits].any()
-                mag = kept + (qb & (kept[0] | r))
+                lane["sticky"] = y[:q].any()
+            lane["fine"] = drop[:fine_bits]
+        block_exp = register(block_exp, "block_exp_c")
+        lanes = register_lanes(lanes, "c")
+
+        # Fine shift: kept = floor(a) < 2**(W-1), qb the first dropped bit, r the rest.
+        for lane in lanes:
+            y, fine = lane.pop("y"), lane.pop("fine")
+            z = y >> fine
+            lane["kept"] = z[1:W]
+            if self._rounding == "rne":
+                # y[:fine] moves below q: into r.
+                moved = Cat(*(y[j] & (fine > j) for j in range(fine_max)))
+                lane["qb"] = z[0]
+                lane["r"] = lane.pop("sticky") | moved.any()
+        block_exp = register(block_exp, "block_exp_f")
+        lanes = register_lanes(lanes, "f")
+
+        # Output stage: round, saturate and negate with one adder. With inc the RNE increment,
+        # (-1)**s * (kept + inc) = (kept ^ -s) + (inc ^ s) in two's complement.
+        mants, saturated = [], []
+        for lane in lanes:
+            sign, kept = lane["sign"], lane["kept"]
+            if self._rounding == "rne":
+                inc = lane["qb"] & (kept[0] | lane["r"])
+                if P < 0:
+                    # Only when the largest lane has dropped bits can RNE carry into bit W-1;
+                    # the clamp 2**(W-1) - 1 is then kept itself, so the increment is dropped.
+                    sat = inc & kept.all()
+                    inc = inc & ~sat
+                else:
+                    sat = C(0, 1)
             else:
-                mag = kept
-            if P < 0 and self._rounding == "rne":
-                # Only when the largest lane has dropped bits can RNE carry into bit W-1.
-                sat = mag[W - 1]
-                mag = Mux(sat, (1 << (W - 1)) - 1, mag[:W - 1])
-            else:
-                sat = C(0, 1)
-                mag = mag[:W - 1]
-            mants.append(Mux(sign, -mag, mag))
+                inc, sat = C(0, 1), C(0, 1)
+            flip = Cat(kept, C(0, 1)) ^ sign.replicate(W)
+            mants.append((flip + (inc ^ sign))[:W])
             saturated.append(sat)
 
-        return block_exp, mants, Cat(*(lane[3] for lane in lanes)), Cat(*saturated)
+        return block_exp, mants, Cat(*(lane["special"] for lane in lanes)), Cat(*saturated)

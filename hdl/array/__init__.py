@@ -1,5 +1,6 @@
-"""The accelerator core: the output-stationary PE array and its edge logic."""
+"""The accelerator core: the output-stationary PE array, its edge logic, buffers and controller."""
 
 from .array import SystolicArray
+from .core import AcceleratorCore
 
-__all__ = ["SystolicArray"]
+__all__ = ["AcceleratorCore", "SystolicArray"]

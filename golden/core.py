@@ -1,0 +1,422 @@
+"""The accelerator core's host protocol, buffer map and counters: a command-level model.
+
+The core (:class:`hdl.array.core.AcceleratorCore`) is driven by commands ``{op, addr, data}``
+and answers each with one response ``{status, data}``. This module defines the protocol (op and
+status codes, field widths, the address map of every buffer), builds command lists for a job
+(:func:`load_commands`, :func:`run_commands`, :func:`read_commands`) and models the core at
+command level (:class:`CoreModel`): given the same command list it gives the same responses
+as the RTL, bit for bit, with the output codes from :func:`golden.gemm.gemm` and the counters
+from :func:`golden.gemm.gemm_cycles` plus the controller overhead (:func:`job_counters`).
+
+Buffers and address map (``R`` rows, ``C`` columns, ``L`` lanes, ``G`` group size)
+----------------------------------------------------------------------------------
+``ceil`` is ceiling division; ``clog2(x)`` the bits of ``x - 1`` (0 for ``x = 1``)::
+
+    k_steps    = ceil(max_k / L)        weight-steps of the longest K
+    max_groups = ceil(max_k / G)
+    m_tiles    = ceil(max_m / R);   n_tiles = ceil(max_n / C)
+
+    weights  C banks x n_tiles * k_steps    words of L * code_bits   (L codes of one channel)
+    meta     C banks x n_tiles * max_groups words of 2 + scale_bits  (selector, scale code)
+    acts     R banks x m_tiles * k_steps    words of L * A  (A = 8 for INT8, 16 for FP16/BF16)
+    gexp     R banks x m_tiles * max_groups words of E  (FP only; written by the pre-pass)
+    base     R banks x m_tiles              words of E  (FP only; written by the pre-pass)
+    outputs  1 bank  x max_m * max_n        words of 32 (FP32 codes)
+
+Element addresses (the ``addr`` field, low bits first; fields are ``clog2`` wide)::
+
+    weight (n, k):  lane = k % L, word = (n // C) * k_steps + k // L,    bank = n % C
+    meta   (n, g):                 word = (n // C) * max_groups + g,     bank = n % C
+    act    (m, k):  lane = k % L, word = (m // R) * k_steps + k // L,    bank = m % R
+    output (m, n):  addr = m * max_n + n
+
+so a channel's (token's) words for one tile are contiguous and the controller reads one word
+per bank per weight-step at ``tile_base + k // L`` with no multiplier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import bfp
+from . import gemm as ggemm
+from . import terms as gterms
+from .quantize import QuantizedTensor
+
+__all__ = [
+    "COUNTERS",
+    "COUNTER_BITS",
+    "DATA_BITS",
+    "JOB_FIELDS",
+    "OPS",
+    "OP_BITS",
+    "STATUS",
+    "STATUS_BITS",
+    "CoreMap",
+    "CoreModel",
+    "core_map",
+    "job_counters",
+    "load_commands",
+    "pack_command",
+    "read_commands",
+    "run_commands",
+    "unpack_response",
+]
+
+OPS = {
+    "status": 0, "write_weight": 1, "write_meta": 2, "write_act": 3, "write_special": 4,
+    "set_job": 5, "start": 6, "wait": 7, "read_output": 8, "read_counter": 9,
+}
+STATUS = {"ok": 0, "bad_op": 1, "bad_addr": 2, "bad_data": 3, "bad_job": 4, "busy": 5}
+JOB_FIELDS = {"m": 0, "n": 1, "k": 2}
+COUNTERS = {"cycles": 0, "busy_pe_cycles": 1, "stall_cycles": 2}
+OP_BITS = 4
+STATUS_BITS = 3
+DATA_BITS = 32
+COUNTER_BITS = 48  # read as two 32-bit halves: addr = 2 * counter + half
+MAX_DIM = 1 << 16  # bound on max_m, max_n, max_k (keeps the job registers small)
+
+
+def clog2(x: int) -> int:
+    return (int(x) - 1).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _check_max(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not 1 <= value <= MAX_DIM:
+        raise ValueError(f"{name} must be in 1..{MAX_DIM}, not {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class CoreMap:
+    """Buffer depths, word widths and address fields of a core (module docstring)."""
+
+    cfg: ggemm.CoreConfig
+    max_m: int
+    max_n: int
+    max_k: int
+
+    k_steps = property(lambda self: _cdiv(self.max_k, self.cfg.lanes))
+    max_groups = property(lambda self: _cdiv(self.max_k, self.cfg.group_size))
+    m_tiles = property(lambda self: _cdiv(self.max_m, self.cfg.rows))
+    n_tiles = property(lambda self: _cdiv(self.max_n, self.cfg.cols))
+    weight_depth = property(lambda self: self.n_tiles * self.k_steps)
+    meta_depth = property(lambda self: self.n_tiles * self.max_groups)
+    act_depth = property(lambda self: self.m_tiles * self.k_steps)
+    gexp_depth = property(lambda self: self.m_tiles * self.max_groups)
+    base_depth = property(lambda self: self.m_tiles)
+    out_depth = property(lambda self: self.max_m * self.max_n)
+    code_bits = property(lambda self: self.cfg.geometry.code_bits)
+    act_bits = property(lambda self: 8 if self.cfg.act_format == "int8" else 16)
+    meta_bits = property(lambda self: 2 + self.cfg.scale_bits)
+    lane_bits = property(lambda self: clog2(self.cfg.lanes))
+    row_bits = property(lambda self: clog2(self.cfg.rows))
+    col_bits = property(lambda self: clog2(self.cfg.cols))
+
+    @property
+    def fields(self) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Address fields (name, width), low bits first, of the ops that take an address."""
+        return {
+            "write_weight": (("lane", self.lane_bits), ("word", clog2(self.weight_depth)),
+                             ("bank", self.col_bits)),
+            "write_meta": (("word", clog2(self.meta_depth)), ("bank", self.col_bits)),
+            "write_act": (("lane", self.lane_bits), ("word", clog2(self.act_depth)),
+                          ("bank", self.row_bits)),
+            "read_output": (("word", clog2(self.out_depth)),),
+        }
+
+    @property
+    def addr_bits(self) -> int:
+        """Width of the command's ``addr`` field: the widest address of any op (at least 3)."""
+        return max(3, *(sum(w for _, w in f) for f in self.fields.values()))
+
+    @property
+    def cmd_bits(self) -> int:
+        return OP_BITS + self.addr_bits + DATA_BITS
+
+    def _pack(self, op: str, **values) -> int:
+        addr, shift = 0, 0
+        for name, width in self.fields[op]:
+            addr |= values[name] << shift
+            shift += width
+        return addr
+
+    def weight_address(self, n: int, k: int) -> int:
+        L, C = self.cfg.lanes, self.cfg.cols
+        return self._pack("write_weight", lane=k % L, word=(n // C) * self.k_steps + k // L,
+                          bank=n % C)
+
+    def meta_address(self, n: int, g: int) -> int:
+        C = self.cfg.cols
+        return self._pack("write_meta", word=(n // C) * self.max_groups + g, bank=n % C)
+
+    def act_address(self, m: int, k: int) -> int:
+        L, R = self.cfg.lanes, self.cfg.rows
+        return self._pack("write_act", lane=k % L, word=(m // R) * self.k_steps + k // L,
+                          bank=m % R)
+
+    def output_address(self, m: int, n: int) -> int:
+        return m * self.max_n + n
+
+
+def core_map(max_m: int, max_n: int, max_k: int, **core_params) -> CoreMap:
+    """Validate the buffer bounds and the core parameters (:func:`golden.gemm.core_config`;
+    ``max_groups`` is derived: ``ceil(max_k / group_size)``)."""
+    max_m = _check_max("max_m", max_m)
+    max_n = _check_max("max_n", max_n)
+    max_k = _check_max("max_k", max_k)
+    if "max_groups" in core_params:
+        raise ValueError("max_groups is derived from max_k; do not pass it")
+    group_size = core_params.get("group_size", 128)
+    if isinstance(group_size, (int, np.integer)) and group_size >= 1:
+        core_params["max_groups"] = _cdiv(max_k, int(group_size))
+    cfg = ggemm.core_config(**core_params)
+    return CoreMap(cfg, max_m, max_n, max_k)
+
+
+def pack_command(mp: CoreMap, op, addr: int = 0, data: int = 0) -> int:
+    """Flat ``i_cmd`` payload: ``op`` (name or code) at the LSB, then ``addr``, then ``data``."""
+    code = OPS[op] if isinstance(op, str) else int(op)
+    if not 0 <= code < 1 << OP_BITS or not 0 <= addr < 1 << mp.addr_bits \
+            or not 0 <= data < 1 << DATA_BITS:
+        raise ValueError(f"command ({op}, {addr}, {data}) does not fit the command fields")
+    return code | addr << OP_BITS | data << (OP_BITS + mp.addr_bits)
+
+
+def unpack_response(value: int) -> tuple[int, int]:
+    """``(status, data)`` of a flat ``o_resp`` payload (status at the LSB)."""
+    value = int(value)
+    return value & ((1 << STATUS_BITS) - 1), value >> STATUS_BITS
+
+
+def act_words(x, cfg: ggemm.CoreConfig) -> np.ndarray:
+    """The 16-bit words the host writes for activations ``x`` (int8 codes sign-extended)."""
+    words = ggemm.act_mantissas(x, cfg)["words"]
+    return words & 0xFFFF
+
+
+def special_register(cfg: ggemm.CoreConfig) -> int:
+    """The special-value register golden.gemm assumes (0 when the formats have none)."""
+    if not cfg.geometry.has_register:
+        return 0
+    return gterms.pack_special_register(gterms.default_special_values(list(cfg.formats)))
+
+
+def load_commands(mp: CoreMap, x, qt) -> list[tuple[str, int, int]]:
+    """Commands that load activations ``x [M, K]`` and weights ``qt [N, K]`` and set the job."""
+    cfg = mp.cfg
+    ggemm.check_weights(qt, cfg)
+    words = act_words(x, cfg)
+    m, k = words.shape
+    n = qt.shape[0]
+    if qt.shape[1] != k:
+        raise ValueError(f"activations have K = {k}, weights have K = {qt.shape[1]}")
+    if m > mp.max_m or n > mp.max_n or k > mp.max_k:
+        raise ValueError(f"GEMM {m}x{n}x{k} exceeds the buffers ({mp.max_m}x{mp.max_n}x"
+                         f"{mp.max_k})")
+    cmds = [("write_special", 0, special_register(cfg))]
+    for i in range(n):
+        cmds += [("write_weight", mp.weight_address(i, j), int(qt.codes[i, j]))
+                 for j in range(k)]
+        for g in range(qt.n_groups):
+            sel = int(qt.selectors[i, g]) if qt.selectors is not None else 0
+            cmds.append(("write_meta", mp.meta_address(i, g),
+                         int(qt.scale_codes[i, g]) | sel << cfg.scale_bits))
+    for i in range(m):
+        cmds += [("write_act", mp.act_address(i, j), int(words[i, j])) for j in range(k)]
+    return cmds
+
+
+def run_commands(m: int, n: int, k: int) -> list[tuple[str, int, int]]:
+    """Set the job dimensions, start it and wait for it."""
+    return [("set_job", JOB_FIELDS["m"], m), ("set_job", JOB_FIELDS["n"], n),
+            ("set_job", JOB_FIELDS["k"], k), ("start", 0, 0), ("wait", 0, 0)]
+
+
+def read_commands(mp: CoreMap, m: int, n: int) -> list[tuple[str, int, int]]:
+    """Read the ``m x n`` outputs (row-major) and then the three counters (lo, hi halves)."""
+    cmds = [("read_output", mp.output_address(i, j), 0) for i in range(m) for j in range(n)]
+    cmds += [("read_counter", 2 * c + half, 0) for c in range(len(COUNTERS)) for half in (0, 1)]
+    return cmds
+
+
+def job_counters(mp: CoreMap, m: int, n: int, k: int, fill: int) -> dict[str, int]:
+    """The core's counters after a job (``fill``: the array's first-step-to-first-output
+    pipeline latency, :func:`golden.gemm.gemm_cycles`).
+
+    ``cycles`` counts the cycles the core is busy, from the cycle after ``start`` is accepted
+    to the cycle the last output is written (inclusive)::
+
+        cycles = prepass + 1 + gemm_cycles(m, n, k, cfg, fill)["cycles"]
+        prepass = ceil(m / R) * ceil(k / L) + 1     (FP16/BF16; 0 for INT8)
+
+    ``prepass``: the controller reads every activation word once (one word per row bank per
+    cycle) to find the group exponents, plus one cycle for its last read to land; the ``+ 1``
+    is the buffer read of the first weight-step. ``busy_pe_cycles`` equals golden's
+    ``busy_pe_cycles`` (term-cycles of real outputs); ``stall_cycles`` is 1: the cycle the
+    array waits for the first buffer read (no other bubble: the controller streams one step per
+    cycle when the array takes one and the output buffer takes every result at once).
+    """
+    cfg = mp.cfg
+    model = ggemm.gemm_cycles(m, n, k, cfg, fill=fill)
+    prepass = 0 if cfg.act_format == "int8" else _cdiv(m, cfg.rows) * _cdiv(k, cfg.lanes) + 1
+    return {"cycles": prepass + 1 + model["cycles"], "busy_pe_cycles": model["busy_pe_cycles"],
+            "stall_cycles": 1}
+
+
+@dataclass
+class CoreModel:
+    """Command-level model of the core: :meth:`command` gives the response the RTL gives.
+
+    A job started by ``start`` is taken to run until the next ``wait`` (the host's commands in
+    between arrive while the core is busy: the RTL job is far longer than a few commands).
+    Responses that depend on the cycle a command arrives (``read_counter`` during a job) have
+    ``data`` ``None`` (not compared). ``start`` needs the special-value register golden.gemm
+    assumes (its weight levels use the default register); any other value raises
+    ``NotImplementedError`` rather than predicting wrong outputs.
+    """
+
+    mp: CoreMap
+    fill: int
+    weights: dict = field(default_factory=dict)  # (bank, word, lane) -> code
+    meta: dict = field(default_factory=dict)  # (bank, word) -> meta word
+    acts: dict = field(default_factory=dict)  # (bank, word, lane) -> act word (16-bit)
+    outputs: dict = field(default_factory=dict)  # addr -> FP32 code
+
+    def __post_init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        """Registers return to their reset values; the buffers keep their contents."""
+        self.special = 0
+        self.job = {"m": 0, "n": 0, "k": 0}
+        self.busy = False
+        self.done = False
+        self.counters = {name: 0 for name in COUNTERS}
+
+    def _fields(self, op: str, addr: int) -> dict | None:
+        values, shift = {}, 0
+        for name, width in self.mp.fields[op]:
+            values[name] = addr >> shift & ((1 << width) - 1)
+            shift += width
+        return values if addr >> shift == 0 else None
+
+    def command(self, op: int, addr: int, data: int) -> tuple[int, int | None]:
+        mp, cfg = self.mp, self.mp.cfg
+        names = {v: k for k, v in OPS.items()}
+        if op not in names:
+            return STATUS["bad_op"], 0
+        name = names[op]
+        if name == "status":
+            return STATUS["ok"], int(self.busy) | int(self.done) << 1
+        if name == "wait":
+            self._finish()
+            return STATUS["ok"], int(self.done) << 1
+        if name == "read_counter":
+            if addr >= 2 * len(COUNTERS):
+                return STATUS["bad_addr"], 0
+            if self.busy:
+                return STATUS["ok"], None
+            value = self.counters[list(COUNTERS)[addr // 2]]
+            return STATUS["ok"], value >> (32 * (addr % 2)) & 0xFFFFFFFF
+        if self.busy:
+            return STATUS["busy"], 0
+        if name == "start":
+            if 0 in self.job.values():
+                return STATUS["bad_job"], 0
+            self.busy = True
+            self.done = False
+            return STATUS["ok"], 0
+        if name == "set_job":
+            if addr >= len(JOB_FIELDS):
+                return STATUS["bad_addr"], 0
+            key = list(JOB_FIELDS)[addr]
+            if not 1 <= data <= getattr(mp, f"max_{key}"):
+                return STATUS["bad_job"], 0
+            self.job[key] = data
+            return STATUS["ok"], 0
+        if name == "write_special":
+            if addr:
+                return STATUS["bad_addr"], 0
+            self.special = data
+            return STATUS["ok"], 0
+        if name == "read_output":
+            f = self._fields(name, addr)
+            if f is None or f["word"] >= mp.out_depth:
+                return STATUS["bad_addr"], 0
+            return STATUS["ok"], self.outputs.get(f["word"], 0)
+        f = self._fields(name, addr)
+        depth = {"write_weight": mp.weight_depth, "write_meta": mp.meta_depth,
+                 "write_act": mp.act_depth}[name]
+        banks = cfg.rows if name == "write_act" else cfg.cols
+        if f is None or f["word"] >= depth or f["bank"] >= banks \
+                or f.get("lane", 0) >= cfg.lanes:
+            return STATUS["bad_addr"], 0
+        if name == "write_weight":
+            if data >> mp.code_bits:
+                return STATUS["bad_data"], 0
+            self.weights[f["bank"], f["word"], f["lane"]] = data
+        elif name == "write_meta":
+            if data >> mp.meta_bits or data >> cfg.scale_bits >= len(cfg.formats):
+                return STATUS["bad_data"], 0
+            self.meta[f["bank"], f["word"]] = data
+        else:
+            if cfg.act_format == "int8":
+                bad = not (data < 0x80 or 0xFF80 <= data <= 0xFFFF)
+            else:
+                e_bits, m_bits, _ = bfp.float_fields(cfg.act_format)
+                bad = data >> 16 or (data >> m_bits & ((1 << e_bits) - 1)) == (1 << e_bits) - 1
+            if bad:
+                return STATUS["bad_data"], 0
+            self.acts[f["bank"], f["word"], f["lane"]] = data
+        return STATUS["ok"], 0
+
+    def _finish(self) -> None:
+        """Run the started job (if any) on golden.gemm and update outputs and counters."""
+        if not self.busy:
+            return
+        mp, cfg = self.mp, self.mp.cfg
+        m, n, k = self.job["m"], self.job["n"], self.job["k"]
+        if self.special != special_register(cfg):
+            raise NotImplementedError("the model computes weight levels with the default "
+                                      "special-value register only")
+        R, C, L, G = cfg.rows, cfg.cols, cfg.lanes, cfg.group_size
+        ng = _cdiv(k, G)
+        codes = np.zeros((n, k), np.int64)
+        sel = np.zeros((n, ng), np.int64)
+        scale = np.zeros((n, ng), np.int64)
+        for i in range(n):
+            for j in range(k):
+                codes[i, j] = self.weights.get((i % C, (i // C) * mp.k_steps + j // L, j % L), 0)
+            for g in range(ng):
+                word = self.meta.get((i % C, (i // C) * mp.max_groups + g), 0)
+                scale[i, g] = word & ((1 << cfg.scale_bits) - 1)
+                sel[i, g] = word >> cfg.scale_bits
+        words = np.zeros((m, k), np.int64)
+        for i in range(m):
+            for j in range(k):
+                words[i, j] = self.acts.get((i % R, (i // R) * mp.k_steps + j // L, j % L), 0)
+        if cfg.act_format == "int8":
+            x = np.where(words >= 0x8000, words - 0x10000, words).astype(np.int8)
+        else:
+            x = words.astype(np.uint16)
+        qt = QuantizedTensor(codes=codes.astype(np.uint16), scales=np.ones((n, ng)),
+                             scheme="core", formats=cfg.formats, group_size=G,
+                             bits=mp.code_bits, scale_format="int8",
+                             selectors=sel.astype(np.uint8) if len(cfg.formats) > 1 else None,
+                             scale_codes=scale, channel_scales=np.ones(n))
+        result = ggemm.gemm(x, qt, cfg)
+        for i in range(m):
+            for j in range(n):
+                self.outputs[mp.output_address(i, j)] = int(result.codes[i, j]) & 0xFFFFFFFF
+        self.counters = job_counters(mp, m, n, k, self.fill)
+        self.busy = False
+        self.done = True

@@ -1,0 +1,266 @@
+"""The accelerator core (hdl/array/core.py): command protocol, tiled GEMMs bit-exact against
+golden/gemm.py, counters against the golden cycle model, bad commands, reset between jobs."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import core as gcore
+from golden import gemm as ggemm
+from golden.quantize import quantize
+from hdl.array.core import AcceleratorCore
+from sim.amaranth_sim import run_simulation, stream_get, stream_put
+from sim.verilator import get_model, run_cocotb
+
+BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
+INT8_BITMOD = dict(rows=2, cols=3, lanes=4, group_size=16, formats=BITMOD, act_format="int8",
+                   max_m=8, max_n=16, max_k=64)
+FP16_INT8W = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int8_sym",
+                  act_format="fp16", mant_width=10, act_exp_bits=3, max_m=8, max_n=14,
+                  max_k=64)
+OPS, ST = gcore.OPS, gcore.STATUS
+
+
+def core_map(params) -> gcore.CoreMap:
+    p = dict(params)
+    return gcore.core_map(p.pop("max_m"), p.pop("max_n"), p.pop("max_k"), **p)
+
+
+def make_job(cfg, m, n, k, seed, scheme):
+    """Random weights (quantized with INT8 group scales) and activations, and golden's result."""
+    rng = np.random.default_rng(seed)
+    qt = quantize(rng.standard_normal((n, k)), scheme, group_size=cfg.group_size,
+                  scale_format="int8")
+    x = rng.standard_normal((m, k)) * rng.choice([0.01, 1.0, 30.0], size=(m, 1))
+    if cfg.act_format == "int8":
+        xq, _ = ggemm.quantize_activations_int8(x)
+        xq[0, :2] = [-128, 127]  # sign extremes
+    else:
+        # Wide per-group exponent spread: the token floor and the group shifts both matter.
+        spread = np.exp2(rng.integers(-12, 4, size=(m, -(-k // cfg.group_size))))
+        x = x * np.repeat(spread, cfg.group_size, axis=1)[:, :k]
+        x[0, :3] = [0.0, -0.0, 6.0e-8]  # zeros and a subnormal
+        xq = x.astype(np.float16)
+    return xq, qt, ggemm.gemm(xq, qt, cfg).codes & 0xFFFFFFFF
+
+
+def job_items(mp, x, qt, *, during=()):
+    """Load, run (with ``during`` commands sent while the job runs) and read a job."""
+    m, k = x.shape
+    n = qt.shape[0]
+    run = gcore.run_commands(m, n, k)
+    return (gcore.load_commands(mp, x, qt) + run[:-1] + list(during) + run[-1:]
+            + gcore.read_commands(mp, m, n))
+
+
+def bad_commands(mp):
+    """Commands refused with an error status while the core is idle (and their statuses)."""
+    cfg = mp.cfg
+    wf = dict(mp.fields["write_weight"])
+    lane_bits, word_bits = wf["lane"], wf["word"]
+    assert mp.weight_depth < 1 << word_bits, "pick sizes that leave words beyond the buffer"
+    # 384 is not a sign-extended int8; 0x7C00 is FP16 +Inf.
+    bad_act = 0x0180 if cfg.act_format == "int8" else 0x7C00
+    cases = [
+        (("start", 0, 0), "bad_job"),  # M, N, K not set since reset
+        ((15, 0, 0), "bad_op"),
+        ((10, 0, 0), "bad_op"),
+        (("write_weight", mp.weight_depth << lane_bits, 0), "bad_addr"),  # word = depth
+        (("write_weight", 0, 1 << mp.code_bits), "bad_data"),
+        (("write_meta", 0, 1 << mp.meta_bits), "bad_data"),
+        (("write_act", 0, bad_act), "bad_data"),
+        (("write_act", 0, 0x10000), "bad_data"),
+        (("write_act", cfg.rows << (sum(w for _, w in mp.fields["write_act"][:2])), 0),
+         "bad_addr"),
+        (("set_job", 0, mp.max_m + 1), "bad_job"),
+        (("set_job", 2, 0), "bad_job"),
+        (("set_job", 3, 1), "bad_addr"),
+        (("write_special", 1, 0), "bad_addr"),
+        (("read_output", mp.out_depth, 0), "bad_addr"),
+        (("read_counter", 6, 0), "bad_addr"),
+        (("wait", 0, 0), "ok"),
+        (("status", 0, 0), "ok"),
+    ]
+    # A bank beyond C (when C is not a power of two) and address bits above an op's fields.
+    if cfg.cols & (cfg.cols - 1):
+        cases.append((("write_weight", cfg.cols << (lane_bits + word_bits), 0), "bad_addr"))
+    for op in ("write_weight", "write_meta", "write_act"):
+        used = sum(w for _, w in mp.fields[op])
+        if used < mp.addr_bits:
+            cases.append(((op, 1 << used, 0), "bad_addr"))
+    return cases
+
+
+def encode(mp, items) -> list[str]:
+    out = []
+    for item in items:
+        if item == "reset":
+            out.append("reset")
+        else:
+            out.append(format(gcore.pack_command(mp, *item), "x"))
+    return out
+
+
+def model_responses(mp, fill, items):
+    model = gcore.CoreModel(mp, fill)
+    responses = []
+    for item in items:
+        if item == "reset":
+            model.reset()
+            continue
+        op, addr, data = item
+        responses.append(model.command(OPS[op] if isinstance(op, str) else op, addr, data))
+    return responses
+
+
+def run_script(params, items, *, idle=0.0, backpressure=0.0, seed=1, timeout_cycles):
+    model = get_model(AcceleratorCore, params)
+    mp = core_map(params)
+    with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
+        script, out = Path(scratch) / "script.txt", Path(scratch) / "responses.hex"
+        script.write_text("\n".join(encode(mp, items)) + "\n")
+        run_cocotb(model, "sim.tb.core_tb", run_name=f"core-{os.getpid()}-{Path(scratch).name}",
+                   env={"CORE_SCRIPT": str(script), "CORE_OUT": str(out),
+                        "CORE_IDLE": str(idle), "CORE_BACKPRESSURE": str(backpressure),
+                        "CORE_SEED": str(seed), "CORE_TIMEOUT_CYCLES": str(timeout_cycles)})
+        words = [int(v, 16) for v in out.read_text().split()]
+    return [gcore.unpack_response(w) for w in words], model
+
+
+def test_parameters_are_validated():
+    with pytest.raises(ValueError, match="max_k"):
+        AcceleratorCore(max_k=0)
+    with pytest.raises(TypeError, match="max_m"):
+        AcceleratorCore(max_m=2.5)
+    with pytest.raises(ValueError, match="max_n"):
+        AcceleratorCore(max_n=1 << 20)
+    with pytest.raises(ValueError, match="group_size"):
+        AcceleratorCore(group_size=18)
+    # max_k sets the array's group count, and so its accumulator width: too wide is refused.
+    with pytest.raises(ValueError, match="64"):
+        AcceleratorCore(act_format="fp16", mant_width=16, act_exp_bits=6, group_size=128,
+                        max_k=1 << 16)
+
+
+def test_buffer_depths_follow_the_formulas():
+    core = AcceleratorCore(**INT8_BITMOD)
+    core._MustUse__silence = True
+    mp = core.core_map
+    assert (mp.k_steps, mp.max_groups, mp.m_tiles, mp.n_tiles) == (16, 4, 4, 6)
+    assert (mp.weight_depth, mp.meta_depth, mp.act_depth, mp.out_depth) == (96, 24, 64, 128)
+    assert core.array_params["max_groups"] == 4
+    # Every element of the largest job has its own address; the host helper inverts the map.
+    addrs = {mp.weight_address(n, k) for n in range(mp.max_n) for k in range(mp.max_k)}
+    assert len(addrs) == mp.max_n * mp.max_k
+    assert max(addrs) < 1 << mp.addr_bits
+
+
+def test_amaranth_sim_protocol_errors():
+    """Every bad command gets its error status (Amaranth simulator, no job run)."""
+    params = dict(INT8_BITMOD, rows=1, cols=3, max_m=2, max_n=6, max_k=12)
+    dut = AcceleratorCore(**params)
+    mp = dut.core_map
+    cases = [*bad_commands(mp), (("set_job", 0, 2), "ok"), (("read_counter", 0, 0), "ok")]
+    expected = model_responses(mp, dut.fill, [c for c, _ in cases])
+    got, valid_after = [], []
+
+    async def host(ctx):
+        for item, _ in cases:
+            word = gcore.pack_command(mp, *item)
+            await stream_put(ctx, dut.i_cmd, {"op": word & 15, "addr": word >> 4 & (
+                (1 << mp.addr_bits) - 1), "data": word >> (4 + mp.addr_bits)})
+            # The response is valid in the cycle after the command was taken.
+            valid_after.append(ctx.get(dut.o_resp.valid))
+            resp = await stream_get(ctx, dut.o_resp)
+            got.append((resp.status, resp.data))
+
+    run_simulation(dut, [host], deadline=2e-5)
+    assert [s for s, _ in got] == [ST[name] for _, name in cases]
+    assert got == expected
+    assert dut.latency == 1 and all(valid_after)
+    print(f"checked {len(cases)} commands")
+
+
+@pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),
+                                               (FP16_INT8W, "int8")])
+def test_gemm_jobs_bit_exact(params, scheme):
+    """One script per core, with random idles on the commands and backpressure on the responses:
+
+    bad commands; job A (M=5, N=13, K = 3 groups + 4, G = 16) with commands sent while it runs;
+    job B back to back (M=3, N=4, K = 16 + 6: job A's data sit in B's masked lanes); reset;
+    job B again from the kept buffers; job C of the largest size (all buffers full, K a
+    multiple of G); job C restarted and reset mid-job; job B loaded and run again. Every
+    response equals golden.core's model; outputs equal golden.gemm; counters equal
+    golden.core.job_counters.
+    """
+    mp = core_map(params)
+    cfg = mp.cfg
+    core = AcceleratorCore(**params)
+    core._MustUse__silence = True  # built for its properties only
+    fill = core.fill
+    dims = {"A": (5, 13, 3 * 16 + 4), "B": (3, 4, 16 + 6), "C": (mp.max_m, mp.max_n, mp.max_k)}
+    data = {name: make_job(cfg, *dim, seed, scheme)
+            for seed, (name, dim) in enumerate(dims.items(), 11)}
+    during = [("status", 0, 0), ("start", 0, 0), ("write_weight", 0, 0), ("set_job", 0, 1),
+              ("read_output", 0, 0), ("read_counter", 0, 0)]
+
+    def rerun(name):
+        m, n, k = dims[name]
+        return [("write_special", 0, gcore.special_register(cfg)),
+                *gcore.run_commands(m, n, k), *gcore.read_commands(mp, m, n)]
+
+    bad = bad_commands(mp)
+    segments = [  # (name of the job whose outputs and counters the segment ends with, items)
+        (None, [c for c, _ in bad]),
+        ("A", job_items(mp, *data["A"][:2], during=during)),
+        ("B", job_items(mp, *data["B"][:2])),
+        (None, ["reset", ("read_counter", 0, 0), ("status", 0, 0)]),
+        ("B", rerun("B")),
+        ("C", job_items(mp, *data["C"][:2])),
+        (None, [*gcore.run_commands(*dims["C"])[:-1], "reset"]),
+        ("B", job_items(mp, *data["B"][:2])),
+    ]
+    items = [item for _, seg in segments for item in seg]
+    expected = model_responses(mp, fill, items)
+    bound = sum(gcore.job_counters(mp, *dims[name], fill)["cycles"] for name, _ in segments
+                if name)
+    got, model = run_script(params, items, idle=0.3, backpressure=0.3, seed=7,
+                            timeout_cycles=20 * len(items) + 4 * bound)
+    sent = [x for x in items if x != "reset"]
+    assert len(got) == len(sent) == len(expected)
+    assert [s for s, _ in got[:len(bad)]] == [ST[name] for _, name in bad]
+    mismatches = [(item, g, e) for item, g, e in zip(sent, got, expected, strict=True)
+                  if g[0] != e[0] or (e[1] is not None and g[1] != e[1])]
+    assert not mismatches, mismatches[:5]
+    busy_refused = [item[0] for item, g in zip(sent, got, strict=True) if g[0] == ST["busy"]]
+    assert busy_refused == ["start", "write_weight", "set_job", "read_output"]
+
+    # Outputs and counters of each job against golden.gemm and the cycle model directly.
+    pos = 0
+    n_codes = 0
+    for name, seg in segments:
+        seg_resps = got[pos:pos + len([x for x in seg if x != "reset"])]
+        pos += len(seg_resps)
+        if name is None:
+            continue
+        m, n, k = dims[name]
+        tail = seg_resps[-(m * n + 2 * len(gcore.COUNTERS)):]
+        codes = np.array([d for _, d in tail[:m * n]], dtype=object)
+        assert (codes == data[name][2].reshape(-1)).all(), name
+        assert np.count_nonzero(codes) > codes.size // 2, "mostly zero outputs prove little"
+        n_codes += codes.size
+        halves = [d for _, d in tail[m * n:]]
+        measured = {c: halves[2 * i] | halves[2 * i + 1] << 32
+                    for i, c in enumerate(gcore.COUNTERS)}
+        assert measured == gcore.job_counters(mp, m, n, k, fill), (name, measured)
+        model_cycles = ggemm.gemm_cycles(m, n, k, cfg, fill=fill)["cycles"]
+        util = measured["busy_pe_cycles"] / (cfg.rows * cfg.cols * measured["cycles"])
+        print(f"job {name} {m}x{n}x{k}: {measured}; gemm_cycles {model_cycles}, "
+              f"PE utilization {util:.3f}")
+    after_reset = got[sum(len(seg) for _, seg in segments[:3]):][:2]
+    assert after_reset == [(ST["ok"], 0), (ST["ok"], 0)], "reset clears counters and done"
+    print(f"checked {len(got)} responses ({n_codes} output codes, {len(bad)} bad commands); "
+          f"build {model.build_seconds:.1f} s")

@@ -26,19 +26,26 @@ def test_minilm_query_layer_is_bit_exact():
     assert report["bit_exact"] and report["outputs_checked"] == 16 * 384
     # Quantization error only: the RTL result is golden's, golden is close to FP32.
     assert report["error_vs_fp32"]["cosine"] > 0.99
+    assert report["engine"] == "core" and report["counters_match_model"]
     cfg = ggemm.core_config(rows=4, cols=4, lanes=4, group_size=128,
                             formats=["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"],
                             act_format="fp16", mant_width=12, act_exp_bits=3, max_groups=3)
     busy = ggemm.gemm_cycles(16, 384, 384, cfg)["busy_pe_cycles"]
+    assert report["counters"]["busy_pe_cycles"] == busy
     assert report["pe_utilization"] == pytest.approx(busy / (16 * report["cycles"]))
+    assert report["pe_utilization"] > 0.9
 
 
-def test_random_gemm_int8_activations_json():
+@pytest.mark.parametrize("engine", ["core", "array"])
+def test_random_gemm_int8_activations_json(engine):
     status, out, err = run_cli("--random", "5", "13", "40", "--array", "2x2", "--group-size",
-                               "16", "--act", "int8", "--scheme", "int8", "--json")
+                               "16", "--act", "int8", "--scheme", "int8", "--engine", engine,
+                               "--json")
     assert status == 0, err
     report = json.loads(out)
-    assert report["bit_exact"] and report["outputs_checked"] == 3 * 7 * 4
+    # The array path streams padded tiles (3 x 7 tiles of 2 x 2); the core reads M x N outputs.
+    assert report["bit_exact"]
+    assert report["outputs_checked"] == (5 * 13 if engine == "core" else 3 * 7 * 4)
     assert report["error_vs_fp32"]["relative_rms"] < 0.05
 
 

@@ -1,10 +1,6 @@
 """The accelerator core (hdl/array/core.py): command protocol, tiled GEMMs bit-exact against
 golden/gemm.py, counters against the golden cycle model, bad commands, reset between jobs."""
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,7 +9,7 @@ from golden import gemm as ggemm
 from golden.quantize import quantize
 from hdl.array.core import AcceleratorCore
 from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.verilator import get_model, run_cocotb
+from sim.core_driver import core_map, run_script
 
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 INT8_BITMOD = dict(rows=2, cols=3, lanes=4, group_size=16, formats=BITMOD, act_format="int8",
@@ -22,11 +18,6 @@ FP16_INT8W = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int8_sym",
                   act_format="fp16", mant_width=10, act_exp_bits=3, max_m=8, max_n=14,
                   max_k=64)
 OPS, ST = gcore.OPS, gcore.STATUS
-
-
-def core_map(params) -> gcore.CoreMap:
-    p = dict(params)
-    return gcore.core_map(p.pop("max_m"), p.pop("max_n"), p.pop("max_k"), **p)
 
 
 def make_job(cfg, m, n, k, seed, scheme):
@@ -94,16 +85,6 @@ def bad_commands(mp):
     return cases
 
 
-def encode(mp, items) -> list[str]:
-    out = []
-    for item in items:
-        if item == "reset":
-            out.append("reset")
-        else:
-            out.append(format(gcore.pack_command(mp, *item), "x"))
-    return out
-
-
 def model_responses(mp, fill, items):
     model = gcore.CoreModel(mp, fill)
     responses = []
@@ -114,20 +95,6 @@ def model_responses(mp, fill, items):
         op, addr, data = item
         responses.append(model.command(OPS[op] if isinstance(op, str) else op, addr, data))
     return responses
-
-
-def run_script(params, items, *, idle=0.0, backpressure=0.0, seed=1, timeout_cycles):
-    model = get_model(AcceleratorCore, params)
-    mp = core_map(params)
-    with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
-        script, out = Path(scratch) / "script.txt", Path(scratch) / "responses.hex"
-        script.write_text("\n".join(encode(mp, items)) + "\n")
-        run_cocotb(model, "sim.tb.core_tb", run_name=f"core-{os.getpid()}-{Path(scratch).name}",
-                   env={"CORE_SCRIPT": str(script), "CORE_OUT": str(out),
-                        "CORE_IDLE": str(idle), "CORE_BACKPRESSURE": str(backpressure),
-                        "CORE_SEED": str(seed), "CORE_TIMEOUT_CYCLES": str(timeout_cycles)})
-        words = [int(v, 16) for v in out.read_text().split()]
-    return [gcore.unpack_response(w) for w in words], model
 
 
 def test_parameters_are_validated():

@@ -150,9 +150,11 @@ def _float_error(y, reference) -> dict:
 def verify(args) -> dict:
     """Run the whole flow; return the report dict (see the module docstring)."""
     from golden import gemm as ggemm
+    from golden.core import job_counters
     from golden.quantize import get_scheme, quantize
-    from hdl.array import SystolicArray
+    from hdl.array import AcceleratorCore, SystolicArray
     from sim.array_driver import expected_codes, run_array_gemm
+    from sim.core_driver import core_map, run_core_gemm
     from sim.verilator import get_model
 
     # Validate what needs no data before printing anything.
@@ -190,40 +192,59 @@ def verify(args) -> dict:
             raise ValueError(f"{name}: activations overflow FP16")
     progress.step("golden model")
     result = ggemm.gemm(xq, qt, cfg, act_scale)
-    acts = ggemm.act_mantissas(xq, cfg)
-    progress.step(f"Verilator model of a {rows}x{cols} array (built once, then cached)")
-    model = get_model(SystolicArray, params)
-    stats = {}
-
-    def on_stream(message: str) -> None:
-        progress.step(message)
-
-    out, tiles, n_steps = run_array_gemm(params, acts, qt, stats=stats, progress=on_stream)
-    progress.done()
-    expected = expected_codes(cfg, result, tiles)
-    mismatches = [i for i, (a, b) in enumerate(zip(out, expected, strict=True)) if a != b]
     m, k = x.shape
     n = w.shape[0]
-    cycles = int(stats["output_cycles"][-1]) + 1
-    busy = ggemm.gemm_cycles(m, n, k, cfg)["busy_pe_cycles"]
+    if args.engine == "core":
+        core_params = {key: value for key, value in params.items() if key != "max_groups"}
+        core_params.update(max_m=m, max_n=n, max_k=k)
+        progress.step(f"Verilator model of the core with a {rows}x{cols} array (built once, "
+                      "then cached)")
+        model = get_model(AcceleratorCore, core_params)
+        progress.step("loading the buffers, running the job, reading the outputs")
+        run = run_core_gemm(core_params, xq, qt)
+        progress.done()
+        rtl = run["codes"].astype(np.int64).reshape(-1)
+        golden_codes = (result.codes & 0xFFFFFFFF).astype(np.int64).reshape(-1)
+        positions = [(i // n, i % n) for i in range(m * n)]
+        counters = run["counters"]
+        expected_counters = job_counters(core_map(core_params), m, n, k, fill=model_fill(
+            core_params))
+        cycles = int(counters["cycles"])
+        busy = int(counters["busy_pe_cycles"])
+        extra = {"counters": counters, "counters_match_model": counters == expected_counters,
+                 "commands": run["commands"], "tiles": ggemm.gemm_cycles(m, n, k, cfg)["tiles"]}
+    else:
+        progress.step(f"Verilator model of a {rows}x{cols} array (built once, then cached)")
+        model = get_model(SystolicArray, params)
+        stats = {}
+        acts = ggemm.act_mantissas(xq, cfg)
+        out, tiles, n_steps = run_array_gemm(params, acts, qt, stats=stats,
+                                             progress=progress.step)
+        progress.done()
+        expected = expected_codes(cfg, result, tiles)
+        rtl = np.array(out, dtype=np.int64)
+        golden_codes = np.array(expected, dtype=np.int64)
+        positions = []
+        for tile_m, tile_n in tiles:
+            positions += [(tile_m + r, tile_n + c) for r in range(rows) for c in range(cols)]
+        cycles = int(stats["output_cycles"][-1]) + 1
+        busy = ggemm.gemm_cycles(m, n, k, cfg)["busy_pe_cycles"]
+        extra = {"weight_steps": n_steps, "tiles": len(tiles)}
+    mismatches = np.nonzero(rtl != golden_codes)[0]
     macs = m * n * k
     reference = x.astype(np.float32) @ w.astype(np.float32).T
-    first = []
-    for index in mismatches[:5]:
-        tile, offset = divmod(index, rows * cols)
-        r, c = divmod(offset, cols)
-        m0, n0 = tiles[tile]
-        first.append({"m": m0 + r, "n": n0 + c, "rtl": int(out[index]),
-                      "golden": int(expected[index])})
+    first = [{"m": positions[i][0], "n": positions[i][1], "rtl": int(rtl[i]),
+              "golden": int(golden_codes[i])} for i in mismatches[:5]]
     return {
         "problem": name, "m": m, "n": n, "k": k, "scheme": args.scheme,
         "group_size": qt.group_size, "array": f"{rows}x{cols}", "lanes": args.lanes,
-        "act": args.act, "bit_exact": not mismatches, "outputs_checked": len(expected),
+        "act": args.act, "engine": args.engine, "bit_exact": not len(mismatches),
+        "outputs_checked": len(rtl),
         "mismatches": len(mismatches), "first_mismatches": first,
         "error_vs_fp32": _float_error(result.y, reference),
         "quantization_only_error": _float_error(
             x.astype(np.float64) @ qt.dequantize().T, reference),
-        "cycles": cycles, "weight_steps": n_steps, "tiles": len(tiles),
+        "cycles": cycles, **extra,
         "pe_utilization": busy / (rows * cols * cycles),
         "clock_mhz": args.clock, "gmacs_at_clock": macs / cycles * args.clock / 1000,
         "macs": macs, "verilator_build_s": round(model.build_seconds, 1),
@@ -245,10 +266,26 @@ def _print_report(report: dict) -> None:
               f"{item['golden']:#010x}")
     print(f"vs FP32:      relative RMS {err['relative_rms']:.4%}, max |err| "
           f"{err['max_abs']:.4g}, cosine {err['cosine']:.6f}")
-    print(f"cycles:       {report['cycles']} ({report['tiles']} tiles, "
-          f"{report['weight_steps']} weight-steps)")
+    if report["engine"] == "core":
+        counters = report["counters"]
+        agree = "equal" if report["counters_match_model"] else "DIFFER from"
+        print(f"cycles:       {report['cycles']} (core counters: busy PE-cycles "
+              f"{counters['busy_pe_cycles']}, stall cycles {counters['stall_cycles']}; "
+              f"{agree} the golden cycle model; {report['tiles']} tiles)")
+    else:
+        print(f"cycles:       {report['cycles']} ({report['tiles']} tiles, "
+              f"{report['weight_steps']} weight-steps streamed into the array)")
     print(f"utilization:  {report['pe_utilization']:.1%} of PE-cycles busy")
     print(f"throughput:   {report['gmacs_at_clock']:.3f} GMAC/s at {report['clock_mhz']:g} MHz")
+
+
+def model_fill(core_params: dict) -> int:
+    """The array's first-step-to-first-output latency inside ``AcceleratorCore(**params)``."""
+    from hdl.array import AcceleratorCore
+
+    core = AcceleratorCore(**core_params)
+    core._MustUse__silence = True  # built only to read a property
+    return core.fill
 
 
 def _verify(args) -> int:
@@ -257,7 +294,8 @@ def _verify(args) -> int:
         print(json.dumps(report, indent=1))
     else:
         _print_report(report)
-    return 0 if report["bit_exact"] else 1
+    ok = report["bit_exact"] and report.get("counters_match_model", True)
+    return 0 if ok else 1
 
 
 def register(subparsers) -> None:
@@ -282,6 +320,10 @@ def register(subparsers) -> None:
                         help="FP16 group exponent shift bits (default 3)")
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS,
                         help=f"tokens M for model layers and --npy (default {DEFAULT_TOKENS})")
+    parser.add_argument("--engine", choices=("core", "array"), default="core",
+                        help="core: the whole accelerator (buffers, controller, counters) "
+                             "driven by commands; array: tiles streamed straight into the "
+                             "PE array (default core)")
     parser.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
                         help="clock for the throughput figure (default 100)")
     parser.add_argument("--seed", type=int, default=0)

@@ -94,3 +94,21 @@ def test_nan_and_shape_errors(nan_weights, weights_3d, tmp_path):
     np.save(x, np.ones((4, 5), dtype=np.float32))
     status, _out, err = run_cli("--npy", nan_weights, "--x-npy", str(x))
     assert status == 2 and "activations must be" in err
+
+
+@pytest.mark.parametrize("scheme", ["bitmod3", "int6", "int4", "int3", "int2", "fp4", "fp3"])
+def test_every_core_scheme_is_bit_exact(scheme):
+    """Each element-format family the core runs, on its own core build (bitmod4 and int8 run
+    above; the ER-only/EA-only/INT8-scale variants share those builds' format sets)."""
+    status, out, err = run_cli("--random", "3", "5", "36", "--array", "2x2", "--group-size",
+                               "16", "--scheme", scheme, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["bit_exact"] and report["counters_match_model"]
+
+
+def test_mixed_path_scheme_is_refused():
+    status, _out, err = run_cli("--random", "2", "2", "16", "--group-size", "16",
+                                "--scheme", "ant4")
+    assert status == 2 and "Traceback" not in err
+    assert "ant4" in err.strip().splitlines()[-1]

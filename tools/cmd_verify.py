@@ -182,7 +182,10 @@ def verify(args) -> dict:
               "max_groups": max(qt.n_groups, 1)}
     if args.act != "int8":
         params.update(mant_width=args.mant_width, act_exp_bits=args.act_exp_bits)
-    cfg = ggemm.core_config(**params)
+    try:
+        cfg = ggemm.core_config(**params)
+    except ValueError as error:
+        raise ValueError(f"scheme {args.scheme!r} cannot run on the core: {error}") from None
     ggemm.check_weights(qt, cfg)
     if args.act == "int8":
         xq, act_scale = ggemm.quantize_activations_int8(x)

@@ -1,0 +1,16 @@
+"""Host link: UART, the framed-protocol bridge (spec: :mod:`fpga.protocol`), test backend."""
+
+from .bridge import (
+    BUS_REQUEST,
+    BUS_RESPONSE,
+    Bridge,
+    RegisterFile,
+    UartBridge,
+    UartBridgeTestTop,
+    bus_signature,
+)
+from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx, baud_divisor
+
+__all__ = ["BUS_REQUEST", "BUS_RESPONSE", "RX_BYTE", "TX_BYTE", "Bridge", "RegisterFile",
+           "UartBridge", "UartBridgeTestTop", "UartRx", "UartTx", "baud_divisor",
+           "bus_signature"]

@@ -1,0 +1,398 @@
+"""cocotb tests of ``hdl.link.UartBridgeTestTop`` through its ``rx``/``tx`` pins.
+
+A UART model bit-bangs ``rx`` and decodes ``tx`` at the top's bit period. The host side is the
+real driver, :class:`fpga.host.HostLink`, running in a cocotb bridge thread over
+:class:`SimTransport`, whose bytes the UART model shifts in and out (its timeouts are in
+simulated time). Every result is compared with a golden twin: the same HostLink calls on a
+:class:`fpga.protocol.BridgeModel` over a :class:`fpga.host.LoopbackTransport`, or, for the fuzz
+items, the model's predicted reply bytes.
+
+Driven by ``tests/test_link.py``: ``BITMOD_MODEL_PARAMS`` (the top's parameters),
+``LINK_REPORT`` (a summary is written there), ``LINK_FUZZ_ITEMS`` and ``LINK_SEED``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+
+import cocotb
+from cocotb.task import bridge, resume
+from cocotb.triggers import Event, FallingEdge, First, Timer
+from cocotb.utils import get_sim_time
+
+from fpga import protocol
+from fpga.host import DeviceError, HostLink, LinkError, LoopbackTransport, Transport
+from sim.tb.common import CLOCK_NS, TB
+
+
+class _Config:
+    """The top's parameters, read when first used (the runner also imports this module, in
+    the pytest process, where ``BITMOD_MODEL_PARAMS`` is not set)."""
+
+    def __getattr__(self, name):
+        params = json.loads(os.environ["BITMOD_MODEL_PARAMS"])
+        self.divisor = round(params["clk_freq"] / params["baud"])
+        self.bit_ns = self.divisor * CLOCK_NS
+        self.max_payload = params["max_payload"]
+        self.timeout_cycles = params["timeout_cycles"]
+        self.depth = params["depth"]
+        # The host waits for each part of a reply at most this long (simulated seconds): a
+        # longest reply plus the bridge's own receive timeout, with margin.
+        self.host_timeout = ((self.max_payload + 8) * 10 * self.divisor
+                             + 3 * self.timeout_cycles) * CLOCK_NS * 1e-9
+        return object.__getattribute__(self, name)
+
+
+CFG = _Config()
+
+
+class UartModel:
+    """Drives ``rx`` and decodes ``tx`` (8N1) at the top's bit period."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.received = bytearray()
+        self.arrived = Event()
+        self.busy = False  # a byte is being decoded
+        self.last_byte_ns = 0.0
+        dut.rx.value = 1
+
+    async def send(self, data: bytes, *, stop: int = 1) -> None:
+        # Change the pin at falling clock edges, half a cycle away from the sampling edges.
+        await FallingEdge(self.dut.clk)
+        for byte in bytes(data):
+            for level in [0, *((byte >> i) & 1 for i in range(8)), stop]:
+                self.dut.rx.value = level
+                await Timer(CFG.bit_ns, "ns")
+            if not stop:
+                self.dut.rx.value = 1
+                await Timer(CFG.bit_ns, "ns")
+
+    async def hold_low(self, bits: int) -> None:
+        await FallingEdge(self.dut.clk)
+        self.dut.rx.value = 0
+        await Timer(bits * CFG.bit_ns, "ns")
+        self.dut.rx.value = 1
+        await Timer(CFG.bit_ns, "ns")
+
+    async def glitch(self) -> None:
+        await FallingEdge(self.dut.clk)
+        self.dut.rx.value = 0
+        await Timer(CLOCK_NS, "ns")
+        self.dut.rx.value = 1
+        await Timer(CFG.bit_ns, "ns")
+
+    async def monitor(self) -> None:
+        tx = self.dut.tx
+        while True:
+            await FallingEdge(tx)
+            self.busy = True
+            await Timer(CFG.bit_ns // 2, "ns")
+            if tx.value:
+                self.busy = False
+                raise AssertionError("glitch on tx: the bridge's output must be clean")
+            byte = 0
+            for i in range(8):
+                await Timer(CFG.bit_ns, "ns")
+                byte |= int(tx.value) << i
+            await Timer(CFG.bit_ns, "ns")
+            if not tx.value:
+                raise AssertionError("the bridge sent a byte with a low stop bit")
+            self.received.append(byte)
+            self.last_byte_ns = get_sim_time("ns")
+            self.busy = False
+            self.arrived.set()
+
+    async def settle(self) -> bytes:
+        """Wait until the bridge has been silent for longer than its receive timeout plus a
+        few bytes; return (and consume) everything it sent."""
+        window = (CFG.timeout_cycles + 30 * CFG.divisor) * CLOCK_NS
+        while True:
+            start = get_sim_time("ns")
+            await Timer(window, "ns")
+            if not self.busy and self.last_byte_ns < start:
+                break
+        out = bytes(self.received)
+        self.received.clear()
+        return out
+
+    async def read(self, n: int, timeout: float) -> bytes:
+        deadline = get_sim_time("ns") + timeout * 1e9
+        while len(self.received) < n:
+            remaining = int(deadline - get_sim_time("ns"))
+            if remaining <= 0:
+                break
+            self.arrived.clear()
+            await First(self.arrived.wait(), Timer(remaining, "ns"))
+        out = bytes(self.received[:n])
+        del self.received[:n]
+        return out
+
+
+class SimTransport(Transport):
+    """:class:`fpga.host.Transport` over the UART model; for a cocotb bridge thread."""
+
+    def __init__(self, uart: UartModel, tx_fault=None):
+        self.uart = uart
+        self.tx_fault = tx_fault
+        self._send = resume(uart.send)
+        self._read = resume(uart.read)
+
+    def write(self, data: bytes) -> None:
+        if self.tx_fault is not None:
+            data = self.tx_fault(bytes(data))
+        self._send(data)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        return self._read(n, timeout)
+
+    def discard_input(self) -> None:
+        self.uart.received.clear()
+
+
+async def start(dut) -> UartModel:
+    tb = TB(dut)
+    uart = UartModel(dut)
+    await tb.reset()
+    cocotb.start_soon(uart.monitor())
+    return uart
+
+
+def twin_links(uart: UartModel, tx_fault=None):
+    """A HostLink on the RTL and one on the golden model, fed identical requests."""
+    model = protocol.BridgeModel(protocol.RegisterFileModel(CFG.depth), CFG.max_payload)
+    rtl = HostLink(SimTransport(uart, tx_fault), timeout=CFG.host_timeout, retries=3)
+    gold = HostLink(LoopbackTransport(model, tx_fault=tx_fault), timeout=CFG.host_timeout,
+                    retries=3)
+    return rtl, gold, model
+
+
+def outcome(call):
+    """The result of ``call()``, or the device error it raised, as a comparable value."""
+    try:
+        return call()
+    except DeviceError as error:
+        return ("DeviceError", error.code, error.cmd, error.index)
+    except LinkError as error:
+        return (type(error).__name__, str(error))
+
+
+def report(lines: list[str]) -> None:
+    with open(os.environ["LINK_REPORT"], "w") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def host_job(rng: random.Random):
+    """HostLink calls covering every command, multi-frame transfers and device errors."""
+    block = [rng.getrandbits(32) for _ in range(CFG.depth)]
+    words = CFG.max_payload // 4
+    return [
+        ("status", lambda h: h.status()),
+        ("write all", lambda h: h.write(0, block)),              # several WRITE frames
+        ("read all", lambda h: h.read(0, CFG.depth)),                # several READ frames
+        ("read one", lambda h: h.read(CFG.depth - 1, 1)),
+        ("exec swap", lambda h: h.exec(5, 0xC0FFEE00)),           # returns the old word
+        ("read swapped", lambda h: h.read(4, 3)),
+        ("write past end", lambda h: h.write(CFG.depth - 2, [1, 2, 3])),  # BACKEND at word 2
+        ("read past end", lambda h: h.read(CFG.depth - words // 2, words)),
+        ("exec out of range", lambda h: h.exec(0x80000000, 1)),
+        ("read edges", lambda h: h.read(CFG.depth - 3, 3)),
+        ("write extremes", lambda h: h.write(0, [0, 0xFFFFFFFF, 0x80000000, 1])),
+        ("read extremes", lambda h: h.read(0, 4)),
+        ("status again", lambda h: h.status()),
+    ]
+
+
+def run_twins(rtl: HostLink, gold: HostLink, job) -> tuple[int, list[str]]:
+    checked, mismatches = 0, []
+    for name, call in job:
+        got, want = outcome(lambda call=call: call(rtl)), outcome(lambda call=call: call(gold))
+        if got != want:
+            mismatches.append(f"{name}: rtl {got!r} golden {want!r}")
+        if isinstance(want, list):
+            checked += len(want)
+    return checked, mismatches
+
+
+@cocotb.test()
+async def host_driver_roundtrip(dut):
+    uart = await start(dut)
+    rtl, gold, _ = twin_links(uart)
+
+    @bridge
+    def host():
+        return run_twins(rtl, gold, host_job(random.Random(1)))
+
+    checked, mismatches = await host()
+    assert not mismatches, "\n".join(mismatches)
+    assert rtl.resends == 0
+    report([f"{checked} words checked bit-exact against the golden twin, "
+            f"{len(host_job(random.Random(1)))} host calls"])
+
+
+@cocotb.test()
+async def host_driver_line_faults(dut):
+    """Requests corrupted or cut on the way to the device: the device answers BAD_CRC or
+    TIMEOUT, executes nothing, and the driver resends; results stay exact."""
+    uart = await start(dut)
+    calls = {"rtl": 0, "gold": 0}
+
+    def make_fault(key):
+        def fault(data: bytes) -> bytes:
+            calls[key] += 1
+            k = calls[key]
+            if k % 4 == 1:  # a payload or CRC bit flipped: BAD_CRC
+                data = bytearray(data)
+                data[6 + (k * 7) % (len(data) - 6)] ^= 1 << (k % 8)
+                return bytes(data)
+            if k % 5 == 2:  # the tail lost: the bridge times out
+                return data[:len(data) // 2]
+            return data
+        return fault
+
+    model = protocol.BridgeModel(protocol.RegisterFileModel(CFG.depth), CFG.max_payload)
+    rtl = HostLink(SimTransport(uart, make_fault("rtl")), timeout=CFG.host_timeout, retries=3)
+    gold = HostLink(LoopbackTransport(model, tx_fault=make_fault("gold")),
+                    timeout=CFG.host_timeout, retries=3)
+
+    @bridge
+    def host():
+        return run_twins(rtl, gold, host_job(random.Random(2)))
+
+    checked, mismatches = await host()
+    assert not mismatches, "\n".join(mismatches)
+    assert rtl.resends == gold.resends > 0
+    report([f"{checked} words checked bit-exact, {rtl.resends} resends after "
+            f"{calls['rtl']} requests written"])
+
+
+# --- fuzz --------------------------------------------------------------------------------------
+
+def valid_request(rng: random.Random, seq: int) -> bytes:
+    words = CFG.max_payload // 4
+    addr = rng.choice([rng.randrange(CFG.depth), rng.randrange(CFG.depth), CFG.depth - 1, CFG.depth,
+                       rng.getrandbits(32)])
+    kind = rng.randrange(4)
+    if kind == 0:
+        n = rng.randint(1, words - 1)
+        return protocol.write_request(seq, addr, [rng.getrandbits(32) for _ in range(n)])
+    if kind == 1:
+        return protocol.read_request(seq, addr, rng.choice([0, 1, rng.randint(1, words),
+                                                            words + 1]))
+    if kind == 2:
+        return protocol.exec_request(seq, addr, rng.getrandbits(32))
+    return protocol.status_request(seq)
+
+
+def short_reply_request(rng: random.Random, seq: int) -> bytes:
+    """A request whose reply is short, so that a frame sent right behind it cannot overflow
+    the receive FIFO while that reply goes out."""
+    n = rng.randint(1, 4)
+    return protocol.write_request(seq, rng.randrange(CFG.depth), [rng.getrandbits(32)] * n)
+
+
+def random_bytes(rng: random.Random) -> bytes:
+    data = bytearray(rng.getrandbits(8) for _ in range(rng.randint(1, 24)))
+    for _ in range(rng.randint(0, 2)):  # sprinkle sync bytes so frames start in the noise
+        pos = rng.randrange(len(data))
+        data[pos:pos + 2] = protocol.SYNC[:rng.randint(1, 2)]
+    return bytes(data[:24])
+
+
+def fuzz_item(rng: random.Random, seq: int):
+    """One (kind, action, data) item; action is 'bytes', 'framing', 'break' or 'glitch'."""
+    kind = rng.choice(["noise", "truncated", "corrupted", "oversize", "unknown", "valid",
+                       "framing", "break", "glitch", "pair", "bad length"])
+    if kind == "noise":
+        return kind, "bytes", random_bytes(rng)
+    if kind == "truncated":
+        frame = valid_request(rng, seq)
+        return kind, "bytes", frame[:rng.randint(1, len(frame) - 1)]
+    if kind == "corrupted":
+        frame = bytearray(valid_request(rng, seq))
+        for _ in range(rng.randint(1, 3)):
+            frame[rng.randrange(len(frame))] ^= 1 << rng.randrange(8)
+        return kind, "bytes", bytes(frame)
+    if kind == "oversize":
+        length = rng.randint(CFG.max_payload + 1, 0xFFFF)
+        head = protocol.SYNC + bytes([rng.choice(list(protocol.Cmd)), seq])
+        return kind, "bytes", head + struct.pack("<H", length) + random_bytes(rng)
+    if kind == "unknown":
+        cmd = rng.choice([0x00, 0x05, 0x7F, 0x80, 0x81, 0x82, 0xFF])
+        return kind, "bytes", protocol.encode_frame(cmd, seq, random_bytes(rng))
+    if kind == "bad length":
+        cmd = rng.choice(list(protocol.Cmd))
+        return kind, "bytes", protocol.encode_frame(cmd, seq, bytes(rng.choice([1, 2, 5, 7, 9,
+                                                                                  10])))
+    if kind == "valid":
+        return kind, "bytes", valid_request(rng, seq)
+    if kind == "pair":
+        return kind, "bytes", short_reply_request(rng, seq) + valid_request(rng, seq + 1)
+    if kind == "framing":
+        frame = valid_request(rng, seq)
+        return kind, "framing", frame[:rng.randint(0, len(frame) - 1)]
+    return kind, kind, b""
+
+
+@cocotb.test()
+async def fuzz_then_valid_job(dut):
+    """Noise, truncated, corrupted, oversize, unknown and badly sized frames, framing errors,
+    breaks and glitches, each answered exactly as the golden model predicts; then the whole
+    register file is intact and a valid job through the host driver is exact."""
+    uart = await start(dut)
+    rng = random.Random(int(os.environ.get("LINK_SEED", "1")))
+    items = int(os.environ.get("LINK_FUZZ_ITEMS", "100"))
+    rtl, gold, model = twin_links(uart)
+
+    @bridge
+    def fill():
+        pattern = [rng.getrandbits(32) for _ in range(CFG.depth)]
+        rtl.write(0, pattern)
+        gold.write(0, pattern)
+
+    await fill()
+    await uart.settle()
+    kinds: dict[str, int] = {}
+    reply_bytes = 0
+    for n in range(items):
+        kind, action, data = fuzz_item(rng, n & 0xFF)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        expected = b""
+        if action in ("bytes", "framing"):
+            await uart.send(data)
+            expected += model.feed(data)
+        if action == "framing":
+            await uart.send(bytes([rng.getrandbits(8)]), stop=0)
+            expected += model.framing_error()
+        elif action == "break":
+            await uart.hold_low(30)
+            expected += model.framing_error()
+        elif action == "glitch":
+            await uart.glitch()
+        got = await uart.settle()
+        expected += model.timeout()  # the settling silence outlasts the receive timeout
+        reply_bytes += len(got)
+        assert got == expected, (f"item {n} ({kind}) {data.hex()}: bridge replied {got.hex()}, "
+                                 f"golden {expected.hex()}")
+
+    @bridge
+    def valid_job():
+        status = rtl.status()  # first: its counters cover exactly what the model has seen
+        intact = rtl.read(0, CFG.depth)
+        job = [rng.getrandbits(32) for _ in range(CFG.depth)]
+        rtl.write(0, job)
+        return status, intact, job, rtl.read(0, CFG.depth)
+
+    status, intact, job, back = await valid_job()
+    assert status == protocol.Status(protocol.VERSION, CFG.max_payload, model.ok_frames,
+                                     model.error_frames, 0), status
+    assert intact == model.backend.words, "fuzzing changed the register file"
+    assert back == job
+    assert rtl.resends == 0
+    report([f"{items} fuzz items ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}), "
+            f"{reply_bytes} reply bytes exact; register file intact; "
+            f"status {status}; valid job of {CFG.depth} words exact"])
+

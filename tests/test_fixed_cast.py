@@ -20,21 +20,17 @@ both jointly and per structural path:
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import itertools
 import random
 
 import numpy as np
 import pytest
-from amaranth import Cat, Module, Signal, Value
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from golden.fixedpoint import OVERFLOW_MODES, ROUNDING_MODES, cast_fixed, quantize_fixed
 from hdl.arith.fixed_cast import FixedCast
-from sim.amaranth_sim import run_simulation, stream_put
-from sim.vectors import run_vectors
+from sim.amaranth_sim import measure_latency, run_simulation, stream_put
+from sim.bank import LockstepBank
+from sim.vectors import run_vectors, unpack_fields
 
 ALL_COMBOS = list(itertools.product(ROUNDING_MODES, OVERFLOW_MODES))
 
@@ -84,24 +80,9 @@ def test_amaranth_sim_all_modes_exhaustive_8bit(rounding, overflow):
 def test_latency_is_two_cycles():
     dut = FixedCast(16, 8, 8, 3)
     assert dut.latency == 2
-    seen = []
-
-    async def testbench(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        ctx.set(dut.i_stream.payload, {"value": 1000})
-        ctx.set(dut.i_stream.valid, 1)
-        assert ctx.get(dut.i_stream.ready)
-        await ctx.tick()
-        ctx.set(dut.i_stream.valid, 0)
-        cycles = 1
-        while not ctx.get(dut.o_stream.valid):
-            await ctx.tick()
-            cycles += 1
-        seen.append((cycles, ctx.get(dut.o_stream.payload).value))
-
-    run_simulation(dut, [testbench], deadline=1e-6)
-    assert seen == [(dut.latency, int(golden_cast([1000], {"in_frac": 8, "out_width": 8,
-                                                         "out_frac": 3})[0]))]
+    cycles, payload = measure_latency(dut, {"value": 1000}, deadline=1e-6)
+    assert (cycles, payload.value) == (dut.latency, int(golden_cast(
+        [1000], {"in_frac": 8, "out_width": 8, "out_frac": 3})[0]))
 
 
 def test_backpressure_and_idle_cycles_keep_every_value():
@@ -229,69 +210,24 @@ BANK_CONFIGS = [
 ]
 
 
-def _bank_digest() -> str:
-    # The build cache keys on hdl/ and golden/ sources only; this wrapper lives here, so its own
-    # source goes into the parameters.
-    return hashlib.sha256(inspect.getsource(CastBank).encode()).hexdigest()[:12]
+class CastBank(LockstepBank):
+    """FixedCast units side by side on one raw 16-bit input stream (one Verilator build)."""
 
-
-class CastBank(wiring.Component):
-    """FixedCast units side by side on one raw 16-bit input stream (one Verilator build).
-
-    Every unit gets the same input bits and runs in lockstep (equal latencies, shared
-    handshake); the output is the concatenation of their payloads, first unit at the LSB.
-    """
-
-    def __init__(self, configs, digest=""):
-        self._units = [FixedCast(**config) for config in configs]
-        self.latency = self._units[0].latency
-        assert all(unit.latency == self.latency for unit in self._units)
-        width = sum(unit.out_width for unit in self._units)
-        super().__init__({"i_stream": In(stream.Signature(IN_WIDTH)),
-                          "o_stream": Out(stream.Signature(width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        ready = Signal()
-        m.d.comb += ready.eq(Cat(*(u.i_stream.ready for u in self._units)).all())
-        m.d.comb += self.i_stream.ready.eq(ready)
-        for index, unit in enumerate(self._units):
-            m.submodules[f"unit{index}"] = unit
-            m.d.comb += [
-                unit.i_stream.valid.eq(self.i_stream.valid & ready),
-                Value.cast(unit.i_stream.payload).eq(self.i_stream.payload),
-                unit.o_stream.ready.eq(self.o_stream.ready),
-            ]
-        m.d.comb += [
-            self.o_stream.valid.eq(self._units[0].o_stream.valid),
-            self.o_stream.payload.eq(Cat(*(Value.cast(u.o_stream.payload) for u in self._units))),
-        ]
-        return m
-
-
-def _split(outputs, configs):
-    """Cut the concatenated payloads into per-unit int64 arrays (sign-extended if signed)."""
-    columns, offset = [], 0
-    for config in configs:
-        width = config["out_width"]
-        mask = (1 << width) - 1
-        column = np.array([(int(v) >> offset) & mask for v in outputs], dtype=np.int64)
-        if config["signed"] and width > 0:
-            column = np.where(column >> (width - 1) != 0, column - (1 << width), column)
-        columns.append(column)
-        offset += width
-    return columns
+    def __init__(self, configs):
+        super().__init__([FixedCast(**config) for config in configs], shared_input=True)
 
 
 def test_verilator_exhaustive_16bit_inputs():
     bits = np.arange(1 << IN_WIDTH, dtype=np.int64)
     signed_values = np.where(bits >= 1 << (IN_WIDTH - 1), bits - (1 << IN_WIDTH), bits)
     stats = {}
-    outputs = run_vectors(CastBank, {"configs": BANK_CONFIGS, "digest": _bank_digest()},
-                          bits, stats=stats)
+    outputs = run_vectors(CastBank, {"configs": BANK_CONFIGS}, bits, stats=stats)
     assert stats["fill_cycles"] == FixedCast(**BANK_CONFIGS[0]).latency
+    bank = CastBank(BANK_CONFIGS)
+    columns = unpack_fields(bank.out_layout, outputs)
     checked = 0
-    for config, rtl in zip(BANK_CONFIGS, _split(outputs, BANK_CONFIGS), strict=True):
+    for config, unit, name in zip(BANK_CONFIGS, bank.units, bank.names, strict=True):
+        rtl = unpack_fields(unit.out_layout, columns[name])["value"]
         values = signed_values if config["in_signed"] else bits
         ref = golden_cast(values, config)
         mismatches = np.flatnonzero(rtl != ref)

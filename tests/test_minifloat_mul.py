@@ -9,9 +9,6 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from golden import formats
 from golden.minifloat_arith import (
@@ -23,7 +20,8 @@ from golden.minifloat_arith import (
     product_width,
 )
 from hdl.arith.minifloat_mul import MinifloatMultiplier
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
+from sim.amaranth_sim import measure_latency, run_simulation, stream_get, stream_put
+from sim.bank import LockstepBank
 from sim.vectors import pack_fields, run_vectors, unpack_fields
 
 # The five pairs of the brief, then integer, M = 0, E = 1 and flushed-subnormal operands.
@@ -34,38 +32,11 @@ PAIRS = [
 ]
 
 
-class MultiplierBank(wiring.Component):
-    """Test harness: one MinifloatMultiplier per pair, all fed in lockstep.
-
-    Field ``u<i>`` of the input/output payload is the payload of unit i. The units share one
-    handshake; they stay in lockstep because their enables are the same function of ready.
-    """
+class MultiplierBank(LockstepBank):
+    """Test harness: one MinifloatMultiplier per pair, all fed in lockstep (field ``u<i>``)."""
 
     def __init__(self, pairs):
-        self._pairs = [list(p) for p in pairs]
-        units = [MinifloatMultiplier(a, b) for a, b in self._pairs]
-        self.in_layout = data.StructLayout({f"u{i}": u.in_layout for i, u in enumerate(units)})
-        self.out_layout = data.StructLayout({f"u{i}": u.out_layout for i, u in enumerate(units)})
-        self.units = units
-        super().__init__({"i_stream": In(stream.Signature(self.in_layout)),
-                          "o_stream": Out(stream.Signature(self.out_layout))})
-
-    def elaborate(self, platform):
-        m = Module()
-        ready = Signal()
-        valid = Signal()
-        m.d.comb += [ready.eq(1), valid.eq(1)]
-        for i, unit in enumerate(self.units):
-            m.submodules[f"u{i}"] = unit
-            m.d.comb += [
-                unit.i_stream.valid.eq(self.i_stream.valid),
-                unit.i_stream.payload.eq(self.i_stream.payload[f"u{i}"]),
-                unit.o_stream.ready.eq(self.o_stream.ready),
-                self.o_stream.payload[f"u{i}"].eq(unit.o_stream.payload),
-            ]
-            ready, valid = ready & unit.i_stream.ready, valid & unit.o_stream.valid
-        m.d.comb += [self.i_stream.ready.eq(ready), self.o_stream.valid.eq(valid)]
-        return m
+        super().__init__([MinifloatMultiplier(a, b) for a, b in pairs])
 
 
 def flags_of(fields):
@@ -138,25 +109,9 @@ def test_worst_case_widths():
 
 def test_latency_in_simulation():
     dut = MinifloatMultiplier("fp8_e4m3", "fp8_e5m2")
-    cycles = []
-
-    async def testbench(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        ctx.set(dut.i_stream.payload, {"a": 0x38, "b": 0x3C})
-        ctx.set(dut.i_stream.valid, 1)
-        assert ctx.get(dut.i_stream.ready)
-        await ctx.tick()  # the payload is accepted at this edge
-        ctx.set(dut.i_stream.valid, 0)
-        n = 1
-        while not ctx.get(dut.o_stream.valid):
-            await ctx.tick()
-            n += 1
-        cycles.append(n)
-        # 1.0 x 1.0 in units of 2**-(9 + 16)
-        assert ctx.get(dut.o_stream.payload.p) == 1 << 25
-
-    run_simulation(dut, [testbench], deadline=1e-5)
-    assert cycles == [dut.latency]
+    cycles, payload = measure_latency(dut, {"a": 0x38, "b": 0x3C}, deadline=1e-5)
+    assert cycles == dut.latency
+    assert payload.p == 1 << 25  # 1.0 x 1.0 in units of 2**-(9 + 16)
 
 
 @pytest.mark.parametrize("pair,seed", [(["fp8_e5m2", "fp8_e4m3"], 3), (["int8", "fp6_e3m2"], 4)])
@@ -180,18 +135,18 @@ def test_verilator_every_code_pair():
     bank = MultiplierBank(PAIRS)
     sweep = np.arange(1 << 16)
     hi, lo = sweep >> 8, sweep & 0xFF
-    operands, packed = [], np.zeros(sweep.size, dtype=object)
-    for i, (unit, (a_name, b_name)) in enumerate(zip(bank.units, PAIRS, strict=True)):
+    operands, fields = [], {}
+    for unit, name, (a_name, b_name) in zip(bank.units, bank.names, PAIRS, strict=True):
         a = hi & ((1 << formats.get(a_name).bits) - 1)
         b = lo & ((1 << formats.get(b_name).bits) - 1)
         operands.append((a, b))
-        packed = packed + (pack_fields(unit.in_layout, a=a, b=b) << bank.in_layout[f"u{i}"].offset)
-    out = run_vectors(MultiplierBank, {"pairs": PAIRS}, packed)
+        fields[name] = pack_fields(unit.in_layout, a=a, b=b)
+    out = unpack_fields(bank.out_layout, run_vectors(MultiplierBank, {"pairs": PAIRS},
+                                                     pack_fields(bank.in_layout, **fields)))
     total = 0
-    for i, (unit, (a_name, b_name)) in enumerate(zip(bank.units, PAIRS, strict=True)):
-        field = bank.out_layout[f"u{i}"]
-        rtl = unpack_fields(unit.out_layout, (out >> field.offset) & ((1 << field.width) - 1))
-        a, b = operands[i]
+    for unit, name, (a_name, b_name), (a, b) in zip(bank.units, bank.names, PAIRS, operands,
+                                                     strict=True):
+        rtl = unpack_fields(unit.out_layout, out[name])
         p, flags = exact_product(a, b, a_name, b_name)
         assert (rtl["p"] == p).all(), (a_name, b_name)
         assert (flags_of(rtl) == flags).all(), (a_name, b_name)

@@ -8,9 +8,7 @@ model; runs without idles and backpressure also compare the output cycles.
 
 import numpy as np
 import pytest
-from amaranth import Module, Value, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth import Value
 
 from golden import formats as fmts
 from golden import terms as gterms
@@ -23,8 +21,9 @@ from golden.pe import (
     pe_reference,
 )
 from hdl.pe.bitserial import BitSerialPE
-from sim.amaranth_sim import run_simulation
-from sim.vectors import pack_fields, run_stream
+from sim.amaranth_sim import measure_latency, run_simulation
+from sim.bank import LockstepBank
+from sim.vectors import pack_fields, run_stream, unpack_fields
 
 MIX4 = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 MIX3 = ["fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"]
@@ -57,40 +56,12 @@ def bank_of(name):
     return {"configs": [CONFIGS[n][0] for n in names]}, names.index(name)
 
 
-class PEBank(wiring.Component):
-    """Test harness: one BitSerialPE per parameter set; ``sel`` picks the one that is driven.
-
-    The flat input payload goes (truncated) to the selected PE; its ``acc`` comes out sign
-    extended. Unselected PEs see ``valid`` and ``ready`` low.
-    """
+class PEBank(LockstepBank):
+    """Test harness: one BitSerialPE per parameter set (field ``u<i>``); the static ``sel``
+    port picks the one that is driven, the others see ``valid`` and ``ready`` low."""
 
     def __init__(self, configs):
-        self.units = [BitSerialPE(**c) for c in configs]
-        in_width = max(u.in_layout.size for u in self.units)
-        self.out_width = max(u.acc_width for u in self.units)
-        super().__init__({
-            "sel": In(range(len(configs))),
-            "i_stream": In(stream.Signature(in_width)),
-            "o_stream": Out(stream.Signature(signed(self.out_width))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        for i, unit in enumerate(self.units):
-            m.submodules[f"pe{i}"] = unit
-            chosen = self.sel == i
-            m.d.comb += [
-                unit.i_stream.valid.eq(self.i_stream.valid & chosen),
-                Value.cast(unit.i_stream.payload).eq(self.i_stream.payload),
-                unit.o_stream.ready.eq(self.o_stream.ready & chosen),
-            ]
-            with m.If(chosen):
-                m.d.comb += [
-                    self.i_stream.ready.eq(unit.i_stream.ready),
-                    self.o_stream.valid.eq(unit.o_stream.valid),
-                    self.o_stream.payload.eq(unit.o_stream.payload.acc),
-                ]
-        return m
+        super().__init__([BitSerialPE(**c) for c in configs], select=True)
 
 
 def finite_codes(formats):
@@ -131,11 +102,14 @@ def run_pe(name, cases, *, idle=0.0, backpressure=0.0, seed=1):
     timed = model.run(cycles)
     stats = {}
     bank, index = bank_of(name)
-    out = run_stream(PEBank, bank, pack_pe_payload(cycles, params), ports={"sel": index},
-                     idle=idle, backpressure=backpressure, seed=seed, n_outputs=len(ref),
-                     stats=stats)
-    width = max(pe_config(**c).acc_width for c in bank["configs"])
-    rtl = [int(v) - (1 << width) if int(v) >> (width - 1) else int(v) for v in out]
+    pes = PEBank(**bank)
+    field, unit = pes.names[index], pes.units[index]
+    flat = pack_pe_payload(cycles, params)
+    inputs = pack_fields(pes.in_layout, **{n: flat if n == field else 0 for n in pes.names})
+    out = run_stream(PEBank, bank, inputs, ports={"sel": index}, idle=idle,
+                     backpressure=backpressure, seed=seed, n_outputs=len(ref), stats=stats)
+    rtl = unpack_fields(unit.out_layout, unpack_fields(pes.out_layout, out)[field])["acc"]
+    rtl = [int(v) for v in rtl]
     assert rtl == ref
     assert [v for _, v in timed] == ref
     if idle == 0 and backpressure == 0:
@@ -157,28 +131,10 @@ def test_amaranth_sim_one_short_group():
     (ref,) = pe_reference(**case, formats=MIX4, group_size=8)
     flat = pack_fields(dut.in_layout, **payload_fields(cycles, params))
     assert list(flat) == list(pack_pe_payload(cycles, params))
-    seen = {}
-
-    async def testbench(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        for i, value in enumerate(flat):
-            ctx.set(dut.i_stream.valid, 1)
-            ctx.set(Value.cast(dut.i_stream.payload), int(value))
-            await ctx.tick().until(dut.i_stream.ready)
-            if i == len(flat) - 1:
-                seen["accepted"] = seen.get("cycle", 0)
-            seen["cycle"] = seen.get("cycle", 0) + 1
-        ctx.set(dut.i_stream.valid, 0)
-        waited = 1
-        while not ctx.get(dut.o_stream.valid):
-            await ctx.tick()
-            waited += 1
-        seen["acc"] = ctx.get(dut.o_stream.payload).acc
-        seen["latency"] = waited
-
-    run_simulation(dut, [testbench], deadline=1e-5)
-    assert seen["acc"] == ref
-    assert seen["latency"] == dut.latency == BitSerialPEModel(params).latency
+    latency, payload = measure_latency(dut, int(flat[-1]), lead_in=[int(v) for v in flat[:-1]],
+                                       deadline=1e-5)
+    assert payload.acc == ref
+    assert latency == dut.latency == BitSerialPEModel(params).latency
     print(f"checked 1 output ({len(cycles)} cycles), latency {dut.latency}")
 
 

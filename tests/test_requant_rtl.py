@@ -10,21 +10,17 @@ Amaranth simulator: latency, backpressure, small and the widest widths, paramete
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import random
 
 import numpy as np
 import pytest
-from amaranth import Cat, Module, Signal, Value
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 from test_requant import corner_operands, random_operands
 
 from golden.requant import ROUNDING_RULES, dyadic_from_scale, requantize
 from hdl.arith.requant import Requantizer
-from sim.amaranth_sim import run_simulation, stream_put
-from sim.vectors import pack_fields, run_vectors
+from sim.amaranth_sim import measure_latency, run_simulation, stream_put
+from sim.bank import LockstepBank
+from sim.vectors import pack_fields, run_vectors, unpack_fields
 
 
 def golden(params, acc, b, c):
@@ -118,23 +114,9 @@ def test_widest_configuration(rounding):
 def test_latency(rounding):
     dut = Requantizer(rounding=rounding)
     assert dut.latency == (4 if rounding == "gemmlowp" else 3)
-    seen = []
-
-    async def testbench(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        ctx.set(dut.i_stream.payload, {"acc": 5, "b": 1 << 30, "c": 31})
-        ctx.set(dut.i_stream.valid, 1)
-        assert ctx.get(dut.i_stream.ready)
-        await ctx.tick()
-        ctx.set(dut.i_stream.valid, 0)
-        cycles = 1
-        while not ctx.get(dut.o_stream.valid):
-            await ctx.tick()
-            cycles += 1
-        seen.append((cycles, ctx.get(dut.o_stream.payload).value))
-
-    run_simulation(dut, [testbench], deadline=1e-6)
-    assert seen == [(dut.latency, int(golden({"rounding": rounding}, 5, 1 << 30, 31)))]
+    cycles, payload = measure_latency(dut, {"acc": 5, "b": 1 << 30, "c": 31}, deadline=1e-6)
+    assert (cycles, payload.value) == (dut.latency,
+                                       int(golden({"rounding": rounding}, 5, 1 << 30, 31)))
 
 
 @pytest.mark.parametrize("rounding", ROUNDING_RULES)
@@ -192,66 +174,13 @@ BANK_CONFIGS = [
 ]
 
 
-def _bank_digest() -> str:
-    # The build cache keys on hdl/ and golden/ sources only; this wrapper lives here.
-    return hashlib.sha256(inspect.getsource(RequantBank).encode()).hexdigest()[:12]
+class RequantBank(LockstepBank):
+    """Requantizers side by side on one input stream (one Verilator build checks them all);
+    shorter-latency units are padded to the longest."""
 
-
-class RequantBank(wiring.Component):
-    """Requantizers side by side on one input stream (one Verilator build checks them all).
-
-    Every unit gets the same (acc, b, c) payload; outputs are concatenated, first unit at the
-    LSB. Units with a shorter latency get extra output registers so all results of one input
-    leave together. The units advance together only while ``o_stream.ready`` is held high, as
-    :func:`sim.vectors.run_vectors` does; this wrapper is not meant for backpressure.
-    """
-
-    def __init__(self, configs, digest=""):
-        self._units = [Requantizer(**config) for config in configs]
-        self.latency = max(unit.latency for unit in self._units)
-        self.in_layout = self._units[0].in_layout
-        assert all(unit.in_layout == self.in_layout for unit in self._units)
-        width = sum(unit.out_width for unit in self._units)
-        super().__init__({"i_stream": In(stream.Signature(self.in_layout)),
-                          "o_stream": Out(stream.Signature(width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        ready = Signal()
-        m.d.comb += [ready.eq(Cat(*(u.i_stream.ready for u in self._units)).all()),
-                     self.i_stream.ready.eq(ready)]
-        outputs = []
-        for index, unit in enumerate(self._units):
-            m.submodules[f"unit{index}"] = unit
-            m.d.comb += [
-                unit.i_stream.valid.eq(self.i_stream.valid & ready),
-                unit.i_stream.payload.eq(self.i_stream.payload),
-                unit.o_stream.ready.eq(self.o_stream.ready),
-            ]
-            bits = Value.cast(unit.o_stream.payload)
-            for stage in range(self.latency - unit.latency):
-                delayed = Signal(len(bits), name=f"unit{index}_delay{stage}")
-                with m.If(self.o_stream.ready):
-                    m.d.sync += delayed.eq(bits)
-                bits = delayed
-            outputs.append(bits)
-        longest = next(u for u in self._units if u.latency == self.latency)
-        m.d.comb += [self.o_stream.valid.eq(longest.o_stream.valid),
-                     self.o_stream.payload.eq(Cat(*outputs))]
-        return m
-
-
-def _split(outputs, configs):
-    columns, offset = [], 0
-    for config in configs:
-        width = config.get("out_width", 8)
-        mask = (1 << width) - 1
-        column = [(int(v) >> offset) & mask for v in outputs]
-        if config.get("signed", True):
-            column = [v - (1 << width) if v >> (width - 1) else v for v in column]
-        columns.append(np.array(column, dtype=object))
-        offset += width
-    return columns
+    def __init__(self, configs):
+        super().__init__([Requantizer(**config) for config in configs], shared_input=True,
+                         pad_to_latency=True)
 
 
 def verilator_operands():
@@ -271,13 +200,14 @@ def verilator_operands():
 
 def test_verilator_bank():
     acc, b, c, exhaustive = verilator_operands()
-    bank_params = {"configs": BANK_CONFIGS, "digest": _bank_digest()}
-    layout = Requantizer().in_layout
+    bank = RequantBank(BANK_CONFIGS)
     stats = {}
-    outputs = run_vectors(RequantBank, bank_params, pack_fields(layout, acc=acc, b=b, c=c),
-                          stats=stats)
-    assert stats["fill_cycles"] == RequantBank(BANK_CONFIGS).latency == 4
-    for config, rtl in zip(BANK_CONFIGS, _split(outputs, BANK_CONFIGS), strict=True):
+    outputs = run_vectors(RequantBank, {"configs": BANK_CONFIGS},
+                          pack_fields(bank.in_layout, acc=acc, b=b, c=c), stats=stats)
+    assert stats["fill_cycles"] == bank.latency == 4
+    columns = unpack_fields(bank.out_layout, outputs)
+    for config, unit, name in zip(BANK_CONFIGS, bank.units, bank.names, strict=True):
+        rtl = unpack_fields(unit.out_layout, columns[name])["value"]
         ref = golden(config, acc, b, c)
         bad = np.flatnonzero(rtl != ref)
         assert bad.size == 0, (config, acc[bad[:5]], b[bad[:5]], c[bad[:5]], rtl[bad[:5]],

@@ -4,9 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal, Value
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from golden import formats
 from golden import terms as gt
@@ -17,6 +14,7 @@ from hdl.arith.term_encoder import (
     TermEncoderProof,
 )
 from sim.amaranth_sim import run_simulation, stream_get, stream_put
+from sim.bank import LockstepBank
 from sim.formal import prove
 from sim.vectors import pack_fields, run_vectors, unpack_fields
 
@@ -36,51 +34,13 @@ REGISTER_SETTINGS = [[3, -3, 6, -6], [10, -10, 16, -16], [7, 5, -12, 16], [-7, 1
                      [0, 2, -24, 9]]
 
 
-class EncoderBank(wiring.Component):
-    """Test fixture: several TermEncoders behind one stream, so one Verilator model checks all.
-
-    Each payload names its encoder (``which``) and carries the special-value register, which
-    drives that encoder's static ``special_values`` port; the chosen encoder's output payload is
-    returned zero-extended. All encoders see the same handshake, so the bank's latency and
-    backpressure behaviour are each encoder's.
-    """
+class EncoderBank(LockstepBank):
+    """Test fixture: TermEncoders in lockstep behind one stream (field ``u<i>`` each), so one
+    Verilator model checks all. Each payload also carries the special-value register
+    (field ``special_values``), which drives every encoder's static port in that cycle."""
 
     def __init__(self, configs: list):
-        self._encoders = [TermEncoder(c) for c in configs]
-        self.in_layout = data.StructLayout({
-            "code": 8, "selector": 2, "which": range(len(configs)),
-            "register": REGISTER_LAYOUT.size})
-        self.out_bits = max(e.out_layout.size for e in self._encoders)
-        super().__init__({"i_stream": In(stream.Signature(self.in_layout)),
-                          "o_stream": Out(stream.Signature(self.out_bits))})
-
-    @property
-    def latency(self) -> int:
-        return self._encoders[0].latency
-
-    def elaborate(self, platform):
-        m = Module()
-        p = self.i_stream.payload
-        for i, enc in enumerate(self._encoders):
-            m.submodules[f"enc{i}"] = enc
-            m.d.comb += [
-                enc.i_stream.valid.eq(self.i_stream.valid),
-                enc.i_stream.payload.code.eq(p.code),
-                enc.i_stream.payload.selector.eq(p.selector),
-                enc.special_values.eq(p.register),
-                enc.o_stream.ready.eq(self.o_stream.ready),
-            ]
-        first = self._encoders[0]
-        which = Signal.like(p.which)
-        with m.If(first.i_stream.ready):
-            m.d.sync += which.eq(p.which)
-        m.d.comb += [self.i_stream.ready.eq(first.i_stream.ready),
-                     self.o_stream.valid.eq(first.o_stream.valid)]
-        with m.Switch(which):
-            for i, enc in enumerate(self._encoders):
-                with m.Case(i):
-                    m.d.comb += self.o_stream.payload.eq(Value.cast(enc.o_stream.payload))
-        return m
+        super().__init__([TermEncoder(c) for c in configs], ports_in_payload=True)
 
 
 def sweep_registers():
@@ -91,11 +51,16 @@ def sweep_registers():
 
 
 def bank_vectors(configs):
-    """(flat inputs, golden payloads, cases per configuration) of the exhaustive sweep."""
-    inputs, expected, counts = [], [], {}
+    """(flat inputs, golden payloads, cases per configuration) of the exhaustive sweep.
+
+    Configuration k's cases come in a segment of their own, in field ``u<k>``; only unit k's
+    output is checked there (the other fields hold zero codes).
+    """
+    bank = EncoderBank(configs)
+    fields = {name: [] for name in (*bank.names, "special_values")}
+    expected, counts = [], {}
     rng = np.random.default_rng(11)
-    layout = EncoderBank(configs).in_layout
-    for k, names in enumerate(configs):
+    for names, unit, field in zip(configs, bank.units, bank.names, strict=True):
         geo = gt.geometry(names)
         codes = formats.get(names[0]).codes()
         # Without an extended format the register must be ignored: random contents show it.
@@ -105,10 +70,14 @@ def bank_vectors(configs):
         for reg, sel in itertools.product(registers, range(4)):
             kwargs = {"special_register": reg} if geo.has_register else {}
             expected.append(gt.pack_terms(gt.decompose(codes, names, sel, **kwargs)))
-            inputs.append(pack_fields(layout, code=codes, selector=sel, which=k, register=reg))
+            for name in bank.names:
+                fields[name].append(pack_fields(unit.in_layout, code=codes, selector=sel)
+                                    if name == field else np.zeros(codes.size, dtype=np.int64))
+            fields["special_values"].append(np.full(codes.size, reg, dtype=np.int64))
             n += codes.size
-        counts["+".join(names)] = n
-    return np.concatenate(inputs), np.concatenate(expected), counts
+        counts[field] = ("+".join(names), n)
+    inputs = pack_fields(bank.in_layout, **{k: np.concatenate(v) for k, v in fields.items()})
+    return inputs, np.concatenate(expected), counts
 
 
 @pytest.mark.parametrize("bank", BANKS)
@@ -117,14 +86,15 @@ def test_exhaustive_sweep_under_verilator(bank):
     # which every entry slot holds every 8-bit pattern, canonical or not.
     inputs, expected, counts = bank_vectors(BANKS[bank])
     stats = {}
-    out = run_vectors(EncoderBank, {"configs": BANKS[bank]}, inputs, stats=stats)
-    rtl = np.array(out, dtype=np.int64)
+    raw = run_vectors(EncoderBank, {"configs": BANKS[bank]}, inputs, stats=stats)
+    out = unpack_fields(EncoderBank(BANKS[bank]).out_layout, raw)
     start = 0
-    for name, n in counts.items():
-        assert (rtl[start:start + n] == expected[start:start + n]).all(), name
+    for field, (name, n) in counts.items():
+        rtl = out[field][start:start + n].astype(np.int64)
+        assert (rtl == expected[start:start + n]).all(), name
         print(f"{name}: checked {n} cases")
         start += n
-    assert start == rtl.size
+    assert start == raw.size
     assert stats["fill_cycles"] == TermEncoder(MIX4).latency == 1
     print(f"{bank}: checked {stats['cases']} cases in all")
 

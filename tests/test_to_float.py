@@ -11,14 +11,12 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from golden import formats
 from golden.minifloat_arith import to_float_code
 from hdl.arith.to_float import ToFloat
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
+from sim.amaranth_sim import measure_latency, run_simulation, stream_get, stream_put
+from sim.bank import LockstepBank
 from sim.vectors import pack_fields, run_vectors, unpack_fields
 
 # Exhaustive 16-bit sweeps: offsets chosen to reach overflow (Inf or saturation), the subnormal
@@ -39,38 +37,11 @@ WIDE = {"in_width": 48, "in_frac": 24, "out_format": "fp32"}
 UNITS = [params for params, _ in SWEEPS.values()] + TINY + [WIDE]
 
 
-class ConverterBank(wiring.Component):
-    """Test harness: one ToFloat per parameter set, all fed in lockstep.
-
-    Field ``u<i>`` of the input/output payload is the payload of unit i. The units share one
-    handshake; they stay in lockstep because their enables are the same function of ready.
-    """
+class ConverterBank(LockstepBank):
+    """Test harness: one ToFloat per parameter set, all fed in lockstep (field ``u<i>``)."""
 
     def __init__(self, units):
-        self.units = [ToFloat(**params) for params in units]
-        self.in_layout = data.StructLayout({f"u{i}": u.in_layout
-                                            for i, u in enumerate(self.units)})
-        self.out_layout = data.StructLayout({f"u{i}": u.out_layout
-                                             for i, u in enumerate(self.units)})
-        super().__init__({"i_stream": In(stream.Signature(self.in_layout)),
-                          "o_stream": Out(stream.Signature(self.out_layout))})
-
-    def elaborate(self, platform):
-        m = Module()
-        ready = Signal()
-        valid = Signal()
-        m.d.comb += [ready.eq(1), valid.eq(1)]
-        for i, unit in enumerate(self.units):
-            m.submodules[f"u{i}"] = unit
-            m.d.comb += [
-                unit.i_stream.valid.eq(self.i_stream.valid),
-                unit.i_stream.payload.eq(self.i_stream.payload[f"u{i}"]),
-                unit.o_stream.ready.eq(self.o_stream.ready),
-                self.o_stream.payload[f"u{i}"].eq(unit.o_stream.payload),
-            ]
-            ready, valid = ready & unit.i_stream.ready, valid & unit.o_stream.valid
-        m.d.comb += [self.i_stream.ready.eq(ready), self.o_stream.valid.eq(valid)]
-        return m
+        super().__init__([ToFloat(**params) for params in units])
 
 
 def simulate(dut, payloads, seed=None):
@@ -154,25 +125,9 @@ def test_properties(params):
 
 def test_latency_in_simulation():
     dut = ToFloat(**WIDE)
-    cycles = []
-
-    async def testbench(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        ctx.set(dut.i_stream.payload, {"acc": 3 << 24, "exp_offset": 0})
-        ctx.set(dut.i_stream.valid, 1)
-        assert ctx.get(dut.i_stream.ready)
-        await ctx.tick()  # the payload is accepted at this edge
-        ctx.set(dut.i_stream.valid, 0)
-        n = 1
-        while not ctx.get(dut.o_stream.valid):
-            await ctx.tick()
-            n += 1
-        cycles.append(n)
-        assert ctx.get(dut.o_stream.payload.code) == int(
-            np.array(3.0, np.float32).view(np.uint32))
-
-    run_simulation(dut, [testbench], deadline=1e-5)
-    assert cycles == [dut.latency]
+    cycles, payload = measure_latency(dut, {"acc": 3 << 24, "exp_offset": 0}, deadline=1e-5)
+    assert cycles == dut.latency
+    assert payload.code == int(np.array(3.0, np.float32).view(np.uint32))
 
 
 def test_fp32_corners_with_backpressure():
@@ -238,20 +193,18 @@ def test_verilator_sweeps_and_random_fp32():
     bank = ConverterBank(UNITS)
     inputs = unit_inputs()
     cycles = max(acc.size for acc, _ in inputs)
-    packed = np.zeros(cycles, dtype=object)
-    for i, (unit, (acc, xo)) in enumerate(zip(bank.units, inputs, strict=True)):
+    fields = {}
+    for unit, name, (acc, xo) in zip(bank.units, bank.names, inputs, strict=True):
         # Shorter lists repeat their first case to fill the cycles; only their own are checked.
         pad = cycles - acc.size
-        acc_p = np.concatenate([acc, np.full(pad, acc[0])])
-        xo_p = np.concatenate([xo, np.full(pad, xo[0])])
-        fields = pack_fields(unit.in_layout, acc=acc_p, exp_offset=xo_p)
-        packed = packed + (fields << bank.in_layout[f"u{i}"].offset)
-    out = run_vectors(ConverterBank, {"units": UNITS}, packed)
+        fields[name] = pack_fields(unit.in_layout, acc=np.concatenate([acc, np.full(pad, acc[0])]),
+                                   exp_offset=np.concatenate([xo, np.full(pad, xo[0])]))
+    out = unpack_fields(bank.out_layout, run_vectors(ConverterBank, {"units": UNITS},
+                                                     pack_fields(bank.in_layout, **fields)))
     total = 0
-    for i, (unit, params, (acc, xo)) in enumerate(zip(bank.units, UNITS, inputs, strict=True)):
-        field = bank.out_layout[f"u{i}"]
-        rtl = unpack_fields(unit.out_layout,
-                            (out[:acc.size] >> field.offset) & ((1 << field.width) - 1))["code"]
+    for unit, name, params, (acc, xo) in zip(bank.units, bank.names, UNITS, inputs,
+                                             strict=True):
+        rtl = unpack_fields(unit.out_layout, out[name][:acc.size])["code"]
         ref = to_float_code(acc, xo, params["in_frac"], params["out_format"])
         assert (rtl == ref).all(), params
         print(f"{params}: checked {acc.size} cases")

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "tools.cmd_quantize",
     "tools.cmd_synth",
     "tools.cmd_verify",
+    "tools.cmd_build",
     "tools.bench",
 )
 

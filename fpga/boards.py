@@ -1,0 +1,309 @@
+"""Board targets: the clock, UART pins, PLL and default accelerator size of each supported board.
+
+A :class:`Board` names an amaranth-boards platform, the clock input and the UART resource it
+uses, the core clock the board is built for by default and the largest array that meets timing
+there (``docs/boards.md`` has the measurements). ``bare-<device>`` targets exist for every
+device of :data:`fpga.devices.DEVICES`: no board, no PLL, the clock arrives on a pin at the
+core frequency and nextpnr places the I/O itself.
+
+PLL settings are computed here (:func:`ecp5_pll`, :func:`ice40_pll`) from the input and the
+requested output frequency, by exhaustive search over the divider ranges of the datasheets
+(the same search ``ecppll``/``icepll`` do; ``tests/test_boards.py`` checks the achieved
+frequency against those tools). A clock outside the PLL's range, or one no divider setting
+reaches within ``tolerance``, raises :class:`ClockError` naming the nearest achievable clocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .devices import DEVICES, Device, get_device
+
+__all__ = ["BOARDS", "Board", "ClockError", "PLLConfig", "board_names", "ecp5_pll",
+           "get_board", "ice40_pll", "make_pll"]
+
+DEFAULT_TOLERANCE = 0.01  # relative clock error accepted from a PLL
+
+
+class ClockError(ValueError):
+    """The requested core clock cannot be made from the board's clock input."""
+
+
+@dataclass(frozen=True)
+class PLLConfig:
+    """One PLL setting.
+
+    Attributes
+    ----------
+    family : str
+        ``"ecp5"`` (``EHXPLLL``) or ``"ice40"`` (``SB_PLL40_PAD``, SIMPLE feedback).
+    fin_mhz, fout_mhz, fvco_mhz : float
+        Input, achieved output and VCO frequency.
+    params : dict
+        ECP5: ``clki_div``, ``clkfb_div``, ``clkop_div``, ``clkop_cphase``; iCE40: ``divr``,
+        ``divf``, ``divq``, ``filter_range`` (the primitive's parameters).
+    """
+
+    family: str
+    fin_mhz: float
+    fout_mhz: float
+    fvco_mhz: float
+    params: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        body = " ".join(f"{k.upper()}={v}" for k, v in self.params.items())
+        return f"{self.fin_mhz:g} -> {self.fout_mhz:.4g} MHz (VCO {self.fvco_mhz:.4g}; {body})"
+
+
+def _check_clock(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of MHz, not {value!r}")
+    if not value > 0:
+        raise ClockError(f"{name} must be positive, not {value}")
+    return float(value)
+
+
+def _choose(candidates, fin: float, fout: float, tolerance: float, family: str,
+            out_range: tuple[float, float]):
+    """The candidate closest to ``fout`` (ties: VCO nearest the middle of its range)."""
+    lo, hi = out_range
+    if not lo <= fout <= hi:
+        raise ClockError(f"{family} PLL output {fout:g} MHz is outside {lo:g}..{hi:g} MHz")
+    best = min(candidates, key=lambda c: c[0], default=None)
+    if best is None:
+        raise ClockError(f"no {family} PLL setting makes any clock from {fin:g} MHz")
+    error = abs(best[1] - fout) / fout
+    if error > tolerance:
+        below = max((c[1] for c in candidates if c[1] <= fout), default=None)
+        above = min((c[1] for c in candidates if c[1] >= fout), default=None)
+        near = ", ".join(f"{f:.4g}" for f in (below, above) if f is not None)
+        raise ClockError(f"{family} PLL cannot make {fout:g} MHz from {fin:g} MHz within "
+                         f"{tolerance:.1%} (nearest: {near} MHz)")
+    return best
+
+
+# ECP5 EHXPLLL limits (Lattice FPGA-TN-02200, sysCLOCK PLL; the ranges ecppll uses).
+ECP5_IN = (8.0, 400.0)
+ECP5_OUT = (3.125, 400.0)
+ECP5_PFD = (3.125, 400.0)
+ECP5_VCO = (400.0, 800.0)
+
+
+def ecp5_pll(fin_mhz: float, fout_mhz: float, tolerance: float = DEFAULT_TOLERANCE
+             ) -> PLLConfig:
+    """ECP5 ``EHXPLLL`` setting with CLKOP fed back: ``fout = fin * CLKFB_DIV / CLKI_DIV``.
+
+    ``fpfd = fin / CLKI_DIV`` (1..128) in 3.125..400 MHz, ``fvco = fout * CLKOP_DIV`` (1..128)
+    in 400..800 MHz, ``CLKFB_DIV`` 1..80. ``CLKOP_CPHASE = CLKOP_DIV - 1`` (zero phase with
+    CLKOP feedback, as LiteX sets it).
+
+    Raises
+    ------
+    ClockError
+        Input or output out of range, or no setting within ``tolerance``.
+    """
+    fin = _check_clock("fin_mhz", fin_mhz)
+    fout = _check_clock("fout_mhz", fout_mhz)
+    if not ECP5_IN[0] <= fin <= ECP5_IN[1]:
+        raise ClockError(f"ecp5 PLL input {fin:g} MHz is outside {ECP5_IN[0]:g}..{ECP5_IN[1]:g}")
+    candidates = []
+    for clki in range(1, 129):
+        fpfd = fin / clki
+        if not ECP5_PFD[0] <= fpfd <= ECP5_PFD[1]:
+            continue
+        for clkfb in range(1, 81):
+            f = fpfd * clkfb
+            if not ECP5_OUT[0] <= f <= ECP5_OUT[1]:
+                continue
+            # The output divider only has to put the VCO in range; take the one nearest 600.
+            divs = [d for d in range(1, 129) if ECP5_VCO[0] <= f * d <= ECP5_VCO[1]]
+            if not divs:
+                continue
+            clkop = min(divs, key=lambda d: abs(f * d - 600.0))
+            key = (abs(f - fout), abs(f * clkop - 600.0), clki)
+            candidates.append((key, f, (clki, clkfb, clkop)))
+    _, f, (clki, clkfb, clkop) = _choose(candidates, fin, fout, tolerance, "ecp5", ECP5_OUT)
+    return PLLConfig("ecp5", fin, f, f * clkop,
+                     {"clki_div": clki, "clkfb_div": clkfb, "clkop_div": clkop,
+                      "clkop_cphase": clkop - 1})
+
+
+# iCE40 SB_PLL40 limits (iCE40 sysCLOCK PLL design guide; the ranges icepll uses).
+ICE40_IN = (10.0, 133.0)
+ICE40_OUT = (16.0, 275.0)
+ICE40_PFD = (10.0, 133.0)
+ICE40_VCO = (533.0, 1066.0)
+
+
+def _ice40_filter_range(fpfd: float) -> int:
+    for limit, value in ((17, 1), (26, 2), (44, 3), (66, 4), (101, 5)):
+        if fpfd < limit:
+            return value
+    return 6
+
+
+def ice40_pll(fin_mhz: float, fout_mhz: float, tolerance: float = DEFAULT_TOLERANCE
+              ) -> PLLConfig:
+    """iCE40 ``SB_PLL40`` setting, SIMPLE feedback: ``fout = fin (DIVF+1) / ((DIVR+1) 2**DIVQ)``.
+
+    ``fpfd = fin / (DIVR + 1)`` (DIVR 0..15) in 10..133 MHz, ``fvco = fpfd * (DIVF + 1)``
+    (DIVF 0..127) in 533..1066 MHz, DIVQ 1..6; ``FILTER_RANGE`` from ``fpfd`` as icepll.
+
+    Raises
+    ------
+    ClockError
+        Input or output out of range, or no setting within ``tolerance``.
+    """
+    fin = _check_clock("fin_mhz", fin_mhz)
+    fout = _check_clock("fout_mhz", fout_mhz)
+    if not ICE40_IN[0] <= fin <= ICE40_IN[1]:
+        raise ClockError(f"ice40 PLL input {fin:g} MHz is outside "
+                         f"{ICE40_IN[0]:g}..{ICE40_IN[1]:g}")
+    candidates = []
+    for divr in range(16):
+        fpfd = fin / (divr + 1)
+        if not ICE40_PFD[0] <= fpfd <= ICE40_PFD[1]:
+            continue
+        for divf in range(128):
+            fvco = fpfd * (divf + 1)
+            if not ICE40_VCO[0] <= fvco <= ICE40_VCO[1]:
+                continue
+            for divq in range(1, 7):
+                f = fvco / (1 << divq)
+                if ICE40_OUT[0] <= f <= ICE40_OUT[1]:
+                    candidates.append(((abs(f - fout), divr, divf), f, (divr, divf, divq, fvco)))
+    _, f, (divr, divf, divq, fvco) = _choose(candidates, fin, fout, tolerance, "ice40",
+                                             ICE40_OUT)
+    return PLLConfig("ice40", fin, f, fvco,
+                     {"divr": divr, "divf": divf, "divq": divq,
+                      "filter_range": _ice40_filter_range(fin / (divr + 1))})
+
+
+def make_pll(family: str, fin_mhz: float, fout_mhz: float,
+             tolerance: float = DEFAULT_TOLERANCE) -> PLLConfig | None:
+    """PLL setting for ``family``, or ``None`` when ``fout`` equals ``fin`` (no PLL needed)."""
+    if abs(fout_mhz - fin_mhz) <= 1e-9 * fin_mhz:
+        return None
+    if family == "ecp5":
+        return ecp5_pll(fin_mhz, fout_mhz, tolerance)
+    if family == "ice40":
+        return ice40_pll(fin_mhz, fout_mhz, tolerance)
+    raise ValueError(f"family must be 'ecp5' or 'ice40', not {family!r}")
+
+
+@dataclass(frozen=True)
+class Board:
+    """One build target.
+
+    Attributes
+    ----------
+    name : str
+        ``bitmod build --board`` name.
+    description : str
+    device : str
+        The :data:`fpga.devices.DEVICES` name of the FPGA (resource totals, bare flow).
+    platform : callable or None
+        Returns a fresh amaranth-boards platform; ``None`` for a bare-device target.
+    clock_resource : str
+        The platform's clock input resource (``None`` for bare targets).
+    input_mhz : float
+        Its frequency (bare targets: none; the clock pin runs at the core clock).
+    uart : tuple or None
+        ``(rx_pin, tx_pin, attrs)`` of a UART to add to the platform when it defines none
+        (OrangeCrab: Feather header pins 0/1); ``None`` when the platform has ``uart`` 0.
+    clock_mhz : float
+        Default core clock.
+    rows, cols, lanes : int
+        Default array (the largest measured to meet timing at ``clock_mhz``).
+    max_m, max_n, max_k : int
+        Default buffer sizes.
+    """
+
+    name: str
+    description: str
+    device: str
+    platform: Callable | None
+    clock_resource: str | None
+    input_mhz: float | None
+    clock_mhz: float
+    rows: int
+    cols: int
+    lanes: int = 4
+    max_m: int = 16
+    max_n: int = 16
+    max_k: int = 64
+    uart: tuple | None = None
+
+    @property
+    def family(self) -> str:
+        return get_device(self.device).family
+
+    @property
+    def bare(self) -> bool:
+        return self.platform is None
+
+    @property
+    def fpga(self) -> Device:
+        return get_device(self.device)
+
+    def pll(self, clock_mhz: float | None = None,
+            tolerance: float = DEFAULT_TOLERANCE) -> PLLConfig | None:
+        """PLL from the board clock to ``clock_mhz`` (default :attr:`clock_mhz`); ``None``
+        when no PLL is needed (bare targets, or the input clock is the core clock)."""
+        fout = self.clock_mhz if clock_mhz is None else _check_clock("clock_mhz", clock_mhz)
+        if self.bare:
+            return None
+        return make_pll(self.family, self.input_mhz, fout, tolerance)
+
+
+def _platform(module: str, cls: str) -> Callable:
+    def make():
+        import importlib
+
+        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
+    make.__name__ = f"{module}.{cls}"
+    return make
+
+
+_ORANGECRAB_UART = ("N17", "M18", {"IO_TYPE": "LVCMOS33", "PULLMODE": "UP"})
+
+BOARDS: dict[str, Board] = {
+    board.name: board
+    for board in (
+        Board("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K-SG48), FTDI UART",
+              "ice40-up5k", _platform("icebreaker", "ICEBreakerPlatform"), "clk12", 12.0,
+              clock_mhz=18.0, rows=2, cols=2, lanes=4, max_m=8, max_n=8, max_k=32),
+        Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F, FTDI UART",
+              "ecp5-85f", _platform("ulx3s", "ULX3S_85F_Platform"), "clk25", 25.0,
+              clock_mhz=50.0, rows=4, cols=4, lanes=4, max_m=64, max_n=64, max_k=256),
+        Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
+              "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),
+              "clk", 48.0, clock_mhz=48.0, rows=4, cols=4, lanes=4, max_m=64, max_n=64,
+              max_k=256, uart=_ORANGECRAB_UART),
+        Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "
+              "and 1 (TX)", "ecp5-25f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform"),
+              "clk", 48.0, clock_mhz=48.0, rows=2, cols=2, lanes=4, max_m=32, max_n=32,
+              max_k=128, uart=_ORANGECRAB_UART),
+    )
+}
+BOARDS.update({
+    f"bare-{device.name}": Board(
+        f"bare-{device.name}", f"bare {device.name}: clock on a pin, I/O placed by nextpnr",
+        device.name, None, None, None,
+        clock_mhz=18.0 if device.family == "ice40" else 50.0, rows=1, cols=1, lanes=4,
+        max_m=8, max_n=8, max_k=32)
+    for device in DEVICES.values()
+})
+
+
+def board_names() -> list[str]:
+    return list(BOARDS)
+
+
+def get_board(name: str) -> Board:
+    """Look up a board; ``ValueError`` lists the known names in one line."""
+    try:
+        return BOARDS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None

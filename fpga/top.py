@@ -1,0 +1,276 @@
+"""The board top: PLL, reset synchroniser, UART bridge, bus adapter and the accelerator core.
+
+Bus map (what the host's READ/WRITE/EXEC frames address, see ``docs/boards.md``): a 32-bit bus
+address is ``op << 24 | core_addr``, one core command per bus word:
+
+* bus **write** (WRITE frame words, EXEC) of ``data`` to ``op << 24 | a`` -> core command
+  ``{op, addr: a, data}``;
+* bus **read** (READ frame words) of ``op << 24 | a`` -> core command ``{op, addr: a, data: 0}``,
+  whose response data is returned (``read_output``, ``read_counter``, ``status``, ``wait``);
+* response: ``error = status != 0``; ``data`` = the core's response data when ``status == 0``,
+  else the status code (the bridge reports the failing word; EXEC returns the word).
+
+So consecutive bus words walk consecutive core addresses of one op: a READ of ``n`` words from
+``8 << 24 | m * max_n + n0`` returns ``n`` output codes. An address the core cannot decode is
+refused by the adapter itself, without reaching the core: bits 28..31 set -> status ``bad_op``
+(1); bits ``addr_bits``..23 set -> ``bad_addr`` (2).
+"""
+
+from __future__ import annotations
+
+from amaranth import ClockDomain, Const, Elaboratable, Instance, Module, Mux, Signal
+from amaranth.lib import data, io, stream, wiring
+from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from golden import core as gcore
+from hdl.array.core import AcceleratorCore
+from hdl.link.bridge import UartBridge, bus_signature
+
+from .boards import Board, PLLConfig
+
+__all__ = ["OP_SHIFT", "AcceleratorTop", "BoardTop", "BusAdapter", "bus_address"]
+
+OP_SHIFT = 24  # bus address = op << OP_SHIFT | core address
+
+
+def bus_address(op: int | str, addr: int = 0) -> int:
+    """The bus address of core command ``op`` (code or name of :data:`golden.core.OPS`) at
+    core address ``addr``."""
+    code = gcore.OPS[op] if isinstance(op, str) else int(op)
+    if not 0 <= code < 1 << gcore.OP_BITS or not 0 <= addr < 1 << OP_SHIFT:
+        raise ValueError(f"op {op!r} / addr {addr} out of range")
+    return code << OP_SHIFT | addr
+
+
+class BusAdapter(wiring.Component):
+    """Maps the bridge's bus onto the core's command stream (the map: module docstring).
+
+    One transaction at a time: a request is registered (so no combinational path runs from the
+    bridge through the core's decoder), then either answered at once (undecodable address) or
+    passed to the core, whose response is passed back. The bridge never has more than one
+    request outstanding, so this costs nothing in throughput.
+
+    Latency: 2 cycles from a request accepted to an adapter-made response valid; 1 + the core's
+    response time for a forwarded command. Throughput: one transaction per ~3 cycles.
+
+    Parameters
+    ----------
+    addr_bits : int
+        The core's command address width (:attr:`golden.core.CoreMap.addr_bits`), 1..24.
+
+    Members
+    -------
+    bus : In(bus_signature())
+        Requests ``{write, addr, data}`` in, responses ``{data, error}`` out.
+    cmd : Out(stream.Signature({op: 4, addr: addr_bits, data: 32}))
+        To the core's ``i_cmd``.
+    resp : In(stream.Signature({status: 3, data: 32}))
+        From the core's ``o_resp``.
+    """
+
+    def __init__(self, addr_bits: int):
+        if isinstance(addr_bits, bool) or not isinstance(addr_bits, int):
+            raise TypeError(f"addr_bits must be an int, not {addr_bits!r}")
+        if not 1 <= addr_bits <= OP_SHIFT:
+            raise ValueError(f"addr_bits must be in 1..{OP_SHIFT}, not {addr_bits}")
+        self._addr_bits = addr_bits
+        super().__init__({
+            "bus": In(bus_signature()),
+            "cmd": Out(stream.Signature(data.StructLayout({
+                "op": gcore.OP_BITS, "addr": addr_bits, "data": gcore.DATA_BITS}))),
+            "resp": In(stream.Signature(data.StructLayout({
+                "status": gcore.STATUS_BITS, "data": gcore.DATA_BITS}))),
+        })
+
+    @property
+    def addr_bits(self) -> int:
+        return self._addr_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        A = self._addr_bits
+        req, bresp = self.bus.req, self.bus.resp
+        held = Signal()  # a request is registered and not yet passed on
+        held_op = Signal(gcore.OP_BITS)
+        held_addr = Signal(A)
+        held_data = Signal(gcore.DATA_BITS)
+        held_status = Signal(gcore.STATUS_BITS)  # nonzero: the adapter answers it itself
+        forwarded = Signal()  # the core took the command; its response is awaited
+        local = Signal()  # an adapter-made error response is offered
+        local_status = Signal(gcore.STATUS_BITS)
+
+        addr = req.payload.addr
+        m.d.comb += req.ready.eq(~held & ~forwarded & ~local)
+        with m.If(req.valid & req.ready):
+            status = Mux(addr[OP_SHIFT + gcore.OP_BITS:] != 0, gcore.STATUS["bad_op"],
+                         Mux(addr[A:OP_SHIFT] != 0 if A < OP_SHIFT else Const(0),
+                             gcore.STATUS["bad_addr"], gcore.STATUS["ok"]))
+            m.d.sync += [held.eq(1), held_op.eq(addr[OP_SHIFT:OP_SHIFT + gcore.OP_BITS]),
+                         held_addr.eq(addr[:A]),
+                         held_data.eq(Mux(req.payload.write, req.payload.data, 0)),
+                         held_status.eq(status)]
+
+        m.d.comb += [self.cmd.valid.eq(held & (held_status == 0)),
+                     self.cmd.payload.op.eq(held_op), self.cmd.payload.addr.eq(held_addr),
+                     self.cmd.payload.data.eq(held_data)]
+        with m.If(held & (held_status != 0)):
+            m.d.sync += [held.eq(0), local.eq(1), local_status.eq(held_status)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [held.eq(0), forwarded.eq(1)]
+
+        core_error = self.resp.payload.status != 0
+        with m.If(local):
+            m.d.comb += [bresp.valid.eq(1), bresp.payload.error.eq(1),
+                         bresp.payload.data.eq(local_status)]
+            with m.If(bresp.ready):
+                m.d.sync += local.eq(0)
+        with m.Else():
+            m.d.comb += [bresp.valid.eq(forwarded & self.resp.valid),
+                         bresp.payload.error.eq(core_error),
+                         bresp.payload.data.eq(Mux(core_error, self.resp.payload.status,
+                                                   self.resp.payload.data)),
+                         self.resp.ready.eq(forwarded & bresp.ready)]
+            with m.If(forwarded & self.resp.valid & bresp.ready):
+                m.d.sync += forwarded.eq(0)
+        return m
+
+
+class AcceleratorTop(wiring.Component):
+    """:class:`~hdl.link.bridge.UartBridge` + :class:`BusAdapter` + :class:`AcceleratorCore`.
+
+    Clock-agnostic (the ``sync`` domain): the board top supplies clock and reset; the bare
+    flow and the end-to-end simulation use it as the top module.
+
+    Parameters
+    ----------
+    clk_freq : float
+        Core clock in Hz (sets the UART divisor).
+    baud : int
+        UART bit rate.
+    core : dict
+        Keyword arguments of :class:`AcceleratorCore`.
+    max_payload, timeout_cycles : int, optional
+        Bridge parameters; ``timeout_cycles`` defaults to ~50 ms of clock (at least two byte
+        times, as the bridge requires).
+
+    Members
+    -------
+    rx : In(1)
+        Serial input from the host (idle high).
+    tx : Out(1)
+        Serial output to the host (idle high).
+    """
+
+    def __init__(self, clk_freq: float, baud: int = 115200, core: dict | None = None,
+                 max_payload: int = 256, timeout_cycles: int | None = None):
+        self._core_params = dict(core or {})
+        probe = AcceleratorCore(**self._core_params)  # validates the core parameters
+        probe._MustUse__silence = True
+        self._addr_bits = probe.core_map.addr_bits
+        if timeout_cycles is None:
+            timeout_cycles = max(int(clk_freq * 0.05), 40 * round(clk_freq / baud))
+        self._link_params = dict(clk_freq=clk_freq, baud=baud, max_payload=max_payload,
+                                 timeout_cycles=timeout_cycles)
+        link = UartBridge(**self._link_params)  # validates clock, baud and bridge parameters
+        link._MustUse__silence = True
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    core_params = property(lambda self: dict(self._core_params))
+    link_params = property(lambda self: dict(self._link_params))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = UartBridge(**self._link_params)
+        m.submodules.adapter = adapter = BusAdapter(self._addr_bits)
+        m.submodules.core = core = AcceleratorCore(**self._core_params)
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
+        wiring.connect(m, link.bus, adapter.bus)
+        wiring.connect(m, adapter.cmd, core.i_cmd)
+        wiring.connect(m, core.o_resp, adapter.resp)
+        return m
+
+
+def ecp5_pll_instance(pll: PLLConfig, clkin, clkout, locked) -> Instance:
+    """``EHXPLLL`` as ecppll writes it; the FREQUENCY_PIN attributes let nextpnr derive the
+    output clock's constraint."""
+    p = pll.params
+    return Instance(
+        "EHXPLLL",
+        a_FREQUENCY_PIN_CLKI=f"{pll.fin_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{pll.fout_mhz:.6g}",
+        a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+        a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+        p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+        p_CLKI_DIV=p["clki_div"], p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["clkop_div"],
+        p_CLKOP_CPHASE=p["clkop_cphase"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+        p_CLKFB_DIV=p["clkfb_div"],
+        i_RST=0, i_STDBY=0, i_CLKI=clkin, o_CLKOP=clkout, i_CLKFB=clkout,
+        i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+        i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+
+
+def ice40_pll_instance(pll: PLLConfig, pad, clkout, locked) -> Instance:
+    """``SB_PLL40_PAD`` in SIMPLE feedback, its reference straight from the clock pad."""
+    p = pll.params
+    return Instance(
+        "SB_PLL40_PAD",
+        p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["divr"], p_DIVF=p["divf"], p_DIVQ=p["divq"],
+        p_FILTER_RANGE=p["filter_range"],
+        io_PACKAGEPIN=pad, i_RESETB=1, i_BYPASS=0, o_PLLOUTGLOBAL=clkout, o_LOCK=locked)
+
+
+class BoardTop(Elaboratable):
+    """Everything on a board: clock input -> PLL -> ``sync``, reset held until the PLL locks
+    and released synchronously, UART pins -> :class:`AcceleratorTop`.
+
+    Parameters
+    ----------
+    board : Board
+        The target (not a bare one: those use :class:`AcceleratorTop` directly).
+    clock_mhz : float
+        Core clock; the PLL's achieved frequency is what the UART divisor and the timing
+        constraint use.
+    baud : int
+    core : dict
+        :class:`AcceleratorCore` keyword arguments.
+    """
+
+    def __init__(self, board: Board, clock_mhz: float, baud: int = 115200,
+                 core: dict | None = None):
+        if board.bare:
+            raise ValueError(f"board {board.name!r} is a bare device; build AcceleratorTop")
+        self.board = board
+        self.pll = board.pll(clock_mhz)
+        self.clock_mhz = self.pll.fout_mhz if self.pll else float(board.input_mhz)
+        self.accel = AcceleratorTop(self.clock_mhz * 1e6, baud, core)
+
+    def elaborate(self, platform):
+        m = Module()
+        board = self.board
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        clk = Signal()  # the core clock net, named for the timing constraint
+        locked = Signal()
+        if self.pll is not None and board.family == "ice40":
+            # The iCE40 PLL takes its reference straight from the pad (no input buffer).
+            pad = platform.request(board.clock_resource, 0, dir="-")
+            m.submodules.pll = ice40_pll_instance(self.pll, pad.io, clk, locked)
+        else:
+            m.submodules.clk_buf = clk_buf = io.Buffer(
+                "i", platform.request(board.clock_resource, 0, dir="-"))
+            if self.pll is None:
+                m.d.comb += [clk.eq(clk_buf.i), locked.eq(1)]
+            else:
+                m.submodules.pll = ecp5_pll_instance(self.pll, clk_buf.i, clk, locked)
+        m.d.comb += cd_sync.clk.eq(clk)
+        if self.pll is not None:
+            platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.accel = accel = self.accel
+        m.d.comb += [accel.rx.eq(rx_buf.i), tx_buf.o.eq(accel.tx)]
+        return m

@@ -1,0 +1,98 @@
+"""``bitmod build --board NAME``: a bitstream for a board (or a bare device), with its figures.
+
+Builds :class:`fpga.top.BoardTop` (PLL + reset synchroniser + UART bridge + bus adapter +
+accelerator core) with Yosys + nextpnr (YoWASP) through the board's amaranth-boards platform,
+prints LUT4/FF/DSP/BRAM use and Fmax against the core clock, and exits non-zero with one line
+if timing is not met (exit 1) or the design does not fit / a tool fails (exit 2). Outputs go to
+``build/boards/<board>-<hash>/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from fpga.boards import BOARDS, get_board
+from fpga.build import ACT_FORMATS, BuildConfig, BuildError, build
+from tools.cli import CLIError
+
+
+def parse_array(text: str) -> tuple[int, int]:
+    """``"4x8"`` -> ``(4, 8)`` (rows x columns)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if not match:
+        raise CLIError(f"--array takes ROWSxCOLS (e.g. 4x4), not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+HEADER = (f"{'board':15s} {'array':>7s} {'clock':>7s} {'LUT4':>13s} {'FF':>13s} {'DSP':>8s} "
+          f"{'BRAM':>8s} {'Fmax':>7s} {'timing':>7s} {'GMAC/s':>7s}")
+
+
+def _use(result: dict, key: str, names: tuple[str, ...]) -> str:
+    available = next((result["utilization"][n]["available"] for n in names
+                      if n in result["utilization"]), None)
+    return f"{result[key]}/{available}" if available else str(result[key])
+
+
+def format_row(result: dict) -> str:
+    p = result["params"]
+    fmax = "-" if result["fmax_mhz"] is None else f"{result['fmax_mhz']:.1f}"
+    return (f"{result['board']:15s} {p['rows']}x{p['cols']}x{p['lanes']:<3d} "
+            f"{result['clock_mhz']:7.2f} "
+            f"{_use(result, 'lut4', ('TRELLIS_COMB', 'ICESTORM_LC')):>13s} "
+            f"{_use(result, 'ff', ('TRELLIS_FF', 'ICESTORM_LC')):>13s} "
+            f"{_use(result, 'dsp', ('MULT18X18D', 'ICESTORM_DSP')):>8s} "
+            f"{_use(result, 'bram', ('DP16KD', 'ICESTORM_RAM')):>8s} {fmax:>7s} "
+            f"{'met' if result['timing_met'] else 'MISSED':>7s} {result['peak_gmacs']:7.3f}")
+
+
+def _build(args) -> int:
+    try:
+        board = get_board(args.board)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    rows = cols = None
+    if args.array:
+        rows, cols = parse_array(args.array)
+    config = BuildConfig(board.name, rows=rows, cols=cols, lanes=args.lanes,
+                         clock_mhz=args.clock, act=args.act, weight_bits=args.weight_bits,
+                         seed=args.seed)
+    try:
+        result = build(config).as_dict()
+    except BuildError as error:
+        raise CLIError(str(error)) from None
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(HEADER)
+        print(format_row(result))
+        if result["pll"]:
+            print(f"PLL: {result['pll']}")
+        print(f"bitstream: {result['bitstream']}  ({result['seconds']:.0f} s)")
+    if not result["timing_met"]:
+        fmax = result["fmax_mhz"]
+        print(f"bitmod build: error: timing not met: Fmax "
+              f"{'-' if fmax is None else f'{fmax:.2f}'} MHz < {result['clock_mhz']:.2f} MHz "
+              f"core clock (lower --clock or the array size)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "build", help="bitstream for a board: LUT/FF/DSP/BRAM use, Fmax, timing met or not")
+    parser.add_argument("--board", required=True, metavar="NAME",
+                        help=f"one of: {', '.join(BOARDS)}")
+    parser.add_argument("--array", metavar="RxC", help="array rows x columns (board default)")
+    parser.add_argument("--lanes", type=int, metavar="L", help="lanes per PE (board default)")
+    parser.add_argument("--clock", type=float, metavar="MHZ",
+                        help="core clock (board default; the PLL's achieved clock is used)")
+    parser.add_argument("--act", choices=ACT_FORMATS, default="int8",
+                        help="activation format (default int8)")
+    parser.add_argument("--weight-bits", type=int, choices=(3, 4), default=4,
+                        help="BitMoD weight width (default 4)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=_build)

@@ -21,7 +21,7 @@ Buffers and address map (``R`` rows, ``C`` columns, ``L`` lanes, ``G`` group siz
     acts     R banks x m_tiles * k_steps    words of L * A  (A = 8 for INT8, 16 for FP16/BF16)
     gexp     R banks x m_tiles * max_groups words of E  (FP only; written by the pre-pass)
     base     R banks x m_tiles              words of E  (FP only; written by the pre-pass)
-    outputs  1 bank  x max_m * max_n        words of 32 (FP32 codes)
+    outputs  1 bank  x max_m * max_n        words of out_bits (32: FP32, 16: FP16 codes)
 
 Element addresses (the ``addr`` field, low bits first; fields are ``clog2`` wide)::
 
@@ -114,6 +114,7 @@ class CoreMap:
     gexp_depth = property(lambda self: self.m_tiles * self.max_groups)
     base_depth = property(lambda self: self.m_tiles)
     out_depth = property(lambda self: self.max_m * self.max_n)
+    out_bits = property(lambda self: self.cfg.out_bits)
     code_bits = property(lambda self: self.cfg.geometry.code_bits)
     act_bits = property(lambda self: 8 if self.cfg.act_format == "int8" else 16)
     meta_bits = property(lambda self: 2 + self.cfg.scale_bits)
@@ -289,7 +290,7 @@ class CoreModel:
     weights: dict = field(default_factory=dict)  # (bank, word, lane) -> code
     meta: dict = field(default_factory=dict)  # (bank, word) -> meta word
     acts: dict = field(default_factory=dict)  # (bank, word, lane) -> act word (16-bit)
-    outputs: dict = field(default_factory=dict)  # addr -> FP32 code
+    outputs: dict = field(default_factory=dict)  # addr -> output code (FP32 or FP16)
 
     def __post_init__(self):
         self.reset()
@@ -416,7 +417,9 @@ class CoreModel:
         result = ggemm.gemm(x, qt, cfg)
         for i in range(m):
             for j in range(n):
-                self.outputs[mp.output_address(i, j)] = int(result.codes[i, j]) & 0xFFFFFFFF
+                # read_output returns the out_bits-wide code zero-extended to 32 bits.
+                self.outputs[mp.output_address(i, j)] = (int(result.codes[i, j])
+                                                         & ((1 << cfg.out_bits) - 1))
         self.counters = job_counters(mp, m, n, k, self.fill)
         self.busy = False
         self.done = True

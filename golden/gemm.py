@@ -36,10 +36,17 @@ Datapath (mirrors the RTL, one output ``(m, n)`` per PE of an output tile)
 
    exact, in the PE's wide accumulator (at most 64 bits, checked by :func:`core_config`).
 4. **Drain** (on chip, RTL :class:`hdl.arith.to_float.ToFloat`): ``acc * 2**(base[m] -
-   (K_off + u))`` rounded to FP32, RNE (:func:`golden.minifloat_arith.to_float_code`).
-5. **Host** (float32, in this order, each an IEEE RNE multiply): ``y = code * channel[n]``, then
-   for INT8 activations ``y = y * act_scale[m]``. These factors stay off chip: they are plain
-   FP32 products after the exact integer part, and one per output row/column.
+   (K_off + u))`` rounded once, RNE, to ``out_format`` (:data:`OUT_FORMATS`: FP32, or FP16
+   with IEEE gradual underflow and overflow to +-Inf; :func:`golden.minifloat_arith.
+   to_float_code`). ``codes`` are its bit patterns (32 or 16 bits, sign bit on top).
+5. **Host** (float32, in this order, each an IEEE RNE multiply): ``v = float32(code)`` (the
+   code's value; an FP16 value, Inf included, converts to float32 exactly), ``y = v *
+   channel[n]``, then for INT8 activations ``y = y * act_scale[m]``. These factors stay off
+   chip: they are plain FP32 products after the exact integer part, and one per output
+   row/column. With FP16 output the only extra rounding is the drain's (step 4): the host
+   factors are never applied in FP16. Note that the drained value is in code units (INT8:
+   activation codes times weight levels times group-scale codes), so an FP16 drain overflows
+   to Inf where ``|acc * 2**(base - K_off - u)| >= 65520``.
 
 Schemes the core runs: anything whose element format the term encoder takes (BitMoD
 mixtures, INT, FP, flint) quantized with ``scale_format="int8"``. FP16/FP32 group scales,
@@ -70,6 +77,7 @@ from .minifloat_arith import to_float_code
 
 __all__ = [
     "ACT_FORMATS",
+    "OUT_FORMATS",
     "CoreConfig",
     "GemmResult",
     "act_mantissas",
@@ -83,6 +91,7 @@ __all__ = [
 ]
 
 ACT_FORMATS = ("int8", "fp16", "bf16")
+OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 
 
@@ -117,8 +126,8 @@ class CoreConfig:
         Group-scale code bits (8: INT8 second-level scales).
     max_groups : int
         Most groups per output (sizes the accumulator).
-    out_format : str
-        Drain output format (``"fp32"``).
+    out_format : {"fp32", "fp16"}
+        Drain output format (RNE); :attr:`out_bits` bits per code.
     pe : golden.pe.PEConfig
         The PE configuration (widths, latency).
     """
@@ -145,6 +154,11 @@ class CoreConfig:
     def terms(self) -> int:
         """``T``: cycles per weight-step."""
         return self.geometry.terms
+
+    @property
+    def out_bits(self) -> int:
+        """Bits of a drained output code: 32 (FP32) or 16 (FP16)."""
+        return OUT_FORMATS[self.out_format]
 
     @property
     def act_width(self) -> int:
@@ -199,8 +213,8 @@ def core_config(rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 
         bfp.check_block_params(act_format, mant_width, rounding)
         act_width = int(mant_width)
         act_exp_bits = _int("act_exp_bits", act_exp_bits, 0, 6)
-    if out_format != "fp32":
-        raise ValueError(f"out_format must be 'fp32', not {out_format!r}")
+    if not isinstance(out_format, str) or out_format not in OUT_FORMATS:
+        raise ValueError(f"out_format must be one of {tuple(OUT_FORMATS)}, not {out_format!r}")
     pe = gpe.pe_config(lanes=lanes, act_width=act_width, group_size=group_size,
                        formats=formats, scale_bits=scale_bits, exp_bits=act_exp_bits,
                        max_groups=max_groups)
@@ -340,7 +354,7 @@ class GemmResult:
     acc: np.ndarray  # int64 [M, N]: exact accumulators
     exp_offset: np.ndarray  # int64 [M, N]: base[m]
     in_frac: int
-    codes: np.ndarray  # int64 [M, N]: FP32 bit patterns from the drain
+    codes: np.ndarray  # int64 [M, N]: out_format (FP32/FP16) bit patterns from the drain
     y: np.ndarray  # float32 [M, N]: after the host factors
     acts: dict  # act_mantissas(...)
     levels: np.ndarray  # int64 [N, K]
@@ -377,7 +391,10 @@ def gemm(x, qt, cfg: CoreConfig, act_scale=None) -> GemmResult:
     acc = terms.sum(axis=-1)  # every partial sum is bounded by 2**(acc_width - 1) <= 2**63
     offset = np.broadcast_to(acts["base"][:, None], acc.shape).astype(np.int64)
     codes = to_float_code(acc, offset, cfg.in_frac, cfg.out_format)
-    y = codes.astype(np.uint32).view(np.float32)
+    if cfg.out_format == "fp16":
+        y = codes.astype(np.uint16).view(np.float16).astype(np.float32)  # exact widening
+    else:
+        y = codes.astype(np.uint32).view(np.float32)
     y = y * qt.channel_scales.astype(np.float32)[None, :]
     if cfg.act_format == "int8" and act_scale is not None:
         y = y * np.asarray(act_scale, dtype=np.float32)[:, None]

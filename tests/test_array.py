@@ -54,6 +54,8 @@ def test_parameters_are_validated():
         SystolicArray(act_format="fp16", mant_width=16, act_exp_bits=6, group_size=128)
     with pytest.raises(ValueError, match="rows"):
         SystolicArray(rows=0)
+    with pytest.raises(ValueError, match="out_format"):
+        SystolicArray(out_format="bf16")
 
 
 @pytest.mark.parametrize(("params", "scheme", "k"), [
@@ -96,10 +98,13 @@ def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=
 
 
 @pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),
-                                               (FP16_INT8W, "int8")])
+                                               (FP16_INT8W, "int8"),
+                                               (dict(FP16_INT8W, out_format="fp16"), "int8")])
 def test_random_gemm_bit_exact(params, scheme):
-    """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides."""
+    """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
+    The FP16-output build drains 16-bit codes (overflow to Inf and subnormals included)."""
     cfg, qt, acts, result = make_case(params, 5, 13, 3 * 16 + 4, 11, scheme)
+    assert SystolicArray(**params).out_layout.size == cfg.out_bits
     stats = {}
     out, expected, n_steps = _run_rtl(params, cfg, qt, acts, result, stats=stats)
     assert (out == expected).all()

@@ -49,6 +49,23 @@ def test_random_gemm_int8_activations_json(engine):
     assert report["error_vs_fp32"]["relative_rms"] < 0.05
 
 
+def test_random_gemm_fp16_output_json():
+    """--out fp16: the core drains FP16 codes; compared as 16-bit integers with golden's."""
+    # int4 weights keep the drained values (code units) well inside FP16's range here; int8
+    # weight codes would overflow some of them to Inf (still bit-exact, but no error figure).
+    status, out, err = run_cli("--random", "5", "13", "40", "--array", "2x2", "--group-size",
+                               "16", "--scheme", "int4", "--out", "fp16", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["out"] == "fp16" and report["out_bits"] == 16
+    assert report["infinite_outputs"] == 0
+    assert report["bit_exact"] and report["counters_match_model"]
+    assert report["outputs_checked"] == 5 * 13
+    # One FP16 rounding (relative <= 2**-11) on top of the (int4) quantization error.
+    quant = report["quantization_only_error"]["relative_rms"]
+    assert report["error_vs_fp32"]["relative_rms"] == pytest.approx(quant, abs=2e-3)
+
+
 @pytest.fixture
 def nan_weights(tmp_path):
     w = np.ones((8, 16), dtype=np.float32)

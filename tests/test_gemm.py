@@ -1,5 +1,8 @@
 """golden/gemm.py: the core's bit-exact GEMM model against independent references."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -57,6 +60,81 @@ def test_drain_is_fp32_rne_of_the_exact_value(act_format):
     assert (np.abs(res.acc) < 2**53).all()
     exact = np.ldexp(res.acc.astype(np.float64), res.exp_offset - res.in_frac)
     assert (res.codes == exact.astype(np.float32).view(np.uint32).astype(np.int64)).all()
+
+
+def _fp16_rne(value: Fraction) -> int:
+    """IEEE binary16 code of one RNE rounding of the exact ``value`` (gradual underflow,
+    overflow to Inf): an independent reference in exact rational arithmetic."""
+    sign = 0x8000 if value < 0 else 0
+    mag = abs(value)
+    if mag == 0:
+        return sign
+    e = max(math.floor(math.log2(mag)), -14)
+    while mag >= Fraction(2) ** (e + 1):  # log2 of a Fraction may be off by one
+        e += 1
+    while e > -14 and mag < Fraction(2) ** e:
+        e -= 1
+    q = mag / Fraction(2) ** (e - 10)  # 1024 <= q < 2048 (normal) or q < 1024 (subnormal)
+    n = math.floor(q)
+    rest = q - n
+    n += rest > Fraction(1, 2) or (rest == Fraction(1, 2) and n % 2 == 1)
+    if n == 2048:  # the rounding carried into the next binade
+        n, e = 1024, e + 1
+    if e > 15:
+        return sign | 0x7C00
+    if n < 1024:
+        return sign | n  # subnormal (e == -14), or zero after rounding
+    return sign | (e + 15) << 10 | (n - 1024)
+
+
+@pytest.mark.parametrize("act_format", ["int8", "fp16"])
+def test_drain_fp16_is_one_rne_rounding_of_the_exact_value(act_format):
+    """out_format="fp16": every code is one RNE rounding of acc * 2**(base - in_frac), checked
+    against numpy's direct float64 -> float16 cast (exact float64 here) and against an exact
+    rational reference; then the host factors apply in float32 to the FP16 value."""
+    cfg, qt, x = _case(act_format, m=8, n=16, seed=4, out_format="fp16")
+    cfg32 = ggemm.core_config(group_size=16, formats=BITMOD, act_format=act_format)
+    assert (cfg.out_bits, cfg32.out_bits) == (16, 32)
+    if act_format == "int8":
+        # Code units (activation code x level x scale code) overflow FP16: Inf outputs.
+        xq, act_scale = ggemm.quantize_activations_int8(x)
+    else:
+        x[0] = 0.0
+        x[0, 5] = 2.0**-24  # the smallest FP16 subnormal: subnormal outputs
+        x[1] *= 6.0e4 / np.abs(x[1]).max()  # near FP16's largest: overflowing outputs
+        xq, act_scale = x.astype(np.float16), None
+    res = ggemm.gemm(xq, qt, cfg, act_scale)
+    res32 = ggemm.gemm(xq, qt, cfg32, act_scale)
+    assert (res.acc == res32.acc).all()  # only the drain differs
+    assert (np.abs(res.acc) < 2**53).all()
+    exact = np.ldexp(res.acc.astype(np.float64), res.exp_offset - res.in_frac)
+    with np.errstate(over="ignore"):  # the overflow to Inf is the point
+        half = exact.astype(np.float16)
+    assert (res.codes == half.view(np.uint16).astype(np.int64)).all()
+    rational = [_fp16_rne(Fraction(int(a)) * Fraction(2) ** int(e - res.in_frac))
+                for a, e in zip(res.acc.ravel(), res.exp_offset.ravel(), strict=True)]
+    assert (res.codes.ravel() == np.array(rational)).all()
+    mag = res.codes & 0x7FFF
+    assert (mag == 0x7C00).any(), "the case must overflow to Inf"
+    assert ((mag > 0) & (mag < 0x7C00)).any()
+    if act_format == "fp16":
+        assert ((mag > 0) & (mag < 0x0400)).any(), "the case must give subnormals"
+    # Host: float32(FP16 value) * channel (* act_scale), each a float32 RNE multiply.
+    value = res.codes.astype(np.uint16).view(np.float16).astype(np.float32)
+    assert (value.astype(np.float64) == res.codes.astype(np.uint16).view(np.float16)
+            .astype(np.float64)).all()
+    y = value * qt.channel_scales.astype(np.float32)[None, :]
+    if act_scale is not None:
+        y = y * act_scale[:, None]
+    assert np.array_equal(res.y, y)
+    assert res.y.dtype == np.float32
+    print(f"checked {res.codes.size} FP16 codes ({int((mag == 0x7C00).sum())} Inf)")
+
+
+def test_out_format_is_validated():
+    for bad in ("bf16", "fp8_e4m3", 16, None):
+        with pytest.raises(ValueError, match="out_format"):
+            ggemm.core_config(out_format=bad)
 
 
 def test_fp16_block_alignment():

@@ -5,7 +5,9 @@ model's own input embeddings for a fixed 16-token sentence as activations, quant
 with ``bitmod4`` (INT8 second-level group scales: the core multiplies by integer scale codes),
 runs the GEMM ``Y = X Wᵀ`` through the Verilator model of the systolic array and reports:
 
-* bit-exactness: the RTL's FP32 codes against ``golden/gemm.py`` (all of them, first mismatches);
+* bit-exactness: the RTL's output codes (FP32, or FP16 with ``--out fp16``; compared as
+  unsigned integers of the format's width) against ``golden/gemm.py`` (all of them, first
+  mismatches);
 * error against the FP32 PyTorch output ``x @ W.T`` (relative RMS, max |error|, cosine);
 * cycles (measured), PE utilization and throughput at ``--clock``.
 
@@ -179,7 +181,7 @@ def verify(args) -> dict:
     qt = quantize(w, args.scheme, group_size=args.group_size, scale_format="int8")
     params = {"rows": rows, "cols": cols, "lanes": args.lanes, "group_size": qt.group_size,
               "formats": list(qt.formats), "act_format": args.act,
-              "max_groups": max(qt.n_groups, 1)}
+              "max_groups": max(qt.n_groups, 1), "out_format": args.out}
     if args.act != "int8":
         params.update(mant_width=args.mant_width, act_exp_bits=args.act_exp_bits)
     try:
@@ -193,6 +195,7 @@ def verify(args) -> dict:
         xq, act_scale = x.astype(np.float16), None
         if not np.isfinite(xq).all():
             raise ValueError(f"{name}: activations overflow FP16")
+    mask = (1 << cfg.out_bits) - 1  # codes compare as unsigned out_bits-wide integers
     progress.step("golden model")
     result = ggemm.gemm(xq, qt, cfg, act_scale)
     m, k = x.shape
@@ -207,7 +210,7 @@ def verify(args) -> dict:
         run = run_core_gemm(core_params, xq, qt)
         progress.done()
         rtl = run["codes"].astype(np.int64).reshape(-1)
-        golden_codes = (result.codes & 0xFFFFFFFF).astype(np.int64).reshape(-1)
+        golden_codes = (result.codes & mask).astype(np.int64).reshape(-1)
         positions = [(i // n, i % n) for i in range(m * n)]
         counters = run["counters"]
         expected_counters = job_counters(core_map(core_params), m, n, k, fill=model_fill(
@@ -226,7 +229,7 @@ def verify(args) -> dict:
         progress.done()
         expected = expected_codes(cfg, result, tiles)
         rtl = np.array(out, dtype=np.int64)
-        golden_codes = np.array(expected, dtype=np.int64)
+        golden_codes = np.array(expected, dtype=np.int64) & mask
         positions = []
         for tile_m, tile_n in tiles:
             positions += [(tile_m + r, tile_n + c) for r in range(rows) for c in range(cols)]
@@ -241,10 +244,14 @@ def verify(args) -> dict:
     return {
         "problem": name, "m": m, "n": n, "k": k, "scheme": args.scheme,
         "group_size": qt.group_size, "array": f"{rows}x{cols}", "lanes": args.lanes,
-        "act": args.act, "engine": args.engine, "bit_exact": not len(mismatches),
+        "act": args.act, "out": args.out, "out_bits": cfg.out_bits, "engine": args.engine,
+        "bit_exact": not len(mismatches),
         "outputs_checked": len(rtl),
         "mismatches": len(mismatches), "first_mismatches": first,
         "error_vs_fp32": _float_error(result.y, reference),
+        # An FP16 drain rounds values in code units (before the channel scale), which wide
+        # weight codes (int8) can push past 65504: those outputs are Inf.
+        "infinite_outputs": int(np.isinf(result.y).sum()),
         "quantization_only_error": _float_error(
             x.astype(np.float64) @ qt.dequantize().T, reference),
         "cycles": cycles, **extra,
@@ -260,15 +267,19 @@ def _print_report(report: dict) -> None:
           f"K={report['k']})")
     print(f"weights:      {report['scheme']}, group {report['group_size']}, INT8 group scales")
     print(f"array:        {report['array']} bit-serial PEs x {report['lanes']} lanes, "
-          f"{report['act']} activations")
+          f"{report['act']} activations, {report['out']} outputs")
     verdict = "yes" if report["bit_exact"] else "NO"
     print(f"bit-exact:    {verdict} ({report['outputs_checked'] - report['mismatches']} of "
-          f"{report['outputs_checked']} FP32 outputs equal golden)")
+          f"{report['outputs_checked']} {report['out'].upper()} outputs equal golden)")
+    digits = 2 + report["out_bits"] // 4
     for item in report["first_mismatches"]:
-        print(f"  mismatch at y[{item['m']}, {item['n']}]: rtl {item['rtl']:#010x} golden "
-              f"{item['golden']:#010x}")
+        print(f"  mismatch at y[{item['m']}, {item['n']}]: rtl {item['rtl']:#0{digits}x} golden "
+              f"{item['golden']:#0{digits}x}")
     print(f"vs FP32:      relative RMS {err['relative_rms']:.4%}, max |err| "
           f"{err['max_abs']:.4g}, cosine {err['cosine']:.6f}")
+    if report["infinite_outputs"]:
+        print(f"overflow:     {report['infinite_outputs']} outputs are Inf (the drain rounds in "
+              f"code units, before the channel scales; try --out fp32)")
     if report["engine"] == "core":
         counters = report["counters"]
         agree = "equal" if report["counters_match_model"] else "DIFFER from"
@@ -317,6 +328,10 @@ def register(subparsers) -> None:
     parser.add_argument("--lanes", type=int, default=4, help="lanes per PE (default 4)")
     parser.add_argument("--act", choices=("int8", "fp16"), default="fp16",
                         help="activation format (default fp16)")
+    parser.add_argument("--out", choices=("fp32", "fp16"), default="fp32",
+                        help="drain output format, RNE (default fp32); fp16 rounds values "
+                             "in code units, before the channel scales, and can overflow to "
+                             "Inf with wide weight codes such as int8")
     parser.add_argument("--mant-width", type=int, default=12,
                         help="FP16 block-floating-point mantissa width (default 12)")
     parser.add_argument("--act-exp-bits", type=int, default=3,

@@ -29,7 +29,7 @@ class SystolicArray(wiring.Component):
     Computes, per output tile of ``R`` tokens and ``C`` channels (:func:`golden.gemm.gemm`)::
 
         acc[r, c] = sum_g ((sum_{k in g} a[r, k] * w[c, k]) * scale[c, g]) << shift[r, g]
-        out[r, c] = FP32_RNE(acc[r, c] * 2**(base[r] - (K_off + u)))
+        out[r, c] = RNE_out_format(acc[r, c] * 2**(base[r] - (K_off + u)))   FP32 or FP16
 
     Input: one *weight-step* per payload: ``L`` weight codes per column (with the column's
     group selector and group-scale code) and ``L`` activations per row (INT8 codes, or FP16/BF16
@@ -60,7 +60,9 @@ class SystolicArray(wiring.Component):
     All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
     output has not been taken stops the whole array (no data is ever dropped or reordered).
 
-    Output: ``R * C`` FP32 codes per tile, row-major, padding rows/columns included.
+    Output: ``R * C`` codes of ``out_format`` per tile (FP32 or FP16, RNE, IEEE overflow to
+    +-Inf), row-major, padding rows/columns included; ``B = out_bits`` = 32 (FP32) or 16 (FP16)
+    bits each.
 
     Latency: :attr:`front_latency` cycles from an accepted step to its first term leaving the
     serializer (PE (0, 0) receives it in that cycle); :attr:`latency` cycles from PE (0, 0)
@@ -70,8 +72,9 @@ class SystolicArray(wiring.Component):
     Parameters
     ----------
     rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits,
-    scale_bits, max_groups :
-        As :func:`golden.gemm.core_config` (validated there).
+    scale_bits, max_groups, out_format :
+        As :func:`golden.gemm.core_config` (validated there); ``out_format`` is ``"fp32"``
+        (default) or ``"fp16"``.
 
     Members
     -------
@@ -81,16 +84,16 @@ class SystolicArray(wiring.Component):
         ``R x E`` (FP only), ``group_last``, ``out_last``.
     special_values : In(32)
         Special-value register (:func:`golden.terms.pack_special_register`), static.
-    o_stream : Out(stream.Signature(StructLayout({"code": unsigned(32)})))
+    o_stream : Out(stream.Signature(StructLayout({"code": unsigned(B)})))
     """
 
     def __init__(self, rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 16,
                  formats="fp4", act_format: str = "int8", mant_width: int = 12,
                  rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
-                 max_groups: int = 256):
+                 max_groups: int = 256, out_format: str = "fp32"):
         self._cfg = cfg = core_config(rows, cols, lanes, group_size, formats, act_format,
                                       mant_width, rounding, act_exp_bits, scale_bits,
-                                      max_groups)
+                                      max_groups, out_format)
         geo = cfg.geometry
         fields = {
             "codes": data.ArrayLayout(data.ArrayLayout(unsigned(geo.code_bits), cfg.lanes),
@@ -109,7 +112,7 @@ class SystolicArray(wiring.Component):
         fields["group_last"] = 1
         fields["out_last"] = 1
         self._in_layout = data.StructLayout(fields)
-        self._out_layout = data.StructLayout({"code": unsigned(32)})
+        self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
         self._pe_params = dict(lanes=cfg.lanes, act_width=cfg.act_width,
                                group_size=cfg.group_size, formats=list(cfg.formats),
                                scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
@@ -131,6 +134,8 @@ class SystolicArray(wiring.Component):
     rows = property(lambda self: self._cfg.rows)
     cols = property(lambda self: self._cfg.cols)
     lanes = property(lambda self: self._cfg.lanes)
+    out_format = property(lambda self: self._cfg.out_format)
+    out_bits = property(lambda self: self._cfg.out_bits, doc="Bits of an output code.")
     in_layout = property(lambda self: self._in_layout)
     out_layout = property(lambda self: self._out_layout)
     pe_params = property(lambda self: dict(self._pe_params),

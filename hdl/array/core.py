@@ -24,7 +24,7 @@ class AcceleratorCore(wiring.Component):
     """Runs ``Y[M, N] = X[M, K] W^T`` from on-chip buffers on an ``R x C`` array.
 
     The host loads weights, activations and the special-value register, sets the job
-    dimensions, starts the job, waits for it and reads the FP32 output codes and the
+    dimensions, starts the job, waits for it and reads the output codes (FP32 or FP16) and the
     counters, all through one command stream; every command gets exactly one response, in
     order. Outputs equal :func:`golden.gemm.gemm` ``(...).codes`` bit for bit.
 
@@ -42,7 +42,7 @@ class AcceleratorCore(wiring.Component):
     5   set_job        0: M, 1: N, 2: K        1 .. max_m / max_n / max_k      0
     6   start          --                      --                              0
     7   wait           --                      --                              done << 1
-    8   read_output    m * max_n + n           --                              FP32 code
+    8   read_output    m * max_n + n           --                              output code
     9   read_counter   2 * counter + half      --                              32-bit half
     ==  =============  ======================  ==============================  ============
 
@@ -64,7 +64,9 @@ class AcceleratorCore(wiring.Component):
     code_bits``; meta ``C x n_tiles * max_groups`` of ``2 + scale_bits``; activations ``R x
     m_tiles * k_steps`` of ``L * A`` (A = 8 INT8, 16 FP); group exponents ``R x m_tiles *
     max_groups`` and token floors ``R x m_tiles`` of ``E`` bits (FP only); outputs ``max_m *
-    max_n`` of 32 bits. The array is built with ``max_groups`` groups per output.
+    max_n`` of ``out_bits`` (32 for FP32, 16 for FP16: the buffer holds exactly the drained
+    codes, and ``read_output`` returns them zero-extended to 32 bits). The array is built with
+    ``max_groups`` groups per output and the core's ``out_format``.
 
     Controller. FP16/BF16 first run a *pre-pass*: per m-tile it reads every activation word
     once (one word per row bank per cycle), computes each row's group exponent ``gexp`` (the
@@ -96,8 +98,8 @@ class AcceleratorCore(wiring.Component):
     Parameters
     ----------
     rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits,
-    scale_bits :
-        As :func:`golden.gemm.core_config`.
+    scale_bits, out_format :
+        As :func:`golden.gemm.core_config` (``out_format``: ``"fp32"``, default, or ``"fp16"``).
     max_m, max_n, max_k : int
         Largest job (1 .. 65536 each); size the buffers.
 
@@ -110,17 +112,17 @@ class AcceleratorCore(wiring.Component):
     def __init__(self, rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 16,
                  formats="fp4", act_format: str = "int8", mant_width: int = 12,
                  rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
-                 max_m: int = 16, max_n: int = 16, max_k: int = 64):
+                 max_m: int = 16, max_n: int = 16, max_k: int = 64, out_format: str = "fp32"):
         self._map = mp = gcore.core_map(
             max_m, max_n, max_k, rows=rows, cols=cols, lanes=lanes, group_size=group_size,
             formats=formats, act_format=act_format, mant_width=mant_width, rounding=rounding,
-            act_exp_bits=act_exp_bits, scale_bits=scale_bits)
+            act_exp_bits=act_exp_bits, scale_bits=scale_bits, out_format=out_format)
         cfg = mp.cfg
         self._array_params = dict(
             rows=cfg.rows, cols=cfg.cols, lanes=cfg.lanes, group_size=cfg.group_size,
             formats=list(cfg.formats), act_format=cfg.act_format, mant_width=mant_width,
             rounding=rounding, act_exp_bits=act_exp_bits, scale_bits=cfg.scale_bits,
-            max_groups=mp.max_groups)
+            max_groups=mp.max_groups, out_format=cfg.out_format)
         self._cmd_layout = data.StructLayout({
             "op": unsigned(gcore.OP_BITS), "addr": unsigned(mp.addr_bits),
             "data": unsigned(gcore.DATA_BITS)})
@@ -182,7 +184,7 @@ class AcceleratorCore(wiring.Component):
         w_mem = [memory(f"weights{c}", L * CB, mp.weight_depth) for c in range(C)]
         meta_mem = [memory(f"meta{c}", mp.meta_bits, mp.meta_depth) for c in range(C)]
         a_mem = [memory(f"acts{r}", L * AB, mp.act_depth) for r in range(R)]
-        out_mem = memory("outputs", 32, mp.out_depth)
+        out_mem = memory("outputs", cfg.out_bits, mp.out_depth)
         w_wr = [mem.write_port(granularity=CB) for mem in w_mem]
         w_rd = [mem.read_port() for mem in w_mem]
         meta_wr = [mem.write_port() for mem in meta_mem]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import numbers
 import os
+import random
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from amaranth import Value
 from amaranth.sim import Simulator
 
-__all__ = ["measure_latency", "run_simulation", "stream_get", "stream_put"]
+__all__ = ["measure_latency", "run_simulation", "stream_get", "stream_put", "stream_through"]
 
 
 async def stream_put(ctx, stream, payload) -> None:
@@ -118,3 +119,37 @@ def measure_latency(dut, payload, *, lead_in: Sequence = (), deadline: float = 1
 
     run_simulation(dut, [testbench], deadline=deadline)
     return seen[0]
+
+
+def stream_through(dut, payloads, *, idle: float = 0.0, backpressure: float = 0.0,
+                   seed: int = 0, deadline: float = 1e-2) -> list:
+    """Send ``payloads`` through ``dut``'s ``i_stream`` and collect as many from ``o_stream``.
+
+    ``idle`` is the chance of a gap cycle before each payload, ``backpressure`` the chance that
+    ``o_stream.ready`` is low in a cycle (both seeded by ``seed``), so a unit is shown to keep
+    every result, in order, under any handshake pattern. Returns the output payloads as sampled.
+    """
+    for name, value in (("idle", idle), ("backpressure", backpressure)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), not {value}")
+    payloads = list(payloads)
+    rng = random.Random(seed)
+    received = []
+
+    async def producer(ctx):
+        for payload in payloads:
+            while rng.random() < idle:
+                await ctx.tick()
+            await stream_put(ctx, dut.i_stream, payload)
+
+    async def consumer(ctx):
+        while len(received) < len(payloads):
+            ready = rng.random() >= backpressure
+            ctx.set(dut.o_stream.ready, ready)
+            *_, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
+                                                        dut.o_stream.payload)
+            if ready and valid:
+                received.append(payload)
+
+    run_simulation(dut, [producer, consumer], deadline=deadline)
+    return received

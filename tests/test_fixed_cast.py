@@ -21,14 +21,13 @@ both jointly and per structural path:
 from __future__ import annotations
 
 import itertools
-import random
 
 import numpy as np
 import pytest
 
 from golden.fixedpoint import OVERFLOW_MODES, ROUNDING_MODES, cast_fixed, quantize_fixed
 from hdl.arith.fixed_cast import FixedCast
-from sim.amaranth_sim import measure_latency, run_simulation, stream_put
+from sim.amaranth_sim import measure_latency, stream_through
 from sim.bank import LockstepBank
 from sim.vectors import run_vectors, unpack_fields
 
@@ -44,27 +43,9 @@ def golden_cast(values, params):
 # ------------------------------------------------------------------ Amaranth simulator
 
 def simulate(dut, values, *, ready_prob=1.0, idle_prob=0.0, seed=0):
-    """Stream ``values`` through ``dut``; random idles and ready deassertion when asked."""
-    rng = random.Random(seed)
-    received = []
-
-    async def producer(ctx):
-        for value in values:
-            while rng.random() < idle_prob:
-                await ctx.tick()
-            await stream_put(ctx, dut.i_stream, {"value": int(value)})
-
-    async def consumer(ctx):
-        while len(received) < len(values):
-            ready = rng.random() < ready_prob
-            ctx.set(dut.o_stream.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
-                                                        dut.o_stream.payload)
-            if ready and valid:
-                received.append(payload.value)
-
-    run_simulation(dut, [producer, consumer], deadline=1e-2)
-    return np.array(received, dtype=np.int64)
+    out = stream_through(dut, [{"value": int(v)} for v in values], idle=idle_prob,
+                         backpressure=1.0 - ready_prob, seed=seed)
+    return np.array([payload.value for payload in out], dtype=np.int64)
 
 
 @pytest.mark.parametrize(("rounding", "overflow"), ALL_COMBOS)

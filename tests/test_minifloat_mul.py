@@ -5,7 +5,6 @@ suite runs every code pair of every listed format pair. Verilator builds dominat
 so all format pairs sit side by side in one test-only bank component: one model, one run.
 """
 
-import random
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from golden.minifloat_arith import (
     product_width,
 )
 from hdl.arith.minifloat_mul import MinifloatMultiplier
-from sim.amaranth_sim import measure_latency, run_simulation, stream_get, stream_put
+from sim.amaranth_sim import measure_latency, stream_through
 from sim.bank import LockstepBank
 from sim.vectors import pack_fields, run_vectors, unpack_fields
 
@@ -45,23 +44,9 @@ def flags_of(fields):
 
 def simulate(dut, payloads, seed=None):
     """Amaranth-simulate ``payloads`` through ``dut``; random idles and stalls when seeded."""
-    received = []
-    rng = random.Random(seed)
-
-    async def producer(ctx):
-        for payload in payloads:
-            while seed is not None and rng.random() < 0.3:
-                await ctx.tick()
-            await stream_put(ctx, dut.i_stream, payload)
-
-    async def consumer(ctx):
-        for _ in payloads:
-            while seed is not None and rng.random() < 0.4:
-                await ctx.tick()
-            received.append(await stream_get(ctx, dut.o_stream))
-
-    run_simulation(dut, [producer, consumer], deadline=1e-3)
-    return received
+    noisy = seed is not None
+    return stream_through(dut, payloads, idle=0.3 if noisy else 0.0,
+                          backpressure=0.4 if noisy else 0.0, seed=seed or 0, deadline=1e-3)
 
 
 def corner_codes(name):

@@ -10,15 +10,13 @@ Amaranth simulator: latency, backpressure, small and the widest widths, paramete
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 from test_requant import corner_operands, random_operands
 
 from golden.requant import ROUNDING_RULES, dyadic_from_scale, requantize
 from hdl.arith.requant import Requantizer
-from sim.amaranth_sim import measure_latency, run_simulation, stream_put
+from sim.amaranth_sim import measure_latency, stream_through
 from sim.bank import LockstepBank
 from sim.vectors import pack_fields, run_vectors, unpack_fields
 
@@ -32,26 +30,11 @@ def golden(params, acc, b, c):
 # ------------------------------------------------------------------ Amaranth simulator
 
 def simulate(dut, acc, b, c, *, ready_prob=1.0, idle_prob=0.0, seed=0):
-    rng = random.Random(seed)
-    received = []
-
-    async def producer(ctx):
-        for x, y, z in zip(acc, b, c, strict=True):
-            while rng.random() < idle_prob:
-                await ctx.tick()
-            await stream_put(ctx, dut.i_stream, {"acc": int(x), "b": int(y), "c": int(z)})
-
-    async def consumer(ctx):
-        while len(received) < len(acc):
-            ready = rng.random() < ready_prob
-            ctx.set(dut.o_stream.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
-                                                         dut.o_stream.payload)
-            if ready and valid:
-                received.append(payload.value)
-
-    run_simulation(dut, [producer, consumer], deadline=1e-2)
-    return np.array(received, dtype=object)
+    payloads = [{"acc": int(x), "b": int(y), "c": int(z)} for x, y, z in zip(acc, b, c,
+                                                                            strict=True)]
+    out = stream_through(dut, payloads, idle=idle_prob, backpressure=1.0 - ready_prob,
+                         seed=seed)
+    return np.array([payload.value for payload in out], dtype=object)
 
 
 def operands(acc_width, b_width, c_width, n, seed):

@@ -7,7 +7,6 @@ random offsets to fp32 plus named corners. Verilator builds dominate the runtime
 converters sit side by side in one test-only bank component: one model, one run.
 """
 
-import random
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from golden import formats
 from golden.minifloat_arith import to_float_code
 from hdl.arith.to_float import ToFloat
-from sim.amaranth_sim import measure_latency, run_simulation, stream_get, stream_put
+from sim.amaranth_sim import measure_latency, stream_through
 from sim.bank import LockstepBank
 from sim.vectors import pack_fields, run_vectors, unpack_fields
 
@@ -46,23 +45,9 @@ class ConverterBank(LockstepBank):
 
 def simulate(dut, payloads, seed=None):
     """Amaranth-simulate ``payloads`` through ``dut``; random idles and stalls when seeded."""
-    received = []
-    rng = random.Random(seed)
-
-    async def producer(ctx):
-        for payload in payloads:
-            while seed is not None and rng.random() < 0.3:
-                await ctx.tick()
-            await stream_put(ctx, dut.i_stream, payload)
-
-    async def consumer(ctx):
-        for _ in payloads:
-            while seed is not None and rng.random() < 0.4:
-                await ctx.tick()
-            received.append(await stream_get(ctx, dut.o_stream))
-
-    run_simulation(dut, [producer, consumer], deadline=1e-2)
-    return received
+    noisy = seed is not None
+    return stream_through(dut, payloads, idle=0.3 if noisy else 0.0,
+                          backpressure=0.4 if noisy else 0.0, seed=seed or 0, deadline=1e-2)
 
 
 def fp32_corner_cases():

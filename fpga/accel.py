@@ -1,0 +1,187 @@
+"""Host driver of the whole accelerator (:class:`fpga.top.AcceleratorTop`) over a
+:class:`fpga.host.HostLink`: load a GEMM, run it, read the output codes and the counters.
+
+The core commands are :mod:`golden.core`'s (:func:`~golden.core.load_commands`,
+:func:`~golden.core.run_commands`, :func:`~golden.core.read_commands`); each becomes one bus
+word at ``OPS[op] << 24 | addr`` (the map in :mod:`fpga.top`). Consecutive commands of one op
+whose core addresses are consecutive are sent as one multi-word WRITE frame (the bridge writes
+``addr, addr + 1, ...``). Under the core's address map a weight channel's ``K`` codes, an
+activation row's ``K`` words and a channel's group metadata each form such a run (the lane is
+the low address field, the word above it), so a ``M x N x K`` load costs about ``2 N + M + 1``
+frames of at most ``max_payload / 4 - 1`` words instead of one 12-byte-overhead frame per word:
+roughly ``4 + 12 / run`` line bytes per word rather than 16.
+
+``start`` goes out as an EXEC (never resent after a lost reply: a second ``start`` while the
+job runs would be refused with ``busy``); completion is a READ of the ``wait`` op, which the
+core answers when the job ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from golden import core as gcore
+from golden import gemm as ggemm
+
+from .host import DeviceError, HostLink
+
+__all__ = ["Accelerator", "AcceleratorError", "compare_with_golden", "group_runs"]
+
+OP_SHIFT = 24  # must equal fpga.top.OP_SHIFT (not imported: that module pulls in Amaranth)
+STATUS_NAMES = {code: name for name, code in gcore.STATUS.items()}
+
+
+class AcceleratorError(RuntimeError):
+    """A core command failed. ``status`` is the core's status code when known; a refused bus
+    word comes back as the bridge's BACKEND error, which names the word but not the code
+    (``status`` None)."""
+
+    def __init__(self, op: str, addr: int, status: int | None, detail: str = ""):
+        self.op, self.addr, self.status = op, addr, status
+        name = "refused" if status is None else STATUS_NAMES.get(status, f"status {status}")
+        super().__init__(f"core command {op} at address {addr:#x}: {name}{detail}")
+
+
+def bus_address(op: str | int, addr: int = 0) -> int:
+    """``OPS[op] << 24 | addr`` (the bus map of :mod:`fpga.top`)."""
+    code = gcore.OPS[op] if isinstance(op, str) else int(op)
+    if not 0 <= code < 1 << gcore.OP_BITS or not 0 <= addr < 1 << OP_SHIFT:
+        raise ValueError(f"op {op!r} / addr {addr} out of range")
+    return code << OP_SHIFT | addr
+
+
+def group_runs(cmds: Sequence[tuple[str, int, int]], max_words: int
+               ) -> list[tuple[str, int, list[int]]]:
+    """Split ``(op, addr, data)`` commands, in order, into ``(op, first_addr, words)`` runs of
+    one op at consecutive addresses, at most ``max_words`` long."""
+    runs: list[tuple[str, int, list[int]]] = []
+    for op, addr, data in cmds:
+        if runs:
+            last_op, first, words = runs[-1]
+            if last_op == op and first + len(words) == addr and len(words) < max_words:
+                words.append(int(data))
+                continue
+        runs.append((op, int(addr), [int(data)]))
+    return runs
+
+
+class Accelerator:
+    """The accelerator behind ``link``.
+
+    Parameters
+    ----------
+    link : HostLink
+    core_params : dict
+        The :class:`hdl.array.core.AcceleratorCore` keyword arguments the bitstream was built
+        with (``max_m``, ``max_n``, ``max_k`` and the :func:`golden.gemm.core_config` ones).
+    """
+
+    def __init__(self, link: HostLink, core_params: dict):
+        params = dict(core_params)
+        self.link = link
+        self.core_params = dict(core_params)
+        self.core_map = gcore.core_map(params.pop("max_m", 16), params.pop("max_n", 16),
+                                       params.pop("max_k", 64), **params)
+        self.frames = 0  # WRITE frames sent by load() and run(), for cost reports
+
+    @property
+    def config(self) -> ggemm.CoreConfig:
+        return self.core_map.cfg
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _write(self, cmds: Sequence[tuple[str, int, int]]) -> None:
+        chunk = max(1, self.link.max_payload // 4 - 1)
+        for op, addr, words in group_runs(cmds, chunk):
+            try:
+                self.link.write(bus_address(op, addr), words)
+            except DeviceError as error:
+                raise AcceleratorError(op, addr + error.index, None,
+                                       f" (word {error.index} of a {len(words)}-word run)"
+                                       ) from error
+            self.frames += 1
+
+    def _read(self, op: str, addr: int, n: int) -> list[int]:
+        try:
+            return self.link.read(bus_address(op, addr), n)
+        except DeviceError as error:
+            raise AcceleratorError(op, addr + error.index, None) from error
+
+    def status(self) -> int:
+        """The core's ``status`` word: ``busy | done << 1``."""
+        return self.link.read(bus_address("status"), 1)[0]
+
+    # --- job -----------------------------------------------------------------------------------
+
+    def load(self, x, qt) -> None:
+        """Load activations ``x [M, K]`` (int8 codes or FP16/BF16 values, as the core's
+        activation format) and the quantized weights ``qt [N, K]``."""
+        self._write(gcore.load_commands(self.core_map, x, qt))
+
+    def run(self, m: int, n: int, k: int) -> int:
+        """Set the job dimensions, start it and wait until it is done (a READ of the ``wait``
+        op, answered when the job ends: the link's ``timeout`` must outlast the job); returns
+        the ``wait`` word (``done << 1``)."""
+        set_job = [c for c in gcore.run_commands(m, n, k) if c[0] == "set_job"]
+        self._write(set_job)
+        try:
+            self.link.exec(bus_address("start"))
+        except DeviceError as error:
+            raise AcceleratorError("start", 0, None) from error
+        # ``wait`` answers once the job is over: one READ whose reply comes when it is done.
+        word = self._read("wait", 0, 1)[0]
+        if not word & 2:
+            raise AcceleratorError("wait", 0, None, f": returned {word:#x}, not done")
+        return word
+
+    def read_outputs(self, m: int, n: int) -> np.ndarray:
+        """The output codes, uint32 ``[M, N]`` (FP32 codes, or FP16 codes zero-extended)."""
+        mp = self.core_map
+        if n == mp.max_n:  # rows are contiguous: one run
+            words = self._read("read_output", 0, m * n)
+        else:
+            words = [w for i in range(m) for w in self._read("read_output",
+                                                             mp.output_address(i, 0), n)]
+        return np.array(words, dtype=np.uint32).reshape(m, n)
+
+    def counters(self) -> dict[str, int]:
+        """The performance counters of the last job (``golden.core.COUNTERS``)."""
+        halves = self._read("read_counter", 0, 2 * len(gcore.COUNTERS))
+        return {name: halves[2 * i] | halves[2 * i + 1] << 32
+                for name, i in gcore.COUNTERS.items()}
+
+    def gemm(self, x, qt) -> dict:
+        """Load, run and read one GEMM: ``{"codes": uint32 [M, N], "counters": dict}``."""
+        m, k = np.shape(x)
+        n = qt.shape[0]
+        self.load(x, qt)
+        self.run(m, n, k)
+        return {"codes": self.read_outputs(m, n), "counters": self.counters()}
+
+
+def compare_with_golden(core_params: dict, x, qt, result: dict, *, fill: int | None = None
+                        ) -> dict:
+    """Compare an :meth:`Accelerator.gemm` result with :func:`golden.gemm.gemm`.
+
+    Returns ``{"expected", "mismatches" (count), "exact" (bool), "cases"}``; with ``fill`` (the
+    array's pipeline latency, ``AcceleratorCore.fill``) also ``"counters_expected"`` from
+    :func:`golden.core.job_counters` and ``"counters_exact"``.
+    """
+    params = dict(core_params)
+    mp = gcore.core_map(params.pop("max_m", 16), params.pop("max_n", 16),
+                        params.pop("max_k", 64), **params)
+    mask = (1 << mp.out_bits) - 1
+    expected = (np.asarray(ggemm.gemm(x, qt, mp.cfg).codes).astype(np.int64) & mask
+                ).astype(np.uint32)
+    got = np.asarray(result["codes"], dtype=np.uint32)
+    mismatches = int((got != expected).sum()) if got.shape == expected.shape else expected.size
+    out = {"expected": expected, "mismatches": mismatches, "exact": mismatches == 0,
+           "cases": int(expected.size)}
+    if fill is not None:
+        m, k = np.shape(x)
+        want = gcore.job_counters(mp, m, qt.shape[0], k, fill)
+        out["counters_expected"] = want
+        out["counters_exact"] = result.get("counters") == want
+    return out

@@ -1,0 +1,108 @@
+"""The whole accelerator end to end: :class:`fpga.top.AcceleratorTop` under cocotb + Verilator,
+driven through its UART pins by the real host code (fpga/accel.py over fpga/host.py); output
+codes bit-exact against golden/gemm.py before and after a fuzz phase. Also the host driver's
+grouping of commands into WRITE runs and its bus map against fpga/top.py."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fpga import accel, protocol, top
+from fpga.host import HostLink, LoopbackTransport
+from golden import core as gcore
+from hdl.array.core import AcceleratorCore
+from sim.verilator import get_model, run_cocotb
+
+BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
+CORE = dict(rows=1, cols=1, lanes=4, group_size=16, formats=BITMOD, act_format="int8",
+            max_m=3, max_n=3, max_k=32)
+# 4 clocks per UART bit; the receive timeout is 10 byte times.
+TOP = dict(clk_freq=4_000_000, baud=1_000_000, max_payload=128, timeout_cycles=400, core=CORE)
+
+
+def test_bus_address_matches_top():
+    for op in gcore.OPS:
+        for addr in (0, 1, (1 << 24) - 1):
+            assert accel.bus_address(op, addr) == top.bus_address(op, addr)
+
+
+def test_group_runs():
+    cmds = [("write_weight", 4, 1), ("write_weight", 5, 2), ("write_weight", 6, 3),
+            ("write_weight", 8, 4), ("write_meta", 9, 5), ("write_meta", 10, 6),
+            ("write_act", 0, 7), ("write_act", 1, 8), ("write_act", 2, 9)]
+    assert accel.group_runs(cmds, 2) == [
+        ("write_weight", 4, [1, 2]), ("write_weight", 6, [3]), ("write_weight", 8, [4]),
+        ("write_meta", 9, [5, 6]), ("write_act", 0, [7, 8]), ("write_act", 2, [9])]
+    # Every command is sent once, at its own address, whatever the run limit.
+    for limit in (1, 3, 100):
+        flat = [(op, a + i, w) for op, a, words in accel.group_runs(cmds, limit)
+                for i, w in enumerate(words)]
+        assert flat == cmds
+
+
+class CoreBackend(protocol.Backend):
+    """The bus of fpga/top.py over golden.core's command-level model of the core."""
+
+    def __init__(self, mp, fill):
+        self.mp = mp
+        self.model = gcore.CoreModel(mp, fill)
+
+    def access(self, write, addr, data):
+        if addr >> 28:
+            return gcore.STATUS["bad_op"], True
+        if (addr & 0xFFFFFF) >> self.mp.addr_bits:
+            return gcore.STATUS["bad_addr"], True
+        status, value = self.model.command(addr >> 24, addr & 0xFFFFFF, data if write else 0)
+        return (status, True) if status else (value, False)
+
+
+def test_accelerator_driver_on_golden_models():
+    """fpga/accel.py over the golden bridge and core models: exact codes and counters, the
+    WRITE frame count of the grouping, and a refused command raised as AcceleratorError."""
+    from sim.tb.accel_tb import make_job
+
+    probe = AcceleratorCore(**CORE)
+    probe._MustUse__silence = True
+    mp = probe.core_map
+    backend = CoreBackend(mp, probe.fill)
+    link = HostLink(LoopbackTransport(protocol.BridgeModel(backend, TOP["max_payload"])))
+    dev = accel.Accelerator(link, CORE)
+    checked = 0
+    for seed, (m, n, k) in enumerate([(3, 3, 20), (2, 3, 32), (1, 1, 1)]):
+        x, qt = make_job(CORE, m, n, k, seed)
+        frames = dev.frames
+        result = dev.gemm(x, qt)
+        check = accel.compare_with_golden(CORE, x, qt, result, fill=probe.fill)
+        assert check["exact"] and check["counters_exact"]
+        assert result["codes"].dtype == np.uint32 and result["codes"].shape == (m, n)
+        cmds = gcore.load_commands(mp, x, qt) + gcore.run_commands(m, n, k)[:3]
+        runs = accel.group_runs(cmds, TOP["max_payload"] // 4 - 1)
+        assert dev.frames - frames == len(runs) <= len(cmds)
+        # A channel's or a row's K words share a frame: far fewer frames than words.
+        assert k < 20 or len(runs) < len(cmds) // 8
+        # A wrong code is seen.
+        result["codes"][0, 0] ^= 1
+        assert accel.compare_with_golden(CORE, x, qt, result)["mismatches"] == 1
+        checked += check["cases"]
+    try:
+        dev.run(mp.max_m + 1, 1, 1)
+    except accel.AcceleratorError as error:
+        assert error.op == "set_job" and error.addr == 0
+    else:
+        raise AssertionError("set_job beyond max_m was accepted")
+    print(f"checked {checked} codes")
+
+
+def test_e2e_gemm_fuzz_gemm():
+    model = get_model(top.AcceleratorTop, TOP)
+    with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
+        report = Path(scratch) / "report.txt"
+        run_cocotb(model, "sim.tb.accel_tb", testcase="gemm_fuzz_gemm",
+                   run_name=f"accel-{os.getpid()}-{Path(scratch).name}",
+                   env={"ACCEL_REPORT": str(report), "ACCEL_DIMS": "3x3x20,2x3x32",
+                        "ACCEL_FUZZ_ITEMS": "40", "ACCEL_SEED": "5"})
+        text = report.read_text()
+    print(text)
+    assert text.count("bit-exact") == 2 and "fuzz items" in text

@@ -57,3 +57,16 @@ def test_synth_json_reports_component_figures():
     result = json.loads(out)
     assert result["ff"] == 2 * (4 + 1 + 1)  # two stages of a 5-bit sum and a valid bit
     assert result["lut4"] > 0 and result["fmax_mhz"] > 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--port", "/nonexistent/ttyUSB9", "--board", "icebreaker"], "ttyUSB9"),
+    (["run", "--port", "/nonexistent/ttyUSB9", "--board", "nope"], "unknown board"),
+    (["run", "--port", "/nonexistent/ttyUSB9", "--board", "icebreaker", "--random", "999",
+      "2", "16"], "exceeds the board's buffers"),
+])
+def test_run_errors_are_one_line(args, message):
+    status, _out, err = run_cli(*args)
+    assert status == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and message in err, err

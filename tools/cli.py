@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "tools.cmd_synth",
     "tools.cmd_verify",
     "tools.cmd_build",
+    "tools.cmd_run",
     "tools.bench",
 )
 

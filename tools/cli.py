@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
-__all__ = ["CLIError", "main"]
+__all__ = ["CLIError", "main", "parse_array"]
 
 # Modules that register top-level sub-commands, in the order shown by ``bitmod --help``.
 COMMAND_MODULES = (
@@ -30,6 +31,14 @@ COMMAND_MODULES = (
 
 class CLIError(Exception):
     """An error caused by the user's input; printed as one line, exit status 2."""
+
+
+def parse_array(text: str) -> tuple[int, int]:
+    """``"4x8"`` -> ``(4, 8)`` (rows x columns); shared by the commands that take ``--array``."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if not match:
+        raise CLIError(f"--array takes ROWSxCOLS (e.g. 4x4), not {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,21 +10,11 @@ if timing is not met (exit 1) or the design does not fit / a tool fails (exit 2)
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 from fpga.boards import BOARDS, get_board
 from fpga.build import ACT_FORMATS, BuildConfig, BuildError, build
-from tools.cli import CLIError
-
-
-def parse_array(text: str) -> tuple[int, int]:
-    """``"4x8"`` -> ``(4, 8)`` (rows x columns)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
-    if not match:
-        raise CLIError(f"--array takes ROWSxCOLS (e.g. 4x4), not {text!r}")
-    return int(match[1]), int(match[2])
-
+from tools.cli import CLIError, parse_array
 
 HEADER = (f"{'board':15s} {'array':>7s} {'clock':>7s} {'LUT4':>13s} {'FF':>13s} {'DSP':>8s} "
           f"{'BRAM':>8s} {'Fmax':>7s} {'timing':>7s} {'GMAC/s':>7s}")

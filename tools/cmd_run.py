@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from tools.cli import CLIError
+from tools.cli import CLIError, parse_array
 
 
 def _problem(args, rng, max_m: int, max_n: int, max_k: int):
@@ -42,7 +42,6 @@ def _run(args) -> int:
     from fpga.host import HostLink, LinkError, SerialTransport
     from golden import gemm as ggemm
     from golden.quantize import quantize
-    from tools.cmd_build import parse_array
 
     rows = cols = None
     if args.array:

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tools.cli import CLIError
+from tools.cli import CLIError, parse_array
 
 # "the quick brown fox jumps over the lazy dog ." in MiniLM's (BERT uncased) WordPiece vocabulary,
 # between [CLS] (101) and [SEP] (102), padded with [PAD] (0) to 16 tokens.
@@ -93,13 +93,6 @@ def sentence_token_ids(sentence: str, length: int) -> np.ndarray:
     if len(ids) > length:
         raise ValueError(f"the sentence needs {len(ids)} tokens, more than {length}")
     return np.array(ids + [vocab["[PAD]"]] * (length - len(ids)), dtype=np.int64)
-
-
-def parse_array(text: str) -> tuple[int, int]:
-    rows, sep, cols = text.lower().partition("x")
-    if not sep or not rows.isdigit() or not cols.isdigit() or not int(rows) or not int(cols):
-        raise CLIError(f"--array takes ROWSxCOLS, e.g. 4x4, not {text!r}")
-    return int(rows), int(cols)
 
 
 def _load_problem(args, rng):

@@ -16,7 +16,7 @@ from amaranth import Shape
 from amaranth.lib import data
 
 from golden import gemm as ggemm
-from golden import terms as gterms
+from golden.core import special_register  # the register golden.gemm assumes
 from hdl.array import SystolicArray
 from sim.vectors import run_stream
 
@@ -101,13 +101,6 @@ def expected_codes(cfg, result, tiles):
                 m, n = m0 + r, n0 + c
                 out.append(int(result.codes[m, n]) if m < M and n < N else 0)
     return np.array(out, dtype=object)
-
-
-def special_register(cfg) -> int:
-    geo = cfg.geometry
-    if not geo.has_register:
-        return 0
-    return gterms.pack_special_register(gterms.default_special_values(list(cfg.formats)))
 
 
 def run_array_gemm(params: dict, acts: dict, qt, *, backpressure: float = 0.0,

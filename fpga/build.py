@@ -34,6 +34,7 @@ from .synth import SynthError, SynthReport, _count_cells, run_flow
 __all__ = ["ACT_FORMATS", "BuildConfig", "BuildError", "BuildResult", "build", "weight_formats"]
 
 ACT_FORMATS = ("int8", "fp16", "bf16")
+ROUTERS = ("router1", "router2")  # nextpnr --router
 
 
 class BuildError(RuntimeError):
@@ -65,12 +66,15 @@ class BuildConfig:
     max_k: int | None = None
     baud: int = 115200
     seed: int = 1
+    router: str = "router1"
 
     def resolved(self) -> tuple[Board, dict]:
         """The board and the complete parameter set (board defaults filled in)."""
         board = get_board(self.board)
         if self.act not in ACT_FORMATS:
             raise ValueError(f"act must be one of {', '.join(ACT_FORMATS)}, not {self.act!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {self.router!r}")
         params = {
             "rows": board.rows if self.rows is None else self.rows,
             "cols": board.cols if self.cols is None else self.cols,
@@ -80,7 +84,7 @@ class BuildConfig:
             "max_m": board.max_m if self.max_m is None else self.max_m,
             "max_n": board.max_n if self.max_n is None else self.max_n,
             "max_k": board.max_k if self.max_k is None else self.max_k,
-            "baud": self.baud, "seed": self.seed,
+            "baud": self.baud, "seed": self.seed, "router": self.router,
         }
         return board, params
 
@@ -209,7 +213,8 @@ def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: 
     plan = platform.build(
         top, name="top", build_dir=str(workdir), do_build=False, do_program=False,
         synth_opts=synth_opts, script_after_synth="tee -q -o stat.json stat -json",
-        nextpnr_opts=f"--report report.json --timing-allow-fail --seed {params['seed']}")
+        nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {params['seed']} "
+                      f"--router {params['router']}"))
     plan.extract(str(workdir))
     env = {**os.environ, **apply_tool_environment()}
     log = workdir / "build.log"
@@ -236,7 +241,7 @@ def _bare_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: f
     verilog = export_verilog(AcceleratorTop(clock * 1e6, params["baud"], core))
     try:
         report = run_flow(verilog, board.fpga, workdir, target_mhz=clock, seed=params["seed"],
-                          timeout=timeout, pack=True)
+                          timeout=timeout, pack=True, router=params["router"])
     except SynthError as error:
         raise _fail("bare flow", workdir, ["nextpnr.log", "nextpnr.out"]) from error
     suffix = "bin" if board.family == "ice40" else "bit"

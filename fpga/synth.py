@@ -88,7 +88,8 @@ def _count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
 
 def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
              target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800.0,
-             pack: bool = False, constraints: Path | None = None) -> SynthReport:
+             pack: bool = False, constraints: Path | None = None,
+             router: str | None = None) -> SynthReport:
     """Synthesise, place and route ``verilog`` for ``device`` in ``workdir``.
 
     Parameters
@@ -103,6 +104,8 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
         Also produce a bitstream (``top.bin`` for iCE40, ``top.bit`` for ECP5).
     constraints : Path, optional
         A PCF (iCE40) or LPF (ECP5) file; without one, I/O is placed automatically.
+    router : str, optional
+        nextpnr's ``--router`` (``router1``, its default, or ``router2``).
     """
     apply_tool_environment()
     started = time.monotonic()
@@ -123,6 +126,8 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
                # Report the achieved Fmax even when it misses the target (nextpnr-ice40 would
                # otherwise stop with an error); SynthReport.timing_met says whether it was met.
                "--timing-allow-fail"]
+    if router is not None:
+        command += ["--router", router]
     if device.family == "ice40":
         command += ["--asc", f"{top}.asc"]
         command += ["--pcf", str(constraints)] if constraints else ["--pcf-allow-unconstrained"]

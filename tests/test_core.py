@@ -132,22 +132,26 @@ def test_amaranth_sim_protocol_errors():
     mp = dut.core_map
     cases = [*bad_commands(mp), (("set_job", 0, 2), "ok"), (("read_counter", 0, 0), "ok")]
     expected = model_responses(mp, dut.fill, [c for c, _ in cases])
-    got, valid_after = [], []
+    got, valid_timelines = [], []
 
     async def host(ctx):
         for item, _ in cases:
             word = gcore.pack_command(mp, *item)
             await stream_put(ctx, dut.i_cmd, {"op": word & 15, "addr": word >> 4 & (
                 (1 << mp.addr_bits) - 1), "data": word >> (4 + mp.addr_bits)})
-            # The response is valid in the cycle after the command was taken.
-            valid_after.append(ctx.get(dut.o_resp.valid))
+            # The response turns valid exactly ``latency`` cycles after the command was taken.
+            timeline = [ctx.get(dut.o_resp.valid)]
+            for _ in range(dut.latency - 1):
+                await ctx.tick()
+                timeline.append(ctx.get(dut.o_resp.valid))
+            valid_timelines.append(timeline)
             resp = await stream_get(ctx, dut.o_resp)
             got.append((resp.status, resp.data))
 
     run_simulation(dut, [host], deadline=2e-5)
     assert [s for s, _ in got] == [ST[name] for _, name in cases]
     assert got == expected
-    assert dut.latency == 1 and all(valid_after)
+    assert all(t == [0] * (dut.latency - 1) + [1] for t in valid_timelines)
     print(f"checked {len(cases)} commands")
 
 

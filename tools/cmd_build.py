@@ -13,7 +13,7 @@ import json
 import sys
 
 from fpga.boards import BOARDS, get_board
-from fpga.build import ACT_FORMATS, BuildConfig, BuildError, build
+from fpga.build import ACT_FORMATS, ROUTERS, BuildConfig, BuildError, build
 from tools.cli import CLIError, parse_array
 
 HEADER = (f"{'board':15s} {'array':>7s} {'clock':>7s} {'LUT4':>13s} {'FF':>13s} {'DSP':>8s} "
@@ -48,7 +48,7 @@ def _build(args) -> int:
         rows, cols = parse_array(args.array)
     config = BuildConfig(board.name, rows=rows, cols=cols, lanes=args.lanes,
                          clock_mhz=args.clock, act=args.act, weight_bits=args.weight_bits,
-                         seed=args.seed)
+                         seed=args.seed, router=args.router)
     try:
         result = build(config).as_dict()
     except BuildError as error:
@@ -84,5 +84,8 @@ def register(subparsers) -> None:
     parser.add_argument("--weight-bits", type=int, choices=(3, 4), default=4,
                         help="BitMoD weight width (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--router", choices=ROUTERS, default="router1",
+                        help="nextpnr router (default router1; router2 copes better with "
+                             "congested large arrays)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_build)

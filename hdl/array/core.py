@@ -81,7 +81,7 @@ class AcceleratorCore(wiring.Component):
 
     Counters (48 bits, cleared by ``start``):
 
-    * ``cycles``: cycles the core is busy, from the cycle after ``start`` is accepted to the
+    * ``cycles``: cycles the core is busy, from the cycle after ``start`` executes to the
       last output write (:func:`golden.core.job_counters`: ``prepass + 1 +
       gemm_cycles(fill=front_latency + latency - 1)``, ``prepass = ceil(M / R) *
       ceil(K / L) + 1`` for FP activations, 0 for INT8);
@@ -91,9 +91,10 @@ class AcceleratorCore(wiring.Component):
       controller has none ready although steps remain (1 per job: the first buffer read); the
       array is never held by backpressure (the output buffer takes a result every cycle).
 
-    Latency: :attr:`latency` (1) from a command accepted to its response valid; ``start`` to
-    done = ``cycles`` + 1. Throughput: one weight-step per clock from
-    the buffers (the array takes one per ``T`` clocks); one command per 2 clocks.
+    Latency: :attr:`latency` (2) from a command accepted to its response valid (checked in
+    the cycle it is accepted, executed in the next); ``start`` accepted to done = ``cycles`` +
+    2. Throughput: one weight-step per clock from the buffers (the array takes one per ``T``
+    clocks); one command per 3 clocks (the next is accepted after the response is taken).
 
     Parameters
     ----------
@@ -143,7 +144,7 @@ class AcceleratorCore(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a command accepted to its response valid (``wait``: after the job)."""
-        return 1
+        return 2
 
     @property
     def fill(self) -> int:
@@ -203,6 +204,10 @@ class AcceleratorCore(wiring.Component):
             base_rd = [mem.read_port() for mem in base_mem]
 
         # ---- command port ---------------------------------------------------------------------
+        # Two stages: a command is checked in the cycle it is accepted (its status registered)
+        # and executed in the next. Checking (address and data compares) and acting (buffer
+        # write enables; ``start`` clearing the loop registers and counters) in one cycle was
+        # ~13 LUT levels, the iCE40 board's critical path.
         cmd = self.i_cmd.payload
         resp_valid = Signal()
         resp_status = Signal(gcore.STATUS_BITS)
@@ -210,8 +215,13 @@ class AcceleratorCore(wiring.Component):
         resp_from_mem = Signal()  # the response data is the output buffer's read data
         waiting = Signal()  # a wait command is held until the job ends
         accept = Signal()
+        x_valid = Signal()  # the checked command executes this cycle
+        x_op = Signal(gcore.OP_BITS)
+        x_addr = Signal(mp.addr_bits)
+        x_data = Signal(gcore.DATA_BITS)
+        x_status = Signal(gcore.STATUS_BITS)
         m.d.comb += [
-            self.i_cmd.ready.eq(~resp_valid & ~waiting),
+            self.i_cmd.ready.eq(~resp_valid & ~waiting & ~x_valid),
             accept.eq(self.i_cmd.valid & self.i_cmd.ready),
             self.o_resp.valid.eq(resp_valid),
             self.o_resp.payload.status.eq(resp_status),
@@ -228,30 +238,28 @@ class AcceleratorCore(wiring.Component):
                 pos += width
             return out, value[pos:] == 0 if pos < len(value) else Const(1)
 
+        # -- check stage: the incoming command's status ---------------------------------------
         status = Signal(gcore.STATUS_BITS)
-        imm = Signal(gcore.DATA_BITS)
-        op = cmd.op
-        addr, dat = cmd.addr, cmd.data
-        start = Signal()
-        f_w, top_w = split(addr, mp.fields["write_weight"])
-        f_meta, top_meta = split(addr, mp.fields["write_meta"])
-        f_a, top_a = split(addr, mp.fields["write_act"])
-        bad_w_addr = ~top_w | (f_w["lane"] >= L) | (f_w["word"] >= mp.weight_depth) \
-            | (f_w["bank"] >= C)
-        bad_meta_addr = ~top_meta | (f_meta["word"] >= mp.meta_depth) | (f_meta["bank"] >= C)
-        bad_a_addr = ~top_a | (f_a["lane"] >= L) | (f_a["word"] >= mp.act_depth) \
-            | (f_a["bank"] >= R)
+        c_op, c_addr, c_dat = cmd.op, cmd.addr, cmd.data
+        c_w, top_w = split(c_addr, mp.fields["write_weight"])
+        c_meta, top_meta = split(c_addr, mp.fields["write_meta"])
+        c_a, top_a = split(c_addr, mp.fields["write_act"])
+        bad_w_addr = ~top_w | (c_w["lane"] >= L) | (c_w["word"] >= mp.weight_depth) \
+            | (c_w["bank"] >= C)
+        bad_meta_addr = ~top_meta | (c_meta["word"] >= mp.meta_depth) | (c_meta["bank"] >= C)
+        bad_a_addr = ~top_a | (c_a["lane"] >= L) | (c_a["word"] >= mp.act_depth) \
+            | (c_a["bank"] >= R)
         if fp:
-            special_word = dat[MB:MB + E] == (1 << E) - 1
-            bad_act = (dat[16:] != 0) | special_word
+            special_word = c_dat[MB:MB + E] == (1 << E) - 1
+            bad_act = (c_dat[16:] != 0) | special_word
         else:
-            bad_act = (dat[16:] != 0) | ((dat[7:16] != 0) & (dat[7:16] != 0x1FF))
-        bad_meta = (dat[mp.meta_bits:] != 0) | (dat[SB:SB + 2] >= len(cfg.formats))
+            bad_act = (c_dat[16:] != 0) | ((c_dat[7:16] != 0) & (c_dat[7:16] != 0x1FF))
+        bad_meta = (c_dat[mp.meta_bits:] != 0) | (c_dat[SB:SB + 2] >= len(cfg.formats))
         job_value_ok = Signal()
-        with m.Switch(addr):
+        with m.Switch(c_addr):
             for idx, bound in enumerate((mp.max_m, mp.max_n, mp.max_k)):
                 with m.Case(idx):
-                    m.d.comb += job_value_ok.eq((dat != 0) & (dat <= bound))
+                    m.d.comb += job_value_ok.eq((c_dat != 0) & (c_dat <= bound))
 
         def check(*conds):
             """Status of the first true (condition, code) pair, else ok."""
@@ -260,12 +268,12 @@ class AcceleratorCore(wiring.Component):
                 result = Mux(cond, code, result)
             return result
 
-        with m.Switch(op):
-            with m.Case(OPS["status"]):
-                m.d.comb += [status.eq(ST["ok"]), imm.eq(Cat(busy, done))]
+        with m.Switch(c_op):
+            with m.Case(OPS["status"], OPS["wait"]):
+                m.d.comb += status.eq(ST["ok"])
             with m.Case(OPS["write_weight"]):
                 m.d.comb += status.eq(check((busy, ST["busy"]), (bad_w_addr, ST["bad_addr"]),
-                                            (dat[CB:] != 0, ST["bad_data"])))
+                                            (c_dat[CB:] != 0, ST["bad_data"])))
             with m.Case(OPS["write_meta"]):
                 m.d.comb += status.eq(check((busy, ST["busy"]),
                                             (bad_meta_addr, ST["bad_addr"]),
@@ -274,37 +282,55 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += status.eq(check((busy, ST["busy"]), (bad_a_addr, ST["bad_addr"]),
                                             (bad_act, ST["bad_data"])))
             with m.Case(OPS["write_special"]):
-                m.d.comb += status.eq(check((busy, ST["busy"]), (addr != 0, ST["bad_addr"])))
+                m.d.comb += status.eq(check((busy, ST["busy"]), (c_addr != 0, ST["bad_addr"])))
             with m.Case(OPS["set_job"]):
-                m.d.comb += status.eq(check((busy, ST["busy"]), (addr >= 3, ST["bad_addr"]),
+                m.d.comb += status.eq(check((busy, ST["busy"]), (c_addr >= 3, ST["bad_addr"]),
                                             (~job_value_ok, ST["bad_job"])))
             with m.Case(OPS["start"]):
                 m.d.comb += status.eq(check(
                     (busy, ST["busy"]),
                     ((job_m == 0) | (job_n == 0) | (job_k == 0), ST["bad_job"])))
-            with m.Case(OPS["wait"]):
-                m.d.comb += [status.eq(ST["ok"]), imm.eq(Cat(Const(0, 1), done))]
             with m.Case(OPS["read_output"]):
                 m.d.comb += status.eq(check((busy, ST["busy"]),
-                                            (addr >= mp.out_depth, ST["bad_addr"])))
+                                            (c_addr >= mp.out_depth, ST["bad_addr"])))
             with m.Case(OPS["read_counter"]):
-                m.d.comb += status.eq(check((addr >= 2 * len(counters), ST["bad_addr"])))
-                with m.Switch(addr):
-                    for i, cnt in enumerate(counters):
-                        for half in range(2):
-                            with m.Case(2 * i + half):
-                                m.d.comb += imm.eq(cnt[32 * half:32 * half + 32])
+                m.d.comb += status.eq(check((c_addr >= 2 * len(counters), ST["bad_addr"])))
             with m.Default():
                 m.d.comb += status.eq(ST["bad_op"])
-        ok = accept & (status == ST["ok"])
-
+        # Between the stages ``busy`` can only fall (a job ending), which orders the command
+        # before the job's end: its status stands. Only ``start`` raises ``busy``, and it is
+        # the one command in flight.
+        m.d.sync += [x_valid.eq(accept), x_status.eq(status)]
         with m.If(accept):
+            m.d.sync += [x_op.eq(c_op), x_addr.eq(c_addr), x_data.eq(c_dat)]
+
+        # -- execute stage ----------------------------------------------------------------------
+        op, addr, dat = x_op, x_addr, x_data
+        f_w, _ = split(addr, mp.fields["write_weight"])
+        f_meta, _ = split(addr, mp.fields["write_meta"])
+        f_a, _ = split(addr, mp.fields["write_act"])
+        start = Signal()
+        imm = Signal(gcore.DATA_BITS)
+        with m.Switch(op):
+            with m.Case(OPS["status"]):
+                m.d.comb += imm.eq(Cat(busy, done))
+            with m.Case(OPS["wait"]):
+                m.d.comb += imm.eq(Cat(Const(0, 1), done))
+            with m.Case(OPS["read_counter"]), m.Switch(addr):
+                for i, cnt in enumerate(counters):
+                    for half in range(2):
+                        with m.Case(2 * i + half):
+                            m.d.comb += imm.eq(cnt[32 * half:32 * half + 32])
+        x_ok = x_status == ST["ok"]
+        ok = x_valid & x_ok
+
+        with m.If(x_valid):
             with m.If((op == OPS["wait"]) & busy):
                 m.d.sync += waiting.eq(1)
             with m.Else():
-                m.d.sync += [resp_valid.eq(1), resp_status.eq(status),
-                             resp_data.eq(Mux(status == ST["ok"], imm, 0)),
-                             resp_from_mem.eq((op == OPS["read_output"]) & (status == ST["ok"]))]
+                m.d.sync += [resp_valid.eq(1), resp_status.eq(x_status),
+                             resp_data.eq(Mux(x_ok, imm, 0)),
+                             resp_from_mem.eq((op == OPS["read_output"]) & x_ok)]
         with m.If(waiting & ~busy):
             m.d.sync += [waiting.eq(0), resp_valid.eq(1), resp_status.eq(ST["ok"]),
                          resp_data.eq(Cat(Const(0, 1), done)), resp_from_mem.eq(0)]

@@ -81,7 +81,7 @@ class AcceleratorCore(wiring.Component):
 
     Counters (48 bits, cleared by ``start``):
 
-    * ``cycles``: cycles the core is busy, from the cycle after ``start`` executes to the
+    * ``cycles``: cycles the core is busy, from the cycle after ``start`` is accepted to the
       last output write (:func:`golden.core.job_counters`: ``prepass + 1 +
       gemm_cycles(fill=front_latency + latency - 1)``, ``prepass = ceil(M / R) *
       ceil(K / L) + 1`` for FP activations, 0 for INT8);
@@ -91,10 +91,10 @@ class AcceleratorCore(wiring.Component):
       controller has none ready although steps remain (1 per job: the first buffer read); the
       array is never held by backpressure (the output buffer takes a result every cycle).
 
-    Latency: :attr:`latency` (2) from a command accepted to its response valid (checked in
-    the cycle it is accepted, executed in the next); ``start`` accepted to done = ``cycles`` +
-    2. Throughput: one weight-step per clock from the buffers (the array takes one per ``T``
-    clocks); one command per 3 clocks (the next is accepted after the response is taken).
+    Latency: a command offered (``valid``) is checked for one cycle, then accepted
+    (``ready``) and executed; :attr:`latency` (1) from accepted to its response valid;
+    ``start`` accepted to done = ``cycles`` + 1. Throughput: one weight-step per clock from
+    the buffers (the array takes one per ``T`` clocks); one command per 3 clocks.
 
     Parameters
     ----------
@@ -144,7 +144,7 @@ class AcceleratorCore(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a command accepted to its response valid (``wait``: after the job)."""
-        return 2
+        return 1
 
     @property
     def fill(self) -> int:
@@ -204,10 +204,12 @@ class AcceleratorCore(wiring.Component):
             base_rd = [mem.read_port() for mem in base_mem]
 
         # ---- command port ---------------------------------------------------------------------
-        # Two stages: a command is checked in the cycle it is accepted (its status registered)
-        # and executed in the next. Checking (address and data compares) and acting (buffer
-        # write enables; ``start`` clearing the loop registers and counters) in one cycle was
-        # ~13 LUT levels, the iCE40 board's critical path.
+        # Two stages: an offered command is first checked (its status registered, ``ready``
+        # still low), then accepted and executed in the next cycle, its payload held stable by
+        # the stream contract. Checking (address and data compares) and acting (buffer write
+        # enables; ``start`` clearing the loop registers and counters) in one cycle was ~13 LUT
+        # levels, the iCE40 board's critical path; holding the payload upstream instead of
+        # registering a copy costs no flip-flops.
         cmd = self.i_cmd.payload
         resp_valid = Signal()
         resp_status = Signal(gcore.STATUS_BITS)
@@ -215,13 +217,10 @@ class AcceleratorCore(wiring.Component):
         resp_from_mem = Signal()  # the response data is the output buffer's read data
         waiting = Signal()  # a wait command is held until the job ends
         accept = Signal()
-        x_valid = Signal()  # the checked command executes this cycle
-        x_op = Signal(gcore.OP_BITS)
-        x_addr = Signal(mp.addr_bits)
-        x_data = Signal(gcore.DATA_BITS)
+        checked = Signal()  # the offered command's status is in ``x_status``
         x_status = Signal(gcore.STATUS_BITS)
         m.d.comb += [
-            self.i_cmd.ready.eq(~resp_valid & ~waiting & ~x_valid),
+            self.i_cmd.ready.eq(checked),
             accept.eq(self.i_cmd.valid & self.i_cmd.ready),
             self.o_resp.valid.eq(resp_valid),
             self.o_resp.payload.status.eq(resp_status),
@@ -238,7 +237,7 @@ class AcceleratorCore(wiring.Component):
                 pos += width
             return out, value[pos:] == 0 if pos < len(value) else Const(1)
 
-        # -- check stage: the incoming command's status ---------------------------------------
+        # -- check stage: the offered command's status -----------------------------------------
         status = Signal(gcore.STATUS_BITS)
         c_op, c_addr, c_dat = cmd.op, cmd.addr, cmd.data
         c_w, top_w = split(c_addr, mp.fields["write_weight"])
@@ -300,15 +299,14 @@ class AcceleratorCore(wiring.Component):
         # Between the stages ``busy`` can only fall (a job ending), which orders the command
         # before the job's end: its status stands. Only ``start`` raises ``busy``, and it is
         # the one command in flight.
-        m.d.sync += [x_valid.eq(accept), x_status.eq(status)]
+        with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
+            m.d.sync += [checked.eq(1), x_status.eq(status)]
         with m.If(accept):
-            m.d.sync += [x_op.eq(c_op), x_addr.eq(c_addr), x_data.eq(c_dat)]
+            m.d.sync += checked.eq(0)
 
-        # -- execute stage ----------------------------------------------------------------------
-        op, addr, dat = x_op, x_addr, x_data
-        f_w, _ = split(addr, mp.fields["write_weight"])
-        f_meta, _ = split(addr, mp.fields["write_meta"])
-        f_a, _ = split(addr, mp.fields["write_act"])
+        # -- execute stage: the accepted command ------------------------------------------------
+        op, addr, dat = c_op, c_addr, c_dat
+        f_w, f_meta, f_a = c_w, c_meta, c_a
         start = Signal()
         imm = Signal(gcore.DATA_BITS)
         with m.Switch(op):
@@ -322,9 +320,9 @@ class AcceleratorCore(wiring.Component):
                         with m.Case(2 * i + half):
                             m.d.comb += imm.eq(cnt[32 * half:32 * half + 32])
         x_ok = x_status == ST["ok"]
-        ok = x_valid & x_ok
+        ok = accept & x_ok
 
-        with m.If(x_valid):
+        with m.If(accept):
             with m.If((op == OPS["wait"]) & busy):
                 m.d.sync += waiting.eq(1)
             with m.Else():

@@ -197,7 +197,8 @@ def _parse_report(workdir: Path, device, target_mhz: float, seconds: float) -> S
                        **_count_cells(cells, device.family))
 
 
-def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: float):
+def board_plan(board: Board, params: dict, core: dict, workdir: Path):
+    """The board top and its build scripts, extracted into ``workdir`` (nothing run yet)."""
     from amaranth.build import Attrs
     from amaranth_boards.resources import UARTResource
 
@@ -208,14 +209,19 @@ def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: 
     if board.uart is not None:
         rx, tx, attrs = board.uart
         platform.add_resources([UARTResource(0, rx=rx, tx=tx, attrs=Attrs(**attrs))])
-    device = board.fpga
-    synth_opts = device.synth_command.split(" ", 1)[1]
+    synth_opts = board.fpga.synth_command.split(" ", 1)[1]
     plan = platform.build(
         top, name="top", build_dir=str(workdir), do_build=False, do_program=False,
         synth_opts=synth_opts, script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {params['seed']} "
                       f"--router {params['router']}"))
     plan.extract(str(workdir))
+    return top
+
+
+def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: float):
+    top = board_plan(board, params, core, workdir)
+    device = board.fpga
     env = {**os.environ, **apply_tool_environment()}
     log = workdir / "build.log"
     started = time.monotonic()

@@ -21,7 +21,7 @@ from amaranth.lib import wiring
 
 from fpga import boards as fboards
 from fpga.boards import ClockError, ecp5_pll, get_board, ice40_pll, make_pll
-from fpga.build import BuildConfig, build
+from fpga.build import BuildConfig, board_plan, build
 from fpga.top import OP_SHIFT, BoardTop, BusAdapter, bus_address
 from golden import core as gcore
 from hdl.array.core import AcceleratorCore
@@ -311,3 +311,17 @@ def test_cli_errors(build_dir, monkeypatch, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (build_dir / "boards").exists()  # nothing was built
+
+
+def test_router_choice(tmp_path):
+    """The router is a build parameter: it is validated, hashed into the folder and reaches
+    nextpnr's command line."""
+    with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
+        BuildConfig("icebreaker", router="r3").resolved()
+    default = BuildConfig("ulx3s-85f", rows=1, cols=1)
+    other = BuildConfig("ulx3s-85f", rows=1, cols=1, router="router2")
+    assert default.resolved()[1]["router"] == "router1"
+    assert default.workdir() != other.workdir()
+    board, params = other.resolved()
+    board_plan(board, params, other.core_params(), tmp_path)
+    assert "--router router2" in (tmp_path / "build_top.sh").read_text()

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -223,6 +224,11 @@ def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: 
     top = board_plan(board, params, core, workdir)
     device = board.fpga
     env = {**os.environ, **apply_tool_environment()}
+    # Boards loaded over DFU (OrangeCrab) get the suffix from fpga.dfu, not a dfu-util install.
+    dfu_suffix = workdir / "dfu-suffix"
+    dfu_suffix.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fpga.dfu "$@"\n')
+    dfu_suffix.chmod(0o755)
+    env["DFU_SUFFIX"] = str(dfu_suffix)
     log = workdir / "build.log"
     started = time.monotonic()
     with open(log, "w") as out:

@@ -218,6 +218,9 @@ class Board:
         Default array (the largest measured to meet timing at ``clock_mhz``).
     max_m, max_n, max_k : int
         Default buffer sizes.
+    router : str
+        Default nextpnr router (``router2`` where ``router1`` does not converge on the
+        default array).
     """
 
     name: str
@@ -234,6 +237,7 @@ class Board:
     max_n: int = 16
     max_k: int = 64
     uart: tuple | None = None
+    router: str = "router1"
 
     @property
     def family(self) -> str:
@@ -273,17 +277,18 @@ BOARDS: dict[str, Board] = {
     for board in (
         Board("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K-SG48), FTDI UART",
               "ice40-up5k", _platform("icebreaker", "ICEBreakerPlatform"), "clk12", 12.0,
-              clock_mhz=18.0, rows=2, cols=2, lanes=4, max_m=8, max_n=8, max_k=32),
+              clock_mhz=24.0, rows=2, cols=2, lanes=4, max_m=8, max_n=8, max_k=32),
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F, FTDI UART",
               "ecp5-85f", _platform("ulx3s", "ULX3S_85F_Platform"), "clk25", 25.0,
-              clock_mhz=50.0, rows=4, cols=4, lanes=4, max_m=64, max_n=64, max_k=256),
+              clock_mhz=40.0, rows=8, cols=8, lanes=4, max_m=64, max_n=64, max_k=256,
+              router="router2"),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),
-              "clk", 48.0, clock_mhz=48.0, rows=4, cols=4, lanes=4, max_m=64, max_n=64,
-              max_k=256, uart=_ORANGECRAB_UART),
+              "clk", 48.0, clock_mhz=48.0, rows=8, cols=8, lanes=4, max_m=64, max_n=64,
+              max_k=256, uart=_ORANGECRAB_UART, router="router2"),
         Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-25f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform"),
-              "clk", 48.0, clock_mhz=48.0, rows=2, cols=2, lanes=4, max_m=32, max_n=32,
+              "clk", 48.0, clock_mhz=48.0, rows=6, cols=6, lanes=4, max_m=32, max_n=32,
               max_k=128, uart=_ORANGECRAB_UART),
     )
 }

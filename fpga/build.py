@@ -67,15 +67,16 @@ class BuildConfig:
     max_k: int | None = None
     baud: int = 115200
     seed: int = 1
-    router: str = "router1"
+    router: str | None = None
 
     def resolved(self) -> tuple[Board, dict]:
         """The board and the complete parameter set (board defaults filled in)."""
         board = get_board(self.board)
         if self.act not in ACT_FORMATS:
             raise ValueError(f"act must be one of {', '.join(ACT_FORMATS)}, not {self.act!r}")
-        if self.router not in ROUTERS:
-            raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {self.router!r}")
+        router = board.router if self.router is None else self.router
+        if router not in ROUTERS:
+            raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
         params = {
             "rows": board.rows if self.rows is None else self.rows,
             "cols": board.cols if self.cols is None else self.cols,
@@ -85,7 +86,7 @@ class BuildConfig:
             "max_m": board.max_m if self.max_m is None else self.max_m,
             "max_n": board.max_n if self.max_n is None else self.max_n,
             "max_k": board.max_k if self.max_k is None else self.max_k,
-            "baud": self.baud, "seed": self.seed, "router": self.router,
+            "baud": self.baud, "seed": self.seed, "router": router,
         }
         return board, params
 

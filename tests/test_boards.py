@@ -318,10 +318,13 @@ def test_router_choice(tmp_path):
     nextpnr's command line."""
     with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
         BuildConfig("icebreaker", router="r3").resolved()
+    # The board's default router unless one is given.
+    assert BuildConfig("icebreaker").resolved()[1]["router"] == "router1"
     default = BuildConfig("ulx3s-85f", rows=1, cols=1)
-    other = BuildConfig("ulx3s-85f", rows=1, cols=1, router="router2")
-    assert default.resolved()[1]["router"] == "router1"
+    other = BuildConfig("ulx3s-85f", rows=1, cols=1, router="router1")
+    assert default.resolved()[1]["router"] == get_board("ulx3s-85f").router == "router2"
     assert default.workdir() != other.workdir()
-    board, params = other.resolved()
-    board_plan(board, params, other.core_params(), tmp_path)
-    assert "--router router2" in (tmp_path / "build_top.sh").read_text()
+    for config, folder in ((default, tmp_path / "r2"), (other, tmp_path / "r1")):
+        board, params = config.resolved()
+        board_plan(board, params, config.core_params(), folder)
+        assert f"--router {params['router']}" in (folder / "build_top.sh").read_text()

@@ -84,8 +84,8 @@ def register(subparsers) -> None:
     parser.add_argument("--weight-bits", type=int, choices=(3, 4), default=4,
                         help="BitMoD weight width (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--router", choices=ROUTERS, default="router1",
-                        help="nextpnr router (default router1; router2 copes better with "
+    parser.add_argument("--router", choices=ROUTERS,
+                        help="nextpnr router (board default; router2 copes better with "
                              "congested large arrays)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_build)

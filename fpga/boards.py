@@ -284,12 +284,12 @@ BOARDS: dict[str, Board] = {
               router="router2"),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),
-              "clk", 48.0, clock_mhz=48.0, rows=8, cols=8, lanes=4, max_m=64, max_n=64,
+              "clk", 48.0, clock_mhz=48.0, rows=10, cols=10, lanes=4, max_m=64, max_n=64,
               max_k=256, uart=_ORANGECRAB_UART, router="router2"),
         Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-25f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform"),
-              "clk", 48.0, clock_mhz=48.0, rows=6, cols=6, lanes=4, max_m=32, max_n=32,
-              max_k=128, uart=_ORANGECRAB_UART),
+              "clk", 48.0, clock_mhz=48.0, rows=8, cols=6, lanes=4, max_m=32, max_n=32,
+              max_k=128, uart=_ORANGECRAB_UART, router="router2"),
     )
 }
 BOARDS.update({

@@ -30,12 +30,11 @@ from sim.toolchain import apply_tool_environment
 from sim.verilator import build_root, export_verilog
 
 from .boards import Board, get_board
-from .synth import SynthError, SynthReport, _count_cells, run_flow
+from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
 
 __all__ = ["ACT_FORMATS", "BuildConfig", "BuildError", "BuildResult", "build", "weight_formats"]
 
 ACT_FORMATS = ("int8", "fp16", "bf16")
-ROUTERS = ("router1", "router2")  # nextpnr --router
 
 
 class BuildError(RuntimeError):

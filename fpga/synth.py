@@ -18,7 +18,7 @@ from sim.toolchain import apply_tool_environment, find_tool
 
 from .devices import Device
 
-__all__ = ["SynthError", "SynthReport", "run_flow"]
+__all__ = ["ROUTERS", "SynthError", "SynthReport", "run_flow"]
 
 
 class SynthError(RuntimeError):
@@ -84,6 +84,9 @@ def _count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
             "ff": total("TRELLIS_FF"),
             "dsp": total("MULT18X18D", "ALU54B"),
             "bram": total("DP16KD", "PDPW16KD")}
+
+
+ROUTERS = ("router1", "router2")  # nextpnr --router
 
 
 def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fpga.devices import DEVICES, get_device
 from fpga.ooc import OOCWrapper, port_widths, wrapper_cost
-from fpga.synth import SynthError, run_flow
+from fpga.synth import ROUTERS, SynthError, run_flow
 from hdl.registry import component_class, component_names
 from sim.verilator import build_root, export_verilog
 from tools.cli import CLIError
@@ -39,7 +39,7 @@ def parse_params(items: list[str]) -> dict:
 
 
 def synthesize(name: str, params: dict, device_name: str, clock_mhz: float = 100.0,
-               seed: int = 1) -> dict:
+               seed: int = 1, router: str | None = None) -> dict:
     """Run the out-of-context flow; return the figures as a dict (see ``bitmod synth``)."""
     device = get_device(device_name)
     cls = component_class(name)
@@ -49,9 +49,10 @@ def synthesize(name: str, params: dict, device_name: str, clock_mhz: float = 100
         raise CLIError(f"cannot build {name} with {params}: {error}") from None
     in_bits, out_bits = port_widths(unit)
     verilog = export_verilog(OOCWrapper(unit))
-    key = hashlib.sha256(f"{name}|{json.dumps(params, sort_keys=True)}|{verilog}".encode())
+    routed = "" if router is None else f"|{router}"
+    key = hashlib.sha256(f"{name}|{json.dumps(params, sort_keys=True)}|{verilog}{routed}".encode())
     workdir = build_root() / "synth" / f"{name}-{device.name}-{key.hexdigest()[:12]}"
-    report = run_flow(verilog, device, workdir, target_mhz=clock_mhz, seed=seed)
+    report = run_flow(verilog, device, workdir, target_mhz=clock_mhz, seed=seed, router=router)
     overhead = wrapper_cost(in_bits, out_bits)
     return {
         "component": name, "params": params, "device": device.name,
@@ -78,7 +79,8 @@ HEADER = (f"{'component':14s} {'device':11s} {'LUT4':>6s} {'FF':>6s} {'carry':>6
 def _synth(args) -> int:
     params = parse_params(args.param)
     try:
-        result = synthesize(args.component, params, args.device, args.clock, args.seed)
+        result = synthesize(args.component, params, args.device, args.clock, args.seed,
+                            args.router)
     except SynthError as error:
         raise CLIError(str(error)) from None
     if args.json:
@@ -101,5 +103,6 @@ def register(subparsers) -> None:
     parser.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
                         help="clock target for nextpnr (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--router", choices=ROUTERS, help="nextpnr router (its default: router1)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_synth)

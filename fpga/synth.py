@@ -106,7 +106,8 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
     pack : bool
         Also produce a bitstream (``top.bin`` for iCE40, ``top.bit`` for ECP5).
     constraints : Path, optional
-        A PCF (iCE40) or LPF (ECP5) file; without one, I/O is placed automatically.
+        A PCF (iCE40) or LPF (ECP5) file (absolute path, or relative to ``workdir``); I/O it
+        does not constrain is placed automatically.
     router : str, optional
         nextpnr's ``--router`` (``router1``, its default, or ``router2``).
     """
@@ -133,11 +134,12 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
         command += ["--router", router]
     if device.family == "ice40":
         command += ["--asc", f"{top}.asc"]
-        command += ["--pcf", str(constraints)] if constraints else ["--pcf-allow-unconstrained"]
+        command += ["--pcf", str(constraints)] if constraints else []
+        command += ["--pcf-allow-unconstrained"]
     else:
         command += ["--textcfg", f"{top}.config"]
         if constraints:
-            command += ["--lpf", str(constraints)]
+            command += ["--lpf", str(constraints), "--lpf-allow-unconstrained"]
     _run("nextpnr", command, workdir / "nextpnr.out", workdir, timeout)
     report = json.loads((workdir / "report.json").read_text())
     fmax_values = [clock["achieved"] for clock in report.get("fmax", {}).values()]

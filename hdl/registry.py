@@ -13,6 +13,7 @@ __all__ = ["COMPONENTS", "component_class", "component_names"]
 COMPONENTS = {
     "act_block": "hdl.arith.act_block:ActBlockConverter",
     "bitserial_pe": "hdl.pe.bitserial:BitSerialPE",
+    "dsp_array": "hdl.array.dsp_array:DspMacArray",
     "int_pe": "hdl.pe.baseline:IntPE",
     "minifloat_pe": "hdl.pe.baseline:MinifloatPE",
     "fixed_cast": "hdl.arith.fixed_cast:FixedCast",

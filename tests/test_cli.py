@@ -70,3 +70,32 @@ def test_run_errors_are_one_line(args, message):
     assert status == 2
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["bench", "ceiling", "--array", "0x3"], "rows=0"),
+    (["bench", "ceiling", "--array", "4x33"], "cols=33"),
+    (["bench", "ceiling", "--array", "12by13"], "ROWSxCOLS"),
+    (["bench", "ceiling", "--device", "nope"], "unknown device"),
+    (["bench", "ceiling", "--device", "ice40-up5k", "--device", "ecp5-95f"], "ecp5-95f"),
+    (["bench", "ceiling", "--device", "ice40-hx8k"], "no DSP blocks"),
+    (["bench", "ceiling", "--max-k", "0"], "max_k=0"),
+    (["synth", "dsp_array", "--param", "rows=0"], "rows=0"),
+])
+def test_bench_ceiling_errors_are_one_line(args, message):
+    status, out, err = run_cli(*args)
+    assert status == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert out == ""  # refused before any synthesis started
+
+
+def test_bench_ceiling_default_shapes_use_every_dsp():
+    from fpga.devices import DEVICES
+    from tools.bench_ceiling import ceiling_shape
+
+    shapes = {name: ceiling_shape(DEVICES[name]) for name in ("ecp5-85f", "ice40-up5k",
+                                                               "ecp5-25f")}
+    assert shapes == {"ecp5-85f": (12, 13), "ice40-up5k": (2, 4), "ecp5-25f": (4, 7)}
+    for name, (rows, cols) in shapes.items():
+        assert rows * cols == DEVICES[name].dsps

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 BENCH_MODULES = (
+    "tools.bench_ceiling",
     "tools.bench_pe",
     "tools.bench_quant",
     "tools.bench_synth",

@@ -21,6 +21,10 @@ class Device:
         Device and package selection for nextpnr.
     luts, dsps, brams : int
         Resource totals (LUT4s, hard multipliers, block RAMs) for utilisation figures.
+    clock_pin : str or None
+        A dedicated clock input of the package: where an out-of-context ECP5 build routed by
+        nextpnr's ``router2`` puts ``clk`` (router2 cannot reach the global clock network from
+        an arbitrary pin the placer chose: "Failed to route arc ... G_CLKI").
     """
 
     name: str
@@ -29,6 +33,7 @@ class Device:
     luts: int
     dsps: int
     brams: int
+    clock_pin: str | None = None
 
     @property
     def synth_command(self) -> str:
@@ -44,8 +49,8 @@ DEVICES = {
     for device in (
         Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 8, 30),
         Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 0, 32),
-        Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 24288, 28, 56),
-        Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 156, 208),
+        Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 24288, 28, 56, "G2"),
+        Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 156, 208, "G2"),
     )
 }
 

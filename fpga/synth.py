@@ -109,7 +109,8 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
         A PCF (iCE40) or LPF (ECP5) file (absolute path, or relative to ``workdir``); I/O it
         does not constrain is placed automatically.
     router : str, optional
-        nextpnr's ``--router`` (``router1``, its default, or ``router2``).
+        nextpnr's ``--router`` (``router1``, its default, or ``router2``). ECP5 with
+        ``router2`` and no constraints: ``clk`` goes on :attr:`Device.clock_pin`.
     """
     apply_tool_environment()
     started = time.monotonic()
@@ -138,6 +139,9 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
         command += ["--pcf-allow-unconstrained"]
     else:
         command += ["--textcfg", f"{top}.config"]
+        if constraints is None and router == "router2" and device.clock_pin:
+            constraints = workdir / "clock.lpf"
+            constraints.write_text(f'LOCATE COMP "clk" SITE "{device.clock_pin}";\n')
         if constraints:
             command += ["--lpf", str(constraints), "--lpf-allow-unconstrained"]
     _run("nextpnr", command, workdir / "nextpnr.out", workdir, timeout)

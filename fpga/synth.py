@@ -140,8 +140,10 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
     else:
         command += ["--textcfg", f"{top}.config"]
         if constraints is None and router == "router2" and device.clock_pin:
-            constraints = workdir / "clock.lpf"
-            constraints.write_text(f'LOCATE COMP "clk" SITE "{device.clock_pin}";\n')
+            # Named relative to the working directory nextpnr runs in: YoWASP's sandbox does not
+            # see every absolute path.
+            (workdir / "clock.lpf").write_text(f'LOCATE COMP "clk" SITE "{device.clock_pin}";\n')
+            constraints = Path("clock.lpf")
         if constraints:
             command += ["--lpf", str(constraints), "--lpf-allow-unconstrained"]
     _run("nextpnr", command, workdir / "nextpnr.out", workdir, timeout)

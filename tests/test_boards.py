@@ -328,3 +328,14 @@ def test_router_choice(tmp_path):
         board, params = config.resolved()
         board_plan(board, params, config.core_params(), folder)
         assert f"--router {params['router']}" in (folder / "build_top.sh").read_text()
+
+
+def test_router2_ecp5_clock_pin(build_dir):
+    """ECP5 + router2 out of context: ``clk`` goes on the package's clock pin through a
+    constraint file nextpnr (sandboxed by YoWASP) can open from any build directory."""
+    from tools.cmd_synth import synthesize
+
+    result = synthesize("selftest_adder", {}, "ecp5-25f", router="router2")
+    assert result["fmax_mhz"] is not None and Path(result["workdir"]).is_relative_to(build_dir)
+    lpf = Path(result["workdir"]) / "clock.lpf"
+    assert lpf.read_text() == 'LOCATE COMP "clk" SITE "G2";\n'

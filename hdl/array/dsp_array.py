@@ -11,21 +11,13 @@ from amaranth.lib.wiring import In, Out
 
 from golden.dsp_array import PE_STAGES, acc_width, latency, min_tile_steps, product_range
 from golden.pe_baseline import signed_width
+from hdl.pe.baseline import _check_int
 
 __all__ = ["DEFAULT_MAX_K", "DspMacArray"]
 
 DEFAULT_MAX_K = 4096
 MAX_DIM = 32
 MAX_ACC_WIDTH = 64
-
-
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}={value} is out of range (expected {bound})")
-    return value
 
 
 class DspMacArray(wiring.Component):

@@ -25,9 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from golden import formats as gformats
-from sim.toolchain import apply_tool_environment
-from sim.verilator import build_root, export_verilog
+from bitmod.golden import formats as gformats
+from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
 from .boards import Board, get_board
 from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
@@ -131,7 +130,7 @@ class BuildResult:
 
     def macs_per_cycle(self) -> float:
         """Peak ``R * C * L / T`` (T = 2 terms per weight for the 3- and 4-bit mixtures)."""
-        from golden import terms as gterms
+        from bitmod.golden import terms as gterms
 
         p = self.params
         terms = gterms.terms_per_weight(weight_formats(p["weight_bits"]))
@@ -224,9 +223,9 @@ def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: 
     top = board_plan(board, params, core, workdir)
     device = board.fpga
     env = {**os.environ, **apply_tool_environment()}
-    # Boards loaded over DFU (OrangeCrab) get the suffix from fpga.dfu, not a dfu-util install.
+    # Boards loaded over DFU (OrangeCrab) get the suffix from host.dfu, not a dfu-util install.
     dfu_suffix = workdir / "dfu-suffix"
-    dfu_suffix.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fpga.dfu "$@"\n')
+    dfu_suffix.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bitmod.host.dfu "$@"\n')
     dfu_suffix.chmod(0o755)
     env["DFU_SUFFIX"] = str(dfu_suffix)
     log = workdir / "build.log"

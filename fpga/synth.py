@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sim.toolchain import apply_tool_environment, find_tool
+from bitmod.toolchain import apply_tool_environment, find_tool
 
 from .devices import Device
 

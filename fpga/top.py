@@ -23,9 +23,9 @@ from amaranth.lib import data, io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from golden import core as gcore
-from hdl.array.core import AcceleratorCore
-from hdl.link.bridge import UartBridge, bus_signature
+from bitmod.golden import core as gcore
+from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.hdl.link.bridge import UartBridge, bus_signature
 
 from .boards import Board, PLLConfig
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.pe_baseline import signed_width
+from bitmod.golden.pe_baseline import signed_width
 
 # Registers in a PE from its operand (chain) registers to the accumulate stage: the DSP input
 # registers, the DSP output register and a second product register.

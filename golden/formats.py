@@ -172,7 +172,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from golden.fixedpoint import (
+from bitmod.golden.fixedpoint import (
     OVERFLOW_MODES,
     ROUNDING_MODES,
     check_fixed_params,

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden import formats as _formats
+from bitmod.golden import formats as _formats
 
 __all__ = [
     "FLAG_INF",

@@ -137,7 +137,7 @@ class _LevelTable:
 
 @functools.cache
 def _format(name: str):
-    from golden import formats  # imported lazily: formats and quantize are peers
+    from bitmod.golden import formats  # imported lazily: formats and quantize are peers
 
     return formats.get(name)
 
@@ -756,7 +756,7 @@ def mx_shared_exponent(amax: np.ndarray, emax_elem: int) -> np.ndarray:
     ``floor(log2)`` is exact (``golden.formats.floor_log2``); ``amax == 0`` gives -127 (E8M0
     code 0; every element is then 0).
     """
-    from golden.formats import floor_log2
+    from bitmod.golden.formats import floor_log2
 
     amax = np.asarray(amax, dtype=np.float64)
     positive = amax > 0

@@ -11,17 +11,17 @@ import importlib
 __all__ = ["COMPONENTS", "component_class", "component_names"]
 
 COMPONENTS = {
-    "act_block": "hdl.arith.act_block:ActBlockConverter",
-    "bitserial_pe": "hdl.pe.bitserial:BitSerialPE",
-    "dsp_array": "hdl.array.dsp_array:DspMacArray",
-    "int_pe": "hdl.pe.baseline:IntPE",
-    "minifloat_pe": "hdl.pe.baseline:MinifloatPE",
-    "fixed_cast": "hdl.arith.fixed_cast:FixedCast",
-    "minifloat_mul": "hdl.arith.minifloat_mul:MinifloatMultiplier",
-    "requant": "hdl.arith.requant:Requantizer",
-    "to_float": "hdl.arith.to_float:ToFloat",
-    "term_encoder": "hdl.arith.term_encoder:TermEncoder",
-    "selftest_adder": "sim.selftest:PipelinedAdder",
+    "act_block": "bitmod.hdl.arith.act_block:ActBlockConverter",
+    "bitserial_pe": "bitmod.hdl.pe.bitserial:BitSerialPE",
+    "dsp_array": "bitmod.hdl.array.dsp_array:DspMacArray",
+    "int_pe": "bitmod.hdl.pe.baseline:IntPE",
+    "minifloat_pe": "bitmod.hdl.pe.baseline:MinifloatPE",
+    "fixed_cast": "bitmod.hdl.arith.fixed_cast:FixedCast",
+    "minifloat_mul": "bitmod.hdl.arith.minifloat_mul:MinifloatMultiplier",
+    "requant": "bitmod.hdl.arith.requant:Requantizer",
+    "to_float": "bitmod.hdl.arith.to_float:ToFloat",
+    "term_encoder": "bitmod.hdl.arith.term_encoder:TermEncoder",
+    "selftest_adder": "bitmod.hdl.selftest:PipelinedAdder",
 }
 
 

@@ -58,7 +58,7 @@ def run_simulation(dut, testbenches: Iterable[Callable[..., Awaitable[None]]], *
     for process in processes:
         simulator.add_process(process)
     if os.environ.get("BITMOD_WAVES", "").lower() in ("1", "yes", "true"):
-        from .verilator import build_root
+        from bitmod.toolchain import build_root
 
         label = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or type(dut).__name__)
         path = build_root() / "waves" / f"{label}.vcd"

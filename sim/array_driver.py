@@ -15,10 +15,10 @@ import numpy as np
 from amaranth import Shape
 from amaranth.lib import data
 
-from golden import gemm as ggemm
-from golden.core import special_register  # the register golden.gemm assumes
-from hdl.array import SystolicArray
-from sim.vectors import run_stream
+from bitmod.golden import gemm as ggemm
+from bitmod.golden.core import special_register  # the register golden.gemm assumes
+from bitmod.hdl.array import SystolicArray
+from bitmod.sim.vectors import run_stream
 
 __all__ = ["expected_codes", "gemm_stream", "pack_steps", "run_array_gemm", "special_register",
            "tile_steps"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from golden import core as gcore
-from hdl.array.core import AcceleratorCore
-from sim.verilator import get_model, run_cocotb
+from bitmod.golden import core as gcore
+from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.sim.verilator import get_model, run_cocotb
 
 __all__ = ["core_map", "encode", "run_core_gemm", "run_script"]
 
@@ -50,7 +50,8 @@ def run_script(params: dict, items, *, idle: float = 0.0, backpressure: float = 
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         script, out = Path(scratch) / "script.txt", Path(scratch) / "responses.hex"
         script.write_text("\n".join(encode(mp, items)) + "\n")
-        run_cocotb(model, "sim.tb.core_tb", run_name=f"core-{os.getpid()}-{Path(scratch).name}",
+        run_cocotb(model, "bitmod.sim.tb.core_tb",
+                   run_name=f"core-{os.getpid()}-{Path(scratch).name}",
                    env={"CORE_SCRIPT": str(script), "CORE_OUT": str(out),
                         "CORE_IDLE": str(idle), "CORE_BACKPRESSURE": str(backpressure),
                         "CORE_SEED": str(seed), "CORE_TIMEOUT_CYCLES": str(timeout_cycles)})

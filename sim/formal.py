@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .toolchain import apply_tool_environment, find_tool
+from bitmod.toolchain import apply_tool_environment, find_tool
 
 __all__ = ["ProofResult", "prove"]
 

@@ -176,10 +176,10 @@ def _run(mode: str, component_class, params, inputs, ports, extra_env,
         model = get_model(
             component_class, {**params, "__harness__": f"batch{batch}"},
             factory=lambda **p: BatchHarness(component_class(**params), batch))
-        test_module = "sim.tb.vectors_tb"
+        test_module = "bitmod.sim.tb.vectors_tb"
     else:
         model = get_model(component_class, params)
-        test_module = "sim.tb.stream_tb"
+        test_module = "bitmod.sim.tb.stream_tb"
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         scratch_dir = Path(scratch)
         _write_ints(scratch_dir / "inputs.hex", values)

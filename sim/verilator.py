@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .toolchain import apply_tool_environment
+from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
 __all__ = [
     "SimulationFailed",
@@ -41,7 +42,6 @@ __all__ = [
     "waves_enabled",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Amaranth's Verilog trips these Verilator lints by design (unused bits, width mismatches that
 # Amaranth resolves explicitly); they are warnings, not errors.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-UNOPTFLAT", "-O3",
@@ -57,38 +57,31 @@ def waves_enabled() -> bool:
     return os.environ.get("BITMOD_WAVES", "").lower() in ("1", "yes", "true")
 
 
-def build_root() -> Path:
-    """Root folder for generated builds (Verilator models, synthesis runs, bitstreams)."""
-    root = os.environ.get("BITMOD_BUILD_DIR")
-    return Path(root) if root else PROJECT_ROOT / "build"
-
-
-PROJECT_PACKAGES = ("hdl", "golden", "sim", "fpga")
-
-
 def _module_file(module: str) -> Path | None:
-    """The project file of dotted ``module`` (``hdl.arith.x`` -> hdl/arith/x.py), if any."""
-    parts = module.split(".")
-    if parts[0] not in PROJECT_PACKAGES:
+    """The source file of project module ``module`` (``bitmod.hdl.arith.x``), if it is one."""
+    if module != "bitmod" and not module.startswith("bitmod."):
         return None
-    base = PROJECT_ROOT.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, AttributeError, ValueError):  # ``from pkg.mod import name``: no module
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
 
 
-def _imports_of(path: Path) -> set[Path]:
-    """Project files imported by the Python file ``path`` (absolute and relative imports)."""
-    # The package a relative import starts from: the file's folder (also for __init__.py).
-    package = path.relative_to(PROJECT_ROOT).parent.parts
-    found = set()
+def _imports_of(module: str, path: Path) -> dict[str, Path]:
+    """Project modules (name -> file) imported by module ``module`` whose file is ``path``."""
+    # The package a relative import starts from (the module itself for an __init__.py).
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = {}
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                anchor = package[:len(package) - node.level + 1]
+                parts = package.split(".")
+                anchor = parts[:len(parts) - node.level + 1]
                 base = ".".join([*anchor, *([node.module] if node.module else [])])
             else:
                 base = node.module or ""
@@ -100,54 +93,51 @@ def _imports_of(path: Path) -> set[Path]:
             parts = name.split(".")
             # importing a.b.c also executes a/__init__.py and a/b/__init__.py
             for depth in range(1, len(parts) + 1):
-                module_path = _module_file(".".join(parts[:depth]))
+                dotted = ".".join(parts[:depth])
+                module_path = _module_file(dotted)
                 if module_path is not None:
-                    found.add(module_path)
+                    found[dotted] = module_path
     return found
 
 
-def rtl_sources(component_file: Path) -> list[Path]:
-    """The project files that can change the RTL of a component defined in ``component_file``:
-    the transitive closure of its project imports (``hdl/``, the ``golden/`` format
-    definitions it reads, ...), plus the batch harness (``sim/vectors.py``)."""
-    pending = [component_file.resolve(), PROJECT_ROOT / "sim" / "vectors.py"]
-    seen: set[Path] = set()
+HARNESS_MODULE = "bitmod.sim.vectors"
+
+
+def rtl_sources(component_class: type) -> dict[str, Path]:
+    """The modules that can change the RTL of ``component_class``: the file defining it (a
+    project module or, for a test's own component, the test file), the transitive closure of
+    its project imports (``hdl/``, the ``golden/`` format definitions it reads, ...), plus the
+    batch harness (``sim/vectors.py``)."""
+    module = component_class.__module__
+    seen: dict[str, Path] = {module: Path(inspect.getfile(component_class)).resolve()}
+    pending = [*_imports_of(module, seen[module]), HARNESS_MODULE]
     while pending:
-        path = pending.pop()
-        if path in seen or not path.is_relative_to(PROJECT_ROOT):
+        name = pending.pop()
+        if name in seen:
             continue
-        seen.add(path)
-        pending.extend(_imports_of(path) - seen)
-    return sorted(seen)
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        pending.extend(m for m in _imports_of(name, path) if m not in seen)
+    return dict(sorted(seen.items()))
 
 
-def source_hash(component_file: Path) -> str:
-    """SHA-256 over :func:`rtl_sources` (paths and contents).
+def source_hash(component_class: type) -> str:
+    """SHA-256 over :func:`rtl_sources` (module names and file contents).
 
     Editing an unrelated unit, the golden quantizer or a test therefore reuses every model;
     editing a component or anything it imports rebuilds exactly the models that depend on it.
     """
     digest = hashlib.sha256()
-    for path in rtl_sources(component_file):
-        digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
+    for name, path in rtl_sources(component_class).items():
+        digest.update(name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 def _canonical_params(params: Mapping[str, object]) -> str:
     return json.dumps(params, sort_keys=True, default=repr)
-
-
-def export_verilog(component, name: str = "top") -> str:
-    """Convert an Amaranth ``wiring.Component`` to Verilog text with top module ``name``.
-
-    All ports of the component's signature become top-level ports, named as Amaranth flattens
-    them (``i_stream__payload``, ``o_stream__valid``, ...); ``clk``/``rst`` are added for the
-    sync domain.
-    """
-    from amaranth.back import verilog
-
-    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
 
 
 @contextlib.contextmanager
@@ -215,7 +205,7 @@ def get_model(component_class: type, params: Mapping[str, object] | None = None,
     params = dict(params or {})
     waves = waves_enabled()
     key_material = "|".join([_class_path(component_class), _canonical_params(params),
-                             source_hash(Path(inspect.getfile(component_class))),
+                             source_hash(component_class),
                              f"waves={waves}"])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     name = f"{component_class.__name__}-{key}"
@@ -286,8 +276,7 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
     test_dir.mkdir(parents=True, exist_ok=True)
     extra_env = {
         "PYTHONPATH": os.pathsep.join(
-            [str(PROJECT_ROOT), str(Path(inspect.getfile(module)).parent),
-             os.environ.get("PYTHONPATH", "")]),
+            [str(Path(inspect.getfile(module)).parent), os.environ.get("PYTHONPATH", "")]),
         "BITMOD_MODEL_PARAMS": json.dumps(model.params, default=repr),
         **(env or {}),
     }
@@ -298,15 +287,15 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
             build_dir=model.build_dir,
             test_dir=test_dir, testcase=testcase, extra_env=extra_env, waves=model.waves,
             seed=seed, results_xml=str(test_dir / "results.xml"),
-            log_file=test_dir / "sim.log")
+            log_file=test_dir / "bitmod.sim.log")
     except SystemExit:  # the runner exits when a test fails; report it as a failure instead
         results_xml = test_dir / "results.xml"
         if not results_xml.exists():
             raise SimulationFailed(f"cocotb did not run {test_module} on {model.name}; "
-                                   f"log: {test_dir / 'sim.log'}") from None
+                                   f"log: {test_dir / 'bitmod.sim.log'}") from None
     tests, failures = get_results(Path(results_xml))
     if failures or not tests:
-        log = test_dir / "sim.log"
+        log = test_dir / "bitmod.sim.log"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         reasons = [line.strip() for line in lines if "Error" in line][-3:]
         raise SimulationFailed(

@@ -1,5 +1,5 @@
 """The whole accelerator end to end: :class:`fpga.top.AcceleratorTop` under cocotb + Verilator,
-driven through its UART pins by the real host code (fpga/accel.py over fpga/host.py); output
+driven through its UART pins by the real host code (host/accel.py over host/link.py); output
 codes bit-exact against golden/gemm.py before and after a fuzz phase. Also the host driver's
 grouping of commands into WRITE runs and its bus map against fpga/top.py."""
 
@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fpga import accel, protocol, top
-from fpga.host import HostLink, LoopbackTransport
-from golden import core as gcore
-from hdl.array.core import AcceleratorCore
-from sim.verilator import get_model, run_cocotb
+from bitmod.fpga import top
+from bitmod.golden import core as gcore
+from bitmod.golden import protocol
+from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.host import accel
+from bitmod.host.link import HostLink, LoopbackTransport
+from bitmod.sim.verilator import get_model, run_cocotb
 
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 CORE = dict(rows=1, cols=1, lanes=4, group_size=16, formats=BITMOD, act_format="int8",
@@ -59,9 +61,9 @@ class CoreBackend(protocol.Backend):
 
 
 def test_accelerator_driver_on_golden_models():
-    """fpga/accel.py over the golden bridge and core models: exact codes and counters, the
+    """host/accel.py over the golden bridge and core models: exact codes and counters, the
     WRITE frame count of the grouping, and a refused command raised as AcceleratorError."""
-    from sim.tb.accel_tb import make_job
+    from bitmod.sim.tb.accel_tb import make_job
 
     probe = AcceleratorCore(**CORE)
     probe._MustUse__silence = True
@@ -99,7 +101,7 @@ def test_e2e_gemm_fuzz_gemm():
     model = get_model(top.AcceleratorTop, TOP)
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
-        run_cocotb(model, "sim.tb.accel_tb", testcase="gemm_fuzz_gemm",
+        run_cocotb(model, "bitmod.sim.tb.accel_tb", testcase="gemm_fuzz_gemm",
                    run_name=f"accel-{os.getpid()}-{Path(scratch).name}",
                    env={"ACCEL_REPORT": str(report), "ACCEL_DIMS": "3x3x20,2x3x32",
                         "ACCEL_FUZZ_ITEMS": "40", "ACCEL_SEED": "5"})

@@ -25,10 +25,10 @@ from amaranth import Shape, Value
 from amaranth.lib import data
 from test_bfp import IEEE, corner_blocks, random_blocks
 
-from golden.bfp import block_convert
-from hdl.arith.act_block import ActBlockConverter
-from sim.amaranth_sim import measure_latency, run_simulation, stream_get, stream_put
-from sim.vectors import run_vectors, unpack_fields
+from bitmod.golden.bfp import block_convert
+from bitmod.hdl.arith.act_block import ActBlockConverter
+from bitmod.sim.amaranth_sim import measure_latency, run_simulation, stream_get, stream_put
+from bitmod.sim.vectors import run_vectors, unpack_fields
 
 # ------------------------------------------------------------------------------------------
 # Parameters, widths, latency

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from golden import gemm as ggemm
-from golden.quantize import quantize
-from hdl.array import SystolicArray
-from sim.amaranth_sim import run_simulation, stream_get
-from sim.array_driver import (
+from bitmod.golden import gemm as ggemm
+from bitmod.golden.quantize import quantize
+from bitmod.hdl.array import SystolicArray
+from bitmod.sim.amaranth_sim import run_simulation, stream_get
+from bitmod.sim.array_driver import (
     expected_codes,
     gemm_stream,
     pack_steps,

@@ -1,6 +1,6 @@
 """sim/bank.py: LockstepBank forks one stream to several units and joins their outputs.
 
-Amaranth simulator, on two sim.selftest.PipelinedAdders: lockstep latency and one payload per
+Amaranth simulator, on two hdl.selftest.PipelinedAdders: lockstep latency and one payload per
 cycle, padding of the shorter unit, every result paired and in order under random idles and
 backpressure, select mode, static-port pass-through and parameter checks.
 """
@@ -13,9 +13,9 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sim.amaranth_sim import measure_latency, run_simulation, stream_put
-from sim.bank import LockstepBank
-from sim.selftest import PipelinedAdder
+from bitmod.hdl.selftest import PipelinedAdder
+from bitmod.sim.amaranth_sim import measure_latency, run_simulation, stream_put
+from bitmod.sim.bank import LockstepBank
 
 
 def adders(*stages, width=8):

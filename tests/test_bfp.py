@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from golden.bfp import (
+from bitmod.golden.bfp import (
     block_convert,
     block_dequantize,
     block_exp_width,

@@ -19,16 +19,16 @@ import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 
-from fpga import boards as fboards
-from fpga.boards import ClockError, ecp5_pll, get_board, ice40_pll, make_pll
-from fpga.build import BuildConfig, board_plan, build
-from fpga.top import OP_SHIFT, BoardTop, BusAdapter, bus_address
-from golden import core as gcore
-from hdl.array.core import AcceleratorCore
-from hdl.link.bridge import bus_signature
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.toolchain import find_tool
-from tools import cli
+from bitmod.fpga import boards as fboards
+from bitmod.fpga.boards import ClockError, ecp5_pll, get_board, ice40_pll, make_pll
+from bitmod.fpga.build import BuildConfig, board_plan, build
+from bitmod.fpga.top import OP_SHIFT, BoardTop, BusAdapter, bus_address
+from bitmod.golden import core as gcore
+from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.hdl.link.bridge import bus_signature
+from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
+from bitmod.toolchain import find_tool
+from bitmod.tools import cli
 
 # --- PLL settings --------------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ def test_router_choice(tmp_path):
 def test_router2_ecp5_clock_pin(build_dir):
     """ECP5 + router2 out of context: ``clk`` goes on the package's clock pin through a
     constraint file nextpnr (sandboxed by YoWASP) can open from any build directory."""
-    from tools.cmd_synth import synthesize
+    from bitmod.tools.cmd_synth import synthesize
 
     result = synthesize("selftest_adder", {}, "ecp5-25f", router="router2")
     assert result["fmax_mhz"] is not None and Path(result["workdir"]).is_relative_to(build_dir)

@@ -6,18 +6,18 @@ import sys
 
 import pytest
 
-from tools.cli import main
+from bitmod.tools.cli import main
 
 
 def run_cli(*args):
     """Run ``bitmod`` in a subprocess, as a user would; return (status, stdout, stderr)."""
-    result = subprocess.run([sys.executable, "-m", "tools", *args], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "bitmod.tools", *args], capture_output=True,
                             text=True, timeout=600, check=False)
     return result.returncode, result.stdout, result.stderr
 
 
 def test_formats_lists_every_registered_format(capsys):
-    from golden import formats
+    from bitmod.golden import formats
 
     assert main(["formats"]) == 0
     out = capsys.readouterr().out
@@ -26,7 +26,7 @@ def test_formats_lists_every_registered_format(capsys):
 
 
 def test_formats_json_table_matches_decode(capsys):
-    from golden import formats
+    from bitmod.golden import formats
 
     assert main(["formats", "fp4_ea_neg", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
@@ -91,8 +91,8 @@ def test_bench_ceiling_errors_are_one_line(args, message):
 
 
 def test_bench_ceiling_default_shapes_use_every_dsp():
-    from fpga.devices import DEVICES
-    from tools.bench_ceiling import ceiling_shape
+    from bitmod.fpga.devices import DEVICES
+    from bitmod.tools.bench_ceiling import ceiling_shape
 
     shapes = {name: ceiling_shape(DEVICES[name]) for name in ("ecp5-85f", "ice40-up5k",
                                                                "ecp5-25f")}

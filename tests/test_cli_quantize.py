@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from golden.quantize import QuantizedTensor
-from tools.cli import main
+from bitmod.golden.quantize import QuantizedTensor
+from bitmod.tools.cli import main
 
 LAYER = "encoder.layer.0.attention.self.query"
 

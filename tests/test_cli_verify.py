@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from golden import gemm as ggemm
+from bitmod.golden import gemm as ggemm
 
 
 def run_cli(*args, timeout=900):
-    result = subprocess.run([sys.executable, "-m", "tools", "verify", *args],
+    result = subprocess.run([sys.executable, "-m", "bitmod.tools", "verify", *args],
                             capture_output=True, text=True, timeout=timeout, check=False)
     return result.returncode, result.stdout, result.stderr
 

@@ -4,12 +4,12 @@ golden/gemm.py, counters against the golden cycle model, bad commands, reset bet
 import numpy as np
 import pytest
 
-from golden import core as gcore
-from golden import gemm as ggemm
-from golden.quantize import quantize
-from hdl.array.core import AcceleratorCore
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.core_driver import core_map, run_script
+from bitmod.golden import core as gcore
+from bitmod.golden import gemm as ggemm
+from bitmod.golden.quantize import quantize
+from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
+from bitmod.sim.core_driver import core_map, run_script
 
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 INT8_BITMOD = dict(rows=2, cols=3, lanes=4, group_size=16, formats=BITMOD, act_format="int8",

@@ -1,4 +1,4 @@
-"""fpga/dfu.py: the DFU suffix against the DFU 1.1 layout and a bitwise CRC-32."""
+"""host/dfu.py: the DFU suffix against the DFU 1.1 layout and a bitwise CRC-32."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from fpga import dfu
+from bitmod.host import dfu
 
 
 def bitwise_crc(data: bytes) -> int:

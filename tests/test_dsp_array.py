@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from amaranth import ResetInserter, Signal
 
-from golden import dsp_array as gd
-from golden.pe_baseline import pack_lanes
-from hdl.array.dsp_array import DspMacArray
-from sim.amaranth_sim import run_simulation
-from sim.vectors import pack_fields, run_stream, unpack_fields
+from bitmod.golden import dsp_array as gd
+from bitmod.golden.pe_baseline import pack_lanes
+from bitmod.hdl.array.dsp_array import DspMacArray
+from bitmod.sim.amaranth_sim import run_simulation
+from bitmod.sim.vectors import pack_fields, run_stream, unpack_fields
 
 # One Verilator build per parameter set.
 SQUARE = {"rows": 4, "cols": 5, "max_k": 64}

@@ -25,11 +25,11 @@ import itertools
 import numpy as np
 import pytest
 
-from golden.fixedpoint import OVERFLOW_MODES, ROUNDING_MODES, cast_fixed, quantize_fixed
-from hdl.arith.fixed_cast import FixedCast
-from sim.amaranth_sim import measure_latency, stream_through
-from sim.bank import LockstepBank
-from sim.vectors import run_vectors, unpack_fields
+from bitmod.golden.fixedpoint import OVERFLOW_MODES, ROUNDING_MODES, cast_fixed, quantize_fixed
+from bitmod.hdl.arith.fixed_cast import FixedCast
+from bitmod.sim.amaranth_sim import measure_latency, stream_through
+from bitmod.sim.bank import LockstepBank
+from bitmod.sim.vectors import run_vectors, unpack_fields
 
 ALL_COMBOS = list(itertools.product(ROUNDING_MODES, OVERFLOW_MODES))
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from golden import formats as fm
-from golden.fixedpoint import quantize_fixed
-from golden.formats import (
+from bitmod.golden import formats as fm
+from bitmod.golden.fixedpoint import quantize_fixed
+from bitmod.golden.formats import (
     ExponentFormat,
     ExtendedFormat,
     FixedPoint,

@@ -6,10 +6,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden import bfp
-from golden import gemm as ggemm
-from golden.pe import pe_reference
-from golden.quantize import quantize
+from bitmod.golden import bfp
+from bitmod.golden import gemm as ggemm
+from bitmod.golden.pe import pe_reference
+from bitmod.golden.quantize import quantize
 
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 

@@ -1,6 +1,6 @@
 """The host link RTL (hdl/link/): UART, register-file backend and framed bridge in the Amaranth
-simulator against fpga/protocol.py's golden, and the UART bridge end to end under cocotb +
-Verilator, driven through its pins by a UART model and the real host driver (fpga/host.py)."""
+simulator against golden/protocol.py's golden, and the UART bridge end to end under cocotb +
+Verilator, driven through its pins by a UART model and the real host driver (host/link.py)."""
 
 import itertools
 import os
@@ -15,8 +15,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from fpga import protocol
-from hdl.link import (
+from bitmod.golden import protocol
+from bitmod.hdl.link import (
     RX_BYTE,
     TX_BYTE,
     Bridge,
@@ -27,9 +27,9 @@ from hdl.link import (
     UartTx,
     baud_divisor,
 )
-from hdl.link.bridge import crc16_update
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.verilator import get_model, run_cocotb
+from bitmod.hdl.link.bridge import crc16_update
+from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
+from bitmod.sim.verilator import get_model, run_cocotb
 
 # --- parameters ---------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ def test_bridge_parameters_are_validated():
 
 def test_worst_case_bridge_elaborates():
     # The largest payload RAM and timeout counter the parameters allow.
-    from sim.verilator import export_verilog
+    from bitmod.toolchain import export_verilog
 
     text = export_verilog(Bridge(max_payload=65532, timeout_cycles=1 << 32))
     assert "module top" in text
@@ -384,7 +384,7 @@ def run_e2e(testcase: str, **env):
     model = get_model(UartBridgeTestTop, E2E)
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
-        run_cocotb(model, "sim.tb.link_tb", testcase=testcase,
+        run_cocotb(model, "bitmod.sim.tb.link_tb", testcase=testcase,
                    run_name=f"link-{testcase}-{os.getpid()}-{Path(scratch).name}",
                    env={"LINK_REPORT": str(report), **{k: str(v) for k, v in env.items()}})
         return report.read_text()

@@ -11,8 +11,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from golden import formats
-from golden.minifloat_arith import (
+from bitmod.golden import formats
+from bitmod.golden.minifloat_arith import (
     FLAG_INF,
     FLAG_NAN,
     FLAG_NEG,

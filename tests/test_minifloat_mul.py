@@ -9,8 +9,8 @@ so all format pairs sit side by side in one test-only bank component: one model,
 import numpy as np
 import pytest
 
-from golden import formats
-from golden.minifloat_arith import (
+from bitmod.golden import formats
+from bitmod.golden.minifloat_arith import (
     FLAG_INF,
     FLAG_NAN,
     FLAG_NEG,
@@ -18,10 +18,10 @@ from golden.minifloat_arith import (
     product_frac_bits,
     product_width,
 )
-from hdl.arith.minifloat_mul import MinifloatMultiplier
-from sim.amaranth_sim import measure_latency, stream_through
-from sim.bank import LockstepBank
-from sim.vectors import pack_fields, run_vectors, unpack_fields
+from bitmod.hdl.arith.minifloat_mul import MinifloatMultiplier
+from bitmod.sim.amaranth_sim import measure_latency, stream_through
+from bitmod.sim.bank import LockstepBank
+from bitmod.sim.vectors import pack_fields, run_vectors, unpack_fields
 
 # The five pairs of the brief, then integer, M = 0, E = 1 and flushed-subnormal operands.
 PAIRS = [

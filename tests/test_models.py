@@ -1,4 +1,4 @@
-"""Tests for golden.models: MiniLM-L6 weights and embeddings."""
+"""Tests for models.minilm: MiniLM-L6 weights and embeddings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from golden import models
+from bitmod.models import minilm as models
 
 
 def test_load_minilm_tensors():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from golden import formats as fmts
-from golden import terms as gterms
-from golden.pe import (
+from bitmod.golden import formats as fmts
+from bitmod.golden import terms as gterms
+from bitmod.golden.pe import (
     BitSerialPEModel,
     max_term_sum,
     pack_pe_payload,

@@ -5,12 +5,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden import formats
-from golden import pe_baseline as gb
-from golden.minifloat_arith import operand_format
-from hdl.pe.baseline import IntPE, MinifloatPE
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.vectors import pack_fields, run_stream, unpack_fields
+from bitmod.golden import formats
+from bitmod.golden import pe_baseline as gb
+from bitmod.golden.minifloat_arith import operand_format
+from bitmod.hdl.pe.baseline import IntPE, MinifloatPE
+from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
+from bitmod.sim.vectors import pack_fields, run_stream, unpack_fields
 
 # One Verilator build per parameter set below. INT_PARAMS' group_size=64 is the largest group
 # (16 cycles at 4 lanes, longer than the 8 + 1 dequant cycles); shorter groups test the stall.

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from amaranth import Value
 
-from golden import formats as fmts
-from golden import terms as gterms
-from golden.pe import (
+from bitmod.golden import formats as fmts
+from bitmod.golden import terms as gterms
+from bitmod.golden.pe import (
     BitSerialPEModel,
     pack_pe_payload,
     payload_fields,
@@ -20,10 +20,10 @@ from golden.pe import (
     pe_cycles,
     pe_reference,
 )
-from hdl.pe.bitserial import BitSerialPE
-from sim.amaranth_sim import measure_latency, run_simulation
-from sim.bank import LockstepBank
-from sim.vectors import pack_fields, run_stream, unpack_fields
+from bitmod.hdl.pe.bitserial import BitSerialPE
+from bitmod.sim.amaranth_sim import measure_latency, run_simulation
+from bitmod.sim.bank import LockstepBank
+from bitmod.sim.vectors import pack_fields, run_stream, unpack_fields
 
 MIX4 = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 MIX3 = ["fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"]

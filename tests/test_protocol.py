@@ -1,4 +1,4 @@
-"""The host-link protocol golden (fpga/protocol.py) and the host driver (fpga/host.py) over the
+"""The host-link protocol golden (golden/protocol.py) and the host driver (host/link.py) over the
 in-memory transport: CRC vectors, frame round trips, rejection of damaged frames, the golden
 bridge's behaviour, and the driver's retries and timeouts."""
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpga import protocol
-from fpga.host import DeviceError, HostLink, LinkError, LinkTimeout, LoopbackTransport
-from fpga.protocol import Cmd, ErrorCode, Reply
+from bitmod.golden import protocol
+from bitmod.golden.protocol import Cmd, ErrorCode, Reply
+from bitmod.host.link import DeviceError, HostLink, LinkError, LinkTimeout, LoopbackTransport
 
 
 def crc_bitwise(data: bytes) -> int:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden import formats
-from golden import quantize as Q  # noqa: N812 - short alias for the module under test
-from golden.quantize import QuantizedTensor, Scheme, group_mse, quantize
+from bitmod.golden import formats
+from bitmod.golden import quantize as Q  # noqa: N812 - short alias for the module under test
+from bitmod.golden.quantize import QuantizedTensor, Scheme, group_mse, quantize
 
 REQUIRED = [
     "bitmod4", "bitmod3", "bitmod4_er", "bitmod4_ea", "bitmod3_er", "bitmod3_ea", "ant4", "ant3",

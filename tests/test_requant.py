@@ -12,8 +12,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden.fixedpoint import cast_fixed
-from golden.requant import (
+from bitmod.golden.fixedpoint import cast_fixed
+from bitmod.golden.requant import (
     INT32_MAX,
     INT32_MIN,
     ROUNDING_RULES,

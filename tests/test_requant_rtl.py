@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from test_requant import corner_operands, random_operands
 
-from golden.requant import ROUNDING_RULES, dyadic_from_scale, requantize
-from hdl.arith.requant import Requantizer
-from sim.amaranth_sim import measure_latency, stream_through
-from sim.bank import LockstepBank
-from sim.vectors import pack_fields, run_vectors, unpack_fields
+from bitmod.golden.requant import ROUNDING_RULES, dyadic_from_scale, requantize
+from bitmod.hdl.arith.requant import Requantizer
+from bitmod.sim.amaranth_sim import measure_latency, stream_through
+from bitmod.sim.bank import LockstepBank
+from bitmod.sim.vectors import pack_fields, run_vectors, unpack_fields
 
 
 def golden(params, acc, b, c):

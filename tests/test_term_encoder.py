@@ -5,18 +5,18 @@ import itertools
 import numpy as np
 import pytest
 
-from golden import formats
-from golden import terms as gt
-from hdl.arith.term_encoder import (
+from bitmod.golden import formats
+from bitmod.golden import terms as gt
+from bitmod.hdl.arith.term_encoder import (
     REGISTER_LAYOUT,
     TermEncoder,
     TermEncoderCore,
     TermEncoderProof,
 )
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.bank import LockstepBank
-from sim.formal import prove
-from sim.vectors import pack_fields, run_vectors, unpack_fields
+from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
+from bitmod.sim.bank import LockstepBank
+from bitmod.sim.formal import prove
+from bitmod.sim.vectors import pack_fields, run_vectors, unpack_fields
 
 MIX4 = formats.bitmod_candidates(4)
 MIX3 = formats.bitmod_candidates(3)

@@ -6,8 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden import formats
-from golden import terms as gt
+from bitmod.golden import formats
+from bitmod.golden import terms as gt
 
 # Every registered name the encoder takes, plus parametrised ones that reach other corners:
 # fixed point, flushed subnormals, a negative bias, fn/ieee specials with M = 0, odd specials.

@@ -11,12 +11,12 @@ converters sit side by side in one test-only bank component: one model, one run.
 import numpy as np
 import pytest
 
-from golden import formats
-from golden.minifloat_arith import to_float_code
-from hdl.arith.to_float import ToFloat
-from sim.amaranth_sim import measure_latency, stream_through
-from sim.bank import LockstepBank
-from sim.vectors import pack_fields, run_vectors, unpack_fields
+from bitmod.golden import formats
+from bitmod.golden.minifloat_arith import to_float_code
+from bitmod.hdl.arith.to_float import ToFloat
+from bitmod.sim.amaranth_sim import measure_latency, stream_through
+from bitmod.sim.bank import LockstepBank
+from bitmod.sim.vectors import pack_fields, run_vectors, unpack_fields
 
 # Exhaustive 16-bit sweeps: offsets chosen to reach overflow (Inf or saturation), the subnormal
 # range and underflow to zero, and a plain normal range.

@@ -4,14 +4,20 @@ import os
 
 import pytest
 
-from fpga.devices import get_device
-from fpga.ooc import OOCWrapper, port_widths, wrapper_cost
-from fpga.synth import SynthError, run_flow
-from sim.formal import prove
-from sim.selftest import PipelinedAdder, SaturatingCounter
-from sim.toolchain import TOOLS, ToolNotFound, find_tool, tool_environment
-from sim.verilator import build_root, export_verilog
-from tools import cmd_doctor
+from bitmod.fpga.devices import get_device
+from bitmod.fpga.ooc import OOCWrapper, port_widths, wrapper_cost
+from bitmod.fpga.synth import SynthError, run_flow
+from bitmod.hdl.selftest import PipelinedAdder, SaturatingCounter
+from bitmod.sim.formal import prove
+from bitmod.toolchain import (
+    TOOLS,
+    ToolNotFound,
+    build_root,
+    export_verilog,
+    find_tool,
+    tool_environment,
+)
+from bitmod.tools import cmd_doctor
 
 
 @pytest.mark.parametrize("name", sorted(TOOLS))

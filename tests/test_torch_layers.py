@@ -1,4 +1,4 @@
-"""Tests for golden.torch_layers: nn.Linear quantization and QuantLinear."""
+"""Tests for models.torch_layers: nn.Linear quantization and QuantLinear."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from golden.quantize import QuantizedTensor, quantize
-from golden.torch_layers import QuantLinear, quantize_linear
+from bitmod.golden.quantize import QuantizedTensor, quantize
+from bitmod.models.torch_layers import QuantLinear, quantize_linear
 
 
 def make_linear(n_in=256, n_out=48, bias=True, seed=0):

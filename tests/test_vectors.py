@@ -1,13 +1,13 @@
-"""The verification infrastructure checked on a reference unit (sim.selftest.PipelinedAdder)."""
+"""The verification infrastructure checked on a reference unit (hdl.selftest.PipelinedAdder)."""
 
 import numpy as np
 import pytest
 
-from sim.amaranth_sim import run_simulation, stream_get, stream_put
-from sim.scoreboard import check
-from sim.selftest import PipelinedAdder
-from sim.vectors import pack_fields, run_stream, run_vectors, unpack_fields
-from sim.verilator import SimulationFailed
+from bitmod.hdl.selftest import PipelinedAdder
+from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
+from bitmod.sim.scoreboard import check
+from bitmod.sim.vectors import pack_fields, run_stream, run_vectors, unpack_fields
+from bitmod.sim.verilator import SimulationFailed
 
 
 def adder_reference(a, b):

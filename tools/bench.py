@@ -8,10 +8,10 @@ from __future__ import annotations
 import importlib
 
 BENCH_MODULES = (
-    "tools.bench_ceiling",
-    "tools.bench_pe",
-    "tools.bench_quant",
-    "tools.bench_synth",
+    "bitmod.tools.bench_ceiling",
+    "bitmod.tools.bench_pe",
+    "bitmod.tools.bench_quant",
+    "bitmod.tools.bench_synth",
 )
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 
-from fpga.devices import get_device
-from fpga.synth import SynthError
-from hdl.array.dsp_array import DEFAULT_MAX_K, DspMacArray
-from tools.cli import CLIError, parse_array
-from tools.cmd_synth import synthesize
+from bitmod.fpga.devices import get_device
+from bitmod.fpga.synth import SynthError
+from bitmod.hdl.array.dsp_array import DEFAULT_MAX_K, DspMacArray
+from bitmod.tools.cli import CLIError, parse_array
+from bitmod.tools.cmd_synth import synthesize
 
 DEVICES = ("ecp5-85f", "ice40-up5k")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 
-from fpga.synth import SynthError
-from hdl.registry import component_class
-from tools.cmd_synth import synthesize
+from bitmod.fpga.synth import SynthError
+from bitmod.hdl.registry import component_class
+from bitmod.tools.cmd_synth import synthesize
 
 ACT_BITS = 8
 DEVICES = ("ecp5-85f", "ice40-up5k")

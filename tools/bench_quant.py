@@ -56,7 +56,7 @@ def _bits_per_weight(qt) -> float:
 
 
 def _schemes(arg: str | None) -> list[str]:
-    from golden.quantize import get_scheme, scheme_names
+    from bitmod.golden.quantize import get_scheme, scheme_names
 
     if arg is None:
         return scheme_names()
@@ -67,7 +67,7 @@ def _schemes(arg: str | None) -> list[str]:
 
 
 def _gaussian(args, schemes):
-    from golden.quantize import quantize
+    from bitmod.golden.quantize import quantize
 
     if args.size <= 0:
         raise ValueError(f"--size must be positive, got {args.size}")
@@ -95,8 +95,8 @@ def _gaussian(args, schemes):
 
 
 def _minilm(args, schemes):
-    from golden.models import minilm_linear_layers
-    from golden.quantize import quantize
+    from bitmod.golden.quantize import quantize
+    from bitmod.models.minilm import minilm_linear_layers
 
     if args.tokens <= 0:
         raise ValueError(f"--tokens must be positive, got {args.tokens}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from fpga.synth import SynthError
-from tools.cmd_synth import HEADER, format_row, synthesize
+from bitmod.fpga.synth import SynthError
+from bitmod.tools.cmd_synth import HEADER, format_row, synthesize
 
 # (component, params, label): one line each in the table.
 UNITS = (

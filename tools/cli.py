@@ -18,14 +18,14 @@ __all__ = ["CLIError", "main", "parse_array"]
 
 # Modules that register top-level sub-commands, in the order shown by ``bitmod --help``.
 COMMAND_MODULES = (
-    "tools.cmd_doctor",
-    "tools.cmd_formats",
-    "tools.cmd_quantize",
-    "tools.cmd_synth",
-    "tools.cmd_verify",
-    "tools.cmd_build",
-    "tools.cmd_run",
-    "tools.bench",
+    "bitmod.tools.cmd_doctor",
+    "bitmod.tools.cmd_formats",
+    "bitmod.tools.cmd_quantize",
+    "bitmod.tools.cmd_synth",
+    "bitmod.tools.cmd_verify",
+    "bitmod.tools.cmd_build",
+    "bitmod.tools.cmd_run",
+    "bitmod.tools.bench",
 )
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sys
 
-from fpga.boards import BOARDS, get_board
-from fpga.build import ACT_FORMATS, ROUTERS, BuildConfig, BuildError, build
-from tools.cli import CLIError, parse_array
+from bitmod.fpga.boards import BOARDS, get_board
+from bitmod.fpga.build import ACT_FORMATS, ROUTERS, BuildConfig, BuildError, build
+from bitmod.tools.cli import CLIError, parse_array
 
 HEADER = (f"{'board':15s} {'array':>7s} {'clock':>7s} {'LUT4':>13s} {'FF':>13s} {'DSP':>8s} "
           f"{'BRAM':>8s} {'Fmax':>7s} {'timing':>7s} {'GMAC/s':>7s}")

@@ -36,8 +36,8 @@ def _check_python_packages() -> str:
 
 
 def _check_verilog(workdir: Path) -> str:
-    from sim.selftest import SelfTestAdder
-    from sim.verilator import export_verilog
+    from bitmod.hdl.selftest import SelfTestAdder
+    from bitmod.toolchain import export_verilog
 
     text = export_verilog(SelfTestAdder(8))
     (workdir / "selftest.v").write_text(text)
@@ -47,22 +47,22 @@ def _check_verilog(workdir: Path) -> str:
 
 
 def _check_verilator(workdir: Path) -> str:
-    from sim.selftest import SelfTestAdder
-    from sim.toolchain import find_tool
-    from sim.verilator import get_model, run_cocotb
+    from bitmod.hdl.selftest import SelfTestAdder
+    from bitmod.sim.verilator import get_model, run_cocotb
+    from bitmod.toolchain import find_tool
 
     version = f"Verilator {importlib.metadata.version('verilator')} at {find_tool('verilator')}"
     model = get_model(SelfTestAdder, {"width": 8})
-    tests, _ = run_cocotb(model, "sim.tb.selftest_tb", run_name="doctor")
+    tests, _ = run_cocotb(model, "bitmod.sim.tb.selftest_tb", run_name="doctor")
     built = f"built in {model.build_seconds:.1f} s" if model.build_seconds else "cached build"
     return f"{version}; cocotb {tests} test passed ({built})"
 
 
 def _check_fpga(family: str, workdir: Path) -> str:
-    from fpga.devices import get_device
-    from fpga.synth import run_flow
-    from sim.selftest import SelfTestAdder
-    from sim.verilator import export_verilog
+    from bitmod.fpga.devices import get_device
+    from bitmod.fpga.synth import run_flow
+    from bitmod.hdl.selftest import SelfTestAdder
+    from bitmod.toolchain import export_verilog
 
     device = get_device("ice40-up5k" if family == "ice40" else "ecp5-25f")
     report = run_flow(export_verilog(SelfTestAdder(8)), device, workdir / family, pack=True)
@@ -74,8 +74,8 @@ def _check_fpga(family: str, workdir: Path) -> str:
 
 
 def _check_formal(workdir: Path) -> str:
-    from sim.formal import prove
-    from sim.selftest import SaturatingCounter
+    from bitmod.hdl.selftest import SaturatingCounter
+    from bitmod.sim.formal import prove
 
     good = prove(SaturatingCounter(limit=2), workdir / "formal_good", depth=4)
     if not good.passed:

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from golden import formats
+from bitmod.golden import formats
 
 # Code tables beyond this width would print thousands of lines.
 MAX_TABLE_BITS = 10

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 def _model_layers(model: str) -> dict[str, np.ndarray]:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
-    from golden.models import minilm_linear_layers
+    from bitmod.models.minilm import minilm_linear_layers
 
     return minilm_linear_layers()
 
@@ -69,7 +69,7 @@ def _load_weight(args) -> tuple[np.ndarray, str]:
 
 
 def run(args) -> int:
-    from golden.quantize import get_scheme, group_mse, quantize, scheme_names
+    from bitmod.golden.quantize import get_scheme, group_mse, quantize, scheme_names
 
     if args.list_schemes:
         for name in scheme_names():

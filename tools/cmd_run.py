@@ -4,7 +4,7 @@ The board must carry a bitstream made by ``bitmod build`` with the same ``--boar
 ``--lanes``, ``--act`` and ``--weight-bits``: those options give the core parameters the host
 needs for the address map. The command quantizes the weights (``--random M N K`` Gaussian, or
 ``--npy``), loads weights and activations into the board's buffers, runs the job, reads the
-outputs and counters (``fpga/accel.py``) and compares every output code with ``golden/gemm.py``.
+outputs and counters (``host/accel.py``) and compares every output code with ``golden/gemm.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from tools.cli import CLIError, parse_array
+from bitmod.tools.cli import CLIError, parse_array
 
 
 def _problem(args, rng, max_m: int, max_n: int, max_k: int):
@@ -37,11 +37,11 @@ def _problem(args, rng, max_m: int, max_n: int, max_k: int):
 
 
 def _run(args) -> int:
-    from fpga.accel import Accelerator, compare_with_golden
-    from fpga.build import BuildConfig
-    from fpga.host import HostLink, LinkError, SerialTransport
-    from golden import gemm as ggemm
-    from golden.quantize import quantize
+    from bitmod.fpga.build import BuildConfig
+    from bitmod.golden import gemm as ggemm
+    from bitmod.golden.quantize import quantize
+    from bitmod.host.accel import Accelerator, compare_with_golden
+    from bitmod.host.link import HostLink, LinkError, SerialTransport
 
     rows = cols = None
     if args.array:

@@ -13,12 +13,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from fpga.devices import DEVICES, get_device
-from fpga.ooc import OOCWrapper, port_widths, wrapper_cost
-from fpga.synth import ROUTERS, SynthError, run_flow
-from hdl.registry import component_class, component_names
-from sim.verilator import build_root, export_verilog
-from tools.cli import CLIError
+from bitmod.fpga.devices import DEVICES, get_device
+from bitmod.fpga.ooc import OOCWrapper, port_widths, wrapper_cost
+from bitmod.fpga.synth import ROUTERS, SynthError, run_flow
+from bitmod.hdl.registry import component_class, component_names
+from bitmod.toolchain import build_root, export_verilog
+from bitmod.tools.cli import CLIError
 
 
 def parse_params(items: list[str]) -> dict:

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tools.cli import CLIError, parse_array
+from bitmod.tools.cli import CLIError, parse_array
 
 # "the quick brown fox jumps over the lazy dog ." in MiniLM's (BERT uncased) WordPiece vocabulary,
 # between [CLS] (101) and [SEP] (102), padded with [PAD] (0) to 16 tokens.
@@ -78,7 +78,7 @@ class Progress:
 
 def sentence_token_ids(sentence: str, length: int) -> np.ndarray:
     """WordPiece ids of a lower-case sentence of whole-vocabulary words, [CLS] ... [SEP] + pad."""
-    from golden.models import minilm_path
+    from bitmod.models.minilm import minilm_path
 
     vocab = {}
     with open(minilm_path() / "vocab.txt", encoding="utf-8") as file:
@@ -97,7 +97,7 @@ def sentence_token_ids(sentence: str, length: int) -> np.ndarray:
 
 def _load_problem(args, rng):
     """(name, weights W [N, K] float32, activations x [M, K] float32)."""
-    from golden import models
+    from bitmod.models import minilm as models
 
     if args.random is not None:
         m, n, k = args.random
@@ -144,13 +144,13 @@ def _float_error(y, reference) -> dict:
 
 def verify(args) -> dict:
     """Run the whole flow; return the report dict (see the module docstring)."""
-    from golden import gemm as ggemm
-    from golden.core import job_counters
-    from golden.quantize import get_scheme, quantize
-    from hdl.array import AcceleratorCore, SystolicArray
-    from sim.array_driver import expected_codes, run_array_gemm
-    from sim.core_driver import core_map, run_core_gemm
-    from sim.verilator import get_model
+    from bitmod.golden import gemm as ggemm
+    from bitmod.golden.core import job_counters
+    from bitmod.golden.quantize import get_scheme, quantize
+    from bitmod.hdl.array import AcceleratorCore, SystolicArray
+    from bitmod.sim.array_driver import expected_codes, run_array_gemm
+    from bitmod.sim.core_driver import core_map, run_core_gemm
+    from bitmod.sim.verilator import get_model
 
     # Validate what needs no data before printing anything.
     rows, cols = parse_array(args.array)
@@ -288,7 +288,7 @@ def _print_report(report: dict) -> None:
 
 def model_fill(core_params: dict) -> int:
     """The array's first-step-to-first-output latency inside ``AcceleratorCore(**params)``."""
-    from hdl.array import AcceleratorCore
+    from bitmod.hdl.array import AcceleratorCore
 
     core = AcceleratorCore(**core_params)
     core._MustUse__silence = True  # built only to read a property

@@ -10,7 +10,7 @@ from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.bfp import block_exp_width, check_block_params, float_fields, scale_offset
+from bitmod.golden.bfp import block_exp_width, check_block_params, float_fields, scale_offset
 
 __all__ = ["ActBlockConverter"]
 

@@ -9,7 +9,7 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.fixedpoint import MAX_WIDTH, OVERFLOW_MODES, ROUNDING_MODES
+from bitmod.golden.fixedpoint import MAX_WIDTH, OVERFLOW_MODES, ROUNDING_MODES
 
 __all__ = ["FixedCast"]
 

@@ -9,7 +9,7 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.requant import ROUNDING_RULES
+from bitmod.golden.requant import ROUNDING_RULES
 
 __all__ = ["Requantizer"]
 

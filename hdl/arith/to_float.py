@@ -9,7 +9,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden import formats
+from bitmod.golden import formats
 
 __all__ = ["ToFloat"]
 

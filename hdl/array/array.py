@@ -10,12 +10,12 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden import bfp
-from golden.gemm import core_config
-from hdl.arith.act_block import ActBlockConverter
-from hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
-from hdl.arith.to_float import ToFloat
-from hdl.pe.bitserial import BitSerialPE
+from bitmod.golden import bfp
+from bitmod.golden.gemm import core_config
+from bitmod.hdl.arith.act_block import ActBlockConverter
+from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
+from bitmod.hdl.arith.to_float import ToFloat
+from bitmod.hdl.pe.bitserial import BitSerialPE
 
 __all__ = ["SystolicArray"]
 

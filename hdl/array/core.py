@@ -12,8 +12,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden import bfp
-from golden import core as gcore
+from bitmod.golden import bfp
+from bitmod.golden import core as gcore
 
 from .array import SystolicArray
 

@@ -9,9 +9,9 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.dsp_array import PE_STAGES, acc_width, latency, min_tile_steps, product_range
-from golden.pe_baseline import signed_width
-from hdl.pe.baseline import _check_int
+from bitmod.golden.dsp_array import PE_STAGES, acc_width, latency, min_tile_steps, product_range
+from bitmod.golden.pe_baseline import signed_width
+from bitmod.hdl.pe.baseline import _check_int
 
 __all__ = ["DEFAULT_MAX_K", "DspMacArray"]
 

@@ -1,4 +1,4 @@
-"""Host link: UART, the framed-protocol bridge (spec: :mod:`fpga.protocol`), test backend."""
+"""Host link: UART, the framed-protocol bridge (spec: :mod:`golden.protocol`), test backend."""
 
 from .bridge import (
     BUS_REQUEST,

@@ -1,6 +1,6 @@
 """Framed-protocol bridge: UART bytes in and out, 32-bit bus transactions to a backend.
 
-The protocol is specified by :mod:`fpga.protocol` (its :class:`~fpga.protocol.BridgeModel` is
+The protocol is specified by :mod:`golden.protocol` (its :class:`~golden.protocol.BridgeModel` is
 the byte-exact golden of :class:`Bridge`) and documented in ``docs/protocol.md``.
 """
 
@@ -12,7 +12,16 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from fpga.protocol import CRC_INIT, CRC_POLY, STATUS_BYTES, SYNC, VERSION, Cmd, ErrorCode, Reply
+from bitmod.golden.protocol import (
+    CRC_INIT,
+    CRC_POLY,
+    STATUS_BYTES,
+    SYNC,
+    VERSION,
+    Cmd,
+    ErrorCode,
+    Reply,
+)
 
 from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx, baud_divisor
 
@@ -71,7 +80,7 @@ def crc16_update(crc, byte):
 class Bridge(wiring.Component):
     """Framed-protocol engine: parses request frames from bytes, runs them on a bus, replies.
 
-    Behaviour (byte-exact with :class:`fpga.protocol.BridgeModel`): hunt the sync ``A5 5A``;
+    Behaviour (byte-exact with :class:`golden.protocol.BridgeModel`): hunt the sync ``A5 5A``;
     take cmd, seq and the 16-bit length; a length above ``max_payload`` is answered with a
     BAD_LENGTH error at once; otherwise buffer the payload in a ``max_payload``-byte RAM and
     check the CRC-16/CCITT-FALSE, so a corrupted frame (BAD_CRC) executes nothing. A good frame
@@ -516,7 +525,7 @@ class UartBridge(wiring.Component):
 class RegisterFile(wiring.Component):
     """A ``depth``-word RAM behind the bridge's bus: the link's test and bring-up backend.
 
-    Golden: :class:`fpga.protocol.RegisterFileModel`. A read returns the word; a write stores
+    Golden: :class:`golden.protocol.RegisterFileModel`. A read returns the word; a write stores
     it and returns the word it replaced (so EXEC, a write whose response data reaches the host,
     is a swap); an address at or beyond ``depth`` returns ``data = 0, error = 1`` and changes
     nothing. Contents are zero after configuration (not cleared by reset).

@@ -17,13 +17,13 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.pe_baseline import (
+from bitmod.golden.pe_baseline import (
     MINIFLOAT_PE_LATENCY,
     int_pe_latency,
     minifloat_block_width,
     signed_width,
 )
-from hdl.arith.minifloat_mul import MinifloatMultiplier, operand_geometry
+from bitmod.hdl.arith.minifloat_mul import MinifloatMultiplier, operand_geometry
 
 __all__ = ["IntPE", "MinifloatPE"]
 

@@ -31,8 +31,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.pe import pe_config
-from hdl.arith.term_encoder import term_layout
+from bitmod.golden.pe import pe_config
+from bitmod.hdl.arith.term_encoder import term_layout
 
 __all__ = ["BitSerialPE", "GroupDequantizer"]
 

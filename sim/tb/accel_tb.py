@@ -1,10 +1,10 @@
 """cocotb test of ``fpga.top.AcceleratorTop`` (UART bridge + bus adapter + core) through its
-``rx``/``tx`` pins, driven by the real host code: :class:`fpga.accel.Accelerator` over
-:class:`fpga.host.HostLink` over link_tb's :class:`~sim.tb.link_tb.SimTransport`.
+``rx``/``tx`` pins, driven by the real host code: :class:`host.accel.Accelerator` over
+:class:`host.link.HostLink` over link_tb's :class:`~sim.tb.link_tb.SimTransport`.
 
 A GEMM's output codes are compared with :func:`golden.gemm.gemm` bit for bit; then fuzz items
 (noise, truncated and CRC-corrupted frames) are each answered exactly as
-:class:`fpga.protocol.BridgeModel` predicts, with a backend that fails the test if any of them
+:class:`golden.protocol.BridgeModel` predicts, with a backend that fails the test if any of them
 would reach the bus; then a second GEMM must still be exact.
 
 Driven by ``tests/test_accel_e2e.py``: ``BITMOD_MODEL_PARAMS`` (the top's parameters),
@@ -21,15 +21,15 @@ import cocotb
 import numpy as np
 from cocotb.task import bridge
 
-from fpga import protocol
-from fpga.accel import Accelerator, compare_with_golden
-from fpga.host import HostLink
-from golden import gemm as ggemm
-from golden.quantize import quantize
-from hdl.array.core import AcceleratorCore
-from sim.tb import link_tb
-from sim.tb.common import CLOCK_NS
-from sim.tb.link_tb import SimTransport
+from bitmod.golden import gemm as ggemm
+from bitmod.golden import protocol
+from bitmod.golden.quantize import quantize
+from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.host.accel import Accelerator, compare_with_golden
+from bitmod.host.link import HostLink
+from bitmod.sim.tb import link_tb
+from bitmod.sim.tb.common import CLOCK_NS
+from bitmod.sim.tb.link_tb import SimTransport
 
 
 def configure() -> dict:

@@ -14,7 +14,7 @@ import random
 import cocotb
 from cocotb.triggers import Event, ReadOnly, RisingEdge, with_timeout
 
-from sim.tb.common import CLOCK_NS, TB, StreamSource, write_ints
+from bitmod.sim.tb.common import CLOCK_NS, TB, StreamSource, write_ints
 
 
 @cocotb.test()

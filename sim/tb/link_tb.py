@@ -1,10 +1,10 @@
 """cocotb tests of ``hdl.link.UartBridgeTestTop`` through its ``rx``/``tx`` pins.
 
 A UART model bit-bangs ``rx`` and decodes ``tx`` at the top's bit period. The host side is the
-real driver, :class:`fpga.host.HostLink`, running in a cocotb bridge thread over
+real driver, :class:`host.link.HostLink`, running in a cocotb bridge thread over
 :class:`SimTransport`, whose bytes the UART model shifts in and out (its timeouts are in
 simulated time). Every result is compared with a golden twin: the same HostLink calls on a
-:class:`fpga.protocol.BridgeModel` over a :class:`fpga.host.LoopbackTransport`, or, for the fuzz
+:class:`golden.protocol.BridgeModel` over a :class:`host.link.LoopbackTransport`, or, for the fuzz
 items, the model's predicted reply bytes.
 
 Driven by ``tests/test_link.py``: ``BITMOD_MODEL_PARAMS`` (the top's parameters),
@@ -23,9 +23,9 @@ from cocotb.task import bridge, resume
 from cocotb.triggers import Event, FallingEdge, First, Timer
 from cocotb.utils import get_sim_time
 
-from fpga import protocol
-from fpga.host import DeviceError, HostLink, LinkError, LoopbackTransport, Transport
-from sim.tb.common import CLOCK_NS, TB
+from bitmod.golden import protocol
+from bitmod.host.link import DeviceError, HostLink, LinkError, LoopbackTransport, Transport
+from bitmod.sim.tb.common import CLOCK_NS, TB
 
 
 class _Config:
@@ -133,7 +133,7 @@ class UartModel:
 
 
 class SimTransport(Transport):
-    """:class:`fpga.host.Transport` over the UART model; for a cocotb bridge thread."""
+    """:class:`host.link.Transport` over the UART model; for a cocotb bridge thread."""
 
     def __init__(self, uart: UartModel, tx_fault=None):
         self.uart = uart

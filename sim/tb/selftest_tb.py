@@ -1,4 +1,4 @@
-"""cocotb testbench for :class:`sim.selftest.SelfTestAdder` (checks Verilator + cocotb work)."""
+"""cocotb testbench for :class:`hdl.selftest.SelfTestAdder` (checks Verilator + cocotb work)."""
 
 import os
 import random

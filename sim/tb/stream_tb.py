@@ -10,7 +10,7 @@ import random
 import cocotb
 from cocotb.triggers import with_timeout
 
-from sim.tb.common import TB, CycleCounter, StreamSink, StreamSource, read_ints, write_ints
+from bitmod.sim.tb.common import TB, CycleCounter, StreamSink, StreamSource, read_ints, write_ints
 
 
 @cocotb.test()

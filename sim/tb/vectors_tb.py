@@ -12,7 +12,7 @@ import os
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge, Timer
 
-from sim.tb.common import CLOCK_NS, TB, read_ints, write_ints
+from bitmod.sim.tb.common import CLOCK_NS, TB, read_ints, write_ints
 
 
 @cocotb.test()

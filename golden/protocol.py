@@ -1,7 +1,7 @@
 """The host-link framed protocol: constants, CRC-16, frame encode/decode, and a golden bridge.
 
 This module is the specification of the protocol spoken between the host driver
-(:mod:`fpga.host`) and the UART bridge (:mod:`hdl.link.bridge`); ``docs/protocol.md`` documents
+(:mod:`host.link`) and the UART bridge (:mod:`hdl.link.bridge`); ``docs/protocol.md`` documents
 it as tables. Pure Python, no Amaranth imports.
 
 Frame (both directions)::

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from golden.quantize import QuantizedTensor, quantize
+from bitmod.golden.quantize import QuantizedTensor, quantize
 
 __all__ = ["QuantLinear", "quantize_linear"]
 

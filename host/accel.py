@@ -1,5 +1,5 @@
 """Host driver of the whole accelerator (:class:`fpga.top.AcceleratorTop`) over a
-:class:`fpga.host.HostLink`: load a GEMM, run it, read the output codes and the counters.
+:class:`host.link.HostLink`: load a GEMM, run it, read the output codes and the counters.
 
 The core commands are :mod:`golden.core`'s (:func:`~golden.core.load_commands`,
 :func:`~golden.core.run_commands`, :func:`~golden.core.read_commands`); each becomes one bus
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from golden import core as gcore
-from golden import gemm as ggemm
+from bitmod.golden import core as gcore
+from bitmod.golden import gemm as ggemm
 
-from .host import DeviceError, HostLink
+from .link import DeviceError, HostLink
 
 __all__ = ["Accelerator", "AcceleratorError", "compare_with_golden", "group_runs"]
 

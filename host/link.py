@@ -1,8 +1,8 @@
 """Host driver for the UART link: transports and :class:`HostLink` (write, read, exec, status).
 
-The protocol is :mod:`fpga.protocol`. A :class:`Transport` moves bytes: :class:`SerialTransport`
+The protocol is :mod:`golden.protocol`. A :class:`Transport` moves bytes: :class:`SerialTransport`
 (pyserial) talks to a board, :class:`LoopbackTransport` to an in-process device model such as
-:class:`fpga.protocol.BridgeModel`, and the cocotb testbench ``sim/tb/link_tb.py`` provides one
+:class:`golden.protocol.BridgeModel`, and the cocotb testbench ``sim/tb/link_tb.py`` provides one
 that shifts the bytes through the simulated UART pins, so the same :class:`HostLink` code is
 tested end to end against the RTL.
 
@@ -16,7 +16,7 @@ import abc
 import struct
 from collections.abc import Callable, Sequence
 
-from .protocol import (
+from bitmod.golden.protocol import (
     NOT_EXECUTED,
     OVERHEAD_BYTES,
     Cmd,
@@ -106,7 +106,7 @@ class SerialTransport(Transport):
 class LoopbackTransport(Transport):
     """In-memory transport to a device model with ``feed(bytes) -> bytes`` (and optionally
     ``timeout() -> bytes``, called when a read waits in vain, since the device then sees the
-    same silence), e.g. :class:`fpga.protocol.BridgeModel`.
+    same silence), e.g. :class:`golden.protocol.BridgeModel`.
 
     ``tx_fault`` and ``rx_fault`` (``bytes -> bytes``) may alter what is written and what the
     device replies, to test recovery from line errors.

@@ -1,4 +1,5 @@
-"""Discovery of the external tools, in one place for sim/, fpga/ and ``bitmod doctor``.
+"""External tools in one place for sim/, fpga/ and ``bitmod doctor``: discovery, the build
+folder and Verilog export.
 
 Every tool comes from PyPI:
 
@@ -34,6 +35,8 @@ __all__ = [
     "Tool",
     "ToolNotFound",
     "apply_tool_environment",
+    "build_root",
+    "export_verilog",
     "find_tool",
     "tool_environment",
     "verilator_root",
@@ -156,3 +159,42 @@ def apply_tool_environment() -> dict[str, str]:
     env = tool_environment()
     os.environ.update(env)
     return env
+
+
+def _source_tree() -> Path | None:
+    """The checkout this package runs from (``pyproject.toml`` of bitmod-hdl beside the
+    package folders), or ``None`` when it is installed (a wheel in site-packages)."""
+    top = Path(__file__).resolve().parent.parent
+    project = top / "pyproject.toml"
+    if project.is_file() and 'name = "bitmod-hdl"' in project.read_text(errors="replace"):
+        return top
+    return None
+
+
+def build_root() -> Path:
+    """Root folder for generated files (Verilator models, synthesis runs, bitstreams).
+
+    ``$BITMOD_BUILD_DIR`` if set; else ``build/`` at the top of a source checkout (git-ignored);
+    else, for an installed package, ``$XDG_CACHE_HOME/bitmod-hdl`` (``~/.cache/bitmod-hdl``),
+    never a folder inside site-packages.
+    """
+    root = os.environ.get("BITMOD_BUILD_DIR")
+    if root:
+        return Path(root)
+    tree = _source_tree()
+    if tree is not None:
+        return tree / "build"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "bitmod-hdl"
+
+
+def export_verilog(component, name: str = "top") -> str:
+    """Convert an Amaranth ``wiring.Component`` to Verilog text with top module ``name``.
+
+    All ports of the component's signature become top-level ports, named as Amaranth flattens
+    them (``i_stream__payload``, ``o_stream__valid``, ...); ``clk``/``rst`` are added for the
+    sync domain.
+    """
+    from amaranth.back import verilog
+
+    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)

@@ -62,7 +62,7 @@ def add_suffix(data: bytes, vendor: int, product: int, device: int = 0xFFFF) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fpga.dfu -v VID -p PID [-d DID] -a FILE``: append a suffix in place."""
+    """``python -m bitmod.host.dfu -v VID -p PID [-d DID] -a FILE``: append a suffix in place."""
     parser = argparse.ArgumentParser(prog="dfu-suffix", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--vid", required=True, type=lambda s: int(s, 16))
     parser.add_argument("-p", "--pid", required=True, type=lambda s: int(s, 16))

@@ -15,6 +15,7 @@ clock is *not* an error here (``timing_met`` is false and Fmax is reported, next
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,43 +23,59 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bitmod.golden import formats as gformats
+from bitmod.golden.checks import check_choice, check_int, check_number
+from bitmod.golden.core import CoreConfig
+from bitmod.golden.gemm import scheme_formats
+from bitmod.golden.protocol import LinkConfig
 from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
-from .boards import Board, get_board
+from .boards import Board, PLLConfig, get_board
 from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
 
-__all__ = ["ACT_FORMATS", "BuildConfig", "BuildError", "BuildResult", "build", "weight_formats"]
-
-ACT_FORMATS = ("int8", "fp16", "bf16")
+__all__ = ["BuildConfig", "BuildError", "BuildResult", "board_plan", "build"]
 
 
 class BuildError(RuntimeError):
     """The build failed (tool error or design too large); the message is one line + log path."""
 
 
-def weight_formats(bits: int) -> list[str]:
-    """The BitMoD mixture of ``bits``-bit weights (``bitmod3``/``bitmod4``)."""
-    return gformats.bitmod_candidates(bits)
-
-
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything that defines a build (hashed into the output folder name).
+    """Everything that defines a build, validated once (hashed into the output folder name).
 
-    ``None`` fields take the board's defaults (:class:`fpga.boards.Board`).
+    Fields left ``None`` take the board's defaults (:class:`fpga.boards.Board`) when the config
+    is made, so a ``BuildConfig`` is always complete; :attr:`core` and :attr:`link` are the
+    configurations of what the bitstream holds.
+
+    Attributes
+    ----------
+    board : str
+        A :data:`fpga.boards.BOARDS` name.
+    scheme : str
+        Weight scheme (:func:`golden.quantize.scheme_names`) the core is built for; the core
+        runs the symmetric ones (:func:`golden.gemm.scheme_formats`).
+    rows, cols, lanes : int
+        The array (board default: the largest measured to meet timing).
+    clock_mhz : float
+        Requested core clock; the PLL's achieved clock is :attr:`achieved_mhz`.
+    act : str
+        Activation format (:data:`golden.bfp.ACT_FORMATS`).
+    group_size, max_m, max_n, max_k : int
+        Weight group size and buffer bounds.
+    baud, seed, router :
+        UART bit rate, nextpnr placement seed and router.
     """
 
     board: str
+    scheme: str = "bitmod4"
     rows: int | None = None
     cols: int | None = None
     lanes: int | None = None
     clock_mhz: float | None = None
     act: str = "int8"
-    weight_bits: int = 4
     group_size: int = 16
     max_m: int | None = None
     max_n: int | None = None
@@ -67,58 +84,83 @@ class BuildConfig:
     seed: int = 1
     router: str | None = None
 
-    def resolved(self) -> tuple[Board, dict]:
-        """The board and the complete parameter set (board defaults filled in)."""
+    def __post_init__(self):
+        put = functools.partial(object.__setattr__, self)
         board = get_board(self.board)
-        if self.act not in ACT_FORMATS:
-            raise ValueError(f"act must be one of {', '.join(ACT_FORMATS)}, not {self.act!r}")
-        router = board.router if self.router is None else self.router
-        if router not in ROUTERS:
-            raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
-        params = {
-            "rows": board.rows if self.rows is None else self.rows,
-            "cols": board.cols if self.cols is None else self.cols,
-            "lanes": board.lanes if self.lanes is None else self.lanes,
-            "clock_mhz": board.clock_mhz if self.clock_mhz is None else float(self.clock_mhz),
-            "act": self.act, "weight_bits": self.weight_bits, "group_size": self.group_size,
-            "max_m": board.max_m if self.max_m is None else self.max_m,
-            "max_n": board.max_n if self.max_n is None else self.max_n,
-            "max_k": board.max_k if self.max_k is None else self.max_k,
-            "baud": self.baud, "seed": self.seed, "router": router,
-        }
-        return board, params
+        put("board", board.name)
+        for name in ("rows", "cols", "lanes", "max_m", "max_n", "max_k"):
+            if getattr(self, name) is None:
+                put(name, getattr(board, name))
+        if self.clock_mhz is None:
+            put("clock_mhz", board.clock_mhz)
+        put("clock_mhz", check_number("clock_mhz", self.clock_mhz, positive=True))
+        if self.router is None:
+            put("router", board.router)
+        check_choice("router", self.router, ROUTERS)
+        put("seed", check_int("seed", self.seed, 0))
+        board.pll(self.clock_mhz)  # an impossible clock fails here, before any work
+        self.core  # noqa: B018 (validates the scheme and the core parameters)
+        self.link  # noqa: B018 (validates the baud rate at the achieved clock)
 
-    def core_params(self) -> dict:
-        """Keyword arguments of :class:`hdl.array.core.AcceleratorCore`."""
-        _, p = self.resolved()
-        return {"rows": p["rows"], "cols": p["cols"], "lanes": p["lanes"],
-                "group_size": p["group_size"], "formats": weight_formats(p["weight_bits"]),
-                "act_format": p["act"], "max_m": p["max_m"], "max_n": p["max_n"],
-                "max_k": p["max_k"]}
+    @property
+    def target(self) -> Board:
+        """The :class:`fpga.boards.Board`."""
+        return get_board(self.board)
+
+    @functools.cached_property
+    def pll(self) -> PLLConfig | None:
+        return self.target.pll(self.clock_mhz)
+
+    @property
+    def achieved_mhz(self) -> float:
+        """The core clock the board runs at: the PLL's output (bare targets and boards whose
+        input is the core clock: the requested clock)."""
+        return self.pll.fout_mhz if self.pll is not None else float(self.clock_mhz)
+
+    @functools.cached_property
+    def core(self) -> CoreConfig:
+        """The accelerator core the bitstream holds."""
+        return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
+                          group_size=self.group_size, formats=scheme_formats(self.scheme),
+                          act_format=self.act, max_m=self.max_m, max_n=self.max_n,
+                          max_k=self.max_k)
+
+    @functools.cached_property
+    def link(self) -> LinkConfig:
+        """The UART link at the achieved clock."""
+        return LinkConfig(clk_freq=self.achieved_mhz * 1e6, baud=self.baud)
+
+    def params(self) -> dict:
+        """Every field, board defaults filled in (JSON-ready)."""
+        return asdict(self)
 
     def key(self) -> str:
-        board, params = self.resolved()
-        text = json.dumps({"board": board.name, **params}, sort_keys=True)
+        text = json.dumps(self.params(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def workdir(self) -> Path:
-        return build_root() / "boards" / f"{get_board(self.board).name}-{self.key()}"
+        return build_root() / "boards" / f"{self.board}-{self.key()}"
 
 
 @dataclass
 class BuildResult:
-    """A finished build: parameters, PLL, resources, timing and the bitstream."""
+    """A finished build: its configuration, PLL, resources, timing and the bitstream."""
 
-    board: str
-    device: str
-    params: dict
+    config: BuildConfig
     clock_mhz: float  # achieved core clock (the PLL's output)
     pll: str | None
     report: SynthReport
     bitstream: str
     seconds: float
     workdir: str
-    extra: dict = field(default_factory=dict)
+
+    @property
+    def board(self) -> str:
+        return self.config.board
+
+    @property
+    def device(self) -> str:
+        return self.config.target.device
 
     @property
     def timing_met(self) -> bool:
@@ -129,12 +171,9 @@ class BuildResult:
         return self.report.fmax_mhz
 
     def macs_per_cycle(self) -> float:
-        """Peak ``R * C * L / T`` (T = 2 terms per weight for the 3- and 4-bit mixtures)."""
-        from bitmod.golden import terms as gterms
-
-        p = self.params
-        terms = gterms.terms_per_weight(weight_formats(p["weight_bits"]))
-        return p["rows"] * p["cols"] * p["lanes"] / terms
+        """Peak ``R * C * L / T`` (``T`` terms per weight: 2 for the 3- and 4-bit mixtures)."""
+        core = self.config.core
+        return core.rows * core.cols * core.lanes / core.array.terms
 
     def peak_gmacs(self) -> float:
         return self.macs_per_cycle() * self.clock_mhz / 1e3
@@ -142,7 +181,7 @@ class BuildResult:
     def as_dict(self) -> dict:
         r = self.report
         return {
-            "board": self.board, "device": self.device, "params": self.params,
+            "board": self.board, "device": self.device, "params": self.config.params(),
             "clock_mhz": self.clock_mhz, "pll": self.pll,
             "lut4": r.lut4, "ff": r.ff, "carry": r.carry, "dsp": r.dsp, "bram": r.bram,
             "fmax_mhz": r.fmax_mhz, "timing_met": self.timing_met,
@@ -197,14 +236,15 @@ def _parse_report(workdir: Path, device, target_mhz: float, seconds: float) -> S
                        **_count_cells(cells, device.family))
 
 
-def board_plan(board: Board, params: dict, core: dict, workdir: Path):
+def board_plan(config: BuildConfig, workdir: Path):
     """The board top and its build scripts, extracted into ``workdir`` (nothing run yet)."""
     from amaranth.build import Attrs
     from amaranth_boards.resources import UARTResource
 
     from .top import BoardTop
 
-    top = BoardTop(board, params["clock_mhz"], params["baud"], core)
+    board = config.target
+    top = BoardTop(board, config.pll, config.core, config.link)
     platform = board.platform()
     if board.uart is not None:
         rx, tx, attrs = board.uart
@@ -213,15 +253,15 @@ def board_plan(board: Board, params: dict, core: dict, workdir: Path):
     plan = platform.build(
         top, name="top", build_dir=str(workdir), do_build=False, do_program=False,
         synth_opts=synth_opts, script_after_synth="tee -q -o stat.json stat -json",
-        nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {params['seed']} "
-                      f"--router {params['router']}"))
+        nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {config.seed} "
+                      f"--router {config.router}"))
     plan.extract(str(workdir))
     return top
 
 
-def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: float):
-    top = board_plan(board, params, core, workdir)
-    device = board.fpga
+def _board_flow(config: BuildConfig, workdir: Path, timeout: float):
+    board_plan(config, workdir)
+    device = config.target.fpga
     env = {**os.environ, **apply_tool_environment()}
     # Boards loaded over DFU (OrangeCrab) get the suffix from host.dfu, not a dfu-util install.
     dfu_suffix = workdir / "dfu-suffix"
@@ -239,24 +279,22 @@ def _board_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: 
             raise BuildError(f"build timed out after {timeout:.0f} s (log: {log})") from None
     if result.returncode != 0:
         raise _fail("build", workdir, ["top.tim", "build.log", "top.rpt"])
-    report = _parse_report(workdir, device, top.clock_mhz, time.monotonic() - started)
+    report = _parse_report(workdir, device, config.achieved_mhz, time.monotonic() - started)
     suffix = "bin" if device.family == "ice40" else "bit"
-    pll = top.pll.describe() if top.pll else None
-    return report, top.clock_mhz, pll, workdir / f"top.{suffix}"
+    return report, workdir / f"top.{suffix}"
 
 
-def _bare_flow(board: Board, params: dict, core: dict, workdir: Path, timeout: float):
+def _bare_flow(config: BuildConfig, workdir: Path, timeout: float):
     from .top import AcceleratorTop
 
-    clock = params["clock_mhz"]
-    verilog = export_verilog(AcceleratorTop(clock * 1e6, params["baud"], core))
+    verilog = export_verilog(AcceleratorTop(config.core, config.link))
     try:
-        report = run_flow(verilog, board.fpga, workdir, target_mhz=clock, seed=params["seed"],
-                          timeout=timeout, pack=True, router=params["router"])
+        report = run_flow(verilog, config.target.fpga, workdir, target_mhz=config.achieved_mhz,
+                          seed=config.seed, timeout=timeout, pack=True, router=config.router)
     except SynthError as error:
         raise _fail("bare flow", workdir, ["nextpnr.log", "nextpnr.out"]) from error
-    suffix = "bin" if board.family == "ice40" else "bit"
-    return report, clock, None, workdir / f"top.{suffix}"
+    suffix = "bin" if config.target.family == "ice40" else "bit"
+    return report, workdir / f"top.{suffix}"
 
 
 def build(config: BuildConfig, *, timeout: float = 3600.0) -> BuildResult:
@@ -265,24 +303,19 @@ def build(config: BuildConfig, *, timeout: float = 3600.0) -> BuildResult:
 
     Raises
     ------
-    ValueError
-        Unknown board, bad parameters, a clock the PLL cannot make.
     BuildError
         A tool failed or the design does not fit.
     """
-    board, params = config.resolved()
-    core = config.core_params()
-    board.pll(params["clock_mhz"])  # an impossible clock fails here, before any work
     workdir = config.workdir()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    flow = _bare_flow if board.bare else _board_flow
-    report, clock, pll, bitstream = flow(board, params, core, workdir, timeout)
+    flow = _bare_flow if config.target.bare else _board_flow
+    report, bitstream = flow(config, workdir, timeout)
     if not bitstream.exists():
         raise BuildError(f"no bitstream {bitstream.name} produced (log: {workdir})")
-    result = BuildResult(board=board.name, device=board.device, params=params,
-                         clock_mhz=clock, pll=pll, report=report, bitstream=str(bitstream),
-                         seconds=time.monotonic() - started, workdir=str(workdir))
-    record = {**asdict(result), "report": asdict(report)}
-    (workdir / "result.json").write_text(json.dumps(record, indent=1))
+    result = BuildResult(config=config, clock_mhz=config.achieved_mhz,
+                         pll=config.pll.describe() if config.pll else None, report=report,
+                         bitstream=str(bitstream), seconds=time.monotonic() - started,
+                         workdir=str(workdir))
+    (workdir / "result.json").write_text(result.to_json())
     return result

@@ -24,23 +24,14 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import core as gcore
+from bitmod.golden.checks import check_int
+from bitmod.golden.protocol import OP_SHIFT, LinkConfig
 from bitmod.hdl.array.core import AcceleratorCore
 from bitmod.hdl.link.bridge import UartBridge, bus_signature
 
 from .boards import Board, PLLConfig
 
-__all__ = ["OP_SHIFT", "AcceleratorTop", "BoardTop", "BusAdapter", "bus_address"]
-
-OP_SHIFT = 24  # bus address = op << OP_SHIFT | core address
-
-
-def bus_address(op: int | str, addr: int = 0) -> int:
-    """The bus address of core command ``op`` (code or name of :data:`golden.core.OPS`) at
-    core address ``addr``."""
-    code = gcore.OPS[op] if isinstance(op, str) else int(op)
-    if not 0 <= code < 1 << gcore.OP_BITS or not 0 <= addr < 1 << OP_SHIFT:
-        raise ValueError(f"op {op!r} / addr {addr} out of range")
-    return code << OP_SHIFT | addr
+__all__ = ["AcceleratorTop", "BoardTop", "BusAdapter"]
 
 
 class BusAdapter(wiring.Component):
@@ -57,7 +48,7 @@ class BusAdapter(wiring.Component):
     Parameters
     ----------
     addr_bits : int
-        The core's command address width (:attr:`golden.core.CoreMap.addr_bits`), 1..24.
+        The core's command address width (:attr:`golden.core.CoreConfig.addr_bits`), 1..24.
 
     Members
     -------
@@ -70,11 +61,7 @@ class BusAdapter(wiring.Component):
     """
 
     def __init__(self, addr_bits: int):
-        if isinstance(addr_bits, bool) or not isinstance(addr_bits, int):
-            raise TypeError(f"addr_bits must be an int, not {addr_bits!r}")
-        if not 1 <= addr_bits <= OP_SHIFT:
-            raise ValueError(f"addr_bits must be in 1..{OP_SHIFT}, not {addr_bits}")
-        self._addr_bits = addr_bits
+        self._addr_bits = check_int("addr_bits", addr_bits, 1, OP_SHIFT)
         super().__init__({
             "bus": In(bus_signature()),
             "cmd": Out(stream.Signature(data.StructLayout({
@@ -144,15 +131,10 @@ class AcceleratorTop(wiring.Component):
 
     Parameters
     ----------
-    clk_freq : float
-        Core clock in Hz (sets the UART divisor).
-    baud : int
-        UART bit rate.
-    core : dict
-        Keyword arguments of :class:`AcceleratorCore`.
-    max_payload, timeout_cycles : int, optional
-        Bridge parameters; ``timeout_cycles`` defaults to ~50 ms of clock (at least two byte
-        times, as the bridge requires).
+    core : golden.core.CoreConfig
+        The accelerator core.
+    link : golden.protocol.LinkConfig
+        The UART link (its ``clk_freq`` is the clock this top runs at).
 
     Members
     -------
@@ -162,28 +144,23 @@ class AcceleratorTop(wiring.Component):
         Serial output to the host (idle high).
     """
 
-    def __init__(self, clk_freq: float, baud: int = 115200, core: dict | None = None,
-                 max_payload: int = 256, timeout_cycles: int | None = None):
-        self._core_params = dict(core or {})
-        probe = AcceleratorCore(**self._core_params)  # validates the core parameters
-        probe._MustUse__silence = True
-        self._addr_bits = probe.core_map.addr_bits
-        if timeout_cycles is None:
-            timeout_cycles = max(int(clk_freq * 0.05), 40 * round(clk_freq / baud))
-        self._link_params = dict(clk_freq=clk_freq, baud=baud, max_payload=max_payload,
-                                 timeout_cycles=timeout_cycles)
-        link = UartBridge(**self._link_params)  # validates clock, baud and bridge parameters
-        link._MustUse__silence = True
+    def __init__(self, core: gcore.CoreConfig | None = None, link: LinkConfig | None = None):
+        self._core = gcore.CoreConfig() if core is None else core
+        self._link = LinkConfig() if link is None else link
+        if not isinstance(self._core, gcore.CoreConfig):
+            raise TypeError(f"core must be a CoreConfig, not {core!r}")
+        if not isinstance(self._link, LinkConfig):
+            raise TypeError(f"link must be a LinkConfig, not {link!r}")
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
-    core_params = property(lambda self: dict(self._core_params))
-    link_params = property(lambda self: dict(self._link_params))
+    core = property(lambda self: self._core, doc="The :class:`golden.core.CoreConfig`.")
+    link = property(lambda self: self._link, doc="The :class:`golden.protocol.LinkConfig`.")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.link = link = UartBridge(**self._link_params)
-        m.submodules.adapter = adapter = BusAdapter(self._addr_bits)
-        m.submodules.core = core = AcceleratorCore(**self._core_params)
+        m.submodules.link = link = UartBridge(self._link)
+        m.submodules.adapter = adapter = BusAdapter(self._core.addr_bits)
+        m.submodules.core = core = AcceleratorCore(self._core)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         wiring.connect(m, link.bus, adapter.bus)
         wiring.connect(m, adapter.cmd, core.i_cmd)
@@ -229,22 +206,22 @@ class BoardTop(Elaboratable):
     ----------
     board : Board
         The target (not a bare one: those use :class:`AcceleratorTop` directly).
-    clock_mhz : float
-        Core clock; the PLL's achieved frequency is what the UART divisor and the timing
-        constraint use.
-    baud : int
-    core : dict
-        :class:`AcceleratorCore` keyword arguments.
+    pll : PLLConfig or None
+        The board clock's PLL (``None``: the core runs at the board's input clock).
+    core : golden.core.CoreConfig
+    link : golden.protocol.LinkConfig
+        Its ``clk_freq`` is the achieved core clock (the PLL's output), which the timing
+        constraint uses.
     """
 
-    def __init__(self, board: Board, clock_mhz: float, baud: int = 115200,
-                 core: dict | None = None):
+    def __init__(self, board: Board, pll: PLLConfig | None, core: gcore.CoreConfig,
+                 link: LinkConfig):
         if board.bare:
             raise ValueError(f"board {board.name!r} is a bare device; build AcceleratorTop")
         self.board = board
-        self.pll = board.pll(clock_mhz)
-        self.clock_mhz = self.pll.fout_mhz if self.pll else float(board.input_mhz)
-        self.accel = AcceleratorTop(self.clock_mhz * 1e6, baud, core)
+        self.pll = pll
+        self.clock_mhz = link.clk_freq / 1e6
+        self.accel = AcceleratorTop(core, link)
 
     def elaborate(self, platform):
         m = Module()

@@ -52,9 +52,11 @@ from typing import NamedTuple
 import numpy as np
 
 from . import formats
+from .checks import check_choice, check_int
 
 __all__ = [
     "ACT_FORMATS",
+    "CONVERTER_FLOAT_POST_STAGES",
     "MAX_MANT_WIDTH",
     "MIN_MANT_WIDTH",
     "ROUNDINGS",
@@ -63,14 +65,19 @@ __all__ = [
     "block_dequantize",
     "block_exp_width",
     "check_block_params",
+    "converter_latency",
     "float_fields",
     "scale_offset",
 ]
 
-ACT_FORMATS = ("fp16", "bf16", "int8")
+ACT_FORMATS = ("int8", "fp16", "bf16")  # every activation format of the project, one table
 ROUNDINGS = ("trunc", "rne")
 MIN_MANT_WIDTH = 2
 MAX_MANT_WIDTH = 24
+MAX_CONVERTER_LANES = 64
+# Stages of the RTL converter after its exponent max tree (FP formats): the alignment shift in
+# two steps, the rounding and the output register (hdl/arith/act_block.py).
+CONVERTER_FLOAT_POST_STAGES = 4
 
 
 class BlockFlags(NamedTuple):
@@ -84,17 +91,23 @@ class BlockFlags(NamedTuple):
 
 def check_block_params(act_format: str, mant_width: int, rounding: str) -> None:
     """Raise ``TypeError``/``ValueError`` naming the parameter when it is not supported."""
-    if act_format not in ACT_FORMATS:
-        raise ValueError(f"unknown act_format {act_format!r}; expected one of {ACT_FORMATS}")
-    if not isinstance(mant_width, (int, np.integer)) or isinstance(mant_width, bool):
-        raise TypeError(f"mant_width must be an int, not {mant_width!r}")
-    if not MIN_MANT_WIDTH <= mant_width <= MAX_MANT_WIDTH:
-        raise ValueError(f"mant_width must be in {MIN_MANT_WIDTH}..{MAX_MANT_WIDTH}, "
-                         f"not {mant_width}")
-    if act_format == "int8" and mant_width < 8:
-        raise ValueError(f"mant_width must be at least 8 for act_format 'int8', not {mant_width}")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
+    check_choice("act_format", act_format, ACT_FORMATS)
+    check_int("mant_width", mant_width, 8 if act_format == "int8" else MIN_MANT_WIDTH,
+              MAX_MANT_WIDTH)
+    check_choice("rounding", rounding, ROUNDINGS)
+
+
+def converter_latency(lanes: int, act_format: str) -> int:
+    """Latency in cycles of the RTL block converter (:mod:`hdl.arith.act_block`) for ``lanes``
+    activations per block: 2 for INT8 (a pass-through in two registers); for FP16/BF16 the
+    exponent max tree, one stage per level (``max(1, ceil(log2 lanes))``), then
+    :data:`CONVERTER_FLOAT_POST_STAGES`. The RTL builds exactly this many stages and checks
+    it when it elaborates."""
+    lanes = check_int("lanes", lanes, 1, MAX_CONVERTER_LANES)
+    check_choice("act_format", act_format, ACT_FORMATS)
+    if act_format == "int8":
+        return 2
+    return max(1, (lanes - 1).bit_length()) + CONVERTER_FLOAT_POST_STAGES
 
 
 def float_fields(act_format: str) -> tuple[int, int, int]:

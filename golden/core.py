@@ -36,6 +36,7 @@ per bank per weight-step at ``tile_base + k // L`` with no multiplier.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,8 @@ import numpy as np
 from . import bfp
 from . import gemm as ggemm
 from . import terms as gterms
+from .checks import check_int
+from .protocol import OP_SHIFT
 from .quantize import QuantizedTensor
 
 __all__ = [
@@ -54,9 +57,9 @@ __all__ = [
     "OP_BITS",
     "STATUS",
     "STATUS_BITS",
-    "CoreMap",
+    "CoreConfig",
     "CoreModel",
-    "core_map",
+    "bus_address",
     "job_counters",
     "load_commands",
     "pack_command",
@@ -87,40 +90,72 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _check_max(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not 1 <= value <= MAX_DIM:
-        raise ValueError(f"{name} must be in 1..{MAX_DIM}, not {value}")
-    return int(value)
-
-
 @dataclass(frozen=True)
-class CoreMap:
-    """Buffer depths, word widths and address fields of a core (module docstring)."""
+class CoreConfig:
+    """Parameters of the accelerator core, validated once: the array's and the buffer bounds,
+    and everything derived from them (buffer depths, word widths, address fields; module
+    docstring).
 
-    cfg: ggemm.CoreConfig
-    max_m: int
-    max_n: int
-    max_k: int
+    Attributes
+    ----------
+    rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits, \
+scale_bits, out_format
+        As :class:`golden.gemm.ArrayConfig` (``max_groups`` is derived: ``ceil(max_k / G)``).
+    max_m, max_n, max_k : int
+        Largest job, 1 .. 65536 each; size the buffers.
+    """
 
-    k_steps = property(lambda self: _cdiv(self.max_k, self.cfg.lanes))
-    max_groups = property(lambda self: _cdiv(self.max_k, self.cfg.group_size))
-    m_tiles = property(lambda self: _cdiv(self.max_m, self.cfg.rows))
-    n_tiles = property(lambda self: _cdiv(self.max_n, self.cfg.cols))
+    rows: int = 2
+    cols: int = 2
+    lanes: int = 4
+    group_size: int = 16
+    formats: tuple[str, ...] = ("fp4",)
+    act_format: str = "int8"
+    mant_width: int = 12
+    rounding: str = "rne"
+    act_exp_bits: int = 3
+    scale_bits: int = 8
+    out_format: str = "fp32"
+    max_m: int = 16
+    max_n: int = 16
+    max_k: int = 64
+
+    def __post_init__(self):
+        put = functools.partial(object.__setattr__, self)
+        for name in ("max_m", "max_n", "max_k"):
+            put(name, check_int(name, getattr(self, name), 1, MAX_DIM))
+        check_int("group_size", self.group_size, 1)
+        array = self.array  # validates the array parameters
+        for name in ("lanes", "group_size", "formats", "mant_width", "act_exp_bits",
+                     "scale_bits"):
+            put(name, getattr(array, name))
+
+    @functools.cached_property
+    def array(self) -> ggemm.ArrayConfig:
+        """The :class:`golden.gemm.ArrayConfig` of the array inside the core."""
+        return ggemm.ArrayConfig(
+            rows=self.rows, cols=self.cols, lanes=self.lanes, group_size=self.group_size,
+            formats=self.formats, act_format=self.act_format, mant_width=self.mant_width,
+            rounding=self.rounding, act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
+            max_groups=_cdiv(self.max_k, self.group_size), out_format=self.out_format)
+
+    k_steps = property(lambda self: _cdiv(self.max_k, self.lanes))
+    max_groups = property(lambda self: _cdiv(self.max_k, self.group_size))
+    m_tiles = property(lambda self: _cdiv(self.max_m, self.rows))
+    n_tiles = property(lambda self: _cdiv(self.max_n, self.cols))
     weight_depth = property(lambda self: self.n_tiles * self.k_steps)
     meta_depth = property(lambda self: self.n_tiles * self.max_groups)
     act_depth = property(lambda self: self.m_tiles * self.k_steps)
     gexp_depth = property(lambda self: self.m_tiles * self.max_groups)
     base_depth = property(lambda self: self.m_tiles)
     out_depth = property(lambda self: self.max_m * self.max_n)
-    out_bits = property(lambda self: self.cfg.out_bits)
-    code_bits = property(lambda self: self.cfg.geometry.code_bits)
-    act_bits = property(lambda self: 8 if self.cfg.act_format == "int8" else 16)
-    meta_bits = property(lambda self: 2 + self.cfg.scale_bits)
-    lane_bits = property(lambda self: clog2(self.cfg.lanes))
-    row_bits = property(lambda self: clog2(self.cfg.rows))
-    col_bits = property(lambda self: clog2(self.cfg.cols))
+    out_bits = property(lambda self: self.array.out_bits)
+    code_bits = property(lambda self: self.array.geometry.code_bits)
+    act_bits = property(lambda self: 8 if self.act_format == "int8" else 16)
+    meta_bits = property(lambda self: 2 + self.scale_bits)
+    lane_bits = property(lambda self: clog2(self.lanes))
+    row_bits = property(lambda self: clog2(self.rows))
+    col_bits = property(lambda self: clog2(self.cols))
 
     @property
     def fields(self) -> dict[str, tuple[tuple[str, int], ...]]:
@@ -151,16 +186,16 @@ class CoreMap:
         return addr
 
     def weight_address(self, n: int, k: int) -> int:
-        L, C = self.cfg.lanes, self.cfg.cols
+        L, C = self.lanes, self.cols
         return self._pack("write_weight", lane=k % L, word=(n // C) * self.k_steps + k // L,
                           bank=n % C)
 
     def meta_address(self, n: int, g: int) -> int:
-        C = self.cfg.cols
+        C = self.cols
         return self._pack("write_meta", word=(n // C) * self.max_groups + g, bank=n % C)
 
     def act_address(self, m: int, k: int) -> int:
-        L, R = self.cfg.lanes, self.cfg.rows
+        L, R = self.lanes, self.rows
         return self._pack("write_act", lane=k % L, word=(m // R) * self.k_steps + k // L,
                           bank=m % R)
 
@@ -168,22 +203,16 @@ class CoreMap:
         return m * self.max_n + n
 
 
-def core_map(max_m: int, max_n: int, max_k: int, **core_params) -> CoreMap:
-    """Validate the buffer bounds and the core parameters (:func:`golden.gemm.core_config`;
-    ``max_groups`` is derived: ``ceil(max_k / group_size)``)."""
-    max_m = _check_max("max_m", max_m)
-    max_n = _check_max("max_n", max_n)
-    max_k = _check_max("max_k", max_k)
-    if "max_groups" in core_params:
-        raise ValueError("max_groups is derived from max_k; do not pass it")
-    group_size = core_params.get("group_size", 128)
-    if isinstance(group_size, (int, np.integer)) and group_size >= 1:
-        core_params["max_groups"] = _cdiv(max_k, int(group_size))
-    cfg = ggemm.core_config(**core_params)
-    return CoreMap(cfg, max_m, max_n, max_k)
+def bus_address(op, addr: int = 0) -> int:
+    """The accelerator top's bus address of core command ``op`` (code or name of :data:`OPS`)
+    at core address ``addr``: ``op << OP_SHIFT | addr`` (:data:`golden.protocol.OP_SHIFT`)."""
+    code = OPS[op] if isinstance(op, str) else int(op)
+    if not 0 <= code < 1 << OP_BITS or not 0 <= addr < 1 << OP_SHIFT:
+        raise ValueError(f"op {op!r} / addr {addr} out of range")
+    return code << OP_SHIFT | addr
 
 
-def pack_command(mp: CoreMap, op, addr: int = 0, data: int = 0) -> int:
+def pack_command(mp: CoreConfig, op, addr: int = 0, data: int = 0) -> int:
     """Flat ``i_cmd`` payload: ``op`` (name or code) at the LSB, then ``addr``, then ``data``."""
     code = OPS[op] if isinstance(op, str) else int(op)
     if not 0 <= code < 1 << OP_BITS or not 0 <= addr < 1 << mp.addr_bits \
@@ -198,22 +227,22 @@ def unpack_response(value: int) -> tuple[int, int]:
     return value & ((1 << STATUS_BITS) - 1), value >> STATUS_BITS
 
 
-def act_words(x, cfg: ggemm.CoreConfig) -> np.ndarray:
+def act_words(x, cfg: ggemm.ArrayConfig) -> np.ndarray:
     """The 16-bit words the host writes for activations ``x`` (int8 codes sign-extended)."""
     words = ggemm.act_mantissas(x, cfg)["words"]
     return words & 0xFFFF
 
 
-def special_register(cfg: ggemm.CoreConfig) -> int:
+def special_register(cfg: ggemm.ArrayConfig) -> int:
     """The special-value register golden.gemm assumes (0 when the formats have none)."""
     if not cfg.geometry.has_register:
         return 0
     return gterms.pack_special_register(gterms.default_special_values(list(cfg.formats)))
 
 
-def load_commands(mp: CoreMap, x, qt) -> list[tuple[str, int, int]]:
+def load_commands(mp: CoreConfig, x, qt) -> list[tuple[str, int, int]]:
     """Commands that load activations ``x [M, K]`` and weights ``qt [N, K]`` and set the job."""
-    cfg = mp.cfg
+    cfg = mp.array
     ggemm.check_weights(qt, cfg)
     words = act_words(x, cfg)
     m, k = words.shape
@@ -242,21 +271,20 @@ def run_commands(m: int, n: int, k: int) -> list[tuple[str, int, int]]:
             ("set_job", JOB_FIELDS["k"], k), ("start", 0, 0), ("wait", 0, 0)]
 
 
-def read_commands(mp: CoreMap, m: int, n: int) -> list[tuple[str, int, int]]:
+def read_commands(mp: CoreConfig, m: int, n: int) -> list[tuple[str, int, int]]:
     """Read the ``m x n`` outputs (row-major) and then the three counters (lo, hi halves)."""
     cmds = [("read_output", mp.output_address(i, j), 0) for i in range(m) for j in range(n)]
     cmds += [("read_counter", 2 * c + half, 0) for c in range(len(COUNTERS)) for half in (0, 1)]
     return cmds
 
 
-def job_counters(mp: CoreMap, m: int, n: int, k: int, fill: int) -> dict[str, int]:
-    """The core's counters after a job (``fill``: the array's first-step-to-first-output
-    pipeline latency, :func:`golden.gemm.gemm_cycles`).
+def job_counters(mp: CoreConfig, m: int, n: int, k: int) -> dict[str, int]:
+    """The core's counters after a job.
 
     ``cycles`` counts the cycles the core is busy, from the cycle after ``start`` is accepted
     to the cycle the last output is written (inclusive)::
 
-        cycles = prepass + 1 + gemm_cycles(m, n, k, cfg, fill)["cycles"]
+        cycles = prepass + 1 + gemm_cycles(m, n, k, array)["cycles"]
         prepass = ceil(m / R) * ceil(k / L) + 1     (FP16/BF16; 0 for INT8)
 
     ``prepass``: the controller reads every activation word once (one word per row bank per
@@ -266,8 +294,8 @@ def job_counters(mp: CoreMap, m: int, n: int, k: int, fill: int) -> dict[str, in
     array waits for the first buffer read (no other bubble: the controller streams one step per
     cycle when the array takes one and the output buffer takes every result at once).
     """
-    cfg = mp.cfg
-    model = ggemm.gemm_cycles(m, n, k, cfg, fill=fill)
+    cfg = mp.array
+    model = ggemm.gemm_cycles(m, n, k, cfg)  # the array's fill: ArrayConfig.fill
     prepass = 0 if cfg.act_format == "int8" else _cdiv(m, cfg.rows) * _cdiv(k, cfg.lanes) + 1
     return {"cycles": prepass + 1 + model["cycles"], "busy_pe_cycles": model["busy_pe_cycles"],
             "stall_cycles": 1}
@@ -285,8 +313,7 @@ class CoreModel:
     ``NotImplementedError`` rather than predicting wrong outputs.
     """
 
-    mp: CoreMap
-    fill: int
+    mp: CoreConfig
     weights: dict = field(default_factory=dict)  # (bank, word, lane) -> code
     meta: dict = field(default_factory=dict)  # (bank, word) -> meta word
     acts: dict = field(default_factory=dict)  # (bank, word, lane) -> act word (16-bit)
@@ -311,7 +338,7 @@ class CoreModel:
         return values if addr >> shift == 0 else None
 
     def command(self, op: int, addr: int, data: int) -> tuple[int, int | None]:
-        mp, cfg = self.mp, self.mp.cfg
+        mp, cfg = self.mp, self.mp.array
         names = {v: k for k, v in OPS.items()}
         if op not in names:
             return STATUS["bad_op"], 0
@@ -384,7 +411,7 @@ class CoreModel:
         """Run the started job (if any) on golden.gemm and update outputs and counters."""
         if not self.busy:
             return
-        mp, cfg = self.mp, self.mp.cfg
+        mp, cfg = self.mp, self.mp.array
         m, n, k = self.job["m"], self.job["n"], self.job["k"]
         if self.special != special_register(cfg):
             raise NotImplementedError("the model computes weight levels with the default "
@@ -420,6 +447,6 @@ class CoreModel:
                 # read_output returns the out_bits-wide code zero-extended to 32 bits.
                 self.outputs[mp.output_address(i, j)] = (int(result.codes[i, j])
                                                          & ((1 << cfg.out_bits) - 1))
-        self.counters = job_counters(mp, m, n, k, self.fill)
+        self.counters = job_counters(mp, m, n, k)
         self.busy = False
         self.done = True

@@ -39,15 +39,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitmod.golden.pe_baseline import signed_width
+from .checks import check_int
+from .pe_baseline import signed_width
+
+DEFAULT_MAX_K = 4096
+MAX_DIM = 32
+MAX_ACC_WIDTH = 64
 
 # Registers in a PE from its operand (chain) registers to the accumulate stage: the DSP input
 # registers, the DSP output register and a second product register.
 PE_STAGES = 3
 
 __all__ = [
+    "DEFAULT_MAX_K",
     "PE_STAGES",
     "acc_width",
+    "check_params",
     "latency",
     "min_tile_steps",
     "product_range",
@@ -69,6 +76,22 @@ def acc_width(max_k: int, a_bits: int = 8, w_bits: int = 8) -> int:
     """Tight signed width of ``max_k`` products of the extreme sign (module docstring)."""
     p_lo, p_hi = product_range(a_bits, w_bits)
     return signed_width(int(max_k) * p_lo, int(max_k) * p_hi)
+
+
+def check_params(rows: int = 4, cols: int = 4, max_k: int = DEFAULT_MAX_K, a_bits: int = 8,
+                 w_bits: int = 8) -> int:
+    """Validate the array's parameters (``rows``, ``cols`` 1..32, operands 2..18 bits, an
+    accumulator of at most 64 bits); returns the accumulator width."""
+    check_int("rows", rows, 1, MAX_DIM)
+    check_int("cols", cols, 1, MAX_DIM)
+    max_k = check_int("max_k", max_k, 1)
+    a_bits = check_int("a_bits", a_bits, 2, 18)
+    w_bits = check_int("w_bits", w_bits, 2, 18)
+    width = acc_width(max_k, a_bits, w_bits)
+    if width > MAX_ACC_WIDTH:
+        raise ValueError(f"max_k={max_k} needs a {width}-bit accumulator (at most "
+                         f"{MAX_ACC_WIDTH})")
+    return width
 
 
 def min_tile_steps(cols: int) -> int:

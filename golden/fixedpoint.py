@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_choice, check_int
+
 __all__ = [
     "OVERFLOW_MODES",
     "ROUNDING_MODES",
@@ -51,20 +53,12 @@ MAX_WIDTH = 48
 def check_fixed_params(width: int, frac: int, rounding: str = "RND_CONV",
                        overflow: str = "SAT", signed: bool = True) -> None:
     """Raise ``ValueError`` naming the parameter when a fixed-point type is not supported."""
-    if not isinstance(width, (int, np.integer)) or isinstance(width, bool):
-        raise TypeError(f"width must be an int, not {width!r}")
-    if not isinstance(frac, (int, np.integer)) or isinstance(frac, bool):
-        raise TypeError(f"frac must be an int, not {frac!r}")
-    if not 1 <= width <= MAX_WIDTH:
-        raise ValueError(f"width must be in 1..{MAX_WIDTH}, not {width}")
+    width = check_int("width", width, 1, MAX_WIDTH)
+    check_int("frac", frac, -64, 64)
     if signed and width < 2 and overflow == "SAT_SYM":
         raise ValueError(f"SAT_SYM needs a signed width of at least 2, not {width}")
-    if not -64 <= frac <= 64:
-        raise ValueError(f"frac must be in -64..64, not {frac}")
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
-    if overflow not in OVERFLOW_MODES:
-        raise ValueError(f"unknown overflow mode {overflow!r}; expected one of {OVERFLOW_MODES}")
+    check_choice("rounding mode", rounding, ROUNDING_MODES)
+    check_choice("overflow mode", overflow, OVERFLOW_MODES)
 
 
 def fixed_range(width: int, signed: bool = True, overflow: str = "SAT") -> tuple[int, int]:

@@ -172,7 +172,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bitmod.golden.fixedpoint import (
+from .checks import check_int
+from .fixedpoint import (
     OVERFLOW_MODES,
     ROUNDING_MODES,
     check_fixed_params,
@@ -487,14 +488,6 @@ class Format(abc.ABC):
 # Families
 # --------------------------------------------------------------------------------------------
 
-def _check_int(name: str, v, lo: int, hi: int) -> int:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, not {v!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, not {v}")
-    return int(v)
-
-
 class IntFormat(Format):
     """Integers: B-bit two's complement (``signed``) or unsigned binary.
 
@@ -513,7 +506,7 @@ class IntFormat(Format):
 
     def __init__(self, bits: int, signed: bool = True, symmetric: bool = False, *,
                  name: str | None = None):
-        bits = _check_int("bits", bits, 2 if signed else 1, MAX_TABLE_BITS)
+        bits = check_int("bits", bits, 2 if signed else 1, MAX_TABLE_BITS)
         if symmetric and not signed:
             raise ValueError("symmetric=True needs a signed integer format")
         self.symmetric = bool(symmetric)
@@ -557,14 +550,14 @@ class MiniFloat(Format):
 
     def __init__(self, exp_bits: int, man_bits: int, bias: int | None = None,
                  subnormals: bool = True, specials: str = "ieee", *, name: str | None = None):
-        E = _check_int("exp_bits", exp_bits, 1, 8)
-        M = _check_int("man_bits", man_bits, 0, 23)
+        E = check_int("exp_bits", exp_bits, 1, 8)
+        M = check_int("man_bits", man_bits, 0, 23)
         wide = (E, M) == (8, 23)
         if 1 + E + M > MAX_TABLE_BITS and not wide:
             raise ValueError(f"minifloat e{E}m{M} has {1 + E + M} bits; at most "
                              f"{MAX_TABLE_BITS} are supported (and IEEE binary32, e8m23)")
         default_bias = (1 << (E - 1)) - 1
-        b = default_bias if bias is None else _check_int("bias", bias, -900, 900)
+        b = default_bias if bias is None else check_int("bias", bias, -900, 900)
         if specials not in SPECIALS:
             raise ValueError(f"unknown specials {specials!r}; expected one of {SPECIALS}")
         top = (1 << E) - 1
@@ -712,9 +705,9 @@ class ExponentFormat(Format):
     """
 
     def __init__(self, exp_bits: int = 8, bias: int | None = None, *, name: str | None = None):
-        E = _check_int("exp_bits", exp_bits, 2, 10)
+        E = check_int("exp_bits", exp_bits, 2, 10)
         default_bias = (1 << (E - 1)) - 1
-        b = default_bias if bias is None else _check_int("bias", bias, -900, 900)
+        b = default_bias if bias is None else check_int("bias", bias, -900, 900)
         if -b < -1074 or (1 << E) - b > 1023:
             raise ValueError(f"bias {b} puts e{E}m0 values outside the float64 range")
         self.exp_bits, self.bias = E, b
@@ -817,7 +810,7 @@ class ExtendedFormat(Format):
         if not isinstance(base_format, Format) or base_format.bits > MAX_TABLE_BITS:
             raise TypeError(f"base_format must be a Format of at most {MAX_TABLE_BITS} bits")
         bits = base_format.bits
-        code = (1 << (bits - 1)) if special_code is None else _check_int(
+        code = (1 << (bits - 1)) if special_code is None else check_int(
             "special_code", special_code, 0, (1 << bits) - 1)
         sv = float(special_value)
         if not np.isfinite(sv) or sv == 0:

@@ -34,7 +34,7 @@ Datapath (mirrors the RTL, one output ``(m, n)`` per PE of an output tile)
 
        acc[m, n] = sum_g ((sum_{k in g} a[m, k] * w[n, k]) * q[n, g]) << e[m, g]
 
-   exact, in the PE's wide accumulator (at most 64 bits, checked by :func:`core_config`).
+   exact, in the PE's wide accumulator (at most 64 bits, checked by :class:`ArrayConfig`).
 4. **Drain** (on chip, RTL :class:`hdl.arith.to_float.ToFloat`): ``acc * 2**(base[m] -
    (K_off + u))`` rounded once, RNE, to ``out_format`` (:data:`OUT_FORMATS`: FP32, or FP16
    with IEEE gradual underflow and overflow to +-Inf; :func:`golden.minifloat_arith.
@@ -65,6 +65,7 @@ to compute makes the output port the bottleneck (``max(compute, R * C)`` per til
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -73,78 +74,99 @@ import numpy as np
 from . import bfp
 from . import pe as gpe
 from . import terms as gterms
-from .minifloat_arith import to_float_code
+from .checks import check_choice, check_int
+from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
 
 __all__ = [
-    "ACT_FORMATS",
     "OUT_FORMATS",
-    "CoreConfig",
+    "ArrayConfig",
     "GemmResult",
     "act_mantissas",
     "check_weights",
-    "core_config",
     "gemm",
     "gemm_cycles",
     "group_lengths",
     "quantize_activations_int8",
+    "scheme_formats",
     "weight_levels",
 ]
 
-ACT_FORMATS = ("int8", "fp16", "bf16")
 OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
-
-
-def _int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be {'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}"
-                         f", not {value}")
-    return value
+MAX_DIM = 64  # rows and columns of an array
 
 
 @dataclass(frozen=True)
-class CoreConfig:
-    """Validated core parameters and the quantities derived from them.
+class ArrayConfig:
+    """Parameters of the systolic array (and its datapath), validated once, and what follows.
 
     Attributes
     ----------
-    rows, cols, lanes, group_size : int
-        ``R`` tokens x ``C`` channels per tile, ``L`` lanes per PE, ``G`` weights per group.
+    rows, cols : int
+        ``R`` tokens x ``C`` channels per tile, 1..64 each.
+    lanes, group_size : int
+        ``L`` lanes per PE, ``G`` weights per group (a multiple of ``L``).
     formats : tuple of str
-        Weight format or BitMoD mixture (selector order).
+        Weight format or BitMoD mixture (selector order); a name or a list is accepted.
     act_format : {"int8", "fp16", "bf16"}
+        :data:`golden.bfp.ACT_FORMATS`.
     mant_width : int
-        FP activations: block mantissa width ``W`` (the PE's activation width).
+        FP activations: block mantissa width ``W`` (the PE's activation width); 8 for INT8.
     rounding : {"trunc", "rne"}
         FP activations: block converter rounding.
     act_exp_bits : int
-        FP activations: ``X``, bits of the per-group exponent shift (0 for INT8).
+        FP activations: ``X``, bits of the per-group exponent shift (0 for INT8, whatever is
+        given).
     scale_bits : int
         Group-scale code bits (8: INT8 second-level scales).
     max_groups : int
         Most groups per output (sizes the accumulator).
     out_format : {"fp32", "fp16"}
         Drain output format (RNE); :attr:`out_bits` bits per code.
-    pe : golden.pe.PEConfig
-        The PE configuration (widths, latency).
     """
 
-    rows: int
-    cols: int
-    lanes: int
-    group_size: int
-    formats: tuple[str, ...]
-    act_format: str
-    mant_width: int
-    rounding: str
-    act_exp_bits: int
-    scale_bits: int
-    max_groups: int
-    out_format: str
-    pe: gpe.PEConfig
+    rows: int = 2
+    cols: int = 2
+    lanes: int = 4
+    group_size: int = 16
+    formats: tuple[str, ...] = ("fp4",)
+    act_format: str = "int8"
+    mant_width: int = 12
+    rounding: str = "rne"
+    act_exp_bits: int = 3
+    scale_bits: int = 8
+    max_groups: int = 256
+    out_format: str = "fp32"
+
+    def __post_init__(self):
+        put = functools.partial(object.__setattr__, self)
+        put("rows", check_int("rows", self.rows, 1, MAX_DIM))
+        put("cols", check_int("cols", self.cols, 1, MAX_DIM))
+        check_choice("act_format", self.act_format, bfp.ACT_FORMATS)
+        if self.act_format == "int8":
+            put("mant_width", 8)
+            put("act_exp_bits", 0)
+        else:
+            bfp.check_block_params(self.act_format, self.mant_width, self.rounding)
+            put("mant_width", int(self.mant_width))
+            put("act_exp_bits", check_int("act_exp_bits", self.act_exp_bits, 0, 6))
+        check_choice("out_format", self.out_format, OUT_FORMATS)
+        pe = self.pe  # validates the PE parameters
+        for name in ("lanes", "group_size", "formats", "scale_bits", "max_groups"):
+            put(name, getattr(pe, name))
+        if pe.acc_width > MAX_ACC_WIDTH:
+            raise ValueError(f"these parameters need a {pe.acc_width}-bit accumulator; the "
+                             f"drain takes at most {MAX_ACC_WIDTH} bits: lower act_exp_bits "
+                             f"({self.act_exp_bits}), mant_width ({self.mant_width}) or "
+                             f"max_groups ({self.max_groups})")
+
+    @functools.cached_property
+    def pe(self) -> gpe.PEConfig:
+        """The configuration of every PE of the array."""
+        return gpe.PEConfig(lanes=self.lanes, act_width=self.mant_width,
+                            group_size=self.group_size, formats=self.formats,
+                            scale_bits=self.scale_bits, exp_bits=self.act_exp_bits,
+                            max_groups=self.max_groups)
 
     @property
     def geometry(self) -> gterms.TermGeometry:
@@ -194,41 +216,60 @@ class CoreConfig:
     def acc_width(self) -> int:
         return self.pe.acc_width
 
+    # -- pipeline latencies (the RTL asserts them when it elaborates) --------------------------
+    @property
+    def front_end_latency(self) -> int:
+        """Row front end: one register for INT8, else the block converter of ``L + 1`` lanes
+        (:func:`golden.bfp.converter_latency`)."""
+        if self.act_format == "int8":
+            return 1
+        return bfp.converter_latency(self.lanes + 1, self.act_format)
 
-def core_config(rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 128,
-                formats="fp4", act_format: str = "int8", mant_width: int = 12,
-                rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
-                max_groups: int = 256, out_format: str = "fp32") -> CoreConfig:
-    """Validate core parameters (the RTL's keyword arguments); ``ValueError`` names the bad one.
+    @property
+    def front_latency(self) -> int:
+        """Cycles from an accepted step (empty pipeline) to its first term reaching PE (0, 0):
+        the front end and the serializer register."""
+        return self.front_end_latency + 1
 
-    ``act_exp_bits`` is ignored (taken as 0) for INT8 activations.
+    @property
+    def latency(self) -> int:
+        """Cycles from PE (0, 0) receiving a tile's last term to the tile's first output valid:
+        PE latency, the column FIFO (write to readable: 2 cycles) and the drain converter
+        (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
+        return self.pe.latency + 2 + TO_FLOAT_LATENCY
+
+    @property
+    def fill(self) -> int:
+        """The array's first-step-to-first-output pipeline latency, as :func:`gemm_cycles`
+        takes it: ``front_latency + latency - 1``."""
+        return self.front_latency + self.latency - 1
+
+
+def scheme_formats(scheme) -> tuple[str, ...]:
+    """The weight formats the core is built with for ``scheme`` (a name of
+    :func:`golden.quantize.scheme_names` or a :class:`golden.quantize.Scheme`).
+
+    Raises ``ValueError`` naming the scheme and what to use instead when the core cannot run it
+    (the one place that decides which schemes the core runs).
     """
-    rows = _int("rows", rows, 1, 64)
-    cols = _int("cols", cols, 1, 64)
-    if act_format not in ACT_FORMATS:
-        raise ValueError(f"act_format must be one of {ACT_FORMATS}, not {act_format!r}")
-    if act_format == "int8":
-        act_width, act_exp_bits = 8, 0
-    else:
-        bfp.check_block_params(act_format, mant_width, rounding)
-        act_width = int(mant_width)
-        act_exp_bits = _int("act_exp_bits", act_exp_bits, 0, 6)
-    if not isinstance(out_format, str) or out_format not in OUT_FORMATS:
-        raise ValueError(f"out_format must be one of {tuple(OUT_FORMATS)}, not {out_format!r}")
-    pe = gpe.pe_config(lanes=lanes, act_width=act_width, group_size=group_size,
-                       formats=formats, scale_bits=scale_bits, exp_bits=act_exp_bits,
-                       max_groups=max_groups)
-    if pe.acc_width > MAX_ACC_WIDTH:
-        raise ValueError(f"these parameters need a {pe.acc_width}-bit accumulator; the drain "
-                         f"takes at most {MAX_ACC_WIDTH} bits: lower act_exp_bits "
-                         f"({act_exp_bits}), mant_width ({act_width}) or max_groups "
-                         f"({max_groups})")
-    return CoreConfig(rows, cols, pe.lanes, pe.group_size, pe.formats, act_format,
-                      act_width, rounding, act_exp_bits, pe.scale_bits, pe.max_groups,
-                      out_format, pe)
+    from .quantize import get_scheme  # quantize is a peer; imported when asked
+
+    spec = get_scheme(scheme)
+    if spec.kind == "asym":
+        raise ValueError(f"scheme {spec.name!r} uses asymmetric zero points, which the core "
+                         "does not run; use a symmetric scheme such as bitmod4, bitmod3, int4 "
+                         "or int8")
+    if spec.kind == "mx":
+        raise ValueError(f"scheme {spec.name!r} uses MX E8M0 block scales, which the core does "
+                         "not run; use a symmetric scheme such as bitmod4, bitmod3, int4 or int8")
+    try:
+        gterms.geometry(list(spec.formats))
+    except ValueError as exc:
+        raise ValueError(f"scheme {spec.name!r} cannot run on the core: {exc}") from None
+    return tuple(spec.formats)
 
 
-def check_weights(qt, cfg: CoreConfig | None = None) -> None:
+def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
     """Raise ``ValueError`` if the core cannot run ``qt`` (and say what to use instead)."""
     if qt.zero_points is not None:
         raise ValueError(f"scheme {qt.scheme!r}: asymmetric zero points are not supported by "
@@ -305,7 +346,7 @@ def _float_bits(x, act_format: str) -> np.ndarray:
     return arr.astype(ml_dtypes.bfloat16).view(np.uint16).astype(np.int64)
 
 
-def act_mantissas(x, cfg: CoreConfig) -> dict[str, np.ndarray]:
+def act_mantissas(x, cfg: ArrayConfig) -> dict[str, np.ndarray]:
     """The activation side of the datapath (module docstring, step 2).
 
     ``x``: INT8 codes ``[M, K]`` for ``act_format="int8"``; else FP16/BF16 values (or their
@@ -360,7 +401,7 @@ class GemmResult:
     levels: np.ndarray  # int64 [N, K]
 
 
-def gemm(x, qt, cfg: CoreConfig, act_scale=None) -> GemmResult:
+def gemm(x, qt, cfg: ArrayConfig, act_scale=None) -> GemmResult:
     """Bit-exact output of the core for activations ``x`` and quantized weights ``qt``.
 
     Parameters
@@ -369,7 +410,7 @@ def gemm(x, qt, cfg: CoreConfig, act_scale=None) -> GemmResult:
         INT8 codes (``act_format="int8"``) or FP16/BF16 values / 16-bit patterns.
     qt : golden.quantize.QuantizedTensor
         ``[N, K]`` weights quantized with ``scale_format="int8"``.
-    cfg : CoreConfig
+    cfg : ArrayConfig
     act_scale : array [M] of float32, optional
         INT8 activations: per-token scale (default 1).
     """
@@ -401,7 +442,7 @@ def gemm(x, qt, cfg: CoreConfig, act_scale=None) -> GemmResult:
     return GemmResult(acc, offset, cfg.in_frac, codes, y.astype(np.float32), acts, levels)
 
 
-def tile_cycles(k: int, cfg: CoreConfig, first: bool = False) -> int:
+def tile_cycles(k: int, cfg: ArrayConfig, first: bool = False) -> int:
     """Compute cycles of one output tile (module docstring): the serializer's schedule."""
     d = cfg.dequant_cycles
     total = 0
@@ -412,15 +453,17 @@ def tile_cycles(k: int, cfg: CoreConfig, first: bool = False) -> int:
     return total
 
 
-def gemm_cycles(m: int, n: int, k: int, cfg: CoreConfig, fill: int = 0) -> dict:
+def gemm_cycles(m: int, n: int, k: int, cfg: ArrayConfig, fill: int | None = None) -> dict:
     """Cycle-count model of a whole GEMM on the array (module docstring).
 
-    ``fill`` is the array's pipeline latency (first input to first output), added once.
-    Returns ``cycles`` (first input accepted to last output taken, output always ready),
-    ``compute_cycles`` (the serializer's schedule), ``tiles``, ``busy_pe_cycles`` (term-cycles
-    of real outputs: ``M * N * T * sum_g ceil(len_g / L)``) and ``utilization`` (busy over
-    ``R * C * cycles``).
+    ``fill`` is the array's pipeline latency (first input to first output), added once; by
+    default :attr:`ArrayConfig.fill`. Returns ``cycles`` (first input accepted to last output
+    taken, output always ready), ``compute_cycles`` (the serializer's schedule), ``tiles``,
+    ``busy_pe_cycles`` (term-cycles of real outputs: ``M * N * T * sum_g ceil(len_g / L)``)
+    and ``utilization`` (busy over ``R * C * cycles``).
     """
+    if fill is None:
+        fill = cfg.fill
     tiles = -(-m // cfg.rows) * -(-n // cfg.cols)
     first = tile_cycles(k, cfg, first=True)
     rest = tile_cycles(k, cfg)

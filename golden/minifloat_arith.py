@@ -53,12 +53,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitmod.golden import formats as _formats
+from . import formats as _formats
+from .checks import check_int
 
 __all__ = [
+    "EXACT_PRODUCT_LATENCY",
     "FLAG_INF",
     "FLAG_NAN",
     "FLAG_NEG",
+    "TO_FLOAT_LATENCY",
     "OperandFormat",
     "exact_product",
     "fixed_decode",
@@ -69,6 +72,12 @@ __all__ = [
     "to_float_code",
     "to_float_format",
 ]
+
+# Pipeline stages of the RTL units this module defines (the RTL asserts them when it elaborates):
+# the multiplier decodes, multiplies and registers the product; the converter normalises,
+# rounds and packs in five.
+EXACT_PRODUCT_LATENCY = 3
+TO_FLOAT_LATENCY = 5
 
 FLAG_NAN = 1
 FLAG_INF = 2
@@ -317,8 +326,7 @@ def to_float_code(acc, exp_offset, in_frac: int, out_format) -> np.ndarray:
     E, M, bias = f.exp_bits, f.man_bits, f.bias
     acc = _as_int64(acc, "acc")
     xo = _as_int64(exp_offset, "exp_offset")
-    if isinstance(in_frac, bool) or not isinstance(in_frac, (int, np.integer)):
-        raise TypeError(f"in_frac must be an int, not {in_frac!r}")
+    check_int("in_frac", in_frac)
     acc, xo = np.broadcast_arrays(acc, xo)
     neg = acc < 0
     # Two's-complement negation in uint64 is exact for every int64, including -2**63.

@@ -55,6 +55,7 @@ group does not end an output; a ``group_last`` arriving earlier stalls the PE.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,17 +64,19 @@ import numpy as np
 
 from . import formats as fmts
 from . import terms as gterms
+from .checks import check_int
 
 __all__ = [
-    "BitSerialPEModel", "PEConfig", "max_term_sum", "pack_pe_payload", "payload_fields",
-    "payload_offsets", "pe_config", "pe_cycles", "pe_reference",
+    "BitSerialPEModel", "PEConfig", "format_names", "max_term_sum", "pack_pe_payload",
+    "payload_fields", "payload_offsets", "pe_cycles", "pe_reference",
 ]
 
 MAX_EXP_BITS = 8
 MAX_SCALE_BITS = 16
 
 
-def _format_names(formats) -> tuple[str, ...]:
+def format_names(formats) -> tuple[str, ...]:
+    """A format name or a list of names (a mixture, selector order) as a tuple of names."""
     if isinstance(formats, str):
         return (formats,)
     if isinstance(formats, (list, tuple)) and formats and all(isinstance(n, str) for n in formats):
@@ -89,7 +92,7 @@ def max_term_sum(formats) -> int:
     formats have a special-value register, over every entry the register window can hold
     (the register is loaded at run time, so any expressible special value must fit).
     """
-    names = _format_names(formats)
+    names = format_names(formats)
     geo = gterms.geometry(names)
     codes = np.arange(1 << geo.code_bits)
     sels = np.arange(gterms.REGISTER_ENTRIES) if geo.has_register else np.zeros(1, np.int64)
@@ -104,35 +107,107 @@ def max_term_sum(formats) -> int:
     return best
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ValueError(f"{name} must be {bound}, not {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class PEConfig:
-    """Validated PE parameters and the widths derived from them (module docstring)."""
+    """Parameters of the bit-serial PE, validated once, and the widths derived from them.
 
-    lanes: int
-    act_width: int
-    group_size: int
-    formats: tuple[str, ...]
-    scale_bits: int
-    exp_bits: int
-    max_groups: int
-    levels_per_stage: int
-    geometry: gterms.TermGeometry
-    s_max: int
-    group_bound: int
-    gacc_width: int
-    product_width: int
-    acc_width: int
-    required_acc_width: int
+    Constructing a ``PEConfig`` checks every parameter (``TypeError``/``ValueError`` naming
+    it); components and models take the object and never check again.
+
+    Attributes
+    ----------
+    lanes : int
+        ``L``, weights (terms) per cycle, 1..256.
+    act_width : int
+        ``A``, signed activation mantissa width, 2..32.
+    group_size : int
+        ``G``, weights per group (a multiple of ``lanes``).
+    formats : tuple of str
+        Weight format or BitMoD mixture (:func:`golden.terms.geometry`); a name or a list is
+        accepted and stored as a tuple.
+    scale_bits : int
+        Unsigned group-scale code width, 0..16 (0: no scale multiply).
+    exp_bits : int
+        Group exponent shift width, 0..8.
+    max_groups : int
+        Most groups accumulated into one output (sizes ``acc_width``).
+    acc_width : int
+        Output accumulator width; ``None`` (the default) takes :attr:`required_acc_width`,
+        a smaller value is refused.
+    levels_per_stage : int
+        Adder-tree levels between pipeline registers.
+    """
+
+    lanes: int = 4
+    act_width: int = 8
+    group_size: int = 128
+    formats: tuple[str, ...] = ("fp4",)
+    scale_bits: int = 8
+    exp_bits: int = 0
+    max_groups: int = 256
+    acc_width: int | None = None
+    levels_per_stage: int = 1
+
+    def __post_init__(self):
+        put = functools.partial(object.__setattr__, self)
+        put("lanes", check_int("lanes", self.lanes, 1, 256))
+        put("act_width", check_int("act_width", self.act_width, 2, 32))
+        put("group_size", check_int("group_size", self.group_size, 1))
+        if self.group_size % self.lanes:
+            raise ValueError(f"group_size ({self.group_size}) must be a multiple of lanes "
+                             f"({self.lanes})")
+        put("formats", format_names(self.formats))
+        try:
+            gterms.geometry(self.formats)
+        except ValueError as exc:
+            raise ValueError(f"formats: {exc}") from None
+        put("scale_bits", check_int("scale_bits", self.scale_bits, 0, MAX_SCALE_BITS))
+        put("exp_bits", check_int("exp_bits", self.exp_bits, 0, MAX_EXP_BITS))
+        put("max_groups", check_int("max_groups", self.max_groups, 1))
+        put("levels_per_stage", check_int("levels_per_stage", self.levels_per_stage, 1))
+        required = self.required_acc_width
+        if self.acc_width is None:
+            put("acc_width", required)
+        else:
+            width = check_int("acc_width", self.acc_width, 1)
+            if width < required:
+                raise ValueError(f"acc_width {width} is too narrow: these parameters need "
+                                 f"{required} bits (max_groups={self.max_groups}, "
+                                 f"S_max={self.s_max})")
+            put("acc_width", width)
+
+    @functools.cached_property
+    def geometry(self) -> gterms.TermGeometry:
+        return gterms.geometry(self.formats)
+
+    @functools.cached_property
+    def s_max(self) -> int:
+        """``S_max`` of :func:`max_term_sum`."""
+        return max_term_sum(self.formats)
+
+    @property
+    def scale_max(self) -> int:
+        """Largest group-scale factor: ``2**scale_bits - 1`` (1 without scales)."""
+        return (1 << self.scale_bits) - 1 if self.scale_bits else 1
+
+    @property
+    def group_bound(self) -> int:
+        """``M = G * S_max * 2**(A - 1)``, a bound on ``|group sum|``."""
+        return self.group_size * self.s_max << (self.act_width - 1)
+
+    @property
+    def gacc_width(self) -> int:
+        return self.group_bound.bit_length() + 1
+
+    @property
+    def product_width(self) -> int:
+        """Width of ``gsum * scale``."""
+        return (self.group_bound * self.scale_max).bit_length() + 1
+
+    @property
+    def required_acc_width(self) -> int:
+        bound = self.max_groups * self.group_bound * self.scale_max << ((1 << self.exp_bits) - 1)
+        return bound.bit_length() + 1
 
     @property
     def terms_per_weight(self) -> int:
@@ -164,56 +239,8 @@ class PEConfig:
         return (self.terms_per_weight - 1).bit_length()
 
 
-def pe_config(lanes: int = 4, act_width: int = 8, group_size: int = 128, formats="fp4",
-              scale_bits: int = 8, exp_bits: int = 0, max_groups: int = 256,
-              acc_width: int | None = None, levels_per_stage: int = 1) -> PEConfig:
-    """Validate PE parameters (the RTL's keyword arguments) and derive the widths.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Naming the bad parameter: non-int values, ``group_size`` not a multiple of ``lanes``,
-        a format the term encoder cannot express, an ``acc_width`` below the required width.
-    """
-    lanes = _check_int("lanes", lanes, 1, 256)
-    act_width = _check_int("act_width", act_width, 2, 32)
-    group_size = _check_int("group_size", group_size, 1)
-    if group_size % lanes:
-        raise ValueError(f"group_size ({group_size}) must be a multiple of lanes ({lanes})")
-    names = _format_names(formats)
-    try:
-        geo = gterms.geometry(names)
-    except ValueError as exc:
-        raise ValueError(f"formats: {exc}") from None
-    scale_bits = _check_int("scale_bits", scale_bits, 0, MAX_SCALE_BITS)
-    exp_bits = _check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
-    max_groups = _check_int("max_groups", max_groups, 1)
-    levels_per_stage = _check_int("levels_per_stage", levels_per_stage, 1)
-    s_max = max_term_sum(names)
-    bound = group_size * s_max << (act_width - 1)
-    scale_max = (1 << scale_bits) - 1 if scale_bits else 1
-    required = (max_groups * bound * scale_max << ((1 << exp_bits) - 1)).bit_length() + 1
-    if acc_width is None:
-        width = required
-    else:
-        width = _check_int("acc_width", acc_width, 1)
-        if width < required:
-            raise ValueError(f"acc_width {width} is too narrow: these parameters need "
-                             f"{required} bits (max_groups={max_groups}, S_max={s_max})")
-    return PEConfig(lanes, act_width, group_size, names, scale_bits, exp_bits, max_groups,
-                    levels_per_stage, geo, s_max, bound, bound.bit_length() + 1,
-                    (bound * scale_max).bit_length() + 1, width, required)
-
-
-def _as_config(params) -> PEConfig:
-    if isinstance(params, PEConfig):
-        return params
-    return pe_config(**dict(params))
-
-
-def payload_offsets(params) -> dict[str, tuple[int, int]]:
+def payload_offsets(cfg: PEConfig) -> dict[str, tuple[int, int]]:
     """``field -> (offset, width)`` of the PE input payload (module docstring)."""
-    cfg = _as_config(params)
     x = cfg.geometry.exp_bits
     widths = [("terms", cfg.lanes * (x + 2)), ("t", cfg.t_bits),
               ("acts", cfg.lanes * cfg.act_width), ("group_last", 1), ("out_last", 1),
@@ -289,7 +316,7 @@ def pe_reference(codes, selectors, acts, scales, exps, formats, group_size,
         Special-value register contents (code units) of an extended-format mixture;
         default: each selector decodes with ``formats[selector % len(formats)]``.
     """
-    names = _format_names(formats)
+    names = format_names(formats)
     codes, sel, acts, scales, exps, groups = _inputs(codes, selectors, acts, scales, exps,
                                                      group_size, 1)
     levels = _levels(codes, np.repeat(sel, group_size, axis=1), names, special_values)
@@ -310,7 +337,7 @@ def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
     length ``lanes``), ``t``, ``acts`` (length ``lanes``), ``group_last``, ``out_last``,
     ``scale``, ``exp`` (0 except on the last cycle of a group; ``scales=None`` gives 0).
     """
-    names = _format_names(formats)
+    names = format_names(formats)
     codes, sel, acts, scales, exps, groups = _inputs(codes, selectors, acts, scales, exps,
                                                      group_size, 0)
     if group_size % lanes:
@@ -342,12 +369,11 @@ def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
     return cycles
 
 
-def payload_fields(cycles: Sequence[dict], params) -> dict[str, np.ndarray]:
+def payload_fields(cycles: Sequence[dict], cfg: PEConfig) -> dict[str, np.ndarray]:
     """Per-field arrays of the input payloads (``terms`` and ``acts`` as raw bit patterns).
 
     Suitable for ``sim.vectors.pack_fields(pe.in_layout, **fields)``.
     """
-    cfg = _as_config(params)
     x = cfg.geometry.exp_bits
     tw, aw = x + 2, cfg.act_width
     terms, acts = [], []
@@ -367,10 +393,10 @@ def payload_fields(cycles: Sequence[dict], params) -> dict[str, np.ndarray]:
     return out
 
 
-def pack_pe_payload(cycles: Sequence[dict], params) -> np.ndarray:
+def pack_pe_payload(cycles: Sequence[dict], cfg: PEConfig) -> np.ndarray:
     """Flat ``i_stream.payload`` integers (object array) of ``cycles`` (module docstring)."""
-    fields = payload_fields(cycles, params)
-    offsets = payload_offsets(params)
+    fields = payload_fields(cycles, cfg)
+    offsets = payload_offsets(cfg)
     packed = np.zeros(len(cycles), dtype=object)
     for name, (offset, width) in offsets.items():
         for i, v in enumerate(fields[name]):
@@ -410,8 +436,8 @@ class BitSerialPEModel:
 
     Parameters
     ----------
-    params : mapping or PEConfig
-        The keyword arguments of the RTL component (:func:`pe_config`).
+    config : PEConfig
+        The RTL component's configuration.
 
     Attributes (after :meth:`run`)
     ------------------------------
@@ -421,8 +447,8 @@ class BitSerialPEModel:
         The cycle each input payload was accepted (stalls show as gaps).
     """
 
-    def __init__(self, params):
-        self.config = _as_config(params)
+    def __init__(self, config: PEConfig):
+        self.config = config
         self.group_sums: list[tuple[int, int]] = []
         self.accept_cycles: list[int] = []
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitmod.golden.minifloat_arith import exact_product, operand_format, product_frac_bits
+from .minifloat_arith import exact_product, operand_format, product_frac_bits
 
 __all__ = [
     "MINIFLOAT_PE_LATENCY",

@@ -20,13 +20,18 @@ sends back, executing commands on a :class:`Backend` such as :class:`RegisterFil
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .checks import check_int, check_number
+
 __all__ = [
     "CRC_INIT",
     "HEADER_BYTES",
+    "MAX_PAYLOAD_LIMIT",
+    "OP_SHIFT",
     "OVERHEAD_BYTES",
     "STATUS_BYTES",
     "SYNC",
@@ -38,9 +43,12 @@ __all__ = [
     "Frame",
     "FrameError",
     "FrameParser",
+    "LinkConfig",
     "RegisterFileModel",
     "Reply",
     "Status",
+    "baud_divisor",
+    "check_bridge_params",
     "crc16",
     "decode_error",
     "decode_frame",
@@ -61,6 +69,15 @@ ERROR_BYTES = 4
 CRC_INIT = 0xFFFF
 CRC_POLY = 0x1021
 MAX_LENGTH = 0xFFFF
+MAX_PAYLOAD_LIMIT = 0xFFFC  # the largest multiple of 4 the 16-bit length field holds
+# UART: below 4 clocks per bit the mid-bit sample has no margin for the synchroniser's delay; a
+# receiver samples the stop bit 9.5 bit periods after the start edge, so 2 % per side keeps
+# that sample inside the bit even against a peer that is itself 2 % off.
+MIN_DIVISOR = 4
+MAX_BAUD_ERROR = 0.02
+# Bus map of the accelerator top: a 32-bit bus address is ``op << OP_SHIFT | core address``
+# (one core command per bus word; docs/protocol.md, golden.core for the ops).
+OP_SHIFT = 24
 
 
 class Cmd(enum.IntEnum):
@@ -95,6 +112,84 @@ class ErrorCode(enum.IntEnum):
 # it): always safe to resend. A well-formed request can only get BAD_LENGTH or UNKNOWN_CMD if
 # the line corrupted it in a way the CRC could not see (a length field grown past max_payload).
 NOT_EXECUTED = frozenset(set(ErrorCode) - {ErrorCode.BACKEND})
+
+
+def baud_divisor(clk_freq, baud) -> int:
+    """Clock cycles per UART bit, ``round(clk_freq / baud)``, validated.
+
+    Raises ``ValueError`` when the divisor is below :data:`MIN_DIVISOR` or the achieved rate
+    ``clk_freq / divisor`` is more than :data:`MAX_BAUD_ERROR` away from ``baud``.
+    """
+    clk_freq = check_number("clk_freq", clk_freq, positive=True)
+    baud = check_number("baud", baud, positive=True)
+    divisor = round(clk_freq / baud)
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"baud {baud:.10g} needs at least {MIN_DIVISOR} clocks per bit; "
+                         f"clk_freq {clk_freq:.10g} gives {clk_freq / baud:.2f}")
+    error = abs(clk_freq / divisor - baud) / baud
+    if error > MAX_BAUD_ERROR:
+        raise ValueError(f"baud {baud:.10g} is {error:.1%} off with clk_freq {clk_freq:.10g} "
+                         f"(divisor {divisor}); at most {MAX_BAUD_ERROR:.0%} is allowed")
+    return divisor
+
+
+def check_bridge_params(max_payload, timeout_cycles, rx_fifo_depth) -> tuple[int, int, int]:
+    """The bridge's parameters, validated (``max_payload`` a multiple of 4 in 8..65532,
+    ``timeout_cycles`` 2..2**32, ``rx_fifo_depth`` 2..4096)."""
+    max_payload = check_int("max_payload", max_payload, 8, MAX_PAYLOAD_LIMIT)
+    if max_payload % 4:
+        raise ValueError(f"max_payload must be a multiple of 4, not {max_payload}")
+    return (max_payload, check_int("timeout_cycles", timeout_cycles, 2, 1 << 32),
+            check_int("rx_fifo_depth", rx_fifo_depth, 2, 4096))
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """The UART link of a board, validated once: clock, bit rate and the bridge's parameters.
+
+    Attributes
+    ----------
+    clk_freq : float
+        Clock of the link in Hz (a board's achieved core clock).
+    baud : int
+        UART bit rate; :func:`baud_divisor` must accept it at ``clk_freq``.
+    max_payload : int
+        Largest frame payload in bytes (:func:`check_bridge_params`).
+    timeout_cycles : int or None
+        Receive timeout inside a frame; ``None`` takes about 50 ms of clock, and at least
+        four byte times. At least two byte times (``20 * divisor``), so that a sender's
+        normal gaps never time out.
+    rx_fifo_depth : int
+        Receive FIFO depth in bytes.
+    """
+
+    clk_freq: float = 12e6
+    baud: int = 115_200
+    max_payload: int = 256
+    timeout_cycles: int | None = None
+    rx_fifo_depth: int = 16
+
+    def __post_init__(self):
+        put = functools.partial(object.__setattr__, self)
+        put("clk_freq", check_number("clk_freq", self.clk_freq, positive=True))
+        put("baud", check_int("baud", self.baud, 1))
+        divisor = baud_divisor(self.clk_freq, self.baud)
+        timeout = self.timeout_cycles
+        if timeout is None:
+            timeout = max(int(self.clk_freq * 0.05), 40 * divisor)
+        payload, timeout, depth = check_bridge_params(self.max_payload, timeout,
+                                                      self.rx_fifo_depth)
+        if timeout < 20 * divisor:
+            raise ValueError(f"timeout_cycles must be at least two byte times "
+                             f"({20 * divisor} cycles at divisor {divisor}), not {timeout}")
+        put("max_payload", payload)
+        put("timeout_cycles", timeout)
+        put("rx_fifo_depth", depth)
+
+    @property
+    def divisor(self) -> int:
+        """Clock cycles per UART bit (:func:`baud_divisor`)."""
+        return baud_divisor(self.clk_freq, self.baud)
 
 
 def _crc_table() -> list[int]:

@@ -137,7 +137,7 @@ class _LevelTable:
 
 @functools.cache
 def _format(name: str):
-    from bitmod.golden import formats  # imported lazily: formats and quantize are peers
+    from . import formats  # imported lazily: formats and quantize are peers
 
     return formats.get(name)
 
@@ -247,35 +247,25 @@ class Scheme:
         return _table(self.formats[0]).bits
 
 
-_BITMOD = {
-    (4, "mixture"): ("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"),
-    (3, "mixture"): ("fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"),
-    (4, "er"): ("fp4_er_pos", "fp4_er_neg"),
-    (3, "er"): ("fp3_er_pos", "fp3_er_neg"),
-    (4, "ea"): ("fp4_ea_pos", "fp4_ea_neg"),
-    (3, "ea"): ("fp3_ea_pos", "fp3_ea_neg"),
-    (4, "ant"): ("int4_sym", "flint4"),
-    (3, "ant"): ("int3_sym", "fp3"),
-}
-
-
 def _build_schemes() -> dict[str, Scheme]:
+    from .formats import bitmod_candidates  # the one list of BitMoD candidates
+
     s: dict[str, Scheme] = {}
 
     def add(name, kind, formats, group, scale, ties, text, unit=1.0):
         s[name] = Scheme(name, kind, tuple(formats), group, scale, ties, text, unit)
 
     for bits in (4, 3):
-        add(f"bitmod{bits}", "mod", _BITMOD[bits, "mixture"], 128, "fp16", "down",
+        add(f"bitmod{bits}", "mod", bitmod_candidates(bits), 128, "fp16", "down",
             f"BitMoD {bits}-bit mixture of FP{bits} ER+EA types, FP16 scales")
-        add(f"bitmod{bits}_int8scale", "mod", _BITMOD[bits, "mixture"], 128, "int8", "down",
+        add(f"bitmod{bits}_int8scale", "mod", bitmod_candidates(bits), 128, "int8", "down",
             f"BitMoD {bits}-bit mixture, INT8 group scales + FP32 channel scale")
-        add(f"bitmod{bits}_er", "mod", _BITMOD[bits, "er"], 128, "fp16", "down",
+        add(f"bitmod{bits}_er", "mod", bitmod_candidates(bits, "er"), 128, "fp16", "down",
             f"BitMoD {bits}-bit extra-resolution types only (FP{bits}_ER_POS/NEG)")
-        add(f"bitmod{bits}_ea", "mod", _BITMOD[bits, "ea"], 128, "fp16", "down",
+        add(f"bitmod{bits}_ea", "mod", bitmod_candidates(bits, "ea"), 128, "fp16", "down",
             f"BitMoD {bits}-bit extra-asymmetry types only (FP{bits}_EA_POS/NEG)")
-        add(f"ant{bits}", "mod", _BITMOD[bits, "ant"], 128, "fp16", "down",
-            "ANT-style per-group choice " + " / ".join(_BITMOD[bits, "ant"]))
+        add(f"ant{bits}", "mod", bitmod_candidates(bits, "ant"), 128, "fp16", "down",
+            "ANT-style per-group choice " + " / ".join(bitmod_candidates(bits, "ant")))
     for bits in (2, 3, 4, 8):
         add(f"int{bits}_asym", "asym", (f"uint{bits}",), 128, "fp16", "even",
             f"INT{bits} asymmetric min/max with zero point, FP16 scales")
@@ -756,7 +746,7 @@ def mx_shared_exponent(amax: np.ndarray, emax_elem: int) -> np.ndarray:
     ``floor(log2)`` is exact (``golden.formats.floor_log2``); ``amax == 0`` gives -127 (E8M0
     code 0; every element is then 0).
     """
-    from bitmod.golden.formats import floor_log2
+    from .formats import floor_log2
 
     amax = np.asarray(amax, dtype=np.float64)
     positive = amax > 0

@@ -43,6 +43,8 @@ import math
 
 import numpy as np
 
+from .checks import check_int, is_int
+
 __all__ = [
     "INT32_MAX",
     "INT32_MIN",
@@ -69,8 +71,7 @@ def _check_rule(rounding: str) -> None:
 def _as_int(x, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind == "O":
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                   for v in arr.reshape(-1)):
+        if not all(is_int(v) for v in arr.reshape(-1)):
             raise TypeError(f"{name} must hold integers")
         return arr
     if arr.dtype.kind not in "iu":
@@ -242,12 +243,8 @@ def requantize(q_acc, b, c, *, rounding: str = "hawq", out_width: int = 8, signe
 
 
 def _check_output(out_width, signed, zero_point) -> tuple[int, int]:
-    if not isinstance(out_width, (int, np.integer)) or isinstance(out_width, bool):
-        raise TypeError(f"out_width must be an int, not {out_width!r}")
-    if out_width < 1:
-        raise ValueError(f"out_width must be >= 1, not {out_width}")
-    if not isinstance(zero_point, (int, np.integer)) or isinstance(zero_point, bool):
-        raise TypeError(f"zero_point must be an int, not {zero_point!r}")
+    out_width = check_int("out_width", out_width, 1)
+    zero_point = check_int("zero_point", zero_point)
     if signed:
         lo, hi = -(1 << (out_width - 1)), (1 << (out_width - 1)) - 1
     else:
@@ -293,10 +290,8 @@ def dyadic_from_scale(scale, *, b_bits: int = 31, max_shift: int = 63):
         A scale that is not positive and finite, or whose shift falls outside
         ``[0, max_shift]`` (scale >= 2**b_bits, or too small to represent).
     """
-    if not isinstance(b_bits, int) or isinstance(b_bits, bool) or not 1 <= b_bits <= 62:
-        raise ValueError(f"b_bits must be an int in 1..62, not {b_bits!r}")
-    if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
-        raise ValueError(f"max_shift must be a non-negative int, not {max_shift!r}")
+    b_bits = check_int("b_bits", b_bits, 1, 62)
+    max_shift = check_int("max_shift", max_shift, 0)
     arr = np.asarray(scale, dtype=np.float64)
     flat = arr.reshape(-1)
     bs, cs = np.empty(flat.size, np.int64), np.empty(flat.size, np.int64)

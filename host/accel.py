@@ -29,7 +29,6 @@ from .link import DeviceError, HostLink
 
 __all__ = ["Accelerator", "AcceleratorError", "compare_with_golden", "group_runs"]
 
-OP_SHIFT = 24  # must equal fpga.top.OP_SHIFT (not imported: that module pulls in Amaranth)
 STATUS_NAMES = {code: name for name, code in gcore.STATUS.items()}
 
 
@@ -42,14 +41,6 @@ class AcceleratorError(RuntimeError):
         self.op, self.addr, self.status = op, addr, status
         name = "refused" if status is None else STATUS_NAMES.get(status, f"status {status}")
         super().__init__(f"core command {op} at address {addr:#x}: {name}{detail}")
-
-
-def bus_address(op: str | int, addr: int = 0) -> int:
-    """``OPS[op] << 24 | addr`` (the bus map of :mod:`fpga.top`)."""
-    code = gcore.OPS[op] if isinstance(op, str) else int(op)
-    if not 0 <= code < 1 << gcore.OP_BITS or not 0 <= addr < 1 << OP_SHIFT:
-        raise ValueError(f"op {op!r} / addr {addr} out of range")
-    return code << OP_SHIFT | addr
 
 
 def group_runs(cmds: Sequence[tuple[str, int, int]], max_words: int
@@ -73,22 +64,16 @@ class Accelerator:
     Parameters
     ----------
     link : HostLink
-    core_params : dict
-        The :class:`hdl.array.core.AcceleratorCore` keyword arguments the bitstream was built
-        with (``max_m``, ``max_n``, ``max_k`` and the :func:`golden.gemm.core_config` ones).
+    config : golden.core.CoreConfig
+        The core the bitstream was built with (its address map and buffer bounds).
     """
 
-    def __init__(self, link: HostLink, core_params: dict):
-        params = dict(core_params)
+    def __init__(self, link: HostLink, config: gcore.CoreConfig):
+        if not isinstance(config, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
         self.link = link
-        self.core_params = dict(core_params)
-        self.core_map = gcore.core_map(params.pop("max_m", 16), params.pop("max_n", 16),
-                                       params.pop("max_k", 64), **params)
+        self.config = config
         self.frames = 0  # WRITE frames sent by load() and run(), for cost reports
-
-    @property
-    def config(self) -> ggemm.CoreConfig:
-        return self.core_map.cfg
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -96,7 +81,7 @@ class Accelerator:
         chunk = max(1, self.link.max_payload // 4 - 1)
         for op, addr, words in group_runs(cmds, chunk):
             try:
-                self.link.write(bus_address(op, addr), words)
+                self.link.write(gcore.bus_address(op, addr), words)
             except DeviceError as error:
                 raise AcceleratorError(op, addr + error.index, None,
                                        f" (word {error.index} of a {len(words)}-word run)"
@@ -105,20 +90,20 @@ class Accelerator:
 
     def _read(self, op: str, addr: int, n: int) -> list[int]:
         try:
-            return self.link.read(bus_address(op, addr), n)
+            return self.link.read(gcore.bus_address(op, addr), n)
         except DeviceError as error:
             raise AcceleratorError(op, addr + error.index, None) from error
 
     def status(self) -> int:
         """The core's ``status`` word: ``busy | done << 1``."""
-        return self.link.read(bus_address("status"), 1)[0]
+        return self.link.read(gcore.bus_address("status"), 1)[0]
 
     # --- job -----------------------------------------------------------------------------------
 
     def load(self, x, qt) -> None:
         """Load activations ``x [M, K]`` (int8 codes or FP16/BF16 values, as the core's
         activation format) and the quantized weights ``qt [N, K]``."""
-        self._write(gcore.load_commands(self.core_map, x, qt))
+        self._write(gcore.load_commands(self.config, x, qt))
 
     def run(self, m: int, n: int, k: int) -> int:
         """Set the job dimensions, start it and wait until it is done (a READ of the ``wait``
@@ -127,7 +112,7 @@ class Accelerator:
         set_job = [c for c in gcore.run_commands(m, n, k) if c[0] == "set_job"]
         self._write(set_job)
         try:
-            self.link.exec(bus_address("start"))
+            self.link.exec(gcore.bus_address("start"))
         except DeviceError as error:
             raise AcceleratorError("start", 0, None) from error
         # ``wait`` answers once the job is over: one READ whose reply comes when it is done.
@@ -138,7 +123,7 @@ class Accelerator:
 
     def read_outputs(self, m: int, n: int) -> np.ndarray:
         """The output codes, uint32 ``[M, N]`` (FP32 codes, or FP16 codes zero-extended)."""
-        mp = self.core_map
+        mp = self.config
         if n == mp.max_n:  # rows are contiguous: one run
             words = self._read("read_output", 0, m * n)
         else:
@@ -161,27 +146,22 @@ class Accelerator:
         return {"codes": self.read_outputs(m, n), "counters": self.counters()}
 
 
-def compare_with_golden(core_params: dict, x, qt, result: dict, *, fill: int | None = None
-                        ) -> dict:
+def compare_with_golden(config: gcore.CoreConfig, x, qt, result: dict) -> dict:
     """Compare an :meth:`Accelerator.gemm` result with :func:`golden.gemm.gemm`.
 
-    Returns ``{"expected", "mismatches" (count), "exact" (bool), "cases"}``; with ``fill`` (the
-    array's pipeline latency, ``AcceleratorCore.fill``) also ``"counters_expected"`` from
-    :func:`golden.core.job_counters` and ``"counters_exact"``.
+    Returns ``{"expected", "mismatches" (count), "exact" (bool), "cases",
+    "counters_expected" (:func:`golden.core.job_counters`), "counters_exact"}``.
     """
-    params = dict(core_params)
-    mp = gcore.core_map(params.pop("max_m", 16), params.pop("max_n", 16),
-                        params.pop("max_k", 64), **params)
+    mp = config
     mask = (1 << mp.out_bits) - 1
-    expected = (np.asarray(ggemm.gemm(x, qt, mp.cfg).codes).astype(np.int64) & mask
+    expected = (np.asarray(ggemm.gemm(x, qt, mp.array).codes).astype(np.int64) & mask
                 ).astype(np.uint32)
     got = np.asarray(result["codes"], dtype=np.uint32)
     mismatches = int((got != expected).sum()) if got.shape == expected.shape else expected.size
     out = {"expected": expected, "mismatches": mismatches, "exact": mismatches == 0,
            "cases": int(expected.size)}
-    if fill is not None:
-        m, k = np.shape(x)
-        want = gcore.job_counters(mp, m, qt.shape[0], k, fill)
-        out["counters_expected"] = want
-        out["counters_exact"] = result.get("counters") == want
+    m, k = np.shape(x)
+    want = gcore.job_counters(mp, m, qt.shape[0], k)
+    out["counters_expected"] = want
+    out["counters_exact"] = result.get("counters") == want
     return out

@@ -18,6 +18,7 @@ from amaranth.lib import data
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.core import special_register  # the register golden.gemm assumes
 from bitmod.hdl.array import SystolicArray
+from bitmod.hdl.array.array import step_layout
 from bitmod.sim.vectors import run_stream
 
 __all__ = ["expected_codes", "gemm_stream", "pack_steps", "run_array_gemm", "special_register",
@@ -35,11 +36,13 @@ def _field_bits(shape, values) -> int:
     return int(values) & ((1 << Shape.cast(shape).width) - 1)
 
 
-def pack_steps(array: SystolicArray, steps: list[dict]) -> list[int]:
+def pack_steps(cfg: ggemm.ArrayConfig, steps: list[dict]) -> list[int]:
+    """Flat ``i_stream`` payloads of the array for ``steps`` (:func:`tile_steps`)."""
+    layout = step_layout(cfg)
     out = []
     for step in steps:
         word = 0
-        for name, field in array.in_layout:
+        for name, field in layout:
             word |= _field_bits(field.shape, step[name]) << field.offset
         out.append(word)
     return out
@@ -103,24 +106,21 @@ def expected_codes(cfg, result, tiles):
     return np.array(out, dtype=object)
 
 
-def run_array_gemm(params: dict, acts: dict, qt, *, backpressure: float = 0.0,
+def run_array_gemm(cfg: ggemm.ArrayConfig, acts: dict, qt, *, backpressure: float = 0.0,
                    idle: float = 0.0, seed: int = 1, stats: dict | None = None,
                    progress=None) -> tuple[np.ndarray, list[tuple[int, int]], int]:
     """Run the GEMM of ``acts`` (from ``golden.gemm.act_mantissas``) and ``qt`` through the
-    Verilator model of ``SystolicArray(**params)``.
+    Verilator model of ``SystolicArray(cfg)``.
 
     Returns the FP32 codes in array output order (compare with :func:`expected_codes`), the
     tile origins and the number of weight-steps streamed. ``stats`` receives the output cycles
     and the model's build time (see :func:`sim.vectors.run_stream`).
     """
-    cfg = ggemm.core_config(**params)
     steps, tiles = gemm_stream(cfg, acts, qt)
-    array = SystolicArray(**params)
-    array._MustUse__silence = True  # built only for its payload layout
-    words = pack_steps(array, steps)
+    words = pack_steps(cfg, steps)
     if progress is not None:
         progress(f"streaming {len(steps)} weight-steps ({len(tiles)} tiles) through the RTL")
-    out = run_stream(SystolicArray, params, words, ports={"special_values": special_register(cfg)},
+    out = run_stream(SystolicArray, cfg, words, ports={"special_values": special_register(cfg)},
                      backpressure=backpressure, idle=idle, seed=seed,
                      n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats)
     return out, tiles, len(steps)

@@ -18,16 +18,10 @@ from bitmod.golden import core as gcore
 from bitmod.hdl.array.core import AcceleratorCore
 from bitmod.sim.verilator import get_model, run_cocotb
 
-__all__ = ["core_map", "encode", "run_core_gemm", "run_script"]
+__all__ = ["encode", "run_core_gemm", "run_script"]
 
 
-def core_map(params: dict) -> gcore.CoreMap:
-    """The buffer/address map of ``AcceleratorCore(**params)``."""
-    p = dict(params)
-    return gcore.core_map(p.pop("max_m"), p.pop("max_n"), p.pop("max_k"), **p)
-
-
-def encode(mp: gcore.CoreMap, items) -> list[str]:
+def encode(mp: gcore.CoreConfig, items) -> list[str]:
     """Hex command payloads (and ``reset`` markers) as the testbench reads them."""
     out = []
     for item in items:
@@ -38,15 +32,16 @@ def encode(mp: gcore.CoreMap, items) -> list[str]:
     return out
 
 
-def run_script(params: dict, items, *, idle: float = 0.0, backpressure: float = 0.0,
-               seed: int = 1, timeout_cycles: int) -> tuple[list[tuple[int, int]], object]:
-    """Run ``items`` through the Verilator model of ``AcceleratorCore(**params)``.
+def run_script(config: gcore.CoreConfig, items, *, idle: float = 0.0,
+               backpressure: float = 0.0, seed: int = 1,
+               timeout_cycles: int) -> tuple[list[tuple[int, int]], object]:
+    """Run ``items`` through the Verilator model of ``AcceleratorCore(config)``.
 
     Returns the responses ``(status, data)`` in order and the model (for its build time).
     ``timeout_cycles`` bounds the run: a hang fails instead of waiting forever.
     """
-    model = get_model(AcceleratorCore, params)
-    mp = core_map(params)
+    model = get_model(AcceleratorCore, config)
+    mp = config
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         script, out = Path(scratch) / "script.txt", Path(scratch) / "responses.hex"
         script.write_text("\n".join(encode(mp, items)) + "\n")
@@ -59,18 +54,18 @@ def run_script(params: dict, items, *, idle: float = 0.0, backpressure: float = 
     return [gcore.unpack_response(w) for w in words], model
 
 
-def run_core_gemm(params: dict, x, qt) -> dict:
+def run_core_gemm(config: gcore.CoreConfig, x, qt) -> dict:
     """One job on the core: returns ``codes`` (uint32 FP32 codes [M, N]), ``counters``
     (cycles, busy_pe_cycles, stall_cycles as the RTL counted them), ``commands`` and the
     Verilator ``model``. Raises ``AssertionError`` if any command got an error status."""
-    mp = core_map(params)
+    mp = config
     m, k = np.shape(x)
     n = qt.shape[0]
     items = (gcore.load_commands(mp, x, qt) + gcore.run_commands(m, n, k)
              + gcore.read_commands(mp, m, n))
     # Generous: every command a few cycles, the job itself by the cycle model, times 4.
-    job = gcore.job_counters(mp, m, n, k, fill=64)["cycles"]
-    responses, model = run_script(params, items, timeout_cycles=4 * (len(items) * 4 + job)
+    job = gcore.job_counters(mp, m, n, k)["cycles"]
+    responses, model = run_script(config, items, timeout_cycles=4 * (len(items) * 4 + job)
                                   + 10_000)
     names = {code: name for name, code in gcore.STATUS.items()}
     failed = [(item, names.get(status, status)) for item, (status, _)

@@ -32,7 +32,7 @@ from amaranth import Cat, Module, Shape, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .verilator import get_model, run_cocotb
+from .verilator import _params_of, get_model, run_cocotb
 
 __all__ = ["BatchHarness", "pack_fields", "run_stream", "run_vectors", "unpack_fields"]
 
@@ -157,10 +157,13 @@ def _check_inputs(inputs) -> list[int]:
 
 def _run(mode: str, component_class, params, inputs, ports, extra_env,
          stats: dict | None = None, n_outputs: int | None = None) -> np.ndarray:
-    params = dict(params or {})
+    original = params
+    params, construct = _params_of(params)
     values = _check_inputs(inputs)
-    probe = component_class(**params)
-    probe._MustUse__silence = True  # only inspected for its signature, never elaborated
+    # A generic harness must see the unit's ports; the instance is elaborated only when the
+    # model is not cached yet, so it is exempt from Amaranth's unused-elaboratable warning.
+    probe = construct(component_class)
+    probe._MustUse__silence = True
     static = _static_inputs(probe)
     unknown = set(ports or {}) - set(static)
     if unknown:
@@ -175,10 +178,10 @@ def _run(mode: str, component_class, params, inputs, ports, extra_env,
         batch = _batch_size(in_width, out_width)
         model = get_model(
             component_class, {**params, "__harness__": f"batch{batch}"},
-            factory=lambda **p: BatchHarness(component_class(**params), batch))
+            factory=lambda **p: BatchHarness(construct(component_class), batch))
         test_module = "bitmod.sim.tb.vectors_tb"
     else:
-        model = get_model(component_class, params)
+        model = get_model(component_class, original)
         test_module = "bitmod.sim.tb.stream_tb"
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         scratch_dir = Path(scratch)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib
@@ -184,25 +185,42 @@ def _class_path(component_class) -> str:
     return f"{component_class.__module__}.{component_class.__qualname__}"
 
 
-def get_model(component_class: type, params: Mapping[str, object] | None = None, *,
+def _is_config(value) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _params_of(params) -> tuple[dict, Callable[[type], object]]:
+    """(JSON-ready parameters, how to build the component) of a config object, or of keyword
+    arguments whose values may be config objects (``{"core": CoreConfig(...), "link": ...}``)."""
+    if _is_config(params):
+        config = params
+        return ({"config": type(config).__name__, **dataclasses.asdict(config)},
+                lambda cls: cls(config))
+    kwargs = dict(params or {})
+    plain = {key: ({"config": type(v).__name__, **dataclasses.asdict(v)} if _is_config(v)
+                   else v) for key, v in kwargs.items()}
+    return plain, lambda cls: cls(**kwargs)
+
+
+def get_model(component_class: type, params=None, *,
               factory: Callable[..., object] | None = None,
               progress: Callable[[str], None] | None = None) -> VerilatorModel:
-    """Build (or reuse) the Verilator model of ``component_class(**params)``.
+    """Build (or reuse) the Verilator model of a component.
 
     Parameters
     ----------
     component_class : type
         An Amaranth ``wiring.Component`` subclass.
-    params : mapping
-        Keyword arguments for the constructor; must be JSON-serialisable or have a stable
-        ``repr`` (they key the cache).
+    params : config object or mapping
+        The component's frozen config dataclass (``component_class(config)``), or keyword
+        arguments for its constructor; JSON-serialisable (they key the cache).
     factory : callable, optional
-        Builds the component from ``params`` when the constructor needs objects that do not
-        serialise (defaults to ``component_class``).
+        Builds the component from the keyword arguments when the constructor needs objects
+        that do not serialise (defaults to ``component_class``).
     progress : callable, optional
         Called with a short status line before a (slow) build starts.
     """
-    params = dict(params or {})
+    params, construct = _params_of(params)
     waves = waves_enabled()
     key_material = "|".join([_class_path(component_class), _canonical_params(params),
                              source_hash(component_class),
@@ -222,7 +240,7 @@ def get_model(component_class: type, params: Mapping[str, object] | None = None,
         if build_dir.exists():
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
-        component = (factory or component_class)(**params)
+        component = factory(**params) if factory is not None else construct(component_class)
         model.verilog_path.write_text(export_verilog(component, model.toplevel))
         (build_dir / "params.json").write_text(
             json.dumps({"class": _class_path(component_class), "params": params},

@@ -12,22 +12,18 @@ import numpy as np
 from bitmod.fpga import top
 from bitmod.golden import core as gcore
 from bitmod.golden import protocol
-from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.golden.quantize import get_scheme
 from bitmod.host import accel
 from bitmod.host.link import HostLink, LoopbackTransport
 from bitmod.sim.verilator import get_model, run_cocotb
 
-BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
-CORE = dict(rows=1, cols=1, lanes=4, group_size=16, formats=BITMOD, act_format="int8",
-            max_m=3, max_n=3, max_k=32)
+BITMOD4 = get_scheme("bitmod4").formats
+
+CORE = gcore.CoreConfig(rows=1, cols=1, lanes=4, group_size=16, formats=BITMOD4,
+                        act_format="int8", max_m=3, max_n=3, max_k=32)
 # 4 clocks per UART bit; the receive timeout is 10 byte times.
-TOP = dict(clk_freq=4_000_000, baud=1_000_000, max_payload=128, timeout_cycles=400, core=CORE)
-
-
-def test_bus_address_matches_top():
-    for op in gcore.OPS:
-        for addr in (0, 1, (1 << 24) - 1):
-            assert accel.bus_address(op, addr) == top.bus_address(op, addr)
+LINK = protocol.LinkConfig(clk_freq=4_000_000, baud=1_000_000, max_payload=128,
+                           timeout_cycles=400)
 
 
 def test_group_runs():
@@ -47,9 +43,9 @@ def test_group_runs():
 class CoreBackend(protocol.Backend):
     """The bus of fpga/top.py over golden.core's command-level model of the core."""
 
-    def __init__(self, mp, fill):
+    def __init__(self, mp):
         self.mp = mp
-        self.model = gcore.CoreModel(mp, fill)
+        self.model = gcore.CoreModel(mp)
 
     def access(self, write, addr, data):
         if addr >> 28:
@@ -65,22 +61,20 @@ def test_accelerator_driver_on_golden_models():
     WRITE frame count of the grouping, and a refused command raised as AcceleratorError."""
     from bitmod.sim.tb.accel_tb import make_job
 
-    probe = AcceleratorCore(**CORE)
-    probe._MustUse__silence = True
-    mp = probe.core_map
-    backend = CoreBackend(mp, probe.fill)
-    link = HostLink(LoopbackTransport(protocol.BridgeModel(backend, TOP["max_payload"])))
+    mp = CORE
+    backend = CoreBackend(mp)
+    link = HostLink(LoopbackTransport(protocol.BridgeModel(backend, LINK.max_payload)))
     dev = accel.Accelerator(link, CORE)
     checked = 0
     for seed, (m, n, k) in enumerate([(3, 3, 20), (2, 3, 32), (1, 1, 1)]):
         x, qt = make_job(CORE, m, n, k, seed)
         frames = dev.frames
         result = dev.gemm(x, qt)
-        check = accel.compare_with_golden(CORE, x, qt, result, fill=probe.fill)
+        check = accel.compare_with_golden(CORE, x, qt, result)
         assert check["exact"] and check["counters_exact"]
         assert result["codes"].dtype == np.uint32 and result["codes"].shape == (m, n)
         cmds = gcore.load_commands(mp, x, qt) + gcore.run_commands(m, n, k)[:3]
-        runs = accel.group_runs(cmds, TOP["max_payload"] // 4 - 1)
+        runs = accel.group_runs(cmds, LINK.max_payload // 4 - 1)
         assert dev.frames - frames == len(runs) <= len(cmds)
         # A channel's or a row's K words share a frame: far fewer frames than words.
         assert k < 20 or len(runs) < len(cmds) // 8
@@ -98,7 +92,7 @@ def test_accelerator_driver_on_golden_models():
 
 
 def test_e2e_gemm_fuzz_gemm():
-    model = get_model(top.AcceleratorTop, TOP)
+    model = get_model(top.AcceleratorTop, {"core": CORE, "link": LINK})
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
         run_cocotb(model, "bitmod.sim.tb.accel_tb", testcase="gemm_fuzz_gemm",

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bitmod.golden import gemm as ggemm
+from bitmod.golden.gemm import ArrayConfig
 from bitmod.golden.quantize import quantize
 from bitmod.hdl.array import SystolicArray
 from bitmod.sim.amaranth_sim import run_simulation, stream_get
@@ -17,7 +18,7 @@ from bitmod.sim.array_driver import (
 
 
 def make_case(params, m, n, k, seed, scheme):
-    cfg = ggemm.core_config(**params)
+    cfg = ggemm.ArrayConfig(**params)
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((n, k))
     qt = quantize(w, scheme, group_size=cfg.group_size, scale_format="int8")
@@ -47,15 +48,16 @@ FP16_INT8W = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int8_sym",
 
 def test_parameters_are_validated():
     with pytest.raises(ValueError, match="group_size"):
-        SystolicArray(group_size=18)
+        SystolicArray(ArrayConfig(group_size=18))
     with pytest.raises(ValueError, match="act_format"):
-        SystolicArray(act_format="fp8")
+        SystolicArray(ArrayConfig(act_format="fp8"))
     with pytest.raises(ValueError, match="64"):
-        SystolicArray(act_format="fp16", mant_width=16, act_exp_bits=6, group_size=128)
+        SystolicArray(ArrayConfig(act_format="fp16", mant_width=16, act_exp_bits=6,
+                                   group_size=128))
     with pytest.raises(ValueError, match="rows"):
-        SystolicArray(rows=0)
+        SystolicArray(ArrayConfig(rows=0))
     with pytest.raises(ValueError, match="out_format"):
-        SystolicArray(out_format="bf16")
+        SystolicArray(ArrayConfig(out_format="bf16"))
 
 
 @pytest.mark.parametrize(("params", "scheme", "k"), [
@@ -66,9 +68,9 @@ def test_parameters_are_validated():
 def test_amaranth_sim_one_tile(params, scheme, k):
     """One tile with a ragged group in the Amaranth simulator (2x2 INT8; 1x1 BF16, X = 0)."""
     cfg, qt, acts, result = make_case(params, params["rows"], params["cols"], k, 3, scheme)
-    dut = SystolicArray(**params)
+    dut = SystolicArray(ArrayConfig(**params))
     steps, tiles = gemm_stream(cfg, acts, qt)
-    words = pack_steps(dut, steps)
+    words = pack_steps(dut.config, steps)
     expected = expected_codes(cfg, result, tiles)
     got = []
 
@@ -92,7 +94,7 @@ def test_amaranth_sim_one_tile(params, scheme, k):
 
 
 def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=1, stats=None):
-    out, tiles, n_steps = run_array_gemm(params, acts, qt, backpressure=backpressure, idle=idle,
+    out, tiles, n_steps = run_array_gemm(cfg, acts, qt, backpressure=backpressure, idle=idle,
                                          seed=seed, stats=stats)
     return out, expected_codes(cfg, result, tiles), n_steps
 
@@ -104,16 +106,18 @@ def test_random_gemm_bit_exact(params, scheme):
     """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
     The FP16-output build drains 16-bit codes (overflow to Inf and subnormals included)."""
     cfg, qt, acts, result = make_case(params, 5, 13, 3 * 16 + 4, 11, scheme)
-    assert SystolicArray(**params).out_layout.size == cfg.out_bits
+    assert SystolicArray(ArrayConfig(**params)).out_layout.size == cfg.out_bits
     stats = {}
     out, expected, n_steps = _run_rtl(params, cfg, qt, acts, result, stats=stats)
     assert (out == expected).all()
     # Timing without idles or backpressure: the first output and the total match the model.
-    array = SystolicArray(**params)
+    array = SystolicArray(ArrayConfig(**params))
     k = acts["mant"].shape[1]
     first_tile = ggemm.tile_cycles(k, cfg, first=True)
     assert stats["output_cycles"][0] == array.front_latency + first_tile - 1 + array.latency
-    model = ggemm.gemm_cycles(5, 13, k, cfg, fill=array.front_latency + array.latency - 1)
+    # The cycle model's fill is golden's (ArrayConfig.fill); the RTL must match it.
+    assert array.front_latency + array.latency - 1 == cfg.fill
+    model = ggemm.gemm_cycles(5, 13, k, cfg)
     measured = stats["output_cycles"][-1] + 1
     utilization = model["busy_pe_cycles"] / (cfg.rows * cfg.cols * measured)
     print(f"checked {len(expected)} outputs ({n_steps} steps); cycles measured {measured}, "

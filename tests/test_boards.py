@@ -22,8 +22,10 @@ from amaranth.lib import wiring
 from bitmod.fpga import boards as fboards
 from bitmod.fpga.boards import ClockError, ecp5_pll, get_board, ice40_pll, make_pll
 from bitmod.fpga.build import BuildConfig, board_plan, build
-from bitmod.fpga.top import OP_SHIFT, BoardTop, BusAdapter, bus_address
+from bitmod.fpga.top import BoardTop, BusAdapter
 from bitmod.golden import core as gcore
+from bitmod.golden.core import CoreConfig, bus_address
+from bitmod.golden.protocol import OP_SHIFT, LinkConfig
 from bitmod.hdl.array.core import AcceleratorCore
 from bitmod.hdl.link.bridge import bus_signature
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
@@ -122,8 +124,9 @@ def test_registry():
     for board in fboards.BOARDS.values():
         # Every default clock is makeable and every default core configuration is valid.
         board.pll()
-        AcceleratorCore(rows=board.rows, cols=board.cols, lanes=board.lanes,
-                        max_m=board.max_m, max_n=board.max_n, max_k=board.max_k)
+        config = BuildConfig(board.name)
+        assert (config.rows, config.cols, config.lanes, config.core.max_k) == (
+            board.rows, board.cols, board.lanes, board.max_k)
         if not board.bare:
             platform = board.platform()
             assert platform.device.upper().startswith(("LFE5U", "ICE40"))
@@ -143,7 +146,9 @@ def test_orangecrab_top_elaborates_with_uart_and_pll():
     platform = board.platform()
     rx, tx, attrs = board.uart
     platform.add_resources([UARTResource(0, rx=rx, tx=tx, attrs=Attrs(**attrs))])
-    top = BoardTop(board, 60.0, core=dict(rows=1, cols=1, max_m=4, max_n=4, max_k=16))
+    config = BuildConfig(board.name, rows=1, cols=1, max_m=4, max_n=4, max_k=16,
+                         clock_mhz=60.0)
+    top = BoardTop(board, config.pll, config.core, config.link)
     assert top.pll is not None and top.clock_mhz == 60.0
     plan = platform.build(top, name="top", do_build=False)
     lpf = plan.files["top.lpf"]
@@ -151,25 +156,24 @@ def test_orangecrab_top_elaborates_with_uart_and_pll():
     assert "60000000.0 HZ" in lpf
     assert "EHXPLLL" in plan.files["top.il"]
     with pytest.raises(ValueError, match="bare device"):
-        BoardTop(get_board("bare-ecp5-25f"), 50.0)
+        BoardTop(get_board("bare-ecp5-25f"), None, CoreConfig(), LinkConfig(50e6))
 
 
 # --- bus adapter -------------------------------------------------------------------------
 
 
-CORE = dict(rows=1, cols=2, lanes=2, group_size=4, max_m=2, max_n=4, max_k=8)
+CORE = CoreConfig(rows=1, cols=2, lanes=2, group_size=4, max_m=2, max_n=4, max_k=8)
 
 
 class _AdapterBench(wiring.Component):
     def __init__(self):
-        self.core_params = CORE
-        self.adapter = BusAdapter(AcceleratorCore(**CORE).core_map.addr_bits)
+        self.adapter = BusAdapter(CORE.addr_bits)
         super().__init__({"bus": wiring.In(bus_signature())})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.adapter = self.adapter
-        m.submodules.core = core = AcceleratorCore(**self.core_params)
+        m.submodules.core = core = AcceleratorCore(CORE)
         wiring.connect(m, wiring.flipped(self.bus), self.adapter.bus)
         wiring.connect(m, self.adapter.cmd, core.i_cmd)
         wiring.connect(m, core.o_resp, self.adapter.resp)
@@ -216,9 +220,8 @@ def _expected(model, mp, write, bus_addr, data):
 
 def test_bus_adapter_against_core_model():
     dut = _AdapterBench()
-    core = AcceleratorCore(**CORE)
-    mp = core.core_map
-    model = gcore.CoreModel(mp, core.fill)
+    mp = CORE
+    model = gcore.CoreModel(mp)
     reqs = _bus_requests(mp, 60, seed=6)
     got = []
 
@@ -266,16 +269,20 @@ def _check_bitstream(path: str, magic: bytes, root: Path):
     assert Path(path).is_relative_to(root / "boards")
 
 
-def test_build_icebreaker(build_dir):
+def test_build_icebreaker_int4_through_cli(build_dir, capsys):
+    """The scheme chooses the core's weight formats: an INT4 core, the board's default clock."""
     started = time.monotonic()
-    result = build(BuildConfig("icebreaker", rows=1, cols=1, clock_mhz=18))
-    seconds = time.monotonic() - started
-    print(f"icebreaker 1x1: {result.as_dict()} in {seconds:.0f} s")
-    assert result.timing_met and result.fmax_mhz >= 18
-    assert result.pll is not None and "DIVF=47" in result.pll
-    assert result.report.dsp == 0 and result.report.bram > 0
-    _check_bitstream(result.bitstream, ICE40_MAGIC, build_dir)
-    assert json.loads((Path(result.workdir) / "result.json").read_text())["board"] == "icebreaker"
+    status = cli.main(["build", "--board", "icebreaker", "--scheme", "int4", "--array", "1x1",
+                       "--json"])
+    result = json.loads(capsys.readouterr().out)
+    print(f"icebreaker int4 1x1: {result} in {time.monotonic() - started:.0f} s")
+    assert status == 0 and result["timing_met"] and result["fmax_mhz"] >= 24
+    assert result["params"]["scheme"] == "int4" and result["macs_per_cycle"] == 2.0
+    assert result["pll"] is not None and "DIVF=63" in result["pll"]
+    assert result["dsp"] == 0 and result["bram"] > 0
+    _check_bitstream(result["bitstream"], ICE40_MAGIC, build_dir)
+    record = json.loads((Path(result["workdir"]) / "result.json").read_text())
+    assert record["board"] == "icebreaker" and record["params"]["scheme"] == "int4"
 
 
 def test_build_ulx3s_through_cli(build_dir, monkeypatch, capsys):
@@ -317,25 +324,24 @@ def test_router_choice(tmp_path):
     """The router is a build parameter: it is validated, hashed into the folder and reaches
     nextpnr's command line."""
     with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
-        BuildConfig("icebreaker", router="r3").resolved()
+        BuildConfig("icebreaker", router="r3")
     # The board's default router unless one is given.
-    assert BuildConfig("icebreaker").resolved()[1]["router"] == "router1"
+    assert BuildConfig("icebreaker").router == "router1"
     default = BuildConfig("ulx3s-85f", rows=1, cols=1)
     other = BuildConfig("ulx3s-85f", rows=1, cols=1, router="router1")
-    assert default.resolved()[1]["router"] == get_board("ulx3s-85f").router == "router2"
+    assert default.router == get_board("ulx3s-85f").router == "router2"
     assert default.workdir() != other.workdir()
     for config, folder in ((default, tmp_path / "r2"), (other, tmp_path / "r1")):
-        board, params = config.resolved()
-        board_plan(board, params, config.core_params(), folder)
-        assert f"--router {params['router']}" in (folder / "build_top.sh").read_text()
+        board_plan(config, folder)
+        assert f"--router {config.router}" in (folder / "build_top.sh").read_text()
 
 
 def test_router2_ecp5_clock_pin(build_dir):
     """ECP5 + router2 out of context: ``clk`` goes on the package's clock pin through a
     constraint file nextpnr (sandboxed by YoWASP) can open from any build directory."""
-    from bitmod.tools.cmd_synth import synthesize
+    from bitmod.tools.api import synth
 
-    result = synthesize("selftest_adder", {}, "ecp5-25f", router="router2")
-    assert result["fmax_mhz"] is not None and Path(result["workdir"]).is_relative_to(build_dir)
-    lpf = Path(result["workdir"]) / "clock.lpf"
+    result = synth("selftest_adder", device="ecp5-25f", router="router2")
+    assert result.fmax_mhz is not None and Path(result.workdir).is_relative_to(build_dir)
+    lpf = Path(result.workdir) / "clock.lpf"
     assert lpf.read_text() == 'LOCATE COMP "clk" SITE "G2";\n'

@@ -73,14 +73,14 @@ def test_run_errors_are_one_line(args, message):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["bench", "ceiling", "--array", "0x3"], "rows=0"),
-    (["bench", "ceiling", "--array", "4x33"], "cols=33"),
+    (["bench", "ceiling", "--array", "0x3"], "rows must be in 1..32, not 0"),
+    (["bench", "ceiling", "--array", "4x33"], "cols must be in 1..32, not 33"),
     (["bench", "ceiling", "--array", "12by13"], "ROWSxCOLS"),
     (["bench", "ceiling", "--device", "nope"], "unknown device"),
     (["bench", "ceiling", "--device", "ice40-up5k", "--device", "ecp5-95f"], "ecp5-95f"),
     (["bench", "ceiling", "--device", "ice40-hx8k"], "no DSP blocks"),
-    (["bench", "ceiling", "--max-k", "0"], "max_k=0"),
-    (["synth", "dsp_array", "--param", "rows=0"], "rows=0"),
+    (["bench", "ceiling", "--max-k", "0"], "max_k must be >= 1, not 0"),
+    (["synth", "dsp_array", "--param", "rows=0"], "rows must be in 1..32, not 0"),
 ])
 def test_bench_ceiling_errors_are_one_line(args, message):
     status, out, err = run_cli(*args)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bitmod.golden import gemm as ggemm
+from bitmod.golden.quantize import get_scheme
 
 
 def run_cli(*args, timeout=900):
@@ -27,9 +28,9 @@ def test_minilm_query_layer_is_bit_exact():
     # Quantization error only: the RTL result is golden's, golden is close to FP32.
     assert report["error_vs_fp32"]["cosine"] > 0.99
     assert report["engine"] == "core" and report["counters_match_model"]
-    cfg = ggemm.core_config(rows=4, cols=4, lanes=4, group_size=128,
-                            formats=["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"],
-                            act_format="fp16", mant_width=12, act_exp_bits=3, max_groups=3)
+    cfg = ggemm.ArrayConfig(rows=4, cols=4, lanes=4, group_size=128,
+                            formats=get_scheme("bitmod4").formats, act_format="fp16",
+                            mant_width=12, act_exp_bits=3, max_groups=3)
     busy = ggemm.gemm_cycles(16, 384, 384, cfg)["busy_pe_cycles"]
     assert report["counters"]["busy_pe_cycles"] == busy
     assert report["pe_utilization"] == pytest.approx(busy / (16 * report["cycles"]))

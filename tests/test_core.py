@@ -6,10 +6,11 @@ import pytest
 
 from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
+from bitmod.golden.core import CoreConfig
 from bitmod.golden.quantize import quantize
 from bitmod.hdl.array.core import AcceleratorCore
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
-from bitmod.sim.core_driver import core_map, run_script
+from bitmod.sim.core_driver import run_script
 
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 INT8_BITMOD = dict(rows=2, cols=3, lanes=4, group_size=16, formats=BITMOD, act_format="int8",
@@ -49,7 +50,7 @@ def job_items(mp, x, qt, *, during=()):
 
 def bad_commands(mp):
     """Commands refused with an error status while the core is idle (and their statuses)."""
-    cfg = mp.cfg
+    cfg = mp.array
     wf = dict(mp.fields["write_weight"])
     lane_bits, word_bits = wf["lane"], wf["word"]
     assert mp.weight_depth < 1 << word_bits, "pick sizes that leave words beyond the buffer"
@@ -85,8 +86,8 @@ def bad_commands(mp):
     return cases
 
 
-def model_responses(mp, fill, items):
-    model = gcore.CoreModel(mp, fill)
+def model_responses(mp, items):
+    model = gcore.CoreModel(mp)
     responses = []
     for item in items:
         if item == "reset":
@@ -99,26 +100,24 @@ def model_responses(mp, fill, items):
 
 def test_parameters_are_validated():
     with pytest.raises(ValueError, match="max_k"):
-        AcceleratorCore(max_k=0)
+        AcceleratorCore(CoreConfig(max_k=0))
     with pytest.raises(TypeError, match="max_m"):
-        AcceleratorCore(max_m=2.5)
+        AcceleratorCore(CoreConfig(max_m=2.5))
     with pytest.raises(ValueError, match="max_n"):
-        AcceleratorCore(max_n=1 << 20)
+        AcceleratorCore(CoreConfig(max_n=1 << 20))
     with pytest.raises(ValueError, match="group_size"):
-        AcceleratorCore(group_size=18)
+        AcceleratorCore(CoreConfig(group_size=18))
     # max_k sets the array's group count, and so its accumulator width: too wide is refused.
     with pytest.raises(ValueError, match="64"):
-        AcceleratorCore(act_format="fp16", mant_width=16, act_exp_bits=6, group_size=128,
-                        max_k=1 << 16)
+        AcceleratorCore(CoreConfig(act_format="fp16", mant_width=16, act_exp_bits=6,
+                                   group_size=128, max_k=1 << 16))
 
 
 def test_buffer_depths_follow_the_formulas():
-    core = AcceleratorCore(**INT8_BITMOD)
-    core._MustUse__silence = True
-    mp = core.core_map
+    mp = CoreConfig(**INT8_BITMOD)
     assert (mp.k_steps, mp.max_groups, mp.m_tiles, mp.n_tiles) == (16, 4, 4, 6)
     assert (mp.weight_depth, mp.meta_depth, mp.act_depth, mp.out_depth) == (96, 24, 64, 128)
-    assert core.array_params["max_groups"] == 4
+    assert mp.array.max_groups == 4
     # Every element of the largest job has its own address; the host helper inverts the map.
     addrs = {mp.weight_address(n, k) for n in range(mp.max_n) for k in range(mp.max_k)}
     assert len(addrs) == mp.max_n * mp.max_k
@@ -128,10 +127,10 @@ def test_buffer_depths_follow_the_formulas():
 def test_amaranth_sim_protocol_errors():
     """Every bad command gets its error status (Amaranth simulator, no job run)."""
     params = dict(INT8_BITMOD, rows=1, cols=3, max_m=2, max_n=6, max_k=12)
-    dut = AcceleratorCore(**params)
-    mp = dut.core_map
+    mp = CoreConfig(**params)
+    dut = AcceleratorCore(mp)
     cases = [*bad_commands(mp), (("set_job", 0, 2), "ok"), (("read_counter", 0, 0), "ok")]
-    expected = model_responses(mp, dut.fill, [c for c, _ in cases])
+    expected = model_responses(mp, [c for c, _ in cases])
     got, valid_timelines = [], []
 
     async def host(ctx):
@@ -167,11 +166,8 @@ def test_gemm_jobs_bit_exact(params, scheme):
     response equals golden.core's model; outputs equal golden.gemm; counters equal
     golden.core.job_counters.
     """
-    mp = core_map(params)
-    cfg = mp.cfg
-    core = AcceleratorCore(**params)
-    core._MustUse__silence = True  # built for its properties only
-    fill = core.fill
+    mp = CoreConfig(**params)
+    cfg = mp.array
     dims = {"A": (5, 13, 3 * 16 + 4), "B": (3, 4, 16 + 6), "C": (mp.max_m, mp.max_n, mp.max_k)}
     data = {name: make_job(cfg, *dim, seed, scheme)
             for seed, (name, dim) in enumerate(dims.items(), 11)}
@@ -195,10 +191,9 @@ def test_gemm_jobs_bit_exact(params, scheme):
         ("B", job_items(mp, *data["B"][:2])),
     ]
     items = [item for _, seg in segments for item in seg]
-    expected = model_responses(mp, fill, items)
-    bound = sum(gcore.job_counters(mp, *dims[name], fill)["cycles"] for name, _ in segments
-                if name)
-    got, model = run_script(params, items, idle=0.3, backpressure=0.3, seed=7,
+    expected = model_responses(mp, items)
+    bound = sum(gcore.job_counters(mp, *dims[name])["cycles"] for name, _ in segments if name)
+    got, model = run_script(mp, items, idle=0.3, backpressure=0.3, seed=7,
                             timeout_cycles=20 * len(items) + 4 * bound)
     sent = [x for x in items if x != "reset"]
     assert len(got) == len(sent) == len(expected)
@@ -226,8 +221,8 @@ def test_gemm_jobs_bit_exact(params, scheme):
         halves = [d for _, d in tail[m * n:]]
         measured = {c: halves[2 * i] | halves[2 * i + 1] << 32
                     for i, c in enumerate(gcore.COUNTERS)}
-        assert measured == gcore.job_counters(mp, m, n, k, fill), (name, measured)
-        model_cycles = ggemm.gemm_cycles(m, n, k, cfg, fill=fill)["cycles"]
+        assert measured == gcore.job_counters(mp, m, n, k), (name, measured)
+        model_cycles = ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
         util = measured["busy_pe_cycles"] / (cfg.rows * cfg.cols * measured["cycles"])
         print(f"job {name} {m}x{n}x{k}: {measured}; gemm_cycles {model_cycles}, "
               f"PE utilization {util:.3f}")

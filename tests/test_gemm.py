@@ -16,7 +16,7 @@ BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 
 def _case(act_format, scheme="bitmod4", m=5, n=13, k=3 * 16 + 4, seed=0, **params):
     formats = BITMOD if scheme == "bitmod4" else "int8_sym" if scheme == "int8" else "int4_sym"
-    cfg = ggemm.core_config(group_size=16, formats=formats, act_format=act_format, **params)
+    cfg = ggemm.ArrayConfig(group_size=16, formats=formats, act_format=act_format, **params)
     rng = np.random.default_rng(seed)
     qt = quantize(rng.standard_normal((n, k)), scheme, group_size=16, scale_format="int8")
     x = rng.standard_normal((m, k))
@@ -93,7 +93,7 @@ def test_drain_fp16_is_one_rne_rounding_of_the_exact_value(act_format):
     against numpy's direct float64 -> float16 cast (exact float64 here) and against an exact
     rational reference; then the host factors apply in float32 to the FP16 value."""
     cfg, qt, x = _case(act_format, m=8, n=16, seed=4, out_format="fp16")
-    cfg32 = ggemm.core_config(group_size=16, formats=BITMOD, act_format=act_format)
+    cfg32 = ggemm.ArrayConfig(group_size=16, formats=BITMOD, act_format=act_format)
     assert (cfg.out_bits, cfg32.out_bits) == (16, 32)
     if act_format == "int8":
         # Code units (activation code x level x scale code) overflow FP16: Inf outputs.
@@ -134,7 +134,7 @@ def test_drain_fp16_is_one_rne_rounding_of_the_exact_value(act_format):
 def test_out_format_is_validated():
     for bad in ("bf16", "fp8_e4m3", 16, None):
         with pytest.raises(ValueError, match="out_format"):
-            ggemm.core_config(out_format=bad)
+            ggemm.ArrayConfig(out_format=bad)
 
 
 def test_fp16_block_alignment():
@@ -160,7 +160,7 @@ def test_output_close_to_float_reference():
     err = np.abs(res.y - ref).max() / np.abs(ref).max()
     assert err < 1e-2
     xq, scale = ggemm.quantize_activations_int8(x)
-    cfg8 = ggemm.core_config(group_size=16, formats=BITMOD)
+    cfg8 = ggemm.ArrayConfig(group_size=16, formats=BITMOD)
     y8 = ggemm.gemm(xq, qt, cfg8, scale).y
     ref8 = (xq * scale[:, None].astype(np.float64)) @ qt.dequantize().T
     assert np.abs(y8 - ref8).max() / np.abs(ref8).max() < 1e-5
@@ -168,7 +168,7 @@ def test_output_close_to_float_reference():
 
 def test_unsupported_schemes_and_parameters():
     w = np.random.default_rng(1).standard_normal((4, 32))
-    cfg = ggemm.core_config(group_size=16, formats=BITMOD)
+    cfg = ggemm.ArrayConfig(group_size=16, formats=BITMOD)
     x = np.zeros((2, 32), np.int8)
     with pytest.raises(ValueError, match="scale_format='int8'"):
         ggemm.gemm(x, quantize(w, "bitmod4", group_size=16), cfg)
@@ -182,16 +182,16 @@ def test_unsupported_schemes_and_parameters():
         ggemm.gemm(np.zeros((2, 31), np.int8), quantize(w, "bitmod4", group_size=16,
                                                         scale_format="int8"), cfg)
     with pytest.raises(ValueError, match="at most 64 bits"):
-        ggemm.core_config(act_format="fp16", mant_width=16, act_exp_bits=6)
+        ggemm.ArrayConfig(act_format="fp16", mant_width=16, act_exp_bits=6)
     with pytest.raises(ValueError, match="act_format"):
-        ggemm.core_config(act_format="fp8")
+        ggemm.ArrayConfig(act_format="fp8")
     with pytest.raises(ValueError, match="NaN"):
         ggemm.act_mantissas(np.array([[np.inf] * 32], np.float16),
-                            ggemm.core_config(group_size=16, act_format="fp16"))
+                            ggemm.ArrayConfig(group_size=16, act_format="fp16"))
 
 
 def test_cycle_model():
-    cfg = ggemm.core_config(rows=8, cols=8, group_size=128, formats=BITMOD)
+    cfg = ggemm.ArrayConfig(rows=8, cols=8, group_size=128, formats=BITMOD)
     # 256 x 256 x 256 on 8x8: 1024 tiles of 2 groups x 32 steps x 2 terms, compute bound.
     model = ggemm.gemm_cycles(256, 256, 256, cfg)
     assert model["tiles"] == 1024
@@ -199,7 +199,7 @@ def test_cycle_model():
     assert model["utilization"] > 0.9
     # Short groups wait for the dequantizer: G = 16, L = 4, T = 2 -> 8 cycles, D = 8, and the
     # first group of every tile but the first needs D + 2 = 10.
-    small = ggemm.core_config(rows=2, cols=2, group_size=16, formats=BITMOD)
+    small = ggemm.ArrayConfig(rows=2, cols=2, group_size=16, formats=BITMOD)
     assert ggemm.tile_cycles(52, small, first=True) == 8 + 8 + 8 + 8
     assert ggemm.tile_cycles(52, small) == 10 + 8 + 8 + 8
     print(f"256^3 on 8x8: {model['cycles']} cycles, utilization {model['utilization']:.3f}")

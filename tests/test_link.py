@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from bitmod.golden import protocol
+from bitmod.golden.protocol import LinkConfig, baud_divisor
 from bitmod.hdl.link import (
     RX_BYTE,
     TX_BYTE,
@@ -25,7 +26,6 @@ from bitmod.hdl.link import (
     UartBridgeTestTop,
     UartRx,
     UartTx,
-    baud_divisor,
 )
 from bitmod.hdl.link.bridge import crc16_update
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
@@ -59,12 +59,17 @@ def test_bridge_parameters_are_validated():
     with pytest.raises(ValueError, match=r"depth must be in 1\.\.65536, not 0"):
         RegisterFile(0)
     with pytest.raises(ValueError, match="timeout_cycles must be at least two byte times"):
-        UartBridge(8, 2, timeout_cycles=79)
+        LinkConfig(8, 2, timeout_cycles=79)
+    with pytest.raises(TypeError, match="LinkConfig"):
+        UartBridge({"clk_freq": 8, "baud": 2})
     bridge = Bridge(max_payload=65532, timeout_cycles=1 << 32, rx_fifo_depth=4096)
     assert (bridge.max_payload, bridge.buffer_words, bridge.timeout_cycles) == (65532, 16383,
                                                                               1 << 32)
-    link = UartBridge(8, 2, timeout_cycles=80)
+    link = UartBridge(LinkConfig(8, 2, timeout_cycles=80)).config
     assert (link.divisor, link.timeout_cycles, link.max_payload) == (4, 80, 256)
+    # The default timeout: about 50 ms of clock, at least four byte times.
+    assert LinkConfig(12e6, 115_200).timeout_cycles == 600_000
+    assert LinkConfig(8, 2).timeout_cycles == 160
 
 
 def test_worst_case_bridge_elaborates():
@@ -376,12 +381,12 @@ def test_bridge_matches_golden_in_amaranth_sim():
 
 # --- end to end under cocotb + Verilator --------------------------------------------------------
 
-E2E = dict(clk_freq=8_000_000, baud=2_000_000, max_payload=64, timeout_cycles=400,
-           rx_fifo_depth=32, depth=48)
+E2E = LinkConfig(clk_freq=8_000_000, baud=2_000_000, max_payload=64, timeout_cycles=400,
+                 rx_fifo_depth=32)
 
 
 def run_e2e(testcase: str, **env):
-    model = get_model(UartBridgeTestTop, E2E)
+    model = get_model(UartBridgeTestTop, {"config": E2E, "depth": 48})
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
         run_cocotb(model, "bitmod.sim.tb.link_tb", testcase=testcase,

@@ -7,11 +7,11 @@ from bitmod.golden import formats as fmts
 from bitmod.golden import terms as gterms
 from bitmod.golden.pe import (
     BitSerialPEModel,
+    PEConfig,
     max_term_sum,
     pack_pe_payload,
     payload_fields,
     payload_offsets,
-    pe_config,
     pe_cycles,
     pe_reference,
 )
@@ -31,7 +31,7 @@ def finite_codes(formats):
 
 
 def random_case(params, rng, n_out, groups):
-    cfg = pe_config(**params)
+    cfg = PEConfig(**params)
     g, a = cfg.group_size, cfg.act_width
     k = groups * g
     codes = rng.choice(finite_codes(cfg.formats), (n_out, k))
@@ -44,14 +44,14 @@ def random_case(params, rng, n_out, groups):
 
 def check_model(params, cases, special_values=None):
     """Run the cycle model on concatenated cases; compare with pe_reference. Returns model."""
-    cfg = pe_config(**params)
+    cfg = PEConfig(**params)
     cycles, ref = [], []
     for codes, sel, acts, scales, exps in cases:
         cycles += pe_cycles(codes, sel, acts, scales, exps, cfg.formats, cfg.lanes,
                             cfg.group_size, special_values)
         ref += list(pe_reference(codes, sel, acts, scales, exps, cfg.formats, cfg.group_size,
                                  special_values))
-    model = BitSerialPEModel(params)
+    model = BitSerialPEModel(PEConfig(**params))
     out = model.run(cycles)
     assert [v for _, v in out] == ref
     return model, cycles, out
@@ -100,7 +100,7 @@ def test_terms_in_the_cycles_sum_to_the_levels():
     rng = np.random.default_rng(5)
     for formats, _ in FAMILIES:
         params = {"lanes": 4, "group_size": 16, "formats": formats}
-        cfg = pe_config(**params)
+        cfg = PEConfig(**params)
         codes, sel, acts, scales, exps = random_case(params, rng, 1, 2)
         cycles = pe_cycles(codes, sel, acts, scales, exps, cfg.formats, 4, 16)
         t_count = cfg.terms_per_weight
@@ -153,7 +153,7 @@ def test_worst_case_widths_are_tight():
     for formats, level in ((MIX4, 24), ("fp4", 12), ("fp8_e4m3", 229376)):
         params = {"lanes": 4, "group_size": 32, "formats": formats, "exp_bits": 2,
                   "max_groups": 4}
-        cfg = pe_config(**params)
+        cfg = PEConfig(**params)
         assert cfg.s_max == level
         g, groups = 32, 4
         sv = [level, -level, 0, 0] if cfg.geometry.has_register else None
@@ -181,7 +181,7 @@ def test_worst_case_widths_are_tight():
 def test_widths_never_exceed_the_spec_formula():
     for formats, _ in FAMILIES:
         for g, a, sb, eb, mg in ((128, 8, 8, 0, 256), (32, 12, 0, 3, 7), (8, 4, 4, 1, 1)):
-            cfg = pe_config(lanes=4 if g % 4 == 0 else 1, act_width=a, group_size=g,
+            cfg = PEConfig(lanes=4 if g % 4 == 0 else 1, act_width=a, group_size=g,
                             formats=formats, scale_bits=sb, exp_bits=eb, max_groups=mg)
             s = max_term_sum(formats)
             spec_gacc = a + int(np.ceil(np.log2(g * s))) + 1
@@ -203,13 +203,13 @@ def test_max_term_sum_from_the_definitions():
 
 def test_payload_packing_offsets():
     params = {"lanes": 4, "group_size": 8, "formats": MIX4, "exp_bits": 2}
-    cfg = pe_config(**params)
+    cfg = PEConfig(**params)
     rng = np.random.default_rng(2)
     codes, sel, acts, scales, exps = random_case(params, rng, 1, 2)
     cycles = pe_cycles(codes, sel, acts, scales, exps, cfg.formats, 4, 8)
-    flat = pack_pe_payload(cycles, params)
-    fields = payload_fields(cycles, params)
-    offsets = payload_offsets(params)
+    flat = pack_pe_payload(cycles, cfg)
+    fields = payload_fields(cycles, cfg)
+    offsets = payload_offsets(cfg)
     assert offsets["terms"] == (0, 16) and offsets["t"] == (16, 1)
     assert offsets["acts"] == (17, 32) and offsets["exp"] == (59, 2)
     for name, (off, width) in offsets.items():
@@ -221,15 +221,15 @@ def test_payload_packing_offsets():
 
 def test_parameter_errors():
     with pytest.raises(ValueError, match="group_size"):
-        pe_config(lanes=8, group_size=12)
+        PEConfig(lanes=8, group_size=12)
     with pytest.raises(ValueError, match="formats"):
-        pe_config(formats="fp5_nonsense")
+        PEConfig(formats="fp5_nonsense")
     with pytest.raises(ValueError, match="formats"):
-        pe_config(formats=["int4", "fp4"])
+        PEConfig(formats=["int4", "fp4"])
     with pytest.raises(ValueError, match=r"acc_width 30 .* need 35"):
-        pe_config(formats="fp4", acc_width=30)
+        PEConfig(formats="fp4", acc_width=30)
     with pytest.raises(TypeError, match="lanes"):
-        pe_config(lanes=4.0)
+        PEConfig(lanes=4.0)
     with pytest.raises(ValueError, match="scale_bits"):
-        pe_config(scale_bits=-1)
-    assert pe_config(formats="fp4", acc_width=40).acc_width == 40
+        PEConfig(scale_bits=-1)
+    assert PEConfig(formats="fp4", acc_width=40).acc_width == 40

@@ -14,9 +14,9 @@ from bitmod.golden import formats as fmts
 from bitmod.golden import terms as gterms
 from bitmod.golden.pe import (
     BitSerialPEModel,
+    PEConfig,
     pack_pe_payload,
     payload_fields,
-    pe_config,
     pe_cycles,
     pe_reference,
 )
@@ -61,7 +61,7 @@ class PEBank(LockstepBank):
     port picks the one that is driven, the others see ``valid`` and ``ready`` low."""
 
     def __init__(self, configs):
-        super().__init__([BitSerialPE(**c) for c in configs], select=True)
+        super().__init__([BitSerialPE(PEConfig(**c)) for c in configs], select=True)
 
 
 def finite_codes(formats):
@@ -71,7 +71,7 @@ def finite_codes(formats):
 
 
 def random_case(name, rng, n_out, groups):
-    cfg = pe_config(**CONFIGS[name][0])
+    cfg = PEConfig(**CONFIGS[name][0])
     k = groups * cfg.group_size
     half = 1 << (cfg.act_width - 1)
     return {
@@ -92,19 +92,19 @@ def run_pe(name, cases, *, idle=0.0, backpressure=0.0, seed=1):
     The PE sees terms, not the register: cases may use different ``special_values``.
     """
     params = CONFIGS[name][0]
-    cfg = pe_config(**params)
+    cfg = PEConfig(**params)
     cycles, ref = [], []
     for case in cases:
         cycles += pe_cycles(**case, formats=cfg.formats, lanes=cfg.lanes,
                             group_size=cfg.group_size)
         ref += list(pe_reference(**case, formats=cfg.formats, group_size=cfg.group_size))
-    model = BitSerialPEModel(params)
+    model = BitSerialPEModel(PEConfig(**params))
     timed = model.run(cycles)
     stats = {}
     bank, index = bank_of(name)
     pes = PEBank(**bank)
     field, unit = pes.names[index], pes.units[index]
-    flat = pack_pe_payload(cycles, params)
+    flat = pack_pe_payload(cycles, PEConfig(**params))
     inputs = pack_fields(pes.in_layout, **{n: flat if n == field else 0 for n in pes.names})
     out = run_stream(PEBank, bank, inputs, ports={"sel": index}, idle=idle,
                      backpressure=backpressure, seed=seed, n_outputs=len(ref), stats=stats)
@@ -121,7 +121,7 @@ def run_pe(name, cases, *, idle=0.0, backpressure=0.0, seed=1):
 
 def test_amaranth_sim_one_short_group():
     params = {"lanes": 4, "group_size": 8, "formats": MIX4, "exp_bits": 1}
-    dut = BitSerialPE(**params)
+    dut = BitSerialPE(PEConfig(**params))
     rng = np.random.default_rng(1)
     codes = rng.choice(finite_codes(MIX4), (1, 8))
     codes[0, 3] = gterms.geometry(MIX4).special_code
@@ -129,25 +129,25 @@ def test_amaranth_sim_one_short_group():
             "scales": [[201]], "exps": [[1]]}
     cycles = pe_cycles(**case, formats=MIX4, lanes=4, group_size=8)
     (ref,) = pe_reference(**case, formats=MIX4, group_size=8)
-    flat = pack_fields(dut.in_layout, **payload_fields(cycles, params))
-    assert list(flat) == list(pack_pe_payload(cycles, params))
+    flat = pack_fields(dut.in_layout, **payload_fields(cycles, PEConfig(**params)))
+    assert list(flat) == list(pack_pe_payload(cycles, PEConfig(**params)))
     latency, payload = measure_latency(dut, int(flat[-1]), lead_in=[int(v) for v in flat[:-1]],
                                        deadline=1e-5)
     assert payload.acc == ref
-    assert latency == dut.latency == BitSerialPEModel(params).latency
+    assert latency == dut.latency == BitSerialPEModel(PEConfig(**params)).latency
     print(f"checked 1 output ({len(cycles)} cycles), latency {dut.latency}")
 
 
 def test_amaranth_sim_odd_lane_count():
     params = {"lanes": 3, "group_size": 6, "formats": "int4", "scale_bits": 2}
-    dut = BitSerialPE(**params)
+    dut = BitSerialPE(PEConfig(**params))
     rng = np.random.default_rng(4)
     case = {"codes": rng.integers(0, 16, (3, 12)), "selectors": None,
             "acts": rng.integers(-128, 128, (3, 12)), "scales": rng.integers(0, 4, (3, 2)),
             "exps": None}
     cycles = pe_cycles(**case, formats="int4", lanes=3, group_size=6)
     ref = list(pe_reference(**case, formats="int4", group_size=6))
-    flat = pack_pe_payload(cycles, params)
+    flat = pack_pe_payload(cycles, PEConfig(**params))
     got = []
 
     async def producer(ctx):
@@ -173,29 +173,31 @@ def test_amaranth_sim_odd_lane_count():
 
 def test_elaboration_errors():
     with pytest.raises(ValueError, match=r"group_size \(12\) must be a multiple of lanes"):
-        BitSerialPE(lanes=8, group_size=12)
+        BitSerialPE(PEConfig(lanes=8, group_size=12))
     with pytest.raises(ValueError, match=r"formats: .*fp5_nonsense"):
-        BitSerialPE(formats="fp5_nonsense")
+        BitSerialPE(PEConfig(formats="fp5_nonsense"))
     with pytest.raises(ValueError, match=r"acc_width 20 is too narrow: .* need 35 bits"):
-        BitSerialPE(formats="fp4", acc_width=20)
+        BitSerialPE(PEConfig(formats="fp4", acc_width=20))
     with pytest.raises(TypeError, match="act_width"):
-        BitSerialPE(act_width="8")
-    assert BitSerialPE(formats="fp4", acc_width=48).acc_width == 48
+        BitSerialPE(PEConfig(act_width="8"))
+    assert BitSerialPE(PEConfig(formats="fp4", acc_width=48)).config.acc_width == 48
+    with pytest.raises(TypeError, match="PEConfig"):
+        BitSerialPE({"lanes": 4})  # a dict is not a config: validated once, by the config
 
 
 def test_properties_and_layout_match_golden():
     for name in NAMES:
         params, terms = CONFIGS[name]
-        dut, cfg = BitSerialPE(**params), pe_config(**params)
-        assert dut.terms_per_weight == terms == cfg.terms_per_weight
-        assert dut.group_cycles == params["group_size"] // params["lanes"] * terms
-        assert dut.latency == BitSerialPEModel(params).latency
-        assert (dut.gacc_width, dut.acc_width) == (cfg.gacc_width, cfg.acc_width)
+        cfg = PEConfig(**params)
+        dut = BitSerialPE(cfg)
+        assert cfg.terms_per_weight == terms
+        assert cfg.group_cycles == params["group_size"] // params["lanes"] * terms
+        assert dut.latency == BitSerialPEModel(cfg).latency == cfg.latency
         case = random_case(name, np.random.default_rng(0), 1, 1)
         cycles = pe_cycles(**case, formats=cfg.formats, lanes=cfg.lanes,
                            group_size=cfg.group_size)
-        assert list(pack_fields(dut.in_layout, **payload_fields(cycles, params))) == list(
-            pack_pe_payload(cycles, params))
+        assert list(pack_fields(dut.in_layout, **payload_fields(cycles, cfg))) == list(
+            pack_pe_payload(cycles, cfg))
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "int2_tiny"])
@@ -216,7 +218,7 @@ def worst_case(name, sign):
     """``max_groups`` groups of the largest products of sign ``sign``: every weight at the
     largest |level|, activations at -2**(A-1) (or 2**(A-1) - 1 where the level exists with one
     sign only, INT8's -128), max scale and exponent. Returns (case, product, level)."""
-    cfg = pe_config(**CONFIGS[name][0])
+    cfg = PEConfig(**CONFIGS[name][0])
     groups, k = cfg.max_groups, cfg.max_groups * cfg.group_size
     low, high = -(1 << (cfg.act_width - 1)), (1 << (cfg.act_width - 1)) - 1
     special = None
@@ -246,7 +248,7 @@ def worst_case(name, sign):
 @pytest.mark.parametrize("name", ["bitmod4", "int8", "fp8_e4m3", "fp4_l8"])
 def test_worst_case_magnitudes(name):
     """Proves no overflow at max_groups groups of the largest products (both signs)."""
-    cfg = pe_config(**CONFIGS[name][0])
+    cfg = PEConfig(**CONFIGS[name][0])
     cases = [worst_case(name, sign) for sign in (1, -1)]
     run_pe(name, [case for case, _, _ in cases])
     scale = (1 << cfg.scale_bits) - 1 if cfg.scale_bits else 1

@@ -15,9 +15,9 @@ import json
 
 from bitmod.fpga.devices import get_device
 from bitmod.fpga.synth import SynthError
-from bitmod.hdl.array.dsp_array import DEFAULT_MAX_K, DspMacArray
+from bitmod.golden.dsp_array import DEFAULT_MAX_K, check_params
+from bitmod.tools.api import synth
 from bitmod.tools.cli import CLIError, parse_array
-from bitmod.tools.cmd_synth import synthesize
 
 DEVICES = ("ecp5-85f", "ice40-up5k")
 
@@ -38,7 +38,7 @@ def plan(device_names, array_text: str | None, max_k: int) -> list[tuple]:
         device = get_device(name)
         rows, cols = parse_array(array_text) if array_text else ceiling_shape(device)
         params = {"rows": rows, "cols": cols, "max_k": max_k}
-        DspMacArray(**params)._MustUse__silence = True  # ValueError/TypeError on bad values
+        check_params(**params)
         jobs.append((device, rows, cols, params))
     return jobs
 
@@ -53,7 +53,8 @@ def run(jobs, clock_mhz: float, seed: int = 1):
             # router1 had not converged after 30 minutes on the 156 DSPs of the ECP5-85F
             # (their fixed sites congest the columns around them); router2 takes ~4.
             router = "router2" if device.family == "ecp5" else None
-            result = synthesize("dsp_array", params, device.name, clock_mhz, seed, router)
+            result = synth("dsp_array", params, device=device.name, clock_mhz=clock_mhz,
+                           seed=seed, router=router).to_dict()
         except SynthError as error:
             yield {**row, "error": str(error).splitlines()[0]}
             continue

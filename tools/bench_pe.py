@@ -17,63 +17,65 @@ from __future__ import annotations
 import json
 
 from bitmod.fpga.synth import SynthError
-from bitmod.hdl.registry import component_class
-from bitmod.tools.cmd_synth import synthesize
+from bitmod.golden import terms as gterms
+from bitmod.golden.quantize import get_scheme
+from bitmod.tools.api import synth
 
 ACT_BITS = 8
 DEVICES = ("ecp5-85f", "ice40-up5k")
 LANES = (4, 8, 16)
 
-# kind -> list of (label, weight bits, component name, params without lanes)
+# kind -> list of (label, component, scheme, params without lanes)
 CONFIGS = {
     "bitserial": [
-        ("bitmod4 (FP4 mix)", 4, "bitserial_pe",
-         {"formats": ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]}),
-        ("bitmod3 (FP3 mix)", 3, "bitserial_pe",
-         {"formats": ["fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"]}),
-        ("int4", 4, "bitserial_pe", {"formats": "int4"}),
-        ("int8", 8, "bitserial_pe", {"formats": "int8"}),
+        ("bitmod4 (FP4 mix)", "bitserial_pe", "bitmod4", {}),
+        ("bitmod3 (FP3 mix)", "bitserial_pe", "bitmod3", {}),
+        ("int4", "bitserial_pe", "int4", {}),
+        ("int8", "bitserial_pe", "int8", {}),
     ],
     "int": [
-        ("int8 x int8", 8, "int_pe", {"weight_bits": 8}),
-        ("int4 x int8", 4, "int_pe", {"weight_bits": 4}),
+        ("int8 x int8", "int_pe", "int8", {}),
+        ("int4 x int8", "int_pe", "int4", {}),
     ],
     "minifloat": [
-        ("e2m1 x e4m3", 4, "minifloat_pe", {"w_format": "fp4_e2m1", "a_format": "fp8_e4m3"}),
+        ("e2m1 x e4m3", "minifloat_pe", "fp4", {"a_format": "fp8_e4m3"}),
     ],
 }
 
 
-def _terms_per_weight(component: str, params: dict) -> int:
+def _terms_per_weight(component: str, scheme: str) -> int:
     """Cycles per weight-step: the bit-serial PE's terms per weight, 1 for the baselines."""
-    pe = component_class(component)(**params)
-    pe._MustUse__silence = True  # built only to read a property
-    return getattr(pe, "terms_per_weight", 1)
+    if component != "bitserial_pe":
+        return 1
+    return gterms.terms_per_weight(list(get_scheme(scheme).formats))
 
 
 def run(kinds, lanes_list, devices, clock_mhz: float):
     """Yield one result dict per configuration (errors are reported in the dict)."""
     baseline_ops_per_lut = {}
     for kind in kinds:
-        for label, w_bits, component, params in CONFIGS[kind]:
+        for label, component, scheme, params in CONFIGS[kind]:
+            w_bits = get_scheme(scheme).bits
             for lanes in lanes_list:
                 for device in devices:
                     full = {**params, "lanes": lanes}
-                    row = {"kind": kind, "weights": label, "lanes": lanes, "device": device}
+                    row = {"kind": kind, "weights": label, "scheme": scheme, "lanes": lanes,
+                           "device": device}
                     try:
-                        result = synthesize(component, full, device, clock_mhz)
+                        result = synth(component, full, scheme=scheme, device=device,
+                                       clock_mhz=clock_mhz)
                     except (SynthError, ValueError) as error:
                         yield {**row, "error": str(error).splitlines()[0]}
                         continue
-                    macs = lanes / _terms_per_weight(component, full)
-                    ops_per_lut = macs * w_bits * ACT_BITS / max(result["lut4"], 1)
+                    macs = lanes / _terms_per_weight(component, scheme)
+                    ops_per_lut = macs * w_bits * ACT_BITS / max(result.lut4, 1)
                     if component == "int_pe" and w_bits == 8:
                         baseline_ops_per_lut[(lanes, device)] = ops_per_lut
                     base = baseline_ops_per_lut.get((lanes, device))
                     yield {
-                        **row, "lut4": result["lut4"], "ff": result["ff"], "dsp": result["dsp"],
-                        "fmax_mhz": result["fmax_mhz"], "macs_per_cycle": macs,
-                        "gmacs": macs * (result["fmax_mhz"] or 0) / 1000,
+                        **row, "lut4": result.lut4, "ff": result.ff, "dsp": result.dsp,
+                        "fmax_mhz": result.fmax_mhz, "macs_per_cycle": macs,
+                        "gmacs": macs * (result.fmax_mhz or 0) / 1000,
                         "ops_per_lut4": ops_per_lut,
                         "vs_int": None if base is None else ops_per_lut / base,
                     }

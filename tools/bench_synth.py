@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 from bitmod.fpga.synth import SynthError
-from bitmod.tools.cmd_synth import HEADER, format_row, synthesize
+from bitmod.tools.api import synth
+from bitmod.tools.cmd_synth import HEADER, format_row
 
 # (component, params, label): one line each in the table.
 UNITS = (
-    ("term_encoder", {"formats": ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]},
-     "BitMoD FP4 mixture"),
+    ("term_encoder", {}, "BitMoD FP4 mixture"),
     ("term_encoder", {"formats": "int8"}, "INT8 Booth"),
     ("act_block", {"lanes": 4, "act_format": "fp16", "mant_width": 12, "rounding": "rne"},
      "4 x FP16 -> 12-bit BFP"),
@@ -38,7 +38,7 @@ def _bench(args) -> int:
             continue
         for device in devices:
             try:
-                result = synthesize(component, params, device, args.clock)
+                result = synth(component, params, device=device, clock_mhz=args.clock).to_dict()
             except SynthError as error:
                 result = {"component": component, "device": device, "error": str(error)}
             result["label"] = label

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import sys
 
-from bitmod.fpga.boards import BOARDS, get_board
-from bitmod.fpga.build import ACT_FORMATS, ROUTERS, BuildConfig, BuildError, build
+from bitmod.fpga.boards import BOARDS
+from bitmod.fpga.build import BuildError
+from bitmod.fpga.synth import ROUTERS
+from bitmod.golden.bfp import ACT_FORMATS
 from bitmod.tools.cli import CLIError, parse_array
 
 HEADER = (f"{'board':15s} {'array':>7s} {'clock':>7s} {'LUT4':>13s} {'FF':>13s} {'DSP':>8s} "
@@ -38,19 +40,32 @@ def format_row(result: dict) -> str:
             f"{'met' if result['timing_met'] else 'MISSED':>7s} {result['peak_gmacs']:7.3f}")
 
 
-def _build(args) -> int:
-    try:
-        board = get_board(args.board)
-    except ValueError as error:
-        raise CLIError(str(error)) from None
+def build_options(args) -> dict:
+    """The :class:`fpga.build.BuildConfig` fields given on the command line (``build``/``run``)."""
     rows = cols = None
     if args.array:
         rows, cols = parse_array(args.array)
-    config = BuildConfig(board.name, rows=rows, cols=cols, lanes=args.lanes,
-                         clock_mhz=args.clock, act=args.act, weight_bits=args.weight_bits,
-                         seed=args.seed, router=args.router)
+    return {"scheme": args.scheme, "rows": rows, "cols": cols, "lanes": args.lanes,
+            "act": args.act}
+
+
+def add_build_options(parser) -> None:
+    """The options that define a bitstream's core (``build``, and ``run`` to address it)."""
+    parser.add_argument("--scheme", default="bitmod4",
+                        help="weight scheme the core is built for (default bitmod4; symmetric "
+                             "schemes: bitmod4, bitmod3, int4, int8, fp4, ...)")
+    parser.add_argument("--array", metavar="RxC", help="array rows x columns (board default)")
+    parser.add_argument("--lanes", type=int, metavar="L", help="lanes per PE (board default)")
+    parser.add_argument("--act", choices=ACT_FORMATS, default="int8",
+                        help="activation format (default int8)")
+
+
+def _build(args) -> int:
+    from bitmod.tools.api import build
+
     try:
-        result = build(config).as_dict()
+        result = build(args.board, **build_options(args), clock_mhz=args.clock,
+                       seed=args.seed, router=args.router).as_dict()
     except BuildError as error:
         raise CLIError(str(error)) from None
     if args.json:
@@ -75,14 +90,9 @@ def register(subparsers) -> None:
         "build", help="bitstream for a board: LUT/FF/DSP/BRAM use, Fmax, timing met or not")
     parser.add_argument("--board", required=True, metavar="NAME",
                         help=f"one of: {', '.join(BOARDS)}")
-    parser.add_argument("--array", metavar="RxC", help="array rows x columns (board default)")
-    parser.add_argument("--lanes", type=int, metavar="L", help="lanes per PE (board default)")
+    add_build_options(parser)
     parser.add_argument("--clock", type=float, metavar="MHZ",
                         help="core clock (board default; the PLL's achieved clock is used)")
-    parser.add_argument("--act", choices=ACT_FORMATS, default="int8",
-                        help="activation format (default int8)")
-    parser.add_argument("--weight-bits", type=int, choices=(3, 4), default=4,
-                        help="BitMoD weight width (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--router", choices=ROUTERS,
                         help="nextpnr router (board default; router2 copes better with "

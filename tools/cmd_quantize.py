@@ -7,10 +7,6 @@ ANT schemes, how many groups chose each datatype; ``-o out.npz`` saves the
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
 MODELS = ("minilm",)
 
 
@@ -34,76 +30,47 @@ def register(subparsers) -> None:
                         choices=("fp16", "fp32", "fp64", "int8", "e8m0"),
                         help="override the scheme's scale storage format")
     parser.add_argument("-o", "--output", metavar="OUT.npz", help="save the quantized tensor")
+    parser.add_argument("--json", action="store_true", help="machine-readable report")
     parser.set_defaults(func=run)
 
 
-def _model_layers(model: str) -> dict[str, np.ndarray]:
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
-    from bitmod.models.minilm import minilm_linear_layers
-
-    return minilm_linear_layers()
-
-
-def _load_weight(args) -> tuple[np.ndarray, str]:
-    if args.input is not None and args.layer is not None:
-        raise ValueError("give either an input .npy file or --layer, not both")
-    if args.layer is not None:
-        layers = _model_layers(args.model)
-        if args.layer not in layers:
-            raise ValueError(f"unknown layer {args.layer!r} for model {args.model}; "
-                             f"`bitmod quantize --list-layers` lists the {len(layers)} layers")
-        return layers[args.layer], f"{args.model}:{args.layer}"
-    if args.input is None:
-        raise ValueError("no weights given: pass a .npy file or --layer NAME")
-    path = Path(args.input)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    try:
-        weight = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npy array ({error})") from None
-    if not isinstance(weight, np.ndarray):
-        raise ValueError(f"{path}: expected a single .npy array, got an .npz archive")
-    return weight, str(path)
-
-
 def run(args) -> int:
-    from bitmod.golden.quantize import get_scheme, group_mse, quantize, scheme_names
+    from bitmod.golden.quantize import get_scheme, scheme_names
+    from bitmod.models.minilm import minilm_linear_layers
+    from bitmod.tools.api import quantize
 
+    if args.model not in MODELS:
+        raise ValueError(f"unknown model {args.model!r}; valid models: {', '.join(MODELS)}")
     if args.list_schemes:
         for name in scheme_names():
             spec = get_scheme(name)
             print(f"{name:18s} {spec.bits}-bit  G={spec.group_size:<4d} {spec.description}")
         return 0
     if args.list_layers:
-        for name, weight in _model_layers(args.model).items():
+        for name, weight in minilm_linear_layers().items():
             print(f"{name:45s} {weight.shape[0]}x{weight.shape[1]}")
         return 0
-    spec = get_scheme(args.scheme)  # validate the cheap things before loading anything
-    weight, source = _load_weight(args)
-    qt = quantize(weight, spec.name, args.group_size, args.scale_format)
-    w64 = np.asarray(weight, dtype=np.float64)
-    deq = qt.dequantize()
-    mse = float(np.mean(np.square(deq - w64)))
-    rel = float(np.sqrt(np.sum(np.square(deq - w64)) / max(np.sum(np.square(w64)), 1e-300)))
-    print(f"input:        {source}")
-    print(f"shape:        {qt.shape[0]} x {qt.shape[1]} ({qt.n_groups} groups per row)")
-    print(f"scheme:       {qt.scheme} ({spec.description})")
-    print(f"group size:   {qt.group_size}")
-    print(f"scale format: {qt.scale_format}")
-    print(f"weight MSE:   {mse:.6e}  (relative RMS error {rel:.4%})")
-    if qt.selectors is not None:
-        total = qt.selectors.size
-        per_group = group_mse(w64, deq, qt.group_size)
+    if args.input is not None and args.layer is not None:
+        raise ValueError("give either an input .npy file or --layer, not both")
+    if args.input is None and args.layer is None:
+        raise ValueError("no weights given: pass a .npy file or --layer NAME")
+    result = quantize(args.input, layer=args.layer, scheme=args.scheme,
+                      group_size=args.group_size, scale_format=args.scale_format,
+                      output=args.output)
+    if args.json:
+        print(result.to_json())
+        return 0
+    print(f"input:        {result.source}")
+    print(f"shape:        {result.shape[0]} x {result.shape[1]} ({result.n_groups} groups per row)")
+    print(f"scheme:       {result.scheme} ({result.description})")
+    print(f"group size:   {result.group_size}")
+    print(f"scale format: {result.scale_format}")
+    print(f"weight MSE:   {result.mse:.6e}  (relative RMS error {result.relative_rms:.4%})")
+    if result.selectors is not None:
         print("selectors:")
-        for index, (name, count) in enumerate(qt.selector_histogram().items()):
-            chosen = qt.selectors == index
-            group_err = float(per_group[chosen].mean()) if count else 0.0
-            print(f"  {index} {name:12s} {count:8d} groups ({count / total:6.1%})"
-                  f"  mean group MSE {group_err:.3e}")
-    if args.output:
-        qt.save(args.output)
-        print(f"saved:        {args.output}")
+        for row in result.selectors:
+            print(f"  {row['selector']} {row['format']:12s} {row['groups']:8d} groups "
+                  f"({row['share']:6.1%})  mean group MSE {row['mean_group_mse']:.3e}")
+    if result.saved:
+        print(f"saved:        {result.saved}")
     return 0
-

@@ -10,14 +10,20 @@ from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitmod.golden.bfp import block_exp_width, check_block_params, float_fields, scale_offset
+from bitmod.golden.bfp import (
+    MAX_CONVERTER_LANES,
+    block_exp_width,
+    check_block_params,
+    converter_latency,
+    float_fields,
+    scale_offset,
+)
+from bitmod.golden.checks import check_int
+
+from ..pipeline import pipeline_enable
 
 __all__ = ["ActBlockConverter"]
 
-MAX_LANES = 64
-# Stages after the max tree (FP formats): align (subtract and clamp), coarse shift, fine shift,
-# round/saturate/negate (class docstring).
-FLOAT_POST_STAGES = 4
 
 
 class ActBlockConverter(wiring.Component):
@@ -85,20 +91,13 @@ class ActBlockConverter(wiring.Component):
 
     def __init__(self, lanes: int = 4, act_format: str = "fp16", mant_width: int = 12,
                  rounding: str = "rne"):
-        if not isinstance(lanes, int) or isinstance(lanes, bool):
-            raise TypeError(f"lanes must be an int, not {lanes!r}")
-        if not 1 <= lanes <= MAX_LANES:
-            raise ValueError(f"lanes must be in 1..{MAX_LANES}, not {lanes}")
+        self._lanes = check_int("lanes", lanes, 1, MAX_CONVERTER_LANES)
         check_block_params(act_format, mant_width, rounding)
-        self._lanes = lanes
         self._act_format = act_format
         self._mant_width = int(mant_width)
         self._rounding = rounding
-        if act_format == "int8":
-            self._tree_stages = 1
-        else:
-            depth = (lanes - 1).bit_length()  # ceil(log2(lanes))
-            self._tree_stages = max(1, depth)
+        # One max-tree level per stage: ceil(log2(lanes)), at least one.
+        self._tree_stages = max(1, (lanes - 1).bit_length())
         super().__init__({
             "i_stream": In(stream.Signature(self.input_layout)),
             "o_stream": Out(stream.Signature(self.output_layout)),
@@ -132,10 +131,9 @@ class ActBlockConverter(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from an accepted input to its output being valid."""
-        if self._act_format == "int8":
-            return 2
-        return self._tree_stages + FLOAT_POST_STAGES
+        """Cycles from an accepted input to its output being valid
+        (:func:`golden.bfp.converter_latency`)."""
+        return converter_latency(self._lanes, self._act_format)
 
     @property
     def input_layout(self) -> data.StructLayout:
@@ -152,19 +150,11 @@ class ActBlockConverter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        enable = Signal()
-        m.d.comb += [
-            enable.eq(self.o_stream.ready | ~self.o_stream.valid),
-            self.i_stream.ready.eq(enable),
-        ]
-
-        valid = [Signal(name=f"valid{k}") for k in range(self.latency)]
-        with m.If(enable):
-            m.d.sync += valid[0].eq(self.i_stream.valid)
-            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.latency)]
-        m.d.comb += self.o_stream.valid.eq(valid[-1])
+        enable = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
+        stages = set()  # the register stages the datapath is built with
 
         def register(value, name):
+            stages.add(name.rpartition("_")[2] if "_" in name else "in")
             reg = Signal(value.shape(), name=name)
             with m.If(enable):
                 m.d.sync += reg.eq(value)
@@ -179,6 +169,9 @@ class ActBlockConverter(wiring.Component):
         with m.If(enable):
             m.d.sync += [out.exp.eq(exp), out.invalid.eq(invalid), out.saturated.eq(saturated)]
             m.d.sync += [out.mant[i].eq(mant) for i, mant in enumerate(mants)]
+        if len(stages) + 1 != self.latency:  # + 1: the output register
+            raise AssertionError(f"the converter built {len(stages) + 1} stages, golden's "
+                                 f"latency is {self.latency}")
         return m
 
     def _elaborate_int8(self, words, register):
@@ -187,8 +180,8 @@ class ActBlockConverter(wiring.Component):
         for i, word in enumerate(words):
             # An int16 in [-128, 127] has bits 15..7 all equal.
             ok = (word[7:] == 0) | (word[7:] == 0x1FF)
-            mants.append(register(Mux(ok, word[:8].as_signed(), 0), f"mant{i}"))
-            invalids.append(register(~ok, f"invalid{i}"))
+            mants.append(register(Mux(ok, word[:8].as_signed(), 0), f"mant{i}_in"))
+            invalids.append(register(~ok, f"invalid{i}_in"))
         return C(0, 1), mants, Cat(*invalids), C(0, self._lanes)
 
     def _elaborate_float(self, words, register):
@@ -238,7 +231,7 @@ class ActBlockConverter(wiring.Component):
                 nxt = [(Mux(ka > kb, ka, kb), na | nb)
                        for (ka, na), (kb, nb) in zip(level[::2], level[1::2], strict=False)]
                 level = nxt + ([level[-1]] if len(level) % 2 else [])
-            level = [(register(k, f"max{stage}_{j}"), register(n, f"nz{stage}_{j}"))
+            level = [(register(k, f"max{j}_t{stage}"), register(n, f"nz{j}_t{stage}"))
                      for j, (k, n) in enumerate(level)]
             if stage == self._tree_stages - 1:
                 lanes = [unpack(lane["word"]) for lane in lanes]
@@ -269,7 +262,7 @@ class ActBlockConverter(wiring.Component):
                 d = d[:drop_bits] | d[drop_bits:].any().replicate(drop_bits)
             lane["drop"] = d & ~key_zero.replicate(len(d))
         block_exp = register(Mux(block_nz, Cat(block_key[0] | key_zero, block_key[1:]), 0),
-                             "block_exp_a")
+                             "blockexp_a")
         lanes = register_lanes(lanes, "a")
 
         # Coarse shift by the high bits of drop (a multiple of 2**fine_bits). Bits of y below q
@@ -284,7 +277,7 @@ class ActBlockConverter(wiring.Component):
             if self._rounding == "rne":
                 lane["sticky"] = y[:q].any()
             lane["fine"] = drop[:fine_bits]
-        block_exp = register(block_exp, "block_exp_c")
+        block_exp = register(block_exp, "blockexp_c")
         lanes = register_lanes(lanes, "c")
 
         # Fine shift: kept = floor(a) < 2**(W-1), qb the first dropped bit, r the rest.
@@ -297,7 +290,7 @@ class ActBlockConverter(wiring.Component):
                 moved = Cat(*(y[j] & (fine > j) for j in range(fine_max)))
                 lane["qb"] = z[0]
                 lane["r"] = lane.pop("sticky") | moved.any()
-        block_exp = register(block_exp, "block_exp_f")
+        block_exp = register(block_exp, "blockexp_f")
         lanes = register_lanes(lanes, "f")
 
         # Output stage: round, saturate and negate with one adder. With inc the RNE increment,

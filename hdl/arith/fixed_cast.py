@@ -9,6 +9,7 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitmod.golden.checks import check_bool, check_int
 from bitmod.golden.fixedpoint import MAX_WIDTH, OVERFLOW_MODES, ROUNDING_MODES
 
 __all__ = ["FixedCast"]
@@ -18,19 +19,6 @@ MAX_FRAC = 64
 # The golden model shifts in int64: the widened input must stay below 2**63.
 MAX_WIDENED_BITS = 63
 
-
-def _check_int(name: str, value, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
-    return value
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {value!r}")
-    return value
 
 
 class FixedCast(wiring.Component):
@@ -89,16 +77,16 @@ class FixedCast(wiring.Component):
     def __init__(self, in_width: int, in_frac: int, out_width: int, out_frac: int,
                  rounding: str = "RND_CONV", overflow: str = "SAT", signed: bool = True,
                  in_signed: bool | None = None):
-        self._in_width = _check_int("in_width", in_width, 1, MAX_WIDTH)
-        self._in_frac = _check_int("in_frac", in_frac, -MAX_FRAC, MAX_FRAC)
-        self._out_width = _check_int("out_width", out_width, 1, MAX_WIDTH)
-        self._out_frac = _check_int("out_frac", out_frac, -MAX_FRAC, MAX_FRAC)
+        self._in_width = check_int("in_width", in_width, 1, MAX_WIDTH)
+        self._in_frac = check_int("in_frac", in_frac, -MAX_FRAC, MAX_FRAC)
+        self._out_width = check_int("out_width", out_width, 1, MAX_WIDTH)
+        self._out_frac = check_int("out_frac", out_frac, -MAX_FRAC, MAX_FRAC)
         if rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, not {rounding!r}")
         if overflow not in OVERFLOW_MODES:
             raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, not {overflow!r}")
-        self._signed = _check_bool("signed", signed)
-        self._in_signed = signed if in_signed is None else _check_bool("in_signed", in_signed)
+        self._signed = check_bool("signed", signed)
+        self._in_signed = signed if in_signed is None else check_bool("in_signed", in_signed)
         if overflow == "SAT_SYM" and not signed:
             raise ValueError("overflow='SAT_SYM' needs a signed output (signed=False given)")
         if overflow == "SAT_SYM" and out_width < 2:

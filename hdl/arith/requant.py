@@ -9,6 +9,7 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitmod.golden.checks import check_bool, check_choice, check_int
 from bitmod.golden.requant import ROUNDING_RULES
 
 __all__ = ["Requantizer"]
@@ -18,13 +19,6 @@ MAX_SHIFT_WIDTH = 8
 # gemmlowp's fixed-point "one" of the multiplier is 2**31.
 GEMMLOWP_POINT = 31
 
-
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be in {lo}..{hi if hi is not None else ''}, not {value}")
-    return value
 
 
 class Requantizer(wiring.Component):
@@ -90,15 +84,12 @@ class Requantizer(wiring.Component):
     def __init__(self, acc_width: int = 32, b_width: int = 32, c_width: int = 6,
                  out_width: int = 8, signed: bool = True, zero_point: int = 0,
                  rounding: str = "hawq"):
-        self._acc_width = _check_int("acc_width", acc_width, 2, MAX_OPERAND_WIDTH)
-        self._b_width = _check_int("b_width", b_width, 2, MAX_OPERAND_WIDTH)
-        self._c_width = _check_int("c_width", c_width, 1, MAX_SHIFT_WIDTH)
-        self._out_width = _check_int("out_width", out_width, 1, acc_width + b_width)
-        if not isinstance(signed, bool):
-            raise TypeError(f"signed must be a bool, not {signed!r}")
-        self._signed = signed
-        if rounding not in ROUNDING_RULES:
-            raise ValueError(f"rounding must be one of {ROUNDING_RULES}, not {rounding!r}")
+        self._acc_width = check_int("acc_width", acc_width, 2, MAX_OPERAND_WIDTH)
+        self._b_width = check_int("b_width", b_width, 2, MAX_OPERAND_WIDTH)
+        self._c_width = check_int("c_width", c_width, 1, MAX_SHIFT_WIDTH)
+        self._out_width = check_int("out_width", out_width, 1, acc_width + b_width)
+        self._signed = check_bool("signed", signed)
+        check_choice("rounding", rounding, ROUNDING_RULES)
         if rounding == "gemmlowp":
             for name, width in (("acc_width", acc_width), ("b_width", b_width)):
                 if width > 32:
@@ -106,8 +97,7 @@ class Requantizer(wiring.Component):
                                      f"at most 32, not {width}")
         self._rounding = rounding
         lo, hi = self.output_range
-        if not isinstance(zero_point, int) or isinstance(zero_point, bool):
-            raise TypeError(f"zero_point must be an int, not {zero_point!r}")
+        zero_point = check_int("zero_point", zero_point)
         if not lo <= zero_point <= hi:
             raise ValueError(f"zero_point must lie in the output range [{lo}, {hi}], "
                              f"not {zero_point}")

@@ -18,6 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import formats
+from bitmod.golden.checks import check_bool
 
 __all__ = ["TermEncoder", "TermEncoderCore", "TermEncoderProof"]
 
@@ -157,12 +158,6 @@ def _plan(formats_param) -> _Plan:
                  first.magnitudes)
 
 
-def _check_fault(value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"_inject_fault must be a bool, not {value!r}")
-    return value
-
-
 def _priority(m: Module, bits, name: str):
     """(any, index of the highest set bit, one-hot of it) of a small vector."""
     index = Signal(range(max(2, len(bits))), name=f"{name}_index")
@@ -191,7 +186,7 @@ class TermEncoderCore(wiring.Component):
 
     def __init__(self, formats, *, _inject_fault: bool = False):
         self._plan = _plan(formats)
-        self._fault = _check_fault(_inject_fault)
+        self._fault = check_bool("_inject_fault", _inject_fault)
         p = self._plan
         self._terms_layout = data.ArrayLayout(term_layout(p.exp_bits), p.terms)
         super().__init__({
@@ -365,7 +360,7 @@ class TermEncoder(wiring.Component):
 
     def __init__(self, formats, *, _inject_fault: bool = False):
         self._plan = _plan(formats)
-        self._fault = _check_fault(_inject_fault)
+        self._fault = check_bool("_inject_fault", _inject_fault)
         p = self._plan
         self._in_layout = data.StructLayout({"code": unsigned(p.code_bits),
                                              "selector": unsigned(SELECTOR_BITS)})
@@ -468,7 +463,7 @@ class TermEncoderProof(wiring.Component):
 
     def __init__(self, formats, *, _inject_fault: bool = False):
         self._plan = _plan(formats)
-        self._fault = _check_fault(_inject_fault)
+        self._fault = check_bool("_inject_fault", _inject_fault)
         p = self._plan
         super().__init__({"code": In(p.code_bits), "selector": In(SELECTOR_BITS),
                           "special_values": In(REGISTER_LAYOUT.size)})

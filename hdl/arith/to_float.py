@@ -10,6 +10,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import formats
+from bitmod.golden.checks import check_int
+from bitmod.golden.minifloat_arith import TO_FLOAT_LATENCY
+
+from ..pipeline import pipeline_enable
 
 __all__ = ["ToFloat"]
 
@@ -18,13 +22,6 @@ MAX_IN_WIDTH = 64
 MAX_EXP_WIDTH = 16
 MAX_ABS_IN_FRAC = 4096
 
-
-def _check_int(name: str, value, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
-    return value
 
 
 class ToFloat(wiring.Component):
@@ -77,9 +74,9 @@ class ToFloat(wiring.Component):
 
     def __init__(self, in_width: int = 32, in_frac: int = 0, out_format: str = "fp32",
                  exp_width: int = 8):
-        self._in_width = _check_int("in_width", in_width, 2, MAX_IN_WIDTH)
-        self._in_frac = _check_int("in_frac", in_frac, -MAX_ABS_IN_FRAC, MAX_ABS_IN_FRAC)
-        self._exp_width = _check_int("exp_width", exp_width, 1, MAX_EXP_WIDTH)
+        self._in_width = check_int("in_width", in_width, 2, MAX_IN_WIDTH)
+        self._in_frac = check_int("in_frac", in_frac, -MAX_ABS_IN_FRAC, MAX_ABS_IN_FRAC)
+        self._exp_width = check_int("exp_width", exp_width, 1, MAX_EXP_WIDTH)
         if not isinstance(out_format, str):
             raise TypeError(f"out_format must be a format name (str), not {out_format!r}")
         try:
@@ -128,24 +125,23 @@ class ToFloat(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 5
+        """:data:`golden.minifloat_arith.TO_FLOAT_LATENCY` (the five stages above)."""
+        return TO_FLOAT_LATENCY
 
     def elaborate(self, platform):
         m = Module()
         E, M, bias = self._fmt.exp_bits, self._fmt.man_bits, self._fmt.bias
         W = self._in_width
-        en = Signal()
-        m.d.comb += [en.eq(self.o_stream.ready | ~self.o_stream.valid),
-                     self.i_stream.ready.eq(en)]
+        en = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
         payload = self.i_stream.payload
 
         # Stage 1: sign and magnitude (|-2**(W-1)| = 2**(W-1) still fits W unsigned bits).
-        v1, s1_neg = Signal(), Signal()
+        s1_neg = Signal()
         s1_mag = Signal(W)
         s1_xo = Signal(signed(self._exp_width))
         with m.If(en):
             m.d.sync += [
-                v1.eq(self.i_stream.valid), s1_neg.eq(payload.acc < 0),
+                s1_neg.eq(payload.acc < 0),
                 s1_mag.eq(Mux(payload.acc < 0, -payload.acc, payload.acc)),
                 s1_xo.eq(payload.exp_offset),
             ]
@@ -155,13 +151,13 @@ class ToFloat(wiring.Component):
         for i in range(W):
             with m.If(s1_mag[i]):
                 m.d.comb += n.eq(i + 1)
-        v2, s2_neg = Signal(), Signal()
+        s2_neg = Signal()
         s2_n = Signal.like(n)
         s2_lz = Signal(range(W + 1))
         s2_mag = Signal.like(s1_mag)
         s2_xo = Signal.like(s1_xo)
         with m.If(en):
-            m.d.sync += [v2.eq(v1), s2_neg.eq(s1_neg), s2_n.eq(n), s2_lz.eq(W - n),
+            m.d.sync += [s2_neg.eq(s1_neg), s2_n.eq(n), s2_lz.eq(W - n),
                          s2_mag.eq(s1_mag), s2_xo.eq(s1_xo)]
 
         # Stage 3: normalise (leading one to the MSB), keep M + 2 bits and a sticky bit, and
@@ -177,14 +173,14 @@ class ToFloat(wiring.Component):
         wide = Cat(Const(0, max(keep - W, 0)), norm)  # at least M + 2 bits, leading one on top
         top_bits = wide[len(wide) - keep:]
         sticky0 = wide[:len(wide) - keep].any() if len(wide) > keep else Const(0, 1)
-        v3, s3_neg, s3_zero, s3_sticky = Signal(), Signal(), Signal(), Signal()
+        s3_neg, s3_zero, s3_sticky = Signal(), Signal(), Signal()
         s3_top = Signal(keep)
         s3_d = Signal(range(keep + 1))
         ebc_max = (1 << E) + 1  # any larger exponent overflows whatever the significand is
         s3_ebc = Signal(range(1, ebc_max + 1))
         with m.If(en):
             m.d.sync += [
-                v3.eq(v2), s3_neg.eq(s2_neg), s3_zero.eq(s2_n == 0), s3_top.eq(top_bits),
+                s3_neg.eq(s2_neg), s3_zero.eq(s2_n == 0), s3_top.eq(top_bits),
                 s3_sticky.eq(sticky0),
                 s3_d.eq(Mux(ebias >= 1, 0, Mux(1 - ebias > keep, keep, 1 - ebias))),
                 s3_ebc.eq(Mux(ebias < 1, 1, Mux(ebias > ebc_max, ebc_max, ebias))),
@@ -197,11 +193,11 @@ class ToFloat(wiring.Component):
         guard = shifted[keep]
         sticky = shifted[:keep].any() | s3_sticky
         round_up = guard & (sticky | k_floor[0])
-        v4, s4_neg, s4_zero = Signal(), Signal(), Signal()
+        s4_neg, s4_zero = Signal(), Signal()
         s4_k = Signal(M + 2)
         s4_ebc = Signal.like(s3_ebc)
         with m.If(en):
-            m.d.sync += [v4.eq(v3), s4_neg.eq(s3_neg), s4_zero.eq(s3_zero),
+            m.d.sync += [s4_neg.eq(s3_neg), s4_zero.eq(s3_zero),
                          s4_k.eq(k_floor + round_up), s4_ebc.eq(s3_ebc)]
 
         # Stage 5: assemble the code; the addition carries a round-up into the exponent.
@@ -214,15 +210,13 @@ class ToFloat(wiring.Component):
             cmax = over_code = (1 << (E + M)) - 1
         code_mag = Signal(range(((ebc_max - 1) << M) + (1 << (M + 1)) + 1))
         m.d.comb += code_mag.eq(((s4_ebc - 1) << M) + s4_k)
-        v5 = Signal()
         out = Signal(self._out_layout)
         with m.If(en):
-            m.d.sync += v5.eq(v4)
             with m.If(s4_zero):
                 m.d.sync += out.code.eq(0)
             with m.Elif(code_mag > cmax):
                 m.d.sync += out.code.eq(Cat(Const(over_code, E + M), s4_neg))
             with m.Else():
                 m.d.sync += out.code.eq(Cat(code_mag[:E + M], s4_neg))
-        m.d.comb += [self.o_stream.valid.eq(v5), self.o_stream.payload.eq(out)]
+        m.d.comb += self.o_stream.payload.eq(out)
         return m

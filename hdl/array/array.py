@@ -11,16 +11,37 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import bfp
-from bitmod.golden.gemm import core_config
+from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.act_block import ActBlockConverter
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 from bitmod.hdl.arith.to_float import ToFloat
 from bitmod.hdl.pe.bitserial import BitSerialPE
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "step_layout"]
 
 # Tiles whose row exponent offsets may be in flight between the input and the drain.
 OFFSET_FIFO_DEPTH = 4
+
+
+def step_layout(cfg: ArrayConfig) -> data.StructLayout:
+    """The array's input payload: one weight-step (:class:`SystolicArray` docstring)."""
+    geo = cfg.geometry
+    fields = {
+        "codes": data.ArrayLayout(data.ArrayLayout(unsigned(geo.code_bits), cfg.lanes),
+                                  cfg.cols),
+        "sel": data.ArrayLayout(unsigned(2), cfg.cols),
+    }
+    if cfg.scale_bits:
+        fields["scale"] = data.ArrayLayout(unsigned(cfg.scale_bits), cfg.cols)
+    if cfg.act_format == "int8":
+        fields["acts"] = data.ArrayLayout(data.ArrayLayout(signed(8), cfg.lanes), cfg.rows)
+    else:
+        fields["acts"] = data.ArrayLayout(data.ArrayLayout(unsigned(16), cfg.lanes), cfg.rows)
+        fields["gexp"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
+        fields["base"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
+    fields["group_last"] = 1
+    fields["out_last"] = 1
+    return data.StructLayout(fields)
 
 
 class SystolicArray(wiring.Component):
@@ -71,10 +92,8 @@ class SystolicArray(wiring.Component):
 
     Parameters
     ----------
-    rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits,
-    scale_bits, max_groups, out_format :
-        As :func:`golden.gemm.core_config` (validated there); ``out_format`` is ``"fp32"``
-        (default) or ``"fp16"``.
+    config : golden.gemm.ArrayConfig
+        Rows, columns, the PE parameters, activation and output formats (validated there).
 
     Members
     -------
@@ -87,74 +106,33 @@ class SystolicArray(wiring.Component):
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(B)})))
     """
 
-    def __init__(self, rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 16,
-                 formats="fp4", act_format: str = "int8", mant_width: int = 12,
-                 rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
-                 max_groups: int = 256, out_format: str = "fp32"):
-        self._cfg = cfg = core_config(rows, cols, lanes, group_size, formats, act_format,
-                                      mant_width, rounding, act_exp_bits, scale_bits,
-                                      max_groups, out_format)
-        geo = cfg.geometry
-        fields = {
-            "codes": data.ArrayLayout(data.ArrayLayout(unsigned(geo.code_bits), cfg.lanes),
-                                      cfg.cols),
-            "sel": data.ArrayLayout(unsigned(2), cfg.cols),
-        }
-        if cfg.scale_bits:
-            fields["scale"] = data.ArrayLayout(unsigned(cfg.scale_bits), cfg.cols)
-        if cfg.act_format == "int8":
-            fields["acts"] = data.ArrayLayout(data.ArrayLayout(signed(8), cfg.lanes), cfg.rows)
-        else:
-            fields["acts"] = data.ArrayLayout(data.ArrayLayout(unsigned(16), cfg.lanes),
-                                              cfg.rows)
-            fields["gexp"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
-            fields["base"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
-        fields["group_last"] = 1
-        fields["out_last"] = 1
-        self._in_layout = data.StructLayout(fields)
+    def __init__(self, config: ArrayConfig | None = None):
+        self._cfg = cfg = ArrayConfig() if config is None else config
+        if not isinstance(cfg, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
+        self._in_layout = step_layout(cfg)
         self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
-        self._pe_params = dict(lanes=cfg.lanes, act_width=cfg.act_width,
-                               group_size=cfg.group_size, formats=list(cfg.formats),
-                               scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
-                               max_groups=cfg.max_groups)
-        if cfg.act_format == "int8":
-            self._fe_latency = 1
-        else:
-            probe = ActBlockConverter(cfg.lanes + 1, cfg.act_format, cfg.mant_width,
-                                      cfg.rounding)
-            probe._MustUse__silence = True  # built only to read its latency
-            self._fe_latency = probe.latency
         super().__init__({
             "i_stream": In(stream.Signature(self._in_layout)),
             "special_values": In(REGISTER_LAYOUT.size),
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
-    config = property(lambda self: self._cfg, doc="The :class:`golden.gemm.CoreConfig`.")
-    rows = property(lambda self: self._cfg.rows)
-    cols = property(lambda self: self._cfg.cols)
-    lanes = property(lambda self: self._cfg.lanes)
-    out_format = property(lambda self: self._cfg.out_format)
-    out_bits = property(lambda self: self._cfg.out_bits, doc="Bits of an output code.")
+    config = property(lambda self: self._cfg, doc="The :class:`golden.gemm.ArrayConfig`.")
     in_layout = property(lambda self: self._in_layout)
     out_layout = property(lambda self: self._out_layout)
-    pe_params = property(lambda self: dict(self._pe_params),
-                         doc="Keyword arguments of every :class:`BitSerialPE` of the array.")
 
     @property
     def front_latency(self) -> int:
-        """Cycles from an accepted step (empty pipeline) to its first term reaching PE (0, 0)."""
-        return self._fe_latency + 1
+        """Cycles from an accepted step (empty pipeline) to its first term reaching PE (0, 0)
+        (:attr:`golden.gemm.ArrayConfig.front_latency`)."""
+        return self._cfg.front_latency
 
     @property
     def latency(self) -> int:
-        """Cycles from PE (0, 0) receiving a tile's last term to its first output valid.
-
-        PE latency, column FIFO (write to readable: 2 cycles, SyncFIFOBuffered), converter.
-        """
-        pe = BitSerialPE(**self._pe_params)
-        pe._MustUse__silence = True  # built only to read its latency
-        return pe.latency + 2 + 5
+        """Cycles from PE (0, 0) receiving a tile's last term to its first output valid
+        (:attr:`golden.gemm.ArrayConfig.latency`)."""
+        return self._cfg.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -207,7 +185,10 @@ class SystolicArray(wiring.Component):
                        Cat(*shifts)]
             if cfg.scale_bits:
                 side_in.append(payload.scale)
-            stages = self._fe_latency
+            stages = cfg.front_end_latency
+            if convs[0].latency != stages:
+                raise AssertionError(f"row converter latency {convs[0].latency} is not "
+                                     f"golden's front end latency {stages}")
         else:
             m.d.comb += self.i_stream.ready.eq(fe_en)
             side_in = [payload.codes, payload.sel, payload.group_last, payload.out_last,
@@ -334,7 +315,7 @@ class SystolicArray(wiring.Component):
         widths = col_data[0][1]
         for r in range(R):
             for c in range(C):
-                pe = BitSerialPE(**self._pe_params)
+                pe = BitSerialPE(cfg.pe)
                 m.submodules[f"pe{r}_{c}"] = pe
                 pes[r][c] = pe
                 cv = col_at[r][c]

@@ -83,8 +83,8 @@ class AcceleratorCore(wiring.Component):
 
     * ``cycles``: cycles the core is busy, from the cycle after ``start`` is accepted to the
       last output write (:func:`golden.core.job_counters`: ``prepass + 1 +
-      gemm_cycles(fill=front_latency + latency - 1)``, ``prepass = ceil(M / R) *
-      ceil(K / L) + 1`` for FP activations, 0 for INT8);
+      gemm_cycles(...)`` with the array's fill :attr:`golden.gemm.ArrayConfig.fill`,
+      ``prepass = ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8);
     * ``busy_pe_cycles``: ``T * rows_valid * cols_valid`` per step the array takes: the
       term-cycles of real outputs, :func:`golden.gemm.gemm_cycles` ``busy_pe_cycles``;
     * ``stall_cycles``: cycles of the feed phase in which the array would take a step but the
@@ -98,11 +98,9 @@ class AcceleratorCore(wiring.Component):
 
     Parameters
     ----------
-    rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits,
-    scale_bits, out_format :
-        As :func:`golden.gemm.core_config` (``out_format``: ``"fp32"``, default, or ``"fp16"``).
-    max_m, max_n, max_k : int
-        Largest job (1 .. 65536 each); size the buffers.
+    config : golden.core.CoreConfig
+        The array's parameters and the buffer bounds ``max_m``, ``max_n``, ``max_k``
+        (validated there, with the buffer depths and the address map).
 
     Members
     -------
@@ -110,20 +108,10 @@ class AcceleratorCore(wiring.Component):
     o_resp : Out(stream.Signature(resp_layout))
     """
 
-    def __init__(self, rows: int = 2, cols: int = 2, lanes: int = 4, group_size: int = 16,
-                 formats="fp4", act_format: str = "int8", mant_width: int = 12,
-                 rounding: str = "rne", act_exp_bits: int = 3, scale_bits: int = 8,
-                 max_m: int = 16, max_n: int = 16, max_k: int = 64, out_format: str = "fp32"):
-        self._map = mp = gcore.core_map(
-            max_m, max_n, max_k, rows=rows, cols=cols, lanes=lanes, group_size=group_size,
-            formats=formats, act_format=act_format, mant_width=mant_width, rounding=rounding,
-            act_exp_bits=act_exp_bits, scale_bits=scale_bits, out_format=out_format)
-        cfg = mp.cfg
-        self._array_params = dict(
-            rows=cfg.rows, cols=cfg.cols, lanes=cfg.lanes, group_size=cfg.group_size,
-            formats=list(cfg.formats), act_format=cfg.act_format, mant_width=mant_width,
-            rounding=rounding, act_exp_bits=act_exp_bits, scale_bits=cfg.scale_bits,
-            max_groups=mp.max_groups, out_format=cfg.out_format)
+    def __init__(self, config: gcore.CoreConfig | None = None):
+        self._cfg = mp = gcore.CoreConfig() if config is None else config
+        if not isinstance(mp, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
         self._cmd_layout = data.StructLayout({
             "op": unsigned(gcore.OP_BITS), "addr": unsigned(mp.addr_bits),
             "data": unsigned(gcore.DATA_BITS)})
@@ -134,10 +122,7 @@ class AcceleratorCore(wiring.Component):
             "o_resp": Out(stream.Signature(self._resp_layout)),
         })
 
-    core_map = property(lambda self: self._map, doc="The :class:`golden.core.CoreMap`.")
-    config = property(lambda self: self._map.cfg, doc="The :class:`golden.gemm.CoreConfig`.")
-    array_params = property(lambda self: dict(self._array_params),
-                            doc="Keyword arguments of the :class:`SystolicArray` inside.")
+    config = property(lambda self: self._cfg, doc="The :class:`golden.core.CoreConfig`.")
     cmd_layout = property(lambda self: self._cmd_layout)
     resp_layout = property(lambda self: self._resp_layout)
 
@@ -146,24 +131,17 @@ class AcceleratorCore(wiring.Component):
         """Cycles from a command accepted to its response valid (``wait``: after the job)."""
         return 1
 
-    @property
-    def fill(self) -> int:
-        """The array's pipeline latency as :func:`golden.gemm.gemm_cycles` takes it."""
-        array = SystolicArray(**self._array_params)
-        array._MustUse__silence = True
-        return array.front_latency + array.latency - 1
-
     def elaborate(self, platform):
         m = Module()
-        mp = self._map
-        cfg = mp.cfg
+        mp = self._cfg
+        cfg = mp.array
         R, C, L, G, T = cfg.rows, cfg.cols, cfg.lanes, cfg.group_size, cfg.terms
         fp = cfg.act_format != "int8"
         CB, AB, SB = mp.code_bits, mp.act_bits, cfg.scale_bits
         steps_per_group = G // L
         OPS, ST = gcore.OPS, gcore.STATUS
 
-        m.submodules.array = array = SystolicArray(**self._array_params)
+        m.submodules.array = array = SystolicArray(cfg)
 
         # ---- registers -------------------------------------------------------------------
         special = Signal(32)

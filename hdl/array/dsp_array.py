@@ -9,15 +9,17 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitmod.golden.dsp_array import PE_STAGES, acc_width, latency, min_tile_steps, product_range
+from bitmod.golden.dsp_array import (
+    DEFAULT_MAX_K,
+    PE_STAGES,
+    check_params,
+    latency,
+    min_tile_steps,
+    product_range,
+)
 from bitmod.golden.pe_baseline import signed_width
-from bitmod.hdl.pe.baseline import _check_int
 
-__all__ = ["DEFAULT_MAX_K", "DspMacArray"]
-
-DEFAULT_MAX_K = 4096
-MAX_DIM = 32
-MAX_ACC_WIDTH = 64
+__all__ = ["DspMacArray"]
 
 
 class DspMacArray(wiring.Component):
@@ -100,16 +102,10 @@ class DspMacArray(wiring.Component):
 
     def __init__(self, rows: int = 4, cols: int = 4, max_k: int = DEFAULT_MAX_K,
                  a_bits: int = 8, w_bits: int = 8):
-        self._rows = _check_int("rows", rows, 1, MAX_DIM)
-        self._cols = _check_int("cols", cols, 1, MAX_DIM)
-        self._max_k = _check_int("max_k", max_k, 1)
-        self._a_bits = _check_int("a_bits", a_bits, 2, 18)
-        self._w_bits = _check_int("w_bits", w_bits, 2, 18)
+        self._acc_width = check_params(rows, cols, max_k, a_bits, w_bits)
+        self._rows, self._cols, self._max_k = int(rows), int(cols), int(max_k)
+        self._a_bits, self._w_bits = int(a_bits), int(w_bits)
         self._product_width = signed_width(*product_range(a_bits, w_bits))
-        self._acc_width = acc_width(max_k, a_bits, w_bits)
-        if self._acc_width > MAX_ACC_WIDTH:
-            raise ValueError(f"max_k={max_k} needs a {self._acc_width}-bit accumulator "
-                             f"(at most {MAX_ACC_WIDTH})")
         self._in_layout = data.StructLayout({
             "a": data.ArrayLayout(signed(a_bits), rows),
             "w": data.ArrayLayout(signed(w_bits), cols),

@@ -9,8 +9,8 @@ from .bridge import (
     UartBridgeTestTop,
     bus_signature,
 )
-from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx, baud_divisor
+from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx
 
 __all__ = ["BUS_REQUEST", "BUS_RESPONSE", "RX_BYTE", "TX_BYTE", "Bridge", "RegisterFile",
-           "UartBridge", "UartBridgeTestTop", "UartRx", "UartTx", "baud_divisor",
+           "UartBridge", "UartBridgeTestTop", "UartRx", "UartTx",
            "bus_signature"]

@@ -12,6 +12,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from bitmod.golden.checks import check_int
 from bitmod.golden.protocol import (
     CRC_INIT,
     CRC_POLY,
@@ -20,17 +21,18 @@ from bitmod.golden.protocol import (
     VERSION,
     Cmd,
     ErrorCode,
+    LinkConfig,
     Reply,
+    check_bridge_params,
 )
 
-from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx, baud_divisor
+from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx
 
 __all__ = ["BUS_REQUEST", "BUS_RESPONSE", "Bridge", "RegisterFile", "UartBridge",
            "UartBridgeTestTop", "bus_signature", "crc16_update"]
 
 BUS_REQUEST = data.StructLayout({"write": 1, "addr": 32, "data": 32})
 BUS_RESPONSE = data.StructLayout({"data": 32, "error": 1})
-MAX_PAYLOAD_LIMIT = 0xFFFC  # the largest multiple of 4 the 16-bit length field holds
 
 
 def bus_signature() -> wiring.Signature:
@@ -44,13 +46,6 @@ def bus_signature() -> wiring.Signature:
         "resp": In(stream.Signature(BUS_RESPONSE)),
     })
 
-
-def _check_int(name: str, value, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, not {value}")
-    return value
 
 
 def crc16_update(crc, byte):
@@ -128,11 +123,8 @@ class Bridge(wiring.Component):
 
     def __init__(self, max_payload: int = 256, timeout_cycles: int = 100_000,
                  rx_fifo_depth: int = 16):
-        self._max_payload = _check_int("max_payload", max_payload, 8, MAX_PAYLOAD_LIMIT)
-        if max_payload % 4:
-            raise ValueError(f"max_payload must be a multiple of 4, not {max_payload}")
-        self._timeout_cycles = _check_int("timeout_cycles", timeout_cycles, 2, 1 << 32)
-        self._rx_fifo_depth = _check_int("rx_fifo_depth", rx_fifo_depth, 2, 4096)
+        self._max_payload, self._timeout_cycles, self._rx_fifo_depth = check_bridge_params(
+            max_payload, timeout_cycles, rx_fifo_depth)
         super().__init__({
             "i_stream": In(stream.Signature(RX_BYTE)),
             "o_stream": Out(stream.Signature(TX_BYTE)),
@@ -468,11 +460,9 @@ class UartBridge(wiring.Component):
 
     Parameters
     ----------
-    clk_freq, baud : int or float
-        Clock in Hz and bit rate (see :func:`~hdl.link.uart.baud_divisor`).
-    max_payload, timeout_cycles, rx_fifo_depth : int
-        As for :class:`Bridge`; ``timeout_cycles`` must be at least two byte times
-        (``20 * divisor``), so that a sender's normal gaps never time out.
+    config : golden.protocol.LinkConfig
+        Clock, bit rate and the bridge's parameters (validated there: the divisor, and a
+        timeout of at least two byte times).
 
     Members
     -------
@@ -484,37 +474,21 @@ class UartBridge(wiring.Component):
         The backend bus.
     """
 
-    def __init__(self, clk_freq, baud, max_payload: int = 256, timeout_cycles: int = 100_000,
-                 rx_fifo_depth: int = 16):
-        self._divisor = baud_divisor(clk_freq, baud)
-        self._bridge_params = dict(max_payload=max_payload, timeout_cycles=timeout_cycles,
-                                   rx_fifo_depth=rx_fifo_depth)
-        self._clk_freq, self._baud = clk_freq, baud
-        probe = Bridge(**self._bridge_params)  # validates the bridge parameters
-        probe._MustUse__silence = True
-        if probe.timeout_cycles < 20 * self._divisor:
-            raise ValueError(f"timeout_cycles must be at least two byte times "
-                             f"({20 * self._divisor} cycles at divisor {self._divisor}), "
-                             f"not {timeout_cycles}")
+    def __init__(self, config: LinkConfig | None = None):
+        self._cfg = LinkConfig() if config is None else config
+        if not isinstance(self._cfg, LinkConfig):
+            raise TypeError(f"config must be a LinkConfig, not {config!r}")
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "bus": Out(bus_signature())})
 
-    @property
-    def divisor(self) -> int:
-        return self._divisor
-
-    @property
-    def max_payload(self) -> int:
-        return self._bridge_params["max_payload"]
-
-    @property
-    def timeout_cycles(self) -> int:
-        return self._bridge_params["timeout_cycles"]
+    config = property(lambda self: self._cfg, doc="The :class:`golden.protocol.LinkConfig`.")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.uart_rx = uart_rx = UartRx(self._clk_freq, self._baud)
-        m.submodules.uart_tx = uart_tx = UartTx(self._clk_freq, self._baud)
-        m.submodules.bridge = bridge = Bridge(**self._bridge_params)
+        cfg = self._cfg
+        m.submodules.uart_rx = uart_rx = UartRx(cfg.clk_freq, cfg.baud)
+        m.submodules.uart_tx = uart_tx = UartTx(cfg.clk_freq, cfg.baud)
+        m.submodules.bridge = bridge = Bridge(cfg.max_payload, cfg.timeout_cycles,
+                                              cfg.rx_fifo_depth)
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
         wiring.connect(m, uart_rx.o_stream, bridge.i_stream)
         wiring.connect(m, bridge.o_stream, uart_tx.i_stream)
@@ -545,7 +519,7 @@ class RegisterFile(wiring.Component):
     """
 
     def __init__(self, depth: int = 64):
-        self._depth = _check_int("depth", depth, 1, 1 << 16)
+        self._depth = check_int("depth", depth, 1, 1 << 16)
         super().__init__({"bus": In(bus_signature())})
 
     @property
@@ -587,7 +561,13 @@ class UartBridgeTestTop(wiring.Component):
     """:class:`UartBridge` driving a :class:`RegisterFile`: a self-contained link target.
 
     Used by the end-to-end simulation and usable as a link bring-up image on a board.
-    Parameters are those of :class:`UartBridge` plus ``depth`` of :class:`RegisterFile`.
+
+    Parameters
+    ----------
+    config : golden.protocol.LinkConfig
+        As for :class:`UartBridge`.
+    depth : int
+        Words of the :class:`RegisterFile`.
 
     Members
     -------
@@ -595,17 +575,18 @@ class UartBridgeTestTop(wiring.Component):
     tx : Out(1)
     """
 
-    def __init__(self, clk_freq, baud, max_payload: int = 256, timeout_cycles: int = 100_000,
-                 rx_fifo_depth: int = 16, depth: int = 64):
-        self._link = dict(clk_freq=clk_freq, baud=baud, max_payload=max_payload,
-                          timeout_cycles=timeout_cycles, rx_fifo_depth=rx_fifo_depth)
-        UartBridge(**self._link)._MustUse__silence = True  # validates
-        self._depth = _check_int("depth", depth, 1, 1 << 16)
+    def __init__(self, config: LinkConfig | None = None, depth: int = 64):
+        self._cfg = LinkConfig() if config is None else config
+        if not isinstance(self._cfg, LinkConfig):
+            raise TypeError(f"config must be a LinkConfig, not {config!r}")
+        self._depth = check_int("depth", depth, 1, 1 << 16)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    config = property(lambda self: self._cfg, doc="The :class:`golden.protocol.LinkConfig`.")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.link = link = UartBridge(**self._link)
+        m.submodules.link = link = UartBridge(self._cfg)
         m.submodules.regs = regs = RegisterFile(self._depth)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         wiring.connect(m, link.bus, regs.bus)

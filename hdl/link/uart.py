@@ -7,44 +7,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RX_BYTE", "TX_BYTE", "UartRx", "UartTx", "baud_divisor"]
+from bitmod.golden.protocol import baud_divisor
+
+__all__ = ["RX_BYTE", "TX_BYTE", "UartRx", "UartTx"]
 
 TX_BYTE = data.StructLayout({"data": 8})
 RX_BYTE = data.StructLayout({"data": 8, "ferr": 1})
 
-# Below 4 clocks per bit the mid-bit sample has no margin for the synchroniser's delay.
-MIN_DIVISOR = 4
-# A receiver samples the last (stop) bit 9.5 bit periods after the start edge; 2 % per side
-# keeps that sample inside the bit even against a peer that is itself 2 % off.
-MAX_BAUD_ERROR = 0.02
 SYNC_STAGES = 2
-
-
-def _check_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, not {value}")
-    return value
-
-
-def baud_divisor(clk_freq, baud) -> int:
-    """Clock cycles per bit, ``round(clk_freq / baud)``, validated.
-
-    Raises ``ValueError`` when the divisor is below 4 or the achieved rate
-    ``clk_freq / divisor`` is more than 2 % away from ``baud``.
-    """
-    clk_freq = _check_number("clk_freq", clk_freq)
-    baud = _check_number("baud", baud)
-    divisor = round(clk_freq / baud)
-    if divisor < MIN_DIVISOR:
-        raise ValueError(f"baud {baud} needs at least {MIN_DIVISOR} clocks per bit; "
-                         f"clk_freq {clk_freq} gives {clk_freq / baud:.2f}")
-    error = abs(clk_freq / divisor - baud) / baud
-    if error > MAX_BAUD_ERROR:
-        raise ValueError(f"baud {baud} is {error:.1%} off with clk_freq {clk_freq} "
-                         f"(divisor {divisor}); at most {MAX_BAUD_ERROR:.0%} is allowed")
-    return divisor
 
 
 class UartTx(wiring.Component):

@@ -17,6 +17,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitmod.golden.checks import check_int
 from bitmod.golden.pe_baseline import (
     MINIFLOAT_PE_LATENCY,
     int_pe_latency,
@@ -30,19 +31,11 @@ __all__ = ["IntPE", "MinifloatPE"]
 MAX_EXP_BITS = 6
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}={value} is out of range (expected {bound})")
-    return value
-
 
 def _check_acc_width(acc_width, required: int) -> int:
     if acc_width is None:
         return required
-    _check_int("acc_width", acc_width, 1)
+    check_int("acc_width", acc_width, 1)
     if acc_width < required:
         raise ValueError(f"acc_width={acc_width} cannot hold the worst case; the parameters "
                          f"require {required} bits")
@@ -122,15 +115,15 @@ class IntPE(wiring.Component):
     def __init__(self, lanes: int = 4, weight_bits: int = 8, act_width: int = 8,
                  group_size: int = 128, scale_bits: int = 8, exp_bits: int = 0,
                  max_groups: int = 256, acc_width: int | None = None):
-        self._lanes = _check_int("lanes", lanes, 1, 64)
-        self._weight_bits = _check_int("weight_bits", weight_bits, 2, 18)
-        self._act_width = _check_int("act_width", act_width, 2, 18)
-        self._group_size = _check_int("group_size", group_size, 1)
+        self._lanes = check_int("lanes", lanes, 1, 64)
+        self._weight_bits = check_int("weight_bits", weight_bits, 2, 18)
+        self._act_width = check_int("act_width", act_width, 2, 18)
+        self._group_size = check_int("group_size", group_size, 1)
         if group_size % lanes:
             raise ValueError(f"group_size={group_size} is not a multiple of lanes={lanes}")
-        self._scale_bits = _check_int("scale_bits", scale_bits, 0, 16)
-        self._exp_bits = _check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
-        self._max_groups = _check_int("max_groups", max_groups, 1)
+        self._scale_bits = check_int("scale_bits", scale_bits, 0, 16)
+        self._exp_bits = check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
+        self._max_groups = check_int("max_groups", max_groups, 1)
 
         w_lo, w_hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
         a_lo, a_hi = -(1 << (act_width - 1)), (1 << (act_width - 1)) - 1
@@ -318,15 +311,15 @@ class MinifloatPE(wiring.Component):
     def __init__(self, lanes: int = 4, a_format: str = "fp8_e4m3",
                  w_format: str = "fp8_e4m3", block: int = 32, exp_bits: int = 0,
                  max_blocks: int = 256, acc_width: int | None = None):
-        self._lanes = _check_int("lanes", lanes, 1, 64)
+        self._lanes = check_int("lanes", lanes, 1, 64)
         self._a = operand_geometry("a_format", a_format)
         self._w = operand_geometry("w_format", w_format)
         self._a_format, self._w_format = a_format, w_format
-        self._block = _check_int("block", block, 1)
+        self._block = check_int("block", block, 1)
         if block % lanes:
             raise ValueError(f"block={block} is not a multiple of lanes={lanes}")
-        self._exp_bits = _check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
-        self._max_blocks = _check_int("max_blocks", max_blocks, 1)
+        self._exp_bits = check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
+        self._max_blocks = check_int("max_blocks", max_blocks, 1)
         pmax = self._a.max_mag * self._w.max_mag
         self._product_width = pmax.bit_length() + 1
         self._tree_width = (lanes * pmax).bit_length() + 1

@@ -25,13 +25,11 @@ Where the LUTs go, and what keeps them few
 
 from __future__ import annotations
 
-import math
-
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitmod.golden.pe import pe_config
+from bitmod.golden.pe import PEConfig
 from bitmod.hdl.arith.term_encoder import term_layout
 
 __all__ = ["BitSerialPE", "GroupDequantizer"]
@@ -173,24 +171,10 @@ class BitSerialPE(wiring.Component):
 
     Parameters
     ----------
-    lanes : int
-        ``L``, weights (terms) per cycle.
-    act_width : int
-        ``A``, signed activation mantissa width.
-    group_size : int
-        ``G``, weights per group (a multiple of ``lanes``).
-    formats : str or list of str
-        Weight format or BitMoD mixture (:func:`golden.terms.geometry`).
-    scale_bits : int
-        Unsigned group scale code width (0: no scale multiply).
-    exp_bits : int
-        Group exponent shift width.
-    max_groups : int
-        Most groups accumulated into one output (sizes ``acc_width``).
-    acc_width : int, optional
-        Output accumulator width; at least the required width (default: that width).
-    levels_per_stage : int
-        Adder-tree levels between pipeline registers (1: a register after every level).
+    config : golden.pe.PEConfig
+        Lanes ``L``, activation width ``A``, group size ``G``, formats, scale and exponent
+        bits, groups per output, accumulator width, adder-tree levels per stage (validated by
+        the config; the widths are derived there).
 
     Members
     -------
@@ -200,15 +184,12 @@ class BitSerialPE(wiring.Component):
     o_stream : Out(stream.Signature(StructLayout({"acc": signed(acc_width)})))
     """
 
-    def __init__(self, lanes: int = 4, act_width: int = 8, group_size: int = 128,
-                 formats="fp4", scale_bits: int = 8, exp_bits: int = 0,
-                 max_groups: int = 256, acc_width: int | None = None,
-                 levels_per_stage: int = 1):
-        self._cfg = cfg = pe_config(lanes, act_width, group_size, formats, scale_bits,
-                                    exp_bits, max_groups, acc_width, levels_per_stage)
+    def __init__(self, config: PEConfig | None = None):
+        self._cfg = cfg = PEConfig() if config is None else config
+        if not isinstance(cfg, PEConfig):
+            raise TypeError(f"config must be a PEConfig, not {cfg!r}")
         geo = cfg.geometry
         self._levels = _ceil_log2(cfg.lanes)
-        self._stages = 1 + max(1, math.ceil(self._levels / cfg.levels_per_stage))
         self._lane_width = cfg.act_width + (1 << geo.exp_bits) - 1
         self._in_layout = data.StructLayout({
             "terms": data.ArrayLayout(term_layout(geo.exp_bits), cfg.lanes),
@@ -223,33 +204,17 @@ class BitSerialPE(wiring.Component):
         super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
                           "o_stream": Out(stream.Signature(self._out_layout))})
 
-    lanes = property(lambda self: self._cfg.lanes)
-    act_width = property(lambda self: self._cfg.act_width)
-    group_size = property(lambda self: self._cfg.group_size)
-    formats = property(lambda self: self._cfg.formats)
-    scale_bits = property(lambda self: self._cfg.scale_bits)
-    exp_bits = property(lambda self: self._cfg.exp_bits)
-    max_groups = property(lambda self: self._cfg.max_groups)
-    levels_per_stage = property(lambda self: self._cfg.levels_per_stage)
-    terms_per_weight = property(lambda self: self._cfg.geometry.terms,
-                                doc="``T``: cycles per weight-step.")
-    group_cycles = property(lambda self: self._cfg.group_cycles, doc="``G / L * T``.")
-    s_max = property(lambda self: self._cfg.s_max, doc="Largest ``sum_t |term_t|``.")
-    gacc_width = property(lambda self: self._cfg.gacc_width)
-    product_width = property(lambda self: self._cfg.product_width,
-                             doc="Width of ``gsum * scale``.")
-    acc_width = property(lambda self: self._cfg.acc_width)
+    config = property(lambda self: self._cfg, doc="The :class:`golden.pe.PEConfig`.")
     lane_width = property(lambda self: self._lane_width,
                           doc="``A + 2**X - 1``: width of a prepared lane value.")
-    stages = property(lambda self: self._stages,
-                      doc="Pipeline registers in front of the group accumulator.")
     in_layout = property(lambda self: self._in_layout)
     out_layout = property(lambda self: self._out_layout)
 
     @property
     def latency(self) -> int:
-        """Cycles from accepting an ``out_last`` input to its output being valid."""
-        return self._stages + max(self._cfg.scale_bits, 1) + 2
+        """Cycles from accepting an ``out_last`` input to its output being valid
+        (:attr:`golden.pe.PEConfig.latency`)."""
+        return self._cfg.latency
 
     def _lane_pre(self, m: Module, index: int, term, act):
         """First lane step: ``u = nz ? a << (e & ~1) : 0``; also ``neg = s & nz``.
@@ -328,8 +293,8 @@ class BitSerialPE(wiring.Component):
         carries = [neg for _, _, neg in pre]
 
         level = 0
-        for stage in range(1, self._stages):
-            last_stage = stage == self._stages - 1
+        for stage in range(1, cfg.stages):
+            last_stage = stage == cfg.stages - 1
             for _ in range(cfg.levels_per_stage if self._levels else 0):
                 if len(nodes) == 1:
                     break
@@ -348,6 +313,12 @@ class BitSerialPE(wiring.Component):
         # Group accumulator and hand-off to the dequantizer.
         m.submodules.dequant = dq = GroupDequantizer(cfg.gacc_width, cfg.scale_bits,
                                                      cfg.exp_bits, cfg.acc_width)
+        # Golden's latency (PEConfig.latency = stages + D + 2) must describe what was built:
+        # every adder-tree level placed within the stages, and the dequantizer's D + 2.
+        if level != self._levels or cfg.stages + dq.latency != cfg.latency:
+            raise AssertionError(f"the PE pipeline built ({level} of {self._levels} tree "
+                                 f"levels, dequantizer {dq.latency}) is not golden's latency "
+                                 f"{cfg.latency}")
         gacc = Signal(signed(cfg.gacc_width))
         gacc_next = Signal(signed(cfg.gacc_width))
         m.d.comb += gacc_next.eq(gacc + shifted + carry)

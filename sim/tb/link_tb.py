@@ -28,16 +28,22 @@ from bitmod.host.link import DeviceError, HostLink, LinkError, LoopbackTransport
 from bitmod.sim.tb.common import CLOCK_NS, TB
 
 
+def _fields(record: dict) -> dict:
+    """A config object's fields from its JSON record (the ``config`` key names the class)."""
+    return {key: value for key, value in record.items() if key != "config"}
+
+
 class _Config:
     """The top's parameters, read when first used (the runner also imports this module, in
     the pytest process, where ``BITMOD_MODEL_PARAMS`` is not set)."""
 
     def __getattr__(self, name):
         params = json.loads(os.environ["BITMOD_MODEL_PARAMS"])
-        self.divisor = round(params["clk_freq"] / params["baud"])
+        link = protocol.LinkConfig(**_fields(params["config"]))
+        self.divisor = link.divisor
         self.bit_ns = self.divisor * CLOCK_NS
-        self.max_payload = params["max_payload"]
-        self.timeout_cycles = params["timeout_cycles"]
+        self.max_payload = link.max_payload
+        self.timeout_cycles = link.timeout_cycles
         self.depth = params["depth"]
         # The host waits for each part of a reply at most this long (simulated seconds): a
         # longest reply plus the bridge's own receive timeout, with margin.

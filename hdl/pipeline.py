@@ -1,0 +1,49 @@
+"""The flow control every pipelined stream unit of the project shares.
+
+A unit with ``i_stream`` in, ``o_stream`` out and a fixed number of register stages between them
+advances all its stages together: a stage may load while the output is empty or being taken,
+``enable = o_stream.ready | ~o_stream.valid``, and that is also ``i_stream.ready``. A payload
+accepted with the enable high comes out ``latency`` enabled cycles later; the unit takes one
+payload per cycle while its output is taken, and holds everything (nothing lost or reordered)
+while it is not.
+"""
+
+from __future__ import annotations
+
+from amaranth import Signal
+
+from bitmod.golden.checks import check_int
+
+__all__ = ["pipeline_enable"]
+
+
+def pipeline_enable(m, i_stream, o_stream, latency: int, *, name: str = "pipe") -> Signal:
+    """Drive ``i_stream.ready`` and ``o_stream.valid`` of a ``latency``-stage pipeline.
+
+    ``valid`` travels through ``latency`` registers (enabled like the datapath) to
+    ``o_stream.valid``; the caller registers its datapath with the returned enable, one
+    register per stage, and drives ``o_stream.payload`` from the last stage.
+
+    Parameters
+    ----------
+    m : amaranth.Module
+    i_stream, o_stream : stream interfaces of the unit
+    latency : int
+        Register stages from input to output, at least 1.
+
+    Returns
+    -------
+    Signal
+        The stage enable.
+    """
+    latency = check_int("latency", latency, 1)
+    enable = Signal(name=f"{name}_en")
+    m.d.comb += [enable.eq(o_stream.ready | ~o_stream.valid), i_stream.ready.eq(enable)]
+    valid = i_stream.valid
+    for stage in range(latency):
+        reg = Signal(name=f"{name}_valid{stage}")
+        with m.If(enable):
+            m.d.sync += reg.eq(valid)
+        valid = reg
+    m.d.comb += o_stream.valid.eq(valid)
+    return enable

@@ -2,7 +2,7 @@
 
 A *block* is a vector of N activations (FP16 or BF16 bit patterns). The converter gives it one
 shared exponent ``block_exp`` and N two's-complement integer mantissas of ``mant_width`` (W)
-bits, so the PEs downstream do pure integer arithmetic (DESIGN.md "Activation path").
+bits, so the PEs downstream do pure integer arithmetic (docs/array.md, "Datapath decisions").
 
 Definition (exact; :mod:`hdl.arith.act_block` equals it bit for bit)
 --------------------------------------------------------------------

@@ -136,7 +136,7 @@ Overflow (``saturate``):
   fixed-point type's overflow mode for :class:`FixedPoint`, and non-saturating for formats with
   Inf (fp8_e5m2, fp16, bf16, fp32 and generic ``ieee`` minifloats).
 * Saturating: inputs beyond the extreme levels, including +-Inf, become the extreme levels
-  (the same as clipping to +-max before an ml_dtypes cast, SPEC.md section 2).
+  (the same as clipping to +-max before an ml_dtypes cast, docs/papers.md).
 * Non-saturating (``saturate=False``) is only offered by formats with an Inf or NaN code:
   overflow rounds as if the Inf code (IEEE) or the all-ones NaN code (``fn`` minifloats, E8M0)
   were one more level at the value its bit pattern would have as a finite number (2**(emax+1)
@@ -973,7 +973,7 @@ _CANDIDATES = {
 
 
 def bitmod_candidates(bits: int, kind: str = "mixture") -> list[str]:
-    """Ordered BitMoD per-group candidate type names (SPEC.md section 1.2).
+    """Ordered BitMoD per-group candidate type names (docs/papers.md, group quantization).
 
     Parameters
     ----------

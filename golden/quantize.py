@@ -9,18 +9,18 @@ point ``z`` or a datatype selector ``t``); every element becomes a ``bits``-wide
     dequantized = decode_t(c) * s               (symmetric, MX, BitMoD)
     dequantized = (c - z) * s                   (asymmetric INT)
 
-Schemes (see :func:`scheme_names`; SPEC.md section 1.2 and 2)
+Schemes (see :func:`scheme_names`; docs/papers.md)
 ----------------------------------------------------------------
 ``sym``   absmax/qmax: ``s = clamp(absmax / qmax, 1e-5, 1e4)`` rounded to the scale format, then
           ``c = encode(w / s)``: nearest level, saturating. INT baselines break exact ties to the
           even code (``torch.round``); the FP3/FP4 baselines use the BitMoD reference rule.
-``asym``  INT min/max (SPEC.md 1.2, round half to even)::
+``asym``  INT min/max (docs/papers.md, round half to even)::
 
               s = clamp((max - min) / (2^b - 1), 1e-5, 1e4)       (then rounded to FP16)
               z = clamp(rint(-min / s), 0, 2^b - 1)
               c = clamp(rint(w / s) + z, 0, 2^b - 1)
 
-``mx``    OCP MX (SPEC.md 2), FLOOR rule: ``e = clamp(floor(log2(amax)) - emax_elem, -127,
+``mx``    OCP MX (docs/papers.md), FLOOR rule: ``e = clamp(floor(log2(amax)) - emax_elem, -127,
           127)``, E8M0 code ``e + 127``, ``c = RNE(w / 2^e)`` clamped to +-max normal (nearest
           level, ties to even code, saturating). For MXINT8 the element is a two's complement
           integer with an implicit ``2^-6``; that factor is folded into :attr:`scales` so that
@@ -45,12 +45,12 @@ FP16 reference; the hardware consumes (codes, selectors, scales), so bit-exactne
 datapath against golden is unaffected. Selection MSEs are compared exactly as computed by
 ``numpy.mean(numpy.square(wq - w), axis=-1)`` on float64 ``[groups, G]`` rows.
 
-Second-level INT8 scales (``scale_format="int8"``; SPEC.md 1.2 is ambiguous)
+Second-level INT8 scales (``scale_format="int8"``; the papers leave it open)
 -------------------------------------------------------------------------------
 Decision: **unsigned 8-bit** group scales with a per-output-channel FP32 scale, as in the
 authors' double-quantization code, not the paper text's symmetric ``/127``. Group scales are
 positive, so a sign bit would waste half the code space (255 steps instead of 127), and the
-PE's bit-serial dequantizer (SPEC.md 1.4: ``m = (m << 1) + (psum AND scale_bit)`` over 8
+PE's bit-serial dequantizer (docs/papers.md: ``m = (m << 1) + (psum AND scale_bit)`` over 8
 cycles) multiplies by an unsigned 8-bit magnitude anyway. Rule, per row ``n``::
 
     s_ideal[t, n, g] = clamp(absmax[n, g] / qmax_t, 1e-5, 1e4)

@@ -1,4 +1,4 @@
-"""Weight term decomposition: the bit-serial "unified representation" of SPEC.md section 1.3.
+"""Weight term decomposition: the bit-serial "unified representation" (docs/papers.md).
 
 Every weight code becomes ``T`` signed power-of-two *terms*. Term ``t`` is ``(s_t, e_t, m_t)``
 (sign, exponent, nonzero flag) and denotes ``(-1)**s_t * m_t * 2**(e_t + bsig_t)``, where the
@@ -14,7 +14,7 @@ Code units (``unit``, the value of one code unit)
 * Integers: 1. Fixed point ``q<W>_<F>``: ``2**-F`` (the raw integer).
 * Minifloats: the smallest subnormal, ``2**(1 - bias - M)``. BitMoD ``fp3``/``fp4`` have unit 1
   (their registered definitions are already in code units: FP4 code units are half the paper's
-  units, i.e. SPEC's 5-bit half-unit magnitude ``M`` *is* the FP4 code-unit magnitude), OCP
+  units, i.e. the paper's 5-bit half-unit magnitude ``M`` *is* the FP4 code-unit magnitude), OCP
   ``fp4_e2m1`` has unit 0.5 (so its code-unit levels equal ``fp4``'s), ``fp8_e4m3`` 2**-9.
 * ``flint4`` and the extended types: 1.
 

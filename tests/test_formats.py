@@ -2,7 +2,7 @@
 
 Oracles are independent of the module: ml_dtypes / numpy casts for the OCP and IEEE formats,
 a Fraction decoder written from the bit fields, a brute-force Fraction encoder over sorted
-levels, the literal BitMoD level sets of SPEC.md section 1.1 and hand-derived ap_fixed cases.
+levels, the literal BitMoD level sets of docs/papers.md and hand-derived ap_fixed cases.
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def test_encode_saturating_matches_clipped_ml_dtypes(name):
     q = fmt.qmax
     x = sweep_inputs(fmt, [q * 1.01, q * 1.5, q * 2, 1e30])
     ours = fmt.encode(x, saturate=True)
-    xc = np.clip(x, -q, q)  # SPEC.md section 2: clip before casting to get saturation
+    xc = np.clip(x, -q, q)  # clip before casting to saturate (docs/papers.md)
     assert_same_rounding(fmt, ours, ml_values(xc, ML_TYPES[name]), ml_codes(xc, ML_TYPES[name]))
     if name != "fp8_e5m2":  # saturating is the default for formats without Inf
         assert np.array_equal(fmt.encode(x), ours)
@@ -668,7 +668,7 @@ def test_int_encode_is_round_and_clip(bits, symmetric, xs):
 
 
 # --------------------------------------------------------------------------------------------
-# BitMoD formats (SPEC.md section 1.1, written out literally)
+# BitMoD formats (docs/papers.md, BitMoD weight datatypes, written out literally)
 # --------------------------------------------------------------------------------------------
 
 def pm(*mags):
@@ -744,7 +744,7 @@ def test_bitmod_candidates_rejects(bits, kind):
 
 
 # --------------------------------------------------------------------------------------------
-# Fixed point (SPEC.md section 3)
+# Fixed point (docs/papers.md, Fixed point)
 # --------------------------------------------------------------------------------------------
 
 # Q(8, 0): inputs are half-LSB ties and non-ties. Hand-derived from the ap_fixed table:

@@ -87,7 +87,7 @@ def test_exact_product_matches_fractions_of_format_decode(a_name, b_name):
     print(f"checked {n} cases")
 
 
-# Kulisch accumulator widths for a 32-element block (SPEC.md section 2) = product width + 5.
+# Kulisch accumulator widths for a 32-element block (docs/papers.md) = product width + 5.
 @pytest.mark.parametrize("name,kulisch", [
     ("fp4_e2m1", 14), ("fp6_e2m3", 18), ("fp6_e3m2", 24), ("fp8_e4m3", 42), ("fp8_e5m2", 70),
 ])

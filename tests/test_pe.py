@@ -18,7 +18,7 @@ from bitmod.golden.pe import (
 
 MIX4 = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 MIX3 = ["fp3_er_pos", "fp3_er_neg", "fp3_ea_pos", "fp3_ea_neg"]
-# formats -> cycles per weight-step (terms per weight), SPEC.md 1.3.
+# formats -> cycles per weight-step (terms per weight), docs/papers.md, Bit-serial terms.
 FAMILIES = [(MIX4, 2), (MIX3, 2), ("fp4", 2), ("int8", 4), ("int6", 3), ("int4", 2),
             ("int2", 1), ("fp4_e2m1", 2), ("fp8_e4m3", 4), ("flint4", 2)]
 

@@ -231,7 +231,7 @@ def max_product_magnitude(a_format, w_format):
 
 @pytest.mark.parametrize("fmt, spec_bits", [
     ("fp4_e2m1", 14), ("fp6_e2m3", 18), ("fp6_e3m2", 24), ("fp8_e4m3", 42), ("fp8_e5m2", 70),
-    ("int8", 21),  # SPEC: 20 for MXINT8's +-127; a raw int8 code may be -128: 32 * 2**14
+    ("int8", 21),  # published: 20 for MXINT8's +-127; a raw int8 code may be -128: 32 * 2**14
 ])
 def test_minifloat_block_width_matches_spec(fmt, spec_bits):
     pe = MinifloatPE(lanes=4, a_format=fmt, w_format=fmt, block=32, exp_bits=3, max_blocks=50)

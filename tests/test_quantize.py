@@ -192,7 +192,7 @@ def test_group_larger_than_k_is_one_ragged_group():
 
 
 def asym_reference(w, bits, group):
-    """Direct formula of SPEC.md 1.2 (INT-asym), FP16 scales, round half to even."""
+    """The INT-asym formula of docs/papers.md, FP16 scales, round half to even."""
     qmax = 2**bits - 1
     codes = np.empty(w.shape, dtype=np.int64)
     out = np.empty(w.shape)

@@ -87,10 +87,10 @@ def corner_operands():
     return q.astype(np.int64), b.astype(np.int64), c.astype(np.int64)
 
 
-# ------------------------------------------------------------------ named cases (SPEC.md §4)
+# ------------------------------------------------------------- named cases (docs/papers.md)
 
 def test_spec_tie_five_times_one_half():
-    # SPEC.md §4: "Results differ on ties (5 x 0.5: 3 vs 2)".
+    # docs/papers.md, Integer requantization: "Results differ on ties (5 x 0.5: 3 vs 2)".
     b, c = dyadic_from_scale(0.5)
     assert Fraction(b, 1 << c) == HALF
     exact = Fraction(5) * HALF
@@ -100,7 +100,7 @@ def test_spec_tie_five_times_one_half():
     single = int(rounded_shift(5, b, c, "single"))
     assert hawq == round(exact) == 2  # to even
     assert gemm == single == math.floor(exact + HALF) == 3  # towards +inf
-    assert (gemm, hawq) == (3, 2)  # the numbers SPEC.md states
+    assert (gemm, hawq) == (3, 2)  # the numbers docs/papers.md states
 
 
 def test_gemmlowp_double_rounding():

@@ -169,7 +169,7 @@ class RequantBank(LockstepBank):
 def verilator_operands():
     """The named exhaustive sets, the random set and the corner grid, concatenated."""
     q16 = np.arange(-(1 << 15), 1 << 15, dtype=np.int64)
-    fixed = [(1 << 30, 31),  # scale 1/2: every odd accumulator is a tie (SPEC.md's 5 x 0.5)
+    fixed = [(1 << 30, 31),  # scale 1/2: every odd accumulator is a tie (docs/papers.md)
              (1 << 30, 34),  # scale 1/16: ties and gemmlowp's double rounding
              dyadic_from_scale(0.0031416)]  # a realistic scale: outputs fill the int8 range
     acc = [q16] * len(fixed)

@@ -29,7 +29,7 @@ BANKS = {
                                ["fp8_e5m2"]],
     "booth": [*([f"int{b}"] for b in range(2, 9)), ["uint4"], ["q6_2"]],
 }
-# BitMoD defaults (SPEC.md 1.2), the EA/ER-only magnitudes and programmable values.
+# BitMoD defaults (docs/papers.md), the EA/ER-only magnitudes and programmable values.
 REGISTER_SETTINGS = [[3, -3, 6, -6], [10, -10, 16, -16], [7, 5, -12, 16], [-7, 14, -15, 1],
                      [0, 2, -24, 9]]
 

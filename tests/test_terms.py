@@ -18,7 +18,7 @@ SINGLE_FORMATS = [n for n in formats.names() if n not in
     "flint4_sv-12", "fp3_sv5",
 ]
 MIXTURES = [formats.bitmod_candidates(b, k) for b in (3, 4) for k in ("mixture", "er", "ea")]
-# Register contents: the BitMoD defaults and programmable ones (SPEC.md section 1.3 examples).
+# Register contents: the BitMoD defaults and programmable ones (docs/papers.md examples).
 REGISTER_SETTINGS = [[3, -3, 6, -6], [10, -10, 16, -16], [7, 5, -12, 16], [-7, 14, -15, 1],
                      [0, 2, -24, 9]]
 
@@ -110,7 +110,7 @@ def test_booth_digits_follow_the_recoding_identity(name):
                                              ("flint4", 2), ("fp4_e2m1", 2), ("fp6_e3m2", 3),
                                              ("fp8_e4m3", 4), ("fp8_e5m2", 3)])
 def test_terms_per_weight(name, count):
-    # SPEC.md 1.3: INT8 4, INT6 3, INT4 2, INT2 1, FP3/FP4 2; minifloats M + 1.
+    # docs/papers.md, Bit-serial terms: INT8 4, INT6 3, INT4 2, INT2 1, FP3/FP4 2; minifloats M + 1.
     assert gt.terms_per_weight(name) == count
     assert gt.decompose(formats.get(name).codes(), name).sign.shape[-1] == count
 
@@ -206,7 +206,7 @@ def test_special_register_entry_covers_exactly_the_window():
                                              (5, (4, 1)), (-12, (-8, -4)), (1, (0, 1)),
                                              (-14, (-16, 2))])
 def test_special_register_entry_terms(value, pair):
-    # The SPEC.md 1.3 examples: binary magnitudes split like the base levels, 7 = 8 - 1.
+    # docs/papers.md's examples: binary magnitudes split like the base levels, 7 = 8 - 1.
     entry = gt.special_register_entry(value)
     terms = []
     for slot, bsig in enumerate((1, 0)):

@@ -7,7 +7,7 @@ For each PE kind x weight format x lane count x device, the PE is synthesised ou
   bit-parallel baselines;
 * GMAC/s at the achieved Fmax;
 * binary operations per LUT4 per cycle: ``MACs/cycle * w_bits * a_bits / LUT4`` (a W4A8 MAC counts
-  32, the BISMO convention of SPEC.md section 5);
+  32, the BISMO convention of docs/papers.md, Other datapaths);
 * the ratio of that figure against the bit-parallel integer PE with the same lanes on the same
   device (``vs int``), which spends DSPs instead of LUTs on its products.
 """

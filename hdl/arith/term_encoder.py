@@ -1,4 +1,4 @@
-"""Weight term encoder: code + group selector -> signed power-of-two terms (SPEC.md section 1.3).
+"""Weight term encoder: code + group selector -> signed power-of-two terms (docs/papers.md).
 
 Bit-exact twin: :func:`golden.terms.decompose` (its module docstring defines the representation,
 the code units, the three decomposition paths and the payload and register layouts). The logic

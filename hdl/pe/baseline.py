@@ -273,9 +273,9 @@ class MinifloatPE(wiring.Component):
         acc_width     = bit_length(max_blocks * block * max_mag_a * max_mag_w
                                    * 2**(2**exp_bits - 1)) + 1
 
-    For a 32-element block: E2M1 14, E2M3 18, E3M2 24, E4M3 42, E5M2 70 bits (SPEC.md section
-    2); int8 x int8 21 bits, one more than SPEC's 20, because a raw int8 code may be -128 and
-    32 * (-128)**2 = 2**19 (SPEC counts MXINT8's produced range +-127).
+    For a 32-element block: E2M1 14, E2M3 18, E3M2 24, E4M3 42, E5M2 70 bits (docs/papers.md);
+    int8 x int8 21 bits, one more than the published 20, because a raw int8 code may be -128
+    and 32 * (-128)**2 = 2**19 (the published figure counts MXINT8's produced range +-127).
 
     Pipeline: multipliers (3 stages), adder tree, block accumulator, output register. Latency 6
     cycles from the ``out_last`` payload to the output; one payload (``L`` MACs) per cycle with

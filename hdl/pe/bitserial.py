@@ -46,7 +46,8 @@ class GroupDequantizer(wiring.Component):
         step i = 0 .. D-1:   if scale[i]: acc += gs;   gs <<= 1
 
     (``scale_bits == 0``: one step, factor 1). The sum is the same as the MSB-first
-    ``m = (m << 1) + scale_bit * gsum`` of SPEC.md 1.4; LSB first needs no extra accumulator:
+    ``m = (m << 1) + scale_bit * gsum`` of BitMoD (docs/papers.md); LSB first needs no extra
+    accumulator:
     ``gs`` is a shift register and ``scale[i]`` the clock enable of ``acc``. After the last
     step of a ``last`` group one flush cycle copies ``acc`` into the output register (when it
     is free) and clears ``acc``.

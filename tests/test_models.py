@@ -82,3 +82,103 @@ def test_embeddings_hand_computation_single_token():
 def test_embeddings_bad_input(ids, types, pattern):
     with pytest.raises(ValueError, match=pattern):
         models.minilm_embeddings(ids, types)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole model: transformers BertModel, sentence embeddings, Linear replacement
+# --------------------------------------------------------------------------------------------
+
+SENTENCES = ["Hello world!", "  The quick brown fox jumps over the lazy dog.  ",
+             "BitMoD quantizes LLM weights with a mixture of data types."]
+
+
+def test_pooling_config():
+    assert models.minilm_pooling() == {"max_seq_length": 256, "normalize": True}
+
+
+def test_bert_model_linears_are_the_checkpoint_layers():
+    from bitmod.models.eval import linear_layers
+
+    model = models.load_minilm_model()
+    layers = linear_layers(model)
+    assert list(layers) == list(models.minilm_linear_layers())  # 36 encoder + pooler
+    for name, w in models.minilm_linear_layers().items():
+        assert np.array_equal(layers[name].weight.detach().numpy(), w)
+        assert np.array_equal(layers[name].bias.detach().numpy(),
+                              models.minilm_linear_biases()[name])
+
+
+def test_sentence_embeddings_match_float64_reference():
+    emb = models.minilm_sentence_embeddings(SENTENCES)
+    assert emb.dtype == torch.float32 and emb.shape == (3, 384)
+    batch = models.minilm_tokenize(SENTENCES)
+    assert batch["input_ids"][0, 0] == 101  # [CLS]
+    for i in range(3):
+        keep = batch["attention_mask"][i].bool()
+        ids = batch["input_ids"][i][keep].numpy()
+        assert ids[-1] == 102  # [SEP], padding removed
+        ref = models.minilm_reference_embedding(ids)
+        np.testing.assert_allclose(emb[i].double().numpy(), ref, rtol=0, atol=1e-5)
+        assert abs(np.linalg.norm(ref) - 1) < 1e-12
+    # hidden states too, before pooling
+    with torch.inference_mode():
+        hidden = models.load_minilm_model()(**models.minilm_tokenize(SENTENCES[2]))
+    ref = models.minilm_reference_hidden(batch["input_ids"][2].numpy())
+    np.testing.assert_allclose(hidden.last_hidden_state[0].double().numpy(), ref, atol=2e-5)
+
+
+def test_sentence_embeddings_are_batch_independent():
+    # padding in a batch does not change an embedding (masked mean)
+    batch = models.minilm_sentence_embeddings(SENTENCES)
+    alone = models.minilm_sentence_embeddings(SENTENCES[0])
+    torch.testing.assert_close(batch[0], alone[0], rtol=0, atol=1e-6)
+    assert models.minilm_tokenize(["word " * 400])["input_ids"].shape == (1, 256)
+
+
+def test_sentence_embeddings_match_sentence_transformers():
+    st = pytest.importorskip("sentence_transformers")
+    ref = st.SentenceTransformer(str(models.minilm_path()), device="cpu").encode(
+        SENTENCES, convert_to_tensor=True)
+    torch.testing.assert_close(models.minilm_sentence_embeddings(SENTENCES), ref,
+                               rtol=0, atol=1e-6)
+
+
+def test_linear_replacement_on_minilm():
+    from bitmod.models.eval import fake_quant_backend, fp32_backend, linear_layers, swap_linears
+
+    model = models.load_minilm_model()
+    layers = linear_layers(model)
+    ref = models.minilm_sentence_embeddings(SENTENCES)
+    calls = []
+    fp32 = fp32_backend(layers)
+
+    def backend(name, x):
+        calls.append((name, tuple(x.shape)))
+        return fp32(name, x)
+
+    with swap_linears(model, backend) as swapped:
+        assert len(swapped) == 37
+        out = models.minilm_sentence_embeddings(SENTENCES)
+    # biases are added after the backend's GEMM (F.linear fuses them): float32 rounding only
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    tokens = models.minilm_tokenize(SENTENCES)["input_ids"].numel()
+    assert [n for n, _ in calls] == list(layers)
+    for name, shape in calls:  # [tokens, K]: batch and sequence flattened; pooler: [CLS] rows
+        assert shape == (3 if name == "pooler.dense" else tokens, layers[name].in_features)
+    assert all(type(m) is torch.nn.Linear for m in linear_layers(model).values())
+    with swap_linears(model, fake_quant_backend(layers, "bitmod4")):
+        quantized = models.minilm_sentence_embeddings(SENTENCES)
+    assert not torch.equal(quantized, ref)
+    assert torch.allclose(quantized.norm(dim=1), torch.ones(3))
+
+
+@pytest.mark.parametrize("texts", [[], [1, 2], ("a", None)])
+def test_tokenize_bad_input(texts):
+    with pytest.raises(ValueError, match="texts must be a string or a non-empty list"):
+        models.minilm_tokenize(texts)
+
+
+def test_tokenize_strips_like_sentence_transformers():
+    assert models.minilm_tokenize("")["input_ids"].tolist() == [[101, 102]]
+    assert torch.equal(models.minilm_tokenize("  Hello world! ")["input_ids"],
+                       models.minilm_tokenize("Hello world!")["input_ids"])

@@ -10,18 +10,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 
 import gguf
 import numpy as np
 import pytest
 import torch
+from conftest import REDUCED
 from gguf import GGMLQuantizationType, quants
 
 from bitmod.models import eval as ev
 from bitmod.models import smollm2 as sm
 
-REDUCED = os.environ.get("BITMOD_REDUCED") == "1"
 WINDOW = 64 if REDUCED else 128
 
 

@@ -1,0 +1,31 @@
+"""Test tiers: tests marked ``slow`` have a reduced form, which they run when
+``BITMOD_REDUCED=1`` (``make test``, CI); without it they run at full size (``make test-full``).
+
+A slow test reads the tier through the ``reduced`` fixture or its module's ``REDUCED``
+constant (:data:`REDUCED`); a slow test that reads neither would claim a reduced form it does
+not have, so collection refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REDUCED = os.environ.get("BITMOD_REDUCED") == "1"
+
+
+@pytest.fixture
+def reduced() -> bool:
+    """True when the reduced tier runs (``BITMOD_REDUCED=1``)."""
+    return REDUCED
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is None:
+            continue
+        module = getattr(item, "module", None)
+        if "reduced" not in getattr(item, "fixturenames", ()) and not hasattr(module, "REDUCED"):
+            raise pytest.UsageError(f"{item.nodeid} is marked slow but has no reduced form (use "
+                                    "the `reduced` fixture)")

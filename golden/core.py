@@ -91,31 +91,18 @@ def _cdiv(a: int, b: int) -> int:
 
 
 @dataclass(frozen=True)
-class CoreConfig:
-    """Parameters of the accelerator core, validated once: the array's and the buffer bounds,
-    and everything derived from them (buffer depths, word widths, address fields; module
-    docstring).
+class CoreConfig(ggemm.DatapathParams):
+    """Parameters of the accelerator core, validated once: the array's
+    (:class:`golden.gemm.DatapathParams`; ``max_groups`` is derived, ``ceil(max_k / G)``) and
+    the buffer bounds, and everything derived from them (buffer depths, word widths, address
+    fields; module docstring).
 
     Attributes
     ----------
-    rows, cols, lanes, group_size, formats, act_format, mant_width, rounding, act_exp_bits, \
-scale_bits, out_format
-        As :class:`golden.gemm.ArrayConfig` (``max_groups`` is derived: ``ceil(max_k / G)``).
     max_m, max_n, max_k : int
         Largest job, 1 .. 65536 each; size the buffers.
     """
 
-    rows: int = 2
-    cols: int = 2
-    lanes: int = 4
-    group_size: int = 16
-    formats: tuple[str, ...] = ("fp4",)
-    act_format: str = "int8"
-    mant_width: int = 12
-    rounding: str = "rne"
-    act_exp_bits: int = 3
-    scale_bits: int = 8
-    out_format: str = "fp32"
     max_m: int = 16
     max_n: int = 16
     max_k: int = 64
@@ -133,11 +120,8 @@ scale_bits, out_format
     @functools.cached_property
     def array(self) -> ggemm.ArrayConfig:
         """The :class:`golden.gemm.ArrayConfig` of the array inside the core."""
-        return ggemm.ArrayConfig(
-            rows=self.rows, cols=self.cols, lanes=self.lanes, group_size=self.group_size,
-            formats=self.formats, act_format=self.act_format, mant_width=self.mant_width,
-            rounding=self.rounding, act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
-            max_groups=_cdiv(self.max_k, self.group_size), out_format=self.out_format)
+        return ggemm.ArrayConfig(**self.datapath(),
+                                 max_groups=_cdiv(self.max_k, self.group_size))
 
     k_steps = property(lambda self: _cdiv(self.max_k, self.lanes))
     max_groups = property(lambda self: _cdiv(self.max_k, self.group_size))

@@ -65,6 +65,7 @@ to compute makes the output port the bottleneck (``max(compute, R * C)`` per til
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
 __all__ = [
     "OUT_FORMATS",
     "ArrayConfig",
+    "DatapathParams",
     "GemmResult",
     "act_mantissas",
     "check_weights",
@@ -97,8 +99,9 @@ MAX_DIM = 64  # rows and columns of an array
 
 
 @dataclass(frozen=True)
-class ArrayConfig:
-    """Parameters of the systolic array (and its datapath), validated once, and what follows.
+class DatapathParams:
+    """The parameters an array (:class:`ArrayConfig`) and a core
+    (:class:`golden.core.CoreConfig`) share.
 
     Attributes
     ----------
@@ -119,10 +122,8 @@ class ArrayConfig:
         given).
     scale_bits : int
         Group-scale code bits (8: INT8 second-level scales).
-    max_groups : int
-        Most groups per output (sizes the accumulator).
     out_format : {"fp32", "fp16"}
-        Drain output format (RNE); :attr:`out_bits` bits per code.
+        Drain output format (RNE); ``out_bits`` bits per code.
     """
 
     rows: int = 2
@@ -135,8 +136,25 @@ class ArrayConfig:
     rounding: str = "rne"
     act_exp_bits: int = 3
     scale_bits: int = 8
-    max_groups: int = 256
     out_format: str = "fp32"
+
+    def datapath(self) -> dict:
+        """The shared parameters as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DatapathParams)}
+
+
+@dataclass(frozen=True)
+class ArrayConfig(DatapathParams):
+    """Parameters of the systolic array (and its datapath), validated once, and what follows:
+    those of :class:`DatapathParams` and
+
+    Attributes
+    ----------
+    max_groups : int
+        Most groups per output (sizes the accumulator).
+    """
+
+    max_groups: int = 256
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)

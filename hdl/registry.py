@@ -19,7 +19,7 @@ import inspect
 from dataclasses import dataclass
 
 __all__ = ["COMPONENTS", "DEFAULT_SCHEME", "Entry", "build_component", "component_class",
-           "component_names"]
+           "component_names", "parameter_names", "resolve_params"]
 
 # The scheme a weight-path component gets when neither --scheme nor its format is given.
 DEFAULT_SCHEME = "bitmod4"
@@ -40,11 +40,14 @@ class Entry:
         How a scheme sets its weight format: ``"formats"`` (the scheme's format names),
         ``"weight_bits"`` (the width of its codes) or ``"w_format"`` (its element format);
         ``None`` for components without weights.
+    scheme : str
+        The scheme used when neither ``scheme`` nor the weight parameter is given.
     """
 
     target: str
     config: str | None = None
     weights: str | None = None
+    scheme: str = DEFAULT_SCHEME
 
 
 COMPONENTS = {
@@ -55,9 +58,9 @@ COMPONENTS = {
                   "formats"),
     "dsp_array": Entry("bitmod.hdl.array.dsp_array:DspMacArray"),
     "fixed_cast": Entry("bitmod.hdl.arith.fixed_cast:FixedCast"),
-    "int_pe": Entry("bitmod.hdl.pe.baseline:IntPE", None, "weight_bits"),
+    "int_pe": Entry("bitmod.hdl.pe.baseline:IntPE", None, "weight_bits", "int8"),
     "minifloat_mul": Entry("bitmod.hdl.arith.minifloat_mul:MinifloatMultiplier"),
-    "minifloat_pe": Entry("bitmod.hdl.pe.baseline:MinifloatPE", None, "w_format"),
+    "minifloat_pe": Entry("bitmod.hdl.pe.baseline:MinifloatPE", None, "w_format", "fp4"),
     "requant": Entry("bitmod.hdl.arith.requant:Requantizer"),
     "selftest_adder": Entry("bitmod.hdl.selftest:PipelinedAdder"),
     "systolic_array": Entry("bitmod.hdl.array.array:SystolicArray",
@@ -112,15 +115,15 @@ def _scheme_value(name: str, kind: str, scheme: str):
     return spec.formats[0]
 
 
-def build_component(name: str, params: dict | None = None, scheme: str | None = None):
-    """The component ``name`` built from ``params`` (its config's fields or its constructor's
-    keyword arguments) and, for a component with weights, ``scheme``.
+def resolve_params(name: str, params: dict | None = None, scheme: str | None = None) -> dict:
+    """The parameters ``name`` is built with: ``params`` plus, for a component with weights,
+    the weight parameter its scheme sets (``scheme``, else the entry's default scheme).
 
     Raises
     ------
     ValueError
-        Unknown component or parameter, a scheme given to a component without weights (or
-        together with the parameter it sets), or any bad value (one line naming it).
+        Unknown component or parameter, or a scheme given to a component without weights (or
+        together with the parameter it sets).
     """
     entry = _entry(name)
     params = dict(params or {})
@@ -135,7 +138,16 @@ def build_component(name: str, params: dict | None = None, scheme: str | None = 
         if scheme is not None and entry.weights in params:
             raise ValueError(f"give --scheme or {entry.weights}, not both")
         if entry.weights not in params:
-            params[entry.weights] = _scheme_value(name, entry.weights, scheme or DEFAULT_SCHEME)
+            params[entry.weights] = _scheme_value(name, entry.weights, scheme or entry.scheme)
+    return params
+
+
+def build_component(name: str, params: dict | None = None, scheme: str | None = None):
+    """The component ``name`` built from ``params`` (its config's fields or its constructor's
+    keyword arguments) and, for a component with weights, ``scheme``
+    (:func:`resolve_params`); any bad value is one ``ValueError`` line naming it."""
+    entry = _entry(name)
+    params = resolve_params(name, params, scheme)
     cls = _load(entry.target)
     try:
         if entry.config is not None:

@@ -32,9 +32,7 @@ class SelfTestAdder(wiring.Component):
         super().__init__({"a": In(width), "b": In(width), "s": Out(width + 1),
                           "count": Out(width)})
 
-    @property
-    def width(self) -> int:
-        return self._width
+    width = property(lambda self: self._width)
 
     def elaborate(self, platform):
         m = Module()
@@ -99,9 +97,7 @@ class PipelinedAdder(wiring.Component):
             "o_stream": Out(stream.Signature(signed(width + 1))),
         })
 
-    @property
-    def latency(self) -> int:
-        return self._stages
+    latency = property(lambda self: self._stages)
 
     def elaborate(self, platform):
         m = Module()

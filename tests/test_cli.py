@@ -41,6 +41,10 @@ def test_formats_json_table_matches_decode(capsys):
     (["synth", "selftest_adder", "--param", "width"], "NAME=VALUE"),
     (["synth", "selftest_adder", "--param", "wdth=3"], "wdth"),
     (["synth", "selftest_adder", "--param", "width=0"], "width"),
+    (["synth", "term_encoder", "--param", "formats=nonsense"], "unknown format 'nonsense'"),
+    (["synth", "requant", "--scheme", "int4"], "requant has no weights"),
+    (["synth", "int_pe", "--scheme", "int8", "--param", "weight_bits=4"], "not both"),
+    (["synth", "bitserial_pe", "--scheme", "nosuch"], "unknown scheme 'nosuch'"),
 ])
 def test_user_errors_are_one_line(args, message):
     status, _out, err = run_cli(*args)
@@ -99,3 +103,26 @@ def test_bench_ceiling_default_shapes_use_every_dsp():
     assert shapes == {"ecp5-85f": (12, 13), "ice40-up5k": (2, 4), "ecp5-25f": (4, 7)}
     for name, (rows, cols) in shapes.items():
         assert rows * cols == DEVICES[name].dsps
+
+
+def test_every_registered_component_builds_with_defaults():
+    """No --param needed: each registered component is a working design with its defaults;
+    with weights, the scheme picks their format."""
+    from bitmod.hdl.registry import build_component, component_names, parameter_names
+
+    for name in component_names():
+        unit = build_component(name)
+        unit._MustUse__silence = True  # only its construction is under test here
+        assert parameter_names(name), name
+    pe = build_component("bitserial_pe", scheme="int4")
+    pe._MustUse__silence = True
+    assert pe.config.formats == ("int4_sym",)
+
+
+def test_synth_term_encoder_without_params():
+    status, out, err = run_cli("synth", "term_encoder", "--device", "ice40-up5k", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["params"]["formats"] == ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos",
+                                           "fp4_ea_neg"]  # bitmod4, the default scheme
+    assert result["lut4"] > 0

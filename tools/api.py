@@ -467,7 +467,7 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
     from bitmod.fpga.ooc import OOCWrapper, port_widths, wrapper_cost
     from bitmod.fpga.synth import ROUTERS, run_flow
     from bitmod.golden.checks import check_choice, check_int, check_number
-    from bitmod.hdl.registry import build_component
+    from bitmod.hdl.registry import build_component, resolve_params
     from bitmod.toolchain import build_root, export_verilog
 
     target = get_device(device)
@@ -475,8 +475,8 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
     seed = check_int("seed", seed, 0)
     if router is not None:
         check_choice("router", router, ROUTERS)
-    params = dict(params or {})
-    unit = build_component(component, params, scheme)
+    params = resolve_params(component, params, scheme)
+    unit = build_component(component, params)
     in_bits, out_bits = port_widths(unit)
     verilog = export_verilog(OOCWrapper(unit))
     key = hashlib.sha256(f"{component}|{json.dumps(params, sort_keys=True)}|{scheme}|"

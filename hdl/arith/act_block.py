@@ -20,12 +20,12 @@ from bitmod.golden.bfp import (
 )
 from bitmod.golden.checks import check_int
 
-from ..pipeline import pipeline_enable
+from ..common import pipeline_enable, read_only
 
 __all__ = ["ActBlockConverter"]
 
 
-
+@read_only("lanes", "act_format", "mant_width", "rounding")
 class ActBlockConverter(wiring.Component):
     """Block-floating-point converter for a block of ``lanes`` activations.
 
@@ -102,22 +102,6 @@ class ActBlockConverter(wiring.Component):
             "i_stream": In(stream.Signature(self.input_layout)),
             "o_stream": Out(stream.Signature(self.output_layout)),
         })
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes
-
-    @property
-    def act_format(self) -> str:
-        return self._act_format
-
-    @property
-    def mant_width(self) -> int:
-        return self._mant_width
-
-    @property
-    def rounding(self) -> str:
-        return self._rounding
 
     @property
     def exp_width(self) -> int:

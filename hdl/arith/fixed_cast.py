@@ -12,6 +12,8 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.checks import check_bool, check_int
 from bitmod.golden.fixedpoint import MAX_WIDTH, OVERFLOW_MODES, ROUNDING_MODES
 
+from ..common import pipeline_enable, read_only
+
 __all__ = ["FixedCast"]
 
 # Fraction bits accepted, as in golden.fixedpoint.check_fixed_params.
@@ -20,7 +22,8 @@ MAX_FRAC = 64
 MAX_WIDENED_BITS = 63
 
 
-
+@read_only("in_width", "in_frac", "out_width", "out_frac", "rounding", "overflow", "signed",
+           "in_signed")
 class FixedCast(wiring.Component):
     """Cast ``Q(in_width, in_frac)`` to ``Q(out_width, out_frac)``: round first, then overflow.
 
@@ -74,7 +77,7 @@ class FixedCast(wiring.Component):
         Output ``y`` (``unsigned(out_width)`` if ``signed`` is false).
     """
 
-    def __init__(self, in_width: int, in_frac: int, out_width: int, out_frac: int,
+    def __init__(self, in_width: int = 16, in_frac: int = 8, out_width: int = 8, out_frac: int = 2,
                  rounding: str = "RND_CONV", overflow: str = "SAT", signed: bool = True,
                  in_signed: bool | None = None):
         self._in_width = check_int("in_width", in_width, 1, MAX_WIDTH)
@@ -106,14 +109,6 @@ class FixedCast(wiring.Component):
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
-    in_width = property(lambda self: self._in_width)
-    in_frac = property(lambda self: self._in_frac)
-    out_width = property(lambda self: self._out_width)
-    out_frac = property(lambda self: self._out_frac)
-    rounding = property(lambda self: self._rounding)
-    overflow = property(lambda self: self._overflow)
-    signed = property(lambda self: self._signed)
-    in_signed = property(lambda self: self._in_signed)
     in_layout = property(lambda self: self._in_layout, doc="Layout of ``i_stream.payload``.")
     out_layout = property(lambda self: self._out_layout, doc="Layout of ``o_stream.payload``.")
 
@@ -164,21 +159,11 @@ class FixedCast(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(self.o_stream.ready | ~self.o_stream.valid),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
         rounded = self._rounded(m, self.i_stream.payload.value)
         v = Signal(rounded.shape())
-        v_valid = Signal()
         with m.If(advance):
-            m.d.sync += [
-                v_valid.eq(self.i_stream.valid),
-                v.eq(rounded),
-                self.o_stream.valid.eq(v_valid),
-                self.o_stream.payload.value.eq(self._overflowed(v)),
-            ]
+            m.d.sync += [v.eq(rounded), self.o_stream.payload.value.eq(self._overflowed(v))]
         return m
 
 

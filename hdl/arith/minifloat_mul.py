@@ -12,6 +12,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import formats
+from bitmod.golden.minifloat_arith import EXACT_PRODUCT_LATENCY
+
+from ..common import pipeline_enable, read_only
 
 __all__ = ["MinifloatMultiplier"]
 
@@ -128,6 +131,7 @@ def _decode(m: Module, op: _Operand, code, tag: str):
     return neg, sig, shift, nan, inf
 
 
+@read_only("a_format", "b_format", "p_width", "in_layout", "out_layout")
 class MinifloatMultiplier(wiring.Component):
     """Exact product of two minifloat (or small integer) codes as a fixed-point integer.
 
@@ -182,45 +186,23 @@ class MinifloatMultiplier(wiring.Component):
         })
 
     @property
-    def a_format(self) -> str:
-        return self._a_format
-
-    @property
-    def b_format(self) -> str:
-        return self._b_format
-
-    @property
     def frac_bits(self) -> int:
         """``F_out``: the product is ``p * 2**-frac_bits``."""
         return self._a.frac_bits + self._b.frac_bits
 
     @property
-    def p_width(self) -> int:
-        return self._p_width
-
-    @property
-    def in_layout(self) -> data.StructLayout:
-        return self._in_layout
-
-    @property
-    def out_layout(self) -> data.StructLayout:
-        return self._out_layout
-
-    @property
     def latency(self) -> int:
-        return 3
+        """:data:`golden.minifloat_arith.EXACT_PRODUCT_LATENCY` (the three stages below)."""
+        return EXACT_PRODUCT_LATENCY
 
     def elaborate(self, platform):
         m = Module()
         a_op, b_op = self._a, self._b
-        en = Signal()
-        m.d.comb += [en.eq(self.o_stream.ready | ~self.o_stream.valid),
-                     self.i_stream.ready.eq(en)]
+        en = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
 
         # Stage 1: decode both operands and resolve the special cases.
         a_neg, a_sig, a_sh, a_nan, a_inf = _decode(m, a_op, self.i_stream.payload.a, "a")
         b_neg, b_sig, b_sh, b_nan, b_inf = _decode(m, b_op, self.i_stream.payload.b, "b")
-        v1 = Signal()
         s1_sig_a = Signal.like(a_sig)
         s1_sig_b = Signal.like(b_sig)
         s1_shift = Signal(range(a_op.max_shift + b_op.max_shift + 1))
@@ -230,32 +212,28 @@ class MinifloatMultiplier(wiring.Component):
         nan = a_nan | b_nan | (a_inf & b_zero) | (b_inf & a_zero)
         with m.If(en):
             m.d.sync += [
-                v1.eq(self.i_stream.valid),
                 s1_sig_a.eq(a_sig), s1_sig_b.eq(b_sig), s1_shift.eq(a_sh + b_sh),
                 s1_neg.eq(a_neg ^ b_neg), s1_nan.eq(nan), s1_inf.eq((a_inf | b_inf) & ~nan),
             ]
 
         # Stage 2: multiply the significands (at most 8 x 8 bits).
-        v2 = Signal()
         s2_prod = Signal(a_op.sig_bits + b_op.sig_bits)
         s2_shift = Signal.like(s1_shift)
         s2_neg, s2_nan, s2_inf = Signal(), Signal(), Signal()
         with m.If(en):
             m.d.sync += [
-                v2.eq(v1), s2_prod.eq(s1_sig_a * s1_sig_b), s2_shift.eq(s1_shift),
+                s2_prod.eq(s1_sig_a * s1_sig_b), s2_shift.eq(s1_shift),
                 s2_neg.eq(s1_neg), s2_nan.eq(s1_nan), s2_inf.eq(s1_inf),
             ]
 
         # Stage 3: shift into the fixed-point position and apply the sign.
-        v3 = Signal()
         out = Signal(self._out_layout)
         mag = Signal(self._p_width - 1)
         m.d.comb += mag.eq(s2_prod << s2_shift)
         with m.If(en):
             m.d.sync += [
-                v3.eq(v2),
                 out.p.eq(Mux(s2_neg, -mag, mag)),
                 out.nan.eq(s2_nan), out.inf.eq(s2_inf), out.neg.eq(s2_neg),
             ]
-        m.d.comb += [self.o_stream.valid.eq(v3), self.o_stream.payload.eq(out)]
+        m.d.comb += self.o_stream.payload.eq(out)
         return m

@@ -12,6 +12,8 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.checks import check_bool, check_choice, check_int
 from bitmod.golden.requant import ROUNDING_RULES
 
+from ..common import pipeline_enable, read_only
+
 __all__ = ["Requantizer"]
 
 MAX_OPERAND_WIDTH = 64
@@ -20,7 +22,7 @@ MAX_SHIFT_WIDTH = 8
 GEMMLOWP_POINT = 31
 
 
-
+@read_only("acc_width", "b_width", "c_width", "out_width", "signed", "zero_point", "rounding")
 class Requantizer(wiring.Component):
     """``q_out = clamp(round(acc * b / 2**c) + zero_point)``, ``(b, c)`` given with each item.
 
@@ -113,13 +115,6 @@ class Requantizer(wiring.Component):
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
-    acc_width = property(lambda self: self._acc_width)
-    b_width = property(lambda self: self._b_width)
-    c_width = property(lambda self: self._c_width)
-    out_width = property(lambda self: self._out_width)
-    signed = property(lambda self: self._signed)
-    zero_point = property(lambda self: self._zero_point)
-    rounding = property(lambda self: self._rounding)
     in_layout = property(lambda self: self._in_layout, doc="Layout of ``i_stream.payload``.")
     out_layout = property(lambda self: self._out_layout, doc="Layout of ``o_stream.payload``.")
 
@@ -166,20 +161,9 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = self.product_width
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(self.o_stream.ready | ~self.o_stream.valid),
-            self.i_stream.ready.eq(advance),
-        ]
+        advance = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
         payload = self.i_stream.payload
-        stages = self.latency
-        valid = [Signal(name=f"valid{i}") for i in range(stages - 1)]
         gemmlowp = self._rounding == "gemmlowp"
-        with m.If(advance):
-            m.d.sync += valid[0].eq(self.i_stream.valid)
-            for i in range(1, stages - 1):
-                m.d.sync += valid[i].eq(valid[i - 1])
-            m.d.sync += self.o_stream.valid.eq(valid[-1])
 
         # Stage 1: the multiply.
         t = Signal(signed(width))

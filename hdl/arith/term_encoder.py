@@ -20,6 +20,8 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import formats
 from bitmod.golden.checks import check_bool
 
+from ..common import pipeline_enable, read_only
+
 __all__ = ["TermEncoder", "TermEncoderCore", "TermEncoderProof"]
 
 MAX_CODE_BITS = 8
@@ -168,6 +170,7 @@ def _priority(m: Module, bits, name: str):
     return bits.any(), index, onehot
 
 
+@read_only("plan", "terms_layout")
 class TermEncoderCore(wiring.Component):
     """Combinational core of :class:`TermEncoder` (same parameters, no handshake).
 
@@ -196,14 +199,6 @@ class TermEncoderCore(wiring.Component):
             "terms": Out(self._terms_layout.size),
             "nonfinite": Out(1),
         })
-
-    @property
-    def plan(self) -> _Plan:
-        return self._plan
-
-    @property
-    def terms_layout(self) -> data.ArrayLayout:
-        return self._terms_layout
 
     def elaborate(self, platform):
         m = Module()
@@ -313,6 +308,7 @@ class TermEncoderCore(wiring.Component):
         m.d.comb += self.nonfinite.eq(nonfinite)
 
 
+@read_only("in_layout", "out_layout", "term_layout")
 class TermEncoder(wiring.Component):
     """Weight code + group selector -> the weight's signed power-of-two terms.
 
@@ -373,46 +369,18 @@ class TermEncoder(wiring.Component):
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return self._plan.formats
+    formats = property(lambda self: self._plan.formats)
 
     @property
     def path(self) -> str:
         """``"booth"``, ``"two_term"`` or ``"significand"``."""
         return self._plan.path
 
-    @property
-    def code_bits(self) -> int:
-        return self._plan.code_bits
-
-    @property
-    def terms_per_weight(self) -> int:
-        return self._plan.terms
-
-    @property
-    def exp_bits(self) -> int:
-        return self._plan.exp_bits
-
-    @property
-    def bsig(self) -> tuple[int, ...]:
-        return self._plan.bsig
-
-    @property
-    def has_register(self) -> bool:
-        return self._plan.has_register
-
-    @property
-    def in_layout(self) -> data.StructLayout:
-        return self._in_layout
-
-    @property
-    def out_layout(self) -> data.StructLayout:
-        return self._out_layout
-
-    @property
-    def term_layout(self) -> data.StructLayout:
-        return self._term_layout
+    code_bits = property(lambda self: self._plan.code_bits)
+    terms_per_weight = property(lambda self: self._plan.terms)
+    exp_bits = property(lambda self: self._plan.exp_bits)
+    bsig = property(lambda self: self._plan.bsig)
+    has_register = property(lambda self: self._plan.has_register)
 
     @property
     def latency(self) -> int:
@@ -421,19 +389,16 @@ class TermEncoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = TermEncoderCore(list(self.formats), _inject_fault=self._fault)
-        en = Signal()
+        en = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
         m.d.comb += [
-            en.eq(self.o_stream.ready | ~self.o_stream.valid),
-            self.i_stream.ready.eq(en),
             core.code.eq(self.i_stream.payload.code),
             core.selector.eq(self.i_stream.payload.selector),
             core.special_values.eq(self.special_values),
         ]
-        valid = Signal()
         out = Signal(self._out_layout.size)
         with m.If(en):
-            m.d.sync += [valid.eq(self.i_stream.valid), out.eq(Cat(core.terms, core.nonfinite))]
-        m.d.comb += [self.o_stream.valid.eq(valid), self.o_stream.payload.eq(out)]
+            m.d.sync += out.eq(Cat(core.terms, core.nonfinite))
+        m.d.comb += self.o_stream.payload.eq(out)
         return m
 
 

@@ -13,7 +13,7 @@ from bitmod.golden import formats
 from bitmod.golden.checks import check_int
 from bitmod.golden.minifloat_arith import TO_FLOAT_LATENCY
 
-from ..pipeline import pipeline_enable
+from ..common import pipeline_enable, read_only
 
 __all__ = ["ToFloat"]
 
@@ -23,7 +23,7 @@ MAX_EXP_WIDTH = 16
 MAX_ABS_IN_FRAC = 4096
 
 
-
+@read_only("in_width", "in_frac", "out_format", "exp_width", "in_layout", "out_layout")
 class ToFloat(wiring.Component):
     """Round ``acc * 2**(exp_offset - in_frac)`` to a float code, ties to even.
 
@@ -98,30 +98,6 @@ class ToFloat(wiring.Component):
             "i_stream": In(stream.Signature(self._in_layout)),
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
-
-    @property
-    def in_width(self) -> int:
-        return self._in_width
-
-    @property
-    def in_frac(self) -> int:
-        return self._in_frac
-
-    @property
-    def out_format(self) -> str:
-        return self._out_format
-
-    @property
-    def exp_width(self) -> int:
-        return self._exp_width
-
-    @property
-    def in_layout(self) -> data.StructLayout:
-        return self._in_layout
-
-    @property
-    def out_layout(self) -> data.StructLayout:
-        return self._out_layout
 
     @property
     def latency(self) -> int:

@@ -17,6 +17,8 @@ from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 from bitmod.hdl.arith.to_float import ToFloat
 from bitmod.hdl.pe.bitserial import BitSerialPE
 
+from ..common import read_only
+
 __all__ = ["SystolicArray", "step_layout"]
 
 # Tiles whose row exponent offsets may be in flight between the input and the drain.
@@ -44,6 +46,7 @@ def step_layout(cfg: ArrayConfig) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
+@read_only("in_layout", "out_layout")
 class SystolicArray(wiring.Component):
     """``R x C`` output-stationary array: rows = tokens, columns = output channels.
 
@@ -119,8 +122,6 @@ class SystolicArray(wiring.Component):
         })
 
     config = property(lambda self: self._cfg, doc="The :class:`golden.gemm.ArrayConfig`.")
-    in_layout = property(lambda self: self._in_layout)
-    out_layout = property(lambda self: self._out_layout)
 
     @property
     def front_latency(self) -> int:

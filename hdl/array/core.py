@@ -15,11 +15,13 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
+from ..common import read_only
 from .array import SystolicArray
 
 __all__ = ["AcceleratorCore"]
 
 
+@read_only("cmd_layout", "resp_layout")
 class AcceleratorCore(wiring.Component):
     """Runs ``Y[M, N] = X[M, K] W^T`` from on-chip buffers on an ``R x C`` array.
 
@@ -123,8 +125,6 @@ class AcceleratorCore(wiring.Component):
         })
 
     config = property(lambda self: self._cfg, doc="The :class:`golden.core.CoreConfig`.")
-    cmd_layout = property(lambda self: self._cmd_layout)
-    resp_layout = property(lambda self: self._resp_layout)
 
     @property
     def latency(self) -> int:

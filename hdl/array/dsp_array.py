@@ -19,9 +19,13 @@ from bitmod.golden.dsp_array import (
 )
 from bitmod.golden.pe_baseline import signed_width
 
+from ..common import read_only
+
 __all__ = ["DspMacArray"]
 
 
+@read_only("rows", "cols", "max_k", "a_bits", "w_bits", "product_width", "acc_width", "in_layout",
+           "out_layout")
 class DspMacArray(wiring.Component):
     """Output-stationary ``R x C`` array of integer MACs: ``R * C`` multiplies every cycle.
 
@@ -120,16 +124,6 @@ class DspMacArray(wiring.Component):
             "i_stream": In(stream.Signature(self._in_layout)),
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
-
-    rows = property(lambda self: self._rows)
-    cols = property(lambda self: self._cols)
-    max_k = property(lambda self: self._max_k)
-    a_bits = property(lambda self: self._a_bits)
-    w_bits = property(lambda self: self._w_bits)
-    product_width = property(lambda self: self._product_width)
-    acc_width = property(lambda self: self._acc_width)
-    in_layout = property(lambda self: self._in_layout)
-    out_layout = property(lambda self: self._out_layout)
 
     @property
     def macs_per_cycle(self) -> int:

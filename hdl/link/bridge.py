@@ -26,6 +26,7 @@ from bitmod.golden.protocol import (
     check_bridge_params,
 )
 
+from ..common import read_only
 from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx
 
 __all__ = ["BUS_REQUEST", "BUS_RESPONSE", "Bridge", "RegisterFile", "UartBridge",
@@ -45,7 +46,6 @@ def bus_signature() -> wiring.Signature:
         "req": Out(stream.Signature(BUS_REQUEST)),
         "resp": In(stream.Signature(BUS_RESPONSE)),
     })
-
 
 
 def crc16_update(crc, byte):
@@ -72,6 +72,7 @@ def crc16_update(crc, byte):
     return Cat(*out)
 
 
+@read_only("max_payload", "timeout_cycles", "rx_fifo_depth")
 class Bridge(wiring.Component):
     """Framed-protocol engine: parses request frames from bytes, runs them on a bus, replies.
 
@@ -130,18 +131,6 @@ class Bridge(wiring.Component):
             "o_stream": Out(stream.Signature(TX_BYTE)),
             "bus": Out(bus_signature()),
         })
-
-    @property
-    def max_payload(self) -> int:
-        return self._max_payload
-
-    @property
-    def timeout_cycles(self) -> int:
-        return self._timeout_cycles
-
-    @property
-    def rx_fifo_depth(self) -> int:
-        return self._rx_fifo_depth
 
     @property
     def buffer_words(self) -> int:
@@ -522,9 +511,7 @@ class RegisterFile(wiring.Component):
         self._depth = check_int("depth", depth, 1, 1 << 16)
         super().__init__({"bus": In(bus_signature())})
 
-    @property
-    def depth(self) -> int:
-        return self._depth
+    depth = property(lambda self: self._depth)
 
     @property
     def latency(self) -> int:

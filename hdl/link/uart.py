@@ -49,9 +49,7 @@ class UartTx(wiring.Component):
             "tx": Out(1, init=1),
         })
 
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+    divisor = property(lambda self: self._divisor)
 
     @property
     def latency(self) -> int:
@@ -121,9 +119,7 @@ class UartRx(wiring.Component):
             "o_stream": Out(stream.Signature(RX_BYTE)),
         })
 
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+    divisor = property(lambda self: self._divisor)
 
     @property
     def latency(self) -> int:

@@ -26,10 +26,11 @@ from bitmod.golden.pe_baseline import (
 )
 from bitmod.hdl.arith.minifloat_mul import MinifloatMultiplier, operand_geometry
 
+from ..common import read_only
+
 __all__ = ["IntPE", "MinifloatPE"]
 
 MAX_EXP_BITS = 6
-
 
 
 def _check_acc_width(acc_width, required: int) -> int:
@@ -51,6 +52,9 @@ def _tree_sum(values):
     return values[0]
 
 
+@read_only("lanes", "weight_bits", "act_width", "group_size", "scale_bits", "exp_bits",
+           "max_groups", "product_width", "group_width", "dequant_width", "acc_width",
+           "in_layout", "out_layout")
 class IntPE(wiring.Component):
     """Bit-parallel integer PE: ``L`` multiplies per cycle, group dequantization, exact output.
 
@@ -154,28 +158,12 @@ class IntPE(wiring.Component):
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
-    lanes = property(lambda self: self._lanes)
-    weight_bits = property(lambda self: self._weight_bits)
-    act_width = property(lambda self: self._act_width)
-    group_size = property(lambda self: self._group_size)
-    scale_bits = property(lambda self: self._scale_bits)
-    exp_bits = property(lambda self: self._exp_bits)
-    max_groups = property(lambda self: self._max_groups)
-    product_width = property(lambda self: self._product_width)
-    group_width = property(lambda self: self._group_width)
-    dequant_width = property(lambda self: self._dequant_width)
-    acc_width = property(lambda self: self._acc_width)
-    in_layout = property(lambda self: self._in_layout)
-    out_layout = property(lambda self: self._out_layout)
-
     @property
     def group_cycles(self) -> int:
         """Cycles of a full group: one weight-step (``L`` weights) per cycle."""
         return self._group_size // self._lanes
 
-    @property
-    def macs_per_cycle(self) -> int:
-        return self._lanes
+    macs_per_cycle = property(lambda self: self._lanes)
 
     @property
     def latency(self) -> int:
@@ -249,6 +237,8 @@ class IntPE(wiring.Component):
         return m
 
 
+@read_only("lanes", "a_format", "w_format", "block", "exp_bits", "max_blocks", "product_width",
+           "block_width", "acc_width", "in_layout", "out_layout")
 class MinifloatPE(wiring.Component):
     """Minifloat x minifloat PE with exact products and exact (Kulisch) accumulation.
 
@@ -342,18 +332,6 @@ class MinifloatPE(wiring.Component):
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
-    lanes = property(lambda self: self._lanes)
-    a_format = property(lambda self: self._a_format)
-    w_format = property(lambda self: self._w_format)
-    block = property(lambda self: self._block)
-    exp_bits = property(lambda self: self._exp_bits)
-    max_blocks = property(lambda self: self._max_blocks)
-    product_width = property(lambda self: self._product_width)
-    block_width = property(lambda self: self._block_width)
-    acc_width = property(lambda self: self._acc_width)
-    in_layout = property(lambda self: self._in_layout)
-    out_layout = property(lambda self: self._out_layout)
-
     @property
     def frac_bits(self) -> int:
         """Binary point of ``acc``: ``value = acc * 2**-frac_bits`` (``F_a + F_w``)."""
@@ -363,9 +341,7 @@ class MinifloatPE(wiring.Component):
     def block_cycles(self) -> int:
         return self._block // self._lanes
 
-    @property
-    def macs_per_cycle(self) -> int:
-        return self._lanes
+    macs_per_cycle = property(lambda self: self._lanes)
 
     @property
     def latency(self) -> int:

@@ -32,6 +32,8 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.pe import PEConfig
 from bitmod.hdl.arith.term_encoder import term_layout
 
+from ..common import read_only
+
 __all__ = ["BitSerialPE", "GroupDequantizer"]
 
 
@@ -85,9 +87,7 @@ class GroupDequantizer(wiring.Component):
             "o_stream": Out(stream.Signature(data.StructLayout({"acc": signed(acc_width)}))),
         })
 
-    @property
-    def steps(self) -> int:
-        return self._steps
+    steps = property(lambda self: self._steps)
 
     @property
     def latency(self) -> int:
@@ -135,6 +135,7 @@ def _ceil_log2(n: int) -> int:
     return (n - 1).bit_length()
 
 
+@read_only("in_layout", "out_layout")
 class BitSerialPE(wiring.Component):
     """Bit-serial mixed-datatype PE: ``L`` weight terms x ``L`` activations per cycle.
 
@@ -208,8 +209,6 @@ class BitSerialPE(wiring.Component):
     config = property(lambda self: self._cfg, doc="The :class:`golden.pe.PEConfig`.")
     lane_width = property(lambda self: self._lane_width,
                           doc="``A + 2**X - 1``: width of a prepared lane value.")
-    in_layout = property(lambda self: self._in_layout)
-    out_layout = property(lambda self: self._out_layout)
 
     @property
     def latency(self) -> int:

@@ -1,4 +1,10 @@
-"""The flow control every pipelined stream unit of the project shares.
+"""What the project's components share: read-only parameters and stream pipeline control.
+
+:func:`read_only` exposes constructor parameters (stored as ``self._<name>``) as read-only
+properties, so a component's parameters are inspectable and cannot be changed after the
+component is made.
+
+The flow control every pipelined stream unit of the project shares:
 
 A unit with ``i_stream`` in, ``o_stream`` out and a fixed number of register stages between them
 advances all its stages together: a stage may load while the output is empty or being taken,
@@ -14,7 +20,17 @@ from amaranth import Signal
 
 from bitmod.golden.checks import check_int
 
-__all__ = ["pipeline_enable"]
+__all__ = ["pipeline_enable", "read_only"]
+
+
+def read_only(*names: str):
+    """Class decorator: a read-only property ``name`` returning ``self._name`` for each name."""
+    def decorate(cls):
+        for name in names:
+            setattr(cls, name, property(lambda self, attr=f"_{name}": getattr(self, attr),
+                                        doc=f"The ``{name}`` parameter (read-only)."))
+        return cls
+    return decorate
 
 
 def pipeline_enable(m, i_stream, o_stream, latency: int, *, name: str = "pipe") -> Signal:

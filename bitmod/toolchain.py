@@ -30,6 +30,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitmod.golden.checks import BitmodError
+
 __all__ = [
     "TOOLS",
     "Tool",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-class ToolNotFound(RuntimeError):
+class ToolNotFound(RuntimeError, BitmodError):
     """A required external tool is missing; the message says which package provides it."""
 
 

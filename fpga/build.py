@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bitmod.golden.checks import check_choice, check_int, check_number
+from bitmod.golden.checks import BitmodError, check_choice, check_int, check_number
 from bitmod.golden.core import CoreConfig
 from bitmod.golden.gemm import scheme_formats
 from bitmod.golden.protocol import LinkConfig
@@ -38,7 +38,7 @@ from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "board_plan", "build"]
 
 
-class BuildError(RuntimeError):
+class BuildError(RuntimeError, BitmodError):
     """The build failed (tool error or design too large); the message is one line + log path."""
 
 

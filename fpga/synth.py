@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bitmod.golden.checks import BitmodError
 from bitmod.toolchain import apply_tool_environment, find_tool
 
 from .devices import Device
@@ -21,7 +22,7 @@ from .devices import Device
 __all__ = ["ROUTERS", "SynthError", "SynthReport", "run_flow"]
 
 
-class SynthError(RuntimeError):
+class SynthError(RuntimeError, BitmodError):
     """Yosys or nextpnr failed; the message names the step, the log tail and the log path."""
 
 

@@ -13,7 +13,13 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "is_int"]
+__all__ = ["BitmodError", "check_bool", "check_choice", "check_int", "check_number", "is_int"]
+
+
+class BitmodError(Exception):
+    """Base of the errors a flow reports as one line (a tool failed, a simulation did not
+    finish, a link or a device refused): the command line prints the message, no traceback.
+    Bad parameters raise ``ValueError``/``TypeError`` instead."""
 
 
 def is_int(value) -> bool:

@@ -57,6 +57,7 @@ __all__ = [
     "OP_BITS",
     "STATUS",
     "STATUS_BITS",
+    "CoreBusModel",
     "CoreConfig",
     "CoreModel",
     "bus_address",
@@ -434,3 +435,26 @@ class CoreModel:
         self.counters = job_counters(mp, m, n, k)
         self.busy = False
         self.done = True
+
+
+class CoreBusModel:
+    """The bus of the accelerator top (``fpga/top.py``'s bus adapter in front of the core),
+    over :class:`CoreModel`: a :class:`golden.protocol.Backend` for the bridge's golden model.
+
+    A bus address is ``op << OP_SHIFT | core address``; bits above the op field answer
+    ``bad_op``, bits between the core's address field and the op field ``bad_addr``, both
+    without reaching the core; a command's error status comes back as ``(status, error)``.
+    """
+
+    def __init__(self, mp: CoreConfig):
+        self.mp = mp
+        self.model = CoreModel(mp)
+
+    def access(self, write: bool, addr: int, data: int) -> tuple[int, bool]:
+        if addr >> (OP_SHIFT + OP_BITS):
+            return STATUS["bad_op"], True
+        if (addr & ((1 << OP_SHIFT) - 1)) >> self.mp.addr_bits:
+            return STATUS["bad_addr"], True
+        status, value = self.model.command(addr >> OP_SHIFT, addr & ((1 << OP_SHIFT) - 1),
+                                           data if write else 0)
+        return (status, True) if status else (value, False)

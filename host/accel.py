@@ -24,6 +24,7 @@ import numpy as np
 
 from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
+from bitmod.golden.checks import BitmodError
 
 from .link import DeviceError, HostLink
 
@@ -32,7 +33,7 @@ __all__ = ["Accelerator", "AcceleratorError", "compare_with_golden", "group_runs
 STATUS_NAMES = {code: name for name, code in gcore.STATUS.items()}
 
 
-class AcceleratorError(RuntimeError):
+class AcceleratorError(RuntimeError, BitmodError):
     """A core command failed. ``status`` is the core's status code when known; a refused bus
     word comes back as the bridge's BACKEND error, which names the word but not the code
     (``status`` None)."""

@@ -16,6 +16,7 @@ import abc
 import struct
 from collections.abc import Callable, Sequence
 
+from bitmod.golden.checks import BitmodError
 from bitmod.golden.protocol import (
     NOT_EXECUTED,
     OVERHEAD_BYTES,
@@ -34,7 +35,7 @@ __all__ = ["DeviceError", "HostLink", "LinkError", "LinkTimeout", "LoopbackTrans
            "SerialTransport", "Transport"]
 
 
-class LinkError(RuntimeError):
+class LinkError(RuntimeError, BitmodError):
     """The link failed: no valid reply after the retries, or a reply that breaks the protocol."""
 
 

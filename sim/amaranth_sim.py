@@ -21,10 +21,11 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from amaranth import Value
+from amaranth import Elaboratable, Module, ResetInserter, Signal, Value
 from amaranth.sim import Simulator
 
-__all__ = ["measure_latency", "run_simulation", "stream_get", "stream_put", "stream_through"]
+__all__ = ["measure_latency", "run_script_amaranth", "run_simulation", "stream_get", "stream_put",
+           "stream_through"]
 
 
 async def stream_put(ctx, stream, payload) -> None:
@@ -153,3 +154,114 @@ def stream_through(dut, payloads, *, idle: float = 0.0, backpressure: float = 0.
 
     run_simulation(dut, [producer, consumer], deadline=deadline)
     return received
+
+
+class _RegisteredReset(Elaboratable):
+    """The harnesses' wrapper in the Amaranth simulator: the DUT's reset through a register
+    (initial value 1), driven by ``rst``."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.rst = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        rst_q = Signal(init=1)
+        m.d.sync += rst_q.eq(self.rst)
+        m.submodules.dut = ResetInserter(rst_q)(self.dut)
+        return m
+
+
+def run_script_amaranth(dut, script, *, seed: int = 1, idle: float = 0.0,
+                        backpressure: float = 0.0, timeout_cycles: int,
+                        stop_after: int | None = None):
+    """Run a :class:`sim.harness.Script` on ``dut`` in Amaranth's simulator, by the rules of
+    the compiled harness (the same per-cycle order and SplitMix64 draws, so the same
+    transactions and stamps), the third engine of :mod:`sim.harness`.
+
+    ``stop_after`` ends the run after that many cycles without failing (a partial run, for
+    speed measurements of jobs too long for this simulator); ``timeout_cycles`` fails the run.
+    Returns a :class:`sim.harness.HarnessRun` (its ``seconds``: the wall time).
+    """
+    import time
+
+    from .harness import HarnessRun, SplitMix64, parse_script, ports_of
+
+    ports = ports_of(dut)
+    if ports.uart_divisor:
+        raise NotImplementedError("the Amaranth engine does not drive UART pins")
+    top = _RegisteredReset(dut)
+    ins = [getattr(dut, p.name) for p in ports.inputs]
+    outs = [getattr(dut, p.name) for p in ports.outputs]
+    items = parse_script(script.text())
+    rng = SplitMix64(seed)
+    outputs = {p.name: [] for p in ports.outputs}
+    state = {"cycles": 0, "first": [-1] * len(ins), "taken": [0] * len(ins)}
+
+    async def testbench(ctx):
+        queues = [[] for _ in ins]
+        heads = [0] * len(ins)
+        offering = [False] * len(ins)
+        pc = reset_left = cycle = 0
+        while stop_after is None or cycle < stop_after:
+            while pc < len(items) and not reset_left:
+                op, arg, value = items[pc]
+                if op == "put":
+                    queues[arg].append(value)
+                elif op == "set":
+                    ctx.set(getattr(dut, arg), value)
+                elif op == "wait":
+                    if len(outputs[ports.outputs[arg].name]) < value:
+                        break
+                elif op == "reset":
+                    if any(offering) or any(h < len(q) for h, q in zip(heads, queues,
+                                                                        strict=True)):
+                        break
+                    reset_left = value + 1
+                    pc += 1
+                    break
+                pc += 1
+            pending = reset_left > 0 or any(offering) or any(
+                h < len(q) for h, q in zip(heads, queues, strict=True))
+            if pc == len(items) and not pending:
+                break
+            if cycle >= timeout_cycles:
+                raise AssertionError(f"timeout: no progress after {cycle} cycles")
+            ctx.set(top.rst, reset_left > 1)
+            ready = []
+            for stream in outs:
+                ready.append(not rng.below(backpressure) if backpressure else True)
+                ctx.set(stream.ready, ready[-1])
+            for i, stream in enumerate(ins):
+                if not offering[i] and heads[i] < len(queues[i]) and not (
+                        idle and rng.below(idle)):
+                    offering[i] = True
+                    ctx.set(Value.cast(stream.payload), queues[i][heads[i]])
+                ctx.set(stream.valid, offering[i])
+            took = [offering[i] and ctx.get(stream.ready) for i, stream in enumerate(ins)]
+            for i, stream in enumerate(outs):
+                if ready[i] and ctx.get(stream.valid):
+                    mask = (1 << ports.outputs[i].width) - 1  # flat bits, as the harness writes
+                    outputs[ports.outputs[i].name].append(
+                        (cycle, int(ctx.get(Value.cast(stream.payload))) & mask))
+            await ctx.tick()
+            for i, accepted in enumerate(took):
+                if accepted:
+                    if state["first"][i] < 0:
+                        state["first"][i] = cycle
+                    state["taken"][i] += 1
+                    heads[i] += 1
+                    offering[i] = False
+            if reset_left:
+                reset_left -= 1
+            cycle += 1
+        state["cycles"] = cycle
+
+    started = time.monotonic()
+    simulator = Simulator(top)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(testbench)
+    simulator.run()
+    inputs = {p.name: (state["first"][i], state["taken"][i])
+              for i, p in enumerate(ports.inputs)}
+    return HarnessRun(outputs, inputs, state["cycles"], 0, time.monotonic() - started)

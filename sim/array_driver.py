@@ -108,13 +108,15 @@ def expected_codes(cfg, result, tiles):
 
 def run_array_gemm(cfg: ggemm.ArrayConfig, acts: dict, qt, *, backpressure: float = 0.0,
                    idle: float = 0.0, seed: int = 1, stats: dict | None = None,
-                   progress=None) -> tuple[np.ndarray, list[tuple[int, int]], int]:
+                   progress=None, engine: str = "harness",
+                   waves=None) -> tuple[np.ndarray, list[tuple[int, int]], int]:
     """Run the GEMM of ``acts`` (from ``golden.gemm.act_mantissas``) and ``qt`` through the
     Verilator model of ``SystolicArray(cfg)``.
 
     Returns the FP32 codes in array output order (compare with :func:`expected_codes`), the
     tile origins and the number of weight-steps streamed. ``stats`` receives the output cycles
-    and the model's build time (see :func:`sim.vectors.run_stream`).
+    and the model's build time (see :func:`sim.vectors.run_stream`); ``engine`` and ``waves``
+    as there.
     """
     steps, tiles = gemm_stream(cfg, acts, qt)
     words = pack_steps(cfg, steps)
@@ -122,5 +124,6 @@ def run_array_gemm(cfg: ggemm.ArrayConfig, acts: dict, qt, *, backpressure: floa
         progress(f"streaming {len(steps)} weight-steps ({len(tiles)} tiles) through the RTL")
     out = run_stream(SystolicArray, cfg, words, ports={"special_values": special_register(cfg)},
                      backpressure=backpressure, idle=idle, seed=seed,
-                     n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats)
+                     n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats, engine=engine,
+                     waves=waves)
     return out, tiles, len(steps)

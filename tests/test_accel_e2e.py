@@ -40,29 +40,13 @@ def test_group_runs():
         assert flat == cmds
 
 
-class CoreBackend(protocol.Backend):
-    """The bus of fpga/top.py over golden.core's command-level model of the core."""
-
-    def __init__(self, mp):
-        self.mp = mp
-        self.model = gcore.CoreModel(mp)
-
-    def access(self, write, addr, data):
-        if addr >> 28:
-            return gcore.STATUS["bad_op"], True
-        if (addr & 0xFFFFFF) >> self.mp.addr_bits:
-            return gcore.STATUS["bad_addr"], True
-        status, value = self.model.command(addr >> 24, addr & 0xFFFFFF, data if write else 0)
-        return (status, True) if status else (value, False)
-
-
 def test_accelerator_driver_on_golden_models():
     """host/accel.py over the golden bridge and core models: exact codes and counters, the
     WRITE frame count of the grouping, and a refused command raised as AcceleratorError."""
     from bitmod.sim.tb.accel_tb import make_job
 
     mp = CORE
-    backend = CoreBackend(mp)
+    backend = gcore.CoreBusModel(mp)
     link = HostLink(LoopbackTransport(protocol.BridgeModel(backend, LINK.max_payload)))
     dev = accel.Accelerator(link, CORE)
     checked = 0
@@ -92,7 +76,7 @@ def test_accelerator_driver_on_golden_models():
 
 
 def test_e2e_gemm_fuzz_gemm():
-    model = get_model(top.AcceleratorTop, {"core": CORE, "link": LINK})
+    model = get_model(top.AcceleratorTop, {"core": CORE, "link": LINK}, engine="cocotb")
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
         run_cocotb(model, "bitmod.sim.tb.accel_tb", testcase="gemm_fuzz_gemm",
@@ -102,3 +86,28 @@ def test_e2e_gemm_fuzz_gemm():
         text = report.read_text()
     print(text)
     assert text.count("bit-exact") == 2 and "fuzz items" in text
+
+
+def test_compiled_harness_replays_a_gemm_on_the_uart_pins():
+    """The real host driver's whole conversation for two GEMMs (recorded against the golden
+    bridge and core models) replayed on the accelerator top's rx pin by the compiled harness:
+    every reply byte on tx equals golden's."""
+    from bitmod.sim.link_driver import RecordingTransport, replay
+    from bitmod.sim.tb.accel_tb import make_job
+
+    transport = RecordingTransport(protocol.BridgeModel(gcore.CoreBusModel(CORE),
+                                                        LINK.max_payload))
+    dev = accel.Accelerator(HostLink(transport), CORE)
+    for seed, (m, n, k) in enumerate([(3, 3, 20), (2, 3, 32)]):
+        x, qt = make_job(CORE, m, n, k, seed)
+        assert accel.compare_with_golden(CORE, x, qt, dev.gemm(x, qt))["exact"]
+    exchange = transport.exchange
+    model = get_model(top.AcceleratorTop, {"core": CORE, "link": LINK},
+                      uart_divisor=LINK.divisor)
+    replies, run = replay(model, exchange, timeout_cycles=2_000_000)
+    assert run.framing_errors == 0
+    assert replies == exchange.replies
+    sent = sum(map(len, exchange.requests))
+    print(f"{len(exchange.requests)} frames, {sent} bytes in, "
+          f"{sum(map(len, replies))} bytes out, bit-exact; {run.cycles} cycles in "
+          f"{run.seconds:.2f} s")

@@ -206,22 +206,10 @@ def _bus_requests(mp, n: int, seed: int):
     return reqs
 
 
-def _expected(model, mp, write, bus_addr, data):
-    """The bus response the map in fpga/top.py defines, from the core's command model."""
-    if bus_addr >> (OP_SHIFT + gcore.OP_BITS):
-        return 1, gcore.STATUS["bad_op"]
-    if (bus_addr & ((1 << OP_SHIFT) - 1)) >> mp.addr_bits:
-        return 1, gcore.STATUS["bad_addr"]
-    op = bus_addr >> OP_SHIFT
-    status, value = model.command(op, bus_addr & ((1 << mp.addr_bits) - 1),
-                                  data if write else 0)
-    return (1, status) if status else (0, value)
-
-
 def test_bus_adapter_against_core_model():
     dut = _AdapterBench()
     mp = CORE
-    model = gcore.CoreModel(mp)
+    bus = gcore.CoreBusModel(mp)  # the map of fpga/top.py over the core's command model
     reqs = _bus_requests(mp, 60, seed=6)
     got = []
 
@@ -232,7 +220,7 @@ def test_bus_adapter_against_core_model():
             got.append((resp.error, resp.data))
 
     run_simulation(dut, [host], deadline=1e-4)
-    expected = [_expected(model, mp, *r) for r in reqs]
+    expected = [(int(error), value) for value, error in (bus.access(*r) for r in reqs)]
     assert len(got) == len(reqs)
     mismatches = [(r, g, e) for r, g, e in zip(reqs, got, expected, strict=True)
                   if e[1] is not None and g != e]

@@ -27,7 +27,8 @@ def test_minilm_query_layer_is_bit_exact():
     assert report["bit_exact"] and report["outputs_checked"] == 16 * 384
     # Quantization error only: the RTL result is golden's, golden is close to FP32.
     assert report["error_vs_fp32"]["cosine"] > 0.99
-    assert report["engine"] == "core" and report["counters_match_model"]
+    assert report["target"] == "core" and report["engine"] == "harness"
+    assert report["counters_match_model"]
     cfg = ggemm.ArrayConfig(rows=4, cols=4, lanes=4, group_size=128,
                             formats=get_scheme("bitmod4").formats, act_format="fp16",
                             mant_width=12, act_exp_bits=3, max_groups=3)
@@ -37,16 +38,16 @@ def test_minilm_query_layer_is_bit_exact():
     assert report["pe_utilization"] > 0.9
 
 
-@pytest.mark.parametrize("engine", ["core", "array"])
-def test_random_gemm_int8_activations_json(engine):
+@pytest.mark.parametrize("target", ["core", "array"])
+def test_random_gemm_int8_activations_json(target):
     status, out, err = run_cli("--random", "5", "13", "40", "--array", "2x2", "--group-size",
-                               "16", "--act", "int8", "--scheme", "int8", "--engine", engine,
+                               "16", "--act", "int8", "--scheme", "int8", "--target", target,
                                "--json")
     assert status == 0, err
     report = json.loads(out)
     # The array path streams padded tiles (3 x 7 tiles of 2 x 2); the core reads M x N outputs.
     assert report["bit_exact"]
-    assert report["outputs_checked"] == (5 * 13 if engine == "core" else 3 * 7 * 4)
+    assert report["outputs_checked"] == (5 * 13 if target == "core" else 3 * 7 * 4)
     assert report["error_vs_fp32"]["relative_rms"] < 0.05
 
 

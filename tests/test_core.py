@@ -193,8 +193,9 @@ def test_gemm_jobs_bit_exact(params, scheme):
     items = [item for _, seg in segments for item in seg]
     expected = model_responses(mp, items)
     bound = sum(gcore.job_counters(mp, *dims[name])["cycles"] for name, _ in segments if name)
-    got, model = run_script(mp, items, idle=0.3, backpressure=0.3, seed=7,
-                            timeout_cycles=20 * len(items) + 4 * bound)
+    run = run_script(mp, items, idle=0.3, backpressure=0.3, seed=7,
+                     timeout_cycles=20 * len(items) + 4 * bound)
+    got, model = run.responses, run.model
     sent = [x for x in items if x != "reset"]
     assert len(got) == len(sent) == len(expected)
     assert [s for s, _ in got[:len(bad)]] == [ST[name] for _, name in bad]
@@ -230,3 +231,21 @@ def test_gemm_jobs_bit_exact(params, scheme):
     assert after_reset == [(ST["ok"], 0), (ST["ok"], 0)], "reset clears counters and done"
     print(f"checked {len(got)} responses ({n_codes} output codes, {len(bad)} bad commands); "
           f"build {model.build_seconds:.1f} s")
+
+
+def test_engines_run_a_core_script_identically():
+    """The same command script (a job with idles, backpressure and a reset mid-job) on the
+    compiled harness and on cocotb: identical responses, cycle stamps and cycle counts."""
+    mp = CoreConfig(rows=1, cols=2, lanes=4, group_size=16, formats="int4_sym", max_m=3,
+                    max_n=4, max_k=32)
+    x, qt, _ = make_job(mp.array, 3, 4, 20, 5, "int4")
+    items = job_items(mp, x, qt)
+    items = [*items[:len(items) // 2], "reset", *items]
+    runs = [run_script(mp, items, idle=0.2, backpressure=0.3, seed=11, timeout_cycles=20_000,
+                       engine=engine) for engine in ("harness", "cocotb")]
+    harness, cocotb_run = runs
+    assert harness.responses == cocotb_run.responses
+    assert harness.stamps == cocotb_run.stamps and harness.cycles == cocotb_run.cycles
+    assert len(harness.responses) == len([i for i in items if i != "reset"])
+    print(f"{len(harness.responses)} responses, {harness.cycles} cycles identical; harness "
+          f"{harness.seconds:.2f} s, cocotb {cocotb_run.seconds:.2f} s")

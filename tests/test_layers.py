@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # host driver (so it may import host, never the other way); tools (the API and the CLI) on top.
 ALLOWED = {
     "golden": {"golden"},
-    "toolchain": {"toolchain"},
+    "toolchain": {"golden", "toolchain"},
     "hdl": {"golden", "hdl"},
     "sim": {"golden", "hdl", "toolchain", "host", "sim"},
     "fpga": {"golden", "hdl", "toolchain", "fpga"},

@@ -386,7 +386,7 @@ E2E = LinkConfig(clk_freq=8_000_000, baud=2_000_000, max_payload=64, timeout_cyc
 
 
 def run_e2e(testcase: str, **env):
-    model = get_model(UartBridgeTestTop, {"config": E2E, "depth": 48})
+    model = get_model(UartBridgeTestTop, {"config": E2E, "depth": 48}, engine="cocotb")
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
         run_cocotb(model, "bitmod.sim.tb.link_tb", testcase=testcase,

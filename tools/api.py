@@ -45,7 +45,8 @@ __all__ = [
 DEFAULT_SENTENCE = "the quick brown fox jumps over the lazy dog ."
 DEFAULT_LAYER = "encoder.layer.0.attention.self.query"
 DEFAULT_TOKENS = 16
-ENGINES = ("core", "array")
+TARGETS = ("core", "array")
+ENGINES = ("harness", "cocotb")
 OUT_FORMATS = ("fp32", "fp16")
 
 Progress = Callable[[str], None]
@@ -234,6 +235,7 @@ class VerifyResult(Result):
     out: str
     out_bits: int
     engine: str
+    target: str
     bit_exact: bool
     outputs_checked: int
     mismatches: int
@@ -255,7 +257,7 @@ class VerifyResult(Result):
 
     @property
     def ok(self) -> bool:
-        """Bit-exact, and (core engine) the counters equal the golden cycle model."""
+        """Bit-exact, and (core target) the counters equal the golden cycle model."""
         return self.bit_exact and self.counters_match_model is not False
 
 
@@ -314,16 +316,20 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
            weights=None, activations=None, scheme: str = "bitmod4",
            group_size: int | None = None, array: tuple[int, int] = (4, 4), lanes: int = 4,
            act: str = "fp16", out: str = "fp32", mant_width: int = 12, act_exp_bits: int = 3,
-           tokens: int = DEFAULT_TOKENS, engine: str = "core", clock_mhz: float = 100.0,
-           seed: int = 0, progress: Progress = _quiet) -> VerifyResult:
+           tokens: int = DEFAULT_TOKENS, target: str = "core", engine: str = "harness",
+           clock_mhz: float = 100.0, seed: int = 0, waves: str | None = None,
+           progress: Progress = _quiet) -> VerifyResult:
     """Quantize a layer, run its GEMM on the RTL under Verilator and check it against golden.
 
     The problem is MiniLM-L6's ``layer`` (default: layer 0's query projection with the
     model's own input embeddings of a fixed sentence), a seeded Gaussian ``random=(M, N, K)``
     GEMM, or ``weights`` ``[N, K]`` (array or ``.npy``) with optional ``activations``
-    ``[M, K]`` (default Gaussian, ``tokens`` rows). ``engine="core"`` runs the whole
+    ``[M, K]`` (default Gaussian, ``tokens`` rows). ``target="core"`` runs the whole
     accelerator core (buffers loaded by commands, controller, counters checked against the
     golden cycle model); ``"array"`` streams the tiles straight into the PE array.
+    ``engine`` is the simulator's driver: the compiled transaction harness (default) or cocotb
+    (:mod:`sim.harness`; identical results, cycles and stamps). ``waves`` names a VCD file the
+    harness writes (the model is then built with tracing).
     """
     from bitmod.golden import bfp
     from bitmod.golden import gemm as ggemm
@@ -335,7 +341,11 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     rows, cols = (check_int("array rows", v, 1) for v in array)
     check_choice("act", act, bfp.ACT_FORMATS)
     check_choice("out", out, OUT_FORMATS)
+    check_choice("target", target, TARGETS)
     check_choice("engine", engine, ENGINES)
+    if waves is not None and engine != "harness":
+        raise ValueError("waveforms come from the harness engine; with cocotb set "
+                         "BITMOD_WAVES=1")
     tokens = check_int("tokens", tokens, 1)
     clock_mhz = check_number("clock_mhz", clock_mhz, positive=True)
     formats = ggemm.scheme_formats(scheme)
@@ -370,16 +380,18 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     progress("golden model")
     result = ggemm.gemm(xq, qt, array_cfg, act_scale)
     extra: dict = {}
-    if engine == "core":
+    trace = None if waves is None else Path(waves).resolve()
+    if target == "core":
         from bitmod.hdl.array import AcceleratorCore
         from bitmod.sim.core_driver import run_core_gemm
         from bitmod.sim.verilator import get_model
 
         progress(f"Verilator model of the core with a {rows}x{cols} array (built once, then "
                  "cached)")
-        model = get_model(AcceleratorCore, cfg)
+        model = get_model(AcceleratorCore, cfg, engine=engine,
+                          waves=True if trace is not None else None)
         progress("loading the buffers, running the job, reading the outputs")
-        run_result = run_core_gemm(cfg, xq, qt)
+        run_result = run_core_gemm(cfg, xq, qt, engine=engine, waves=trace)
         rtl = run_result["codes"].astype(np.int64).reshape(-1)
         golden_codes = (result.codes & mask).astype(np.int64).reshape(-1)
         positions = [(i // n, i % n) for i in range(m * n)]
@@ -396,11 +408,12 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
         from bitmod.sim.verilator import get_model
 
         progress(f"Verilator model of a {rows}x{cols} array (built once, then cached)")
-        model = get_model(SystolicArray, array_cfg)
+        model = get_model(SystolicArray, array_cfg, engine=engine,
+                          waves=True if trace is not None else None)
         stats: dict = {}
         acts = ggemm.act_mantissas(xq, array_cfg)
         outs, tiles, n_steps = run_array_gemm(array_cfg, acts, qt, stats=stats,
-                                              progress=progress)
+                                              progress=progress, engine=engine, waves=trace)
         rtl = np.array(outs, dtype=np.int64)
         golden_codes = np.array(expected_codes(array_cfg, result, tiles), dtype=np.int64) & mask
         positions = [(tm + r, tn + c) for tm, tn in tiles for r in range(rows)
@@ -414,7 +427,8 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     return VerifyResult(
         problem=name, m=m, n=n, k=k, scheme=scheme, group_size=qt.group_size,
         array=f"{rows}x{cols}", lanes=array_cfg.lanes, act=act, out=out,
-        out_bits=array_cfg.out_bits, engine=engine, bit_exact=not len(mismatches),
+        out_bits=array_cfg.out_bits, engine=engine, target=target,
+        bit_exact=not len(mismatches),
         outputs_checked=len(rtl), mismatches=len(mismatches),
         first_mismatches=[{"m": positions[i][0], "n": positions[i][1], "rtl": int(rtl[i]),
                            "golden": int(golden_codes[i])} for i in mismatches[:5]],

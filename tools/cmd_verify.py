@@ -18,7 +18,14 @@ sides of the error figures.
 from __future__ import annotations
 
 from bitmod.golden.bfp import ACT_FORMATS
-from bitmod.tools.api import DEFAULT_LAYER, DEFAULT_TOKENS, ENGINES, OUT_FORMATS, verify
+from bitmod.tools.api import (
+    DEFAULT_LAYER,
+    DEFAULT_TOKENS,
+    ENGINES,
+    OUT_FORMATS,
+    TARGETS,
+    verify,
+)
 from bitmod.tools.cli import parse_array
 from bitmod.tools.progress import Progress
 
@@ -35,6 +42,8 @@ def _print_report(report) -> None:
     print(f"bit-exact:    {verdict} ({report['outputs_checked'] - report['mismatches']} of "
           f"{report['outputs_checked']} {report['out'].upper()} outputs equal golden)")
     digits = 2 + report["out_bits"] // 4
+    if report["mismatches"]:
+        print("  (rerun with --waves FILE.vcd for a waveform of the run)")
     for item in report["first_mismatches"]:
         print(f"  mismatch at y[{item['m']}, {item['n']}]: rtl {item['rtl']:#0{digits}x} golden "
               f"{item['golden']:#0{digits}x}")
@@ -43,7 +52,7 @@ def _print_report(report) -> None:
     if report["infinite_outputs"]:
         print(f"overflow:     {report['infinite_outputs']} outputs are Inf (the drain rounds in "
               f"code units, before the channel scales; try --out fp32)")
-    if report["engine"] == "core":
+    if report["target"] == "core":
         counters = report["counters"]
         agree = "equal" if report["counters_match_model"] else "DIFFER from"
         print(f"cycles:       {report['cycles']} (core counters: busy PE-cycles "
@@ -63,7 +72,8 @@ def _verify(args) -> int:
             layer=args.layer, random=args.random, weights=args.npy, activations=args.x_npy,
             scheme=args.scheme, group_size=args.group_size, array=parse_array(args.array),
             lanes=args.lanes, act=args.act, out=args.out, mant_width=args.mant_width,
-            act_exp_bits=args.act_exp_bits, tokens=args.tokens, engine=args.engine,
+            act_exp_bits=args.act_exp_bits, tokens=args.tokens, target=args.target,
+            engine=args.engine, waves=args.waves,
             clock_mhz=args.clock, seed=args.seed, progress=progress.step)
     finally:
         progress.done()
@@ -100,10 +110,15 @@ def register(subparsers) -> None:
                         help="FP16 group exponent shift bits (default 3)")
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS,
                         help=f"tokens M for model layers and --npy (default {DEFAULT_TOKENS})")
-    parser.add_argument("--engine", choices=ENGINES, default="core",
+    parser.add_argument("--target", choices=TARGETS, default="core",
                         help="core: the whole accelerator (buffers, controller, counters) "
                              "driven by commands; array: tiles streamed straight into the "
                              "PE array (default core)")
+    parser.add_argument("--engine", choices=ENGINES, default="harness",
+                        help="harness: the compiled transaction harness (default); cocotb: "
+                             "the same transactions driven from Python (slower)")
+    parser.add_argument("--waves", metavar="FILE.vcd",
+                        help="write a VCD waveform of the run (harness engine)")
     parser.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
                         help="clock for the throughput figure (default 100)")
     parser.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,7 @@ async def adder_matches_python(dut):
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
+    await RisingEdge(dut.clk)  # the simulation wrapper registers rst: one more reset cycle
     for _ in range(200):
         a, b = rng.randrange(2 ** width), rng.randrange(2 ** width)
         dut.a.value = a

@@ -1,0 +1,233 @@
+// The transaction harness of one component (bitmod.sim.harness fills in the @...@ fields):
+// reads a script, drives it cycle by cycle under Verilator, writes every output transaction
+// with its cycle stamp. The rules are those of sim/harness.py's module docstring.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+#include "Vtop.h"
+#include "verilated.h"
+#if VM_TRACE
+#include "verilated_vcd_c.h"
+#endif
+typedef std::vector<uint32_t> Words;
+#define UART_DIVISOR @UART_DIVISOR@  // 0: the component has no UART pins
+
+struct InStream {
+  const char* name; int width;
+  std::function<void(Vtop*, bool)> set_valid;
+  std::function<bool(Vtop*)> ready;
+  std::function<void(Vtop*, const Words&)> set_payload;
+  std::deque<Words> queue; bool offering = false; long taken = 0; long first = -1;
+};
+struct OutStream {
+  const char* name; int width;
+  std::function<bool(Vtop*)> valid;
+  std::function<void(Vtop*, bool)> set_ready;
+  std::function<Words(Vtop*)> payload;
+  long count = 0; bool ready = false;
+};
+struct Static { const char* name; int width; std::function<void(Vtop*, const Words&)> set; };
+
+static uint64_t rng_state;
+static uint64_t splitmix() {
+  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+static bool draw(uint64_t threshold) { return (splitmix() >> 11) < threshold; }
+
+static Words parse_hex(const std::string& text, int width) {
+  Words w((width + 31) / 32 > 0 ? (width + 31) / 32 : 1, 0);
+  int bit = 0;
+  for (int i = (int)text.size() - 1; i >= 0; --i, bit += 4) {
+    char c = text[i];
+    uint32_t v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+               : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : 99;
+    if (v == 99) { fprintf(stderr, "bad hex digit in %s\n", text.c_str()); exit(2); }
+    if (v && bit >= width) { fprintf(stderr, "payload %s wider than %d bits\n", text.c_str(), width); exit(2); }
+    if (bit / 32 < (int)w.size()) w[bit / 32] |= v << (bit % 32);
+  }
+  return w;
+}
+static void print_hex(FILE* f, const Words& w) {
+  int i = (int)w.size() - 1;
+  while (i > 0 && w[i] == 0) --i;
+  fprintf(f, "%x", w[i]);
+  for (--i; i >= 0; --i) fprintf(f, "%08x", w[i]);
+}
+
+struct Item { char op; int index; long n; Words value; };
+
+int main(int argc, char** argv) {
+  if (argc < 7) {
+    fprintf(stderr, "usage: %s SCRIPT OUT SEED IDLE BACKPRESSURE TIMEOUT_CYCLES [WAVES.vcd]\n", argv[0]);
+    return 2;
+  }
+  const char* script_path = argv[1];
+  FILE* out = fopen(argv[2], "w");
+  if (!out) { fprintf(stderr, "cannot write %s\n", argv[2]); return 2; }
+  rng_state = strtoull(argv[3], nullptr, 10);
+  const uint64_t idle_t = (uint64_t)llround(atof(argv[4]) * 9007199254740992.0);
+  const uint64_t bp_t = (uint64_t)llround(atof(argv[5]) * 9007199254740992.0);
+  const long timeout = atol(argv[6]);
+
+  VerilatedContext* ctx = new VerilatedContext;
+  Vtop* top = new Vtop{ctx};
+#if VM_TRACE
+  VerilatedVcdC* tfp = nullptr;
+  if (argc > 7) { ctx->traceEverOn(true); tfp = new VerilatedVcdC; top->trace(tfp, 99); tfp->open(argv[7]); }
+#endif
+  std::vector<InStream> ins = {@INS@};
+  std::vector<OutStream> outs = {@OUTS@};
+  std::vector<Static> statics = {@STATICS@};
+  const int uart_div = UART_DIVISOR;
+  const int uart_out = (int)outs.size();  // the index of tx among the outputs
+
+  std::vector<Item> items;
+  {
+    std::ifstream script(script_path);
+    if (!script) { fprintf(stderr, "cannot read %s\n", script_path); return 2; }
+    std::string op, a, b;
+    while (script >> op) {
+      Item it{0, 0, 0, {}};
+      if (op == "put") {
+        script >> a >> b; it.op = 'p'; it.index = std::stoi(a);
+        if (it.index < 0 || it.index >= (int)ins.size()) { fprintf(stderr, "no input stream %d\n", it.index); return 2; }
+        it.value = parse_hex(b, ins[it.index].width);
+      } else if (op == "set") {
+        script >> a >> b; it.op = 's'; it.index = -1;
+        for (size_t i = 0; i < statics.size(); ++i) if (a == statics[i].name) it.index = (int)i;
+        if (it.index < 0) { fprintf(stderr, "no static port %s\n", a.c_str()); return 2; }
+        it.value = parse_hex(b, statics[it.index].width);
+      } else if (op == "wait") {
+        script >> a >> b; it.op = 'w'; it.index = std::stoi(a); it.n = std::stol(b);
+        if (it.index < 0 || it.index > uart_out - (uart_div ? 0 : 1)) { fprintf(stderr, "no output %d\n", it.index); return 2; }
+      } else if (op == "reset") {
+        script >> a; it.op = 'r'; it.n = std::stol(a);
+      } else if (op == "uart") {
+        script >> a; it.op = 'u'; it.value = parse_hex(a, 8);
+        if (!uart_div) { fprintf(stderr, "uart directive without UART pins\n"); return 2; }
+      } else { fprintf(stderr, "unknown directive %s\n", op.c_str()); return 2; }
+      items.push_back(it);
+    }
+  }
+
+  // UART state: bytes to send on rx, the bit being sent; decoder of tx.
+  std::deque<uint32_t> rx_queue; long rx_phase = -1; uint32_t rx_byte = 0;
+  long tx_count = 0, tx_phase = -1; uint32_t tx_byte = 0; bool tx_prev = true;
+
+  size_t pc = 0; long reset_left = 0, cycle = 0;
+  top->clk = 1; top->rst = 0;
+  top->eval();
+  int status = 0;
+  for (;;) {
+    // The script, up to the next unmet barrier.
+    while (pc < items.size() && !reset_left) {
+      Item& it = items[pc];
+      if (it.op == 'p') { ins[it.index].queue.push_back(it.value); ++pc; }
+      else if (it.op == 's') { statics[it.index].set(top, it.value); ++pc; }
+      else if (it.op == 'u') { rx_queue.push_back(it.value[0]); ++pc; }
+      else if (it.op == 'w') {
+        long have = it.index == uart_out ? tx_count : outs[it.index].count;
+        if (have >= it.n) ++pc; else break;
+      } else {  // reset: every queued input taken first
+        bool busy = !rx_queue.empty() || rx_phase >= 0;
+        for (auto& s : ins) busy = busy || s.offering || !s.queue.empty();
+        if (busy) break;
+        reset_left = it.n + 1; ++pc; break;  // + 1: the wrapper's register
+      }
+    }
+    bool pending = !rx_queue.empty() || rx_phase >= 0 || reset_left > 0;
+    for (auto& s : ins) pending = pending || s.offering || !s.queue.empty();
+    if (pc == items.size() && !pending) break;
+    if (cycle >= timeout) {
+      fprintf(stderr, "timeout: no progress after %ld cycles (script item %zu of %zu)\n", cycle, pc, items.size());
+      status = 3; break;
+    }
+    // Drive this cycle's inputs.
+    top->rst = reset_left > 1;
+    for (auto& o : outs) { o.ready = bp_t ? !draw(bp_t) : true; o.set_ready(top, o.ready); }
+    for (auto& s : ins) {
+      if (!s.offering && !s.queue.empty() && !(idle_t && draw(idle_t))) {
+        s.offering = true; s.set_payload(top, s.queue.front());
+      }
+      s.set_valid(top, s.offering);
+    }
+#if UART_DIVISOR
+    if (uart_div) {
+      if (rx_phase < 0 && !rx_queue.empty()) { rx_byte = rx_queue.front(); rx_queue.pop_front(); rx_phase = 0; }
+      int bit = 1;
+      if (rx_phase >= 0) {
+        long b = rx_phase / uart_div;
+        bit = b == 0 ? 0 : b <= 8 ? (rx_byte >> (b - 1)) & 1 : 1;
+        if (++rx_phase == 10L * uart_div) rx_phase = -1;
+      }
+      top->rx = bit;
+    }
+#endif
+    top->clk = 0;
+    top->eval();
+#if VM_TRACE
+    if (tfp) tfp->dump((uint64_t)(2 * cycle + 1));
+#endif
+    // Transfers at this edge.
+    std::vector<bool> took(ins.size(), false);
+    for (size_t i = 0; i < ins.size(); ++i) took[i] = ins[i].offering && ins[i].ready(top);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i].ready && outs[i].valid(top)) {
+        fprintf(out, "%zu %ld ", i, cycle); print_hex(out, outs[i].payload(top)); fputc('\n', out);
+        ++outs[i].count;
+      }
+    }
+#if UART_DIVISOR
+    if (uart_div) {  // tx decoder: start edge, then the middle of every bit
+      bool tx = top->tx;
+      if (tx_phase < 0) { if (tx_prev && !tx) tx_phase = 0; }
+      else {
+        ++tx_phase;
+        long middle = uart_div / 2;
+        if (tx_phase >= middle && (tx_phase - middle) % uart_div == 0) {
+          long b = (tx_phase - middle) / uart_div;
+          if (b == 0 && tx) tx_phase = -1;  // a glitch, not a start bit
+          else if (b >= 1 && b <= 8) tx_byte = (tx_byte >> 1) | ((uint32_t)tx << 7);
+          else if (b == 9) {
+            fprintf(out, "%d %ld %x%s\n", uart_out, cycle, tx_byte, tx ? "" : " ferr");
+            ++tx_count; tx_phase = -1;
+          }
+        }
+      }
+      tx_prev = tx;
+    }
+#endif
+    top->clk = 1;
+    top->eval();
+#if VM_TRACE
+    if (tfp) tfp->dump((uint64_t)(2 * cycle + 2));
+#endif
+    for (size_t i = 0; i < ins.size(); ++i) {
+      if (took[i]) {
+        if (ins[i].first < 0) ins[i].first = cycle;
+        ins[i].queue.pop_front(); ins[i].offering = false; ++ins[i].taken;
+      }
+    }
+    if (reset_left > 0) --reset_left;
+    ++cycle;
+  }
+  for (size_t i = 0; i < ins.size(); ++i) fprintf(out, "in %zu %ld %ld\n", i, ins[i].first, ins[i].taken);
+  fprintf(out, "cycles %ld\n", cycle);
+  fclose(out);
+#if VM_TRACE
+  if (tfp) tfp->close();
+#endif
+  top->final();
+  delete top;
+  delete ctx;
+  return status;
+}

@@ -139,7 +139,8 @@ class ActBlockConverter(wiring.Component):
 
         def register(value, name):
             stages.add(name.rpartition("_")[2] if "_" in name else "in")
-            reg = Signal(value.shape(), name=name)
+            # Datapath registers need no reset: the valid chain says what they hold.
+            reg = Signal(value.shape(), name=name, reset_less=True)
             with m.If(enable):
                 m.d.sync += reg.eq(value)
             return reg

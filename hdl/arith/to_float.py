@@ -112,9 +112,9 @@ class ToFloat(wiring.Component):
         payload = self.i_stream.payload
 
         # Stage 1: sign and magnitude (|-2**(W-1)| = 2**(W-1) still fits W unsigned bits).
-        s1_neg = Signal()
-        s1_mag = Signal(W)
-        s1_xo = Signal(signed(self._exp_width))
+        s1_neg = Signal(reset_less=True)
+        s1_mag = Signal(W, reset_less=True)
+        s1_xo = Signal(signed(self._exp_width), reset_less=True)
         with m.If(en):
             m.d.sync += [
                 s1_neg.eq(payload.acc < 0),
@@ -127,9 +127,9 @@ class ToFloat(wiring.Component):
         for i in range(W):
             with m.If(s1_mag[i]):
                 m.d.comb += n.eq(i + 1)
-        s2_neg = Signal()
+        s2_neg = Signal(reset_less=True)
         s2_n = Signal.like(n)
-        s2_lz = Signal(range(W + 1))
+        s2_lz = Signal(range(W + 1), reset_less=True)
         s2_mag = Signal.like(s1_mag)
         s2_xo = Signal.like(s1_xo)
         with m.If(en):
@@ -149,11 +149,12 @@ class ToFloat(wiring.Component):
         wide = Cat(Const(0, max(keep - W, 0)), norm)  # at least M + 2 bits, leading one on top
         top_bits = wide[len(wide) - keep:]
         sticky0 = wide[:len(wide) - keep].any() if len(wide) > keep else Const(0, 1)
-        s3_neg, s3_zero, s3_sticky = Signal(), Signal(), Signal()
-        s3_top = Signal(keep)
-        s3_d = Signal(range(keep + 1))
+        # Datapath registers need no reset: the valid chain says what they hold.
+        s3_neg, s3_zero, s3_sticky = (Signal(reset_less=True) for _ in range(3))
+        s3_top = Signal(keep, reset_less=True)
+        s3_d = Signal(range(keep + 1), reset_less=True)
         ebc_max = (1 << E) + 1  # any larger exponent overflows whatever the significand is
-        s3_ebc = Signal(range(1, ebc_max + 1))
+        s3_ebc = Signal(range(1, ebc_max + 1), reset_less=True)
         with m.If(en):
             m.d.sync += [
                 s3_neg.eq(s2_neg), s3_zero.eq(s2_n == 0), s3_top.eq(top_bits),
@@ -169,8 +170,8 @@ class ToFloat(wiring.Component):
         guard = shifted[keep]
         sticky = shifted[:keep].any() | s3_sticky
         round_up = guard & (sticky | k_floor[0])
-        s4_neg, s4_zero = Signal(), Signal()
-        s4_k = Signal(M + 2)
+        s4_neg, s4_zero = Signal(reset_less=True), Signal(reset_less=True)
+        s4_k = Signal(M + 2, reset_less=True)
         s4_ebc = Signal.like(s3_ebc)
         with m.If(en):
             m.d.sync += [s4_neg.eq(s3_neg), s4_zero.eq(s3_zero),
@@ -186,7 +187,7 @@ class ToFloat(wiring.Component):
             cmax = over_code = (1 << (E + M)) - 1
         code_mag = Signal(range(((ebc_max - 1) << M) + (1 << (M + 1)) + 1))
         m.d.comb += code_mag.eq(((s4_ebc - 1) << M) + s4_k)
-        out = Signal(self._out_layout)
+        out = Signal(self._out_layout, reset_less=True)  # data: the valid chain says when
         with m.If(en):
             with m.If(s4_zero):
                 m.d.sync += out.code.eq(0)

@@ -201,7 +201,8 @@ class SystolicArray(wiring.Component):
         m.d.comb += [s.eq(Cat(v)) for s, v in zip(side, side_in, strict=True)]
         valid_chain = self.i_stream.valid & self.i_stream.ready
         for k in range(stages):
-            nxt = [Signal.like(s, name=f"fe{k}_{i}") for i, s in enumerate(side)]
+            nxt = [Signal.like(s, name=f"fe{k}_{i}", reset_less=True)
+                   for i, s in enumerate(side)]
             nvalid = Signal(name=f"fe{k}_valid")
             with m.If(fe_en):
                 m.d.sync += [n.eq(s) for n, s in zip(nxt, side, strict=True)]
@@ -234,11 +235,13 @@ class SystolicArray(wiring.Component):
 
         st_valid = Signal()
         st_t = Signal(range(max(T, 2)))
-        st_terms = [Signal(L * T * term_bits, name=f"st_terms{c}") for c in range(C)]
-        st_acts = Signal(R * L * A)
-        st_shift = Signal(len(fe_shift))
-        st_scale = Signal(C * cfg.scale_bits) if cfg.scale_bits else None
-        st_gl, st_ol = Signal(), Signal()
+        # The serializer's data registers need no reset (``st_valid`` says what they hold).
+        st_terms = [Signal(L * T * term_bits, name=f"st_terms{c}", reset_less=True)
+                    for c in range(C)]
+        st_acts = Signal(R * L * A, reset_less=True)
+        st_shift = Signal(len(fe_shift), reset_less=True)
+        st_scale = Signal(C * cfg.scale_bits, reset_less=True) if cfg.scale_bits else None
+        st_gl, st_ol = Signal(reset_less=True), Signal(reset_less=True)
 
         d = cfg.dequant_cycles
         gap = Signal(range(d + 3), init=d + 2)
@@ -275,7 +278,7 @@ class SystolicArray(wiring.Component):
             terms = Cat(*(st_terms[c].word_select(lane * T + st_t, term_bits)
                           if T > 1 else st_terms[c][lane * term_bits:(lane + 1) * term_bits]
                           for lane in range(L)))
-            parts = [emit, st_t[:max((T - 1).bit_length(), 0)] if T > 1 else Const(0, 0),
+            parts = [st_t[:max((T - 1).bit_length(), 0)] if T > 1 else Const(0, 0),
                      out_gl, out_ol, terms]
             if cfg.scale_bits:
                 parts.append(st_scale[c * cfg.scale_bits:(c + 1) * cfg.scale_bits])
@@ -287,21 +290,25 @@ class SystolicArray(wiring.Component):
             row_data.append(Cat(acts, shift))
 
         # ---- skew ---------------------------------------------------------------------------
-        def delayed(value, count, name):
+        # Only the ``emit`` (valid) bits are reset; the data beside them need not be.
+        def delayed(value, count, name, reset_less=True):
             for k in range(count):
-                reg = Signal(len(value), name=f"{name}_d{k}")
+                reg = Signal(len(value), name=f"{name}_d{k}", reset_less=reset_less)
                 with m.If(adv):
                     m.d.sync += reg.eq(value)
                 value = reg
             return value
 
         col_at = [[None] * C for _ in range(R)]
+        valid_at = [[None] * C for _ in range(R)]
         for c in range(C):
             value = delayed(col_data[c][0], c, f"col{c}_skew")
+            valid = delayed(emit, c, f"col{c}_valid_skew", reset_less=False)
             for r in range(R):
-                col_at[r][c] = value
+                col_at[r][c], valid_at[r][c] = value, valid
                 if r < R - 1:
                     value = delayed(value, 1, f"col{c}_pe{r}")
+                    valid = delayed(valid, 1, f"col{c}_valid_pe{r}", reset_less=False)
         row_at = [[None] * C for _ in range(R)]
         for r in range(R):
             value = delayed(row_data[r], r, f"row{r}_skew")
@@ -321,10 +328,10 @@ class SystolicArray(wiring.Component):
                 pes[r][c] = pe
                 cv = col_at[r][c]
                 offs = [sum(widths[:i]) for i in range(len(widths))]
-                valid = cv[offs[0]]
-                t = cv[offs[1]:offs[1] + widths[1]]
-                gl, ol = cv[offs[2]], cv[offs[3]]
-                terms = cv[offs[4]:offs[4] + widths[4]]
+                valid = valid_at[r][c]
+                t = cv[offs[0]:offs[0] + widths[0]]
+                gl, ol = cv[offs[1]], cv[offs[2]]
+                terms = cv[offs[3]:offs[3] + widths[3]]
                 p = pe.i_stream.payload
                 m.d.comb += [pe.i_stream.valid.eq(valid & adv), p.group_last.eq(gl),
                              p.out_last.eq(ol), p.terms.eq(terms),
@@ -332,7 +339,7 @@ class SystolicArray(wiring.Component):
                 if T > 1:
                     m.d.comb += p.t.eq(t)
                 if cfg.scale_bits:
-                    m.d.comb += p.scale.eq(cv[offs[5]:offs[5] + widths[5]])
+                    m.d.comb += p.scale.eq(cv[offs[4]:offs[4] + widths[4]])
                 if fp and X:
                     m.d.comb += p.exp.eq(row_at[r][c][L * A:])
                 readies.append(pe.i_stream.ready)

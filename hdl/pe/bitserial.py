@@ -274,7 +274,9 @@ class BitSerialPE(wiring.Component):
                         m.d.comb += bsig_sel.eq(values.index(b))
 
         def register(sig, name):
-            reg = Signal.like(sig, name=name)
+            # Datapath registers need no reset (only ``valid`` says what they hold); that keeps
+            # reset multiplexers out of the logic and out of every simulated cycle.
+            reg = Signal.like(sig, name=name, reset_less=not name.endswith("_valid"))
             with m.If(adv):
                 m.d.sync += reg.eq(sig)
             return reg

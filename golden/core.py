@@ -62,8 +62,10 @@ __all__ = [
     "CoreModel",
     "bus_address",
     "job_counters",
+    "load_arrays",
     "load_commands",
     "pack_command",
+    "pack_commands",
     "read_commands",
     "run_commands",
     "unpack_response",
@@ -142,7 +144,7 @@ class CoreConfig(ggemm.DatapathParams):
     row_bits = property(lambda self: clog2(self.rows))
     col_bits = property(lambda self: clog2(self.cols))
 
-    @property
+    @functools.cached_property
     def fields(self) -> dict[str, tuple[tuple[str, int], ...]]:
         """Address fields (name, width), low bits first, of the ops that take an address."""
         return {
@@ -154,7 +156,7 @@ class CoreConfig(ggemm.DatapathParams):
             "read_output": (("word", clog2(self.out_depth)),),
         }
 
-    @property
+    @functools.cached_property
     def addr_bits(self) -> int:
         """Width of the command's ``addr`` field: the widest address of any op (at least 3)."""
         return max(3, *(sum(w for _, w in f) for f in self.fields.values()))
@@ -225,8 +227,18 @@ def special_register(cfg: ggemm.ArrayConfig) -> int:
     return gterms.pack_special_register(gterms.default_special_values(list(cfg.formats)))
 
 
-def load_commands(mp: CoreConfig, x, qt) -> list[tuple[str, int, int]]:
-    """Commands that load activations ``x [M, K]`` and weights ``qt [N, K]`` and set the job."""
+def _addresses(mp: CoreConfig, op: str, **fields) -> np.ndarray:
+    """Addresses of ``op`` from arrays of its fields (the layout of :attr:`CoreConfig.fields`)."""
+    addr, shift = 0, 0
+    for name, width in mp.fields[op]:
+        addr = addr | np.asarray(fields[name], dtype=np.int64) << shift
+        shift += width
+    return addr
+
+
+def load_arrays(mp: CoreConfig, x, qt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The commands of :func:`load_commands` as three int64 arrays: op codes, addresses,
+    data (what a harness or a driver sends without building a tuple per command)."""
     cfg = mp.array
     ggemm.check_weights(qt, cfg)
     words = act_words(x, cfg)
@@ -237,17 +249,50 @@ def load_commands(mp: CoreConfig, x, qt) -> list[tuple[str, int, int]]:
     if m > mp.max_m or n > mp.max_n or k > mp.max_k:
         raise ValueError(f"GEMM {m}x{n}x{k} exceeds the buffers ({mp.max_m}x{mp.max_n}x"
                          f"{mp.max_k})")
-    cmds = [("write_special", 0, special_register(cfg))]
-    for i in range(n):
-        cmds += [("write_weight", mp.weight_address(i, j), int(qt.codes[i, j]))
-                 for j in range(k)]
-        for g in range(qt.n_groups):
-            sel = int(qt.selectors[i, g]) if qt.selectors is not None else 0
-            cmds.append(("write_meta", mp.meta_address(i, g),
-                         int(qt.scale_codes[i, g]) | sel << cfg.scale_bits))
-    for i in range(m):
-        cmds += [("write_act", mp.act_address(i, j), int(words[i, j])) for j in range(k)]
-    return cmds
+    L, R, C, G = mp.lanes, mp.rows, mp.cols, qt.n_groups
+    rows, cols = np.arange(n)[:, None], np.arange(k)[None, :]
+    # Per weight channel: its K codes, then its groups' meta words (the order of the loops
+    # of load_commands: a channel's codes and metadata are consecutive runs).
+    w_addr = _addresses(mp, "write_weight", lane=cols % L, bank=rows % C,
+                        word=(rows // C) * mp.k_steps + cols // L)
+    groups = np.arange(G)[None, :]
+    meta_addr = _addresses(mp, "write_meta", bank=rows % C,
+                           word=(rows // C) * mp.max_groups + groups)
+    sel = (qt.selectors.astype(np.int64) if qt.selectors is not None
+           else np.zeros((n, G), np.int64))
+    meta = qt.scale_codes.astype(np.int64) | sel << cfg.scale_bits
+    per_channel_ops = np.concatenate([np.full((n, k), OPS["write_weight"]),
+                                      np.full((n, G), OPS["write_meta"])], axis=1)
+    per_channel_addr = np.concatenate([w_addr, meta_addr], axis=1)
+    per_channel_data = np.concatenate([qt.codes.astype(np.int64), meta], axis=1)
+    act_rows = np.arange(m)[:, None]
+    a_addr = _addresses(mp, "write_act", lane=cols % L, bank=act_rows % R,
+                        word=(act_rows // R) * mp.k_steps + cols // L)
+    ops = np.concatenate([[OPS["write_special"]], per_channel_ops.ravel(),
+                          np.full(m * k, OPS["write_act"])])
+    addrs = np.concatenate([[0], per_channel_addr.ravel(), a_addr.ravel()])
+    data = np.concatenate([[special_register(cfg)], per_channel_data.ravel(), words.ravel()])
+    return ops.astype(np.int64), addrs.astype(np.int64), data.astype(np.int64)
+
+
+def load_commands(mp: CoreConfig, x, qt) -> list[tuple[str, int, int]]:
+    """Commands that load activations ``x [M, K]`` and weights ``qt [N, K]``: the special-value
+    register; per weight channel its codes and its group metadata; the activations, token by
+    token. Addresses as :class:`CoreConfig`'s helpers compute them."""
+    names = {code: name for name, code in OPS.items()}
+    ops, addrs, data = load_arrays(mp, x, qt)
+    return [(names[o], a, d) for o, a, d in zip(ops.tolist(), addrs.tolist(), data.tolist(),
+                                                strict=True)]
+
+
+def pack_commands(mp: CoreConfig, ops, addrs, data) -> np.ndarray:
+    """:func:`pack_command` of arrays (uint64; the fields are checked as there)."""
+    ops, addrs, data = (np.asarray(v, dtype=np.int64) for v in (ops, addrs, data))
+    if ((ops < 0) | (ops >> OP_BITS != 0) | (addrs < 0) | (addrs >> mp.addr_bits != 0)
+            | (data < 0) | (data >> DATA_BITS != 0)).any():
+        raise ValueError("a command does not fit the command fields")
+    return (ops.astype(np.uint64) | addrs.astype(np.uint64) << np.uint64(OP_BITS)
+            | data.astype(np.uint64) << np.uint64(OP_BITS + mp.addr_bits))
 
 
 def run_commands(m: int, n: int, k: int) -> list[tuple[str, int, int]]:

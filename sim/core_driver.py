@@ -28,8 +28,14 @@ RESET_CYCLES = 2
 
 def core_script(mp: gcore.CoreConfig, items) -> Script:
     """The transaction script of ``items``: commands on stream 0, and for each ``"reset"`` a
-    barrier on every response so far followed by a reset; ends waiting for every response."""
+    barrier on every response so far followed by a reset; ends waiting for every response.
+
+    ``items`` is a list of ``(op, addr, data)`` tuples and ``"reset"`` markers, or three arrays
+    ``(ops, addrs, data)`` (:func:`golden.core.load_arrays`) for a script without resets."""
     script = Script().reset(RESET_CYCLES)
+    if isinstance(items, tuple) and len(items) == 3 and isinstance(items[0], np.ndarray):
+        payloads = gcore.pack_commands(mp, *items)
+        return script.put(0, payloads.tolist()).wait(0, len(payloads))
     sent = 0
     for item in items:
         if item == "reset":
@@ -83,23 +89,27 @@ def run_core_gemm(config: gcore.CoreConfig, x, qt, *, engine: str = "harness",
     mp = config
     m, k = np.shape(x)
     n = qt.shape[0]
-    items = (gcore.load_commands(mp, x, qt) + gcore.run_commands(m, n, k)
-             + gcore.read_commands(mp, m, n))
+    tail = gcore.run_commands(m, n, k) + gcore.read_commands(mp, m, n)
+    load = gcore.load_arrays(mp, x, qt)
+    arrays = tuple(np.concatenate([part, [c[i] if i else gcore.OPS[c[0]] for c in tail]])
+                   for i, part in enumerate(load))
+    items = len(arrays[0])
     # Generous: every command a few cycles, the job itself by the cycle model, times 4.
     job = gcore.job_counters(mp, m, n, k)["cycles"]
-    run = run_script(config, items, timeout_cycles=4 * (len(items) * 4 + job) + 10_000,
+    run = run_script(config, arrays, timeout_cycles=4 * (items * 4 + job) + 10_000,
                      engine=engine, waves=waves)
-    names = {code: name for name, code in gcore.STATUS.items()}
-    failed = [(item, names.get(status, status)) for item, (status, _)
-              in zip(items, run.responses, strict=True) if status != gcore.STATUS["ok"]]
-    if failed:
-        raise AssertionError(f"{len(failed)} commands failed, first: {failed[0]}")
+    status_names = {code: name for name, code in gcore.STATUS.items()}
+    op_names = {code: name for name, code in gcore.OPS.items()}
+    failed = [(op_names[int(arrays[0][i])], int(arrays[1][i]), status_names.get(s, s))
+              for i, (s, _) in enumerate(run.responses) if s != gcore.STATUS["ok"]]
+    if failed or len(run.responses) != items:
+        raise AssertionError(f"{len(failed)} commands failed, first: {failed[:1]}")
     data = [d for _, d in run.responses]
     n_counters = len(gcore.COUNTERS)
-    outputs = np.array(data[len(items) - 2 * n_counters - m * n:len(items) - 2 * n_counters],
+    outputs = np.array(data[items - 2 * n_counters - m * n:items - 2 * n_counters],
                        dtype=np.uint64).reshape(m, n)
-    halves = data[len(items) - 2 * n_counters:]
+    halves = data[items - 2 * n_counters:]
     counters = {name: halves[2 * i] | halves[2 * i + 1] << 32
                 for name, i in gcore.COUNTERS.items()}
-    return {"codes": outputs.astype(np.uint32), "counters": counters, "commands": len(items),
+    return {"codes": outputs.astype(np.uint32), "counters": counters, "commands": items,
             "cycles": run.cycles, "seconds": run.seconds, "model": run.model}

@@ -260,11 +260,11 @@ class Script:
         return self
 
     def put(self, stream: int, values: Iterable[int]) -> Script:
-        for value in values:
-            value = int(value)
-            if value < 0:
-                raise ValueError("payloads are flat bit patterns and must be non-negative")
-            self.lines.append(f"put {stream} {value:x}")
+        values = [int(v) for v in values]
+        if any(v < 0 for v in values):
+            raise ValueError("payloads are flat bit patterns and must be non-negative")
+        prefix = f"put {int(stream)} "
+        self.lines.extend([prefix + format(v, "x") for v in values])
         return self
 
     def uart(self, data: bytes) -> Script:
@@ -328,20 +328,30 @@ def parse_script(text: str) -> list[tuple[str, object, int]]:
 
 
 def parse_results(text: str, ports: HarnessPorts) -> dict:
-    """The output file of either engine, as :class:`HarnessRun` fields."""
+    """The output file of either engine, as :class:`HarnessRun` fields: ``output cycle hex``
+    lines (a UART byte may carry a fourth token, ``ferr``), then ``in`` and ``cycles`` lines."""
     names = ports.output_names
     outputs: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
-    inputs: dict[str, tuple[int, int]] = {}
-    cycles = ferr = 0
-    for line in text.splitlines():
-        parts = line.split()
-        if parts[0] == "cycles":
-            cycles = int(parts[1])
-        elif parts[0] == "in":
-            inputs[ports.inputs[int(parts[1])].name] = (int(parts[2]), int(parts[3]))
-        else:
-            outputs[names[int(parts[0])]].append((int(parts[1]), int(parts[2], 16)))
+    lists = [outputs[name] for name in names]
+    cut = min(i for i in (text.find("in "), text.find("\nin "), text.find("cycles "),
+                          text.find("\ncycles ")) if i >= 0)
+    body, trailer = text[:cut], text[cut:]
+    ferr = 0
+    if ports.uart_divisor:
+        for parts in map(str.split, body.splitlines()):
+            lists[int(parts[0])].append((int(parts[1]), int(parts[2], 16)))
             ferr += len(parts) > 3
+    else:  # the bulk of a job: three tokens a line, parsed as one token list
+        tokens = body.split()
+        for out, cycle, value in zip(tokens[0::3], tokens[1::3], tokens[2::3], strict=True):
+            lists[int(out)].append((int(cycle), int(value, 16)))
+    inputs: dict[str, tuple[int, int]] = {}
+    cycles = 0
+    for parts in map(str.split, trailer.splitlines()):
+        if parts and parts[0] == "in":
+            inputs[ports.inputs[int(parts[1])].name] = (int(parts[2]), int(parts[3]))
+        elif parts and parts[0] == "cycles":
+            cycles = int(parts[1])
     return {"outputs": outputs, "inputs": inputs, "cycles": cycles, "framing_errors": ferr}
 
 

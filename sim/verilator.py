@@ -37,6 +37,7 @@ import ast
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -109,14 +110,14 @@ def _module_file(module: str) -> Path | None:
     return Path(spec.origin)
 
 
-def _imports_of(module: str, path: Path) -> dict[str, Path]:
-    """Project modules (name -> file) imported by module ``module`` whose file is ``path``."""
+def _imported_names(module: str, source: str) -> list[str]:
+    """Every dotted name an import statement of ``source`` (module ``module``) may load."""
     # The package a relative import starts from (the module itself for an __init__.py).
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = {}
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    package = module if module.endswith(".__init__") else module.rpartition(".")[0]
+    names = []
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
@@ -125,17 +126,49 @@ def _imports_of(module: str, path: Path) -> dict[str, Path]:
             else:
                 base = node.module or ""
             # ``from pkg import name`` may import a submodule or a name defined in pkg.
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            # importing a.b.c also executes a/__init__.py and a/b/__init__.py
-            for depth in range(1, len(parts) + 1):
-                dotted = ".".join(parts[:depth])
-                module_path = _module_file(dotted)
-                if module_path is not None:
-                    found[dotted] = module_path
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return names
+
+
+class _ImportCache:
+    """Imported names per (module, source text), on disk beside the models: parsing every
+    RTL source each time a model is looked up would cost a CLI run a few tenths of a second."""
+
+    def __init__(self):
+        self.path = build_root() / "verilator" / "_imports.json"
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+
+    def names(self, module: str, source: str) -> list[str]:
+        key = hashlib.sha256(f"{module}\0{source}".encode()).hexdigest()
+        if key not in self.entries:
+            self.entries[key] = _imported_names(module, source)
+            self.dirty = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        if self.dirty:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = self.path.with_suffix(f".{os.getpid()}.tmp")
+            scratch.write_text(json.dumps(self.entries))
+            scratch.replace(self.path)
+
+
+def _imports_of(module: str, path: Path, cache: _ImportCache) -> dict[str, Path]:
+    """Project modules (name -> file) imported by module ``module`` whose file is ``path``."""
+    key = f"{module}.__init__" if path.name == "__init__.py" else module
+    found = {}
+    for name in cache.names(key, path.read_text()):
+        parts = name.split(".")
+        # importing a.b.c also executes a/__init__.py and a/b/__init__.py
+        for depth in range(1, len(parts) + 1):
+            dotted = ".".join(parts[:depth])
+            module_path = _module_file(dotted)
+            if module_path is not None:
+                found[dotted] = module_path
     return found
 
 
@@ -148,8 +181,9 @@ def rtl_sources(component_class: type) -> dict[str, Path]:
     its project imports (``hdl/``, the ``golden/`` format definitions it reads, ...), plus the
     harness generator (``sim/harness.py``)."""
     module = component_class.__module__
+    cache = _ImportCache()
     seen: dict[str, Path] = {module: Path(inspect.getfile(component_class)).resolve()}
-    pending = [*_imports_of(module, seen[module]), HARNESS_MODULE]
+    pending = [*_imports_of(module, seen[module], cache), HARNESS_MODULE]
     while pending:
         name = pending.pop()
         if name in seen:
@@ -158,15 +192,18 @@ def rtl_sources(component_class: type) -> dict[str, Path]:
         if path is None:
             continue
         seen[name] = path
-        pending.extend(m for m in _imports_of(name, path) if m not in seen)
+        pending.extend(m for m in _imports_of(name, path, cache) if m not in seen)
+    cache.save()
     return dict(sorted(seen.items()))
 
 
+@functools.cache
 def source_hash(component_class: type) -> str:
     """SHA-256 over :func:`rtl_sources` (module names and file contents).
 
     Editing an unrelated unit, the golden quantizer or a test therefore reuses every model;
     editing a component or anything it imports rebuilds exactly the models that depend on it.
+    Computed once per process and class (the sources do not change under a running flow).
     """
     digest = hashlib.sha256()
     for name, path in rtl_sources(component_class).items():

@@ -241,6 +241,9 @@ def load_arrays(mp: CoreConfig, x, qt) -> tuple[np.ndarray, np.ndarray, np.ndarr
     data (what a harness or a driver sends without building a tuple per command)."""
     cfg = mp.array
     ggemm.check_weights(qt, cfg)
+    if qt.zero_points is not None:
+        raise ValueError(f"scheme {qt.scheme!r}: the core does not load zero points yet; use a "
+                         "symmetric scheme (e.g. 'int4' or 'bitmod4')")
     words = act_words(x, cfg)
     m, k = words.shape
     n = qt.shape[0]

@@ -49,8 +49,13 @@ Datapath (mirrors the RTL, one output ``(m, n)`` per PE of an output tile)
    to Inf where ``|acc * 2**(base - K_off - u)| >= 65520``.
 
 Schemes the core runs: anything whose element format the term encoder takes (BitMoD
-mixtures, INT, FP, flint) quantized with ``scale_format="int8"``. FP16/FP32 group scales,
-asymmetric zero points and MX E8M0 scales raise ``ValueError`` saying what to use instead.
+mixtures, INT, FP, flint) quantized with ``scale_format="int8"``. FP16/FP32 group scales and MX
+E8M0 scales raise ``ValueError`` saying what to use instead. Asymmetric schemes (unsigned codes
+with a zero point per group) run in this model with weight levels ``code - z_g``; the RTL core
+does not load zero points yet (:func:`golden.core.load_arrays` refuses them).
+
+Exactness: the group sums go through float64 matrix products when the proven bound
+``G * S_max * 2**(A - 1)`` is below 2**53 (:func:`group_sums`), else through int64.
 
 Cycle model (:func:`gemm_cycles`)
 ---------------------------------
@@ -288,11 +293,10 @@ def scheme_formats(scheme) -> tuple[str, ...]:
 
 
 def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
-    """Raise ``ValueError`` if the core cannot run ``qt`` (and say what to use instead)."""
-    if qt.zero_points is not None:
-        raise ValueError(f"scheme {qt.scheme!r}: asymmetric zero points are not supported by "
-                         "the core; use a symmetric scheme (e.g. 'int4' or 'bitmod4') with "
-                         "scale_format='int8'")
+    """Raise ``ValueError`` if the datapath cannot run ``qt`` (and say what to use instead).
+
+    Zero points (asymmetric schemes) are part of the datapath: the weight levels are
+    ``code - zero_point`` (:func:`weight_levels`)."""
     if qt.scale_format == "e8m0":
         raise ValueError(f"scheme {qt.scheme!r}: MX E8M0 block scales are not supported by the "
                          "core yet; use 'bitmod4' or 'int8' with scale_format='int8'")
@@ -324,7 +328,8 @@ def group_lengths(k: int, group_size: int) -> list[int]:
 
 
 def weight_levels(qt) -> np.ndarray:
-    """Weight levels in code units ``[N, K]`` (int64), through the term decomposition."""
+    """Weight levels in code units ``[N, K]`` (int64), through the term decomposition, minus
+    the group's zero point for asymmetric schemes."""
     names = list(qt.formats)
     geo = gterms.geometry(names)
     sel = None
@@ -332,7 +337,11 @@ def weight_levels(qt) -> np.ndarray:
         sel = np.repeat(qt.selectors.astype(np.int64), qt.group_size, axis=1)[:, :qt.shape[1]]
     special = gterms.default_special_values(names) if geo.has_register else None
     tr = gterms.decompose(qt.codes.astype(np.int64), names, sel, special)
-    return gterms.terms_value(tr)
+    levels = gterms.terms_value(tr)
+    if qt.zero_points is not None:  # asymmetric: the level is code - zero point
+        zp = np.repeat(qt.zero_points.astype(np.int64), qt.group_size, axis=1)
+        levels = levels - zp[:, :qt.shape[1]]
+    return levels
 
 
 def quantize_activations_int8(x) -> tuple[np.ndarray, np.ndarray]:
@@ -419,6 +428,27 @@ class GemmResult:
     levels: np.ndarray  # int64 [N, K]
 
 
+EXACT_FLOAT64 = 1 << 53  # every integer of magnitude up to this is a float64
+
+
+def group_sums(a: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
+    """``gsum[m, n, g] = sum_k a[m, g, k] * w[n, g, k]``, exact, as int64.
+
+    ``bound`` bounds ``sum_k |a * w|`` for every group (:attr:`golden.pe.PEConfig.group_bound`:
+    ``G * S_max * 2**(A - 1)``). Below 2**53 every product and every partial sum, in any
+    order, is an integer a float64 holds exactly, so the sums go through float64 BLAS matrix
+    products (one per group) and convert back exactly; otherwise an int64 contraction (exact
+    up to 2**63, which the accumulator widths guarantee).
+    """
+    if bound < EXACT_FLOAT64:
+        af, wf = a.astype(np.float64), w.astype(np.float64)
+        out = np.empty((a.shape[0], w.shape[0], a.shape[1]), dtype=np.int64)
+        for g in range(a.shape[1]):
+            out[:, :, g] = af[:, g, :] @ wf[:, g, :].T
+        return out
+    return np.einsum("mgk,ngk->mng", a, w)
+
+
 def gemm(x, qt, cfg: ArrayConfig, act_scale=None) -> GemmResult:
     """Bit-exact output of the core for activations ``x`` and quantized weights ``qt``.
 
@@ -444,7 +474,7 @@ def gemm(x, qt, cfg: ArrayConfig, act_scale=None) -> GemmResult:
     pad = ng * cfg.group_size - k
     ap = np.pad(a, ((0, 0), (0, pad))).reshape(m, ng, cfg.group_size)
     wp = np.pad(levels, ((0, 0), (0, pad))).reshape(n, ng, cfg.group_size)
-    gsum = np.einsum("mgk,ngk->mng", ap, wp)  # |gsum| < 2**gacc_width, far below 2**63
+    gsum = group_sums(ap, wp, cfg.pe.group_bound)
     q = qt.scale_codes.astype(np.int64)
     terms = (gsum * q[None]) << acts["shift"][:, None, :]
     acc = terms.sum(axis=-1)  # every partial sum is bounded by 2**(acc_width - 1) <= 2**63

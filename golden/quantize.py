@@ -20,6 +20,9 @@ Schemes (see :func:`scheme_names`; docs/papers.md)
               z = clamp(rint(-min / s), 0, 2^b - 1)
               c = clamp(rint(w / s) + z, 0, 2^b - 1)
 
+          With ``scale_format="int8"`` the scales are second-level codes as below, at least 1
+          (``z`` divides by ``s``).
+
 ``mx``    OCP MX (docs/papers.md), FLOOR rule: ``e = clamp(floor(log2(amax)) - emax_elem, -127,
           127)``, E8M0 code ``e + 127``, ``c = RNE(w / 2^e)`` clamped to +-max normal (nearest
           level, ties to even code, saturating). For MXINT8 the element is a two's complement
@@ -729,14 +732,25 @@ def _quantize_asym(w, scheme: Scheme, group_size: int, scale_format: str) -> Qua
     qmax = float((1 << table.bits) - 1)
     wmin = _group_reduce(w, group_size, np.min)
     wmax = _group_reduce(w, group_size, np.max)
-    scale = _round_scale(np.clip((wmax - wmin) / qmax, SCALE_MIN, SCALE_MAX), scale_format)
+    ideal = np.clip((wmax - wmin) / qmax, SCALE_MIN, SCALE_MAX)
+    q_scales = channel = None
+    if scale_format == "int8":
+        # Second-level scales as for the symmetric schemes (module docstring), with codes of
+        # at least 1: the zero point divides by the scale.
+        channel = (ideal.max(axis=1) / INT8_SCALE_LEVELS).astype(np.float32).astype(np.float64)
+        q_scales = np.clip(np.rint(ideal / channel[:, None]), 1, INT8_SCALE_LEVELS)
+        scale = q_scales * channel[:, None]
+        q_scales = q_scales.astype(np.int64)
+    else:
+        scale = _round_scale(ideal, scale_format)
     zp = np.clip(np.rint(-wmin / scale), 0, qmax)
     k = w.shape[1]
     q = np.clip(np.rint(w / _expand(scale, group_size, k)) + _expand(zp, group_size, k), 0, qmax)
     return QuantizedTensor(
         codes=q.astype(_code_dtype(table.bits)), scales=scale, scheme=scheme.name,
         formats=scheme.formats, group_size=group_size, bits=table.bits,
-        scale_format=scale_format, zero_points=zp.astype(np.int64),
+        scale_format=scale_format, zero_points=zp.astype(np.int64), scale_codes=q_scales,
+        channel_scales=channel,
     )
 
 
@@ -803,7 +817,7 @@ def quantize(w, scheme: str | Scheme = "bitmod4", group_size: int | None = None,
     scale_format = spec.scale_format if scale_format is None else scale_format
     allowed = {
         "mod": ("fp16", "fp32", "fp64", "int8"), "sym": ("fp16", "fp32", "fp64", "int8"),
-        "asym": ("fp16", "fp32", "fp64"), "mx": ("e8m0",),
+        "asym": ("fp16", "fp32", "fp64", "int8"), "mx": ("e8m0",),
     }[spec.kind]
     if scale_format not in allowed:
         raise ValueError(f"scale format {scale_format!r} is not valid for scheme {spec.name!r}; "

@@ -172,7 +172,7 @@ def test_unsupported_schemes_and_parameters():
     x = np.zeros((2, 32), np.int8)
     with pytest.raises(ValueError, match="scale_format='int8'"):
         ggemm.gemm(x, quantize(w, "bitmod4", group_size=16), cfg)
-    with pytest.raises(ValueError, match="zero points"):
+    with pytest.raises(ValueError, match="scale_format='int8'"):
         ggemm.gemm(x, quantize(w, "int4_asym", group_size=16), cfg)
     with pytest.raises(ValueError, match="MX"):
         ggemm.gemm(x, quantize(w, "mxfp4"), cfg)
@@ -188,6 +188,36 @@ def test_unsupported_schemes_and_parameters():
     with pytest.raises(ValueError, match="NaN"):
         ggemm.act_mantissas(np.array([[np.inf] * 32], np.float16),
                             ggemm.ArrayConfig(group_size=16, act_format="fp16"))
+
+
+def test_asymmetric_weights_subtract_zero_points():
+    """int4_asym/int3_asym with int8 group scales: levels are code - zero point, and the
+    datapath's output matches the dequantized weights' product within the FP16 drain's
+    rounding."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((6, 80)) + 0.3  # skewed: zero points away from the middle
+    for scheme, fmt in (("int4_asym", "uint4"), ("int3_asym", "uint3")):
+        qt = quantize(w, scheme, group_size=32, scale_format="int8")
+        zp = np.repeat(qt.zero_points, 32, axis=1)[:, :80]
+        np.testing.assert_array_equal(ggemm.weight_levels(qt), qt.codes.astype(np.int64) - zp)
+        cfg = ggemm.ArrayConfig(group_size=32, formats=(fmt,), act_format="fp16")
+        x = rng.standard_normal((5, 80)).astype(np.float16)
+        res = ggemm.gemm(x, qt, cfg)
+        ref = x.astype(np.float64) @ qt.dequantize().T
+        assert np.abs(res.y - ref).max() / np.abs(ref).max() < 1e-2
+
+
+def test_group_sums_float64_path_is_exact():
+    """The float64 BLAS path equals the int64 contraction at the largest bound it takes."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(-(1 << 20), 1 << 20, (3, 2, 64), dtype=np.int64)
+    w = rng.integers(-(1 << 26), 1 << 26, (4, 2, 64), dtype=np.int64)
+    a[0, 0, :] = -(1 << 20)
+    w[0, 0, :] = -(1 << 26)  # 64 * 2**46 = 2**52: every partial sum an exact float64 integer
+    exact = np.einsum("mgk,ngk->mng", a, w)
+    np.testing.assert_array_equal(ggemm.group_sums(a, w, 1 << 52), exact)
+    np.testing.assert_array_equal(ggemm.group_sums(a, w, 1 << 60), exact)
+    assert ggemm.group_sums(a, w, 1 << 52)[0, 0, 0] == 1 << 52
 
 
 def test_cycle_model():

@@ -22,7 +22,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,7 +37,10 @@ from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 from .boards import Board, PLLConfig, get_board
 from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
 
-__all__ = ["BuildConfig", "BuildError", "BuildResult", "board_plan", "build"]
+__all__ = ["BuildConfig", "BuildError", "BuildResult", "StageWatcher", "board_plan", "build"]
+
+# ``progress(stage, detail=None)``: a new stage starts a new step; detail updates the running one.
+ProgressFn = Callable[..., None]
 
 
 class BuildError(RuntimeError, BitmodError):
@@ -236,6 +241,110 @@ def _parse_report(workdir: Path, device, target_mhz: float, seconds: float) -> S
                        **_count_cells(cells, device.family))
 
 
+
+_YOSYS_PASS = re.compile(r"^\d+(?:\.\d+)*\. Executing (\w+)", re.MULTILINE)
+# nextpnr's log, in the order of its stages (a stage never goes back to an earlier one).
+_NEXTPNR_STAGES = (
+    ("packing", re.compile(r"^Info: Packing", re.MULTILINE)),
+    ("placement", re.compile(r"^Info: (?:Creating initial|Running main analytical placer|"
+                             r"Running simulated annealing|Starting placement)", re.MULTILINE)),
+    ("routing", re.compile(r"^Info: (?:Routing|Running router2|Setting up routing)",
+                           re.MULTILINE)),
+    ("done", re.compile(r"^Info: Program finished normally", re.MULTILINE)),
+)
+
+
+class StageWatcher:
+    """Follows a Yosys + nextpnr + packer run through its log files and reports each stage.
+
+    :meth:`poll` reads what the logs gained since the last call and calls
+    ``progress(stage, detail)``: ``"Yosys synthesis"`` with the pass running (``abc9``,
+    ``memory_libmap``, ...), then ``"nextpnr packing"``, ``"nextpnr placement"``,
+    ``"nextpnr routing"``, then ``"<packer> bitstream"`` once nextpnr has finished. A stage is
+    reported once, in that order; :meth:`run` polls from a thread until :meth:`stop`.
+
+    Parameters
+    ----------
+    yosys_log, nextpnr_log : Path
+        The tools' ``-l`` / ``--log`` files (they may not exist yet).
+    packer : str
+        ``icepack`` or ``ecppack``.
+    progress : callable
+        ``progress(stage, detail=None)``.
+    """
+
+    def __init__(self, yosys_log: Path, nextpnr_log: Path, packer: str, progress: ProgressFn,
+                 *, interval: float = 0.5):
+        self.logs = {"yosys": Path(yosys_log), "nextpnr": Path(nextpnr_log)}
+        self.packer = packer
+        self.progress = progress
+        self.interval = interval
+        self._offsets = {"yosys": 0, "nextpnr": 0}
+        self._tails = {"yosys": "", "nextpnr": ""}
+        self._nextpnr_stage = -1
+        self._pass = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self, key: str) -> str:
+        """The complete lines ``key``'s log gained since the last read."""
+        path = self.logs[key]
+        try:
+            with open(path, "rb") as file:
+                file.seek(self._offsets[key])
+                data = file.read()
+        except OSError:
+            return ""
+        self._offsets[key] += len(data)
+        text = self._tails[key] + data.decode(errors="replace")
+        complete, _, self._tails[key] = text.rpartition("\n")
+        return complete + "\n" if complete else ""
+
+    def poll(self) -> None:
+        yosys = self._read("yosys")
+        if self._nextpnr_stage < 0:
+            passes = _YOSYS_PASS.findall(yosys)
+            if passes and passes[-1].lower() != self._pass:
+                self._pass = passes[-1].lower()
+                self.progress("Yosys synthesis", self._pass)
+            elif self._pass is None and self.logs["yosys"].exists():
+                self._pass = ""
+                self.progress("Yosys synthesis")
+        nextpnr = self._read("nextpnr")
+        reached = max((i for i, (_, pattern) in enumerate(_NEXTPNR_STAGES)
+                       if pattern.search(nextpnr)), default=-1)
+        if reached < 0 and self._nextpnr_stage < 0 and self.logs["nextpnr"].exists():
+            reached = 0  # nextpnr started: it packs first
+        if reached > self._nextpnr_stage:
+            self._nextpnr_stage = reached
+            name = _NEXTPNR_STAGES[reached][0]
+            self.progress(f"{self.packer} bitstream" if name == "done"
+                          else f"nextpnr {name}")
+
+    def run(self) -> StageWatcher:
+        """Poll every ``interval`` seconds from a daemon thread (until :meth:`stop`)."""
+        def loop():
+            while not self._stop.wait(self.interval):
+                self.poll()
+
+        self._thread = threading.Thread(target=loop, daemon=True, name="build-stages")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.poll()
+
+    def __enter__(self) -> StageWatcher:
+        return self.run()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def board_plan(config: BuildConfig, workdir: Path):
     """The board top and its build scripts, extracted into ``workdir`` (nothing run yet)."""
     from amaranth.build import Attrs
@@ -259,7 +368,14 @@ def board_plan(config: BuildConfig, workdir: Path):
     return top
 
 
-def _board_flow(config: BuildConfig, workdir: Path, timeout: float):
+def _quiet(stage: str, detail: str | None = None) -> None:
+    pass
+
+
+def _board_flow(config: BuildConfig, workdir: Path, timeout: float, progress: ProgressFn):
+    progress("Amaranth elaboration")
+    for name in ("top.rpt", "top.tim"):  # a rebuild in the same folder: fresh logs
+        (workdir / name).unlink(missing_ok=True)
     board_plan(config, workdir)
     device = config.target.fpga
     env = {**os.environ, **apply_tool_environment()}
@@ -270,7 +386,10 @@ def _board_flow(config: BuildConfig, workdir: Path, timeout: float):
     env["DFU_SUFFIX"] = str(dfu_suffix)
     log = workdir / "build.log"
     started = time.monotonic()
-    with open(log, "w") as out:
+    packer = "icepack" if device.family == "ice40" else "ecppack"
+    # The script's Yosys logs to top.rpt and nextpnr to top.tim (amaranth's build templates).
+    watcher = StageWatcher(workdir / "top.rpt", workdir / "top.tim", packer, progress)
+    with open(log, "w") as out, watcher:
         try:
             result = subprocess.run(["sh", "build_top.sh"], cwd=workdir, stdout=out,
                                     stderr=subprocess.STDOUT, env=env, timeout=timeout,
@@ -284,22 +403,34 @@ def _board_flow(config: BuildConfig, workdir: Path, timeout: float):
     return report, workdir / f"top.{suffix}"
 
 
-def _bare_flow(config: BuildConfig, workdir: Path, timeout: float):
+def _bare_flow(config: BuildConfig, workdir: Path, timeout: float, progress: ProgressFn):
     from .top import AcceleratorTop
 
+    progress("Amaranth elaboration")
     verilog = export_verilog(AcceleratorTop(config.core, config.link))
+    packer = "icepack" if config.target.family == "ice40" else "ecppack"
+    for name in ("yosys.log", "nextpnr.log"):  # a rebuild in the same folder: fresh logs
+        (workdir / name).unlink(missing_ok=True)
+    watcher = StageWatcher(workdir / "yosys.log", workdir / "nextpnr.log", packer, progress)
     try:
-        report = run_flow(verilog, config.target.fpga, workdir, target_mhz=config.achieved_mhz,
-                          seed=config.seed, timeout=timeout, pack=True, router=config.router)
+        with watcher:
+            report = run_flow(verilog, config.target.fpga, workdir,
+                              target_mhz=config.achieved_mhz, seed=config.seed,
+                              timeout=timeout, pack=True, router=config.router)
     except SynthError as error:
         raise _fail("bare flow", workdir, ["nextpnr.log", "nextpnr.out"]) from error
     suffix = "bin" if config.target.family == "ice40" else "bit"
     return report, workdir / f"top.{suffix}"
 
 
-def build(config: BuildConfig, *, timeout: float = 3600.0) -> BuildResult:
+def build(config: BuildConfig, *, timeout: float = 3600.0,
+          progress: ProgressFn | None = None) -> BuildResult:
     """Build ``config``'s bitstream in :meth:`BuildConfig.workdir` (always from scratch: the
     folder name covers the parameters, not the RTL sources; ``result.json`` records the result).
+
+    ``progress(stage, detail=None)`` hears each stage as it starts (Amaranth elaboration, Yosys
+    synthesis with the pass running, nextpnr packing / placement / routing, the packer), from
+    the tools' log files (:class:`StageWatcher`); e.g. a :class:`tools.progress.Progress`.
 
     Raises
     ------
@@ -310,7 +441,7 @@ def build(config: BuildConfig, *, timeout: float = 3600.0) -> BuildResult:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     flow = _bare_flow if config.target.bare else _board_flow
-    report, bitstream = flow(config, workdir, timeout)
+    report, bitstream = flow(config, workdir, timeout, progress or _quiet)
     if not bitstream.exists():
         raise BuildError(f"no bitstream {bitstream.name} produced (log: {workdir})")
     result = BuildResult(config=config, clock_mhz=config.achieved_mhz,

@@ -1,52 +1,93 @@
-"""Progress lines for long command-line work (on stderr, never mixed into ``--json`` output)."""
+"""Progress for long command-line work (Verilator builds, simulations, Yosys / nextpnr stages):
+one line per step on stderr, a spinner and the elapsed time while it runs, a check mark and its
+duration once done; drawn by `rich <https://rich.readthedocs.io>`_.
+
+Off unless stderr is a terminal, and off whenever the caller says so (``--json``, ``--quiet``):
+progress never mixes into machine-readable output or a log file.
+"""
 
 from __future__ import annotations
 
 import sys
-import threading
-import time
 
 __all__ = ["Progress"]
 
 
-class Progress:
-    """Status lines on stderr with a live elapsed-time counter while a step runs."""
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
-    def __init__(self, enabled: bool):
-        self._enabled = enabled
-        self._stop = threading.Event()
-        self._thread = None
-        self._label = ""
-        self._started = 0.0
+
+class Progress:
+    """Step lines on stderr (module docstring); a no-op when disabled or not on a terminal.
+
+    Call it as ``progress(stage)`` or ``progress(stage, detail)`` (the callback of
+    :func:`tools.api.verify` and :func:`fpga.build.build`): a new ``stage`` ends the running
+    step and starts a line for the next; ``detail`` shows after the stage name on the running
+    line. :meth:`step` and :meth:`done` do the same explicitly; as a context manager the
+    display ends on exit.
+
+    Parameters
+    ----------
+    enabled : bool
+        ``False`` turns it off whatever the stream is.
+    stream : file, optional
+        Where to draw (default ``sys.stderr``); only a terminal gets any output.
+    """
+
+    def __init__(self, enabled: bool = True, *, stream=None):
+        self._stream = sys.stderr if stream is None else stream
+        self.enabled = bool(enabled) and _is_terminal(self._stream)
+        self._display = None  # rich.progress.Progress while lines are drawn
+        self._task = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, detail: str | None = None) -> None:
+        if stage != self.stage:
+            self.step(stage)
+        if detail is not None:
+            self.update(detail)
 
     def step(self, label: str) -> None:
-        self.done()
-        self._label = label
-        self._started = time.monotonic()
-        if not self._enabled:
+        """End the running step and start one named ``label``."""
+        self._finish()
+        self.stage = label
+        if not self.enabled:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._tick, daemon=True)
-        self._thread.start()
+        if self._display is None:
+            from rich.console import Console
+            from rich.progress import Progress as RichProgress
+            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    def _tick(self) -> None:
-        interactive = sys.stderr.isatty()
-        spinner = "|/-\\"
-        i = 0
-        while not self._stop.wait(0.25 if interactive else 15.0):
-            elapsed = time.monotonic() - self._started
-            if interactive:
-                sys.stderr.write(f"\r{spinner[i % 4]} {self._label} [{elapsed:5.0f} s]")
-                sys.stderr.flush()
-                i += 1
-            else:
-                print(f"  ... {self._label} [{elapsed:.0f} s]", file=sys.stderr, flush=True)
+            console = Console(file=self._stream, highlight=False)
+            self._display = RichProgress(
+                SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
+                TimeElapsedColumn(), console=console, transient=False, refresh_per_second=4)
+            self._display.start()
+        self._task = self._display.add_task(label, total=1)
+
+    def update(self, detail: str) -> None:
+        """Show ``detail`` after the running step's name."""
+        if self._task is not None:
+            self._display.update(self._task, description=f"{self.stage}: {detail}")
+
+    def _finish(self) -> None:
+        if self._task is not None:
+            self._display.update(self._task, completed=1)
+            self._task = None
 
     def done(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            elapsed = time.monotonic() - self._started
-            end = "\r" if sys.stderr.isatty() else ""
-            print(f"{end}* {self._label} [{elapsed:.1f} s]", file=sys.stderr, flush=True)
+        """End the running step and the display (idempotent)."""
+        self._finish()
+        self.stage = None
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done()

@@ -14,11 +14,18 @@ So consecutive bus words walk consecutive core addresses of one op: a READ of ``
 ``8 << 24 | m * max_n + n0`` returns ``n`` output codes. An address the core cannot decode is
 refused by the adapter itself, without reaching the core: bits 28..31 set -> status ``bad_op``
 (1); bits ``addr_bits``..23 set -> ``bad_addr`` (2).
+
+Op 15 (:data:`golden.core.CONFIG_OP`) is the adapter's own: a read (or write, which changes
+nothing) of ``15 << 24 | i`` returns word ``i`` of the read-only configuration block
+(:func:`golden.core.encode_config` of the core and the link: array, lanes, formats, buffers,
+clock, baud, with a version word), ``bad_addr`` from :data:`golden.core.CONFIG_WORDS` on.
 """
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Const, Elaboratable, Instance, Module, Mux, Signal
+from collections.abc import Sequence
+
+from amaranth import Array, ClockDomain, Const, Elaboratable, Instance, Module, Mux, Signal
 from amaranth.lib import data, io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -42,13 +49,21 @@ class BusAdapter(wiring.Component):
     passed to the core, whose response is passed back. The bridge never has more than one
     request outstanding, so this costs nothing in throughput.
 
-    Latency: 2 cycles from a request accepted to an adapter-made response valid; 1 + the core's
-    response time for a forwarded command. Throughput: one transaction per ~3 cycles.
+    With ``config`` words, op :data:`golden.core.CONFIG_OP` is answered by the adapter from
+    them (a constant table, index ``addr[:24]``; ``bad_addr`` at or beyond its length), so a
+    host can read what the bitstream holds; without, op 15 reaches the core (``bad_op``).
+
+    Latency: 2 cycles from a request accepted to an adapter-made response valid (errors and
+    configuration words); 1 + the core's response time for a forwarded command. Throughput:
+    one transaction per ~3 cycles.
 
     Parameters
     ----------
     addr_bits : int
         The core's command address width (:attr:`golden.core.CoreConfig.addr_bits`), 1..24.
+    config : sequence of int
+        The configuration block (:func:`golden.core.encode_config`), 32-bit words; at most
+        256 (empty: no block).
 
     Members
     -------
@@ -60,8 +75,13 @@ class BusAdapter(wiring.Component):
         From the core's ``o_resp``.
     """
 
-    def __init__(self, addr_bits: int):
+    def __init__(self, addr_bits: int, config: Sequence[int] = ()):
         self._addr_bits = check_int("addr_bits", addr_bits, 1, OP_SHIFT)
+        self._config = tuple(check_int("config word", w, 0, (1 << gcore.DATA_BITS) - 1)
+                             for w in config)
+        if len(self._config) > 256:
+            raise ValueError(f"a configuration block has at most 256 words, not "
+                             f"{len(self._config)}")
         super().__init__({
             "bus": In(bus_signature()),
             "cmd": Out(stream.Signature(data.StructLayout({
@@ -74,42 +94,61 @@ class BusAdapter(wiring.Component):
     def addr_bits(self) -> int:
         return self._addr_bits
 
+    @property
+    def config(self) -> tuple[int, ...]:
+        """The configuration block served on op 15 (empty: none)."""
+        return self._config
+
     def elaborate(self, platform):
         m = Module()
         A = self._addr_bits
+        N = len(self._config)
+        index_bits = max(1, (N - 1).bit_length())
         req, bresp = self.bus.req, self.bus.resp
         held = Signal()  # a request is registered and not yet passed on
         held_op = Signal(gcore.OP_BITS)
         held_addr = Signal(A)
         held_data = Signal(gcore.DATA_BITS)
         held_status = Signal(gcore.STATUS_BITS)  # nonzero: the adapter answers it itself
+        held_config = Signal()  # a configuration read: the adapter answers it itself
+        held_index = Signal(index_bits)
         forwarded = Signal()  # the core took the command; its response is awaited
-        local = Signal()  # an adapter-made error response is offered
-        local_status = Signal(gcore.STATUS_BITS)
+        local = Signal()  # an adapter-made response is offered
+        local_error = Signal()
+        local_data = Signal(gcore.DATA_BITS)  # a configuration word, or the error status
 
         addr = req.payload.addr
+        op = addr[OP_SHIFT:OP_SHIFT + gcore.OP_BITS]
+        is_config = (op == gcore.CONFIG_OP) if N else Const(0)
         m.d.comb += req.ready.eq(~held & ~forwarded & ~local)
         with m.If(req.valid & req.ready):
+            core_addr_bad = addr[A:OP_SHIFT] != 0 if A < OP_SHIFT else Const(0)
+            addr_bad = Mux(is_config, addr[:OP_SHIFT] >= N, core_addr_bad)
             status = Mux(addr[OP_SHIFT + gcore.OP_BITS:] != 0, gcore.STATUS["bad_op"],
-                         Mux(addr[A:OP_SHIFT] != 0 if A < OP_SHIFT else Const(0),
-                             gcore.STATUS["bad_addr"], gcore.STATUS["ok"]))
-            m.d.sync += [held.eq(1), held_op.eq(addr[OP_SHIFT:OP_SHIFT + gcore.OP_BITS]),
-                         held_addr.eq(addr[:A]),
+                         Mux(addr_bad, gcore.STATUS["bad_addr"], gcore.STATUS["ok"]))
+            m.d.sync += [held.eq(1), held_op.eq(op), held_addr.eq(addr[:A]),
                          held_data.eq(Mux(req.payload.write, req.payload.data, 0)),
-                         held_status.eq(status)]
+                         held_status.eq(status), held_config.eq(is_config),
+                         held_index.eq(addr[:index_bits])]
 
-        m.d.comb += [self.cmd.valid.eq(held & (held_status == 0)),
+        m.d.comb += [self.cmd.valid.eq(held & (held_status == 0) & ~held_config),
                      self.cmd.payload.op.eq(held_op), self.cmd.payload.addr.eq(held_addr),
                      self.cmd.payload.data.eq(held_data)]
         with m.If(held & (held_status != 0)):
-            m.d.sync += [held.eq(0), local.eq(1), local_status.eq(held_status)]
+            m.d.sync += [held.eq(0), local.eq(1), local_error.eq(1),
+                         local_data.eq(held_status)]
+        if N:
+            table = Array(Const(word, gcore.DATA_BITS) for word in self._config)
+            with m.If(held & (held_status == 0) & held_config):
+                m.d.sync += [held.eq(0), local.eq(1), local_error.eq(0),
+                             local_data.eq(table[held_index])]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [held.eq(0), forwarded.eq(1)]
 
         core_error = self.resp.payload.status != 0
         with m.If(local):
-            m.d.comb += [bresp.valid.eq(1), bresp.payload.error.eq(1),
-                         bresp.payload.data.eq(local_status)]
+            m.d.comb += [bresp.valid.eq(1), bresp.payload.error.eq(local_error),
+                         bresp.payload.data.eq(local_data)]
             with m.If(bresp.ready):
                 m.d.sync += local.eq(0)
         with m.Else():
@@ -159,7 +198,8 @@ class AcceleratorTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.link = link = UartBridge(self._link)
-        m.submodules.adapter = adapter = BusAdapter(self._core.addr_bits)
+        m.submodules.adapter = adapter = BusAdapter(
+            self._core.addr_bits, gcore.encode_config(self._core, self._link))
         m.submodules.core = core = AcceleratorCore(self._core)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         wiring.connect(m, link.bus, adapter.bus)

@@ -37,6 +37,7 @@ per bank per weight-step at ``tile_base + k // L`` with no multiplier.
 from __future__ import annotations
 
 import functools
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,10 +46,15 @@ from . import bfp
 from . import gemm as ggemm
 from . import terms as gterms
 from .checks import check_int
-from .protocol import OP_SHIFT
+from .protocol import OP_SHIFT, LinkConfig
 from .quantize import QuantizedTensor
 
 __all__ = [
+    "BUS_OPS",
+    "CONFIG_MAGIC",
+    "CONFIG_OP",
+    "CONFIG_VERSION",
+    "CONFIG_WORDS",
     "COUNTERS",
     "COUNTER_BITS",
     "DATA_BITS",
@@ -60,7 +66,10 @@ __all__ = [
     "CoreBusModel",
     "CoreConfig",
     "CoreModel",
+    "DeviceConfig",
     "bus_address",
+    "decode_config",
+    "encode_config",
     "job_counters",
     "load_arrays",
     "load_commands",
@@ -83,6 +92,13 @@ STATUS_BITS = 3
 DATA_BITS = 32
 COUNTER_BITS = 48  # read as two 32-bit halves: addr = 2 * counter + half
 MAX_DIM = 1 << 16  # bound on max_m, max_n, max_k (keeps the job registers small)
+# Bus ops of the accelerator top: the core's, plus the read-only configuration block, which the
+# top's bus adapter serves itself (the core never sees op 15).
+CONFIG_OP = 15
+BUS_OPS = {**OPS, "read_config": CONFIG_OP}
+CONFIG_MAGIC = 0x424D  # "BM", the high half of the block's first word
+CONFIG_VERSION = 1
+CONFIG_WORDS = 11  # words of a version-1 block
 
 
 def clog2(x: int) -> int:
@@ -191,9 +207,10 @@ class CoreConfig(ggemm.DatapathParams):
 
 
 def bus_address(op, addr: int = 0) -> int:
-    """The accelerator top's bus address of core command ``op`` (code or name of :data:`OPS`)
-    at core address ``addr``: ``op << OP_SHIFT | addr`` (:data:`golden.protocol.OP_SHIFT`)."""
-    code = OPS[op] if isinstance(op, str) else int(op)
+    """The accelerator top's bus address of core command ``op`` (code or name of
+    :data:`BUS_OPS`) at core address ``addr``: ``op << OP_SHIFT | addr``
+    (:data:`golden.protocol.OP_SHIFT`)."""
+    code = BUS_OPS[op] if isinstance(op, str) else int(op)
     if not 0 <= code < 1 << OP_BITS or not 0 <= addr < 1 << OP_SHIFT:
         raise ValueError(f"op {op!r} / addr {addr} out of range")
     return code << OP_SHIFT | addr
@@ -212,6 +229,217 @@ def unpack_response(value: int) -> tuple[int, int]:
     """``(status, data)`` of a flat ``o_resp`` payload (status at the LSB)."""
     value = int(value)
     return value & ((1 << STATUS_BITS) - 1), value >> STATUS_BITS
+
+
+# --- the device configuration block ----------------------------------------------------------
+
+_ACT_CODES = {"int8": 0, "fp16": 1, "bf16": 2}
+_OUT_CODES = {"fp32": 0, "fp16": 1}
+_ROUNDING_CODES = {None: 0, "trunc": 1, "rne": 2}  # None: INT8 activations (no converter)
+
+
+def formats_crc(formats) -> int:
+    """CRC-32 (zlib) of the weight formats' names joined by commas, in selector order: how the
+    configuration block names them in one word."""
+    return zlib.crc32(",".join(formats).encode("ascii"))
+
+
+@functools.cache
+def _known_formats() -> dict[int, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``crc -> (formats, schemes)`` for every registered scheme the core runs, and every
+    registered format alone (``schemes`` empty when no scheme has exactly those formats)."""
+    from . import formats as gformats
+    from .quantize import scheme_names
+
+    table: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for name in scheme_names():
+        try:
+            formats = ggemm.scheme_formats(name)
+        except ValueError:
+            continue
+        crc = formats_crc(formats)
+        known, schemes = table.get(crc, (formats, ()))
+        table[crc] = (known, (*schemes, name))
+    for name in gformats.names():
+        table.setdefault(formats_crc((name,)), ((name,), ()))
+    return table
+
+
+def _name(table: dict, code: int):
+    return next((name for name, c in table.items() if c == code), f"unknown code {code}")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """What a bitstream holds, as its configuration block reports it: the core's parameters
+    (:class:`CoreConfig`, the weight formats as :func:`formats_crc`) and the link's clock and
+    bit rate. Built from the configs with :meth:`of`, from the block with
+    :func:`decode_config`; :meth:`words` is the block (:func:`encode_config`).
+
+    Block layout, version 1 (``CONFIG_WORDS`` = 11 words of 32 bits, read at bus addresses
+    ``CONFIG_OP << 24 | i``)::
+
+        0   magic 0x424D (31..16) | version (15..8) | word count (7..0)
+        1   rows (15..0)       | cols (31..16)
+        2   lanes (15..0)      | group_size (31..16)
+        3   max_m      4  max_n      5  max_k
+        6   act_format (7..0)  | out_format (15..8) | rounding (23..16) | formats (31..24)
+        7   mant_width (7..0)  | act_exp_bits (15..8) | scale_bits (23..16) | code_bits (31..24)
+        8   formats_crc: CRC-32 of the weight formats' names, comma-joined
+        9   clock in Hz (rounded)
+        10  baud
+
+    Codes: act_format int8 0, fp16 1, bf16 2; out_format fp32 0, fp16 1; rounding 0 for INT8
+    activations (no block converter), trunc 1, rne 2.
+    """
+
+    rows: int
+    cols: int
+    lanes: int
+    group_size: int
+    act_format: str
+    out_format: str
+    rounding: str | None
+    n_formats: int
+    mant_width: int
+    act_exp_bits: int
+    scale_bits: int
+    code_bits: int
+    formats_crc: int
+    max_m: int
+    max_n: int
+    max_k: int
+    clock_hz: int
+    baud: int
+    version: int = CONFIG_VERSION
+
+    @classmethod
+    def of(cls, core: CoreConfig, link: LinkConfig | None) -> DeviceConfig:
+        """The configuration a bitstream of ``core`` behind ``link`` reports (``link`` None:
+        clock and baud 0, unknown)."""
+        if not isinstance(core, CoreConfig):
+            raise TypeError(f"core must be a CoreConfig, not {core!r}")
+        if link is not None and not isinstance(link, LinkConfig):
+            raise TypeError(f"link must be a LinkConfig, not {link!r}")
+        return cls(rows=core.rows, cols=core.cols, lanes=core.lanes, group_size=core.group_size,
+                   act_format=core.act_format, out_format=core.out_format,
+                   rounding=None if core.act_format == "int8" else core.rounding,
+                   n_formats=len(core.formats), mant_width=core.mant_width,
+                   act_exp_bits=core.act_exp_bits, scale_bits=core.scale_bits,
+                   code_bits=core.code_bits, formats_crc=formats_crc(core.formats),
+                   max_m=core.max_m, max_n=core.max_n, max_k=core.max_k,
+                   clock_hz=round(link.clk_freq) if link else 0, baud=link.baud if link else 0)
+
+    def words(self) -> tuple[int, ...]:
+        """The block (class docstring); ``ValueError`` if a field does not fit its bits."""
+        def fit(name: str, value: int, bits: int) -> int:
+            if not 0 <= value < 1 << bits:
+                raise ValueError(f"{name} = {value} does not fit the {bits} bits of the "
+                                 f"configuration block")
+            return value
+
+        f = fit
+        return (
+            CONFIG_MAGIC << 16 | self.version << 8 | CONFIG_WORDS,
+            f("rows", self.rows, 16) | f("cols", self.cols, 16) << 16,
+            f("lanes", self.lanes, 16) | f("group_size", self.group_size, 16) << 16,
+            f("max_m", self.max_m, 32), f("max_n", self.max_n, 32), f("max_k", self.max_k, 32),
+            _ACT_CODES[self.act_format] | _OUT_CODES[self.out_format] << 8
+            | _ROUNDING_CODES[self.rounding] << 16 | f("formats", self.n_formats, 8) << 24,
+            f("mant_width", self.mant_width, 8) | f("act_exp_bits", self.act_exp_bits, 8) << 8
+            | f("scale_bits", self.scale_bits, 8) << 16 | f("code_bits", self.code_bits, 8) << 24,
+            self.formats_crc, f("clock", self.clock_hz, 32), f("baud", self.baud, 32),
+        )
+
+    @property
+    def formats(self) -> tuple[str, ...] | None:
+        """The weight formats, when a registered scheme has them or they are one registered
+        format (else ``None``)."""
+        known = _known_formats().get(self.formats_crc)
+        return known[0] if known else None
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The registered schemes whose formats these are (registry order; may be empty)."""
+        known = _known_formats().get(self.formats_crc)
+        return known[1] if known else ()
+
+    def core(self) -> CoreConfig:
+        """The :class:`CoreConfig` of the bitstream; ``ValueError`` when its weight formats are
+        not known (:attr:`formats`: the block holds their CRC only)."""
+        formats = self.formats
+        if formats is None:
+            raise ValueError(f"the device's weight formats (CRC {self.formats_crc:#010x}) are "
+                             "not those of any registered scheme; give its configuration")
+        return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
+                          group_size=self.group_size, formats=formats,
+                          act_format=self.act_format, out_format=self.out_format,
+                          rounding=self.rounding or "rne", mant_width=self.mant_width,
+                          act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
+                          max_m=self.max_m, max_n=self.max_n, max_k=self.max_k)
+
+    def describe(self) -> dict[str, str]:
+        """Field label -> value as a user would write it (what :meth:`differences` names)."""
+        formats = self.formats
+        if self.schemes:
+            weights = f"{self.schemes[0]} ({','.join(formats)})"
+        elif formats is not None:
+            weights = ",".join(formats)
+        else:
+            weights = f"{self.n_formats} unknown format(s), CRC {self.formats_crc:#010x}"
+        return {
+            "array": f"{self.rows}x{self.cols}", "lanes": str(self.lanes),
+            "group size": str(self.group_size), "weight formats": weights,
+            "activation format": self.act_format, "output format": self.out_format,
+            "rounding": self.rounding or "-", "mantissa width": str(self.mant_width),
+            "exponent shift bits": str(self.act_exp_bits), "scale bits": str(self.scale_bits),
+            "buffers (max M x N x K)": f"{self.max_m}x{self.max_n}x{self.max_k}",
+            "clock": f"{self.clock_hz / 1e6:.6f}".rstrip("0").rstrip(".") + " MHz",
+            "baud": str(self.baud),
+        }
+
+    def differences(self, asked: DeviceConfig, *, link: bool = True
+                    ) -> list[tuple[str, str, str]]:
+        """``(field, this value, asked value)`` for every field that differs from ``asked``
+        (the weight formats by CRC; clock and baud only when ``link``)."""
+        mine, theirs = self.describe(), asked.describe()
+        if self.formats_crc == asked.formats_crc and self.n_formats == asked.n_formats:
+            theirs["weight formats"] = mine["weight formats"]
+        if not link:
+            for key in ("clock", "baud"):
+                theirs[key] = mine[key]
+        return [(key, mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]]
+
+
+def encode_config(core: CoreConfig, link: LinkConfig) -> tuple[int, ...]:
+    """The configuration block of a bitstream of ``core`` behind ``link``
+    (:class:`DeviceConfig`): the constants the RTL's bus adapter serves."""
+    return DeviceConfig.of(core, link).words()
+
+
+def decode_config(words) -> DeviceConfig:
+    """The :class:`DeviceConfig` of a configuration block read from a device; ``ValueError``
+    (one line) when the words are not a block of a version this code reads."""
+    words = [int(w) for w in words]
+    if not words or words[0] >> 16 != CONFIG_MAGIC:
+        first = f"{words[0]:#010x}" if words else "missing"
+        raise ValueError(f"not a configuration block (first word {first}); the bitstream may "
+                         "predate configuration blocks")
+    version, count = words[0] >> 8 & 0xFF, words[0] & 0xFF
+    if version != CONFIG_VERSION:
+        raise ValueError(f"configuration block version {version}; this host reads version "
+                         f"{CONFIG_VERSION} (update bitmod, or rebuild the bitstream)")
+    if count != CONFIG_WORDS or len(words) != CONFIG_WORDS:
+        raise ValueError(f"a version-{version} configuration block has {CONFIG_WORDS} words, "
+                         f"not {count} (read {len(words)})")
+    w = words
+    return DeviceConfig(
+        rows=w[1] & 0xFFFF, cols=w[1] >> 16, lanes=w[2] & 0xFFFF, group_size=w[2] >> 16,
+        max_m=w[3], max_n=w[4], max_k=w[5], act_format=_name(_ACT_CODES, w[6] & 0xFF),
+        out_format=_name(_OUT_CODES, w[6] >> 8 & 0xFF),
+        rounding=_name(_ROUNDING_CODES, w[6] >> 16 & 0xFF), n_formats=w[6] >> 24,
+        mant_width=w[7] & 0xFF, act_exp_bits=w[7] >> 8 & 0xFF, scale_bits=w[7] >> 16 & 0xFF,
+        code_bits=w[7] >> 24, formats_crc=w[8], clock_hz=w[9], baud=w[10], version=version)
 
 
 def act_words(x, cfg: ggemm.ArrayConfig) -> np.ndarray:
@@ -492,17 +720,27 @@ class CoreBusModel:
     A bus address is ``op << OP_SHIFT | core address``; bits above the op field answer
     ``bad_op``, bits between the core's address field and the op field ``bad_addr``, both
     without reaching the core; a command's error status comes back as ``(status, error)``.
+
+    With ``link`` (the top's :class:`golden.protocol.LinkConfig`), op :data:`CONFIG_OP` reads
+    the configuration block (:func:`encode_config`) at word ``addr`` (``bad_addr`` from
+    :data:`CONFIG_WORDS` on; a write changes nothing and returns the word, like a read);
+    without it, op 15 reaches the core, which answers ``bad_op`` (an adapter without a block).
     """
 
-    def __init__(self, mp: CoreConfig):
+    def __init__(self, mp: CoreConfig, link: LinkConfig | None = None):
         self.mp = mp
         self.model = CoreModel(mp)
+        self.config = None if link is None else encode_config(mp, link)
 
     def access(self, write: bool, addr: int, data: int) -> tuple[int, bool]:
         if addr >> (OP_SHIFT + OP_BITS):
             return STATUS["bad_op"], True
-        if (addr & ((1 << OP_SHIFT) - 1)) >> self.mp.addr_bits:
+        low = addr & ((1 << OP_SHIFT) - 1)
+        if self.config is not None and addr >> OP_SHIFT == CONFIG_OP:
+            if low >= len(self.config):
+                return STATUS["bad_addr"], True
+            return self.config[low], False
+        if low >> self.mp.addr_bits:
             return STATUS["bad_addr"], True
-        status, value = self.model.command(addr >> OP_SHIFT, addr & ((1 << OP_SHIFT) - 1),
-                                           data if write else 0)
+        status, value = self.model.command(addr >> OP_SHIFT, low, data if write else 0)
         return (status, True) if status else (value, False)

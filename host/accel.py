@@ -14,6 +14,11 @@ roughly ``4 + 12 / run`` line bytes per word rather than 16.
 ``start`` goes out as an EXEC (never resent after a lost reply: a second ``start`` while the
 job runs would be refused with ``busy``); completion is a READ of the ``wait`` op, which the
 core answers when the job ends.
+
+Before the first command the driver reads the device's configuration block (one READ of
+:data:`golden.core.CONFIG_WORDS` words at op 15, decoded by :func:`golden.core.decode_config`)
+and refuses, with :class:`ConfigMismatch` naming every differing field, a configuration other
+than the one asked for; given none, it takes the device's.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import numpy as np
 from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.checks import BitmodError
+from bitmod.golden.protocol import LinkConfig
 
 from .link import DeviceError, HostLink
 
-__all__ = ["Accelerator", "AcceleratorError", "compare_with_golden", "group_runs"]
+__all__ = ["Accelerator", "AcceleratorError", "ConfigMismatch", "compare_with_golden",
+           "group_runs", "read_device_config"]
 
 STATUS_NAMES = {code: name for name, code in gcore.STATUS.items()}
 
@@ -42,6 +49,35 @@ class AcceleratorError(RuntimeError, BitmodError):
         self.op, self.addr, self.status = op, addr, status
         name = "refused" if status is None else STATUS_NAMES.get(status, f"status {status}")
         super().__init__(f"core command {op} at address {addr:#x}: {name}{detail}")
+
+
+class ConfigMismatch(RuntimeError, BitmodError):
+    """The device's bitstream is not the configuration the host was asked to drive (one line
+    naming every differing field: board value, asked value), or it reports none."""
+
+    def __init__(self, message: str, differences: Sequence[tuple[str, str, str]] = ()):
+        self.differences = list(differences)
+        super().__init__(message)
+
+
+def read_device_config(link: HostLink) -> gcore.DeviceConfig:
+    """Read and decode the device's configuration block (:class:`golden.core.DeviceConfig`).
+
+    Raises :class:`ConfigMismatch` when the device has no block (a bitstream older than the
+    block answers op 15 with an error) or an unreadable one; link failures
+    (:class:`host.link.LinkTimeout`, ...) pass through.
+    """
+    try:
+        words = link.read(gcore.bus_address("read_config"), gcore.CONFIG_WORDS)
+    except DeviceError:
+        raise ConfigMismatch("the board reports no configuration block (a bitstream built "
+                             "before configuration blocks?): rebuild it with bitmod build"
+                             ) from None
+    try:
+        return gcore.decode_config(words)
+    except ValueError as error:
+        raise ConfigMismatch(f"the board's configuration block is unreadable: {error}"
+                             ) from None
 
 
 def group_runs(cmds: Sequence[tuple[str, int, int]], max_words: int
@@ -62,23 +98,78 @@ def group_runs(cmds: Sequence[tuple[str, int, int]], max_words: int
 class Accelerator:
     """The accelerator behind ``link``.
 
+    The device's configuration block is read before the first command (or by
+    :meth:`connect`): with ``config`` (and ``expect_link``) given, any difference raises
+    :class:`ConfigMismatch`; without ``config``, the device's own is used (:attr:`config`).
+
     Parameters
     ----------
     link : HostLink
-    config : golden.core.CoreConfig
-        The core the bitstream was built with (its address map and buffer bounds).
+    config : golden.core.CoreConfig, optional
+        The core the bitstream was built with (its address map and buffer bounds); ``None``:
+        the device's.
+    expect_link : golden.protocol.LinkConfig, optional
+        Also compare the device's clock (to 1 Hz) and baud with this link's.
+    check : bool
+        Read and compare the configuration block (``False``: trust ``config``, for bitstreams
+        without a block; ``config`` is then required).
     """
 
-    def __init__(self, link: HostLink, config: gcore.CoreConfig):
-        if not isinstance(config, gcore.CoreConfig):
+    def __init__(self, link: HostLink, config: gcore.CoreConfig | None = None, *,
+                 expect_link: LinkConfig | None = None, check: bool = True):
+        if config is not None and not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        if expect_link is not None and not isinstance(expect_link, LinkConfig):
+            raise TypeError(f"expect_link must be a LinkConfig, not {expect_link!r}")
+        if config is None and not check:
+            raise ValueError("without a config, the device's must be read (check=True)")
         self.link = link
-        self.config = config
+        self._config = config
+        self.expect_link = expect_link
+        self.device: gcore.DeviceConfig | None = None  # the block, once read
+        self._checked = not check
         self.frames = 0  # WRITE frames sent by load() and run(), for cost reports
+
+    @property
+    def config(self) -> gcore.CoreConfig:
+        """The core's configuration: as given, or the device's (read on first use)."""
+        if self._config is None:
+            self.connect()
+        return self._config
+
+    def connect(self) -> gcore.DeviceConfig:
+        """Read the device's configuration block and check it against the configuration asked
+        for (once; later calls return the block read). Raises :class:`ConfigMismatch`."""
+        if self.device is not None:
+            return self.device
+        device = read_device_config(self.link)
+        if self._config is None:
+            try:
+                self._config = device.core()
+            except ValueError as error:
+                raise ConfigMismatch(str(error)) from None
+        else:
+            asked = gcore.DeviceConfig.of(self._config, self.expect_link)
+            differences = device.differences(asked, link=self.expect_link is not None)
+            if differences:
+                raise ConfigMismatch(
+                    "the board's bitstream differs from what was asked: "
+                    + "; ".join(f"{name} {mine} on the board, {theirs} asked"
+                                for name, mine, theirs in differences)
+                    + " (give the bitstream's options, or omit them to use the board's)",
+                    differences)
+        self.device = device
+        self._checked = True
+        return device
+
+    def _connected(self) -> None:
+        if not self._checked:
+            self.connect()
 
     # --- commands ------------------------------------------------------------------------------
 
     def _write(self, cmds: Sequence[tuple[str, int, int]]) -> None:
+        self._connected()
         chunk = max(1, self.link.max_payload // 4 - 1)
         for op, addr, words in group_runs(cmds, chunk):
             try:
@@ -90,6 +181,7 @@ class Accelerator:
             self.frames += 1
 
     def _read(self, op: str, addr: int, n: int) -> list[int]:
+        self._connected()
         try:
             return self.link.read(gcore.bus_address(op, addr), n)
         except DeviceError as error:
@@ -97,6 +189,7 @@ class Accelerator:
 
     def status(self) -> int:
         """The core's ``status`` word: ``busy | done << 1``."""
+        self._connected()
         return self.link.read(gcore.bus_address("status"), 1)[0]
 
     # --- job -----------------------------------------------------------------------------------
@@ -110,6 +203,7 @@ class Accelerator:
         """Set the job dimensions, start it and wait until it is done (a READ of the ``wait``
         op, answered when the job ends: the link's ``timeout`` must outlast the job); returns
         the ``wait`` word (``done << 1``)."""
+        self._connected()
         set_job = [c for c in gcore.run_commands(m, n, k) if c[0] == "set_job"]
         self._write(set_job)
         try:

@@ -166,8 +166,8 @@ CORE = CoreConfig(rows=1, cols=2, lanes=2, group_size=4, max_m=2, max_n=4, max_k
 
 
 class _AdapterBench(wiring.Component):
-    def __init__(self):
-        self.adapter = BusAdapter(CORE.addr_bits)
+    def __init__(self, config=()):
+        self.adapter = BusAdapter(CORE.addr_bits, config)
         super().__init__({"bus": wiring.In(bus_signature())})
 
     def elaborate(self, platform):
@@ -229,11 +229,49 @@ def test_bus_adapter_against_core_model():
     print(f"checked {len(reqs)} bus transactions")
 
 
+def test_bus_adapter_serves_the_configuration_block():
+    """Op 15 reads the configuration block from the adapter (never from the core): every word,
+    out-of-range indexes, stray bits and writes (which change nothing), mixed with core
+    commands, all as golden's bus model answers them; the words decode to the configs."""
+    mp = CORE
+    link = LinkConfig(16.875e6, 57_600)
+    words = gcore.encode_config(mp, link)
+    dut = _AdapterBench(words)
+    bus = gcore.CoreBusModel(mp, link)
+    N = gcore.CONFIG_WORDS
+    cfg = gcore.CONFIG_OP << OP_SHIFT
+    reqs = [(False, cfg | i, 0) for i in range(N)]
+    reqs += [(False, cfg | N, 0), (False, cfg | (1 << OP_SHIFT) - 1, 0),
+             (True, cfg | 3, 0xDEADBEEF), (False, cfg | 3, 0), (False, cfg | 1 << 31, 0),
+             (False, cfg | 1 << 8 | 1, 0)]
+    reqs += [*_bus_requests(mp, 40, seed=9), (False, cfg, 0)]
+    got = []
+
+    async def host(ctx):
+        for write, addr, data in reqs:
+            await stream_put(ctx, dut.bus.req, {"write": write, "addr": addr, "data": data})
+            resp = await stream_get(ctx, dut.bus.resp)
+            got.append((resp.error, resp.data))
+
+    run_simulation(dut, [host], deadline=1e-4)
+    expected = [(int(error), value) for value, error in (bus.access(*r) for r in reqs)]
+    mismatches = [(r, g, e) for r, g, e in zip(reqs, got, expected, strict=True)
+                  if e[1] is not None and g != e]
+    assert not mismatches, mismatches[:5]
+    assert [data for _, data in got[:N]] == list(words)
+    assert got[N] == (1, gcore.STATUS["bad_addr"]) and got[N + 4] == (1, gcore.STATUS["bad_op"])
+    device = gcore.decode_config([data for _, data in got[:N]])
+    assert device == gcore.DeviceConfig.of(mp, link) and device.core() == mp
+    assert (device.clock_hz, device.baud) == (16_875_000, 57_600)
+
+
 def test_bus_adapter_params():
     with pytest.raises(ValueError, match=r"addr_bits must be in 1\.\.24, not 25"):
         BusAdapter(25)
     with pytest.raises(TypeError, match="addr_bits"):
         BusAdapter(3.0)
+    with pytest.raises(ValueError, match="config word must be in"):
+        BusAdapter(3, [1 << 32])
     with pytest.raises(ValueError, match="op"):
         bus_address(16)
     assert bus_address("read_output", 5) == 8 << 24 | 5

@@ -4,7 +4,8 @@ Builds :class:`fpga.top.BoardTop` (PLL + reset synchroniser + UART bridge + bus 
 accelerator core) with Yosys + nextpnr (YoWASP) through the board's amaranth-boards platform,
 prints LUT4/FF/DSP/BRAM use and Fmax against the core clock, and exits non-zero with one line
 if timing is not met (exit 1) or the design does not fit / a tool fails (exit 2). Outputs go to
-``build/boards/<board>-<hash>/`` (git-ignored).
+``build/boards/<board>-<hash>/`` (git-ignored). On a terminal, each Yosys / nextpnr / packer
+stage shows on stderr with its elapsed time (:mod:`tools.progress`); never with ``--json``.
 """
 
 from __future__ import annotations
@@ -49,23 +50,32 @@ def build_options(args) -> dict:
             "act": args.act}
 
 
-def add_build_options(parser) -> None:
-    """The options that define a bitstream's core (``build``, and ``run`` to address it)."""
-    parser.add_argument("--scheme", default="bitmod4",
-                        help="weight scheme the core is built for (default bitmod4; symmetric "
-                             "schemes: bitmod4, bitmod3, int4, int8, fp4, ...)")
-    parser.add_argument("--array", metavar="RxC", help="array rows x columns (board default)")
-    parser.add_argument("--lanes", type=int, metavar="L", help="lanes per PE (board default)")
-    parser.add_argument("--act", choices=ACT_FORMATS, default="int8",
-                        help="activation format (default int8)")
+def add_build_options(parser, *, from_device: bool = False) -> None:
+    """The options that define a bitstream's core (``build``, and ``run`` to address it; for
+    ``run`` (``from_device``) an omitted option is the board's bitstream's)."""
+    default = "the board's bitstream's" if from_device else None
+    parser.add_argument("--scheme", default=None if from_device else "bitmod4",
+                        help=f"weight scheme the core is built for (default "
+                             f"{default or 'bitmod4'}; symmetric schemes: bitmod4, bitmod3, "
+                             "int4, int8, fp4, ...)")
+    parser.add_argument("--array", metavar="RxC",
+                        help=f"array rows x columns (default {default or 'the board default'})")
+    parser.add_argument("--lanes", type=int, metavar="L",
+                        help=f"lanes per PE (default {default or 'the board default'})")
+    parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
+                        help=f"activation format (default {default or 'int8'})")
 
 
 def _build(args) -> int:
-    from bitmod.tools.api import build
+    from bitmod.fpga.build import BuildConfig, build
+    from bitmod.tools.progress import Progress
 
+    config = BuildConfig(args.board, **build_options(args), clock_mhz=args.clock,
+                         baud=args.baud, seed=args.seed, router=args.router)
+    progress = Progress(not args.json)
     try:
-        result = build(args.board, **build_options(args), clock_mhz=args.clock,
-                       seed=args.seed, router=args.router).as_dict()
+        with progress:
+            result = build(config, progress=progress).as_dict()
     except BuildError as error:
         raise CLIError(str(error)) from None
     if args.json:
@@ -93,6 +103,9 @@ def register(subparsers) -> None:
     add_build_options(parser)
     parser.add_argument("--clock", type=float, metavar="MHZ",
                         help="core clock (board default; the PLL's achieved clock is used)")
+    parser.add_argument("--baud", type=int, default=115_200,
+                        help="UART bit rate of the link (default 115200; bitmod run --baud "
+                             "must match it)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--router", choices=ROUTERS,
                         help="nextpnr router (board default; router2 copes better with "

@@ -44,6 +44,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -89,7 +90,8 @@ RUNTIME_DEFINES = ("-DVERILATOR=1", "-DVM_COVERAGE=0", "-DVM_SC=0", "-DVM_TIMING
 
 
 class SimulationFailed(AssertionError, BitmodError):
-    """A cocotb run reported failing tests (or none ran); carries the results file path."""
+    """A simulation did not pass: a cocotb run reported failing tests (or none ran), a harness
+    or a testbench loop hit its cycle or wall-clock bound, a build step failed."""
 
 
 def waves_enabled() -> bool:
@@ -288,12 +290,20 @@ def _params_of(params) -> tuple[dict, Callable[[type], object]]:
     return plain, lambda cls: cls(**kwargs)
 
 
+TOOL_TIME_LIMIT = 1800.0  # seconds for one step of a Verilator build (a stuck compiler fails)
+
+
 def _run_tool(command: list[str], log: Path, cwd: Path | None = None) -> None:
     with open(log, "a") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                check=False)
+        try:
+            result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                    check=False, timeout=TOOL_TIME_LIMIT)
+        except subprocess.TimeoutExpired:
+            raise SimulationFailed(f"Verilator build step {Path(command[0]).name} did not "
+                                   f"finish within {TOOL_TIME_LIMIT:.0f} s (log: {log})"
+                                   ) from None
     if result.returncode != 0:
         lines = log.read_text(errors="replace").splitlines()
         errors = [line for line in lines if "%Error" in line or "error:" in line]
@@ -436,14 +446,39 @@ def _load_ports(build_dir: Path):
         record["uart_divisor"])
 
 
+COCOTB_TIME_LIMIT = 1200.0  # default wall-clock seconds of one cocotb run
+# A line of a cocotb log that names why a test failed (an exception and its message).
+_FAILURE_LINE = re.compile(r"\b\w*(?:Error|Failed|Exception)\b:? ")
+
+
+def _bounded_runner(time_limit: float):
+    """cocotb's Verilator runner, its simulator command run under coreutils ``timeout`` (TERM
+    at ``time_limit`` seconds, KILL 10 s later)."""
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner("verilator")
+    if shutil.which("timeout") is None:  # no coreutils: unbounded, as cocotb runs it
+        return runner
+
+    class Bounded(type(runner)):
+        # The runner's hook for a simulator command prefix (it reads SIM_CMD_PREFIX).
+        def _get_sim_cmd_prefix(self) -> list[str]:
+            return ["timeout", "--kill-after=10", f"{time_limit:.3f}",
+                    *super()._get_sim_cmd_prefix()]
+
+    return Bounded()
+
+
 def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None = None,
                env: Mapping[str, str] | None = None, run_name: str = "run",
-               seed: int = 1) -> tuple[int, int]:
+               seed: int = 1, time_limit: float = COCOTB_TIME_LIMIT) -> tuple[int, int]:
     """Run cocotb ``test_module`` (a dotted module name) against ``model``.
 
     ``env`` passes parameters to the testbench (cocotb tests run in the simulator process and
     read them from ``os.environ``). Results land in ``<build_dir>/<run_name>/``; several runs
     on one model must use distinct ``run_name`` values when they may run concurrently.
+    ``time_limit`` bounds the simulator process in wall-clock seconds: a testbench that never
+    ends is killed and reported, never left to hang CI.
 
     Returns
     -------
@@ -452,12 +487,12 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
     Raises
     ------
     SimulationFailed
-        If any cocotb test failed, or none ran.
+        If any cocotb test failed, none ran, or the run outlasted ``time_limit``.
     """
     if model.engine != "cocotb":
         raise ValueError(f"{model.name} was built for the {model.engine} engine, not cocotb")
     apply_tool_environment()
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_results
 
     module = importlib.import_module(test_module)
     test_dir = model.build_dir / run_name
@@ -468,7 +503,8 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
         "BITMOD_MODEL_PARAMS": json.dumps(model.params, default=repr),
         **(env or {}),
     }
-    runner = get_runner("verilator")
+    runner = _bounded_runner(time_limit)
+    started = time.monotonic()
     try:
         results_xml = runner.test(
             test_module=test_module, hdl_toplevel=model.toplevel, hdl_toplevel_lang="verilog",
@@ -476,6 +512,15 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
             test_dir=test_dir, testcase=testcase, extra_env=extra_env, waves=model.waves,
             seed=seed, results_xml=str(test_dir / "results.xml"),
             log_file=test_dir / "bitmod.sim.log")
+    except RuntimeError as error:  # the simulator exited non-zero (killed by the limit?)
+        seconds = time.monotonic() - started
+        if seconds >= time_limit:
+            raise SimulationFailed(
+                f"cocotb {test_module} on {model.name} did not finish within its wall-clock "
+                f"limit of {time_limit:.0f} s (killed after {seconds:.0f} s); log: "
+                f"{test_dir / 'bitmod.sim.log'}") from None
+        raise SimulationFailed(f"cocotb {test_module} on {model.name}: {error}; log: "
+                               f"{test_dir / 'bitmod.sim.log'}") from None
     except SystemExit:  # the runner exits when a test fails; report it as a failure instead
         results_xml = test_dir / "results.xml"
         if not results_xml.exists():
@@ -485,7 +530,7 @@ def run_cocotb(model: VerilatorModel, test_module: str, *, testcase: str | None 
     if failures or not tests:
         log = test_dir / "bitmod.sim.log"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-        reasons = [line.strip() for line in lines if "Error" in line][-3:]
+        reasons = [line.strip() for line in lines if _FAILURE_LINE.search(line)][-3:]
         raise SimulationFailed(
             f"{failures} of {tests} cocotb tests failed in {test_module} on {model.name}"
             + "".join(f"\n  {reason}" for reason in reasons) + f"\nlog: {log}")

@@ -7,6 +7,7 @@ import os
 import random
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from bitmod.hdl.link import (
 )
 from bitmod.hdl.link.bridge import crc16_update
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
-from bitmod.sim.verilator import get_model, run_cocotb
+from bitmod.sim.verilator import SimulationFailed, get_model, run_cocotb
 
 # --- parameters ---------------------------------------------------------------------------------
 
@@ -385,13 +386,14 @@ E2E = LinkConfig(clk_freq=8_000_000, baud=2_000_000, max_payload=64, timeout_cyc
                  rx_fifo_depth=32)
 
 
-def run_e2e(testcase: str, **env):
+def run_e2e(testcase: str, time_limit: float = 600.0, **env):
     model = get_model(UartBridgeTestTop, {"config": E2E, "depth": 48}, engine="cocotb")
     with tempfile.TemporaryDirectory(dir=model.build_dir) as scratch:
         report = Path(scratch) / "report.txt"
         run_cocotb(model, "bitmod.sim.tb.link_tb", testcase=testcase,
                    run_name=f"link-{testcase}-{os.getpid()}-{Path(scratch).name}",
-                   env={"LINK_REPORT": str(report), **{k: str(v) for k, v in env.items()}})
+                   env={"LINK_REPORT": str(report), **{k: str(v) for k, v in env.items()}},
+                   time_limit=time_limit)
         return report.read_text()
 
 
@@ -411,3 +413,37 @@ def test_e2e_fuzz_then_valid_job():
     report = run_e2e("fuzz_then_valid_job", LINK_FUZZ_ITEMS=240, LINK_SEED=11)
     print(report)
     assert "fuzz items" in report
+
+
+def test_e2e_never_silent_line_fails_within_the_bound():
+    """A bridge kept talking forever: the testbench's settle() fails with a clear message
+    within its cycle bound instead of hanging."""
+    report = run_e2e("never_silent_line")
+    print(report)
+    assert "settle() failed after" in report and "the line never went silent" in report
+
+
+def test_e2e_baud_mismatch_is_a_link_timeout():
+    """A host at half or twice the bitstream's baud rate gets LinkTimeout (which bitmod run
+    reports as "no answer ... at N baud"); at the right rate the same link works."""
+    report = run_e2e("baud_mismatch")
+    print(report)
+    assert report.count(": LinkTimeout (") == 2 and "words checked bit-exact" in report
+
+
+def test_e2e_reset_mid_frame_recovers():
+    report = run_e2e("reset_mid_frame")
+    print(report)
+    assert "exact after, no resends" in report
+
+
+def test_cocotb_run_is_killed_at_its_wall_clock_limit():
+    """A testbench that never ends is killed at run_cocotb's wall-clock limit and reported as
+    one SimulationFailed, well before a CI job's own timeout."""
+    started = time.monotonic()
+    with pytest.raises(SimulationFailed, match="did not finish within its wall-clock limit "
+                                               "of 10 s"):
+        run_e2e("wall_clock_guard", time_limit=10, LINK_HANG=1)
+    seconds = time.monotonic() - started
+    print(f"killed and reported after {seconds:.1f} s")
+    assert seconds < 10 + 30

@@ -59,9 +59,9 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
                              f"{default or 'bitmod4'}; symmetric schemes: bitmod4, bitmod3, "
                              "int4, int8, fp4, ...)")
     parser.add_argument("--array", metavar="RxC",
-                        help=f"array rows x columns (default {default or 'the board default'})")
+                        help=f"array rows x columns (default: {default or 'the board default'})")
     parser.add_argument("--lanes", type=int, metavar="L",
-                        help=f"lanes per PE (default {default or 'the board default'})")
+                        help=f"lanes per PE (default: {default or 'the board default'})")
     parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
                         help=f"activation format (default {default or 'int8'})")
 

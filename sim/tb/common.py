@@ -54,11 +54,23 @@ class CycleCounter:
             self.cycle += 1
 
 
+STREAM_TIMEOUT_CYCLES = 100_000  # a stream stalled this long fails the test
+
+
+def _stalled(what: str, cycles: int):
+    from bitmod.sim.verilator import SimulationFailed
+
+    return SimulationFailed(f"{what}: no transfer for {cycles} cycles")
+
+
 class StreamSource:
-    """Drives ``<prefix>__valid/__payload``; ``idle`` is the chance of a gap before a payload."""
+    """Drives ``<prefix>__valid/__payload``; ``idle`` is the chance of a gap before a payload.
+    A payload not taken within ``timeout_cycles`` raises ``SimulationFailed``."""
 
     def __init__(self, dut, prefix: str, rng: random.Random, idle: float = 0.0,
-                 on_first_accept=None):
+                 on_first_accept=None, timeout_cycles: int = STREAM_TIMEOUT_CYCLES):
+        self.prefix = prefix
+        self.timeout_cycles = timeout_cycles
         self.clk = dut.clk
         self.on_first_accept = on_first_accept
         self.valid = getattr(dut, f"{prefix}__valid")
@@ -75,7 +87,7 @@ class StreamSource:
         self.payload.value = payload
         # Sample ready once the cycle has settled, before the edge: the transfer happens at the
         # edge when valid and ready are both high then.
-        while True:
+        for _ in range(self.timeout_cycles):
             await ReadOnly()
             accepted = bool(self.ready.value)
             if accepted and self.on_first_accept is not None:
@@ -84,13 +96,19 @@ class StreamSource:
             await RisingEdge(self.clk)
             if accepted:
                 break
+        else:
+            raise _stalled(f"{self.prefix} never ready", self.timeout_cycles)
         self.valid.value = 0
 
 
 class StreamSink:
-    """Drives ``<prefix>__ready`` (low with chance ``backpressure``) and records payloads."""
+    """Drives ``<prefix>__ready`` (low with chance ``backpressure``) and records payloads; a
+    gap of ``timeout_cycles`` without a transfer raises ``SimulationFailed``."""
 
-    def __init__(self, dut, prefix: str, rng: random.Random, backpressure: float = 0.0):
+    def __init__(self, dut, prefix: str, rng: random.Random, backpressure: float = 0.0,
+                 timeout_cycles: int = STREAM_TIMEOUT_CYCLES):
+        self.prefix = prefix
+        self.timeout_cycles = timeout_cycles
         self.clk = dut.clk
         self.valid = getattr(dut, f"{prefix}__valid")
         self.ready = getattr(dut, f"{prefix}__ready")
@@ -102,12 +120,18 @@ class StreamSink:
         self.ready.value = 0
 
     async def run(self, count: int, clock=None) -> None:
+        idle = 0
         while len(self.received) < count:
+            if idle >= self.timeout_cycles:
+                raise _stalled(f"{self.prefix}: {len(self.received)} of {count} payloads",
+                               idle)
             self.ready.value = int(self.rng.random() >= self.backpressure)
             await ReadOnly()
+            idle += 1
             if self.valid.value and self.ready.value:
                 self.received.append(self.payload.value.to_unsigned())
                 self.cycles.append(clock.cycle if clock is not None else -1)
+                idle = 0
             await RisingEdge(self.clk)
         self.ready.value = 0
 

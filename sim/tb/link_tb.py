@@ -7,6 +7,10 @@ simulated time). Every result is compared with a golden twin: the same HostLink 
 :class:`golden.protocol.BridgeModel` over a :class:`host.link.LoopbackTransport`, or, for the fuzz
 items, the model's predicted reply bytes.
 
+Every wait is bounded: :meth:`UartModel.settle` gives up (``SimulationFailed``) when the
+line has not gone silent within a few longest replies, the host's reads have their timeouts,
+and ``run_cocotb`` kills a run that outlasts its wall-clock limit.
+
 Driven by ``tests/test_link.py``: ``BITMOD_MODEL_PARAMS`` (the top's parameters),
 ``LINK_REPORT`` (a summary is written there), ``LINK_FUZZ_ITEMS`` and ``LINK_SEED``.
 """
@@ -24,8 +28,16 @@ from cocotb.triggers import Event, FallingEdge, First, Timer
 from cocotb.utils import get_sim_time
 
 from bitmod.golden import protocol
-from bitmod.host.link import DeviceError, HostLink, LinkError, LoopbackTransport, Transport
+from bitmod.host.link import (
+    DeviceError,
+    HostLink,
+    LinkError,
+    LinkTimeout,
+    LoopbackTransport,
+    Transport,
+)
 from bitmod.sim.tb.common import CLOCK_NS, TB
+from bitmod.sim.verilator import SimulationFailed
 
 
 def _fields(record: dict) -> dict:
@@ -55,8 +67,15 @@ class _Config:
 CFG = _Config()
 
 
+def settle_limit_cycles() -> int:
+    """How long :meth:`UartModel.settle` waits for silence at most: four times a longest reply
+    plus the receive timeout (a legitimate burst of replies is far shorter)."""
+    return 4 * ((CFG.max_payload + 8) * 10 * CFG.divisor + CFG.timeout_cycles)
+
+
 class UartModel:
-    """Drives ``rx`` and decodes ``tx`` (8N1) at the top's bit period."""
+    """Drives ``rx`` and decodes ``tx`` (8N1) at the top's bit period (``bit_ns``, which a
+    test may change to play a host at another baud rate)."""
 
     def __init__(self, dut):
         self.dut = dut
@@ -64,6 +83,8 @@ class UartModel:
         self.arrived = Event()
         self.busy = False  # a byte is being decoded
         self.last_byte_ns = 0.0
+        self.bit_ns = CFG.bit_ns
+        self.resetting = False  # a test resets the top mid-byte: tx may glitch
         dut.rx.value = 1
 
     async def send(self, data: bytes, *, stop: int = 1) -> None:
@@ -72,39 +93,41 @@ class UartModel:
         for byte in bytes(data):
             for level in [0, *((byte >> i) & 1 for i in range(8)), stop]:
                 self.dut.rx.value = level
-                await Timer(CFG.bit_ns, "ns")
+                await Timer(self.bit_ns, "ns")
             if not stop:
                 self.dut.rx.value = 1
-                await Timer(CFG.bit_ns, "ns")
+                await Timer(self.bit_ns, "ns")
 
     async def hold_low(self, bits: int) -> None:
         await FallingEdge(self.dut.clk)
         self.dut.rx.value = 0
-        await Timer(bits * CFG.bit_ns, "ns")
+        await Timer(bits * self.bit_ns, "ns")
         self.dut.rx.value = 1
-        await Timer(CFG.bit_ns, "ns")
+        await Timer(self.bit_ns, "ns")
 
     async def glitch(self) -> None:
         await FallingEdge(self.dut.clk)
         self.dut.rx.value = 0
         await Timer(CLOCK_NS, "ns")
         self.dut.rx.value = 1
-        await Timer(CFG.bit_ns, "ns")
+        await Timer(self.bit_ns, "ns")
 
     async def monitor(self) -> None:
         tx = self.dut.tx
         while True:
             await FallingEdge(tx)
             self.busy = True
-            await Timer(CFG.bit_ns // 2, "ns")
+            await Timer(self.bit_ns // 2, "ns")
             if tx.value:
                 self.busy = False
+                if self.resetting:  # a byte cut by a reset at its start bit
+                    continue
                 raise AssertionError("glitch on tx: the bridge's output must be clean")
             byte = 0
             for i in range(8):
-                await Timer(CFG.bit_ns, "ns")
+                await Timer(self.bit_ns, "ns")
                 byte |= int(tx.value) << i
-            await Timer(CFG.bit_ns, "ns")
+            await Timer(self.bit_ns, "ns")
             if not tx.value:
                 raise AssertionError("the bridge sent a byte with a low stop bit")
             self.received.append(byte)
@@ -112,15 +135,28 @@ class UartModel:
             self.busy = False
             self.arrived.set()
 
-    async def settle(self) -> bytes:
+    async def settle(self, limit_cycles: int | None = None) -> bytes:
         """Wait until the bridge has been silent for longer than its receive timeout plus a
-        few bytes; return (and consume) everything it sent."""
+        few bytes; return (and consume) everything it sent.
+
+        Bounded: a line still talking after ``limit_cycles`` (default
+        :func:`settle_limit_cycles`) raises ``SimulationFailed``, so a bridge that never stops
+        sending fails the test instead of hanging it.
+        """
         window = (CFG.timeout_cycles + 30 * CFG.divisor) * CLOCK_NS
-        while True:
+        limit = settle_limit_cycles() if limit_cycles is None else int(limit_cycles)
+        began = get_sim_time("ns")
+        windows = -(-limit * CLOCK_NS // window)
+        for _ in range(max(1, windows)):
             start = get_sim_time("ns")
             await Timer(window, "ns")
             if not self.busy and self.last_byte_ns < start:
                 break
+        else:
+            cycles = round((get_sim_time("ns") - began) / CLOCK_NS)
+            raise SimulationFailed(
+                f"the line never went silent: the bridge still sent bytes after {cycles} "
+                f"cycles (bound {limit}), {len(self.received)} bytes received meanwhile")
         out = bytes(self.received)
         self.received.clear()
         return out
@@ -160,8 +196,10 @@ class SimTransport(Transport):
 
 
 async def start(dut) -> UartModel:
+    """Clock, reset and the UART model (its ``tb``: the :class:`TB`, for later resets)."""
     tb = TB(dut)
     uart = UartModel(dut)
+    uart.tb = tb
     await tb.reset()
     cocotb.start_soon(uart.monitor())
     return uart
@@ -402,3 +440,121 @@ async def fuzz_then_valid_job(dut):
             f"{reply_bytes} reply bytes exact; register file intact; "
             f"status {status}; valid job of {CFG.depth} words exact"])
 
+
+
+# --- bounds, resets and baud rates -------------------------------------------------------------
+
+@cocotb.test()
+async def never_silent_line(dut):
+    """A bridge that never stops talking (a host streaming STATUS requests back to back keeps
+    it answering): ``settle`` fails with ``SimulationFailed`` within its bound, no hang."""
+    uart = await start(dut)
+
+    async def chatter():
+        seq = 0
+        while True:
+            await uart.send(protocol.status_request(seq & 0xFF))
+            seq += 1
+
+    task = cocotb.start_soon(chatter())
+    began = get_sim_time("ns")
+    try:
+        await uart.settle()
+    except SimulationFailed as error:
+        message = str(error)
+    else:
+        raise AssertionError("settle() returned although the line never went silent")
+    finally:
+        task.cancel()
+    cycles = round((get_sim_time("ns") - began) / CLOCK_NS)
+    window = CFG.timeout_cycles + 30 * CFG.divisor
+    assert settle_limit_cycles() <= cycles <= settle_limit_cycles() + window, cycles
+    report([f"never-silent line: settle() failed after {cycles} cycles (bound "
+            f"{settle_limit_cycles()}): {message}"])
+
+
+@cocotb.test()
+async def baud_mismatch(dut):
+    """A host at half and at twice the top's bit rate gets no reply the driver accepts: its
+    requests raise ``LinkTimeout`` (what ``bitmod run`` turns into its "no answer at N baud"
+    line); back at the right rate, the same driver works at once."""
+    uart = await start(dut)
+    outcomes = []
+    for factor in (2, 0.5):
+        uart.bit_ns = round(CFG.bit_ns * factor)
+        link = HostLink(SimTransport(uart), timeout=CFG.host_timeout, retries=1,
+                        max_payload=CFG.max_payload)
+
+        @bridge
+        def ask(link=link):
+            return outcome(lambda: link.read(0, 4))
+
+        got = await ask()
+        outcomes.append((factor, got))
+        assert isinstance(got, tuple) and got[0] == LinkTimeout.__name__, (factor, got)
+        uart.bit_ns = CFG.bit_ns
+        await uart.settle()  # whatever the bridge made of it, it goes silent
+    rtl, gold, _ = twin_links(uart)
+
+    @bridge
+    def host():
+        return run_twins(rtl, gold, host_job(random.Random(4)))
+
+    checked, mismatches = await host()
+    assert not mismatches, "\n".join(mismatches)
+    report([f"host at {f} x the bit period: {o[0]} ({o[1]})" for f, o in outcomes]
+           + [f"at the right rate: {checked} words checked bit-exact"])
+
+
+@cocotb.test()
+async def reset_mid_frame(dut):
+    """A reset while a request is half received, and one while a reply is half sent: the
+    bridge comes back hunting, the host driver's next calls are exact against the golden twin
+    (the register file's memory keeps its words; the status counters restart)."""
+    uart = await start(dut)
+    rtl, gold, model = twin_links(uart)
+
+    @bridge
+    def fill():
+        words = [0x1000 + i for i in range(CFG.depth)]
+        rtl.write(0, words)
+        gold.write(0, words)
+
+    await fill()
+    await uart.settle()
+    tb = uart.tb
+    # 1: half a request, then reset.
+    frame = protocol.write_request(9, 0, [0xDEADBEEF] * 4)
+    await uart.send(frame[:len(frame) // 2])
+    await tb.reset()
+    # 2: a reply cut by a reset after a few bytes.
+    await uart.send(protocol.read_request(10, 0, CFG.max_payload // 4))
+    head = await uart.read(5, settle_limit_cycles() * CLOCK_NS * 1e-9)
+    if len(head) < 5:
+        raise SimulationFailed("no reply to the READ before the reset")
+    uart.resetting = True
+    await tb.reset()
+    cut = await uart.settle()
+    uart.resetting = False
+    # The golden twin after the reset: the same words, fresh counters.
+    model.ok_frames = model.error_frames = 0
+
+    @bridge
+    def after():
+        return run_twins(rtl, gold, host_job(random.Random(3)))
+
+    checked, mismatches = await after()
+    assert not mismatches, "\n".join(mismatches)
+    assert rtl.resends == 0
+    report([f"reset mid-request and mid-reply ({len(head) + len(cut)} reply bytes before the "
+            f"cut): {checked} words exact after, no resends"])
+
+
+@cocotb.test()
+async def wall_clock_guard(dut):
+    """Never ends (only when ``LINK_HANG=1``): ``run_cocotb``'s wall-clock limit must kill it."""
+    if os.environ.get("LINK_HANG") != "1":
+        return
+    await start(dut)
+    while True:
+        await Timer(1000 * CFG.bit_ns, "ns")

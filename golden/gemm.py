@@ -54,8 +54,9 @@ E8M0 scales raise ``ValueError`` saying what to use instead. Asymmetric schemes 
 with a zero point per group) run in this model with weight levels ``code - z_g``; the RTL core
 does not load zero points yet (:func:`golden.core.load_arrays` refuses them).
 
-Exactness: the group sums go through float64 matrix products when the proven bound
-``G * S_max * 2**(A - 1)`` is below 2**53 (:func:`group_sums`), else through int64.
+Exactness: the group sums go through float32 (float64) matrix products when the bound
+``G * max|a| * max|w|`` of this product is at most 2**24 (2**53) (:func:`group_sums`), else
+through int64.
 
 Cycle model (:func:`gemm_cycles`)
 ---------------------------------
@@ -93,6 +94,8 @@ __all__ = [
     "gemm",
     "gemm_cycles",
     "group_lengths",
+    "group_sums",
+    "output_values",
     "quantize_activations_int8",
     "scheme_formats",
     "weight_levels",
@@ -330,17 +333,19 @@ def group_lengths(k: int, group_size: int) -> list[int]:
 def weight_levels(qt) -> np.ndarray:
     """Weight levels in code units ``[N, K]`` (int64), through the term decomposition, minus
     the group's zero point for asymmetric schemes."""
+    from .quantize import group_index  # quantize is a peer; imported when asked
+
     names = list(qt.formats)
     geo = gterms.geometry(names)
     sel = None
+    groups = group_index(qt.shape[1], qt.group_size)  # column -> group, K entries
     if qt.selectors is not None:
-        sel = np.repeat(qt.selectors.astype(np.int64), qt.group_size, axis=1)[:, :qt.shape[1]]
+        sel = qt.selectors.astype(np.int64)[:, groups]
     special = gterms.default_special_values(names) if geo.has_register else None
     tr = gterms.decompose(qt.codes.astype(np.int64), names, sel, special)
     levels = gterms.terms_value(tr)
     if qt.zero_points is not None:  # asymmetric: the level is code - zero point
-        zp = np.repeat(qt.zero_points.astype(np.int64), qt.group_size, axis=1)
-        levels = levels - zp[:, :qt.shape[1]]
+        levels = levels - qt.zero_points.astype(np.int64)[:, groups]
     return levels
 
 
@@ -399,9 +404,12 @@ def act_mantissas(x, cfg: ArrayConfig) -> dict[str, np.ndarray]:
     special = ((words >> M) & ((1 << E) - 1)) == (1 << E) - 1
     if special.any():
         raise ValueError("activations contain NaN or Inf")
-    padded = np.zeros((m, ng * cfg.group_size), np.int64)
+    # Groups padded with zeros to a common width: G, or K when one group longer than K covers
+    # the row (nothing scales with a G beyond K).
+    width = min(cfg.group_size, k)
+    padded = np.zeros((m, ng * width), np.int64)
     padded[:, :k] = words
-    blocks = padded.reshape(m, ng, cfg.group_size)
+    blocks = padded.reshape(m, ng, width)
     gexp, _, _ = bfp.block_convert(blocks, cfg.act_format, cfg.mant_width, cfg.rounding)
     window = (1 << cfg.act_exp_bits) - 1
     base = np.maximum(1, gexp.max(axis=1) - window)
@@ -410,7 +418,7 @@ def act_mantissas(x, cfg: ArrayConfig) -> dict[str, np.ndarray]:
     block_exp, mant, _ = bfp.block_convert(with_anchor, cfg.act_format, cfg.mant_width,
                                            cfg.rounding)
     assert (block_exp == anchor).all()
-    mant = mant[..., :cfg.group_size].reshape(m, -1)[:, :k]
+    mant = mant[..., :width].reshape(m, -1)[:, :k]
     return {"mant": mant, "shift": anchor - base[:, None], "gexp": gexp, "base": base,
             "words": words}
 
@@ -428,20 +436,23 @@ class GemmResult:
     levels: np.ndarray  # int64 [N, K]
 
 
-EXACT_FLOAT64 = 1 << 53  # every integer of magnitude up to this is a float64
+EXACT_FLOAT32 = 1 << 24  # every integer of magnitude up to this is a float32
+EXACT_FLOAT64 = 1 << 53  # ... and up to this a float64
 
 
 def group_sums(a: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
     """``gsum[m, n, g] = sum_k a[m, g, k] * w[n, g, k]``, exact, as int64.
 
-    ``bound`` bounds ``sum_k |a * w|`` for every group (:attr:`golden.pe.PEConfig.group_bound`:
-    ``G * S_max * 2**(A - 1)``). Below 2**53 every product and every partial sum, in any
-    order, is an integer a float64 holds exactly, so the sums go through float64 BLAS matrix
-    products (one per group) and convert back exactly; otherwise an int64 contraction (exact
-    up to 2**63, which the accumulator widths guarantee).
+    ``bound`` bounds ``sum_k |a * w|`` for every group (e.g. ``G * max|a| * max|w|``, or
+    :attr:`golden.pe.PEConfig.group_bound` ``G * S_max * 2**(A - 1)``). When it is at most
+    2**24 (2**53) every product and every partial sum, in any order and with or without fused
+    multiply-adds, is an integer a float32 (float64) holds exactly, so the sums go through
+    float32 (float64) BLAS matrix products, one per group, and convert back exactly; otherwise
+    an int64 contraction (exact up to 2**63, which the accumulator widths guarantee).
     """
-    if bound < EXACT_FLOAT64:
-        af, wf = a.astype(np.float64), w.astype(np.float64)
+    if bound <= EXACT_FLOAT64:
+        dtype = np.float32 if bound <= EXACT_FLOAT32 else np.float64
+        af, wf = a.astype(dtype), w.astype(dtype)
         out = np.empty((a.shape[0], w.shape[0], a.shape[1]), dtype=np.int64)
         for g in range(a.shape[1]):
             out[:, :, g] = af[:, g, :] @ wf[:, g, :].T
@@ -449,7 +460,7 @@ def group_sums(a: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
     return np.einsum("mgk,ngk->mng", a, w)
 
 
-def gemm(x, qt, cfg: ArrayConfig, act_scale=None) -> GemmResult:
+def gemm(x, qt, cfg: ArrayConfig, act_scale=None, levels=None) -> GemmResult:
     """Bit-exact output of the core for activations ``x`` and quantized weights ``qt``.
 
     Parameters
@@ -461,6 +472,9 @@ def gemm(x, qt, cfg: ArrayConfig, act_scale=None) -> GemmResult:
     cfg : ArrayConfig
     act_scale : array [M] of float32, optional
         INT8 activations: per-token scale (default 1).
+    levels : array [N, K] of int64, optional
+        ``weight_levels(qt)``, when the caller has it already (one term decomposition per
+        layer instead of one per call).
     """
     check_weights(qt, cfg)
     acts = act_mantissas(x, cfg)
@@ -469,25 +483,41 @@ def gemm(x, qt, cfg: ArrayConfig, act_scale=None) -> GemmResult:
     n, kw = qt.shape
     if kw != k:
         raise ValueError(f"activations have K = {k}, weights have K = {kw}")
-    levels = weight_levels(qt)
+    levels = weight_levels(qt) if levels is None else levels
+    if levels.shape != qt.shape:
+        raise ValueError(f"levels have shape {levels.shape}, the weights {qt.shape}")
     ng = qt.n_groups
-    pad = ng * cfg.group_size - k
-    ap = np.pad(a, ((0, 0), (0, pad))).reshape(m, ng, cfg.group_size)
-    wp = np.pad(levels, ((0, 0), (0, pad))).reshape(n, ng, cfg.group_size)
-    gsum = group_sums(ap, wp, cfg.pe.group_bound)
+    width = min(cfg.group_size, k)  # G, or K for one group longer than the row
+    pad = ng * width - k
+    ap = np.pad(a, ((0, 0), (0, pad))).reshape(m, ng, width)
+    wp = np.pad(levels, ((0, 0), (0, pad))).reshape(n, ng, width)
+    # The exact bound of this product's group sums (at most the PE's proven group_bound).
+    bound = width * int(np.abs(ap).max(initial=0)) * int(np.abs(wp).max(initial=0))
+    gsum = group_sums(ap, wp, bound)
     q = qt.scale_codes.astype(np.int64)
     terms = (gsum * q[None]) << acts["shift"][:, None, :]
     acc = terms.sum(axis=-1)  # every partial sum is bounded by 2**(acc_width - 1) <= 2**63
     offset = np.broadcast_to(acts["base"][:, None], acc.shape).astype(np.int64)
     codes = to_float_code(acc, offset, cfg.in_frac, cfg.out_format)
+    y = output_values(codes, qt, cfg, act_scale)
+    return GemmResult(acc, offset, cfg.in_frac, codes, y, acts, levels)
+
+
+def output_values(codes, qt, cfg: ArrayConfig, act_scale=None) -> np.ndarray:
+    """The host's step 5 (module docstring): drained output codes ``[M, N]`` -> float32 values.
+
+    ``codes`` are the drain's bit patterns (FP32, or FP16 in the low 16 bits), as
+    :func:`gemm` computes them or as the RTL returns them (masked to ``cfg.out_bits``).
+    """
+    codes = np.asarray(codes)
     if cfg.out_format == "fp16":
-        y = codes.astype(np.uint16).view(np.float16).astype(np.float32)  # exact widening
+        y = (codes & 0xFFFF).astype(np.uint16).view(np.float16).astype(np.float32)  # exact
     else:
-        y = codes.astype(np.uint32).view(np.float32)
+        y = (codes & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
     y = y * qt.channel_scales.astype(np.float32)[None, :]
     if cfg.act_format == "int8" and act_scale is not None:
         y = y * np.asarray(act_scale, dtype=np.float32)[:, None]
-    return GemmResult(acc, offset, cfg.in_frac, codes, y.astype(np.float32), acts, levels)
+    return y.astype(np.float32)
 
 
 def tile_cycles(k: int, cfg: ArrayConfig, first: bool = False) -> int:

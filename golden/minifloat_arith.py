@@ -279,6 +279,16 @@ def max_finite_code(f) -> int:
 
 
 def _bit_length_u64(x: np.ndarray) -> np.ndarray:
+    # Below 2**53 the float64 conversion is exact and frexp's exponent is the bit length (0
+    # for 0); the few larger magnitudes take the exact shift loop.
+    n = np.frexp(x.astype(np.float64))[1].astype(np.int64)
+    big = x >= np.uint64(1 << 53)
+    if big.any():
+        n[big] = _bit_length_shifts(x[big])
+    return n
+
+
+def _bit_length_shifts(x: np.ndarray) -> np.ndarray:
     n = np.zeros(x.shape, dtype=np.int64)
     for s in (32, 16, 8, 4, 2, 1):
         hi = x >> np.uint64(s)

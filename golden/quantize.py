@@ -3,8 +3,10 @@
 A weight matrix ``W[N, K]`` (N output channels, K input channels) is cut along its input (last)
 dimension into groups of ``G`` consecutive elements (``G = 128`` by default, 32 for MX). The last
 group of a row is *ragged* when ``G`` does not divide ``K``: it has ``K mod G`` elements and its
-own absmax / min / max. Every group gets a scale ``s`` (and, depending on the scheme, a zero
-point ``z`` or a datatype selector ``t``); every element becomes a ``bits``-wide code ``c``::
+own absmax / min / max. A ``G`` of ``K`` or more is one group per row (per-channel scales); the
+tensor keeps ``G`` as given and nothing is sized by it, only by the weights. Every group gets a
+scale ``s`` (and, depending on the scheme, a zero point ``z`` or a datatype selector ``t``);
+every element becomes a ``bits``-wide code ``c``::
 
     dequantized = decode_t(c) * s               (symmetric, MX, BitMoD)
     dequantized = (c - z) * s                   (asymmetric INT)
@@ -80,6 +82,8 @@ returns ``planes[b] = (codes >> b) & 1`` (plane 0 = LSB), the order a bit-serial
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import math
 import numbers
@@ -88,15 +92,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_choice, check_int, check_number
+
 __all__ = [
     "SCALE_FORMATS",
     "SCALE_MAX",
     "SCALE_MIN",
+    "QuantizedFileError",
     "QuantizedTensor",
     "Scheme",
     "bitplanes_to_codes",
+    "clamped_groups",
     "codes_to_bitplanes",
     "get_scheme",
+    "group_index",
     "group_mse",
     "pack_codes",
     "quantize",
@@ -115,7 +124,10 @@ MX_BLOCK = 32
 _CHUNK_ELEMENTS = 1 << 16
 # Above this many levels a binary search beats one vectorized comparison per midpoint.
 _COMPARE_MAX_MIDPOINTS = 40
-_FILE_VERSION = 1
+# Version 2: a SHA-256 over the metadata and the arrays, checked on load (version 1 had none).
+_FILE_VERSION = 2
+KINDS = ("sym", "asym", "mx", "mod")
+TIES = ("down", "even")
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +257,27 @@ class Scheme:
     description: str
     element_unit: float = 1.0
 
+    def __post_init__(self) -> None:
+        put = functools.partial(object.__setattr__, self)
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a scheme's name must be a non-empty str, not {self.name!r}")
+        check_choice("kind", self.kind, KINDS)
+        formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
+        if not formats:
+            raise ValueError(f"scheme {self.name!r} has no element format")
+        if self.kind in ("asym", "mx") and len(formats) != 1:
+            raise ValueError(f"an {self.kind} scheme takes one element format, not "
+                             f"{len(formats)}")
+        if len(formats) > 256:
+            raise ValueError(f"at most 256 formats (8-bit selectors), not {len(formats)}")
+        for name in formats:
+            _table(name)  # an unknown or unusable format is refused here, once
+        put("formats", formats)
+        put("group_size", check_int("group_size", self.group_size, 1))
+        check_choice("scale_format", self.scale_format, SCALE_FORMATS)
+        check_choice("ties", self.ties, TIES)
+        put("element_unit", check_number("element_unit", self.element_unit, positive=True))
+
     @property
     def bits(self) -> int:
         return _table(self.formats[0]).bits
@@ -302,9 +335,7 @@ def get_scheme(name: str | Scheme) -> Scheme:
 
     A :class:`Scheme` instance is returned as is (custom recipes, e.g. one BitMoD candidate).
     """
-    if isinstance(name, Scheme):
-        if name.kind not in ("sym", "asym", "mx", "mod") or name.ties not in ("down", "even"):
-            raise ValueError(f"invalid scheme {name!r}")
+    if isinstance(name, Scheme):  # validated by its constructor
         return name
     if not isinstance(name, str) or name not in _SCHEMES:
         raise ValueError(f"unknown scheme {name!r}; valid schemes: {', '.join(_SCHEMES)}")
@@ -320,9 +351,15 @@ def _code_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32)
 
 
+def group_index(k: int, group_size: int) -> np.ndarray:
+    """The group of every column: ``intp [K]``, ``k // group_size`` (one group when
+    ``group_size >= K``); nothing is allocated beyond K entries, whatever ``group_size``."""
+    return np.arange(k, dtype=np.intp) // group_size
+
+
 def _expand(per_group: np.ndarray, group_size: int, k: int) -> np.ndarray:
-    """Repeat a ``[N, n_groups]`` array to ``[N, K]`` (the ragged last group is cut)."""
-    return np.repeat(per_group, group_size, axis=1)[:, :k]
+    """A ``[N, n_groups]`` array repeated to ``[N, K]`` (the ragged last group is cut)."""
+    return per_group[:, group_index(k, group_size)]
 
 
 @dataclass(eq=False)
@@ -353,6 +390,17 @@ class QuantizedTensor:
         INT8 group-scale codes (0..255) or E8M0 codes (MX).
     channel_scales : ndarray of float64, shape (N,), optional
         Second-level per-output-channel scale (FP32 values) for INT8 group scales.
+
+    Every field is checked on construction (shapes, integer codes below ``2**bits``, selectors
+    below ``len(formats)``, zero points and scale codes in range, finite non-negative scales,
+    finite positive channel scales): a tensor that exists is well formed.
+
+    Raises
+    ------
+    ValueError
+        A field out of range or of the wrong shape or kind.
+    TypeError
+        ``group_size`` or ``bits`` not an integer.
     """
 
     codes: np.ndarray
@@ -368,16 +416,40 @@ class QuantizedTensor:
     channel_scales: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.formats = tuple(self.formats)
+        if not isinstance(self.scheme, str):
+            raise TypeError(f"scheme must be a str, not {self.scheme!r}")
+        formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
+        if not formats or not all(isinstance(name, str) for name in formats):
+            raise ValueError(f"formats must be one or more format names, not {self.formats!r}")
+        self.formats = formats
+        self.group_size = check_int("group_size", self.group_size, 1)
+        self.bits = check_int("bits", self.bits, 1, 32)
+        check_choice("scale_format", self.scale_format, SCALE_FORMATS)
+        self.codes = _int_array("codes", self.codes, 0, (1 << self.bits) - 1)
         if self.codes.ndim != 2:
             raise ValueError(f"codes must be 2-D, got shape {self.codes.shape}")
         expected = (self.codes.shape[0], self.n_groups)
         for label in ("scales", "selectors", "zero_points", "scale_codes"):
             value = getattr(self, label)
-            if value is not None and value.shape != expected:
-                raise ValueError(f"{label} has shape {value.shape}, expected {expected}")
+            if value is not None and np.shape(value) != expected:
+                raise ValueError(f"{label} has shape {np.shape(value)}, expected {expected}")
+        self.scales = _float_array("scales", self.scales, positive=False)
         if len(self.formats) > 1 and self.selectors is None:
             raise ValueError("several formats need per-group selectors")
+        if self.selectors is not None:
+            self.selectors = _int_array("selectors", self.selectors, 0, len(self.formats) - 1)
+        if self.zero_points is not None:
+            self.zero_points = _int_array("zero_points", self.zero_points, 0,
+                                          (1 << self.bits) - 1)
+        if self.scale_codes is not None:  # INT8 codes 0..255; E8M0 0..254 (255 is NaN)
+            top = 254 if self.scale_format == "e8m0" else INT8_SCALE_LEVELS
+            self.scale_codes = _int_array("scale_codes", self.scale_codes, 0, top)
+        if self.channel_scales is not None:
+            if np.shape(self.channel_scales) != (self.codes.shape[0],):
+                raise ValueError(f"channel_scales has shape {np.shape(self.channel_scales)}, "
+                                 f"expected ({self.codes.shape[0]},)")
+            self.channel_scales = _float_array("channel_scales", self.channel_scales,
+                                               positive=True)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -449,32 +521,64 @@ class QuantizedTensor:
     # files -----------------------------------------------------------------------------------
     _ARRAYS = ("codes", "scales", "selectors", "zero_points", "scale_codes", "channel_scales")
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write an ``.npz`` file (no pickles): the arrays plus JSON metadata."""
-        meta = {
+    def _meta(self) -> dict:
+        return {
             "version": _FILE_VERSION, "scheme": self.scheme, "formats": list(self.formats),
             "group_size": int(self.group_size), "bits": int(self.bits),
             "scale_format": self.scale_format,
+            "arrays": [k for k in self._ARRAYS if getattr(self, k) is not None],
         }
-        arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an ``.npz`` file (no pickles): the arrays plus JSON metadata.
+
+        The metadata holds the file format version and a SHA-256 over the metadata and every
+        array (name, dtype, shape, bytes): :meth:`load` recomputes it, so a damaged file is
+        refused instead of loading as a different tensor.
+        """
+        meta = self._meta()
+        arrays = {k: getattr(self, k) for k in meta["arrays"]}
+        meta["sha256"] = _digest(meta, arrays)
         with open(path, "wb") as handle:  # keeps the exact path (savez would append .npz)
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QuantizedTensor:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            if "meta" not in data.files or "codes" not in data.files:
-                raise ValueError(f"{os.fspath(path)}: not a quantized tensor file")
-            meta = json.loads(str(data["meta"]))
-            if meta.get("version") != _FILE_VERSION:
-                raise ValueError(f"{os.fspath(path)}: unsupported version {meta.get('version')}")
-            arrays = {k: (data[k] if k in data.files else None) for k in cls._ARRAYS}
-        return cls(
-            formats=tuple(meta["formats"]), scheme=meta["scheme"],
-            group_size=int(meta["group_size"]), bits=int(meta["bits"]),
-            scale_format=meta["scale_format"], **arrays,
-        )
+        """Read a file written by :meth:`save`: the tensor it holds, exactly, or an error.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        QuantizedFileError
+            (a ``ValueError``) The file is empty, truncated, not a quantized tensor file, of
+            another format version, or damaged (its checksum does not match); one line.
+        """
+        name = os.fspath(path)
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        if not raw:
+            raise QuantizedFileError(f"{name}: the file is empty")
+        if not raw.startswith(b"PK\x03\x04"):
+            raise QuantizedFileError(f"{name}: not a quantized tensor file (not an .npz archive)")
+        try:
+            meta, arrays = _read_npz(raw)
+        except QuantizedFileError as error:
+            raise QuantizedFileError(f"{name}: {error}") from None
+        except Exception as error:
+            # Damaged zip structure or .npy headers: the readers of these bytes raise many kinds
+            # (BadZipFile, zlib.error, EOFError, KeyError, struct.error, a RuntimeError for a
+            # flipped "encrypted" flag, ...); each means the same to the user.
+            detail = " ".join(str(error).split())  # one line whatever the reader said
+            raise QuantizedFileError(f"{name}: damaged or truncated quantized tensor file "
+                                     f"({type(error).__name__}: {detail})") from None
+        try:
+            return cls(formats=tuple(meta["formats"]), scheme=meta["scheme"],
+                       group_size=meta["group_size"], bits=meta["bits"],
+                       scale_format=meta["scale_format"],
+                       **{k: arrays.get(k) for k in cls._ARRAYS})
+        except (KeyError, TypeError, ValueError) as error:
+            raise QuantizedFileError(f"{name}: invalid quantized tensor ({error})") from None
 
     def equals(self, other: QuantizedTensor) -> bool:
         """Exact equality of all arrays (values and dtypes) and metadata."""
@@ -490,6 +594,72 @@ class QuantizedTensor:
             if a is not None and (a.dtype != b.dtype or not np.array_equal(a, b)):
                 return False
         return True
+
+
+class QuantizedFileError(ValueError):
+    """A quantized tensor file that cannot be loaded (empty, truncated, damaged, of another
+    version); the message is one line naming the file."""
+
+
+
+
+def _digest(meta: dict, arrays: dict) -> str:
+    """SHA-256 of the metadata (without the digest) and the arrays, in a canonical order."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"},
+                                       sort_keys=True).encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _read_npz(raw: bytes) -> tuple[dict, dict]:
+    """The metadata and arrays of a quantized tensor file, checked against its digest."""
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        members = set(data.files)
+        if "meta" not in members:
+            raise QuantizedFileError("not a quantized tensor file (no metadata)")
+        meta = json.loads(str(data["meta"][()]))
+        if not isinstance(meta, dict):
+            raise QuantizedFileError("not a quantized tensor file (bad metadata)")
+        if meta.get("version") != _FILE_VERSION:
+            raise QuantizedFileError(f"file format version {meta.get('version')!r}; this version "
+                                     f"of bitmod reads version {_FILE_VERSION} (quantize and "
+                                     "save the tensor again)")
+        listed = meta.get("arrays")
+        if (not isinstance(listed, list) or not set(listed) <= set(QuantizedTensor._ARRAYS)
+                or members != {*listed, "meta"}):
+            raise QuantizedFileError(f"the arrays {sorted(members - {'meta'})} do not match the "
+                                     "metadata: the file is damaged")
+        arrays = {k: data[k] for k in listed}
+    if meta.get("sha256") != _digest(meta, arrays):
+        raise QuantizedFileError("checksum mismatch: the file is damaged")
+    return meta, arrays
+
+
+def _int_array(name: str, value, lo: int, hi: int) -> np.ndarray:
+    """``value`` as an integer array with every element in ``lo..hi``."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, not {array.dtype}")
+    if array.size and (int(array.min()) < lo or int(array.max()) > hi):
+        bad = array[(array < lo) | (array > hi)].flat[0]
+        raise ValueError(f"{name} must be in {lo}..{hi}, found {bad}")
+    return array
+
+
+def _float_array(name: str, value, *, positive: bool) -> np.ndarray:
+    """``value`` as a real float array, finite and >= 0 (> 0 if ``positive``)."""
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise ValueError(f"{name} must be a float array, not {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contain NaN or Inf")
+    if array.size and (array.min() <= 0 if positive else array.min() < 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, "
+                         f"found {array.min()}")
+    return array
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> bytes:
@@ -571,7 +741,12 @@ def group_mse(w: np.ndarray, wq: np.ndarray, group_size: int) -> np.ndarray:
 
 def _as_weight(w) -> np.ndarray:
     if hasattr(w, "detach") and hasattr(w, "cpu"):  # a torch tensor, without importing torch
-        w = w.detach().cpu().float().numpy()
+        dtype = str(w.dtype).removeprefix("torch.")
+        if w.is_complex() or dtype == "bool":
+            raise ValueError(f"weight must be a real numeric tensor, got dtype {dtype}")
+        # float64 holds every float16/bfloat16/float32 value exactly: the same numbers as the
+        # NumPy path (a float32 cast would round a float64 tensor).
+        w = w.detach().cpu().double().numpy()
     arr = np.asarray(w)
     if arr.dtype.kind in "cOUSMm" or arr.dtype == np.bool_:
         raise ValueError(f"weight must be a real numeric array, got dtype {arr.dtype}")
@@ -784,6 +959,36 @@ def _quantize_mx(w, scheme: Scheme, group_size: int, scale_format: str) -> Quant
     )
 
 
+def clamped_groups(w, qt: QuantizedTensor) -> dict[str, int]:
+    """How many groups of ``w`` had their scale clamped to ``[SCALE_MIN, SCALE_MAX]`` by the
+    quantization ``qt`` of ``w``: ``{"below": ..., "above": ..., "groups": ...}``.
+
+    The clamp is part of the rule (module docstring, as in the BitMoD reference code). A group
+    whose ideal scale (``absmax / qmax`` of its chosen format; ``(max - min) / (2^b - 1)`` for
+    asym) is below ``SCALE_MIN`` quantizes coarsely or to zero, one above ``SCALE_MAX``
+    saturates: weights around 1e-12 or 1e30 lose everything. Groups of zeros are not counted
+    (their error is 0). MX scales (E8M0, 2^-127..2^127) are never clamped here.
+    """
+    w = _as_weight(w)
+    if w.shape != qt.shape:
+        raise ValueError(f"weights have shape {w.shape}, the tensor {qt.shape}")
+    counts = {"below": 0, "above": 0, "groups": int(qt.scales.size)}
+    if qt.scale_format == "e8m0":
+        return counts
+    g = qt.group_size
+    if qt.zero_points is not None:
+        span = _group_reduce(w, g, np.max) - _group_reduce(w, g, np.min)
+        ideal = span / float((1 << qt.bits) - 1)
+    else:
+        span = _group_reduce(np.abs(w), g, np.max)
+        qmax = np.array([_table(name).qmax for name in qt.formats])
+        chosen = 0 if qt.selectors is None else qt.selectors.astype(np.intp)
+        ideal = span / qmax[chosen]
+    counts["below"] = int(np.count_nonzero((span > 0) & (ideal < SCALE_MIN)))
+    counts["above"] = int(np.count_nonzero(ideal > SCALE_MAX))
+    return counts
+
+
 def quantize(w, scheme: str | Scheme = "bitmod4", group_size: int | None = None,
              scale_format: str | None = None) -> QuantizedTensor:
     """Group-quantize a weight matrix.
@@ -797,7 +1002,10 @@ def quantize(w, scheme: str | Scheme = "bitmod4", group_size: int | None = None,
         A name from :func:`scheme_names` (default ``"bitmod4"``) or a custom :class:`Scheme`.
     group_size : int, optional
         Elements per group along K (default: the scheme's, 128, or 32 for MX). A last group
-        shorter than ``group_size`` uses its own statistics.
+        shorter than ``group_size`` uses its own statistics; a ``group_size`` of K or more
+        therefore means one group per row (per-channel scales). The tensor keeps the value
+        given (a core built for groups of G takes weights with fewer than G columns), and no
+        array is sized by it: memory is proportional to the weights whatever ``group_size``.
     scale_format : str, optional
         Override the scheme's scale storage format: ``"fp16"``, ``"fp32"``, ``"fp64"`` or
         ``"int8"`` for absmax schemes, ``"fp16"``/``"fp32"``/``"fp64"`` for asym; MX schemes

@@ -31,6 +31,7 @@ __all__ = [
     "load_minilm_model",
     "load_minilm_tokenizer",
     "minilm_config",
+    "minilm_embed_batch",
     "minilm_embeddings",
     "minilm_linear_biases",
     "minilm_linear_layers",
@@ -283,11 +284,17 @@ def minilm_sentence_embeddings(texts, model=None):
         Default :func:`load_minilm_model` (pass it to evaluate with swapped Linear layers, or
         run inside :func:`bitmod.models.eval.swap_linears` on the default model).
     """
+    model = load_minilm_model() if model is None else model
+    return minilm_embed_batch(model, minilm_tokenize(texts))
+
+
+def minilm_embed_batch(model, batch: dict):
+    """Sentence embeddings ``[B, 384]`` of a tokenized batch (:func:`minilm_tokenize`, or any
+    ``input_ids``/``token_type_ids``/``attention_mask`` dict): the pooling of
+    :func:`minilm_sentence_embeddings`."""
     import torch
     from torch.nn import functional
 
-    model = load_minilm_model() if model is None else model
-    batch = minilm_tokenize(texts)
     with torch.inference_mode():
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

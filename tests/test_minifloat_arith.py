@@ -282,3 +282,18 @@ def test_to_float_rejects_bad_parameters():
         to_float_code([1], [0], 1.5, "fp16")
     with pytest.raises(ValueError, match="acc"):
         to_float_code(np.array([1 << 64], dtype=object), [0], 0, "fp16")
+
+
+def test_bit_length_fast_path_matches_python_at_every_power_of_two():
+    """The float64 shortcut below 2**53 and the shift loop above it, against int.bit_length
+    at every power of two +-1 (where a rounding conversion would be off by one) and random
+    values."""
+    from bitmod.golden.minifloat_arith import _bit_length_u64
+
+    values = {0, (1 << 64) - 1} | {(1 << k) + d for k in range(64) for d in (-1, 0, 1)}
+    values = sorted(v for v in values if 0 <= v < 1 << 64)
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.array(values, dtype=np.uint64),
+                        rng.integers(0, 1 << 63, 4096, dtype=np.uint64) >> np.uint64(
+                            rng.integers(0, 63))])
+    np.testing.assert_array_equal(_bit_length_u64(x), [int(v).bit_length() for v in x])

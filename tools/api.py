@@ -33,6 +33,7 @@ __all__ = [
     "SynthResult",
     "VerifyResult",
     "build",
+    "dumps_strict",
     "quantize",
     "run",
     "strict_json",
@@ -52,13 +53,14 @@ OUT_FORMATS = ("fp32", "fp16")
 Progress = Callable[[str], None]
 
 
-def _quiet(_label: str) -> None:
+def _quiet(*_stage_and_detail: str) -> None:
     pass
 
 
 def strict_json(value):
     """``value`` with NumPy scalars and arrays made plain and NaN/Inf replaced by ``None``, so
-    that ``json.dumps`` writes strict JSON."""
+    that ``json.dumps`` writes strict JSON (RFC 8259 has no NaN or Infinity; Python's default
+    ``json.dumps`` would write them as bare words other parsers refuse)."""
     if isinstance(value, dict):
         return {str(k): strict_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -74,6 +76,12 @@ def strict_json(value):
     return value
 
 
+def dumps_strict(value, indent: int | None = 1) -> str:
+    """``value`` as strict JSON text (:func:`strict_json`: NaN/Inf become ``null``); every
+    ``--json`` output of the command line goes through here."""
+    return json.dumps(strict_json(value), indent=indent, allow_nan=False)
+
+
 @dataclass
 class Result:
     """Base of the results: :meth:`to_dict` (JSON-ready) and :meth:`to_json` (strict)."""
@@ -83,24 +91,45 @@ class Result:
                             if f.repr})
 
     def to_json(self, indent: int | None = 1) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return dumps_strict(self.to_dict(), indent)
 
 
 # --------------------------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------------------------
 
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _load_npy(path, what: str) -> np.ndarray:
+    """The array of a ``.npy`` file; one ``ValueError`` line saying what the file is instead
+    (empty, an ``.npz`` archive, not NumPy at all, Python objects, truncated)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
+    with open(path, "rb") as file:
+        head = file.read(6)
+        if not head:
+            raise ValueError(f"{path}: the file is empty")
+        if head.startswith(b"PK\x03\x04"):
+            raise ValueError(f"{path}: an .npz archive, not a single .npy array (save one "
+                             "array with numpy.save)")
+        if head != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a .npy file (no NumPy header; save the {what} "
+                             "with numpy.save)")
+        file.seek(0)
+        try:
+            reader = _NPY_HEADERS.get(np.lib.format.read_magic(file))
+            dtype = None if reader is None else reader(file)[2]
+        except ValueError as error:
+            raise ValueError(f"{path}: damaged .npy header ({error})") from None
+    if dtype is not None and dtype.hasobject:
+        raise ValueError(f"{path}: holds Python objects (dtype {dtype}), not numbers")
     try:
-        array = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npy array ({error})") from None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{path}: expected a single .npy array, got an .npz archive")
-    return array
+        raise ValueError(f"{path}: truncated or damaged .npy file ({error})") from None
 
 
 def _real_matrix(array, what: str) -> np.ndarray:
@@ -163,7 +192,39 @@ class QuantizeResult(Result):
     relative_rms: float
     selectors: list[dict] | None  # per datatype: name, groups, share, mean group MSE
     saved: str | None
+    clamped_groups: dict  # golden.quantize.clamped_groups: below, above, groups
     tensor: object = field(repr=False, default=None)
+
+    @property
+    def warning(self) -> str | None:
+        """One line when group scales were clamped (:func:`clamp_warning`), else ``None``."""
+        return clamp_warning(self.clamped_groups, self.relative_rms)
+
+
+def clamp_warning(clamped: dict, relative_rms: float | None) -> str | None:
+    """The warning for groups whose scale the quantizer clamped to [1e-5, 1e4]
+    (:func:`golden.quantize.clamped_groups`), or ``None`` when there are none.
+
+    The clamp is the quantizer's rule, so such weights are quantized, not refused (a model
+    can have a few groups of tiny weights); but weights around 1e-12 or 1e30 lose everything,
+    and the error figure alone does not say why.
+    """
+    from bitmod.golden.quantize import SCALE_MAX, SCALE_MIN
+
+    total = clamped["groups"]
+    parts = []
+    if clamped["below"]:
+        parts.append(f"{clamped['below']} of {total} groups need a scale below {SCALE_MIN:g} "
+                     "(their weights quantize coarsely or to zero)")
+    if clamped["above"]:
+        parts.append(f"{clamped['above']} of {total} groups need a scale above {SCALE_MAX:g} "
+                     "(their weights saturate)")
+    if not parts:
+        return None
+    error = ("" if relative_rms is None or not math.isfinite(relative_rms)
+             else f"; relative RMS error {relative_rms:.2%}")
+    return (f"group scales are clamped to [{SCALE_MIN:g}, {SCALE_MAX:g}]: {' and '.join(parts)}"
+            f"{error}; rescale the weights")
 
 
 def quantize(weights=None, *, layer: str | None = None, scheme: str = "bitmod4",
@@ -175,7 +236,7 @@ def quantize(weights=None, *, layer: str | None = None, scheme: str = "bitmod4",
     ANT schemes, how many groups chose each datatype; ``output`` saves the
     :class:`golden.quantize.QuantizedTensor` (``.npz``).
     """
-    from bitmod.golden.quantize import get_scheme, group_mse
+    from bitmod.golden.quantize import clamped_groups, get_scheme, group_mse
     from bitmod.golden.quantize import quantize as quantize_tensor
 
     spec = get_scheme(scheme)  # validate the cheap things before loading anything
@@ -212,7 +273,8 @@ def quantize(weights=None, *, layer: str | None = None, scheme: str = "bitmod4",
         source=source, shape=qt.shape, scheme=qt.scheme, description=spec.description,
         group_size=qt.group_size, n_groups=qt.n_groups, scale_format=qt.scale_format,
         mse=err2 / w64.size, relative_rms=math.sqrt(err2 / norm2) if norm2 else float("nan"),
-        selectors=selectors, saved=None if output is None else str(output), tensor=qt)
+        selectors=selectors, saved=None if output is None else str(output),
+        clamped_groups=clamped_groups(w64, qt), tensor=qt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +316,15 @@ class VerifyResult(Result):
     commands: int | None = None
     tiles: int | None = None
     weight_steps: int | None = None
+    clamped_groups: dict | None = None  # golden.quantize.clamped_groups of the weights
+
+    @property
+    def warning(self) -> str | None:
+        """One line when group scales were clamped (:func:`clamp_warning`), else ``None``."""
+        if self.clamped_groups is None:
+            return None
+        return clamp_warning(self.clamped_groups,
+                             self.quantization_only_error.get("relative_rms"))
 
     @property
     def ok(self) -> bool:
@@ -274,17 +345,46 @@ def _float_error(y, reference) -> dict:
     }
 
 
+FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_fp32(array, what: str) -> np.ndarray:
+    """``array`` as float32 if every value is finite and within the FP32 range, else one
+    ``ValueError`` line saying which (a float64 1e300 is finite but not an FP32 value)."""
+    a = np.asarray(array, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        raise ValueError(f"{what} contain {bad} NaN/Inf values")
+    big = np.abs(a) > FP32_MAX
+    if big.any():
+        raise ValueError(f"{what} exceed the FP32 range (|x| <= {FP32_MAX:.7g}): "
+                         f"{int(big.sum())} values, e.g. {a[big].flat[0]:g}")
+    return a.astype(np.float32)
+
+
+def _random_shape(random, limit: int | None = None) -> tuple[int, int, int]:
+    """``(M, N, K)`` of a random problem, each in ``1..limit``, validated before anything is
+    allocated."""
+    from bitmod.golden.checks import check_int
+
+    values = tuple(random)
+    if len(values) != 3:
+        raise ValueError(f"random takes three sizes M N K, not {values!r}")
+    return tuple(check_int(f"random {label}", v, 1, limit)
+                 for label, v in zip("MNK", values, strict=True))
+
+
 def _verify_problem(layer, random, weights, activations, tokens, rng):
     """(name, weights W [N, K] float32, activations x [M, K] float32)."""
+    from bitmod.golden.core import MAX_DIM
+
     given = [v is not None for v in (layer, random, weights)]
     if sum(given) > 1:
         raise ValueError("give at most one of layer, random and weights")
     if activations is not None and weights is None:
         raise ValueError("activations go with weights; layer and random make their own")
     if random is not None:
-        m, n, k = (int(v) for v in random)
-        if min(m, n, k) < 1:
-            raise ValueError(f"random takes positive M N K, not {m} {n} {k}")
+        m, n, k = _random_shape(random, MAX_DIM)  # the core's buffer bound, before allocating
         w = rng.standard_normal((n, k)).astype(np.float32) / np.sqrt(k)
         x = rng.standard_normal((m, k)).astype(np.float32)
         return f"random {m}x{n}x{k}", w, x
@@ -292,15 +392,18 @@ def _verify_problem(layer, random, weights, activations, tokens, rng):
         name = str(weights) if isinstance(weights, (str, Path)) else "array"
         w = _real_matrix(_load_npy(weights, "weights") if isinstance(weights, (str, Path))
                          else weights, "weights [out, in]")
+        w = _as_fp32(w, f"{name}: weights")
         if activations is not None:
+            x_name = str(activations) if isinstance(activations, (str, Path)) else "array"
             x = _real_matrix(_load_npy(activations, "activations")
                              if isinstance(activations, (str, Path)) else activations,
                              "activations [M, in]")
             if x.shape[1] != w.shape[1]:
                 raise ValueError(f"activations must be [M, {w.shape[1]}], not {x.shape}")
+            x = _as_fp32(x, f"{x_name}: activations")
         else:
             x = rng.standard_normal((tokens, w.shape[1]))
-        return name, w.astype(np.float32), x.astype(np.float32)
+        return name, w, x.astype(np.float32)
     from bitmod.models import minilm
 
     name = layer or DEFAULT_LAYER
@@ -335,10 +438,12 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     from bitmod.golden import gemm as ggemm
     from bitmod.golden.checks import check_choice, check_int, check_number
     from bitmod.golden.core import CoreConfig, job_counters
+    from bitmod.golden.quantize import clamped_groups
     from bitmod.golden.quantize import quantize as quantize_tensor
 
     # Validate what needs no data before any work.
-    rows, cols = (check_int("array rows", v, 1) for v in array)
+    rows, cols = (check_int(f"array {label}", v, 1, ggemm.MAX_DIM)
+                  for label, v in zip(("rows", "columns"), array, strict=True))
     check_choice("act", act, bfp.ACT_FORMATS)
     check_choice("out", out, OUT_FORMATS)
     check_choice("target", target, TARGETS)
@@ -366,8 +471,9 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
                          formats=formats, act_format=act, mant_width=mant_width,
                          act_exp_bits=act_exp_bits, out_format=out, max_m=m, max_n=n,
                          max_k=k)
-    except ValueError as error:
-        raise ValueError(f"scheme {scheme!r} on a {rows}x{cols} core: {error}") from None
+    except ValueError as error:  # the message names the parameter; say what was asked
+        raise ValueError(f"no core for {act} activations with scheme {scheme} (group size "
+                         f"{qt.group_size}), {lanes} lanes, {m}x{n}x{k}: {error}") from None
     array_cfg = cfg.array
     ggemm.check_weights(qt, array_cfg)
     if act == "int8":
@@ -440,7 +546,8 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
                                              reference),
         cycles=cycles, pe_utilization=busy / (rows * cols * cycles), clock_mhz=clock_mhz,
         gmacs_at_clock=macs / cycles * clock_mhz / 1000, macs=macs,
-        verilator_build_s=round(model.build_seconds, 1), **extra)
+        verilator_build_s=round(model.build_seconds, 1),
+        clamped_groups=clamped_groups(w, qt), **extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +599,19 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
     params = resolve_params(component, params, scheme)
     unit = build_component(component, params)
     in_bits, out_bits = port_widths(unit)
-    verilog = export_verilog(OOCWrapper(unit))
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    # The wrapper spends a flip-flop per port bit (LUT4s and flip-flops are one per logic
+    # cell on both families): a component wider than that cannot fit, whatever it holds.
+    wrapper_ffs = wrapper_cost(in_bits, out_bits)["ff"]
+    if wrapper_ffs > target.luts:
+        raise ValueError(f"{component} ({shown}) has {in_bits} input and {out_bits} output "
+                         f"bits: its out-of-context wrapper alone needs {wrapper_ffs} "
+                         f"flip-flops, more than the {target.luts} of {target.name}")
+    try:
+        wrapper = OOCWrapper(unit)
+    except ValueError as error:
+        raise ValueError(f"{component} ({shown}) is too wide to synthesise: {error}") from None
+    verilog = export_verilog(wrapper)
     key = hashlib.sha256(f"{component}|{json.dumps(params, sort_keys=True)}|{scheme}|"
                          f"{verilog}|{router}".encode()).hexdigest()[:12]
     workdir = build_root() / "synth" / f"{component}-{target.name}-{key}"
@@ -564,6 +683,7 @@ def run(port: str, board: str, *, weights=None, random: tuple[int, int, int] = (
     """
     from bitmod.fpga.build import BuildConfig
     from bitmod.golden import gemm as ggemm
+    from bitmod.golden.checks import check_int
     from bitmod.golden.quantize import quantize as quantize_tensor
     from bitmod.host.accel import Accelerator, compare_with_golden
     from bitmod.host.link import HostLink, SerialTransport
@@ -571,21 +691,24 @@ def run(port: str, board: str, *, weights=None, random: tuple[int, int, int] = (
     config = BuildConfig(board, baud=baud, **build_options)
     core = config.core
     rng = np.random.default_rng(seed)
+
+    def check_fits(m: int, n: int, k: int) -> None:
+        if m > core.max_m or n > core.max_n or k > core.max_k:
+            raise ValueError(f"GEMM {m}x{n}x{k} exceeds the board's buffers "
+                             f"({core.max_m}x{core.max_n}x{core.max_k})")
+
     if weights is not None:
+        m = check_int("tokens", tokens, 1)
         w = _real_matrix(_load_npy(weights, "weights") if isinstance(weights, (str, Path))
                          else weights, "weights [out, in]")
-        m = tokens
+        check_fits(m, *w.shape)
+        if not np.isfinite(w).all():
+            raise ValueError("weights contain NaN/Inf values")
     else:
-        m, n, k = (int(v) for v in random)
-        if min(m, n, k) < 1:
-            raise ValueError(f"random takes positive M N K, not {m} {n} {k}")
+        m, n, k = _random_shape(random)
+        check_fits(m, n, k)  # before anything is allocated
         w = rng.standard_normal((n, k)) / np.sqrt(k)
     n, k = w.shape
-    if m > core.max_m or n > core.max_n or k > core.max_k:
-        raise ValueError(f"GEMM {m}x{n}x{k} exceeds the board's buffers "
-                         f"({core.max_m}x{core.max_n}x{core.max_k})")
-    if not np.isfinite(w).all():
-        raise ValueError("weights contain NaN/Inf values")
     x = rng.standard_normal((m, k))
     qt = quantize_tensor(w, config.scheme, group_size=core.group_size, scale_format="int8")
     if core.act_format == "int8":

@@ -3,7 +3,9 @@
 Each sub-command lives in its own module under ``tools/`` and exposes ``register(subparsers)``,
 which adds its parser and sets ``func`` to a callable taking the parsed arguments and returning
 an exit code. Errors a user can cause (bad names, shapes, files, parameters) are raised as
-``ValueError``/``OSError``/:class:`CLIError` and printed as one line without a traceback.
+``ValueError``/``OSError``/:class:`CLIError` (or a :class:`golden.checks.BitmodError`: a
+tool, a simulation, the link or the device failed) and printed as one line without a
+traceback, exit status 2; so is running out of memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ COMMAND_MODULES = (
     "bitmod.tools.cmd_quantize",
     "bitmod.tools.cmd_synth",
     "bitmod.tools.cmd_verify",
+    "bitmod.tools.cmd_eval",
     "bitmod.tools.cmd_build",
     "bitmod.tools.cmd_run",
     "bitmod.tools.bench",
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (CLIError, ValueError, OSError, BitmodError) as error:
         print(f"bitmod {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except MemoryError:  # inputs are checked before allocating; this is the last resort
+        print(f"bitmod {args.command}: error: out of memory (the problem is too large for this "
+              "machine)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bitmod {args.command}: interrupted", file=sys.stderr)

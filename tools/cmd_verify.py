@@ -17,6 +17,8 @@ sides of the error figures.
 
 from __future__ import annotations
 
+import sys
+
 from bitmod.golden.bfp import ACT_FORMATS
 from bitmod.tools.api import (
     DEFAULT_LAYER,
@@ -28,6 +30,7 @@ from bitmod.tools.api import (
 )
 from bitmod.tools.cli import parse_array
 from bitmod.tools.progress import Progress
+from bitmod.tools.verify_model import MODELS
 
 
 def _print_report(report) -> None:
@@ -47,8 +50,10 @@ def _print_report(report) -> None:
     for item in report["first_mismatches"]:
         print(f"  mismatch at y[{item['m']}, {item['n']}]: rtl {item['rtl']:#0{digits}x} golden "
               f"{item['golden']:#0{digits}x}")
-    print(f"vs FP32:      relative RMS {err['relative_rms']:.4%}, max |err| "
-          f"{err['max_abs']:.4g}, cosine {err['cosine']:.6f}")
+    # null (JSON) when undefined: an all-zero FP32 reference has no relative error or cosine
+    rms = "n/a" if err["relative_rms"] is None else f"{err['relative_rms']:.4%}"
+    cosine = "n/a" if err["cosine"] is None else f"{err['cosine']:.6f}"
+    print(f"vs FP32:      relative RMS {rms}, max |err| {err['max_abs']:.4g}, cosine {cosine}")
     if report["infinite_outputs"]:
         print(f"overflow:     {report['infinite_outputs']} outputs are Inf (the drain rounds in "
               f"code units, before the channel scales; try --out fp32)")
@@ -65,7 +70,75 @@ def _print_report(report) -> None:
     print(f"throughput:   {report['gmacs_at_clock']:.3f} GMAC/s at {report['clock_mhz']:g} MHz")
 
 
+def _print_model_report(report) -> None:
+    report = report.to_dict()
+    print(f"model:        {report['model']}, {len(report['sentences'])} sentence(s) x "
+          f"{report['tokens']} tokens; {report['scheme']} weights, group "
+          f"{report['group_size']}, {report['act']} activations, {report['out']} outputs")
+    print(f"core:         {report['array']} x {report['lanes']} lanes, buffers for M <= "
+          f"{report['core']['max_m']}, N <= {report['core']['max_n']}, K <= "
+          f"{report['core']['max_k']}; tasks: {report['cluster']}")
+    print(f"{'layer':44} {'M':>4} {'N':>5} {'K':>5} {'cycles':>8} {'util':>6} {'exact':>6} "
+          f"{'rel.RMS':>8} {'cosine':>9}")
+    for row in report["layers"]:
+        err = row["error_vs_fp32"]
+        if row["on_rtl"]:
+            rtl = (f"{row['cycles']:>8} {row['pe_utilization']:>6.1%} "
+                   f"{'yes' if row['bit_exact'] else 'NO':>6}")
+        else:
+            rtl = f"{'golden only':>22}"
+        print(f"{row['layer']:44} {row['m']:>4} {row['n']:>5} {row['k']:>5} {rtl} "
+              f"{err['relative_rms']:>8.2%} {err['cosine']:>9.6f}")
+    exact = "yes" if report["all_bit_exact"] else "NO"
+    agree = "equal" if report["counters_match_model"] else "DIFFER from"
+    print(f"bit-exact:    {exact} ({report['layers_on_rtl']} of {report['layers_total']} GEMMs "
+          f"on the RTL; core counters {agree} the cycle model; {report['cycles_total']} "
+          "cycles)")
+    cosines = ", ".join(f"{c:.6f}" for c in report["embedding_cosine_vs_fp32"])
+    print(f"embeddings:   cosine vs FP32 {cosines} (golden datapath); RTL run: "
+          f"{report['rtl_end_to_end']}")
+    seconds = report["seconds"]
+    print(f"time:         {seconds['total']} s (golden forward {seconds['golden']} s, RTL "
+          f"{seconds['rtl']} s, model build {report['verilator_build_s']} s)")
+
+
+def _verify_model(args) -> int:
+    from bitmod.tools.distributed import ClusterSpec
+    from bitmod.tools.verify_model import verify_model
+
+    if args.npy or args.x_npy or args.random or args.layer:
+        raise ValueError("--model runs the whole model; it does not take --layer, --random, "
+                         "--npy or --x-npy")
+    if args.target != "core" or args.engine != "harness" or args.waves:
+        raise ValueError("--model runs on the core with the compiled harness; --target, "
+                         "--engine and --waves apply to single layers")
+    rtl_layers = args.rtl_layers
+    if rtl_layers not in (None, "all"):
+        rtl_layers = int(rtl_layers) if rtl_layers.isdigit() else rtl_layers.split(",")
+    progress = Progress(not args.json and not args.quiet)
+    try:
+        report = verify_model(
+            args.model, sentences=args.sentences, tokens=args.tokens, scheme=args.scheme,
+            group_size=args.group_size, array=parse_array(args.array), lanes=args.lanes,
+            act=args.act, out=args.out, mant_width=args.mant_width,
+            act_exp_bits=args.act_exp_bits, rtl_layers=rtl_layers,
+            cluster=ClusterSpec(workers=args.workers, scheduler=args.scheduler),
+            progress=progress)
+    finally:
+        progress.done()
+    if args.json:
+        print(report.to_json())
+    else:
+        _print_model_report(report)
+    return 0 if report.ok else 1
+
+
 def _verify(args) -> int:
+    if args.model:
+        return _verify_model(args)
+    for option in ("sentences", "rtl_layers", "scheduler"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option.replace('_', '-')} applies to --model")
     progress = Progress(not args.json and not args.quiet)
     try:
         report = verify(
@@ -77,6 +150,8 @@ def _verify(args) -> int:
             clock_mhz=args.clock, seed=args.seed, progress=progress.step)
     finally:
         progress.done()
+    if report.warning:
+        print(f"bitmod verify: warning: {report.warning}", file=sys.stderr)
     if args.json:
         print(report.to_json())
     else:
@@ -92,6 +167,9 @@ def register(subparsers) -> None:
     source.add_argument("--random", nargs=3, type=int, metavar=("M", "N", "K"),
                         help="random Gaussian GEMM instead of a model layer")
     source.add_argument("--npy", help="weights [out, in] from a .npy file")
+    source.add_argument("--model", choices=MODELS,
+                        help="a whole model: every Linear GEMM of its forward pass on the RTL "
+                             "(docs/models.md)")
     parser.add_argument("--x-npy", help="activations [M, in] for --npy (default: Gaussian)")
     parser.add_argument("--scheme", default="bitmod4", help="weight scheme (default bitmod4)")
     parser.add_argument("--group-size", type=int, default=None,
@@ -121,6 +199,15 @@ def register(subparsers) -> None:
                         help="write a VCD waveform of the run (harness engine)")
     parser.add_argument("--clock", type=float, default=100.0, metavar="MHZ",
                         help="clock for the throughput figure (default 100)")
+    parser.add_argument("--sentences", nargs="+", metavar="TEXT",
+                        help="--model: input sentences (default one fixed sentence)")
+    parser.add_argument("--rtl-layers", metavar="all|N|NAME,...",
+                        help="--model: GEMMs run on the RTL (default all; N: the first N)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="--model: Dask LocalCluster workers for the RTL runs (default 2; "
+                             "0: in process)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="--model: a running Dask scheduler (tcp://host:8786) instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--json", action="store_true", help="machine-readable report")

@@ -16,8 +16,9 @@ import abc
 import struct
 from collections.abc import Callable, Sequence
 
-from bitmod.golden.checks import BitmodError
+from bitmod.golden.checks import BitmodError, check_int
 from bitmod.golden.protocol import (
+    MAX_PAYLOAD_LIMIT,
     NOT_EXECUTED,
     OVERHEAD_BYTES,
     Cmd,
@@ -159,8 +160,17 @@ class HostLink:
     retries : int
         Resends after the first attempt.
     max_payload : int, optional
-        The device's payload limit; read from STATUS on first need when not given.
+        The device's payload limit; read from STATUS on first need when not given. A multiple
+        of 4 in ``MIN_PAYLOAD..65532`` (the bridge's own rule): a WRITE of one word and an EXEC
+        carry 8 bytes, so a smaller limit could send nothing.
+
+    Raises
+    ------
+    ValueError
+        ``max_payload`` or ``retries`` out of range.
     """
+
+    MIN_PAYLOAD = 8  # address + one word (WRITE), address + argument (EXEC)
 
     def __init__(self, transport: Transport, *, timeout: float = 0.5, retries: int = 3,
                  max_payload: int | None = None):
@@ -169,7 +179,7 @@ class HostLink:
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
-        self._max_payload = max_payload
+        self._max_payload = None if max_payload is None else self._check_payload(max_payload)
         self._seq = 0
         self.resends = 0  # requests sent again, over the link's lifetime
 
@@ -179,7 +189,11 @@ class HostLink:
         frame = self._transact(Cmd.STATUS, b"", Reply.DATA)
         status = decode_status(frame.payload)
         if self._max_payload is None:
-            self._max_payload = status.max_payload
+            try:
+                self._max_payload = self._check_payload(status.max_payload)
+            except ValueError as error:
+                raise LinkError(f"the device reports an unusable payload limit: {error}") \
+                    from None
         return status
 
     def ping(self) -> bool:
@@ -227,6 +241,13 @@ class HostLink:
         return struct.unpack("<I", frame.payload)[0]
 
     # --- internals ----------------------------------------------------------------------------
+
+    @classmethod
+    def _check_payload(cls, value) -> int:
+        value = check_int("max_payload", value, cls.MIN_PAYLOAD, MAX_PAYLOAD_LIMIT)
+        if value % 4:
+            raise ValueError(f"max_payload must be a multiple of 4, not {value}")
+        return value
 
     def _transact(self, cmd: int, payload: bytes, expect: int, *, idempotent: bool = True,
                   word_offset: int = 0) -> Frame:

@@ -288,6 +288,37 @@ def test_host_gives_up_after_retries():
         link.read(0, 1)
 
 
+@pytest.mark.parametrize(("max_payload", "message"), [
+    (0, "max_payload must be in 8..65532, not 0"),
+    (4, "max_payload must be in 8..65532, not 4"),
+    (7, "max_payload must be in 8..65532, not 7"),
+    (10, "max_payload must be a multiple of 4, not 10"),
+    (65536, "max_payload must be in 8..65532"),
+])
+def test_host_refuses_an_unusable_max_payload(max_payload, message):
+    """Issue 15 item 17: max_payload=0 sent nothing and 4..7 raised "range() arg 3 must not be
+    zero" (a WRITE of one word carries 8 bytes)."""
+    with pytest.raises(ValueError, match=message):
+        HostLink(LoopbackTransport(protocol.BridgeModel(protocol.RegisterFileModel(8), 16)),
+                 max_payload=max_payload)
+
+
+def test_host_works_at_the_smallest_max_payload():
+    model = protocol.BridgeModel(protocol.RegisterFileModel(8), 8)
+    link = HostLink(LoopbackTransport(model), timeout=0.01, max_payload=8)
+    link.write(0, [5, 6, 7])  # one word per frame
+    assert model.backend.words[:3] == [5, 6, 7]
+    assert link.read(0, 3) == [5, 6, 7]
+    assert model.ok_frames == 3 + 2  # a READ carries two words at 8 bytes
+
+
+def test_host_refuses_a_device_reporting_an_unusable_max_payload():
+    link, model = link_to_model()
+    model.max_payload = 4  # what a broken device would report in STATUS
+    with pytest.raises(LinkError, match="unusable payload limit: max_payload must be in"):
+        link.write(0, [1])
+
+
 def test_host_ignores_stale_replies():
     link, model = link_to_model()
     stale = protocol.encode_frame(Reply.ACK, 200)

@@ -499,3 +499,187 @@ def test_accepts_float16_bf16_int_and_torch():
     assert quantize(w.astype(ml_dtypes.bfloat16), "int8").shape == (4, 128)
     assert quantize(np.arange(256).reshape(2, 128) - 128, "int8").shape == (2, 128)
     assert quantize(w, "int4", group_size=np.int64(64)).group_size == 64
+
+
+# ------------------------------------------------------------- issue 15: bad input, files ------
+
+
+def test_group_size_beyond_k_is_one_group_per_row_without_a_big_allocation():
+    """Item 1: ``_expand`` (and golden.gemm) repeated every group to its full size: a group
+    size of 1e9 on 8x32 weights allocated 60 GiB. Now G >= K is one group per row, sized by K."""
+    import tracemalloc
+
+    from bitmod.golden import gemm as ggemm
+
+    w = gaussian(8, 32, seed=3)
+    big = 1 << 22  # before the fix: 8 x 2**22 float64 = 256 MiB per expanded array
+    tracemalloc.start()
+    try:
+        qt = quantize(w, "bitmod4_int8scale", group_size=big)
+        deq = qt.dequantize()
+        cfg = ggemm.ArrayConfig(rows=1, cols=1, lanes=4, group_size=big, formats=qt.formats,
+                                act_format="fp16", max_groups=1)
+        x = gaussian(2, 32, seed=4).astype(np.float16)
+        result = ggemm.gemm(x, qt, cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB"
+    per_row = quantize(w, "bitmod4_int8scale", group_size=32)
+    assert qt.group_size == big and qt.n_groups == 1
+    np.testing.assert_array_equal(qt.codes, per_row.codes)
+    np.testing.assert_array_equal(qt.scales, per_row.scales)
+    np.testing.assert_array_equal(deq, per_row.dequantize())
+    cfg32 = ggemm.ArrayConfig(rows=1, cols=1, lanes=4, group_size=32, formats=qt.formats,
+                              act_format="fp16", max_groups=1)
+    np.testing.assert_array_equal(result.codes, ggemm.gemm(x, per_row, cfg32).codes)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"group_size": 0}, "group_size must be >= 1, not 0"),
+    ({"group_size": -3}, "group_size must be >= 1"),
+    ({"kind": "magic"}, "kind must be one of"),
+    ({"ties": "up"}, "ties must be one of"),
+    ({"scale_format": "fp8"}, "scale_format must be one of"),
+    ({"formats": ()}, "no element format"),
+    ({"formats": ("nosuch",)}, "nosuch"),
+    ({"kind": "asym", "formats": ("uint4", "uint3")}, "one element format"),
+    ({"element_unit": 0.0}, "element_unit must be positive"),
+])
+def test_scheme_validates_its_fields(kwargs, message):
+    """Item 17: ``Scheme(group_size=0)`` raised ZeroDivisionError when used."""
+    fields = {"name": "custom", "kind": "sym", "formats": ("int4_sym",), "group_size": 16,
+              "scale_format": "fp16", "ties": "even", "description": "test"}
+    with pytest.raises(ValueError, match=message):
+        Scheme(**{**fields, **kwargs})
+
+
+def test_clamped_groups_counts_the_groups_outside_the_scale_range():
+    """Item 11: weights around 1e-12 or 1e30 quantize to 100 % error; the count says why."""
+    w = gaussian(4, 64, seed=5)
+    w[0] *= 1e-12  # both groups of row 0 need a scale below 1e-5
+    w[1, :32] *= 1e30  # one group needs a scale above 1e4
+    w[2, 32:] = 0.0  # a group of zeros is exact: not counted
+    for scheme in ("bitmod4", "int4", "int4_asym", "bitmod4_int8scale"):
+        qt = quantize(w, scheme, group_size=32)
+        assert Q.clamped_groups(w, qt) == {"below": 2, "above": 1, "groups": 8}, scheme
+    assert Q.clamped_groups(gaussian(4, 64), quantize(gaussian(4, 64), "bitmod4")) == {
+        "below": 0, "above": 0, "groups": 4}
+    assert Q.clamped_groups(w, quantize(w, "mxfp4"))["below"] == 0  # E8M0 has the range
+
+
+def small_tensor() -> QuantizedTensor:
+    return quantize(heavy_tailed(3, 40), "bitmod4_int8scale", group_size=16)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("codes", lambda q: q.codes + 16, "codes must be in 0..15"),
+    ("codes", lambda q: q.codes.astype(np.float64), "codes must be an integer array"),
+    ("selectors", lambda q: np.full_like(q.selectors, 4), "selectors must be in 0..3"),
+    ("scales", lambda q: np.where(q.scales == q.scales.max(), np.nan, q.scales),
+     "scales contain NaN"),
+    ("scales", lambda q: -q.scales, "scales must be non-negative"),
+    ("scale_codes", lambda q: q.scale_codes + 256, "scale_codes must be in 0..255"),
+    ("channel_scales", lambda q: q.channel_scales[:2], "channel_scales has shape"),
+    ("channel_scales", lambda q: q.channel_scales * 0, "channel_scales must be positive"),
+    ("scales", lambda q: q.scales[:, :2], "scales has shape"),
+])
+def test_quantized_tensor_refuses_inconsistent_fields(field, value, message):
+    """Item 16: out-of-range codes and selectors, NaN scales and wrong-shape channel scales
+    made a tensor (and loaded from a file) without error."""
+    qt = small_tensor()
+    fields = {k: getattr(qt, k) for k in ("codes", "scales", "scheme", "formats", "group_size",
+                                           "bits", "scale_format", "selectors", "zero_points",
+                                           "scale_codes", "channel_scales")}
+    fields[field] = value(qt)
+    with pytest.raises(ValueError, match=message):
+        QuantizedTensor(**fields)
+
+
+def _load_outcome(path, original) -> str:
+    try:
+        back = QuantizedTensor.load(path)
+    except Q.QuantizedFileError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+        return "refused"
+    assert back.equals(original), "a damaged file loaded as a different tensor"
+    return "identical"
+
+
+def test_damaged_file_loads_identical_or_is_refused(tmp_path):
+    """Item 16: 46 of 4,528 single-byte flips loaded a different tensor (a renamed member
+    loaded with scales=None). Every flip of a seeded sample of bytes (and every byte of the
+    zip directory, where the member names are) must load the same tensor or fail in one line."""
+    qt = small_tensor()
+    path = tmp_path / "q.npz"
+    qt.save(path)
+    raw = path.read_bytes()
+    rng = np.random.default_rng(15)
+    directory = raw.rindex(b"PK\x01\x02")  # the last central directory entry and the end record
+    positions = set(rng.choice(len(raw), 300, replace=False).tolist())
+    positions |= set(range(directory, len(raw)))
+    outcomes = {"refused": 0, "identical": 0}
+    damaged = tmp_path / "damaged.npz"
+    for index in sorted(positions):
+        flipped = bytearray(raw)
+        flipped[index] ^= int(rng.integers(1, 256))
+        damaged.write_bytes(flipped)
+        outcomes[_load_outcome(damaged, qt)] += 1
+    assert outcomes["refused"] > len(positions) // 2
+
+
+def test_renamed_member_is_refused(tmp_path):
+    qt = small_tensor()
+    path = tmp_path / "q.npz"
+    qt.save(path)
+    path.write_bytes(path.read_bytes().replace(b"scales.npy", b"scalex.npy"))
+    with pytest.raises(Q.QuantizedFileError, match="do not match the metadata"):
+        QuantizedTensor.load(path)
+
+
+def test_truncated_empty_and_foreign_files_are_one_line_errors(tmp_path):
+    qt = small_tensor()
+    path = tmp_path / "q.npz"
+    qt.save(path)
+    raw = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    for length in [0, 1, 4, 30, 100, len(raw) // 2, len(raw) - 22, len(raw) - 1]:
+        cut.write_bytes(raw[:length])
+        with pytest.raises(Q.QuantizedFileError) as info:
+            QuantizedTensor.load(cut)
+        assert "\n" not in str(info.value)
+    npy = tmp_path / "plain.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(Q.QuantizedFileError, match=r"not an \.npz archive"):
+        QuantizedTensor.load(npy)
+    with pytest.raises(FileNotFoundError):
+        QuantizedTensor.load(tmp_path / "missing.npz")
+
+
+def test_file_with_a_valid_checksum_but_bad_values_is_refused(tmp_path):
+    """A file written by another tool with a correct digest is still validated."""
+    qt = small_tensor()
+    meta = qt._meta()
+    arrays = {k: getattr(qt, k) for k in meta["arrays"]}
+    arrays["selectors"] = np.full_like(qt.selectors, 7)
+    meta["sha256"] = Q._digest(meta, arrays)
+    path = tmp_path / "crafted.npz"
+    import json
+
+    with open(path, "wb") as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(Q.QuantizedFileError, match=r"selectors must be in 0\.\.3"):
+        QuantizedTensor.load(path)
+
+
+def test_version_1_files_are_refused_with_the_reason(tmp_path):
+    qt = small_tensor()
+    meta = {"version": 1, "scheme": qt.scheme, "formats": list(qt.formats),
+            "group_size": qt.group_size, "bits": qt.bits, "scale_format": qt.scale_format}
+    path = tmp_path / "old.npz"
+    import json
+
+    with open(path, "wb") as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), codes=qt.codes, scales=qt.scales)
+    with pytest.raises(Q.QuantizedFileError, match="version 1; this version of bitmod reads"):
+        QuantizedTensor.load(path)

@@ -73,6 +73,51 @@ def test_from_quantized_tensor_and_bias_checks():
         QuantLinear.from_linear(make_linear(), "nope")
 
 
-def test_state_dict_has_buffers():
+def test_state_dict_holds_the_quantized_tensor():
     q = QuantLinear.from_linear(make_linear(), "bitmod4")
-    assert set(q.state_dict()) == {"weight", "bias"}
+    # weight is derived from qweight: the quantized tensor (extra state) is the state
+    assert set(q.state_dict()) == {"_extra_state", "bias"}
+
+
+@pytest.mark.parametrize("scheme", ["bitmod4_int8scale", "int4_asym", "mxfp4"])
+def test_load_state_dict_replaces_qweight_and_weight(tmp_path, scheme):
+    """Issue 15 item 17: load_state_dict used to leave qweight stale (only the float weight
+    buffer was loaded)."""
+    source = QuantLinear.from_linear(make_linear(seed=1), scheme)
+    target = QuantLinear.from_linear(make_linear(seed=2), scheme)
+    assert not target.qweight.equals(source.qweight)
+    path = tmp_path / "layer.pt"
+    torch.save(source.state_dict(), path)
+    target.load_state_dict(torch.load(path, weights_only=True))
+    assert target.qweight.equals(source.qweight)
+    assert torch.equal(target.weight, source.weight)
+    assert torch.equal(target.bias, source.bias)
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(target(x), source(x))
+
+
+def test_load_state_dict_refuses_a_float_linear_and_another_shape():
+    q = QuantLinear.from_linear(make_linear(), "bitmod4")
+    with pytest.raises(RuntimeError, match="_extra_state"):
+        q.load_state_dict(make_linear().state_dict())
+    other = QuantLinear.from_linear(make_linear(n_in=128), "bitmod4")
+    with pytest.raises(ValueError, match="this layer 48x256"):
+        q.load_state_dict(other.state_dict())
+
+
+def test_float64_tensor_quantizes_like_numpy_and_complex_is_refused():
+    """Issue 15 item 17: a float64 tensor was cast to float32 before quantizing."""
+    w = np.zeros((2, 128))
+    w[:, 0] = 7.0  # int4: scale 7 / 7 = 1 exactly
+    w[:, 1] = 0.5 + 1e-10  # just above the 0/1 midpoint; a float32 cast lands on it (ties: 0)
+    expect = quantize(w, "int4")
+    assert expect.codes[0, 1] == 1
+    assert quantize(torch.from_numpy(w), "int4").equals(expect)
+    layer = nn.Linear(128, 2, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w))
+    assert quantize_linear(layer, "int4").equals(expect)
+    with pytest.raises(ValueError, match="real numeric tensor, got dtype complex64"):
+        quantize(torch.ones(2, 8, dtype=torch.complex64), "bitmod4")
+    with pytest.raises(ValueError, match="real numeric tensor, got dtype bool"):
+        quantize(torch.ones(2, 8, dtype=torch.bool), "bitmod4")

@@ -60,6 +60,22 @@ def test_progress_draws_steps_on_a_terminal():
     assert text.count("✓") >= 2  # both steps end with a check mark
 
 
+def test_progress_marks_a_failed_step():
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as stream:
+        progress = Progress(True, stream=stream)
+        with pytest.raises(RuntimeError), progress:
+            progress("nextpnr packing")
+            progress("nextpnr placement")
+            raise RuntimeError("does not fit")
+        stream.flush()
+    text = _read_all(master).decode(errors="replace")
+    os.close(master)
+    final = text.rsplit("\x1b[?25h", 1)[0]  # the last frame, before the cursor comes back
+    assert "✗" in text and "nextpnr placement" in text.split("✗")[-1]
+    assert "✓" in final  # packing finished
+
+
 def test_stage_watcher_follows_the_logs(tmp_path):
     """The stages of a Yosys + nextpnr + icepack run, in order, each once, as the logs grow
     (lines may arrive cut in two)."""

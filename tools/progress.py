@@ -27,7 +27,7 @@ class Progress:
     :func:`tools.api.verify` and :func:`fpga.build.build`): a new ``stage`` ends the running
     step and starts a line for the next; ``detail`` shows after the stage name on the running
     line. :meth:`step` and :meth:`done` do the same explicitly; as a context manager the
-    display ends on exit.
+    display ends on exit, the running step marked with a cross if an exception ends it.
 
     Parameters
     ----------
@@ -78,16 +78,29 @@ class Progress:
             self._display.update(self._task, completed=1)
             self._task = None
 
-    def done(self) -> None:
-        """End the running step and the display (idempotent)."""
+    def done(self, failed: bool = False) -> None:
+        """End the running step (marked with a cross when ``failed``) and the display
+        (idempotent)."""
+        failure = None
+        if failed and self._task is not None:
+            task = next(t for t in self._display.tasks if t.id == self._task)
+            failure = (task.description, int(task.elapsed or 0))
+            self._display.remove_task(self._task)
+            self._task = None
         self._finish()
         self.stage = None
         if self._display is not None:
+            console = self._display.console
             self._display.stop()
             self._display = None
+            if failure is not None:
+                label, seconds = failure
+                console.print(f"[red]✗[/red] {label} [yellow]"
+                              f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+                              "[/yellow]", highlight=False, markup=True)
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.done()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.done(failed=exc_type is not None)

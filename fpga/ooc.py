@@ -13,6 +13,10 @@ and captures every output bit into a register that shifts out serially, so
 
 Wrapper cost, subtracted by :func:`wrapper_cost`: one flip-flop per input bit; per output bit
 one flip-flop and one LUT4 (the load/shift multiplexer).
+
+Bound: each shift register is one Amaranth value, at most :data:`MAX_WRAPPER_BITS` (65536) bits
+wide (Amaranth's netlist limit), so a component with more input or output bits is refused by
+:class:`OOCWrapper` with one line (far beyond any device anyway: the UP5K has 5280 LUTs).
 """
 
 
@@ -20,7 +24,9 @@ from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OOCWrapper", "port_widths", "wrapper_cost"]
+__all__ = ["MAX_WRAPPER_BITS", "OOCWrapper", "port_widths", "wrapper_cost"]
+
+MAX_WRAPPER_BITS = 1 << 16  # Amaranth's widest netlist value
 
 
 def port_widths(component) -> tuple[int, int]:
@@ -58,6 +64,10 @@ class OOCWrapper(wiring.Component):
     sout: Out(1)
 
     def __init__(self, unit):
+        in_bits, out_bits = port_widths(unit)
+        if max(in_bits, out_bits) > MAX_WRAPPER_BITS:
+            raise ValueError(f"{in_bits} input and {out_bits} output bits: the out-of-context "
+                             f"wrapper takes at most {MAX_WRAPPER_BITS} each")
         self._unit = unit
         super().__init__()
 

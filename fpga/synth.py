@@ -3,12 +3,15 @@
 :func:`run_flow` takes Verilog text, synthesises it for a :class:`~fpga.devices.Device`, places
 and routes it, and returns a :class:`SynthReport` with resource counts and the achieved Fmax.
 A tool failure raises :class:`SynthError` carrying the last lines of the log and the log path,
-so a user sees what went wrong in short and where to read the rest.
+so a user sees what went wrong in short and where to read the rest; a design that needs more of
+a resource than the device has raises its subclass :class:`DoesNotFit`, one line naming the
+resources (``ICESTORM_DSP 16/8``) with the counts, so a benchmark can report it as a row.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,11 +22,56 @@ from bitmod.toolchain import apply_tool_environment, find_tool
 
 from .devices import Device
 
-__all__ = ["ROUTERS", "SynthError", "SynthReport", "run_flow"]
+__all__ = ["ROUTERS", "DoesNotFit", "SynthError", "SynthReport", "overused", "run_flow",
+           "utilisation"]
 
 
 class SynthError(RuntimeError, BitmodError):
     """Yosys or nextpnr failed; the message names the step, the log tail and the log path."""
+
+
+class DoesNotFit(SynthError):
+    """nextpnr could not place the design: it needs more of some resource than the device has.
+
+    Attributes
+    ----------
+    device : str
+    over : list of str
+        ``"NAME used/available"`` for every overused resource (nextpnr's names).
+    utilization : dict
+        nextpnr's utilisation table: ``{name: {"used": n, "available": n}}``.
+    cells : dict
+        The synthesised design's resources (:class:`SynthReport` fields ``lut4``, ``ff``,
+        ``carry``, ``dsp``, ``bram``), from Yosys.
+    workdir : str
+    """
+
+    def __init__(self, device: str, over: list[str], utilization: dict, cells: dict,
+                 workdir: str):
+        self.device, self.over, self.utilization = device, over, utilization
+        self.cells, self.workdir = cells, workdir
+        super().__init__(f"does not fit {device}: {', '.join(over)} (log: {workdir})")
+
+
+# nextpnr's "Device utilisation" lines: "Info: \t ICESTORM_DSP:    16/     8   200%"
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def utilisation(log_text: str) -> dict[str, dict[str, int]]:
+    """nextpnr's device utilisation table from its log: ``{name: {"used", "available"}}``
+    (the last table when the log has several)."""
+    table: dict[str, dict[str, int]] = {}
+    for line in log_text.splitlines():
+        match = _UTIL_LINE.match(line.strip())
+        if match:
+            table[match[1]] = {"used": int(match[2]), "available": int(match[3])}
+    return table
+
+
+def overused(log_text: str) -> list[str]:
+    """``"NAME used/available"`` for every resource nextpnr's utilisation shows above 100 %."""
+    return [f"{name} {v['used']}/{v['available']}"
+            for name, v in utilisation(log_text).items() if v["used"] > v["available"]]
 
 
 @dataclass
@@ -147,7 +195,16 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
             constraints = Path("clock.lpf")
         if constraints:
             command += ["--lpf", str(constraints), "--lpf-allow-unconstrained"]
-    _run("nextpnr", command, workdir / "nextpnr.out", workdir, timeout)
+    try:
+        _run("nextpnr", command, workdir / "nextpnr.out", workdir, timeout)
+    except SynthError:
+        log = workdir / "nextpnr.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        over = overused(text)
+        if over:
+            raise DoesNotFit(device.name, over, utilisation(text),
+                             _count_cells(cells, device.family), str(workdir)) from None
+        raise
     report = json.loads((workdir / "report.json").read_text())
     fmax_values = [clock["achieved"] for clock in report.get("fmax", {}).values()]
     utilization = {name: {"used": int(v["used"]), "available": int(v["available"])}

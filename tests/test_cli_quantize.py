@@ -102,7 +102,7 @@ def test_error_not_a_npy(capsys, tmp_path):
     path = tmp_path / "junk.npy"
     path.write_bytes(b"not numpy")
     status, _, err = run(capsys, "quantize", str(path))
-    assert_one_line_error(status, err, "not a readable .npy array")
+    assert_one_line_error(status, err, "not a .npy file (no NumPy header")
 
 
 def test_error_both_inputs(capsys, weight_file):

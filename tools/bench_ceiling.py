@@ -11,12 +11,11 @@ back-to-back tiles of at least ``C`` steps). ``--array RxC`` overrides the shape
 
 from __future__ import annotations
 
-import json
-
 from bitmod.fpga.devices import get_device
-from bitmod.fpga.synth import SynthError
+from bitmod.fpga.synth import DoesNotFit, SynthError
+from bitmod.golden.checks import check_number
 from bitmod.golden.dsp_array import DEFAULT_MAX_K, check_params
-from bitmod.tools.api import synth
+from bitmod.tools.api import dumps_strict, synth
 from bitmod.tools.cli import CLIError, parse_array
 
 DEVICES = ("ecp5-85f", "ice40-up5k")
@@ -55,6 +54,9 @@ def run(jobs, clock_mhz: float, seed: int = 1):
             router = "router2" if device.family == "ecp5" else None
             result = synth("dsp_array", params, device=device.name, clock_mhz=clock_mhz,
                            seed=seed, router=router).to_dict()
+        except DoesNotFit as error:
+            yield {**row, "over": error.over}
+            continue
         except SynthError as error:
             yield {**row, "error": str(error).splitlines()[0]}
             continue
@@ -73,6 +75,8 @@ def format_row(row: dict) -> str:
     head = f"{row['device']:11s} {row['array']:>6s} {row['macs_per_cycle']:9d}"
     if "error" in row:
         return f"{head} FAILED: {row['error']}"
+    if "over" in row:
+        return f"{head} does not fit: {', '.join(row['over'])}"
     fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.1f}"
     peak = "-" if row["peak_gmacs"] is None else f"{row['peak_gmacs']:.2f}"
     dsp = f"{row['dsp']}/{row['dsp_available']}"
@@ -81,15 +85,16 @@ def format_row(row: dict) -> str:
 
 def _bench(args) -> int:
     jobs = plan(args.device or list(DEVICES), args.array, args.max_k)
+    clock = check_number("--clock", args.clock, positive=True)
     rows = []
     if not args.json:
         print(HEADER, flush=True)
-    for row in run(jobs, args.clock, args.seed):
+    for row in run(jobs, clock, args.seed):
         rows.append(row)
         if not args.json:
             print(format_row(row), flush=True)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dumps_strict(rows))
     else:
         print(f"(INT8 x INT8, accumulators for K <= {args.max_k}; out of context, wrapper "
               f"cost subtracted; nextpnr target {args.clock:g} MHz, seed {args.seed})")

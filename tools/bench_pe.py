@@ -10,16 +10,21 @@ For each PE kind x weight format x lane count x device, the PE is synthesised ou
   32, the BISMO convention of docs/papers.md, Other datapaths);
 * the ratio of that figure against the bit-parallel integer PE with the same lanes on the same
   device (``vs int``), which spends DSPs instead of LUTs on its products.
+
+A configuration the device cannot hold (16 lanes of the integer PE need 16 multipliers; the
+UP5K has 8 DSPs) is a row saying so, with nextpnr's count of the overused resource
+(``does not fit: ICESTORM_DSP 16/8``), not a failure: the exit status is non-zero only when a
+tool fails.
 """
 
 from __future__ import annotations
 
-import json
-
-from bitmod.fpga.synth import SynthError
+from bitmod.fpga.devices import get_device
+from bitmod.fpga.synth import DoesNotFit, SynthError
 from bitmod.golden import terms as gterms
+from bitmod.golden.checks import check_int, check_number
 from bitmod.golden.quantize import get_scheme
-from bitmod.tools.api import synth
+from bitmod.tools.api import dumps_strict, synth
 
 ACT_BITS = 8
 DEVICES = ("ecp5-85f", "ice40-up5k")
@@ -51,7 +56,8 @@ def _terms_per_weight(component: str, scheme: str) -> int:
 
 
 def run(kinds, lanes_list, devices, clock_mhz: float):
-    """Yield one result dict per configuration (errors are reported in the dict)."""
+    """Yield one result dict per configuration: figures, ``fits: False`` with the overused
+    resources (``over``) for one the device cannot hold, or ``error`` when a tool failed."""
     baseline_ops_per_lut = {}
     for kind in kinds:
         for label, component, scheme, params in CONFIGS[kind]:
@@ -64,6 +70,10 @@ def run(kinds, lanes_list, devices, clock_mhz: float):
                     try:
                         result = synth(component, full, scheme=scheme, device=device,
                                        clock_mhz=clock_mhz)
+                    except DoesNotFit as error:
+                        yield {**row, "fits": False, "over": error.over,
+                               "utilization": error.utilization}
+                        continue
                     except (SynthError, ValueError) as error:
                         yield {**row, "error": str(error).splitlines()[0]}
                         continue
@@ -73,7 +83,8 @@ def run(kinds, lanes_list, devices, clock_mhz: float):
                         baseline_ops_per_lut[(lanes, device)] = ops_per_lut
                     base = baseline_ops_per_lut.get((lanes, device))
                     yield {
-                        **row, "lut4": result.lut4, "ff": result.ff, "dsp": result.dsp,
+                        **row, "fits": True, "lut4": result.lut4, "ff": result.ff,
+                        "dsp": result.dsp,
                         "fmax_mhz": result.fmax_mhz, "macs_per_cycle": macs,
                         "gmacs": macs * (result.fmax_mhz or 0) / 1000,
                         "ops_per_lut4": ops_per_lut,
@@ -89,6 +100,8 @@ def _format(row: dict) -> str:
     head = f"{row['kind']:10s} {row['weights']:18s} {row['lanes']:3d} {row['device']:11s}"
     if "error" in row:
         return f"{head} FAILED: {row['error']}"
+    if not row["fits"]:
+        return f"{head} does not fit: {', '.join(row['over'])}"
     ratio = "-" if row["vs_int"] is None else f"{row['vs_int']:.2f}"
     fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.0f}"
     return (f"{head} {row['lut4']:6d} {row['ff']:6d} {row['dsp']:4d} {fmax:>6s} "
@@ -98,17 +111,18 @@ def _format(row: dict) -> str:
 
 def _bench(args) -> int:
     kinds = args.kind or ["int", "bitserial", "minifloat"]  # int first: it is the baseline
-    lanes = args.lanes or list(LANES)
-    devices = args.device or list(DEVICES)
+    lanes = [check_int("--lanes", v, 1) for v in args.lanes or LANES]
+    devices = [get_device(name).name for name in args.device or DEVICES]
+    clock = check_number("--clock", args.clock, positive=True)
     rows = []
     if not args.json:
         print(HEADER, flush=True)
-    for row in run(kinds, lanes, devices, args.clock):
+    for row in run(kinds, lanes, devices, clock):
         rows.append(row)
         if not args.json:
             print(_format(row), flush=True)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dumps_strict(rows))
     return 1 if any("error" in row for row in rows) else 0
 
 

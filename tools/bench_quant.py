@@ -19,11 +19,12 @@ bits) / G (FP16 scale 16, INT8 or E8M0 scale 8; per-channel scales ignored).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import numpy as np
+
+from bitmod.tools.api import dumps_strict
 
 SCALE_BITS = {"fp16": 16, "fp32": 32, "fp64": 64, "int8": 8, "e8m0": 8}
 
@@ -164,7 +165,7 @@ def run(args) -> int:
     else:
         data, title, header, table = _gaussian(args, schemes)
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(dumps_strict(data, indent=2))
     else:
         _print_table(title, header, table)
     return 0

@@ -1,16 +1,17 @@
 """``bitmod bench synth``: out-of-context resources and Fmax of the arithmetic units.
 
 Runs ``bitmod synth`` for a fixed set of representative configurations on each device and
-prints one table (Markdown with ``--markdown``, JSON with ``--json``). The figures in
-``docs/synthesis.md`` come from this command.
+prints one table (JSON with ``--json``). The figures in ``docs/synthesis.md`` come from this
+command. ``--only`` names components of the set (an unknown one is refused, listing them); a
+unit the device cannot hold is a row saying which resource it overuses.
 """
 
 from __future__ import annotations
 
-import json
-
-from bitmod.fpga.synth import SynthError
-from bitmod.tools.api import synth
+from bitmod.fpga.devices import get_device
+from bitmod.fpga.synth import DoesNotFit, SynthError
+from bitmod.golden.checks import check_choice, check_number
+from bitmod.tools.api import dumps_strict, synth
 from bitmod.tools.cmd_synth import HEADER, format_row
 
 # (component, params, label): one line each in the table.
@@ -29,16 +30,22 @@ DEVICES = ("ecp5-85f", "ice40-up5k")
 
 
 def _bench(args) -> int:
-    devices = args.device or list(DEVICES)
+    devices = [get_device(name).name for name in args.device or DEVICES]
+    components = sorted({component for component, _, _ in UNITS})
+    only = [check_choice("--only", name, components) for name in args.only or ()]
+    clock = check_number("--clock", args.clock, positive=True)
     results = []
     if not args.json:
         print(f"{'configuration':24s} " + HEADER)
     for component, params, label in UNITS:
-        if args.only and component not in args.only:
+        if only and component not in only:
             continue
         for device in devices:
             try:
-                result = synth(component, params, device=device, clock_mhz=args.clock).to_dict()
+                result = synth(component, params, device=device, clock_mhz=clock).to_dict()
+            except DoesNotFit as error:
+                result = {"component": component, "device": device, "fits": False,
+                          "over": error.over}
             except SynthError as error:
                 result = {"component": component, "device": device, "error": str(error)}
             result["label"] = label
@@ -48,10 +55,13 @@ def _bench(args) -> int:
             if "error" in result:
                 print(f"{label:24s} {component:14s} {device:11s} FAILED: "
                       f"{result['error'].splitlines()[0]}")
+            elif "over" in result:
+                print(f"{label:24s} {component:14s} {device:11s} does not fit: "
+                      f"{', '.join(result['over'])}")
             else:
                 print(f"{label:24s} " + format_row(result), flush=True)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(dumps_strict(results))
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -10,7 +10,6 @@ stage shows on stderr with its elapsed time (:mod:`tools.progress`); never with 
 
 from __future__ import annotations
 
-import json
 import sys
 
 from bitmod.fpga.boards import BOARDS
@@ -79,7 +78,9 @@ def _build(args) -> int:
     except BuildError as error:
         raise CLIError(str(error)) from None
     if args.json:
-        print(json.dumps(result, indent=1))
+        from bitmod.tools.api import dumps_strict
+
+        print(dumps_strict(result))
     else:
         print(HEADER)
         print(format_row(result))

@@ -4,15 +4,17 @@ Without a name: one line per registered format (bits, number of levels, largest 
 With a name (any name ``golden.formats.get`` accepts, including parametrised ones such as
 ``fp_e3m2`` or fixed point): every code with its bit pattern and exact value, for formats of up
 to 10 bits; wider formats print their summary only.
+
+``--json`` is strict JSON: a code whose value is not a finite number has ``"value": null`` and
+``"special"`` ``"nan"``, ``"+inf"`` or ``"-inf"`` (``null`` for every finite value).
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from bitmod.golden import formats
+from bitmod.tools.api import dumps_strict
 
 # Code tables beyond this width would print thousands of lines.
 MAX_TABLE_BITS = 10
@@ -41,15 +43,25 @@ def _table(fmt) -> list[dict]:
     values = fmt.decode(codes)
     canonical = set(int(c) for c in fmt.canonical_codes())
     return [{"code": int(c), "bits": format(int(c), f"0{fmt.bits}b"),
-             "value": None if np.isnan(v) else float(v), "canonical": int(c) in canonical}
+             "value": float(v) if np.isfinite(v) else None, "special": _special(v),
+             "canonical": int(c) in canonical}
             for c, v in zip(codes, values, strict=True)]
+
+
+def _special(value: float) -> str | None:
+    """``"nan"``, ``"+inf"``, ``"-inf"`` for a non-finite value (JSON has none), else None."""
+    if np.isnan(value):
+        return "nan"
+    if np.isinf(value):
+        return "+inf" if value > 0 else "-inf"
+    return None
 
 
 def _formats(args) -> int:
     if args.name is None:
         rows = [_summary(formats.get(name)) for name in formats.names()]
         if args.json:
-            print(json.dumps(rows, indent=1))
+            print(dumps_strict(rows))
             return 0
         print(f"{'format':16s} {'bits':>4s} {'levels':>7s} {'max |value|':>12s}")
         for row in rows:
@@ -62,7 +74,7 @@ def _formats(args) -> int:
     table = _table(fmt) if fmt.bits <= MAX_TABLE_BITS else None
     if args.json:
         levels = [float(v) for v in fmt.levels] if table is not None else None
-        print(json.dumps({**summary, "levels_list": levels, "codes": table}, indent=1))
+        print(dumps_strict({**summary, "levels_list": levels, "codes": table}))
         return 0
     count = "" if summary["levels"] is None else f", {summary['levels']} levels"
     print(f"{summary['repr']}: {summary['bits']} bits{count}, "
@@ -73,7 +85,8 @@ def _formats(args) -> int:
     print("levels:", " ".join(_value_text(v) for v in fmt.levels))
     print(f"{'code':>6s}  {'bits':>{fmt.bits}s}  value")
     for row in table:
-        value = _value_text(np.nan if row["value"] is None else row["value"])
+        special = {"nan": np.nan, "+inf": np.inf, "-inf": -np.inf}.get(row["special"])
+        value = _value_text(row["value"] if special is None else special)
         note = "" if row["canonical"] else "  (non-canonical)"
         print(f"{row['code']:6d}  {row['bits']}  {value}{note}")
     return 0

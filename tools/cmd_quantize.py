@@ -7,6 +7,9 @@ ANT schemes, how many groups chose each datatype; ``-o out.npz`` saves the
 
 from __future__ import annotations
 
+import math
+import sys
+
 MODELS = ("minilm",)
 
 
@@ -57,15 +60,21 @@ def run(args) -> int:
     result = quantize(args.input, layer=args.layer, scheme=args.scheme,
                       group_size=args.group_size, scale_format=args.scale_format,
                       output=args.output)
+    if result.warning:
+        print(f"bitmod quantize: warning: {result.warning}", file=sys.stderr)
     if args.json:
         print(result.to_json())
         return 0
     print(f"input:        {result.source}")
     print(f"shape:        {result.shape[0]} x {result.shape[1]} ({result.n_groups} groups per row)")
     print(f"scheme:       {result.scheme} ({result.description})")
-    print(f"group size:   {result.group_size}")
+    per_row = (f" (more than K = {result.shape[1]}: one group per row)"
+               if result.group_size > result.shape[1] else "")
+    print(f"group size:   {result.group_size}{per_row}")
     print(f"scale format: {result.scale_format}")
-    print(f"weight MSE:   {result.mse:.6e}  (relative RMS error {result.relative_rms:.4%})")
+    rms = ("n/a: the weights are all zero" if math.isnan(result.relative_rms)
+           else f"{result.relative_rms:.4%}")
+    print(f"weight MSE:   {result.mse:.6e}  (relative RMS error {rms})")
     if result.selectors is not None:
         print("selectors:")
         for row in result.selectors:

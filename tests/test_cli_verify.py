@@ -92,7 +92,7 @@ def weights_3d(tmp_path):
     (["--scheme", "mxfp4"], "MX E8M0"),
     (["--array", "4by4"], "ROWSxCOLS"),
     (["--array", "65x2", "--random", "2", "2", "16", "--group-size", "16"], "rows"),
-    (["--random", "2", "2", "0"], "positive"),
+    (["--random", "2", "2", "0"], "random K must be in 1..65536, not 0"),
     (["--random", "2", "2", "20", "--group-size", "10"], "group_size"),
 ])
 def test_bad_input_is_one_line(args, message):

@@ -392,7 +392,6 @@ def _verify_problem(layer, random, weights, activations, tokens, rng):
         name = str(weights) if isinstance(weights, (str, Path)) else "array"
         w = _real_matrix(_load_npy(weights, "weights") if isinstance(weights, (str, Path))
                          else weights, "weights [out, in]")
-        w = _as_fp32(w, f"{name}: weights")
         if activations is not None:
             x_name = str(activations) if isinstance(activations, (str, Path)) else "array"
             x = _real_matrix(_load_npy(activations, "activations")
@@ -402,8 +401,8 @@ def _verify_problem(layer, random, weights, activations, tokens, rng):
                 raise ValueError(f"activations must be [M, {w.shape[1]}], not {x.shape}")
             x = _as_fp32(x, f"{x_name}: activations")
         else:
-            x = rng.standard_normal((tokens, w.shape[1]))
-        return name, w, x.astype(np.float32)
+            x = rng.standard_normal((tokens, w.shape[1])).astype(np.float32)
+        return name, _as_fp32(w, f"{name}: weights"), x
     from bitmod.models import minilm
 
     name = layer or DEFAULT_LAYER

@@ -227,9 +227,13 @@ def test_verify_warns_about_clamped_scales(capsys, files):
 
 # --- 12: empty output name ------------------------------------------------------------------------
 
-def test_quantize_refuses_an_empty_output_name(capsys, files):
+def test_empty_output_names_are_refused(capsys, files):
     assert one_line_error(capsys, "quantize", files["w"], "-o", "") == (
         "the output file name is empty")
+    assert one_line_error(capsys, "verify", "--random", 2, 4, 32, "--waves", "") == (
+        "the waveform file name is empty")
+    assert one_line_error(capsys, "doctor", "--keep", " ") == (
+        "--keep: the directory name is empty")
 
 
 # --- 13: strict JSON ------------------------------------------------------------------------------

@@ -450,6 +450,8 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     if waves is not None and engine != "harness":
         raise ValueError("waveforms come from the harness engine; with cocotb set "
                          "BITMOD_WAVES=1")
+    if waves is not None and not str(waves).strip():
+        raise ValueError("the waveform file name is empty")
     tokens = check_int("tokens", tokens, 1)
     clock_mhz = check_number("clock_mhz", clock_mhz, positive=True)
     formats = ggemm.scheme_formats(scheme)

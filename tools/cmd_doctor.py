@@ -121,6 +121,8 @@ def _doctor(args) -> int:
     def report(name: str, ok: bool, detail: str) -> None:
         print(f"{'PASS' if ok else 'FAIL'}  {name:24s} {detail}", flush=True)
 
+    if args.keep is not None and not args.keep.strip():
+        raise ValueError("--keep: the directory name is empty")
     ok = run_checks(Path(args.keep) if args.keep else None, report)
     print("all tools work" if ok else "some tools failed: see the FAIL lines above")
     return 0 if ok else 1

@@ -126,3 +126,25 @@ def test_synth_term_encoder_without_params():
     assert result["params"]["formats"] == ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos",
                                            "fp4_ea_neg"]  # bitmod4, the default scheme
     assert result["lut4"] > 0
+
+
+def test_a_command_loads_only_its_own_module():
+    """``bitmod formats`` registers (and imports) its own sub-command only: no Amaranth, no
+    FPGA flow; ``bitmod --help`` and an unknown command still see every command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bitmod.tools import cli; cli.main(['formats', 'fp4_e2m1']); "
+            "print(sorted(m for m in ('amaranth', 'bitmod.fpga.build', 'bitmod.tools.cmd_synth')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().endswith("[]"), out
+    helptext = subprocess.run([sys.executable, "-m", "bitmod.tools.cli", "--help"],
+                              capture_output=True, text=True, check=True).stdout
+    for name in ("doctor", "formats", "quantize", "synth", "verify", "eval", "build", "run",
+                 "bench"):
+        assert name in helptext
+    bad = subprocess.run([sys.executable, "-m", "bitmod.tools.cli", "nosuch"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'nosuch'" in bad.stderr

@@ -20,18 +20,19 @@ from bitmod.golden.checks import BitmodError
 
 __all__ = ["CLIError", "main", "parse_array"]
 
-# Modules that register top-level sub-commands, in the order shown by ``bitmod --help``.
-COMMAND_MODULES = (
-    "bitmod.tools.cmd_doctor",
-    "bitmod.tools.cmd_formats",
-    "bitmod.tools.cmd_quantize",
-    "bitmod.tools.cmd_synth",
-    "bitmod.tools.cmd_verify",
-    "bitmod.tools.cmd_eval",
-    "bitmod.tools.cmd_build",
-    "bitmod.tools.cmd_run",
-    "bitmod.tools.bench",
-)
+# Sub-command -> the module that registers it, in the order shown by ``bitmod --help``.
+COMMANDS = {
+    "doctor": "bitmod.tools.cmd_doctor",
+    "formats": "bitmod.tools.cmd_formats",
+    "quantize": "bitmod.tools.cmd_quantize",
+    "synth": "bitmod.tools.cmd_synth",
+    "verify": "bitmod.tools.cmd_verify",
+    "eval": "bitmod.tools.cmd_eval",
+    "build": "bitmod.tools.cmd_build",
+    "run": "bitmod.tools.cmd_run",
+    "bench": "bitmod.tools.bench",
+}
+COMMAND_MODULES = tuple(COMMANDS.values())
 
 
 class CLIError(Exception):
@@ -46,19 +47,24 @@ def parse_array(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``bitmod`` parser with every sub-command, or only ``only`` (a :data:`COMMANDS`
+    name): a command then imports its own module and not the others' (Amaranth, the FPGA
+    flow, ...), which keeps its start-up short."""
     parser = argparse.ArgumentParser(
         prog="bitmod",
         description="Open accelerator generator for low-bit LLM inference.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for name, module_name in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         status = args.func(args)

@@ -8,7 +8,6 @@ shows a broken variant fails. Exit status 1 if any check fails.
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import tempfile
 import time
@@ -23,6 +22,8 @@ HINT = "run the set-up command from README.md (pip install -e '.[dev]')"
 
 
 def _check_python_packages() -> str:
+    import importlib.metadata  # only the doctor reads package versions
+
     missing = []
     found = []
     for package in PACKAGES:
@@ -47,6 +48,8 @@ def _check_verilog(workdir: Path) -> str:
 
 
 def _check_verilator(workdir: Path) -> str:
+    import importlib.metadata
+
     from bitmod.hdl.selftest import SelfTestAdder
     from bitmod.sim.verilator import get_model, run_cocotb
     from bitmod.toolchain import find_tool

@@ -113,9 +113,7 @@ class BusAdapter(wiring.Component):
         held_config = Signal()  # a configuration read: the adapter answers it itself
         held_index = Signal(index_bits)
         forwarded = Signal()  # the core took the command; its response is awaited
-        local = Signal()  # an adapter-made response is offered
-        local_error = Signal()
-        local_data = Signal(gcore.DATA_BITS)  # a configuration word, or the error status
+        local = Signal()  # an adapter-made response is offered: an error or a config word
 
         addr = req.payload.addr
         op = addr[OP_SHIFT:OP_SHIFT + gcore.OP_BITS]
@@ -123,7 +121,9 @@ class BusAdapter(wiring.Component):
         m.d.comb += req.ready.eq(~held & ~forwarded & ~local)
         with m.If(req.valid & req.ready):
             core_addr_bad = addr[A:OP_SHIFT] != 0 if A < OP_SHIFT else Const(0)
-            addr_bad = Mux(is_config, addr[:OP_SHIFT] >= N, core_addr_bad)
+            # index >= N as stray high bits or a low field >= N (no 24-bit comparator chain)
+            index_bad = (addr[index_bits:OP_SHIFT] != 0) | (addr[:index_bits] >= N)
+            addr_bad = Mux(is_config, index_bad, core_addr_bad)
             status = Mux(addr[OP_SHIFT + gcore.OP_BITS:] != 0, gcore.STATUS["bad_op"],
                          Mux(addr_bad, gcore.STATUS["bad_addr"], gcore.STATUS["ok"]))
             m.d.sync += [held.eq(1), held_op.eq(op), held_addr.eq(addr[:A]),
@@ -134,21 +134,19 @@ class BusAdapter(wiring.Component):
         m.d.comb += [self.cmd.valid.eq(held & (held_status == 0) & ~held_config),
                      self.cmd.payload.op.eq(held_op), self.cmd.payload.addr.eq(held_addr),
                      self.cmd.payload.data.eq(held_data)]
-        with m.If(held & (held_status != 0)):
-            m.d.sync += [held.eq(0), local.eq(1), local_error.eq(1),
-                         local_data.eq(held_status)]
-        if N:
-            table = Array(Const(word, gcore.DATA_BITS) for word in self._config)
-            with m.If(held & (held_status == 0) & held_config):
-                m.d.sync += [held.eq(0), local.eq(1), local_error.eq(0),
-                             local_data.eq(table[held_index])]
+        # An adapter-made response: held_status and held_index stay as registered until it is
+        # taken (no request is accepted meanwhile).
+        with m.If(held & ((held_status != 0) | held_config)):
+            m.d.sync += [held.eq(0), local.eq(1)]
+        word = (Array(Const(w, gcore.DATA_BITS) for w in self._config)[held_index] if N
+                else Const(0, gcore.DATA_BITS))
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [held.eq(0), forwarded.eq(1)]
 
         core_error = self.resp.payload.status != 0
         with m.If(local):
-            m.d.comb += [bresp.valid.eq(1), bresp.payload.error.eq(local_error),
-                         bresp.payload.data.eq(local_data)]
+            m.d.comb += [bresp.valid.eq(1), bresp.payload.error.eq(held_status != 0),
+                         bresp.payload.data.eq(Mux(held_status != 0, held_status, word))]
             with m.If(bresp.ready):
                 m.d.sync += local.eq(0)
         with m.Else():

@@ -412,11 +412,11 @@ def run_script_cocotb(model, script: Script, *, seed: int = 1, idle: float = 0.0
                       backpressure: float = 0.0, timeout_cycles: int) -> HarnessRun:
     """Run ``script`` with the cocotb engine (``sim/tb/harness_tb.py``) on ``model`` (built
     with ``engine="cocotb"``): the same rules, transactions and stamps as :func:`run_script`,
-    at cocotb's speed."""
+    at cocotb's speed; bounded by ``timeout_cycles`` and a wall-clock limit derived from it."""
     import dataclasses
     import json
 
-    from .verilator import run_cocotb
+    from .verilator import COCOTB_TIME_LIMIT, run_cocotb
 
     if model.engine != "cocotb":
         raise ValueError(f"{model.name} was built for the {model.engine} engine")
@@ -432,7 +432,9 @@ def run_script_cocotb(model, script: Script, *, seed: int = 1, idle: float = 0.0
             "HARNESS_PORTS": json.dumps(dataclasses.asdict(model.ports)),
             "HARNESS_SEED": str(seed & MASK64), "HARNESS_IDLE": repr(float(idle)),
             "HARNESS_BACKPRESSURE": repr(float(backpressure)),
-            "HARNESS_TIMEOUT": str(int(timeout_cycles))})
+            "HARNESS_TIMEOUT": str(int(timeout_cycles))},
+            # 1k cycles/s: far below the cocotb engine's speed, even under load
+            time_limit=max(COCOTB_TIME_LIMIT, 120 + int(timeout_cycles) / 1_000))
         fields = parse_results(out_path.read_text(), model.ports)
     finally:
         script_path.unlink(missing_ok=True)

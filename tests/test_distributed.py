@@ -39,6 +39,6 @@ def test_local_cluster_results_in_order_and_errors_propagate():
 
 
 def test_unreachable_scheduler_is_one_line():
-    with pytest.raises(OSError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+    with pytest.raises(OSError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
         run_tasks(math.factorial, [1], ClusterSpec(scheduler="tcp://127.0.0.1:9",
                                                          connect_timeout=1))

@@ -110,7 +110,8 @@ def activation_operand(name: str, x: np.ndarray, cfg: ggemm.ArrayConfig
     if cfg.act_format == "int8":
         return ggemm.quantize_activations_int8(x)
     if cfg.act_format == "fp16":
-        half = x.astype(np.float16)
+        with np.errstate(over="ignore"):  # an overflow is reported below, by layer name
+            half = x.astype(np.float16)
         if not np.isfinite(half).all():
             raise ValueError(f"layer {name}: activations overflow FP16 (max |x| = "
                              f"{float(np.abs(x).max()):.6g} > 65504); use the bf16 activation "

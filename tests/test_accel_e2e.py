@@ -311,7 +311,7 @@ def test_cli_run_refuses_a_mismatched_array(monkeypatch, capsys):
     status, out, err = _cli(monkeypatch, capsys, "--array", "4x4", "--random", "4", "8", "32")
     assert status == 2 and out == ""
     note, error = err.splitlines()  # the options taken from the board, then the error
-    assert note == "bitmod run: from the board's bitstream: --scheme bitmod4 --lanes 4 --act int8"
+    assert note == "bitmod run: from the board's bitstream: --scheme bitmod4 --lanes 2 --act int8"
     assert error.startswith("bitmod run: error: the board's bitstream differs")
     assert "array 2x2 on the board, 4x4 asked" in error and "bit-exact" not in err
 
@@ -322,7 +322,7 @@ def test_cli_run_refuses_a_mismatched_array(monkeypatch, capsys):
 
     status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32")
     assert status == 0 and "bit-exact:  yes" in out
-    assert "from the board's bitstream: --scheme bitmod4 --array 2x2 --lanes 4 --act int8" in err
+    assert "from the board's bitstream: --scheme bitmod4 --array 2x2 --lanes 2 --act int8" in err
 
 
 def test_cli_run_names_the_baud_when_the_board_is_silent(monkeypatch, capsys):

@@ -302,9 +302,10 @@ def test_build_icebreaker_int4_through_cli(build_dir, capsys):
                        "--json"])
     result = json.loads(capsys.readouterr().out)
     print(f"icebreaker int4 1x1: {result} in {time.monotonic() - started:.0f} s")
-    assert status == 0 and result["timing_met"] and result["fmax_mhz"] >= 24
-    assert result["params"]["scheme"] == "int4" and result["macs_per_cycle"] == 2.0
-    assert result["pll"] is not None and "DIVF=63" in result["pll"]
+    assert status == 0 and result["timing_met"] and result["fmax_mhz"] >= 22.5
+    # The board's defaults: 2 lanes, 22.5 MHz (12 MHz x 60 / 32).
+    assert result["params"]["scheme"] == "int4" and result["macs_per_cycle"] == 1.0
+    assert result["pll"] is not None and "DIVF=59" in result["pll"]
     assert result["dsp"] == 0 and result["bram"] > 0
     _check_bitstream(result["bitstream"], ICE40_MAGIC, build_dir)
     record = json.loads((Path(result["workdir"]) / "result.json").read_text())

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from bitmod.golden.checks import check_int, check_number
 
-__all__ = ["ClusterSpec", "run_tasks"]
+__all__ = ["ClusterSpec", "run_tasks", "stage_progress"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,3 +147,10 @@ def run_tasks(fn: Callable, items: Sequence, spec: ClusterSpec, *,
                 future.result()  # raises the task's exception
             report(done, len(items))
         return client.gather(futures)
+
+
+def stage_progress(progress: Callable, stage: str) -> Callable[[int, int], None]:
+    """Start the step ``stage`` on a ``progress(stage[, detail])`` callback and return the
+    ``(done, total)`` callback of :func:`run_tasks` that shows ``done/total`` on it."""
+    progress(stage)
+    return lambda done, total: progress(stage, f"{done}/{total}")

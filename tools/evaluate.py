@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitmod.tools.api import Result, _quiet
-from bitmod.tools.distributed import ClusterSpec, run_tasks
+from bitmod.tools.distributed import ClusterSpec, run_tasks, stage_progress
 
 __all__ = ["COLUMNS", "DEFAULT_SCHEMES", "EvalResult", "EvalSettings", "evaluate", "plot"]
 
@@ -255,10 +255,9 @@ def _rtl_check(settings: EvalSettings, schemes: list[str], rtl_layers, cluster: 
         progress("Verilator model of the core (built once, then cached)")
         get_model(AcceleratorCore, config)
         jobs = [RtlLayerJob(config, call.name, call.x, qt) for call, qt in recorded]
-        stage = f"{scheme}: {len(jobs)} GEMMs on the RTL ({cluster.describe})"
-        progress(stage)
-        runs = run_tasks(run_rtl_layer, jobs, cluster, progress=lambda done, total, stage=stage:
-                         progress(stage, f"{done}/{total}"))
+        shown = stage_progress(progress,
+                               f"{scheme}: {len(jobs)} GEMMs on the RTL ({cluster.describe})")
+        runs = run_tasks(run_rtl_layer, jobs, cluster, progress=shown)
         mask = (1 << config.array.out_bits) - 1
         for (call, _), run in zip(recorded, runs, strict=True):
             mismatches = int(np.count_nonzero(run["codes"].astype(np.int64)
@@ -318,11 +317,9 @@ def evaluate(model: str = "smollm2", *, schemes=DEFAULT_SCHEMES,
              for scheme in schemes for column in columns
              if not (column == "datapath" and notes[scheme])
              for index in range(settings.windows)]
-    stage = f"{len(tasks)} window evaluations ({cluster.describe})"
-    progress(stage)
+    shown = stage_progress(progress, f"{len(tasks)} window evaluations ({cluster.describe})")
     eval_start = time.perf_counter()
-    results = run_tasks(eval_window, tasks, cluster,
-                        progress=lambda done, total: progress(stage, f"{done}/{total}"))
+    results = run_tasks(eval_window, tasks, cluster, progress=shown)
     eval_seconds = time.perf_counter() - eval_start
     sums: dict = {}
     for task, result in zip(tasks, results, strict=True):

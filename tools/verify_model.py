@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitmod.tools.api import DEFAULT_SENTENCE, Result, _float_error, _quiet
-from bitmod.tools.distributed import ClusterSpec, run_tasks
+from bitmod.tools.distributed import ClusterSpec, run_tasks, stage_progress
 
 __all__ = ["MODELS", "ModelVerifyResult", "RtlLayerJob", "run_rtl_layer", "verify_model"]
 
@@ -220,11 +220,9 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
 
     core_model = get_model(AcceleratorCore, config)
     jobs = [RtlLayerJob(config, name, by_name[name].x, qts[name]) for name in on_rtl]
-    stage = f"{len(jobs)} GEMMs on the RTL ({cluster.describe})"
-    progress(stage)
+    shown = stage_progress(progress, f"{len(jobs)} GEMMs on the RTL ({cluster.describe})")
     rtl_start = time.perf_counter()
-    runs = run_tasks(run_rtl_layer, jobs, cluster,
-                     progress=lambda done, total: progress(stage, f"{done}/{total}"))
+    runs = run_tasks(run_rtl_layer, jobs, cluster, progress=shown)
     rtl_seconds = time.perf_counter() - rtl_start
     rtl = dict(zip(on_rtl, runs, strict=True))
 

@@ -260,11 +260,11 @@ class Script:
         return self
 
     def put(self, stream: int, values: Iterable[int]) -> Script:
-        values = [int(v) for v in values]
-        if any(v < 0 for v in values):
+        values = list(map(int, values))
+        if values and min(values) < 0:
             raise ValueError("payloads are flat bit patterns and must be non-negative")
-        prefix = f"put {int(stream)} "
-        self.lines.extend([prefix + format(v, "x") for v in values])
+        prefix = f"put {int(stream)} %x"
+        self.lines.extend([prefix % v for v in values])
         return self
 
     def uart(self, data: bytes) -> Script:
@@ -343,8 +343,16 @@ def parse_results(text: str, ports: HarnessPorts) -> dict:
             ferr += len(parts) > 3
     else:  # the bulk of a job: three tokens a line, parsed as one token list
         tokens = body.split()
-        for out, cycle, value in zip(tokens[0::3], tokens[1::3], tokens[2::3], strict=True):
-            lists[int(out)].append((int(cycle), int(value, 16)))
+        if len(tokens) % 3:
+            raise ValueError("a harness output line without three tokens")
+        indices, cycles_, values = tokens[0::3], tokens[1::3], tokens[2::3]
+        pairs = zip(map(int, cycles_), [int(v, 16) for v in values], strict=True)
+        if len(lists) == 1 or len(set(indices)) == 1:  # one output stream: no dispatch per line
+            only = int(indices[0]) if indices else 0
+            lists[only].extend(pairs)
+        else:
+            for out, pair in zip(indices, pairs, strict=True):
+                lists[int(out)].append(pair)
     inputs: dict[str, tuple[int, int]] = {}
     cycles = 0
     for parts in map(str.split, trailer.splitlines()):

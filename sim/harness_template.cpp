@@ -56,12 +56,35 @@ static Words parse_hex(const std::string& text, int width) {
   }
   return w;
 }
-static void print_hex(FILE* f, const Words& w) {
-  int i = (int)w.size() - 1;
-  while (i > 0 && w[i] == 0) --i;
-  fprintf(f, "%x", w[i]);
-  for (--i; i >= 0; --i) fprintf(f, "%08x", w[i]);
-}
+// The output file is written through one large buffer by hand: a job writes a line per
+// response (160k for the default core job), and fprintf's locking and parsing cost more than
+// formatting the digits.
+struct Writer {
+  FILE* f; std::string buf;
+  explicit Writer(FILE* file) : f(file) { buf.reserve(1 << 20); }
+  void flush() { fwrite(buf.data(), 1, buf.size(), f); buf.clear(); }
+  void text(const char* s) { buf += s; }
+  void put(char c) { buf.push_back(c); }
+  void dec(long v) {
+    if (v < 0) { buf.push_back('-'); v = -v; }
+    char digits[24]; int n = 0;
+    do { digits[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) buf.push_back(digits[--n]);
+  }
+  void hex32(uint32_t v, int width) {  // width 0: no leading zeros
+    static const char* xd = "0123456789abcdef";
+    int n = 8;
+    if (!width) { n = 1; while (n < 8 && (v >> (4 * n))) ++n; }
+    for (int i = n - 1; i >= 0; --i) buf.push_back(xd[(v >> (4 * i)) & 15]);
+  }
+  void hex(const Words& w) {
+    int i = (int)w.size() - 1;
+    while (i > 0 && w[i] == 0) --i;
+    hex32(w[i], 0);
+    for (--i; i >= 0; --i) hex32(w[i], 8);
+  }
+  void line_end() { buf.push_back('\n'); if (buf.size() > (1u << 20) - 256) flush(); }
+};
 
 struct Item { char op; int index; long n; Words value; };
 
@@ -71,8 +94,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const char* script_path = argv[1];
-  FILE* out = fopen(argv[2], "w");
-  if (!out) { fprintf(stderr, "cannot write %s\n", argv[2]); return 2; }
+  FILE* out_file = fopen(argv[2], "w");
+  if (!out_file) { fprintf(stderr, "cannot write %s\n", argv[2]); return 2; }
+  Writer out(out_file);
   rng_state = strtoull(argv[3], nullptr, 10);
   const uint64_t idle_t = (uint64_t)llround(atof(argv[4]) * 9007199254740992.0);
   const uint64_t bp_t = (uint64_t)llround(atof(argv[5]) * 9007199254740992.0);
@@ -123,6 +147,7 @@ int main(int argc, char** argv) {
   std::deque<uint32_t> rx_queue; long rx_phase = -1; uint32_t rx_byte = 0;
   long tx_count = 0, tx_phase = -1; uint32_t tx_byte = 0; bool tx_prev = true;
 
+  std::vector<char> took(ins.size(), 0);  // per input: a transfer at this cycle's edge
   size_t pc = 0; long reset_left = 0, cycle = 0;
   top->clk = 1; top->rst = 0;
   top->eval();
@@ -178,11 +203,11 @@ int main(int argc, char** argv) {
     if (tfp) tfp->dump((uint64_t)(2 * cycle + 1));
 #endif
     // Transfers at this edge.
-    std::vector<bool> took(ins.size(), false);
     for (size_t i = 0; i < ins.size(); ++i) took[i] = ins[i].offering && ins[i].ready(top);
     for (size_t i = 0; i < outs.size(); ++i) {
       if (outs[i].ready && outs[i].valid(top)) {
-        fprintf(out, "%zu %ld ", i, cycle); print_hex(out, outs[i].payload(top)); fputc('\n', out);
+        out.dec((long)i); out.put(' '); out.dec(cycle); out.put(' ');
+        out.hex(outs[i].payload(top)); out.line_end();
         ++outs[i].count;
       }
     }
@@ -198,7 +223,8 @@ int main(int argc, char** argv) {
           if (b == 0 && tx) tx_phase = -1;  // a glitch, not a start bit
           else if (b >= 1 && b <= 8) tx_byte = (tx_byte >> 1) | ((uint32_t)tx << 7);
           else if (b == 9) {
-            fprintf(out, "%d %ld %x%s\n", uart_out, cycle, tx_byte, tx ? "" : " ferr");
+            out.dec(uart_out); out.put(' '); out.dec(cycle); out.put(' ');
+            out.hex32(tx_byte, 0); if (!tx) out.text(" ferr"); out.line_end();
             ++tx_count; tx_phase = -1;
           }
         }
@@ -220,9 +246,13 @@ int main(int argc, char** argv) {
     if (reset_left > 0) --reset_left;
     ++cycle;
   }
-  for (size_t i = 0; i < ins.size(); ++i) fprintf(out, "in %zu %ld %ld\n", i, ins[i].first, ins[i].taken);
-  fprintf(out, "cycles %ld\n", cycle);
-  fclose(out);
+  for (size_t i = 0; i < ins.size(); ++i) {
+    out.text("in "); out.dec((long)i); out.put(' '); out.dec(ins[i].first); out.put(' ');
+    out.dec(ins[i].taken); out.line_end();
+  }
+  out.text("cycles "); out.dec(cycle); out.line_end();
+  out.flush();
+  fclose(out_file);
 #if VM_TRACE
   if (tfp) tfp->close();
 #endif

@@ -201,7 +201,8 @@ def rtl_sources(component_class: type) -> dict[str, Path]:
 
 @functools.cache
 def source_hash(component_class: type) -> str:
-    """SHA-256 over :func:`rtl_sources` (module names and file contents).
+    """SHA-256 over :func:`rtl_sources` (module names and file contents), the harness
+    template and the build flags.
 
     Editing an unrelated unit, the golden quantizer or a test therefore reuses every model;
     editing a component or anything it imports rebuilds exactly the models that depend on it.
@@ -212,6 +213,7 @@ def source_hash(component_class: type) -> str:
         digest.update(name.encode())
         digest.update(path.read_bytes())
     digest.update((Path(__file__).parent / "harness_template.cpp").read_bytes())
+    digest.update(repr((VERILATOR_ARGS, MAKE_ARGS)).encode())  # flags change the model too
     return digest.hexdigest()
 
 

@@ -470,8 +470,8 @@ def load_arrays(mp: CoreConfig, x, qt) -> tuple[np.ndarray, np.ndarray, np.ndarr
     cfg = mp.array
     ggemm.check_weights(qt, cfg)
     if qt.zero_points is not None:
-        raise ValueError(f"scheme {qt.scheme!r}: the core does not load zero points yet; use a "
-                         "symmetric scheme (e.g. 'int4' or 'bitmod4')")
+        raise ValueError(f"scheme {qt.scheme!r}: the core loads zero points folded into the "
+                         "codes; convert the tensor with golden.gemm.core_tensor")
     words = act_words(x, cfg)
     m, k = words.shape
     n = qt.shape[0]

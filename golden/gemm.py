@@ -52,7 +52,9 @@ Schemes the core runs: anything whose element format the term encoder takes (Bit
 mixtures, INT, FP, flint) quantized with ``scale_format="int8"``. FP16/FP32 group scales and MX
 E8M0 scales raise ``ValueError`` saying what to use instead. Asymmetric schemes (unsigned codes
 with a zero point per group) run in this model with weight levels ``code - z_g``; the RTL core
-does not load zero points yet (:func:`golden.core.load_arrays` refuses them).
+runs them, and MX E8M0 block scales, through :func:`core_tensor` (the zero point folded into
+signed ``int<B+1>`` levels; block scales as power-of-two INT8 codes and channel scales), which
+changes no weight's value.
 
 Exactness: the group sums go through float32 (float64) matrix products when the bound
 ``G * max|a| * max|w|`` of this product is at most 2**24 (2**53) (:func:`group_sums`), else
@@ -91,6 +93,7 @@ __all__ = [
     "GemmResult",
     "act_mantissas",
     "check_weights",
+    "core_tensor",
     "gemm",
     "gemm_cycles",
     "group_lengths",
@@ -273,7 +276,9 @@ class ArrayConfig(DatapathParams):
 
 def scheme_formats(scheme) -> tuple[str, ...]:
     """The weight formats the core is built with for ``scheme`` (a name of
-    :func:`golden.quantize.scheme_names` or a :class:`golden.quantize.Scheme`).
+    :func:`golden.quantize.scheme_names` or a :class:`golden.quantize.Scheme`): the scheme's own
+    formats, except for asymmetric schemes, whose ``B``-bit unsigned codes run as the signed
+    levels ``code - z`` in ``int<B+1>`` (:func:`core_tensor`).
 
     Raises ``ValueError`` naming the scheme and what to use instead when the core cannot run it
     (the one place that decides which schemes the core runs).
@@ -281,18 +286,105 @@ def scheme_formats(scheme) -> tuple[str, ...]:
     from .quantize import get_scheme  # quantize is a peer; imported when asked
 
     spec = get_scheme(scheme)
+    formats = tuple(spec.formats)
     if spec.kind == "asym":
-        raise ValueError(f"scheme {spec.name!r} uses asymmetric zero points, which the core "
-                         "does not run; use a symmetric scheme such as bitmod4, bitmod3, int4 "
-                         "or int8")
-    if spec.kind == "mx":
-        raise ValueError(f"scheme {spec.name!r} uses MX E8M0 block scales, which the core does "
-                         "not run; use a symmetric scheme such as bitmod4, bitmod3, int4 or int8")
+        formats = tuple(_folded_format(name) for name in formats)
     try:
-        gterms.geometry(list(spec.formats))
+        gterms.geometry(list(formats))
     except ValueError as exc:
         raise ValueError(f"scheme {spec.name!r} cannot run on the core: {exc}") from None
-    return tuple(spec.formats)
+    return formats
+
+
+def _folded_format(name: str) -> str:
+    """``uint<B>`` -> ``int<B+1>``: the format of the levels ``code - z`` (in ``[-(2**B - 1),
+    2**B - 1]``) of an asymmetric scheme."""
+    if not name.startswith("uint") or not name[4:].isdigit():
+        raise ValueError(f"asymmetric codes must be uint<B>, not {name!r}")
+    return f"int{int(name[4:]) + 1}"
+
+
+MX_SCALE_SPAN = 7  # binades an INT8 group-scale code 2**j (j = 0 .. 7) spans
+
+
+def core_tensor(qt):
+    """The tensor the core runs for ``qt``, equal to it weight for weight (same scaled values).
+
+    * INT8 group scales, no zero point: ``qt`` itself.
+    * **Zero points** (asymmetric schemes): the core multiplies by the levels ``code - z_g``
+      directly, as ``B + 1``-bit two's-complement codes of ``int<B+1>`` (``uint4`` codes and a
+      zero point in ``0 .. 15`` give levels in ``[-15, 15]``: ``int5``, Booth 3 terms per
+      weight instead of 2; ``uint3`` -> ``int4``, 2 terms as before). The zero point is folded
+      into the stored code once, offline, so the datapath is the symmetric one.
+    * **MX E8M0 block scales** (``2**(e_g - 127)``): per output channel ``n`` with ``r_n =
+      max_g e_g - 7``, the group-scale code is ``2**(e_g - r_n)`` (an INT8 code 1 .. 128) and
+      the channel scale ``2**(r_n - 127)``, so ``code * channel`` is the block scale exactly
+      (for MX INT8 the element's fixed ``2**-6`` rides in the channel scale too).
+      A group more than 7 binades below its channel's largest has no such code; it is exact
+      only when all its codes decode to zero (its code is then 0).
+
+    Raises
+    ------
+    ValueError
+        A scale format the core does not multiply by (FP16/FP32 group scales), a zero point
+        that needs more than 8-bit levels, or an MX channel whose nonzero groups span more than
+        7 binades (named, with the span).
+    """
+    from .quantize import QuantizedTensor  # quantize is a peer; imported when asked
+
+    if qt.zero_points is not None:
+        names = [_folded_format(name) for name in qt.formats]
+        try:
+            gterms.geometry(names)
+        except ValueError as exc:
+            raise ValueError(f"scheme {qt.scheme!r}: the levels code - zero point need "
+                             f"{names[0]}, which the core cannot run ({exc})") from None
+        levels = qt.decoded().astype(np.int64)  # code - zero point, in code units (unit 1)
+        bits = qt.bits + 1
+        qt = QuantizedTensor(codes=levels & ((1 << bits) - 1), scales=qt.scales,
+                             scheme=qt.scheme, formats=tuple(names), group_size=qt.group_size,
+                             bits=bits, scale_format=qt.scale_format, selectors=qt.selectors,
+                             scale_codes=qt.scale_codes, channel_scales=qt.channel_scales)
+    if qt.scale_format == "e8m0":
+        qt = _mx_as_int8(qt)
+    return qt
+
+
+def _mx_as_int8(qt):
+    """MX E8M0 block scales as INT8 power-of-two codes and channel scales (:func:`core_tensor`)."""
+    from .quantize import QuantizedTensor  # quantize is a peer; imported when asked
+
+    # The scales are powers of two (the E8M0 value, times the element format's fixed 2**-6
+    # for MX INT8); their exponents are exact through frexp.
+    mantissa, e = np.frexp(qt.scales)
+    if not (mantissa == 0.5).all():
+        raise ValueError(f"scheme {qt.scheme!r}: MX block scales must be powers of two")
+    e = e.astype(np.int64) - 1
+    values = qt.decoded()  # [N, K] element values before scaling
+    k = qt.shape[1]
+    pad = qt.n_groups * qt.group_size - k
+    nonzero = np.pad(values != 0, ((0, 0), (0, pad))).reshape(
+        qt.shape[0], qt.n_groups, qt.group_size).any(axis=2)
+    top = np.where(nonzero, e, np.iinfo(np.int64).min).max(axis=1)
+    top = np.where(nonzero.any(axis=1), top, e.max(axis=1))  # a row of zeros: any reference
+    ref = top - MX_SCALE_SPAN
+    shift = e - ref[:, None]
+    low = nonzero & (shift < 0)
+    if low.any():
+        n, g = (int(i) for i in np.argwhere(low)[0])
+        span = int(top[n] - e[n][nonzero[n]].min())
+        raise ValueError(f"scheme {qt.scheme!r}: channel {n}'s E8M0 block scales span {span} "
+                         f"binades (group {g} is {span} below the largest); the core's INT8 "
+                         f"group-scale codes 2**j hold at most {MX_SCALE_SPAN}")
+    codes = np.where(nonzero, 1 << np.clip(shift, 0, MX_SCALE_SPAN), 0)
+    channel = np.ldexp(1.0, ref)  # exact in float32 down to 2**-149
+    if (channel < 2.0 ** -149).any():
+        raise ValueError(f"scheme {qt.scheme!r}: a channel's scales are too small for an FP32 "
+                         "channel scale")
+    return QuantizedTensor(codes=qt.codes, scales=codes * channel[:, None], scheme=qt.scheme,
+                           formats=qt.formats, group_size=qt.group_size, bits=qt.bits,
+                           scale_format="int8", selectors=qt.selectors, scale_codes=codes,
+                           channel_scales=channel)
 
 
 def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
@@ -301,8 +393,8 @@ def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
     Zero points (asymmetric schemes) are part of the datapath: the weight levels are
     ``code - zero_point`` (:func:`weight_levels`)."""
     if qt.scale_format == "e8m0":
-        raise ValueError(f"scheme {qt.scheme!r}: MX E8M0 block scales are not supported by the "
-                         "core yet; use 'bitmod4' or 'int8' with scale_format='int8'")
+        raise ValueError(f"scheme {qt.scheme!r}: MX E8M0 block scales run on the core as INT8 "
+                         "power-of-two codes; convert the tensor with golden.gemm.core_tensor")
     if qt.scale_format != "int8":
         raise ValueError(f"scheme {qt.scheme!r} with {qt.scale_format} group scales cannot run "
                          "on the core (it multiplies by integer group-scale codes); quantize "

@@ -5,8 +5,10 @@ way the accelerator core does (:func:`bitmod.golden.gemm.gemm`, docs/array.md):
 
 1. the weights are group-quantized once per layer with the scheme's element formats and INT8
    second-level group scales (``scale_format="int8"``: the core multiplies by integer
-   scale-code, the per-channel FP32 factor stays on the host); asymmetric schemes keep their
-   per-group zero points (weight levels ``code - z``);
+   scale-code, the per-channel FP32 factor stays on the host), as the tensor the core runs
+   (:func:`bitmod.golden.gemm.core_tensor`): asymmetric schemes with their zero points folded
+   into signed levels ``code - z``, MX schemes with their E8M0 block scales as power-of-two
+   scale codes;
 2. each call rounds the float32 activations to the core's activation format: FP16 or BF16
    (round to nearest even; an FP16 overflow is an error naming the layer, since the core has no
    Inf input), or INT8 codes with a per-token FP32 scale (``round(x / s)``, ``s = max|x| /
@@ -29,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from bitmod.golden import gemm as ggemm
-from bitmod.golden.quantize import QuantizedTensor, quantize
+from bitmod.golden.quantize import QuantizedTensor, get_scheme, quantize
 
 __all__ = [
     "LayerCall",
@@ -69,17 +71,25 @@ class LayerCall:
 
 
 def quantize_layer_weights(weights: Mapping[str, np.ndarray], scheme: str,
-                           group_size: int = 128) -> dict[str, QuantizedTensor]:
+                           group_size: int | None = 128) -> dict[str, QuantizedTensor]:
     """Quantize each ``[N, K]`` weight for the core: name -> ``QuantizedTensor``.
 
-    ``scale_format="int8"`` (second-level INT8 group-scale codes); groups along K, a K that is
-    not a multiple of ``group_size`` keeps its last, shorter group. Raises ``ValueError`` for
-    schemes the datapath does not run (MX E8M0 scales), naming the scheme.
+    ``scale_format="int8"`` (second-level INT8 group-scale codes; MX schemes keep their E8M0
+    block scales); groups of ``group_size`` along K (``None``: the scheme's own, 32 for MX), a
+    K that is not a multiple of it keeps its last, shorter group. Each tensor is the one the
+    core runs (:func:`bitmod.golden.gemm.core_tensor`: zero points folded into signed levels,
+    MX scales as power-of-two codes; the same weights). Raises ``ValueError`` naming the scheme
+    or layer the datapath does not run.
     """
+    mx = get_scheme(scheme).kind == "mx"
     out = {}
     for name, w in weights.items():
         qt = quantize(np.asarray(w, dtype=np.float64), scheme, group_size=group_size,
-                      scale_format="int8")
+                      scale_format="e8m0" if mx else "int8")
+        try:
+            qt = ggemm.core_tensor(qt)
+        except ValueError as error:
+            raise ValueError(f"layer {name}: {error}") from None
         ggemm.check_weights(qt)
         out[name] = qt
     return out

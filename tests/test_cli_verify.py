@@ -87,9 +87,10 @@ def weights_3d(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--layer", "encoder.layer.9.nope"], "unknown layer"),
     (["--scheme", "bitmod5"], "unknown scheme"),
-    (["--scheme", "int4_asym", "--random", "2", "2", "16", "--group-size", "16"],
-     "asymmetric zero points"),
-    (["--scheme", "mxfp4"], "MX E8M0"),
+    (["--scheme", "int8_asym", "--random", "2", "2", "16", "--group-size", "16"],
+     "cannot run on the core: format 'int9'"),
+    (["--scheme", "mxfp4", "--layer", "encoder.layer.0.output.dense"],
+     "channel 99's E8M0 block scales span 8 binades"),
     (["--array", "4by4"], "ROWSxCOLS"),
     (["--array", "65x2", "--random", "2", "2", "16", "--group-size", "16"], "rows"),
     (["--random", "2", "2", "0"], "random K must be in 1..65536, not 0"),

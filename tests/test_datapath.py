@@ -50,8 +50,14 @@ def test_activation_formats_and_errors():
     assert codes.dtype == np.int8 and scale.shape == (1,)
     with pytest.raises(ValueError, match="layer L: activations contain NaN/Inf"):
         datapath.activation_operand("L", np.array([[np.nan]], np.float32), _template())
-    with pytest.raises(ValueError, match="scheme 'mxfp4'"):
-        datapath.quantize_layer_weights({"a": np.ones((2, 64))}, "mxfp4")
+    spread = np.ones((2, 64))
+    spread[1, 32:] = 2.0 ** -8  # layer b's channel 1: blocks 8 binades apart
+    with pytest.raises(ValueError, match="layer b: scheme 'mxfp4': channel 1's"):
+        datapath.quantize_layer_weights({"a": np.ones((2, 64)), "b": spread}, "mxfp4", None)
+    mx = datapath.quantize_layer_weights({"a": np.ones((2, 64))}, "mxfp4", None)["a"]
+    assert mx.scale_format == "int8" and mx.group_size == 32  # MX's own block size
+    folded = datapath.quantize_layer_weights({"a": np.ones((2, 64))}, "int4_asym", 32)["a"]
+    assert folded.formats == ("int5",) and folded.zero_points is None
 
 
 def test_backend_in_a_torch_model_and_unknown_layer():

@@ -174,7 +174,7 @@ def test_unsupported_schemes_and_parameters():
         ggemm.gemm(x, quantize(w, "bitmod4", group_size=16), cfg)
     with pytest.raises(ValueError, match="scale_format='int8'"):
         ggemm.gemm(x, quantize(w, "int4_asym", group_size=16), cfg)
-    with pytest.raises(ValueError, match="MX"):
+    with pytest.raises(ValueError, match="core_tensor"):
         ggemm.gemm(x, quantize(w, "mxfp4"), cfg)
     with pytest.raises(ValueError, match="group_size"):
         ggemm.gemm(x, quantize(w, "bitmod4", group_size=8, scale_format="int8"), cfg)
@@ -205,6 +205,86 @@ def test_asymmetric_weights_subtract_zero_points():
         res = ggemm.gemm(x, qt, cfg)
         ref = x.astype(np.float64) @ qt.dequantize().T
         assert np.abs(res.y - ref).max() / np.abs(ref).max() < 1e-2
+
+
+ASYM = [("int2_asym", "int3"), ("int3_asym", "int4"), ("int4_asym", "int5")]
+MX = ["mxfp4", "mxfp6", "mxfp6_e3m2", "mxfp8", "mxfp8_e5m2", "mxint8"]
+
+
+@pytest.mark.parametrize(("scheme", "folded"), ASYM)
+def test_core_tensor_folds_zero_points(scheme, folded):
+    """The folded tensor has the same levels and values, and the datapath gives the same
+    output codes as with the zero points subtracted in the datapath (an independent path:
+    weight_levels of the unsigned codes minus z), on skewed random weights with every zero
+    point of the range and a ragged last group."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 72)) + rng.uniform(-2, 2, size=(24, 1))
+    qt = quantize(w, scheme, group_size=16, scale_format="int8")
+    bits = qt.bits
+    assert set(np.unique(qt.zero_points)) >= {0, (1 << bits) - 1}, "corner zero points"
+    ct = ggemm.core_tensor(qt)
+    assert ct.formats == (folded,) == ggemm.scheme_formats(scheme)
+    assert ct.zero_points is None and ct.bits == bits + 1
+    np.testing.assert_array_equal(ggemm.weight_levels(ct), ggemm.weight_levels(qt))
+    np.testing.assert_array_equal(ct.dequantize(), qt.dequantize())
+    x = rng.standard_normal((5, 72)).astype(np.float16)
+    codes_native = ggemm.gemm(x, qt, ggemm.ArrayConfig(group_size=16, formats=qt.formats,
+                                                       act_format="fp16")).codes
+    codes_core = ggemm.gemm(x, ct, ggemm.ArrayConfig(group_size=16, formats=ct.formats,
+                                                     act_format="fp16")).codes
+    np.testing.assert_array_equal(codes_core, codes_native)
+
+
+def test_core_tensor_refuses_what_the_core_cannot_run():
+    w = np.random.default_rng(1).standard_normal((4, 64))
+    with pytest.raises(ValueError, match="need int9"):
+        ggemm.core_tensor(quantize(w, "int8_asym", scale_format="int8"))
+    with pytest.raises(ValueError, match="cannot run on the core"):
+        ggemm.scheme_formats("int8_asym")
+    qt = quantize(w, "bitmod4", scale_format="int8")
+    assert ggemm.core_tensor(qt) is qt
+
+
+@pytest.mark.parametrize("scheme", MX)
+def test_core_tensor_mx_scales_as_int8_codes(scheme):
+    """MX E8M0 block scales become codes 2**j and a power-of-two channel scale, the same
+    values: random rows whose block scales span 0 .. 7 binades, a row whose low groups are all
+    zero (far below its largest: code 0), and a row of zeros."""
+    rng = np.random.default_rng(5)
+    n, k = 10, 8 * 32
+    w = rng.uniform(-1, 1, (n, k))
+    w[:, ::32] = 1.0  # every block's absmax exactly 1 before the scaling below
+    for i in range(8):  # row i: block j scaled by 2**(i * j / 7): span grows to 7 binades
+        w[i] *= np.repeat(np.exp2(np.round(np.linspace(0, i, 8))), 32)
+    w[8, :64] = 0.0
+    w[8, 64:] *= 1e6
+    w[9] = 0.0
+    qt = quantize(w, scheme)
+    ct = ggemm.core_tensor(qt)
+    assert ct.scale_format == "int8" and ct.formats == qt.formats
+    np.testing.assert_array_equal(ct.dequantize(), qt.dequantize())
+    assert set(np.unique(ct.scale_codes)) <= {0, 1, 2, 4, 8, 16, 32, 64, 128}
+    assert (ct.scale_codes.max(axis=1)[:9] == 128).all()
+    assert (ct.scale_codes[8, :2] == 0).all()
+    assert (ct.channel_scales.astype(np.float32) == ct.channel_scales).all()
+    # FP8 E5M2 levels span 2**31 code units: a narrower activation mantissa keeps the
+    # accumulator within the drain's 64 bits (ArrayConfig says so otherwise).
+    narrow = {"mant_width": 8} if scheme == "mxfp8_e5m2" else {}
+    cfg = ggemm.ArrayConfig(group_size=32, formats=ct.formats, act_format="fp16",
+                            max_groups=k // 32, **narrow)
+    x = rng.standard_normal((3, k)).astype(np.float16)
+    res = ggemm.gemm(x, ct, cfg)
+    ref = x.astype(np.float64) @ qt.dequantize().T
+    # Within the activations' block rounding (a mantissa of mant_width bits, a few lost to
+    # alignment in a block).
+    assert np.abs(res.y - ref).max() <= 2.0 ** (3 - cfg.mant_width) * np.abs(ref).max()
+
+
+def test_core_tensor_mx_span_beyond_the_codes_is_refused():
+    w = np.ones((3, 64))
+    w[1, 32:] = 2.0 ** -8  # channel 1: its second block is 8 binades below the first
+    with pytest.raises(ValueError, match="channel 1's E8M0 block scales span 8 binades"):
+        ggemm.core_tensor(quantize(w, "mxfp4"))
 
 
 @pytest.mark.parametrize("a_bits, w_bits, bound", [(10, 7, 1 << 24), (20, 26, 1 << 52),

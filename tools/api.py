@@ -437,7 +437,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     from bitmod.golden import gemm as ggemm
     from bitmod.golden.checks import check_choice, check_int, check_number
     from bitmod.golden.core import CoreConfig, job_counters
-    from bitmod.golden.quantize import clamped_groups
+    from bitmod.golden.quantize import clamped_groups, get_scheme
     from bitmod.golden.quantize import quantize as quantize_tensor
 
     # Validate what needs no data before any work.
@@ -466,7 +466,11 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     m, k = x.shape
     n = w.shape[0]
     progress(f"quantizing {n}x{k} weights with {scheme}")
-    qt = quantize_tensor(w, scheme, group_size=group_size, scale_format="int8")
+    # MX schemes keep their E8M0 block scales; everything else gets INT8 group scales. The
+    # core runs the equivalent tensor of core_tensor (zero points folded, MX scales as codes).
+    mx = get_scheme(scheme).kind == "mx"
+    qt = ggemm.core_tensor(quantize_tensor(w, scheme, group_size=group_size,
+                                           scale_format="e8m0" if mx else "int8"))
     try:
         cfg = CoreConfig(rows=rows, cols=cols, lanes=lanes, group_size=qt.group_size,
                          formats=formats, act_format=act, mant_width=mant_width,

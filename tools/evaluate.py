@@ -108,6 +108,7 @@ def _datapath_weights(settings: EvalSettings, scheme: str):
     return qts, settings.template(max(qt.shape[1] for qt in qts.values()))
 
 
+
 @functools.lru_cache(maxsize=2)
 def _backend(settings: EvalSettings, scheme: str, column: str):
     from bitmod.models import datapath
@@ -186,14 +187,12 @@ class EvalResult(Result):
 
 def _datapath_note(scheme: str, settings: EvalSettings) -> str | None:
     """Why ``scheme`` has no datapath column, or None if it has one."""
-    from bitmod.golden import gemm as ggemm
-    from bitmod.golden.quantize import quantize
+    from bitmod.models import datapath
 
     if scheme == "fp32":
         return "reference (weights as loaded)"
-    try:
-        ggemm.check_weights(quantize(np.ones((1, 64)), scheme, group_size=64,
-                                     scale_format="int8"))
+    try:  # the tensor the core runs (zero points folded, MX scales as codes), on a probe
+        datapath.quantize_layer_weights({"probe": np.ones((1, 64))}, scheme, 64)
     except ValueError as error:
         return str(error)
     return None

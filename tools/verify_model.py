@@ -181,8 +181,7 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
     progress(f"quantizing {len(layers)} Linear layers with {scheme}")
     weights = {name: layer.weight.detach().to(torch.float64).numpy()
                for name, layer in layers.items()}
-    qts = datapath.quantize_layer_weights(weights, scheme, 128 if group_size is None
-                                          else group_size)
+    qts = datapath.quantize_layer_weights(weights, scheme, group_size)  # None: the scheme's
     shapes = [qt.shape for qt in qts.values()]
     m_max = len(sentences) * tokens
     try:

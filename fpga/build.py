@@ -64,6 +64,9 @@ class BuildConfig:
         runs the symmetric ones (:func:`golden.gemm.scheme_formats`).
     rows, cols, lanes : int
         The array (board default: the largest measured to meet timing).
+    pe : str
+        PE kind (:data:`golden.gemm.PE_KINDS`): ``"bitserial"`` or ``"int"`` (bit-parallel
+        multipliers, DSP blocks where the device has them).
     clock_mhz : float
         Requested core clock; the PLL's achieved clock is :attr:`achieved_mhz`.
     act : str
@@ -88,6 +91,7 @@ class BuildConfig:
     baud: int = 115200
     seed: int = 1
     router: str | None = None
+    pe: str = "bitserial"
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
@@ -128,7 +132,7 @@ class BuildConfig:
         return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
                           group_size=self.group_size, formats=scheme_formats(self.scheme),
                           act_format=self.act, max_m=self.max_m, max_n=self.max_n,
-                          max_k=self.max_k)
+                          max_k=self.max_k, pe_kind=self.pe)
 
     @functools.cached_property
     def link(self) -> LinkConfig:
@@ -176,7 +180,8 @@ class BuildResult:
         return self.report.fmax_mhz
 
     def macs_per_cycle(self) -> float:
-        """Peak ``R * C * L / T`` (``T`` terms per weight: 2 for the 3- and 4-bit mixtures)."""
+        """Peak ``R * C * L / T`` (``T`` terms per weight: 2 for the 3- and 4-bit mixtures on
+        bit-serial PEs, 1 on int PEs)."""
         core = self.config.core
         return core.rows * core.cols * core.lanes / core.array.terms
 

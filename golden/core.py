@@ -97,8 +97,8 @@ MAX_DIM = 1 << 16  # bound on max_m, max_n, max_k (keeps the job registers small
 CONFIG_OP = 15
 BUS_OPS = {**OPS, "read_config": CONFIG_OP}
 CONFIG_MAGIC = 0x424D  # "BM", the high half of the block's first word
-CONFIG_VERSION = 1
-CONFIG_WORDS = 11  # words of a version-1 block
+CONFIG_VERSION = 2
+CONFIG_WORDS = 12  # words of a version-2 block
 
 
 def clog2(x: int) -> int:
@@ -276,7 +276,7 @@ class DeviceConfig:
     bit rate. Built from the configs with :meth:`of`, from the block with
     :func:`decode_config`; :meth:`words` is the block (:func:`encode_config`).
 
-    Block layout, version 1 (``CONFIG_WORDS`` = 11 words of 32 bits, read at bus addresses
+    Block layout, version 2 (``CONFIG_WORDS`` = 12 words of 32 bits, read at bus addresses
     ``CONFIG_OP << 24 | i``)::
 
         0   magic 0x424D (31..16) | version (15..8) | word count (7..0)
@@ -288,6 +288,7 @@ class DeviceConfig:
         8   formats_crc: CRC-32 of the weight formats' names, comma-joined
         9   clock in Hz (rounded)
         10  baud
+        11  PE kind (7..0): bitserial 0, int 1 (:data:`golden.gemm.PE_KINDS` order)
 
     Codes: act_format int8 0, fp16 1, bf16 2; out_format fp32 0, fp16 1; rounding 0 for INT8
     activations (no block converter), trunc 1, rne 2.
@@ -311,6 +312,7 @@ class DeviceConfig:
     max_k: int
     clock_hz: int
     baud: int
+    pe_kind: str = "bitserial"
     version: int = CONFIG_VERSION
 
     @classmethod
@@ -328,7 +330,8 @@ class DeviceConfig:
                    act_exp_bits=core.act_exp_bits, scale_bits=core.scale_bits,
                    code_bits=core.code_bits, formats_crc=formats_crc(core.formats),
                    max_m=core.max_m, max_n=core.max_n, max_k=core.max_k,
-                   clock_hz=round(link.clk_freq) if link else 0, baud=link.baud if link else 0)
+                   clock_hz=round(link.clk_freq) if link else 0, baud=link.baud if link else 0,
+                   pe_kind=core.pe_kind)
 
     def words(self) -> tuple[int, ...]:
         """The block (class docstring); ``ValueError`` if a field does not fit its bits."""
@@ -349,6 +352,7 @@ class DeviceConfig:
             f("mant_width", self.mant_width, 8) | f("act_exp_bits", self.act_exp_bits, 8) << 8
             | f("scale_bits", self.scale_bits, 8) << 16 | f("code_bits", self.code_bits, 8) << 24,
             self.formats_crc, f("clock", self.clock_hz, 32), f("baud", self.baud, 32),
+            ggemm.PE_KINDS.index(self.pe_kind),
         )
 
     @property
@@ -376,7 +380,8 @@ class DeviceConfig:
                           act_format=self.act_format, out_format=self.out_format,
                           rounding=self.rounding or "rne", mant_width=self.mant_width,
                           act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
-                          max_m=self.max_m, max_n=self.max_n, max_k=self.max_k)
+                          max_m=self.max_m, max_n=self.max_n, max_k=self.max_k,
+                          pe_kind=self.pe_kind)
 
     def describe(self) -> dict[str, str]:
         """Field label -> value as a user would write it (what :meth:`differences` names)."""
@@ -389,6 +394,7 @@ class DeviceConfig:
             weights = f"{self.n_formats} unknown format(s), CRC {self.formats_crc:#010x}"
         return {
             "array": f"{self.rows}x{self.cols}", "lanes": str(self.lanes),
+            "PE kind": self.pe_kind,
             "group size": str(self.group_size), "weight formats": weights,
             "activation format": self.act_format, "output format": self.out_format,
             "rounding": self.rounding or "-", "mantissa width": str(self.mant_width),
@@ -439,7 +445,15 @@ def decode_config(words) -> DeviceConfig:
         out_format=_name(_OUT_CODES, w[6] >> 8 & 0xFF),
         rounding=_name(_ROUNDING_CODES, w[6] >> 16 & 0xFF), n_formats=w[6] >> 24,
         mant_width=w[7] & 0xFF, act_exp_bits=w[7] >> 8 & 0xFF, scale_bits=w[7] >> 16 & 0xFF,
-        code_bits=w[7] >> 24, formats_crc=w[8], clock_hz=w[9], baud=w[10], version=version)
+        code_bits=w[7] >> 24, formats_crc=w[8], clock_hz=w[9], baud=w[10],
+        pe_kind=_pe_kind(w[11]), version=version)
+
+
+def _pe_kind(code: int) -> str:
+    if code >= len(ggemm.PE_KINDS):
+        raise ValueError(f"PE kind code {code} is not one this host knows "
+                         f"({', '.join(ggemm.PE_KINDS)}): update bitmod")
+    return ggemm.PE_KINDS[code]
 
 
 def act_words(x, cfg: ggemm.ArrayConfig) -> np.ndarray:

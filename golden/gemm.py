@@ -85,9 +85,11 @@ from . import pe as gpe
 from . import terms as gterms
 from .checks import check_choice, check_int
 from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
+from .pe_baseline import int_pe_latency, signed_width
 
 __all__ = [
     "OUT_FORMATS",
+    "PE_KINDS",
     "ArrayConfig",
     "DatapathParams",
     "GemmResult",
@@ -107,6 +109,10 @@ __all__ = [
 OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
+# The PE kinds an array holds: the bit-serial term PE (hdl.pe.bitserial.BitSerialPE, any format
+# the term encoder takes) and the bit-parallel integer PE (hdl.pe.baseline.IntPE: L multiplies
+# per cycle, mapped to DSP blocks; one signed integer format).
+PE_KINDS = ("bitserial", "int")
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,8 @@ class DatapathParams:
         Group-scale code bits (8: INT8 second-level scales).
     out_format : {"fp32", "fp16"}
         Drain output format (RNE); ``out_bits`` bits per code.
+    pe_kind : {"bitserial", "int"}
+        :data:`PE_KINDS`: the PE every position of the array holds.
     """
 
     rows: int = 2
@@ -148,6 +156,7 @@ class DatapathParams:
     act_exp_bits: int = 3
     scale_bits: int = 8
     out_format: str = "fp32"
+    pe_kind: str = "bitserial"
 
     def datapath(self) -> dict:
         """The shared parameters as keyword arguments."""
@@ -180,11 +189,14 @@ class ArrayConfig(DatapathParams):
             put("mant_width", int(self.mant_width))
             put("act_exp_bits", check_int("act_exp_bits", self.act_exp_bits, 0, 6))
         check_choice("out_format", self.out_format, OUT_FORMATS)
+        check_choice("pe_kind", self.pe_kind, PE_KINDS)
         pe = self.pe  # validates the PE parameters
         for name in ("lanes", "group_size", "formats", "scale_bits", "max_groups"):
             put(name, getattr(pe, name))
-        if pe.acc_width > MAX_ACC_WIDTH:
-            raise ValueError(f"these parameters need a {pe.acc_width}-bit accumulator; the "
+        if self.pe_kind == "int":
+            _check_int_pe_formats(self.formats)
+        if self.acc_width > MAX_ACC_WIDTH:
+            raise ValueError(f"these parameters need a {self.acc_width}-bit accumulator; the "
                              f"drain takes at most {MAX_ACC_WIDTH} bits: lower act_exp_bits "
                              f"({self.act_exp_bits}), mant_width ({self.mant_width}) or "
                              f"max_groups ({self.max_groups})")
@@ -203,8 +215,8 @@ class ArrayConfig(DatapathParams):
 
     @property
     def terms(self) -> int:
-        """``T``: cycles per weight-step."""
-        return self.geometry.terms
+        """``T``: cycles per weight-step (1 for the bit-parallel ``int`` PE)."""
+        return 1 if self.pe_kind == "int" else self.geometry.terms
 
     @property
     def out_bits(self) -> int:
@@ -239,10 +251,18 @@ class ArrayConfig(DatapathParams):
 
     @property
     def dequant_cycles(self) -> int:
+        """``D``: the fewest cycles between two group ends that keep every PE from stalling:
+        the bit-serial dequantizer's ``max(scale_bits, 1)`` steps; the ``int`` PE's
+        ``scale_bits`` steps plus its accumulate cycle (:class:`hdl.pe.baseline.IntPE`)."""
+        if self.pe_kind == "int":
+            return self.scale_bits + 1
         return self.pe.dequant_cycles
 
     @property
     def acc_width(self) -> int:
+        """The PE's output accumulator width (the drain takes it whole)."""
+        if self.pe_kind == "int":
+            return int_pe_acc_width(self)
         return self.pe.acc_width
 
     # -- pipeline latencies (the RTL asserts them when it elaborates) --------------------------
@@ -265,13 +285,40 @@ class ArrayConfig(DatapathParams):
         """Cycles from PE (0, 0) receiving a tile's last term to the tile's first output valid:
         PE latency, the column FIFO (write to readable: 2 cycles) and the drain converter
         (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
-        return self.pe.latency + 2 + TO_FLOAT_LATENCY
+        pe_latency = (int_pe_latency(self.scale_bits) if self.pe_kind == "int"
+                      else self.pe.latency)
+        return pe_latency + 2 + TO_FLOAT_LATENCY
 
     @property
     def fill(self) -> int:
         """The array's first-step-to-first-output pipeline latency, as :func:`gemm_cycles`
         takes it: ``front_latency + latency - 1``."""
         return self.front_latency + self.latency - 1
+
+
+def _check_int_pe_formats(formats) -> None:
+    """The ``int`` PE multiplies two's-complement codes: one signed integer (or fixed-point)
+    format, no mixture."""
+    geo = gterms.geometry(list(formats))
+    if len(formats) != 1 or geo.path != "booth" or formats[0].startswith("uint"):
+        raise ValueError(f"the int PE multiplies one signed integer format (int<B>, "
+                         f"int<B>_sym, q<W>_<F>), not {list(formats)}")
+
+
+def int_pe_acc_width(cfg: ArrayConfig) -> int:
+    """The ``int`` PE's output accumulator width, from the extreme products of a
+    ``code_bits`` x ``act_width`` signed multiply (:class:`hdl.pe.baseline.IntPE`)::
+
+        acc_width = signed_width(N G p_lo s_max 2**e_max, N G p_hi s_max 2**e_max)
+
+    ``N`` = max_groups, ``s_max = 2**scale_bits - 1`` (1 without scales), ``e_max =
+    2**act_exp_bits - 1``."""
+    wb, ab = cfg.geometry.code_bits, cfg.act_width
+    corners = [w * a for w in (-(1 << (wb - 1)), (1 << (wb - 1)) - 1)
+               for a in (-(1 << (ab - 1)), (1 << (ab - 1)) - 1)]
+    s_max = (1 << cfg.scale_bits) - 1 if cfg.scale_bits else 1
+    factor = cfg.max_groups * cfg.group_size * s_max * (1 << ((1 << cfg.act_exp_bits) - 1))
+    return signed_width(min(corners) * factor, max(corners) * factor)
 
 
 def scheme_formats(scheme) -> tuple[str, ...]:

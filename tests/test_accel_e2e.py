@@ -171,6 +171,9 @@ CONFIGS = [
                       act_format="fp16", mant_width=10, rounding="trunc", act_exp_bits=2,
                       out_format="fp16", max_m=65536, max_n=7, max_k=64),
      protocol.LinkConfig(clk_freq=100e6, baud=3_000_000)),
+    (gcore.CoreConfig(rows=2, cols=2, lanes=4, formats=scheme_formats("int4"), max_m=8,
+                      max_n=8, max_k=32, pe_kind="int"),  # the int PE: word 11 says so
+     protocol.LinkConfig(clk_freq=24e6, baud=115_200)),
     (gcore.CoreConfig(rows=64, cols=1, lanes=1, group_size=1, formats=("fp4",),
                       act_format="bf16", max_m=1, max_n=1, max_k=1),
      protocol.LinkConfig(clk_freq=48e6, baud=9600)),
@@ -197,11 +200,13 @@ def test_config_block_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="not a configuration block"):
         gcore.decode_config([])
     newer = [words[0] + (1 << 8), *words[1:]]
-    with pytest.raises(ValueError, match="configuration block version 2; this host reads "
-                                         "version 1"):
+    with pytest.raises(ValueError, match="configuration block version 3; this host reads "
+                                         "version 2"):
         gcore.decode_config(newer)
-    with pytest.raises(ValueError, match="has 11 words, not 11 \\(read 10\\)"):
+    with pytest.raises(ValueError, match="has 12 words, not 12 \\(read 11\\)"):
         gcore.decode_config(words[:-1])
+    with pytest.raises(ValueError, match="PE kind code 7 is not one this host knows"):
+        gcore.decode_config([*words[:-1], 7])
     # Weight formats no registered scheme or format has: known by CRC only.
     odd = gcore.CoreConfig(formats=("fp4_er_pos", "fp4_ea_neg"))
     device = gcore.decode_config(gcore.encode_config(odd, LINK))
@@ -311,7 +316,8 @@ def test_cli_run_refuses_a_mismatched_array(monkeypatch, capsys):
     status, out, err = _cli(monkeypatch, capsys, "--array", "4x4", "--random", "4", "8", "32")
     assert status == 2 and out == ""
     note, error = err.splitlines()  # the options taken from the board, then the error
-    assert note == "bitmod run: from the board's bitstream: --scheme bitmod4 --lanes 2 --act int8"
+    assert note == ("bitmod run: from the board's bitstream: --scheme bitmod4 --lanes 2 "
+                    "--act int8 --pe bitserial")
     assert error.startswith("bitmod run: error: the board's bitstream differs")
     assert "array 2x2 on the board, 4x4 asked" in error and "bit-exact" not in err
 
@@ -334,6 +340,7 @@ def test_cli_run_names_the_baud_when_the_board_is_silent(monkeypatch, capsys):
                    "programmed, and is this its port?\n")
     # The same silence with every option given fails on the first request, the same way.
     status, _, err = _cli(monkeypatch, capsys, "--scheme", "bitmod4", "--array", "2x2",
-                          "--lanes", "4", "--act", "int8", "--timeout", "0.01", answer=False)
+                          "--lanes", "4", "--act", "int8", "--pe", "bitserial", "--timeout",
+                          "0.01", answer=False)
     assert status == 2 and "no answer from the board on /dev/fake at 115200 baud" in err
     assert LinkTimeout  # the error the host raises, turned into that line

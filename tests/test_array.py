@@ -44,6 +44,10 @@ BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 INT8_BITMOD = dict(rows=2, cols=3, lanes=4, group_size=16, formats=BITMOD, act_format="int8")
 FP16_INT8W = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int8_sym",
                   act_format="fp16", mant_width=10, act_exp_bits=3)
+# The bit-parallel int PE in the same array (golden.gemm.PE_KINDS).
+FP16_INT4_INTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
+                       act_format="fp16", mant_width=10, act_exp_bits=3, pe_kind="int")
+INT8_INT8_INTPE = dict(FP16_INT8W, act_format="int8", pe_kind="int")
 
 
 def test_parameters_are_validated():
@@ -101,7 +105,9 @@ def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=
 
 @pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),
                                                (FP16_INT8W, "int8"),
-                                               (dict(FP16_INT8W, out_format="fp16"), "int8")])
+                                               (dict(FP16_INT8W, out_format="fp16"), "int8"),
+                                               (FP16_INT4_INTPE, "int4"),
+                                               (INT8_INT8_INTPE, "int8")])
 def test_random_gemm_bit_exact(params, scheme):
     """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
     The FP16-output build drains 16-bit codes (overflow to Inf and subnormals included)."""
@@ -131,6 +137,7 @@ def test_random_gemm_bit_exact(params, scheme):
     # column FIFOs fill and finished PEs stop the whole array.
     (INT8_BITMOD, "bitmod4", 8, 0.8),
     (FP16_INT8W, "int8", 2 * 16 + 8, 0.6),
+    (FP16_INT4_INTPE, "int4", 8, 0.8),  # int PEs: short groups, the gap rule and stalls
 ])
 def test_backpressure_and_idle(params, scheme, k, backpressure):
     cfg, qt, acts, result = make_case(params, 4, 7, k, 23, scheme)

@@ -372,3 +372,20 @@ def test_router2_ecp5_clock_pin(build_dir):
     assert result.fmax_mhz is not None and Path(result.workdir).is_relative_to(build_dir)
     lpf = Path(result.workdir) / "clock.lpf"
     assert lpf.read_text() == 'LOCATE COMP "clk" SITE "G2";\n'
+
+
+def test_pe_kind_is_a_build_parameter():
+    """``pe`` selects the array's PE kind: hashed into the folder, carried into the core (and so
+    into the configuration block), one weight-step per cycle in the peak figure; a scheme the
+    int PE cannot multiply is refused by name before any work."""
+    bitserial = BuildConfig("icebreaker", scheme="int4")
+    parallel = BuildConfig("icebreaker", scheme="int4", pe="int")
+    assert parallel.core.pe_kind == "int" and bitserial.core.pe_kind == "bitserial"
+    assert parallel.workdir() != bitserial.workdir()
+    assert parallel.core.array.terms == 1 and bitserial.core.array.terms == 2
+    words = gcore.encode_config(parallel.core, parallel.link)
+    assert gcore.decode_config(words).pe_kind == "int"
+    with pytest.raises(ValueError, match="the int PE multiplies one signed integer format"):
+        BuildConfig("icebreaker", scheme="bitmod4", pe="int")
+    with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int"):
+        BuildConfig("icebreaker", pe="dsp")

@@ -171,7 +171,7 @@ def test_run_reports_a_device_error_in_one_line(capsys, monkeypatch):
 
     monkeypatch.setattr(hlink, "SerialTransport", BusyBoard)
     error = one_line_error(capsys, *RUN, "--random", 4, 8, 32, "--scheme", "bitmod4",
-                           "--array", "2x2", "--lanes", 2, "--act", "int8")
+                           "--array", "2x2", "--lanes", 2, "--act", "int8", "--pe", "bitserial")
     assert "start" in error
 
 

@@ -91,6 +91,8 @@ def weights_3d(tmp_path):
      "cannot run on the core: format 'int9'"),
     (["--scheme", "mxfp4", "--layer", "encoder.layer.0.output.dense"],
      "channel 99's E8M0 block scales span 8 binades"),
+    (["--pe", "int", "--random", "2", "2", "16", "--group-size", "16"],
+     "the int PE multiplies one signed integer format"),
     (["--array", "4by4"], "ROWSxCOLS"),
     (["--array", "65x2", "--random", "2", "2", "16", "--group-size", "16"], "rows"),
     (["--random", "2", "2", "0"], "random K must be in 1..65536, not 0"),

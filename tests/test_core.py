@@ -20,6 +20,11 @@ INT8_BITMOD = dict(rows=2, cols=3, lanes=4, group_size=16, formats=BITMOD, act_f
 FP16_INT8W = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int8_sym",
                   act_format="fp16", mant_width=10, act_exp_bits=3, max_m=8, max_n=14,
                   max_k=64)
+# The same cores with the bit-parallel int PE (golden.gemm.PE_KINDS): one weight-step a cycle.
+INT8_INT4_INTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
+                       act_format="int8",
+                       max_m=8, max_n=16, max_k=64, pe_kind="int")
+FP16_INT8W_INTPE = dict(FP16_INT8W, pe_kind="int")
 OPS, ST = gcore.OPS, gcore.STATUS
 
 
@@ -157,7 +162,9 @@ def test_amaranth_sim_protocol_errors():
 
 
 @pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),
-                                               (FP16_INT8W, "int8")])
+                                               (FP16_INT8W, "int8"),
+                                               (INT8_INT4_INTPE, "int4"),
+                                               (FP16_INT8W_INTPE, "int8")])
 def test_gemm_jobs_bit_exact(params, scheme):
     """One script per core, with random idles on the commands and backpressure on the responses:
 

@@ -325,3 +325,33 @@ def test_cycle_model():
     assert ggemm.tile_cycles(52, small, first=True) == 8 + 8 + 8 + 8
     assert ggemm.tile_cycles(52, small) == 10 + 8 + 8 + 8
     print(f"256^3 on 8x8: {model['cycles']} cycles, utilization {model['utilization']:.3f}")
+
+
+@pytest.mark.parametrize(("formats", "act_format", "scale_bits", "max_groups"), [
+    ("int4_sym", "fp16", 8, 3), ("int8_sym", "int8", 8, 256), ("int5", "fp16", 0, 12),
+    ("int2", "bf16", 4, 1)])
+def test_int_pe_kind_parameters(formats, act_format, scale_bits, max_groups):
+    """The int PE kind: one cycle per weight-step, group ends scale_bits + 1 apart, and the
+    accumulator width the RTL's IntPE derives on its own (hdl/pe/baseline.py)."""
+    from bitmod.hdl.pe.baseline import IntPE
+
+    cfg = ggemm.ArrayConfig(formats=formats, act_format=act_format, scale_bits=scale_bits,
+                            max_groups=max_groups, group_size=16, pe_kind="int")
+    assert cfg.terms == 1 and cfg.dequant_cycles == scale_bits + 1
+    pe = IntPE(lanes=cfg.lanes, weight_bits=cfg.geometry.code_bits, act_width=cfg.act_width,
+               group_size=cfg.group_size, scale_bits=scale_bits, exp_bits=cfg.act_exp_bits,
+               max_groups=max_groups)
+    assert cfg.acc_width == pe.acc_width
+    assert cfg.latency == pe.latency + 2 + ggemm.TO_FLOAT_LATENCY
+    # Two groups of 4 one-cycle steps: the schedule waits for the dequantizer when it is
+    # slower (the first group of a tile after another: D + 2).
+    d = scale_bits + 1
+    assert ggemm.tile_cycles(32, cfg) == max(4, d + 2) + max(4, d)
+
+
+def test_int_pe_kind_refuses_other_formats():
+    for formats in ("fp4", "uint4", ["fp4_er_pos", "fp4_er_neg"]):
+        with pytest.raises(ValueError, match="the int PE multiplies one signed integer"):
+            ggemm.ArrayConfig(formats=formats, pe_kind="int")
+    with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int"):
+        ggemm.ArrayConfig(pe_kind="lut")

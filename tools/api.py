@@ -293,6 +293,7 @@ class VerifyResult(Result):
     group_size: int
     array: str
     lanes: int
+    pe: str
     act: str
     out: str
     out_bits: int
@@ -417,7 +418,8 @@ def _verify_problem(layer, random, weights, activations, tokens, rng):
 def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = None,
            weights=None, activations=None, scheme: str = "bitmod4",
            group_size: int | None = None, array: tuple[int, int] = (4, 4), lanes: int = 4,
-           act: str = "fp16", out: str = "fp32", mant_width: int = 12, act_exp_bits: int = 3,
+           pe: str = "bitserial", act: str = "fp16", out: str = "fp32", mant_width: int = 12,
+           act_exp_bits: int = 3,
            tokens: int = DEFAULT_TOKENS, target: str = "core", engine: str = "harness",
            clock_mhz: float = 100.0, seed: int = 0, waves: str | None = None,
            progress: Progress = _quiet) -> VerifyResult:
@@ -475,10 +477,11 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
         cfg = CoreConfig(rows=rows, cols=cols, lanes=lanes, group_size=qt.group_size,
                          formats=formats, act_format=act, mant_width=mant_width,
                          act_exp_bits=act_exp_bits, out_format=out, max_m=m, max_n=n,
-                         max_k=k)
+                         max_k=k, pe_kind=pe)
     except ValueError as error:  # the message names the parameter; say what was asked
         raise ValueError(f"no core for {act} activations with scheme {scheme} (group size "
-                         f"{qt.group_size}), {lanes} lanes, {m}x{n}x{k}: {error}") from None
+                         f"{qt.group_size}), {lanes} lanes, {pe} PEs, {m}x{n}x{k}: {error}"
+                         ) from None
     array_cfg = cfg.array
     ggemm.check_weights(qt, array_cfg)
     if act == "int8":
@@ -537,7 +540,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     macs = m * n * k
     return VerifyResult(
         problem=name, m=m, n=n, k=k, scheme=scheme, group_size=qt.group_size,
-        array=f"{rows}x{cols}", lanes=array_cfg.lanes, act=act, out=out,
+        array=f"{rows}x{cols}", lanes=array_cfg.lanes, pe=array_cfg.pe_kind, act=act, out=out,
         out_bits=array_cfg.out_bits, engine=engine, target=target,
         bit_exact=not len(mismatches),
         outputs_checked=len(rtl), mismatches=len(mismatches),

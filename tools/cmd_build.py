@@ -16,6 +16,7 @@ from bitmod.fpga.boards import BOARDS
 from bitmod.fpga.build import BuildError
 from bitmod.fpga.synth import ROUTERS
 from bitmod.golden.bfp import ACT_FORMATS
+from bitmod.golden.gemm import PE_KINDS
 from bitmod.tools.cli import CLIError, parse_array
 
 HEADER = (f"{'board':15s} {'array':>7s} {'clock':>7s} {'LUT4':>13s} {'FF':>13s} {'DSP':>8s} "
@@ -45,8 +46,11 @@ def build_options(args) -> dict:
     rows = cols = None
     if args.array:
         rows, cols = parse_array(args.array)
-    return {"scheme": args.scheme, "rows": rows, "cols": cols, "lanes": args.lanes,
-            "act": args.act}
+    options = {"scheme": args.scheme, "rows": rows, "cols": cols, "lanes": args.lanes,
+               "act": args.act}
+    if args.pe is not None:  # run: left out, the board's bitstream's
+        options["pe"] = args.pe
+    return options
 
 
 def add_build_options(parser, *, from_device: bool = False) -> None:
@@ -63,6 +67,9 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
                         help=f"lanes per PE (default: {default or 'the board default'})")
     parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
                         help=f"activation format (default {default or 'int8'})")
+    parser.add_argument("--pe", choices=PE_KINDS, default=None if from_device else "bitserial",
+                        help=f"PE kind: bitserial or int (bit-parallel multipliers, DSP blocks; "
+                             f"signed integer schemes) (default {default or 'bitserial'})")
 
 
 def _build(args) -> int:

@@ -34,7 +34,7 @@ def options_from_device(args) -> dict:
     from bitmod.fpga.boards import get_board
 
     options = build_options(args)
-    if None not in (args.scheme, args.array, args.lanes, args.act):
+    if None not in (args.scheme, args.array, args.lanes, args.act, args.pe):
         return options
     get_board(args.board)  # an unknown board: one line before any connection
     from bitmod.host.accel import read_device_config
@@ -62,6 +62,9 @@ def options_from_device(args) -> dict:
     if args.act is None:
         options["act"] = device.act_format
         taken.append(f"--act {device.act_format}")
+    if args.pe is None:
+        options["pe"] = device.pe_kind
+        taken.append(f"--pe {device.pe_kind}")
     if not args.json:
         print(f"bitmod run: from the board's bitstream: {' '.join(taken)}", file=sys.stderr)
     return options

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 from bitmod.golden.bfp import ACT_FORMATS
+from bitmod.golden.gemm import PE_KINDS
 from bitmod.tools.api import (
     DEFAULT_LAYER,
     DEFAULT_TOKENS,
@@ -39,7 +40,8 @@ def _print_report(report) -> None:
     print(f"layer:        {report['problem']}  (M={report['m']} tokens, N={report['n']}, "
           f"K={report['k']})")
     print(f"weights:      {report['scheme']}, group {report['group_size']}, INT8 group scales")
-    print(f"array:        {report['array']} bit-serial PEs x {report['lanes']} lanes, "
+    kind = {"bitserial": "bit-serial", "int": "int (bit-parallel)"}[report["pe"]]
+    print(f"array:        {report['array']} {kind} PEs x {report['lanes']} lanes, "
           f"{report['act']} activations, {report['out']} outputs")
     verdict = "yes" if report["bit_exact"] else "NO"
     print(f"bit-exact:    {verdict} ({report['outputs_checked'] - report['mismatches']} of "
@@ -120,7 +122,7 @@ def _verify_model(args) -> int:
         report = verify_model(
             args.model, sentences=args.sentences, tokens=args.tokens, scheme=args.scheme,
             group_size=args.group_size, array=parse_array(args.array), lanes=args.lanes,
-            act=args.act, out=args.out, mant_width=args.mant_width,
+            pe=args.pe, act=args.act, out=args.out, mant_width=args.mant_width,
             act_exp_bits=args.act_exp_bits, rtl_layers=rtl_layers,
             cluster=ClusterSpec(workers=args.workers, scheduler=args.scheduler),
             progress=progress)
@@ -144,8 +146,9 @@ def _verify(args) -> int:
         report = verify(
             layer=args.layer, random=args.random, weights=args.npy, activations=args.x_npy,
             scheme=args.scheme, group_size=args.group_size, array=parse_array(args.array),
-            lanes=args.lanes, act=args.act, out=args.out, mant_width=args.mant_width,
-            act_exp_bits=args.act_exp_bits, tokens=args.tokens, target=args.target,
+            lanes=args.lanes, pe=args.pe, act=args.act, out=args.out,
+            mant_width=args.mant_width, act_exp_bits=args.act_exp_bits, tokens=args.tokens,
+            target=args.target,
             engine=args.engine, waves=args.waves,
             clock_mhz=args.clock, seed=args.seed, progress=progress.step)
     finally:
@@ -176,6 +179,10 @@ def register(subparsers) -> None:
                         help="group size (default: the scheme's, 128)")
     parser.add_argument("--array", default="4x4", help="ROWSxCOLS (default 4x4)")
     parser.add_argument("--lanes", type=int, default=4, help="lanes per PE (default 4)")
+    parser.add_argument("--pe", choices=PE_KINDS, default="bitserial",
+                        help="PE kind of the array: bitserial (default; any format the term "
+                             "encoder takes) or int (bit-parallel multipliers, DSP blocks; one "
+                             "signed integer format such as int4 or int8)")
     parser.add_argument("--act", choices=ACT_FORMATS, default="fp16",
                         help="activation format (default fp16)")
     parser.add_argument("--out", choices=OUT_FORMATS, default="fp32",

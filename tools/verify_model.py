@@ -127,7 +127,8 @@ def _tokenize(sentences: list[str], tokens: int) -> dict:
 
 def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, tokens: int = 16,
                  scheme: str = "bitmod4", group_size: int | None = None,
-                 array: tuple[int, int] = (4, 4), lanes: int = 4, act: str = "fp16",
+                 array: tuple[int, int] = (4, 4), lanes: int = 4, pe: str = "bitserial",
+                 act: str = "fp16",
                  out: str = "fp32", mant_width: int = 12, act_exp_bits: int = 3,
                  rtl_layers=None, cluster: ClusterSpec | None = None,
                  progress=_quiet) -> ModelVerifyResult:
@@ -140,7 +141,7 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
         Default: one fixed sentence.
     tokens : int
         Tokens per sentence (2 .. 512), padded or truncated.
-    scheme, group_size, array, lanes, act, out, mant_width, act_exp_bits
+    scheme, group_size, array, lanes, pe, act, out, mant_width, act_exp_bits
         The core and the weights, as for :func:`bitmod.tools.api.verify`.
     rtl_layers : "all", int or list of str, optional
         GEMMs run on the RTL (default all).
@@ -189,9 +190,10 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
                             group_size=next(iter(qts.values())).group_size, formats=formats,
                             act_format=act, mant_width=mant_width, act_exp_bits=act_exp_bits,
                             out_format=out, max_m=m_max, max_n=max(s[0] for s in shapes),
-                            max_k=max(s[1] for s in shapes))
+                            max_k=max(s[1] for s in shapes), pe_kind=pe)
     except ValueError as error:
-        raise ValueError(f"scheme {scheme!r} on a {rows}x{cols} core: {error}") from None
+        raise ValueError(f"scheme {scheme!r} on a {rows}x{cols} core of {pe} PEs: {error}"
+                         ) from None
 
     progress("FP32 forward")
     fp32_embedding = minilm.minilm_embed_batch(net, batch)
@@ -268,7 +270,7 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
         model=model, sentences=sentences, tokens=tokens, scheme=scheme,
         group_size=config.group_size, array=f"{rows}x{cols}", lanes=lanes, act=act, out=out,
         core={"max_m": config.max_m, "max_n": config.max_n, "max_k": config.max_k,
-              "formats": list(config.formats)},
+              "formats": list(config.formats), "pe": config.pe_kind},
         cluster=cluster.describe, layers=rows_out, layers_total=len(calls),
         layers_on_rtl=len(rtl), all_bit_exact=exact_all, counters_match_model=counters_all,
         embedding_cosine_vs_fp32=[float(c) for c in cosine],

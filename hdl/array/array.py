@@ -15,6 +15,7 @@ from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.act_block import ActBlockConverter
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 from bitmod.hdl.arith.to_float import ToFloat
+from bitmod.hdl.pe.baseline import IntPE
 from bitmod.hdl.pe.bitserial import BitSerialPE
 
 from ..common import read_only
@@ -81,6 +82,13 @@ class SystolicArray(wiring.Component):
       :class:`~hdl.arith.to_float.ToFloat` converts them (one output per cycle: a converter per
       column would sit idle ``(C-1)/C`` of the time behind the single output port).
 
+    PE kinds (``config.pe_kind``, :data:`golden.gemm.PE_KINDS`): ``"bitserial"``, the
+    :class:`~hdl.pe.bitserial.BitSerialPE` fed ``T`` terms per weight-step by the encoders and
+    serializer above; ``"int"``, the bit-parallel :class:`~hdl.pe.baseline.IntPE` (``L``
+    multiplies per cycle, DSP blocks on an FPGA) fed the raw two's-complement codes, one
+    weight-step per cycle (``T = 1``, no encoders), group ends at least ``scale_bits + 1``
+    cycles apart for its dequantizer. Every other block is the same.
+
     All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
     output has not been taken stops the whole array (no data is ever dropped or reordered).
 
@@ -135,12 +143,25 @@ class SystolicArray(wiring.Component):
         (:attr:`golden.gemm.ArrayConfig.latency`)."""
         return self._cfg.latency
 
+    def _make_pe(self):
+        """One PE of the array's kind (:data:`golden.gemm.PE_KINDS`), with the array's
+        accumulator width (:attr:`golden.gemm.ArrayConfig.acc_width`)."""
+        cfg = self._cfg
+        if cfg.pe_kind == "int":
+            return IntPE(lanes=cfg.lanes, weight_bits=cfg.geometry.code_bits,
+                         act_width=cfg.act_width, group_size=cfg.group_size,
+                         scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
+                         max_groups=cfg.max_groups, acc_width=cfg.acc_width)
+        return BitSerialPE(cfg.pe)
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
         R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
         geo = cfg.geometry
-        term_bits = geo.exp_bits + 2
+        int_pe = cfg.pe_kind == "int"
+        # A column word per lane: the terms of a bit-serial PE, or the raw code of an int PE.
+        term_bits = geo.code_bits if int_pe else geo.exp_bits + 2
         A, X = cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
         payload = self.i_stream.payload
@@ -226,6 +247,9 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             column = []
             for lane in range(L):
+                if int_pe:  # the int PE multiplies the two's-complement code itself
+                    column.append(fe_codes[c][lane])
+                    continue
                 enc = TermEncoderCore(list(cfg.formats))
                 m.submodules[f"enc{c}_{lane}"] = enc
                 m.d.comb += [enc.code.eq(fe_codes[c][lane]), enc.selector.eq(fe_sel[c]),
@@ -323,7 +347,7 @@ class SystolicArray(wiring.Component):
         widths = col_data[0][1]
         for r in range(R):
             for c in range(C):
-                pe = BitSerialPE(cfg.pe)
+                pe = self._make_pe()
                 m.submodules[f"pe{r}_{c}"] = pe
                 pes[r][c] = pe
                 cv = col_at[r][c]
@@ -334,8 +358,8 @@ class SystolicArray(wiring.Component):
                 terms = cv[offs[3]:offs[3] + widths[3]]
                 p = pe.i_stream.payload
                 m.d.comb += [pe.i_stream.valid.eq(valid & adv), p.group_last.eq(gl),
-                             p.out_last.eq(ol), p.terms.eq(terms),
-                             p.acts.eq(row_at[r][c][:L * A])]
+                             p.out_last.eq(ol), p.acts.eq(row_at[r][c][:L * A]),
+                             (p.weights if int_pe else p.terms).eq(terms)]
                 if T > 1:
                     m.d.comb += p.t.eq(t)
                 if cfg.scale_bits:

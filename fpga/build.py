@@ -44,7 +44,13 @@ ProgressFn = Callable[..., None]
 
 
 class BuildError(RuntimeError, BitmodError):
-    """The build failed (tool error or design too large); the message is one line + log path."""
+    """The build failed (tool error or design too large); the message is one line + log path.
+    ``over`` lists the overused resources (``"NAME used/available"``) when the design does not
+    fit, else it is empty."""
+
+    def __init__(self, message: str, over: list[str] | None = None):
+        super().__init__(message)
+        self.over = list(over or [])
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,7 @@ def _fail(step: str, workdir: Path, logs: list[str]) -> BuildError:
     for text in texts:
         over = overused(text)
         if over:
-            return BuildError(f"design does not fit: {', '.join(over)} (log: {workdir})")
+            return BuildError(f"design does not fit: {', '.join(over)} (log: {workdir})", over)
     errors = [line.strip() for text in texts for line in text.splitlines() if "ERROR" in line]
     detail = errors[-1] if errors else f"{step} failed"
     return BuildError(f"{detail} (log: {workdir})")

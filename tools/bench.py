@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 BENCH_MODULES = (
+    "bitmod.tools.bench_boards",
     "bitmod.tools.bench_ceiling",
     "bitmod.tools.bench_pe",
     "bitmod.tools.bench_quant",

@@ -1,0 +1,46 @@
+"""``bitmod bench boards`` (tools/bench_boards.py): the grid is validated before any build, one
+real (bare iCE40) point is built and reported, the JSON is strict. The long board builds are
+run by hand, not here."""
+
+import json
+
+import pytest
+
+from bitmod.tools import cli
+
+
+@pytest.fixture
+def build_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("BITMOD_BUILD_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "give at least one --board"),
+    (["--board", "nope"], "nope bitserial bitmod4: unknown board 'nope'"),
+    (["--board", "icebreaker", "--pe", "int"],
+     "icebreaker int bitmod4: the int PE multiplies one signed integer format"),
+    (["--board", "icebreaker", "--scheme", "int4", "--array", "2x2", "--array", "2by2"],
+     "ROWSxCOLS"),
+    (["--board", "icebreaker", "--clock", "300"], "ice40 PLL output 300 MHz is outside"),
+])
+def test_grid_errors_before_any_build(build_dir, capsys, argv, message):
+    assert cli.main(["bench", "boards", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (build_dir / "boards").exists()  # nothing was built
+
+
+def test_one_bare_point_with_int_pes(build_dir, capsys):
+    """A bare iCE40UP5K core with int PEs (2 lanes: 2 multipliers, on DSP blocks): the row's
+    figures are the build's, and the peak follows from the array and the clock."""
+    assert cli.main(["bench", "boards", "--board", "bare-ice40-up5k", "--scheme", "int4",
+                     "--pe", "int", "--lanes", "2", "--no-ceiling", "--json"]) == 0
+    out = capsys.readouterr().out
+    (row,) = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert row["kind"] == "board" and row["pe"] == "int" and row["lanes"] == 2
+    assert row["dsp"] == 2 and row["lut4"] > 0 and isinstance(row["timing_met"], bool)
+    assert row["macs_per_cycle"] == 1 * 1 * 2  # one weight-step per cycle on int PEs
+    assert row["peak_gmacs"] == pytest.approx(row["macs_per_cycle"] * row["clock_mhz"] / 1e3,
+                                              abs=1e-4)
+    assert (build_dir / "boards").is_dir()

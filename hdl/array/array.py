@@ -7,24 +7,20 @@ cycle model :func:`golden.gemm.gemm_cycles`.
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import bfp
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.act_block import ActBlockConverter
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
-from bitmod.hdl.arith.to_float import ToFloat
 from bitmod.hdl.pe.baseline import IntPE
 from bitmod.hdl.pe.bitserial import BitSerialPE
 
 from ..common import read_only
+from .drain import ArrayDrain
 
 __all__ = ["SystolicArray", "step_layout"]
-
-# Tiles whose row exponent offsets may be in flight between the input and the drain.
-OFFSET_FIFO_DEPTH = 4
-
 
 def step_layout(cfg: ArrayConfig) -> data.StructLayout:
     """The array's input payload: one weight-step (:class:`SystolicArray` docstring)."""
@@ -77,10 +73,11 @@ class SystolicArray(wiring.Component):
     * input skew: column ``c`` data reach PE ``(r, c)`` through ``c + r`` registers (skew, then
       one per PE down the column), row ``r`` data through ``r + c`` (skew, then one per PE
       along the row);
-    * drain: per column a row pointer takes the finished outputs of PE ``(0, c) .. (R-1, c)``
-      in order into a FIFO; a merger reads the column FIFOs in row-major order and one
-      :class:`~hdl.arith.to_float.ToFloat` converts them (one output per cycle: a converter per
-      column would sit idle ``(C-1)/C`` of the time behind the single output port).
+    * drain (:class:`~hdl.array.drain.ArrayDrain`): per column a row pointer takes the
+      finished outputs of PE ``(0, c) .. (R-1, c)`` in order into a FIFO; a merger reads the
+      column FIFOs in row-major order and one :class:`~hdl.arith.to_float.ToFloat` converts
+      them (one output per cycle: a converter per column would sit idle ``(C-1)/C`` of the
+      time behind the single output port).
 
     PE kinds (``config.pe_kind``, :data:`golden.gemm.PE_KINDS`): ``"bitserial"``, the
     :class:`~hdl.pe.bitserial.BitSerialPE` fed ``T`` terms per weight-step by the encoders and
@@ -174,12 +171,11 @@ class SystolicArray(wiring.Component):
         fe_en = Signal()
         m.d.comb += fe_en.eq(fe_ready | ~fe_valid)
 
+        m.submodules.drain = drain = ArrayDrain(cfg)
         in_ok = Const(1)
         if fp:
             E, M, _ = bfp.float_fields(cfg.act_format)
-            m.submodules.offsets = offsets = fifo.SyncFIFOBuffered(width=R * E,
-                                                                   depth=OFFSET_FIFO_DEPTH)
-            in_ok = offsets.w_rdy
+            in_ok = drain.base_w_rdy
             convs = []
             shifts = []
             for r in range(R):
@@ -200,9 +196,9 @@ class SystolicArray(wiring.Component):
                 ]
             m.d.comb += [fe_valid.eq(convs[0].o_stream.valid),
                          self.i_stream.ready.eq(convs[0].i_stream.ready & in_ok),
-                         offsets.w_en.eq(self.i_stream.valid & self.i_stream.ready
-                                         & payload.out_last),
-                         offsets.w_data.eq(payload.base)]
+                         drain.base_w_en.eq(self.i_stream.valid & self.i_stream.ready
+                                            & payload.out_last),
+                         drain.base_w_data.eq(payload.base)]
             side_in = [payload.codes, payload.sel, payload.group_last, payload.out_last,
                        Cat(*shifts)]
             if cfg.scale_bits:
@@ -370,50 +366,12 @@ class SystolicArray(wiring.Component):
         m.d.comb += adv.eq(Cat(*readies).all())
 
         # ---- drain ---------------------------------------------------------------------------
-        depth = max(2, R)
-        col_fifos = []
-        for c in range(C):
-            q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=depth)
-            m.submodules[f"drain{c}"] = q
-            col_fifos.append(q)
-            rp = Signal(range(max(R, 2)), name=f"drain{c}_row")
-            with m.Switch(rp):
-                for r in range(R):
-                    with m.Case(r):
-                        src = pes[r][c].o_stream
-                        m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload.acc),
-                                     src.ready.eq(q.w_rdy)]
-            with m.If(q.w_en & q.w_rdy):
-                m.d.sync += rp.eq(Mux(rp == R - 1, 0, rp + 1))
-
-        m.submodules.to_float = tf = ToFloat(in_width=cfg.acc_width, in_frac=cfg.in_frac,
-                                             out_format=cfg.out_format,
-                                             exp_width=(cfg.exp_width + 1) if fp else 1)
-        mr = Signal(range(max(R, 2)))
-        mc = Signal(range(max(C, 2)))
-        head_valid = Signal()
-        head_data = Signal(cfg.acc_width)
-        with m.Switch(mc):
+        for r in range(R):
             for c in range(C):
-                with m.Case(c):
-                    m.d.comb += [head_valid.eq(col_fifos[c].r_rdy),
-                                 head_data.eq(col_fifos[c].r_data),
-                                 col_fifos[c].r_en.eq(tf.i_stream.ready
-                                                      & tf.i_stream.valid)]
-        tile_end = (mr == R - 1) & (mc == C - 1)
-        if fp:
-            row_base = data.View(data.ArrayLayout(unsigned(E), R), offsets.r_data)
-            m.d.comb += [tf.i_stream.valid.eq(head_valid & offsets.r_rdy),
-                         tf.i_stream.payload.exp_offset.eq(row_base[mr]),
-                         offsets.r_en.eq(tf.i_stream.valid & tf.i_stream.ready & tile_end)]
-        else:
-            m.d.comb += tf.i_stream.valid.eq(head_valid)
-        m.d.comb += tf.i_stream.payload.acc.eq(head_data)
-        with m.If(tf.i_stream.valid & tf.i_stream.ready):
-            m.d.sync += mc.eq(Mux(mc == C - 1, 0, mc + 1))
-            with m.If(mc == C - 1):
-                m.d.sync += mr.eq(Mux(mr == R - 1, 0, mr + 1))
-        m.d.comb += [self.o_stream.valid.eq(tf.o_stream.valid),
-                     self.o_stream.payload.code.eq(tf.o_stream.payload.code),
-                     tf.o_stream.ready.eq(self.o_stream.ready)]
+                src, dst = pes[r][c].o_stream, drain.i_acc[r][c]
+                m.d.comb += [dst.valid.eq(src.valid), dst.payload.eq(src.payload.acc),
+                             src.ready.eq(dst.ready)]
+        m.d.comb += [self.o_stream.valid.eq(drain.o_stream.valid),
+                     self.o_stream.payload.code.eq(drain.o_stream.payload.code),
+                     drain.o_stream.ready.eq(self.o_stream.ready)]
         return m

@@ -1,0 +1,125 @@
+"""The array's drain: finished PE outputs, column by column, into one float converter."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden.gemm import ArrayConfig
+from bitmod.hdl.arith.to_float import ToFloat
+
+from ..common import read_only
+
+__all__ = ["OFFSET_FIFO_DEPTH", "ArrayDrain"]
+
+# Tiles whose row exponent offsets may be in flight between the array's input and the drain.
+OFFSET_FIFO_DEPTH = 4
+
+
+@read_only("config")
+class ArrayDrain(wiring.Component):
+    """Collects the ``R x C`` accumulators of each tile and emits their float codes row-major.
+
+    Per column ``c`` a row pointer takes the finished outputs of PE ``(0, c) .. (R-1, c)`` in
+    that order into a FIFO of ``max(2, R)`` entries (so a PE's ``o_stream.ready`` is the FIFO's
+    ``w_rdy`` while the pointer is on its row); a merger reads the column FIFOs in row-major
+    order into one :class:`~hdl.arith.to_float.ToFloat`, which rounds
+    ``acc * 2**(base[r] - in_frac)`` (FP activations: the tile's row floors ``base``, held in a
+    FIFO of :data:`OFFSET_FIFO_DEPTH` tiles written by the front end when a tile's last step
+    enters the array; INT8 activations: offset 0) to ``out_format``, RNE. One converter, not
+    one per column: the single output port takes one result per cycle, so per-column
+    converters would sit idle ``(C - 1) / C`` of the time.
+
+    Latency: 2 cycles from a PE output to its column FIFO's read side, then the converter's
+    :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`. Throughput: one code per cycle.
+
+    Parameters
+    ----------
+    config : golden.gemm.ArrayConfig
+        Rows, columns, accumulator width, output format and the activation format (whether
+        rows carry a base exponent).
+
+    Members
+    -------
+    i_acc : In(stream.Signature(signed(acc_width))).array(R, C)
+        The PEs' finished outputs; ``i_acc[r][c]`` is PE ``(r, c)``'s ``o_stream``.
+    base_w_en, base_w_data : In(1), In(R * E)
+        Push a tile's row floors (FP activations only; E = the block exponent width).
+    base_w_rdy : Out(1)
+        The row-floor FIFO has room (the front end takes no tile's last step without it).
+    o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
+    """
+
+    def __init__(self, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._config = cfg = config
+        self._fp = cfg.act_format != "int8"
+        base_bits = cfg.rows * cfg.exp_width if self._fp else 1
+        super().__init__({
+            "i_acc": In(stream.Signature(signed(cfg.acc_width))).array(cfg.rows, cfg.cols),
+            "base_w_en": In(1),
+            "base_w_data": In(base_bits),
+            "base_w_rdy": Out(1),
+            "o_stream": Out(stream.Signature(
+                data.StructLayout({"code": unsigned(cfg.out_bits)}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C = cfg.rows, cfg.cols
+        col_fifos = [self._column(m, c) for c in range(C)]
+
+        m.submodules.to_float = tf = ToFloat(in_width=cfg.acc_width, in_frac=cfg.in_frac,
+                                             out_format=cfg.out_format,
+                                             exp_width=(cfg.exp_width + 1) if self._fp else 1)
+        mr = Signal(range(max(R, 2)))
+        mc = Signal(range(max(C, 2)))
+        head_valid = Signal()
+        head_data = Signal(cfg.acc_width)
+        with m.Switch(mc):
+            for c in range(C):
+                with m.Case(c):
+                    m.d.comb += [head_valid.eq(col_fifos[c].r_rdy),
+                                 head_data.eq(col_fifos[c].r_data),
+                                 col_fifos[c].r_en.eq(tf.i_stream.ready & tf.i_stream.valid)]
+        tile_end = (mr == R - 1) & (mc == C - 1)
+        if self._fp:
+            m.submodules.offsets = offsets = fifo.SyncFIFOBuffered(
+                width=R * cfg.exp_width, depth=OFFSET_FIFO_DEPTH)
+            row_base = data.View(data.ArrayLayout(unsigned(cfg.exp_width), R), offsets.r_data)
+            m.d.comb += [offsets.w_en.eq(self.base_w_en), offsets.w_data.eq(self.base_w_data),
+                         self.base_w_rdy.eq(offsets.w_rdy),
+                         tf.i_stream.valid.eq(head_valid & offsets.r_rdy),
+                         tf.i_stream.payload.exp_offset.eq(row_base[mr]),
+                         offsets.r_en.eq(tf.i_stream.valid & tf.i_stream.ready & tile_end)]
+        else:
+            m.d.comb += [tf.i_stream.valid.eq(head_valid), self.base_w_rdy.eq(1)]
+        m.d.comb += tf.i_stream.payload.acc.eq(head_data)
+        with m.If(tf.i_stream.valid & tf.i_stream.ready):
+            m.d.sync += mc.eq(Mux(mc == C - 1, 0, mc + 1))
+            with m.If(mc == C - 1):
+                m.d.sync += mr.eq(Mux(mr == R - 1, 0, mr + 1))
+        m.d.comb += [self.o_stream.valid.eq(tf.o_stream.valid),
+                     self.o_stream.payload.code.eq(tf.o_stream.payload.code),
+                     tf.o_stream.ready.eq(self.o_stream.ready)]
+        return m
+
+    def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
+        """Column ``c``'s FIFO and the row pointer that fills it in row order."""
+        cfg = self._config
+        R = cfg.rows
+        q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=max(2, R))
+        m.submodules[f"drain{c}"] = q
+        rp = Signal(range(max(R, 2)), name=f"drain{c}_row")
+        with m.Switch(rp):
+            for r in range(R):
+                with m.Case(r):
+                    src = self.i_acc[r][c]
+                    m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
+                                 src.ready.eq(q.w_rdy)]
+        with m.If(q.w_en & q.w_rdy):
+            m.d.sync += rp.eq(Mux(rp == R - 1, 0, rp + 1))
+        return q

@@ -13,12 +13,13 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import bfp
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.act_block import ActBlockConverter
-from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
+from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 from bitmod.hdl.pe.baseline import IntPE
 from bitmod.hdl.pe.bitserial import BitSerialPE
 
 from ..common import read_only
 from .drain import ArrayDrain
+from .serializer import StepSerializer
 
 __all__ = ["SystolicArray", "step_layout"]
 
@@ -65,11 +66,12 @@ class SystolicArray(wiring.Component):
       whose extra lane gets the anchor word ``max(gexp, base) << M`` (FP16/BF16; golden.gemm
       step 2) and the row shift ``max(gexp, base) - base``; INT8 activations pass through one
       register stage;
-    * per column ``L`` term encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the
-      special-value register shared) and a serializer that sends term ``t = 0 .. T-1`` of the
-      step, one per cycle; it inserts idle cycles so that group ends are at least ``D`` cycles
-      apart (``D + 2`` after a tile's end; ``D = max(scale_bits, 1)``), so no PE ever waits for
-      its bit-serial dequantizer;
+    * column tops (:class:`~hdl.array.serializer.StepSerializer`): per column ``L`` term
+      encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the special-value register
+      shared) and a serializer that sends term ``t = 0 .. T-1`` of the step, one per cycle;
+      it inserts idle cycles so that group ends are at least ``D`` cycles apart (``D + 2``
+      after a tile's end; :attr:`golden.gemm.ArrayConfig.dequant_cycles`), so no PE ever
+      waits for its dequantizer;
     * input skew: column ``c`` data reach PE ``(r, c)`` through ``c + r`` registers (skew, then
       one per PE down the column), row ``r`` data through ``r + c`` (skew, then one per PE
       along the row);
@@ -155,10 +157,7 @@ class SystolicArray(wiring.Component):
         m = Module()
         cfg = self._cfg
         R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
-        geo = cfg.geometry
         int_pe = cfg.pe_kind == "int"
-        # A column word per lane: the terms of a bit-serial PE, or the raw code of an int PE.
-        term_bits = geo.code_bits if int_pe else geo.exp_bits + 2
         A, X = cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
         payload = self.i_stream.payload
@@ -238,76 +237,23 @@ class SystolicArray(wiring.Component):
             fe_shift = Const(0, 1)
             fe_acts = side[4]
 
-        # ---- term encoders and the serializer ----------------------------------------------
-        enc_terms = []
-        for c in range(C):
-            column = []
-            for lane in range(L):
-                if int_pe:  # the int PE multiplies the two's-complement code itself
-                    column.append(fe_codes[c][lane])
-                    continue
-                enc = TermEncoderCore(list(cfg.formats))
-                m.submodules[f"enc{c}_{lane}"] = enc
-                m.d.comb += [enc.code.eq(fe_codes[c][lane]), enc.selector.eq(fe_sel[c]),
-                             enc.special_values.eq(self.special_values)]
-                column.append(enc.terms)
-            enc_terms.append(Cat(*column))
-
-        st_valid = Signal()
-        st_t = Signal(range(max(T, 2)))
-        # The serializer's data registers need no reset (``st_valid`` says what they hold).
-        st_terms = [Signal(L * T * term_bits, name=f"st_terms{c}", reset_less=True)
+        # ---- column tops: encoders and the serializer -----------------------------------------
+        m.submodules.serializer = ser = StepSerializer(cfg)
+        m.d.comb += [
+            ser.valid.eq(fe_valid), fe_ready.eq(ser.ready), ser.adv.eq(adv),
+            ser.codes.eq(fe_codes), ser.sel.eq(fe_sel), ser.group_last.eq(fe_gl),
+            ser.out_last.eq(fe_ol), ser.acts.eq(fe_acts),
+            ser.special_values.eq(self.special_values),
+        ]
+        if fe_scale is not None:
+            m.d.comb += ser.scale.eq(fe_scale)
+        if fp and X:
+            m.d.comb += ser.shift.eq(fe_shift[:R * X])
+        emit = ser.emit
+        col_bits = sum(ser.col_widths)
+        col_data = [(ser.cols[c * col_bits:(c + 1) * col_bits], list(ser.col_widths))
                     for c in range(C)]
-        st_acts = Signal(R * L * A, reset_less=True)
-        st_shift = Signal(len(fe_shift), reset_less=True)
-        st_scale = Signal(C * cfg.scale_bits, reset_less=True) if cfg.scale_bits else None
-        st_gl, st_ol = Signal(reset_less=True), Signal(reset_less=True)
-
-        d = cfg.dequant_cycles
-        gap = Signal(range(d + 3), init=d + 2)
-        prev_ol = Signal()
-        last_t = st_t == T - 1
-        at_group_end = st_valid & st_gl & last_t
-        gap_ok = gap + 1 >= Mux(prev_ol, d + 2, d)
-        emit_ok = ~at_group_end | gap_ok
-        emit = Signal()
-        m.d.comb += emit.eq(st_valid & emit_ok)
-        out_gl = Signal()
-        out_ol = Signal()
-        m.d.comb += [out_gl.eq(st_gl & last_t), out_ol.eq(st_ol & last_t)]
-
-        load = Signal()
-        m.d.comb += [load.eq(adv & (~st_valid | (emit_ok & last_t))), fe_ready.eq(load)]
-        with m.If(load):
-            m.d.sync += [st_valid.eq(fe_valid), st_t.eq(0), st_acts.eq(fe_acts),
-                         st_shift.eq(fe_shift), st_gl.eq(fe_gl), st_ol.eq(fe_ol)]
-            m.d.sync += [st_terms[c].eq(enc_terms[c]) for c in range(C)]
-            if cfg.scale_bits:
-                m.d.sync += st_scale.eq(fe_scale)
-        with m.Elif(adv & emit):
-            m.d.sync += st_t.eq(st_t + 1)
-        with m.If(adv):
-            with m.If(emit & out_gl):
-                m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
-            with m.Elif(gap != d + 2):
-                m.d.sync += gap.eq(gap + 1)
-
-        # Per-cycle column and row data leaving the serializer.
-        col_data = []
-        for c in range(C):
-            terms = Cat(*(st_terms[c].word_select(lane * T + st_t, term_bits)
-                          if T > 1 else st_terms[c][lane * term_bits:(lane + 1) * term_bits]
-                          for lane in range(L)))
-            parts = [st_t[:max((T - 1).bit_length(), 0)] if T > 1 else Const(0, 0),
-                     out_gl, out_ol, terms]
-            if cfg.scale_bits:
-                parts.append(st_scale[c * cfg.scale_bits:(c + 1) * cfg.scale_bits])
-            col_data.append((Cat(*parts), [len(p) for p in parts]))
-        row_data = []
-        for r in range(R):
-            acts = st_acts[r * L * A:(r + 1) * L * A]
-            shift = st_shift[r * X:(r + 1) * X] if fp and X else Const(0, 0)
-            row_data.append(Cat(acts, shift))
+        row_data = [ser.rows[r * ser.row_width:(r + 1) * ser.row_width] for r in range(R)]
 
         # ---- skew ---------------------------------------------------------------------------
         # Only the ``emit`` (valid) bits are reset; the data beside them need not be.

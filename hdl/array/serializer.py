@@ -1,0 +1,158 @@
+"""The array's column tops: weight encoders and the step serializer."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden.gemm import ArrayConfig
+from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
+
+from ..common import read_only
+
+__all__ = ["StepSerializer"]
+
+
+@read_only("config", "col_widths", "row_width", "shift_width")
+class StepSerializer(wiring.Component):
+    """Turns one weight-step into ``T`` cycles of column and row words (the column tops).
+
+    Per column ``L`` weight codes become the PE's column word: for bit-serial PEs the terms of
+    :class:`~hdl.arith.term_encoder.TermEncoderCore` (selector and the shared special-value
+    register), term ``t`` of every lane in cycle ``t = 0 .. T-1``; for int PEs the raw
+    two's-complement codes, once (``T = 1``). A step is taken (``ready``) when the previous
+    one's last cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
+    last cycle of a group leaves only when the previous group end is at least ``D`` cycles
+    back (``D + 2`` after a tile's end), ``D`` = :attr:`golden.gemm.ArrayConfig.dequant_cycles`,
+    idle cycles (``emit`` low) filling the gap. Everything moves only when ``adv`` is high
+    (the array's step enable).
+
+    Column word ``c`` (LSB first, widths :attr:`col_widths`): term index ``t`` (``ceil(log2
+    T)`` bits, none when ``T = 1``), ``group_last`` and ``out_last`` of this cycle (set in the
+    step's last cycle only), the ``L`` lanes' terms (or codes), the column's scale code. Row
+    word ``r`` (:attr:`row_width` bits): its ``L`` activations, then its group shift
+    (:attr:`shift_width` bits; none for INT8 activations).
+
+    Latency: 1 cycle from a taken step to its first column word (a register). Throughput:
+    one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
+
+    Parameters
+    ----------
+    config : golden.gemm.ArrayConfig
+
+    Members
+    -------
+    valid, ready : In(1), Out(1)
+        A step is offered; it is taken this cycle (``ready`` is ``adv`` and room).
+    codes : In(ArrayLayout(ArrayLayout(code_bits, L), C))
+    sel : In(ArrayLayout(2, C))
+    scale : In(C * scale_bits)
+    acts : In(R * L * A)
+    shift : In(R * X) (FP activations; 1 bit, unused, for INT8)
+    group_last, out_last : In(1)
+    adv : In(1)
+        The array's step enable.
+    special_values : In(32)
+    emit : Out(1)
+        This cycle's column and row words are a real step (not an idle gap).
+    cols : Out(C * sum(col_widths)); rows : Out(R * row_width)
+    """
+
+    def __init__(self, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._config = cfg = config
+        geo = cfg.geometry
+        self._lane_bits = geo.code_bits if cfg.pe_kind == "int" else geo.exp_bits + 2
+        fp = cfg.act_format != "int8"
+        self._shift_width = cfg.act_exp_bits if fp else 0
+        self._col_widths = ((cfg.terms - 1).bit_length() if cfg.terms > 1 else 0, 1, 1,
+                            cfg.lanes * self._lane_bits, cfg.scale_bits)
+        self._row_width = cfg.lanes * cfg.act_width + self._shift_width
+        code = unsigned(geo.code_bits)
+        super().__init__({
+            "valid": In(1), "ready": Out(1),
+            "codes": In(data.ArrayLayout(data.ArrayLayout(code, cfg.lanes), cfg.cols)),
+            "sel": In(data.ArrayLayout(unsigned(2), cfg.cols)),
+            "scale": In(max(cfg.cols * cfg.scale_bits, 1)),
+            "acts": In(cfg.rows * cfg.lanes * cfg.act_width),
+            "shift": In(max(cfg.rows * cfg.act_exp_bits, 1)),
+            "group_last": In(1), "out_last": In(1), "adv": In(1),
+            "special_values": In(REGISTER_LAYOUT.size),
+            "emit": Out(1),
+            "cols": Out(cfg.cols * sum(self._col_widths)),
+            "rows": Out(cfg.rows * self._row_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
+        A, lane_bits = cfg.act_width, self._lane_bits
+        words = self._lane_words(m)
+
+        valid = Signal()
+        t = Signal(range(max(T, 2)))
+        # The data registers need no reset (``valid`` says what they hold).
+        terms = [Signal(L * T * lane_bits, name=f"st_terms{c}", reset_less=True)
+                 for c in range(C)]
+        acts = Signal(R * L * A, reset_less=True)
+        shift = Signal(len(self.shift), reset_less=True)
+        scale = Signal(len(self.scale), reset_less=True)
+        gl, ol = Signal(reset_less=True), Signal(reset_less=True)
+
+        d = cfg.dequant_cycles
+        gap = Signal(range(d + 3), init=d + 2)
+        prev_ol = Signal()
+        last_t = t == T - 1
+        emit_ok = ~(valid & gl & last_t) | (gap + 1 >= Mux(prev_ol, d + 2, d))
+        out_gl, out_ol = Signal(), Signal()
+        m.d.comb += [self.emit.eq(valid & emit_ok), out_gl.eq(gl & last_t),
+                     out_ol.eq(ol & last_t)]
+        adv = self.adv
+        m.d.comb += self.ready.eq(adv & (~valid | (emit_ok & last_t)))
+        with m.If(self.ready):
+            m.d.sync += [valid.eq(self.valid), t.eq(0), acts.eq(self.acts),
+                         shift.eq(self.shift), gl.eq(self.group_last), ol.eq(self.out_last),
+                         scale.eq(self.scale)]
+            m.d.sync += [terms[c].eq(words[c]) for c in range(C)]
+        with m.Elif(adv & self.emit):
+            m.d.sync += t.eq(t + 1)
+        with m.If(adv):
+            with m.If(self.emit & out_gl):
+                m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
+            with m.Elif(gap != d + 2):
+                m.d.sync += gap.eq(gap + 1)
+
+        cols = []
+        for c in range(C):
+            lanes = Cat(*(terms[c].word_select(lane * T + t, lane_bits) if T > 1
+                          else terms[c][lane * lane_bits:(lane + 1) * lane_bits]
+                          for lane in range(L)))
+            index = t[:self._col_widths[0]] if T > 1 else Const(0, 0)
+            sb = cfg.scale_bits
+            cols.append(Cat(index, out_gl, out_ol, lanes, scale[c * sb:(c + 1) * sb]))
+        X = self._shift_width
+        rows = [Cat(acts[r * L * A:(r + 1) * L * A], shift[r * X:(r + 1) * X])
+                for r in range(R)]
+        m.d.comb += [self.cols.eq(Cat(*cols)), self.rows.eq(Cat(*rows))]
+        return m
+
+    def _lane_words(self, m: Module) -> list:
+        """Per column, the ``L`` lanes' words of this step: encoder terms, or the codes."""
+        cfg = self._config
+        words = []
+        for c in range(cfg.cols):
+            column = []
+            for lane in range(cfg.lanes):
+                if cfg.pe_kind == "int":  # the int PE multiplies the code itself
+                    column.append(self.codes[c][lane])
+                    continue
+                enc = TermEncoderCore(list(cfg.formats))
+                m.submodules[f"enc{c}_{lane}"] = enc
+                m.d.comb += [enc.code.eq(self.codes[c][lane]), enc.selector.eq(self.sel[c]),
+                             enc.special_values.eq(self.special_values)]
+                column.append(enc.terms)
+            words.append(Cat(*column))
+        return words

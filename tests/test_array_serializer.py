@@ -1,0 +1,125 @@
+"""The array's column tops (hdl/array/serializer.py) beside golden: each step's column words are
+the term decomposition of its codes (golden.terms), term t in cycle t, or the raw codes for int
+PEs; group ends leave on golden.gemm.tile_cycles' schedule; nothing moves while adv is low."""
+
+import numpy as np
+import pytest
+
+from bitmod.golden import terms as gterms
+from bitmod.golden.gemm import ArrayConfig, group_lengths
+from bitmod.hdl.array.serializer import StepSerializer
+from bitmod.sim.amaranth_sim import run_simulation
+
+BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
+
+
+def _expected_group_ends(cfg, k, tiles):
+    """Cycle (from the first word) of each group's last word: golden's schedule."""
+    d, ends, total = cfg.dequant_cycles, [], 0
+    for tile in range(tiles):
+        for g, length in enumerate(group_lengths(k, cfg.group_size)):
+            busy = cfg.terms * -(-length // cfg.lanes)
+            need = d + 2 if g == 0 and tile else (0 if g == 0 else d)
+            total += max(busy, need)
+            ends.append(total - 1)
+    return ends
+
+
+@pytest.mark.parametrize("params", [
+    dict(rows=2, cols=2, lanes=4, group_size=8, formats=BITMOD, scale_bits=8),
+    dict(rows=1, cols=3, lanes=2, group_size=8, formats=("int4_sym",), scale_bits=3,
+         pe_kind="int"),
+    dict(rows=2, cols=1, lanes=4, group_size=16, formats=("fp6_e2m3",), scale_bits=0),
+])
+def test_words_and_schedule(params):
+    cfg = ArrayConfig(**params, act_format="int8")
+    R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
+    geo = cfg.geometry
+    rng = np.random.default_rng(9)
+    k, tiles = 2 * cfg.group_size + L, 2  # two full groups and a short one per tile
+    steps_per_tile = sum(-(-n // L) for n in group_lengths(k, cfg.group_size))
+    n_steps = tiles * steps_per_tile
+    codes = rng.integers(0, 1 << geo.code_bits, size=(n_steps, C, L))
+    sel = rng.integers(0, len(cfg.formats), size=(n_steps, C))
+    scale = rng.integers(0, 1 << max(cfg.scale_bits, 1), size=(n_steps, C))
+    acts = [int(v) for v in rng.integers(0, 1 << 62, size=n_steps)]
+    acts = [a & ((1 << (R * L * cfg.act_width)) - 1) for a in acts]
+    ends = np.cumsum([-(-n // L) for n in group_lengths(k, cfg.group_size)]) - 1
+    group_last = np.zeros(n_steps, bool)
+    out_last = np.zeros(n_steps, bool)
+    for tile in range(tiles):
+        group_last[tile * steps_per_tile + ends] = True
+        out_last[tile * steps_per_tile + ends[-1]] = True
+    special = gterms.default_special_values(list(cfg.formats)) if geo.has_register else None
+    lane_bits = geo.code_bits if cfg.pe_kind == "int" else geo.exp_bits + 2
+
+    def lane_word(step, c, lane, t):
+        if cfg.pe_kind == "int":
+            return int(codes[step, c, lane])
+        tr = gterms.decompose(codes[step, c, lane], list(cfg.formats), sel[step, c], special)
+        return int(gterms.pack_terms(tr)) >> (t * lane_bits) & ((1 << lane_bits) - 1)
+
+    dut = StepSerializer(cfg)
+    seen = []  # (cycle, t, group_last, out_last, lanes, scale) of every emitted column word
+
+    async def feed(ctx):
+        ctx.set(dut.special_values, gterms.pack_special_register(special) if special else 0)
+        for step in range(n_steps):
+            ctx.set(dut.valid, 1)
+            cb = geo.code_bits
+            ctx.set(dut.codes.as_value(), sum(int(codes[step, c, lane]) << ((c * L + lane) * cb)
+                                              for c in range(C) for lane in range(L)))
+            ctx.set(dut.sel.as_value(), sum(int(sel[step, c]) << (2 * c) for c in range(C)))
+            sb = cfg.scale_bits
+            ctx.set(dut.scale, sum(int(scale[step, c]) << (c * sb) for c in range(C)))
+            ctx.set(dut.acts, acts[step])
+            ctx.set(dut.group_last, int(group_last[step]))
+            ctx.set(dut.out_last, int(out_last[step]))
+            await ctx.tick().until(dut.ready)
+        ctx.set(dut.valid, 0)
+        for _ in range(4 * T + 2 * cfg.dequant_cycles):
+            await ctx.tick()
+
+    async def step_enable(ctx):
+        cycle = 0
+        async for _clk, _rst, emit, cols, rows in ctx.tick().sample(dut.emit, dut.cols,
+                                                                     dut.rows):
+            # adv low every 7th cycle: the words must hold still.
+            ctx.set(dut.adv, cycle % 7 != 6)
+            if emit and cycle % 7 != 0:
+                seen.append((cycle, int(cols), int(rows)))
+            cycle += 1
+
+    run_simulation(dut, [feed], processes=[step_enable], deadline=1e-3)
+    widths = dut.col_widths
+    col_bits = sum(widths)
+    decoded = []
+    assert [rows for _, _, rows in seen] == [acts[i // T] for i in range(len(seen))]
+    for cycle, word, _rows in seen:
+        col0 = word & ((1 << col_bits) - 1)
+        pos = 0
+        fields = []
+        for w in widths:
+            fields.append(col0 >> pos & ((1 << w) - 1))
+            pos += w
+        decoded.append((cycle, fields, word))
+    # T words per step, in order, with the codes' terms of every column.
+    assert len(decoded) == n_steps * T
+    for i, (_cycle, fields, word) in enumerate(decoded):
+        step, t = divmod(i, T)
+        assert fields[0] == (t if T > 1 else 0)
+        assert fields[1] == int(group_last[step] and t == T - 1)
+        assert fields[2] == int(out_last[step] and t == T - 1)
+        for c in range(C):
+            col = word >> (c * col_bits) & ((1 << col_bits) - 1)
+            lanes = col >> (widths[0] + 2) & ((1 << widths[3]) - 1)
+            want = sum(lane_word(step, c, lane, t) << (lane * lane_bits) for lane in range(L))
+            assert lanes == want, (step, t, c)
+            if cfg.scale_bits:
+                assert col >> (widths[0] + 2 + widths[3]) == scale[step, c]
+    # Group ends on golden's schedule, counted in cycles the array advanced.
+    advanced = [cycle - cycle // 7 for cycle, _, _ in decoded]
+    first = advanced[0]
+    group_ends = [a - first for (a, (_, fields, _)) in zip(advanced, decoded, strict=True)
+                  if fields[1]]
+    assert group_ends == _expected_group_ends(cfg, k, tiles)

@@ -6,43 +6,21 @@ cycle model :func:`golden.gemm.gemm_cycles`.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitmod.golden import bfp
 from bitmod.golden.gemm import ArrayConfig
-from bitmod.hdl.arith.act_block import ActBlockConverter
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 from bitmod.hdl.pe.baseline import IntPE
 from bitmod.hdl.pe.bitserial import BitSerialPE
 
 from ..common import read_only
 from .drain import ArrayDrain
+from .front_end import RowFrontEnd, step_layout
 from .serializer import StepSerializer
 
 __all__ = ["SystolicArray", "step_layout"]
-
-def step_layout(cfg: ArrayConfig) -> data.StructLayout:
-    """The array's input payload: one weight-step (:class:`SystolicArray` docstring)."""
-    geo = cfg.geometry
-    fields = {
-        "codes": data.ArrayLayout(data.ArrayLayout(unsigned(geo.code_bits), cfg.lanes),
-                                  cfg.cols),
-        "sel": data.ArrayLayout(unsigned(2), cfg.cols),
-    }
-    if cfg.scale_bits:
-        fields["scale"] = data.ArrayLayout(unsigned(cfg.scale_bits), cfg.cols)
-    if cfg.act_format == "int8":
-        fields["acts"] = data.ArrayLayout(data.ArrayLayout(signed(8), cfg.lanes), cfg.rows)
-    else:
-        fields["acts"] = data.ArrayLayout(data.ArrayLayout(unsigned(16), cfg.lanes), cfg.rows)
-        fields["gexp"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
-        fields["base"] = data.ArrayLayout(unsigned(cfg.exp_width), cfg.rows)
-    fields["group_last"] = 1
-    fields["out_last"] = 1
-    return data.StructLayout(fields)
-
 
 @read_only("in_layout", "out_layout")
 class SystolicArray(wiring.Component):
@@ -62,10 +40,10 @@ class SystolicArray(wiring.Component):
 
     Edge logic, in order:
 
-    * front end: per row an :class:`~hdl.arith.act_block.ActBlockConverter` of ``L + 1`` lanes
-      whose extra lane gets the anchor word ``max(gexp, base) << M`` (FP16/BF16; golden.gemm
-      step 2) and the row shift ``max(gexp, base) - base``; INT8 activations pass through one
-      register stage;
+    * front end (:class:`~hdl.array.front_end.RowFrontEnd`): per row an
+      :class:`~hdl.arith.act_block.ActBlockConverter` of ``L + 1`` lanes whose extra lane gets
+      the anchor word ``max(gexp, base) << M`` (FP16/BF16; golden.gemm step 2) and the row
+      shift ``max(gexp, base) - base``; INT8 activations pass through one register stage;
     * column tops (:class:`~hdl.array.serializer.StepSerializer`): per column ``L`` term
       encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the special-value register
       shared) and a serializer that sends term ``t = 0 .. T-1`` of the step, one per cycle;
@@ -160,82 +138,21 @@ class SystolicArray(wiring.Component):
         int_pe = cfg.pe_kind == "int"
         A, X = cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
-        payload = self.i_stream.payload
-
         adv = Signal()  # the whole array (serializer, skew, PE inputs) moves together
 
-        # ---- front end ------------------------------------------------------------------
-        fe_ready = Signal()  # the serializer takes the front end's output
-        fe_valid = Signal()
-        fe_en = Signal()
-        m.d.comb += fe_en.eq(fe_ready | ~fe_valid)
-
+        # ---- row front end and drain (the drain holds the tiles' row floors) -------------------
+        m.submodules.front_end = fe = RowFrontEnd(cfg)
         m.submodules.drain = drain = ArrayDrain(cfg)
-        in_ok = Const(1)
-        if fp:
-            E, M, _ = bfp.float_fields(cfg.act_format)
-            in_ok = drain.base_w_rdy
-            convs = []
-            shifts = []
-            for r in range(R):
-                conv = ActBlockConverter(L + 1, cfg.act_format, cfg.mant_width, cfg.rounding)
-                m.submodules[f"conv{r}"] = conv
-                convs.append(conv)
-                gexp, base = payload.gexp[r], payload.base[r]
-                anchor = Signal(E, name=f"anchor{r}")
-                m.d.comb += anchor.eq(Mux(gexp > base, gexp, base))
-                shift = Signal(max(X, 1), name=f"shift{r}")
-                m.d.comb += shift.eq(anchor - base)
-                shifts.append(shift)
-                m.d.comb += [
-                    conv.i_stream.valid.eq(self.i_stream.valid & in_ok),
-                    conv.i_stream.payload.data.eq(
-                        Cat(payload.acts[r], Const(0, M), anchor, Const(0, 16 - M - E))),
-                    conv.o_stream.ready.eq(fe_ready),
-                ]
-            m.d.comb += [fe_valid.eq(convs[0].o_stream.valid),
-                         self.i_stream.ready.eq(convs[0].i_stream.ready & in_ok),
-                         drain.base_w_en.eq(self.i_stream.valid & self.i_stream.ready
-                                            & payload.out_last),
-                         drain.base_w_data.eq(payload.base)]
-            side_in = [payload.codes, payload.sel, payload.group_last, payload.out_last,
-                       Cat(*shifts)]
-            if cfg.scale_bits:
-                side_in.append(payload.scale)
-            stages = cfg.front_end_latency
-            if convs[0].latency != stages:
-                raise AssertionError(f"row converter latency {convs[0].latency} is not "
-                                     f"golden's front end latency {stages}")
-        else:
-            m.d.comb += self.i_stream.ready.eq(fe_en)
-            side_in = [payload.codes, payload.sel, payload.group_last, payload.out_last,
-                       payload.acts]
-            if cfg.scale_bits:
-                side_in.append(payload.scale)
-            stages = 1
-        side = [Signal.like(Cat(v), name=f"side_in{i}") for i, v in enumerate(side_in)]
-        m.d.comb += [s.eq(Cat(v)) for s, v in zip(side, side_in, strict=True)]
-        valid_chain = self.i_stream.valid & self.i_stream.ready
-        for k in range(stages):
-            nxt = [Signal.like(s, name=f"fe{k}_{i}", reset_less=True)
-                   for i, s in enumerate(side)]
-            nvalid = Signal(name=f"fe{k}_valid")
-            with m.If(fe_en):
-                m.d.sync += [n.eq(s) for n, s in zip(nxt, side, strict=True)]
-                m.d.sync += nvalid.eq(valid_chain)
-            side, valid_chain = nxt, nvalid
-        if not fp:
-            m.d.comb += fe_valid.eq(valid_chain)
-        fe_codes = data.View(self._in_layout["codes"].shape, side[0])
-        fe_sel = data.View(self._in_layout["sel"].shape, side[1])
-        fe_gl, fe_ol = side[2], side[3]
-        fe_scale = side[5] if cfg.scale_bits else None
-        if fp:
-            fe_shift = side[4]
-            fe_acts = Cat(*(Cat(conv.o_stream.payload.mant)[:L * A] for conv in convs))
-        else:
-            fe_shift = Const(0, 1)
-            fe_acts = side[4]
+        wiring.connect(m, wiring.flipped(self.i_stream), fe.i_stream)
+        m.d.comb += [drain.base_w_en.eq(fe.base_w_en), drain.base_w_data.eq(fe.base_w_data),
+                     fe.base_w_rdy.eq(drain.base_w_rdy)]
+        front = fe.o_stream.payload
+        fe_valid, fe_ready = fe.o_stream.valid, fe.o_stream.ready
+        fe_codes, fe_sel = front.codes, front.sel
+        fe_gl, fe_ol = front.group_last, front.out_last
+        fe_scale = front.scale if cfg.scale_bits else None
+        fe_acts = front.acts
+        fe_shift = front.shift if fp and X else None
 
         # ---- column tops: encoders and the serializer -----------------------------------------
         m.submodules.serializer = ser = StepSerializer(cfg)
@@ -247,8 +164,8 @@ class SystolicArray(wiring.Component):
         ]
         if fe_scale is not None:
             m.d.comb += ser.scale.eq(fe_scale)
-        if fp and X:
-            m.d.comb += ser.shift.eq(fe_shift[:R * X])
+        if fe_shift is not None:
+            m.d.comb += ser.shift.eq(fe_shift)
         emit = ser.emit
         col_bits = sum(ser.col_widths)
         col_data = [(ser.cols[c * col_bits:(c + 1) * col_bits], list(ser.col_widths))

@@ -85,7 +85,7 @@ from . import pe as gpe
 from . import terms as gterms
 from .checks import check_choice, check_int
 from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
-from .pe_baseline import int_pe_latency, signed_width
+from .pe_baseline import int_pe_latency, int_pe_widths
 
 __all__ = [
     "OUT_FORMATS",
@@ -102,6 +102,7 @@ __all__ = [
     "group_sums",
     "output_values",
     "quantize_activations_int8",
+    "quantize_for_core",
     "scheme_formats",
     "weight_levels",
 ]
@@ -306,19 +307,12 @@ def _check_int_pe_formats(formats) -> None:
 
 
 def int_pe_acc_width(cfg: ArrayConfig) -> int:
-    """The ``int`` PE's output accumulator width, from the extreme products of a
-    ``code_bits`` x ``act_width`` signed multiply (:class:`hdl.pe.baseline.IntPE`)::
-
-        acc_width = signed_width(N G p_lo s_max 2**e_max, N G p_hi s_max 2**e_max)
-
-    ``N`` = max_groups, ``s_max = 2**scale_bits - 1`` (1 without scales), ``e_max =
-    2**act_exp_bits - 1``."""
-    wb, ab = cfg.geometry.code_bits, cfg.act_width
-    corners = [w * a for w in (-(1 << (wb - 1)), (1 << (wb - 1)) - 1)
-               for a in (-(1 << (ab - 1)), (1 << (ab - 1)) - 1)]
-    s_max = (1 << cfg.scale_bits) - 1 if cfg.scale_bits else 1
-    factor = cfg.max_groups * cfg.group_size * s_max * (1 << ((1 << cfg.act_exp_bits) - 1))
-    return signed_width(min(corners) * factor, max(corners) * factor)
+    """The ``int`` PE's output accumulator width (:func:`golden.pe_baseline.int_pe_widths` of
+    a ``code_bits`` x ``act_width`` multiply with the array's scales, shifts and groups)."""
+    return int_pe_widths(lanes=cfg.lanes, weight_bits=cfg.geometry.code_bits,
+                         act_width=cfg.act_width, group_size=cfg.group_size,
+                         scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
+                         max_groups=cfg.max_groups)["acc"]
 
 
 def scheme_formats(scheme) -> tuple[str, ...]:
@@ -395,6 +389,17 @@ def core_tensor(qt):
     if qt.scale_format == "e8m0":
         qt = _mx_as_int8(qt)
     return qt
+
+
+def quantize_for_core(w, scheme, group_size: int | None = None):
+    """Quantize ``w`` ``[N, K]`` with ``scheme`` the way the core takes it: INT8 group scales
+    (MX schemes: their E8M0 block scales), then :func:`core_tensor`. ``group_size`` None: the
+    scheme's own."""
+    from .quantize import get_scheme, quantize  # quantize is a peer; imported when asked
+
+    mx = get_scheme(scheme).kind == "mx"
+    return core_tensor(quantize(w, scheme, group_size=group_size,
+                                scale_format="e8m0" if mx else "int8"))
 
 
 def _mx_as_int8(qt):

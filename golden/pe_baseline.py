@@ -81,6 +81,33 @@ def signed_width(lo: int, hi: int) -> int:
     return max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length()) + 1
 
 
+def int_pe_widths(*, lanes: int, weight_bits: int, act_width: int, group_size: int,
+                  scale_bits: int, exp_bits: int, max_groups: int) -> dict[str, int]:
+    """Tight two's-complement widths of the integer PE (:class:`hdl.pe.baseline.IntPE`), from
+    the extreme products ``p_lo, p_hi`` of an ``int(weight_bits) x int(act_width)``
+    multiply, ``s_max = 2**scale_bits - 1`` (1 without scales), ``e_max = 2**exp_bits - 1``::
+
+        product = signed_width(p_lo, p_hi)
+        tree    = signed_width(L p_lo, L p_hi)
+        group   = signed_width(G p_lo, G p_hi)
+        dequant = signed_width(G p_lo s_max, G p_hi s_max)
+        acc     = signed_width(N G p_lo s_max 2**e_max, N G p_hi s_max 2**e_max)
+    """
+    w_lo, w_hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    a_lo, a_hi = -(1 << (act_width - 1)), (1 << (act_width - 1)) - 1
+    corners = [w_lo * a_lo, w_lo * a_hi, w_hi * a_lo, w_hi * a_hi]
+    p_lo, p_hi = min(corners), max(corners)
+    s_max = (1 << scale_bits) - 1 if scale_bits else 1
+    shift = 1 << ((1 << exp_bits) - 1)
+    G = group_size
+    return {"product": signed_width(p_lo, p_hi),
+            "tree": signed_width(lanes * p_lo, lanes * p_hi),
+            "group": signed_width(G * p_lo, G * p_hi),
+            "dequant": signed_width(G * p_lo * s_max, G * p_hi * s_max),
+            "acc": signed_width(max_groups * G * p_lo * s_max * shift,
+                                max_groups * G * p_hi * s_max * shift)}
+
+
 def int_pe_latency(scale_bits: int) -> int:
     """Cycles from the out_last payload to its output: products, tree, group accumulator,
     ``scale_bits`` dequant steps, output register."""

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from bitmod.golden import gemm as ggemm
-from bitmod.golden.quantize import QuantizedTensor, get_scheme, quantize
+from bitmod.golden.quantize import QuantizedTensor
 
 __all__ = [
     "LayerCall",
@@ -81,13 +81,10 @@ def quantize_layer_weights(weights: Mapping[str, np.ndarray], scheme: str,
     MX scales as power-of-two codes; the same weights). Raises ``ValueError`` naming the scheme
     or layer the datapath does not run.
     """
-    mx = get_scheme(scheme).kind == "mx"
     out = {}
     for name, w in weights.items():
-        qt = quantize(np.asarray(w, dtype=np.float64), scheme, group_size=group_size,
-                      scale_format="e8m0" if mx else "int8")
         try:
-            qt = ggemm.core_tensor(qt)
+            qt = ggemm.quantize_for_core(np.asarray(w, dtype=np.float64), scheme, group_size)
         except ValueError as error:
             raise ValueError(f"layer {name}: {error}") from None
         ggemm.check_weights(qt)

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -286,11 +287,12 @@ class _GoldenSerial(LoopbackTransport):
     board defaults) behind its link, or silence (``answer=False``: a board at another baud)."""
 
     answer = True
+    options: ClassVar[dict] = {}  # BuildConfig fields of the bitstream beyond the board's defaults
 
     def __init__(self, port, baudrate=115_200):
         from bitmod.fpga.build import BuildConfig
 
-        config = BuildConfig("icebreaker")
+        config = BuildConfig("icebreaker", **self.options)
         bus = gcore.CoreBusModel(config.core, config.link)
         super().__init__(protocol.BridgeModel(bus, config.link.max_payload))
 
@@ -308,6 +310,19 @@ def _cli(monkeypatch, capsys, *argv, answer=True):
     status = cli.main(["run", "--port", "/dev/fake", "--board", "icebreaker", *argv])
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def test_cli_run_asymmetric_weights_on_int_pes(monkeypatch, capsys):
+    """A bitstream of int PEs built for int4_asym (zero points folded into int5 levels): run
+    takes the scheme and the PE kind from the board and quantizes the way the core runs it
+    (golden.gemm.quantize_for_core), bit-exact."""
+    monkeypatch.setattr(_GoldenSerial, "options", {"scheme": "int4_asym", "pe": "int"})
+    status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32")
+    assert status == 0, err
+    assert "--scheme int4_asym" in err and "--pe int" in err and "bit-exact:  yes" in out
+    status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32", "--json")
+    report = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert status == 0 and report["bit_exact"] and report["scheme"] == "int4_asym"
 
 
 def test_cli_run_refuses_a_mismatched_array(monkeypatch, capsys):

@@ -439,8 +439,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     from bitmod.golden import gemm as ggemm
     from bitmod.golden.checks import check_choice, check_int, check_number
     from bitmod.golden.core import CoreConfig, job_counters
-    from bitmod.golden.quantize import clamped_groups, get_scheme
-    from bitmod.golden.quantize import quantize as quantize_tensor
+    from bitmod.golden.quantize import clamped_groups
 
     # Validate what needs no data before any work.
     rows, cols = (check_int(f"array {label}", v, 1, ggemm.MAX_DIM)
@@ -468,11 +467,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     m, k = x.shape
     n = w.shape[0]
     progress(f"quantizing {n}x{k} weights with {scheme}")
-    # MX schemes keep their E8M0 block scales; everything else gets INT8 group scales. The
-    # core runs the equivalent tensor of core_tensor (zero points folded, MX scales as codes).
-    mx = get_scheme(scheme).kind == "mx"
-    qt = ggemm.core_tensor(quantize_tensor(w, scheme, group_size=group_size,
-                                           scale_format="e8m0" if mx else "int8"))
+    qt = ggemm.quantize_for_core(w, scheme, group_size)
     try:
         cfg = CoreConfig(rows=rows, cols=cols, lanes=lanes, group_size=qt.group_size,
                          formats=formats, act_format=act, mant_width=mant_width,
@@ -692,7 +687,6 @@ def run(port: str, board: str, *, weights=None, random: tuple[int, int, int] = (
     from bitmod.fpga.build import BuildConfig
     from bitmod.golden import gemm as ggemm
     from bitmod.golden.checks import check_int
-    from bitmod.golden.quantize import quantize as quantize_tensor
     from bitmod.host.accel import Accelerator, compare_with_golden
     from bitmod.host.link import HostLink, SerialTransport
 
@@ -718,7 +712,7 @@ def run(port: str, board: str, *, weights=None, random: tuple[int, int, int] = (
         w = rng.standard_normal((n, k)) / np.sqrt(k)
     n, k = w.shape
     x = rng.standard_normal((m, k))
-    qt = quantize_tensor(w, config.scheme, group_size=core.group_size, scale_format="int8")
+    qt = ggemm.quantize_for_core(w, config.scheme, core.group_size)
     if core.act_format == "int8":
         xq, _ = ggemm.quantize_activations_int8(x)
     else:

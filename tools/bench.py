@@ -17,6 +17,23 @@ BENCH_MODULES = (
 )
 
 
+def report(rows, header: str, format_row, as_json: bool) -> list[dict]:
+    """Print a benchmark's rows as they come (``header`` first), or all of them at the end as
+    strict JSON; returns the rows."""
+    from bitmod.tools.api import dumps_strict
+
+    done = []
+    if not as_json:
+        print(header, flush=True)
+    for row in rows:
+        done.append(row)
+        if not as_json:
+            print(format_row(row), flush=True)
+    if as_json:
+        print(dumps_strict(done))
+    return done
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="run a benchmark and print a table")
     bench_subparsers = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import itertools
 
 from bitmod.fpga.build import BuildConfig, BuildError, build
+from bitmod.fpga.devices import get_device
 from bitmod.golden.gemm import PE_KINDS
-from bitmod.tools.api import dumps_strict
+from bitmod.tools.bench import report
 from bitmod.tools.cli import CLIError, parse_array
 
 HEADER = (f"{'board / device':16s} {'pe':>9s} {'scheme':>8s} {'array':>9s} {'MHz':>6s} "
@@ -100,34 +101,21 @@ def format_row(row: dict) -> str:
             f"{row['peak_gmacs']:7.3f} {row['seconds']:5.0f}")
 
 
-def _bench(args) -> int:
-    configs = plan(args)
-    rows = []
-    if not args.json:
-        print(HEADER, flush=True)
+def _rows(args, configs):
+    """Each point's row as it is built, then the DSP ceilings of the grid's devices."""
     devices = []
     for config in configs:
-        row = build_row(config)
-        rows.append(row)
-        if not args.json:
-            print(format_row(row), flush=True)
+        yield build_row(config)
         if config.target.device not in devices:
             devices.append(config.target.device)
     if not args.no_ceiling:
-        with_dsps = [d for d in devices if _dsps(d)]
-        for row in ceiling_rows(with_dsps, args.ceiling_clock, 1):
-            rows.append(row)
-            if not args.json:
-                print(format_row(row), flush=True)
-    if args.json:
-        print(dumps_strict(rows))
+        with_dsps = [name for name in devices if get_device(name).dsps]
+        yield from ceiling_rows(with_dsps, args.ceiling_clock, 1)
+
+
+def _bench(args) -> int:
+    rows = report(_rows(args, plan(args)), HEADER, format_row, args.json)
     return 1 if any("error" in row for row in rows) else 0
-
-
-def _dsps(device_name: str) -> int:
-    from bitmod.fpga.devices import get_device
-
-    return get_device(device_name).dsps
 
 
 def register(bench_subparsers) -> None:

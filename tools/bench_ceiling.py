@@ -15,7 +15,8 @@ from bitmod.fpga.devices import get_device
 from bitmod.fpga.synth import DoesNotFit, SynthError
 from bitmod.golden.checks import check_number
 from bitmod.golden.dsp_array import DEFAULT_MAX_K, check_params
-from bitmod.tools.api import dumps_strict, synth
+from bitmod.tools.api import synth
+from bitmod.tools.bench import report
 from bitmod.tools.cli import CLIError, parse_array
 
 DEVICES = ("ecp5-85f", "ice40-up5k")
@@ -86,16 +87,8 @@ def format_row(row: dict) -> str:
 def _bench(args) -> int:
     jobs = plan(args.device or list(DEVICES), args.array, args.max_k)
     clock = check_number("--clock", args.clock, positive=True)
-    rows = []
+    rows = report(run(jobs, clock, args.seed), HEADER, format_row, args.json)
     if not args.json:
-        print(HEADER, flush=True)
-    for row in run(jobs, clock, args.seed):
-        rows.append(row)
-        if not args.json:
-            print(format_row(row), flush=True)
-    if args.json:
-        print(dumps_strict(rows))
-    else:
         print(f"(INT8 x INT8, accumulators for K <= {args.max_k}; out of context, wrapper "
               f"cost subtracted; nextpnr target {args.clock:g} MHz, seed {args.seed})")
     return 1 if any("error" in row for row in rows) else 0

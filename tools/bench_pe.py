@@ -24,7 +24,8 @@ from bitmod.fpga.synth import DoesNotFit, SynthError
 from bitmod.golden import terms as gterms
 from bitmod.golden.checks import check_int, check_number
 from bitmod.golden.quantize import get_scheme
-from bitmod.tools.api import dumps_strict, synth
+from bitmod.tools.api import synth
+from bitmod.tools.bench import report
 
 ACT_BITS = 8
 DEVICES = ("ecp5-85f", "ice40-up5k")
@@ -114,15 +115,7 @@ def _bench(args) -> int:
     lanes = [check_int("--lanes", v, 1) for v in args.lanes or LANES]
     devices = [get_device(name).name for name in args.device or DEVICES]
     clock = check_number("--clock", args.clock, positive=True)
-    rows = []
-    if not args.json:
-        print(HEADER, flush=True)
-    for row in run(kinds, lanes, devices, clock):
-        rows.append(row)
-        if not args.json:
-            print(_format(row), flush=True)
-    if args.json:
-        print(dumps_strict(rows))
+    rows = report(run(kinds, lanes, devices, clock), HEADER, _format, args.json)
     return 1 if any("error" in row for row in rows) else 0
 
 

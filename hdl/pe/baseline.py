@@ -21,8 +21,8 @@ from bitmod.golden.checks import check_int
 from bitmod.golden.pe_baseline import (
     MINIFLOAT_PE_LATENCY,
     int_pe_latency,
+    int_pe_widths,
     minifloat_block_width,
-    signed_width,
 )
 from bitmod.hdl.arith.minifloat_mul import MinifloatMultiplier, operand_geometry
 
@@ -129,19 +129,14 @@ class IntPE(wiring.Component):
         self._exp_bits = check_int("exp_bits", exp_bits, 0, MAX_EXP_BITS)
         self._max_groups = check_int("max_groups", max_groups, 1)
 
-        w_lo, w_hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
-        a_lo, a_hi = -(1 << (act_width - 1)), (1 << (act_width - 1)) - 1
-        corners = [w_lo * a_lo, w_lo * a_hi, w_hi * a_lo, w_hi * a_hi]
-        p_lo, p_hi = min(corners), max(corners)
-        s_max = (1 << scale_bits) - 1 if scale_bits else 1
-        shift = (1 << ((1 << exp_bits) - 1))
-        G = group_size
-        self._product_width = signed_width(p_lo, p_hi)
-        self._tree_width = signed_width(lanes * p_lo, lanes * p_hi)
-        self._group_width = signed_width(G * p_lo, G * p_hi)
-        self._dequant_width = signed_width(G * p_lo * s_max, G * p_hi * s_max)
-        required = signed_width(max_groups * G * p_lo * s_max * shift,
-                                max_groups * G * p_hi * s_max * shift)
+        widths = int_pe_widths(lanes=lanes, weight_bits=weight_bits, act_width=act_width,
+                               group_size=group_size, scale_bits=scale_bits, exp_bits=exp_bits,
+                               max_groups=max_groups)
+        self._product_width = widths["product"]
+        self._tree_width = widths["tree"]
+        self._group_width = widths["group"]
+        self._dequant_width = widths["dequant"]
+        required = widths["acc"]
         self._acc_width = _check_acc_width(acc_width, required)
 
         self._in_layout = data.StructLayout({

@@ -19,6 +19,9 @@ tool fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from bitmod.fpga.devices import get_device
 from bitmod.fpga.synth import DoesNotFit, SynthError
 from bitmod.golden import terms as gterms
@@ -31,29 +34,60 @@ ACT_BITS = 8
 DEVICES = ("ecp5-85f", "ice40-up5k")
 LANES = (4, 8, 16)
 
-# kind -> list of (label, component, scheme, params without lanes)
+@dataclass(frozen=True)
+class BenchConfig:
+    """One PE configuration of the benchmark (the lane count is added per row).
+
+    Attributes
+    ----------
+    label : str
+        What the ``weights`` column shows.
+    component : str
+        The registry name (:mod:`bitmod.hdl.registry`) synthesised.
+    scheme : str
+        The weight scheme (sets the component's weight format and ``w_bits``).
+    params : dict
+        Component parameters besides ``lanes``.
+    cycles_per_step : callable or None
+        ``cycles_per_step(w_bits, a_bits)``: cycles one weight-step of ``lanes`` weights takes
+        (``MACs/cycle = lanes / cycles``); ``None``: the bit-serial PE's terms per weight.
+    """
+
+    label: str
+    component: str
+    scheme: str
+    params: dict = field(default_factory=dict)
+    cycles_per_step: Callable[[int, int], int] | None = None
+
+
+def _one_cycle(w_bits: int, a_bits: int) -> int:
+    return 1
+
+
+# kind -> its configurations
 CONFIGS = {
     "bitserial": [
-        ("bitmod4 (FP4 mix)", "bitserial_pe", "bitmod4", {}),
-        ("bitmod3 (FP3 mix)", "bitserial_pe", "bitmod3", {}),
-        ("int4", "bitserial_pe", "int4", {}),
-        ("int8", "bitserial_pe", "int8", {}),
+        BenchConfig("bitmod4 (FP4 mix)", "bitserial_pe", "bitmod4"),
+        BenchConfig("bitmod3 (FP3 mix)", "bitserial_pe", "bitmod3"),
+        BenchConfig("int4", "bitserial_pe", "int4"),
+        BenchConfig("int8", "bitserial_pe", "int8"),
     ],
     "int": [
-        ("int8 x int8", "int_pe", "int8", {}),
-        ("int4 x int8", "int_pe", "int4", {}),
+        BenchConfig("int8 x int8", "int_pe", "int8", cycles_per_step=_one_cycle),
+        BenchConfig("int4 x int8", "int_pe", "int4", cycles_per_step=_one_cycle),
     ],
     "minifloat": [
-        ("e2m1 x e4m3", "minifloat_pe", "fp4", {"a_format": "fp8_e4m3"}),
+        BenchConfig("e2m1 x e4m3", "minifloat_pe", "fp4", {"a_format": "fp8_e4m3"},
+                    cycles_per_step=_one_cycle),
     ],
 }
 
 
-def _terms_per_weight(component: str, scheme: str) -> int:
-    """Cycles per weight-step: the bit-serial PE's terms per weight, 1 for the baselines."""
-    if component != "bitserial_pe":
-        return 1
-    return gterms.terms_per_weight(list(get_scheme(scheme).formats))
+def _cycles_per_step(config: BenchConfig, w_bits: int) -> int:
+    """Cycles per weight-step: the bit-serial PE's terms per weight unless the config says."""
+    if config.cycles_per_step is not None:
+        return config.cycles_per_step(w_bits, ACT_BITS)
+    return gterms.terms_per_weight(list(get_scheme(config.scheme).formats))
 
 
 def run(kinds, lanes_list, devices, clock_mhz: float):
@@ -61,12 +95,13 @@ def run(kinds, lanes_list, devices, clock_mhz: float):
     resources (``over``) for one the device cannot hold, or ``error`` when a tool failed."""
     baseline_ops_per_lut = {}
     for kind in kinds:
-        for label, component, scheme, params in CONFIGS[kind]:
+        for config in CONFIGS[kind]:
+            component, scheme = config.component, config.scheme
             w_bits = get_scheme(scheme).bits
             for lanes in lanes_list:
                 for device in devices:
-                    full = {**params, "lanes": lanes}
-                    row = {"kind": kind, "weights": label, "scheme": scheme, "lanes": lanes,
+                    full = {**config.params, "lanes": lanes}
+                    row = {"kind": kind, "weights": config.label, "scheme": scheme, "lanes": lanes,
                            "device": device}
                     try:
                         result = synth(component, full, scheme=scheme, device=device,
@@ -78,7 +113,7 @@ def run(kinds, lanes_list, devices, clock_mhz: float):
                     except (SynthError, ValueError) as error:
                         yield {**row, "error": str(error).splitlines()[0]}
                         continue
-                    macs = lanes / _terms_per_weight(component, scheme)
+                    macs = lanes / _cycles_per_step(config, w_bits)
                     ops_per_lut = macs * w_bits * ACT_BITS / max(result.lut4, 1)
                     if component == "int_pe" and w_bits == 8:
                         baseline_ops_per_lut[(lanes, device)] = ops_per_lut

@@ -85,7 +85,8 @@ from . import pe as gpe
 from . import terms as gterms
 from .checks import check_choice, check_int
 from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
-from .pe_baseline import int_pe_latency, int_pe_widths
+from .pe_baseline import INT_PE_KIND
+from .pe_kind import PEKind
 
 __all__ = [
     "OUT_FORMATS",
@@ -101,6 +102,7 @@ __all__ = [
     "group_lengths",
     "group_sums",
     "output_values",
+    "pe_kind",
     "quantize_activations_int8",
     "quantize_for_core",
     "scheme_formats",
@@ -110,10 +112,17 @@ __all__ = [
 OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
-# The PE kinds an array holds: the bit-serial term PE (hdl.pe.bitserial.BitSerialPE, any format
-# the term encoder takes) and the bit-parallel integer PE (hdl.pe.baseline.IntPE: L multiplies
-# per cycle, mapped to DSP blocks; one signed integer format).
-PE_KINDS = ("bitserial", "int")
+# The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
+# bit-serial term PE (any format the term encoder takes) and the bit-parallel integer PE (L
+# multiplies per cycle, mapped to DSP blocks; one signed integer format).
+_PE_KINDS = {kind.name: kind for kind in (gpe.PE_KIND, INT_PE_KIND)}
+PE_KINDS = tuple(_PE_KINDS)
+
+
+def pe_kind(name: str) -> PEKind:
+    """The :class:`golden.pe_kind.PEKind` called ``name`` (``ValueError`` lists the kinds)."""
+    check_choice("pe_kind", name, PE_KINDS)
+    return _PE_KINDS[name]
 
 
 @dataclass(frozen=True)
@@ -142,8 +151,9 @@ class DatapathParams:
         Group-scale code bits (8: INT8 second-level scales).
     out_format : {"fp32", "fp16"}
         Drain output format (RNE); ``out_bits`` bits per code.
-    pe_kind : {"bitserial", "int"}
-        :data:`PE_KINDS`: the PE every position of the array holds.
+    pe_kind : str
+        One of :data:`PE_KINDS`: the PE every position of the array holds
+        (:meth:`ArrayConfig.kind` describes it).
     """
 
     rows: int = 2
@@ -190,12 +200,11 @@ class ArrayConfig(DatapathParams):
             put("mant_width", int(self.mant_width))
             put("act_exp_bits", check_int("act_exp_bits", self.act_exp_bits, 0, 6))
         check_choice("out_format", self.out_format, OUT_FORMATS)
-        check_choice("pe_kind", self.pe_kind, PE_KINDS)
+        kind = pe_kind(self.pe_kind)
         pe = self.pe  # validates the PE parameters
         for name in ("lanes", "group_size", "formats", "scale_bits", "max_groups"):
             put(name, getattr(pe, name))
-        if self.pe_kind == "int":
-            _check_int_pe_formats(self.formats)
+        kind.check_formats(self.formats)
         if self.acc_width > MAX_ACC_WIDTH:
             raise ValueError(f"these parameters need a {self.acc_width}-bit accumulator; the "
                              f"drain takes at most {MAX_ACC_WIDTH} bits: lower act_exp_bits "
@@ -211,13 +220,18 @@ class ArrayConfig(DatapathParams):
                             max_groups=self.max_groups)
 
     @property
+    def kind(self) -> PEKind:
+        """The description of the PE kind (:mod:`golden.pe_kind`)."""
+        return _PE_KINDS[self.pe_kind]
+
+    @property
     def geometry(self) -> gterms.TermGeometry:
         return self.pe.geometry
 
     @property
     def terms(self) -> int:
-        """``T``: cycles per weight-step (1 for the bit-parallel ``int`` PE)."""
-        return 1 if self.pe_kind == "int" else self.geometry.terms
+        """``T``: cycles per weight-step (the kind's; 1 for the bit-parallel ``int`` PE)."""
+        return self.kind.cycles_per_step(self)
 
     @property
     def out_bits(self) -> int:
@@ -252,19 +266,15 @@ class ArrayConfig(DatapathParams):
 
     @property
     def dequant_cycles(self) -> int:
-        """``D``: the fewest cycles between two group ends that keep every PE from stalling:
-        the bit-serial dequantizer's ``max(scale_bits, 1)`` steps; the ``int`` PE's
-        ``scale_bits`` steps plus its accumulate cycle (:class:`hdl.pe.baseline.IntPE`)."""
-        if self.pe_kind == "int":
-            return self.scale_bits + 1
-        return self.pe.dequant_cycles
+        """``D``: the fewest cycles between two group ends that keep every PE from stalling
+        (the kind's: the bit-serial dequantizer's ``max(scale_bits, 1)`` steps; the ``int``
+        PE's ``scale_bits`` steps plus its accumulate cycle)."""
+        return self.kind.dequant_cycles(self)
 
     @property
     def acc_width(self) -> int:
-        """The PE's output accumulator width (the drain takes it whole)."""
-        if self.pe_kind == "int":
-            return int_pe_acc_width(self)
-        return self.pe.acc_width
+        """The PE's output accumulator width (the kind's; the drain takes it whole)."""
+        return self.kind.acc_width(self)
 
     # -- pipeline latencies (the RTL asserts them when it elaborates) --------------------------
     @property
@@ -286,33 +296,13 @@ class ArrayConfig(DatapathParams):
         """Cycles from PE (0, 0) receiving a tile's last term to the tile's first output valid:
         PE latency, the column FIFO (write to readable: 2 cycles) and the drain converter
         (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
-        pe_latency = (int_pe_latency(self.scale_bits) if self.pe_kind == "int"
-                      else self.pe.latency)
-        return pe_latency + 2 + TO_FLOAT_LATENCY
+        return self.kind.latency(self) + 2 + TO_FLOAT_LATENCY
 
     @property
     def fill(self) -> int:
         """The array's first-step-to-first-output pipeline latency, as :func:`gemm_cycles`
         takes it: ``front_latency + latency - 1``."""
         return self.front_latency + self.latency - 1
-
-
-def _check_int_pe_formats(formats) -> None:
-    """The ``int`` PE multiplies two's-complement codes: one signed integer (or fixed-point)
-    format, no mixture."""
-    geo = gterms.geometry(list(formats))
-    if len(formats) != 1 or geo.path != "booth" or formats[0].startswith("uint"):
-        raise ValueError(f"the int PE multiplies one signed integer format (int<B>, "
-                         f"int<B>_sym, q<W>_<F>), not {list(formats)}")
-
-
-def int_pe_acc_width(cfg: ArrayConfig) -> int:
-    """The ``int`` PE's output accumulator width (:func:`golden.pe_baseline.int_pe_widths` of
-    a ``code_bits`` x ``act_width`` multiply with the array's scales, shifts and groups)."""
-    return int_pe_widths(lanes=cfg.lanes, weight_bits=cfg.geometry.code_bits,
-                         act_width=cfg.act_width, group_size=cfg.group_size,
-                         scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
-                         max_groups=cfg.max_groups)["acc"]
 
 
 def scheme_formats(scheme) -> tuple[str, ...]:

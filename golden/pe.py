@@ -65,9 +65,10 @@ import numpy as np
 from . import formats as fmts
 from . import terms as gterms
 from .checks import check_int
+from .pe_kind import PEKind
 
 __all__ = [
-    "BitSerialPEModel", "PEConfig", "format_names", "max_term_sum", "pack_pe_payload",
+    "PE_KIND", "BitSerialPEModel", "PEConfig", "format_names", "max_term_sum", "pack_pe_payload",
     "payload_fields", "payload_offsets", "pe_cycles", "pe_reference",
 ]
 
@@ -527,3 +528,31 @@ class BitSerialPEModel:
             out_valid = n_out_valid
             cycle += 1
         return outputs
+
+
+# -- the PE kind (golden.pe_kind) ----------------------------------------------------------------
+def _array_terms(cfg) -> int:
+    return cfg.pe.terms_per_weight
+
+
+def _array_dequant_cycles(cfg) -> int:
+    return cfg.pe.dequant_cycles
+
+
+def _array_latency(cfg) -> int:
+    return cfg.pe.latency
+
+
+def _array_acc_width(cfg) -> int:
+    return cfg.pe.acc_width
+
+
+def _any_term_formats(formats) -> None:
+    """Every format of :mod:`golden.terms` (``PEConfig`` has checked them already)."""
+
+
+PE_KIND = PEKind(
+    name="bitserial",
+    summary="bit-serial term PE (hdl.pe.bitserial): T terms per weight-step, LUTs only",
+    operand="terms", cycles_per_step=_array_terms, dequant_cycles=_array_dequant_cycles,
+    latency=_array_latency, acc_width=_array_acc_width, check_formats=_any_term_formats)

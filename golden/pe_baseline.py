@@ -54,9 +54,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import terms as gterms
 from .minifloat_arith import exact_product, operand_format, product_frac_bits
+from .pe_kind import PEKind
 
 __all__ = [
+    "INT_PE_KIND",
     "MINIFLOAT_PE_LATENCY",
     "int_pe_latency",
     "int_pe_output_cycles",
@@ -269,3 +272,42 @@ def int_pe_output_cycles(group_last, out_last, scale_bits: int) -> np.ndarray:
 def minifloat_pe_output_cycles(out_last) -> np.ndarray:
     """Cycle of each output of the minifloat PE: ``index of its out_last payload + 6``."""
     return np.flatnonzero(np.asarray(out_last, dtype=bool)) + MINIFLOAT_PE_LATENCY
+
+
+# -- the int PE as an array PE kind (golden.pe_kind) ---------------------------------------------
+def _one_cycle(cfg) -> int:
+    return 1
+
+
+def _int_dequant_cycles(cfg) -> int:
+    """``scale_bits`` dequantizer steps plus its accumulate cycle (hdl.pe.baseline.IntPE)."""
+    return cfg.scale_bits + 1
+
+
+def _int_latency(cfg) -> int:
+    return int_pe_latency(cfg.scale_bits)
+
+
+def _int_acc_width(cfg) -> int:
+    """:func:`int_pe_widths` of a ``code_bits x act_width`` multiply with the array's scales,
+    shifts and groups."""
+    return int_pe_widths(lanes=cfg.lanes, weight_bits=cfg.geometry.code_bits,
+                         act_width=cfg.act_width, group_size=cfg.group_size,
+                         scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
+                         max_groups=cfg.max_groups)["acc"]
+
+
+def _check_int_formats(formats) -> None:
+    """The int PE multiplies two's-complement codes: one signed integer (or fixed-point)
+    format, no mixture."""
+    geo = gterms.geometry(list(formats))
+    if len(formats) != 1 or geo.path != "booth" or formats[0].startswith("uint"):
+        raise ValueError(f"the int PE multiplies one signed integer format (int<B>, "
+                         f"int<B>_sym, q<W>_<F>), not {list(formats)}")
+
+
+INT_PE_KIND = PEKind(
+    name="int",
+    summary="bit-parallel integer PE (hdl.pe.baseline.IntPE): L multiplies per cycle, on DSPs",
+    operand="codes", cycles_per_step=_one_cycle, dequant_cycles=_int_dequant_cycles,
+    latency=_int_latency, acc_width=_int_acc_width, check_formats=_check_int_formats)

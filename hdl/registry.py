@@ -18,8 +18,8 @@ import importlib
 import inspect
 from dataclasses import dataclass
 
-__all__ = ["COMPONENTS", "DEFAULT_SCHEME", "Entry", "build_component", "component_class",
-           "component_names", "parameter_names", "resolve_params"]
+__all__ = ["COMPONENTS", "DEFAULT_SCHEME", "Entry", "array_pe_class", "build_component",
+           "component_class", "component_names", "parameter_names", "resolve_params"]
 
 # The scheme a weight-path component gets when neither --scheme nor its format is given.
 DEFAULT_SCHEME = "bitmod4"
@@ -42,23 +42,28 @@ class Entry:
         ``None`` for components without weights.
     scheme : str
         The scheme used when neither ``scheme`` nor the weight parameter is given.
+    pe_kind : str or None
+        For a PE the array can hold: the name of its :class:`golden.pe_kind.PEKind`
+        (:data:`golden.gemm.PE_KINDS`); the class then has ``for_array(config)``, the PE built
+        with an :class:`golden.gemm.ArrayConfig`'s parameters (:func:`array_pe_class`).
     """
 
     target: str
     config: str | None = None
     weights: str | None = None
     scheme: str = DEFAULT_SCHEME
+    pe_kind: str | None = None
 
 
 COMPONENTS = {
     "act_block": Entry("bitmod.hdl.arith.act_block:ActBlockConverter"),
     "bitserial_pe": Entry("bitmod.hdl.pe.bitserial:BitSerialPE", "bitmod.golden.pe:PEConfig",
-                          "formats"),
+                          "formats", pe_kind="bitserial"),
     "core": Entry("bitmod.hdl.array.core:AcceleratorCore", "bitmod.golden.core:CoreConfig",
                   "formats"),
     "dsp_array": Entry("bitmod.hdl.array.dsp_array:DspMacArray"),
     "fixed_cast": Entry("bitmod.hdl.arith.fixed_cast:FixedCast"),
-    "int_pe": Entry("bitmod.hdl.pe.baseline:IntPE", None, "weight_bits", "int8"),
+    "int_pe": Entry("bitmod.hdl.pe.baseline:IntPE", None, "weight_bits", "int8", pe_kind="int"),
     "minifloat_mul": Entry("bitmod.hdl.arith.minifloat_mul:MinifloatMultiplier"),
     "minifloat_pe": Entry("bitmod.hdl.pe.baseline:MinifloatPE", None, "w_format", "fp4"),
     "requant": Entry("bitmod.hdl.arith.requant:Requantizer"),
@@ -80,6 +85,16 @@ def _entry(name: str) -> Entry:
     except KeyError:
         raise ValueError(f"unknown component {name!r}; known components: "
                          f"{', '.join(component_names())}") from None
+
+
+def array_pe_class(kind: str) -> type:
+    """The PE class registered for the array PE kind ``kind`` (an :class:`Entry` whose
+    ``pe_kind`` is ``kind``); ``ValueError`` when no component or more than one is."""
+    names = [name for name, entry in COMPONENTS.items() if entry.pe_kind == kind]
+    if len(names) != 1:
+        raise ValueError(f"PE kind {kind!r} has {len(names)} registered PEs ({names}); it "
+                         f"needs exactly one registry entry with pe_kind={kind!r}")
+    return _load(COMPONENTS[names[0]].target)
 
 
 def _load(target: str):

@@ -12,10 +12,9 @@ from amaranth.lib.wiring import In, Out
 
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
-from bitmod.hdl.pe.baseline import IntPE
-from bitmod.hdl.pe.bitserial import BitSerialPE
 
 from ..common import read_only
+from ..registry import array_pe_class
 from .drain import ArrayDrain
 from .front_end import RowFrontEnd, step_layout
 from .serializer import StepSerializer
@@ -121,21 +120,24 @@ class SystolicArray(wiring.Component):
         return self._cfg.latency
 
     def _make_pe(self):
-        """One PE of the array's kind (:data:`golden.gemm.PE_KINDS`), with the array's
-        accumulator width (:attr:`golden.gemm.ArrayConfig.acc_width`)."""
+        """One PE of the array's kind: the class registered for it (``hdl/registry.py``,
+        ``pe_kind``) built by its ``for_array``; its latency and output width must be the
+        ones golden's kind description gives (:attr:`golden.gemm.ArrayConfig.kind`)."""
         cfg = self._cfg
-        if cfg.pe_kind == "int":
-            return IntPE(lanes=cfg.lanes, weight_bits=cfg.geometry.code_bits,
-                         act_width=cfg.act_width, group_size=cfg.group_size,
-                         scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
-                         max_groups=cfg.max_groups, acc_width=cfg.acc_width)
-        return BitSerialPE(cfg.pe)
+        pe = array_pe_class(cfg.pe_kind).for_array(cfg)
+        acc_width = len(pe.o_stream.payload.acc)
+        if pe.latency != cfg.kind.latency(cfg) or acc_width != cfg.acc_width:
+            raise AssertionError(
+                f"{type(pe).__name__}: latency {pe.latency}, accumulator {acc_width} bits; "
+                f"golden's PE kind {cfg.pe_kind!r} says {cfg.kind.latency(cfg)}, "
+                f"{cfg.acc_width}")
+        return pe
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
         R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
-        int_pe = cfg.pe_kind == "int"
+        raw_codes = cfg.kind.operand == "codes"  # else encoder terms with the term index t
         A, X = cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
         adv = Signal()  # the whole array (serializer, skew, PE inputs) moves together
@@ -218,7 +220,7 @@ class SystolicArray(wiring.Component):
                 p = pe.i_stream.payload
                 m.d.comb += [pe.i_stream.valid.eq(valid & adv), p.group_last.eq(gl),
                              p.out_last.eq(ol), p.acts.eq(row_at[r][c][:L * A]),
-                             (p.weights if int_pe else p.terms).eq(terms)]
+                             (p.weights if raw_codes else p.terms).eq(terms)]
                 if T > 1:
                     m.d.comb += p.t.eq(t)
                 if cfg.scale_bits:

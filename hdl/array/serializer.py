@@ -64,7 +64,7 @@ class StepSerializer(wiring.Component):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
         self._config = cfg = config
         geo = cfg.geometry
-        self._lane_bits = geo.code_bits if cfg.pe_kind == "int" else geo.exp_bits + 2
+        self._lane_bits = geo.code_bits if cfg.kind.operand == "codes" else geo.exp_bits + 2
         fp = cfg.act_format != "int8"
         self._shift_width = cfg.act_exp_bits if fp else 0
         self._col_widths = ((cfg.terms - 1).bit_length() if cfg.terms > 1 else 0, 1, 1,
@@ -146,7 +146,7 @@ class StepSerializer(wiring.Component):
         for c in range(cfg.cols):
             column = []
             for lane in range(cfg.lanes):
-                if cfg.pe_kind == "int":  # the int PE multiplies the code itself
+                if cfg.kind.operand == "codes":  # e.g. the int PE multiplies the code itself
                     column.append(self.codes[c][lane])
                     continue
                 enc = TermEncoderCore(list(cfg.formats))

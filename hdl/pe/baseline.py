@@ -153,6 +153,17 @@ class IntPE(wiring.Component):
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
 
+    @classmethod
+    def for_array(cls, config) -> IntPE:
+        """The PE every position of an array built with ``config`` (a
+        :class:`golden.gemm.ArrayConfig` of kind ``"int"``) holds: ``code_bits`` x
+        ``act_width`` multiplies with the array's lanes, groups, scales, shifts and accumulator
+        width."""
+        return cls(lanes=config.lanes, weight_bits=config.geometry.code_bits,
+                   act_width=config.act_width, group_size=config.group_size,
+                   scale_bits=config.scale_bits, exp_bits=config.act_exp_bits,
+                   max_groups=config.max_groups, acc_width=config.acc_width)
+
     @property
     def group_cycles(self) -> int:
         """Cycles of a full group: one weight-step (``L`` weights) per cycle."""

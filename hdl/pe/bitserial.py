@@ -206,6 +206,12 @@ class BitSerialPE(wiring.Component):
         super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
                           "o_stream": Out(stream.Signature(self._out_layout))})
 
+    @classmethod
+    def for_array(cls, config) -> BitSerialPE:
+        """The PE every position of an array built with ``config`` (a
+        :class:`golden.gemm.ArrayConfig` of kind ``"bitserial"``) holds: ``config.pe``."""
+        return cls(config.pe)
+
     config = property(lambda self: self._cfg, doc="The :class:`golden.pe.PEConfig`.")
     lane_width = property(lambda self: self._lane_width,
                           doc="``A + 2**X - 1``: width of a prepared lane value.")

@@ -1,0 +1,113 @@
+"""PE kinds as plug-ins (golden/pe_kind.py): golden's description, the registered RTL PE and the
+array built from them agree; a kind registered at run time runs in the array bit-exactly."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from bitmod.golden import gemm as ggemm
+from bitmod.golden.pe_baseline import INT_PE_KIND
+from bitmod.golden.pe_kind import PEKind
+from bitmod.golden.quantize import quantize
+from bitmod.hdl import registry
+from bitmod.hdl.array import SystolicArray
+from bitmod.sim.amaranth_sim import run_simulation, stream_get
+from bitmod.sim.array_driver import expected_codes, gemm_stream, pack_steps, special_register
+
+# Per kind: array parameters it runs (one INT8 and one FP16 configuration each).
+CONFIGS = [
+    dict(lanes=4, group_size=16, formats="int4_sym"),
+    dict(lanes=8, group_size=64, formats="int8_sym", act_format="fp16", mant_width=10,
+         act_exp_bits=3, max_groups=32),
+]
+
+
+@pytest.mark.parametrize("kind", ggemm.PE_KINDS)
+@pytest.mark.parametrize("params", CONFIGS)
+def test_registered_pe_matches_golden_kind(kind, params):
+    """The one registered PE of every kind, built by ``for_array``, has golden's latency and
+    accumulator width, and the payload fields of its operand."""
+    cfg = ggemm.ArrayConfig(pe_kind=kind, **params)
+    assert cfg.kind is ggemm.pe_kind(kind) and cfg.kind.name == kind
+    pe = registry.array_pe_class(kind).for_array(cfg)
+    assert pe.latency == cfg.kind.latency(cfg)
+    assert len(pe.o_stream.payload.acc) == cfg.kind.acc_width(cfg) == cfg.acc_width
+    fields = set(pe.i_stream.payload.shape().members)
+    operand_fields = {"terms": {"terms", "acts"}, "codes": {"weights", "acts"}}[cfg.kind.operand]
+    assert operand_fields <= fields
+    assert cfg.terms == cfg.kind.cycles_per_step(cfg)
+    if kind == "int":
+        assert cfg.terms == 1 and cfg.dequant_cycles == cfg.scale_bits + 1
+    else:
+        assert cfg.terms == cfg.geometry.terms and cfg.dequant_cycles == cfg.pe.dequant_cycles
+
+
+def test_bad_kinds_are_named():
+    with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int, not 'nope'"):
+        ggemm.ArrayConfig(pe_kind="nope")
+    with pytest.raises(ValueError, match="'nope' has 0 registered PEs"):
+        registry.array_pe_class("nope")
+    with pytest.raises(ValueError, match="operand must be one of"):
+        dataclasses.replace(INT_PE_KIND, operand="planes")
+    with pytest.raises(ValueError, match="the int PE multiplies one signed integer format"):
+        ggemm.ArrayConfig(pe_kind="int", formats=("fp4",))
+
+
+@pytest.fixture
+def twin_kind(monkeypatch):
+    """Registers ``int_twin``: golden's int description under a new name and an IntPE entry
+    naming it, the two places a new kind is added."""
+    def register(kind: PEKind):
+        monkeypatch.setitem(ggemm._PE_KINDS, kind.name, kind)
+        monkeypatch.setattr(ggemm, "PE_KINDS", tuple(ggemm._PE_KINDS))
+        monkeypatch.setitem(registry.COMPONENTS, f"{kind.name}_pe", registry.Entry(
+            "bitmod.hdl.pe.baseline:IntPE", None, "weight_bits", "int8", pe_kind=kind.name))
+        return kind.name
+    return register
+
+
+def test_a_kind_registered_at_run_time_runs_in_the_array(twin_kind):
+    """One tile through the Amaranth simulator on a 2 x 2 array of the new kind equals golden
+    ``gemm``; nothing in the array, the serializer or the configuration names the kind."""
+    name = twin_kind(dataclasses.replace(INT_PE_KIND, name="int_twin"))
+    params = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int4_sym",
+                  act_format="int8", pe_kind=name)
+    cfg = ggemm.ArrayConfig(**params)
+    rng = np.random.default_rng(5)
+    qt = quantize(rng.standard_normal((2, 20)), "int4", group_size=16, scale_format="int8")
+    xq, act_scale = ggemm.quantize_activations_int8(rng.standard_normal((2, 20)))
+    result = ggemm.gemm(xq, qt, cfg, act_scale)
+    acts = ggemm.act_mantissas(xq, cfg)
+    assert cfg.terms == 1 and cfg.kind.name == name
+    dut = SystolicArray(cfg)
+    steps, tiles = gemm_stream(cfg, acts, qt)
+    words = pack_steps(cfg, steps)
+    expected = expected_codes(cfg, result, tiles)
+    got = []
+
+    async def producer(ctx):
+        ctx.set(dut.special_values, special_register(cfg))
+        for word in words:
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(dut.i_stream.payload.as_value(), word)
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        for _ in range(len(expected)):
+            got.append((await stream_get(ctx, dut.o_stream)).code)
+
+    run_simulation(dut, [producer, consumer], deadline=2e-5)
+    assert any(expected), "an all-zero tile would prove little"
+    assert (np.array(got, dtype=object) == expected).all(), (got, expected)
+
+
+def test_a_kind_whose_description_disagrees_with_its_pe_is_refused(twin_kind):
+    """The array checks the registered PE against golden's description when it elaborates."""
+    name = twin_kind(dataclasses.replace(INT_PE_KIND, name="int_liar",
+                                         latency=lambda cfg: 99))
+    cfg = ggemm.ArrayConfig(rows=1, cols=1, formats="int4_sym", pe_kind=name)
+    with pytest.raises(AssertionError, match="golden's PE kind 'int_liar' says 99"):
+        Fragment.get(SystolicArray(cfg), None)

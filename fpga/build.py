@@ -71,8 +71,9 @@ class BuildConfig:
     rows, cols, lanes : int
         The array (board default: the largest measured to meet timing).
     pe : str
-        PE kind (:data:`golden.gemm.PE_KINDS`): ``"bitserial"`` or ``"int"`` (bit-parallel
-        multipliers, DSP blocks where the device has them).
+        PE kind (:data:`golden.gemm.PE_KINDS`): ``"bitserial"``, ``"int"`` (bit-parallel
+        multipliers, DSP blocks where the device has them) or ``"minifloat"`` (exact minifloat
+        products, MX schemes).
     clock_mhz : float
         Requested core clock; the PLL's achieved clock is :attr:`achieved_mhz`.
     act : str

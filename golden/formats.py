@@ -15,6 +15,8 @@ Families
 * :class:`ExtendedFormat`: a base format whose redundant -0 code decodes to a special value
   (the BitMoD ER/EA types).
 * :class:`FixedPoint`: ``ap_fixed`` fixed point, built on :mod:`golden.fixedpoint`.
+* :class:`KHotFormat`: K-hot integers (QFX): the integers of ``[-128, 128]`` that are a sum
+  of at most K signed powers of two, as a sign and an index of the magnitude.
 
 Adding a format is one registry line (:func:`_register`) or, for a new family, one subclass
 that defines ``_decode_valid`` and ``_key``; encoding, enumeration and naming are inherited.
@@ -24,7 +26,7 @@ Registered names (:func:`names`)
 ``int2``..``int8``, ``uint2``..``uint8``, ``int2_sym``..``int8_sym``, ``binary``, ``ternary``,
 ``fp3``, ``fp4``, ``flint4``, ``fp3_{er,ea}_{pos,neg}``, ``fp4_{er,ea}_{pos,neg}``,
 ``fp4_e2m1``, ``fp6_e3m2``, ``fp6_e2m3``, ``fp8_e4m3``, ``fp8_e5m2``, ``e8m0``, ``fp16``,
-``bf16``, ``fp32``.
+``bf16``, ``fp32``, ``khot1``, ``khot2``, ``khot3``.
 
 Grammar of parametrised names (:func:`get`, case-insensitive)
 -------------------------------------------------------------
@@ -99,6 +101,28 @@ Table formats (code -> value):
 Integers: ``int<B>`` is B-bit two's complement (code c >= 2**(B-1) means c - 2**B), ``uint<B>``
 is the plain binary value. Fixed point: the two's-complement (or unsigned) integer times
 ``2**-F``.
+
+K-hot (``khot<K>``, :class:`KHotFormat`; QFX restricts a weight to K signed power-of-two terms):
+the levels are the integers ``v`` with ``|v| <= 128`` that are a sum of at most K terms
+``+-2**e``. The fewest terms an integer needs is the number of nonzero digits of its
+non-adjacent form (:func:`naf_digits`), and the NAF of a magnitude up to 128 has its digits at
+positions 0..7, so every term exponent is 0..7. The *magnitudes* (:attr:`KHotFormat.magnitudes`)
+are the K-hot values in ``0 .. 128``, ascending. A code is sign-magnitude, ``S | index``: the
+sign bit on top, below it ``index_bits = bit_length(len(magnitudes) - 1)`` bits holding the
+position of ``|v|`` in the magnitude list; ``(-1)**S * magnitudes[index]``. Indices beyond the
+list and the sign-only code decode to zero (``-0.0`` when S is set) and are never produced by
+encode. ``ties="even"`` goes to the even index, round half to even of the integers (where the
+index is the magnitude).
+
+=====  ==========  ======  ====  ==============  ==============================
+name   magnitudes  levels  bits  unused indices  largest step between levels
+=====  ==========  ======  ====  ==============  ==============================
+khot1  9           17      5     9..15           64 (64 to 128)
+khot2  45          89      7     45..63          16 (80 to 96 to 112)
+khot3  105         209     8     105..127        4 (84 to 88 to 92, 100 to 108)
+=====  ==========  ======  ====  ==============  ==============================
+
+K = 4 would hold every integer of ``[-128, 128]`` (257 levels, 9-bit codes): that is INT9.
 
 Decoding
 --------
@@ -192,11 +216,13 @@ __all__ = [
     "FixedPoint",
     "Format",
     "IntFormat",
+    "KHotFormat",
     "MiniFloat",
     "TableFormat",
     "bitmod_candidates",
     "floor_log2",
     "get",
+    "naf_digits",
     "names",
 ]
 
@@ -772,6 +798,71 @@ class TableFormat(Format):
         return f"TableFormat({self.name!r}, {list(self.values)})"
 
 
+def naf_digits(value: int) -> list[int]:
+    """Non-adjacent form of an integer: digits in {-1, 0, +1}, LSB first, no two adjacent ones
+    nonzero, ``value == sum(d * 2**i)``; it is unique and has the fewest nonzero digits of any
+    signed-digit form (so its nonzero count is the fewest powers of two summing to ``value``).
+
+    Digit ``i`` of an odd remainder ``r`` is ``2 - (r mod 4)`` (+1 for ``r = 1 mod 4``, -1 for
+    ``3 mod 4``), which leaves ``r - d`` divisible by 4, so the next digit is zero.
+    """
+    r = check_int("value", value)
+    digits = []
+    while r:
+        d = 2 - (r % 4) if r % 2 else 0
+        digits.append(d)
+        r = (r - d) // 2
+    return digits
+
+
+KHOT_MAX_TERMS = 3  # khot4 would be every integer of [-128, 128]: 9-bit codes (INT9)
+KHOT_MAX_MAGNITUDE = 1 << 7  # levels in [-128, 128]: term exponents 0..7
+
+
+class KHotFormat(Format):
+    """K-hot integers (QFX): ``|v| <= 128`` and ``v`` a sum of at most ``terms`` powers of two.
+
+    Code ``S | index`` (sign on top): ``(-1)**S * magnitudes[index]``, zero for an index beyond
+    the list (module docstring, K-hot). ``bits = 1 + bit_length(len(magnitudes) - 1)``: 5, 7, 8
+    for K = 1, 2, 3.
+
+    Parameters
+    ----------
+    terms : int
+        ``K``, 1..3.
+    name : str, optional
+        Defaults to ``khot<K>``.
+
+    Attributes
+    ----------
+    terms : int
+        ``K``.
+    magnitudes : tuple of int
+        The K-hot magnitudes ``0 .. 128`` in ascending order; the code's index field picks one.
+    index_bits : int
+        Width of the index field (the code without its sign bit).
+    """
+
+    def __init__(self, terms: int, *, name: str | None = None):
+        self.terms = check_int("terms", terms, 1, KHOT_MAX_TERMS)
+        self.magnitudes = tuple(m for m in range(KHOT_MAX_MAGNITUDE + 1)
+                                if sum(d != 0 for d in naf_digits(m)) <= self.terms)
+        self.index_bits = (len(self.magnitudes) - 1).bit_length()
+        super().__init__(name or f"khot{self.terms}", 1 + self.index_bits, True)
+
+    def _key(self):
+        return (self.terms,)
+
+    def _decode_valid(self, c):
+        table = np.zeros(1 << self.index_bits)
+        table[:len(self.magnitudes)] = self.magnitudes
+        magnitude = table[c & ((1 << self.index_bits) - 1)]
+        return np.where(c >> self.index_bits == 1, -magnitude, magnitude)
+
+    def __repr__(self):
+        return f"KHotFormat(terms={self.terms}, name={self.name!r})"
+
+
 class _BinaryFormat(TableFormat):
     """{-1, +1} (code 0 -> -1, 1 -> +1); x >= 0 -> +1 whatever the tie rule."""
 
@@ -1035,6 +1126,8 @@ _register("e8m0", ExponentFormat, 8)
 _register("fp16", MiniFloat, 5, 10)
 _register("bf16", MiniFloat, 8, 7)
 _register("fp32", MiniFloat, 8, 23)
+for _k in range(1, KHOT_MAX_TERMS + 1):
+    _register(f"khot{_k}", KHotFormat, _k)
 
 
 def _parse_fixed(m: re.Match) -> Format:

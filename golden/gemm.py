@@ -85,7 +85,7 @@ from . import pe as gpe
 from . import terms as gterms
 from .checks import check_choice, check_int
 from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
-from .pe_baseline import INT_PE_KIND
+from .pe_baseline import INT_PE_KIND, MINIFLOAT_PE_KIND
 from .pe_kind import PEKind
 
 __all__ = [
@@ -113,9 +113,10 @@ OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
-# bit-serial term PE (any format the term encoder takes) and the bit-parallel integer PE (L
-# multiplies per cycle, mapped to DSP blocks; one signed integer format).
-_PE_KINDS = {kind.name: kind for kind in (gpe.PE_KIND, INT_PE_KIND)}
+# bit-serial term PE (any format the term encoder takes), the bit-parallel integer PE (L
+# multiplies per cycle, mapped to DSP blocks; one signed integer format) and the exact
+# minifloat PE (L minifloat x integer products per cycle; power-of-two group scales).
+_PE_KINDS = {kind.name: kind for kind in (gpe.PE_KIND, INT_PE_KIND, MINIFLOAT_PE_KIND)}
 PE_KINDS = tuple(_PE_KINDS)
 
 
@@ -204,7 +205,7 @@ class ArrayConfig(DatapathParams):
         pe = self.pe  # validates the PE parameters
         for name in ("lanes", "group_size", "formats", "scale_bits", "max_groups"):
             put(name, getattr(pe, name))
-        kind.check_formats(self.formats)
+        kind.check(self)
         if self.acc_width > MAX_ACC_WIDTH:
             raise ValueError(f"these parameters need a {self.acc_width}-bit accumulator; the "
                              f"drain takes at most {MAX_ACC_WIDTH} bits: lower act_exp_bits "
@@ -456,6 +457,20 @@ def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
         if qt.n_groups > cfg.max_groups:
             raise ValueError(f"K = {qt.shape[1]} has {qt.n_groups} groups; the core "
                              f"accumulates at most max_groups = {cfg.max_groups}")
+        if cfg.kind.scale == "shift":
+            _check_power_of_two_scales(qt, cfg)
+
+
+def _check_power_of_two_scales(qt, cfg: ArrayConfig) -> None:
+    """A PE kind that shifts by the group scale (:attr:`golden.pe_kind.PEKind.scale`) needs
+    every group-scale code to be ``2**j`` (MX block scales, :func:`core_tensor`)."""
+    codes = np.asarray(qt.scale_codes if qt.scale_codes is not None else [], dtype=np.int64)
+    bad = codes[(codes <= 0) | (codes & (codes - 1) != 0)]
+    if codes.size == 0 or bad.size:
+        example = f" such as {int(bad[0])}" if bad.size else ""
+        raise ValueError(f"scheme {qt.scheme!r}: the {cfg.pe_kind} PE shifts by power-of-two "
+                         f"group scales (MX schemes: mxfp4, mxfp6, mxfp8, mxint8); these scale "
+                         f"codes are not powers of two{example}")
 
 
 def group_lengths(k: int, group_size: int) -> list[int]:

@@ -547,7 +547,7 @@ def _array_acc_width(cfg) -> int:
     return cfg.pe.acc_width
 
 
-def _any_term_formats(formats) -> None:
+def _any_term_formats(cfg) -> None:
     """Every format of :mod:`golden.terms` (``PEConfig`` has checked them already)."""
 
 
@@ -555,4 +555,4 @@ PE_KIND = PEKind(
     name="bitserial",
     summary="bit-serial term PE (hdl.pe.bitserial): T terms per weight-step, LUTs only",
     operand="terms", cycles_per_step=_array_terms, dequant_cycles=_array_dequant_cycles,
-    latency=_array_latency, acc_width=_array_acc_width, check_formats=_any_term_formats)
+    latency=_array_latency, acc_width=_array_acc_width, check=_any_term_formats)

@@ -2,8 +2,9 @@
 
 Bit-exact twins of :class:`hdl.pe.baseline.IntPE` and :class:`hdl.pe.baseline.MinifloatPE`, the
 two baselines the bit-serial PE (:mod:`golden.pe`) is measured against. Both follow the stream
-contract of the bit-serial PE: one payload per cycle carries ``L`` lanes, ``group_last`` /
-``block_last`` closes a group, ``out_last`` closes an output; one output per ``out_last``.
+contract of the bit-serial PE: one payload per cycle carries ``L`` lanes, ``group_last``
+closes a group (a minifloat block), ``out_last`` closes an output; one output per
+``out_last``.
 
 Data model
 ----------
@@ -60,11 +61,14 @@ from .pe_kind import PEKind
 
 __all__ = [
     "INT_PE_KIND",
+    "MINIFLOAT_PE_KIND",
     "MINIFLOAT_PE_LATENCY",
     "int_pe_latency",
     "int_pe_output_cycles",
     "int_pe_payloads",
     "int_pe_reference",
+    "minifloat_acc_width",
+    "minifloat_array_operands",
     "minifloat_block_width",
     "minifloat_frac_bits",
     "minifloat_pe_output_cycles",
@@ -121,6 +125,14 @@ def minifloat_block_width(a_format, w_format, block: int) -> int:
     """Kulisch block accumulator width: ``bit_length(block * max_mag_a * max_mag_w) + 1``."""
     a, w = operand_format(a_format, "a_format"), operand_format(w_format, "w_format")
     return (int(block) * a.max_mag * w.max_mag).bit_length() + 1
+
+
+def minifloat_acc_width(a_format, w_format, block: int, max_blocks: int, exp_bits: int) -> int:
+    """Output accumulator width of the minifloat PE: ``bit_length(max_blocks * block *
+    max_mag_a * max_mag_w * 2**(2**exp_bits - 1)) + 1``."""
+    a, w = operand_format(a_format, "a_format"), operand_format(w_format, "w_format")
+    bound = int(max_blocks) * int(block) * a.max_mag * w.max_mag << ((1 << exp_bits) - 1)
+    return bound.bit_length() + 1
 
 
 def _segments(out_last) -> np.ndarray:
@@ -222,11 +234,11 @@ def int_pe_payloads(weights, acts, scale, exp, out_last, *, lanes: int) -> dict:
 
 def minifloat_pe_payloads(a_codes, w_codes, exp, out_last, *, lanes: int) -> dict:
     """Per-cycle fields of the minifloat PE: ``acts``/``weights`` codes ``[cycles, L]`` and the
-    ``block_last``, ``out_last``, ``exp`` columns."""
+    ``group_last``, ``out_last``, ``exp`` columns."""
     a = np.asarray(a_codes, dtype=np.int64)
     n, k = a.shape
     fields = _cycles({"exp": np.broadcast_to(exp, (n,)), "out_last": out_last}, k, lanes,
-                     "block_last")
+                     "group_last")
     fields["acts"] = a.reshape(-1, lanes)
     fields["weights"] = np.asarray(w_codes, dtype=np.int64).reshape(-1, lanes)
     return fields
@@ -297,9 +309,10 @@ def _int_acc_width(cfg) -> int:
                          max_groups=cfg.max_groups)["acc"]
 
 
-def _check_int_formats(formats) -> None:
+def _check_int_formats(cfg) -> None:
     """The int PE multiplies two's-complement codes: one signed integer (or fixed-point)
     format, no mixture."""
+    formats = cfg.formats
     geo = gterms.geometry(list(formats))
     if len(formats) != 1 or geo.path != "booth" or formats[0].startswith("uint"):
         raise ValueError(f"the int PE multiplies one signed integer format (int<B>, "
@@ -310,4 +323,70 @@ INT_PE_KIND = PEKind(
     name="int",
     summary="bit-parallel integer PE (hdl.pe.baseline.IntPE): L multiplies per cycle, on DSPs",
     operand="codes", cycles_per_step=_one_cycle, dequant_cycles=_int_dequant_cycles,
-    latency=_int_latency, acc_width=_int_acc_width, check_formats=_check_int_formats)
+    latency=_int_latency, acc_width=_int_acc_width, check=_check_int_formats)
+
+
+# -- the minifloat PE as an array PE kind (golden.pe_kind) ---------------------------------------
+def minifloat_array_operands(cfg) -> tuple[str, str, int]:
+    """``(a_format, w_format, exp_bits)`` of the minifloat PE in an array built with ``cfg``.
+
+    The activations are the array's signed mantissas (``int<act_width>``: INT8 codes, or the
+    block converter's mantissas of FP16/BF16 tokens), the weights the one weight format's codes.
+    A group-scale code ``2**j`` (``j <= scale_bits - 1``) is a shift added to the row's group
+    shift (``< 2**X``): ``exp_bits = bit_length(2**X - 1 + scale_bits - 1)``.
+    """
+    a_format = f"int{cfg.act_width}"
+    w_format = cfg.formats[0]
+    exp_bits = ((1 << cfg.act_exp_bits) - 1 + max(cfg.scale_bits - 1, 0)).bit_length()
+    return a_format, w_format, exp_bits
+
+
+def _minifloat_acc_width(cfg) -> int:
+    a_format, w_format, exp_bits = minifloat_array_operands(cfg)
+    return minifloat_acc_width(a_format, w_format, cfg.group_size, cfg.max_groups, exp_bits)
+
+
+def _minifloat_latency(cfg) -> int:
+    return MINIFLOAT_PE_LATENCY
+
+
+def _no_dequantizer(cfg) -> int:
+    """Group ends may follow each other in consecutive cycles (no dequantizer)."""
+    return 1
+
+
+def _check_minifloat(cfg) -> None:
+    """One weight format the exact multiplier takes, whose codes' units are the term
+    decomposition's (so the PE's products are ``a * level``), and activations of at most 8
+    bits."""
+    formats = list(cfg.formats)
+    if len(formats) != 1:
+        raise ValueError(f"the minifloat PE multiplies one weight format, not the mixture "
+                         f"{formats}")
+    try:
+        w = operand_format(formats[0], "w_format")
+    except ValueError:
+        raise ValueError(f"the minifloat PE multiplies minifloat or int<B> codes of at most 8 "
+                         f"bits, not {formats[0]!r}") from None
+    geo = gterms.geometry(formats)
+    if geo.has_register:
+        raise ValueError(f"weight format {formats[0]!r} reads the special-value register; "
+                         f"the minifloat PE multiplies plain codes")
+    if 2.0 ** -w.frac_bits != geo.unit:
+        raise ValueError(f"weight format {formats[0]!r}: the minifloat PE's product unit "
+                         f"2**-{w.frac_bits} differs from its code unit")
+    if cfg.act_width > 8:
+        raise ValueError(f"the minifloat PE multiplies activations of at most 8 bits; "
+                         f"mant_width={cfg.act_width} (use mant_width <= 8 or INT8 "
+                         f"activations)")
+    if cfg.scale_bits < 1:
+        raise ValueError("the minifloat PE takes power-of-two group scales: scale_bits >= 1")
+
+
+MINIFLOAT_PE_KIND = PEKind(
+    name="minifloat",
+    summary="exact minifloat PE (hdl.pe.baseline.MinifloatPE): L products per cycle, "
+            "power-of-two group scales as shifts (MX)",
+    operand="codes", cycles_per_step=_one_cycle, dequant_cycles=_no_dequantizer,
+    latency=_minifloat_latency, acc_width=_minifloat_acc_width, check=_check_minifloat,
+    scale="shift")

@@ -18,8 +18,12 @@ The description is a set of functions of the array configuration
   stalling (the serializer spaces group ends by it);
 * ``latency(cfg)``: cycles from the PE accepting a tile's last payload to its output valid;
 * ``acc_width(cfg)``: the PE's output accumulator width (the drain takes it whole);
-* ``check_formats(formats)``: raises ``ValueError`` naming the weight formats the kind cannot
-  run.
+* ``scale``: how the group-scale code reaches the PE: ``"multiply"`` (the payload field
+  ``scale``: the PE multiplies the group sum by the code) or ``"shift"`` (the code must be a
+  power of two ``2**j``; the column top sends ``j`` and the PE shifts by ``j`` plus the row's
+  group shift, in its payload field ``exp``);
+* ``check(cfg)``: raises ``ValueError`` naming what of the configuration (weight formats,
+  activation width) the kind cannot run.
 
 The functions are module-level (pickle-free configs carry the kind's *name*, not this object).
 """
@@ -30,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OPERANDS", "PEKind"]
+__all__ = ["OPERANDS", "SCALES", "PEKind"]
 
 OPERANDS = ("terms", "codes")
+SCALES = ("multiply", "shift")
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,10 @@ class PEKind:
         What the column tops feed every lane.
     cycles_per_step, dequant_cycles, latency, acc_width : callable
         Functions of the array configuration returning an int.
-    check_formats : callable
-        ``check_formats(formats)``: ``ValueError`` naming formats the kind cannot run.
+    check : callable
+        ``check(cfg)``: ``ValueError`` naming what the kind cannot run.
+    scale : {"multiply", "shift"}
+        How the group-scale code reaches the PE.
     """
 
     name: str
@@ -61,9 +68,13 @@ class PEKind:
     dequant_cycles: Callable[[Any], int]
     latency: Callable[[Any], int]
     acc_width: Callable[[Any], int]
-    check_formats: Callable[[tuple[str, ...]], None]
+    check: Callable[[Any], None]
+    scale: str = "multiply"
 
     def __post_init__(self):
         if self.operand not in OPERANDS:
             raise ValueError(f"PE kind {self.name!r}: operand must be one of {OPERANDS}, not "
                              f"{self.operand!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"PE kind {self.name!r}: scale must be one of {SCALES}, not "
+                             f"{self.scale!r}")

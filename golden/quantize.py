@@ -16,6 +16,9 @@ Schemes (see :func:`scheme_names`; docs/papers.md)
 ``sym``   absmax/qmax: ``s = clamp(absmax / qmax, 1e-5, 1e4)`` rounded to the scale format, then
           ``c = encode(w / s)``: nearest level, saturating. INT baselines break exact ties to the
           even code (``torch.round``); the FP3/FP4 baselines use the BitMoD reference rule.
+          The K-hot schemes ``khot1``..``khot3`` (QFX: at most K signed power-of-two terms per
+          weight, ``golden.formats.KHotFormat``) are absmax/128 onto the K-hot levels of
+          ``[-128, 128]``, ties to the even code as INT (the even magnitude index).
 ``asym``  INT min/max (docs/papers.md, round half to even)::
 
               s = clamp((max - min) / (2^b - 1), 1e-5, 1e4)       (then rounded to FP16)
@@ -308,6 +311,10 @@ def _build_schemes() -> dict[str, Scheme]:
     for bits in (2, 3, 4, 6, 8):
         add(f"int{bits}", "sym", (f"int{bits}_sym",), 128, "fp16", "even",
             f"INT{bits} symmetric absmax/{2 ** (bits - 1) - 1}, FP16 scales")
+    for terms in (1, 2, 3):
+        add(f"khot{terms}", "sym", (f"khot{terms}",), 128, "fp16", "even",
+            f"K-hot (QFX) at most {terms} power-of-two term{'s' * (terms > 1)} per weight, "
+            "absmax/128, FP16 scales")
     add("fp4", "sym", ("fp4_e2m1",), 128, "fp16", "down", "FP4 E2M1 absmax/6, FP16 scales")
     add("fp3", "sym", ("fp3",), 128, "fp16", "down", "FP3 E2M0 absmax/4, FP16 scales")
     add("mxfp4", "mx", ("fp4_e2m1",), MX_BLOCK, "e8m0", "even", "OCP MXFP4 (E2M1), block 32")

@@ -16,7 +16,7 @@ Code units (``unit``, the value of one code unit)
   (their registered definitions are already in code units: FP4 code units are half the paper's
   units, i.e. the paper's 5-bit half-unit magnitude ``M`` *is* the FP4 code-unit magnitude), OCP
   ``fp4_e2m1`` has unit 0.5 (so its code-unit levels equal ``fp4``'s), ``fp8_e4m3`` 2**-9.
-* ``flint4`` and the extended types: 1.
+* ``flint4``, the extended types and the K-hot formats: 1.
 
 Paths (chosen per format; a mixture must use one path and share its base levels)
 ------------------------------------------------------------------------------
@@ -50,6 +50,15 @@ Paths (chosen per format; a mixture must use one path and share its base levels)
     bit: ``m_j = sig[j]``, ``e_j = shift``, ``s_j = sign``, ``bsig_j = j``; ``T = M + 1``.
     Exponent width ``max(1, bit_length(max shift))``. Codes that decode to NaN or +-Inf give
     all-zero terms and set the ``nonfinite`` flag (a weight never is one).
+
+``khot`` (the K-hot formats ``khot1``, ``khot2``, ``khot3``; QFX)
+    The nonzero digits of the level's non-adjacent form (:func:`golden.formats.naf_digits`),
+    largest position first: digit ``d`` at position ``i`` is the term ``s = d < 0``, ``e = i``,
+    ``m = 1``. A level with fewer than K nonzero digits (at most K by the format's definition)
+    ends in zero terms; zero is K zero terms. ``T = K`` (a bit-serial PE spends K cycles per
+    weight), ``bsig = 0`` for every term, exponent width 3 (positions 0..7: the NAF of a
+    magnitude up to 128 never reaches position 8). The code's sign bit is the sign of the
+    leading term; the NAF of ``-v`` is the NAF of ``v`` with every digit negated.
 
 Payload layout (bit-exact with the RTL ``TermEncoder.o_stream``; :func:`pack_terms`)
 ------------------------------------------------------------------------------------
@@ -101,7 +110,7 @@ class TermGeometry:
     ----------
     formats : tuple of str
         Canonical format names, in selector order.
-    path : {"booth", "two_term", "significand"}
+    path : {"booth", "two_term", "significand", "khot"}
         Decomposition (module docstring).
     code_bits : int
         Width of a weight code.
@@ -298,6 +307,10 @@ def _single(name: str, fmt: fmts.Format) -> TermGeometry:
         assert all(int(v) < 1 << MAGNITUDE_BITS and bin(int(v)).count("1") <= 2 for v in mags)
         return TermGeometry((fmt.name,), "two_term", fmt.bits, 2, WINDOW_EXP_BITS,
                             TWO_TERM_BSIG, unit, isinstance(fmt, fmts.ExtendedFormat), special)
+    if isinstance(fmt, fmts.KHotFormat):
+        top_position = max(fmt.magnitudes).bit_length() - 1  # 128 = 2**7: positions 0..7
+        return TermGeometry((fmt.name,), "khot", fmt.bits, fmt.terms, top_position.bit_length(),
+                            (0,) * fmt.terms, unit, False, None)
     if isinstance(fmt, fmts.MiniFloat):
         u = _finite_units(fmt)
         nz = u[u > 0]
@@ -307,8 +320,8 @@ def _single(name: str, fmt: fmts.Format) -> TermGeometry:
         return TermGeometry((fmt.name,), "significand", fmt.bits, t, exp_bits, tuple(range(t)),
                             unit, False, None)
     raise ValueError(f"format {name!r} ({type(fmt).__name__}) cannot be expressed by the term "
-                     "encoder: it takes integers, fixed point, minifloats, flint4 and the BitMoD "
-                     "extended FP3/FP4 types")
+                     "encoder: it takes integers, fixed point, minifloats, flint4, the BitMoD "
+                     "extended FP3/FP4 types and the K-hot formats")
 
 
 def _floor_log2(u: np.ndarray) -> np.ndarray:
@@ -440,6 +453,8 @@ def decompose(codes, format_name, selectors=None, special_values=None, *,
             sign = np.where(special, fields & entry_nz, sign)
             exp = np.where(special, ((fields >> 1) & 3) * entry_nz, exp)
             nz = np.where(special, entry_nz, nz)
+    elif geo.path == "khot":
+        sign, exp, nz = _khot(v, geo.terms)
     else:
         sign, exp, nz = _significand(v, geo.terms)
     return Terms(sign, exp, nz, np.array(geo.bsig, dtype=np.int64), nonfinite, geo.exp_bits)
@@ -477,6 +492,27 @@ def _two_term(v: np.ndarray):
     neg = (v < 0).astype(np.int64)
     nz = np.stack([t1, t2], -1).astype(np.int64)
     return neg[..., None] * nz, np.stack([e1, e2], -1), nz
+
+
+@functools.cache
+def _khot_table(t: int) -> np.ndarray:
+    """``[129, 3, t]``: (sign, exp, nonzero) of the terms of every magnitude ``0 .. 128`` with
+    at most ``t`` NAF digits (largest position first; the other magnitudes stay zero)."""
+    table = np.zeros((fmts.KHOT_MAX_MAGNITUDE + 1, 3, t), dtype=np.int64)
+    for magnitude in range(fmts.KHOT_MAX_MAGNITUDE + 1):
+        digits = [(i, d) for i, d in enumerate(fmts.naf_digits(magnitude)) if d]
+        if len(digits) > t:
+            continue
+        for k, (position, d) in enumerate(reversed(digits)):
+            table[magnitude, :, k] = (int(d < 0), position, 1)
+    table.flags.writeable = False
+    return table
+
+
+def _khot(v: np.ndarray, t: int):
+    sign, exp, nz = np.moveaxis(_khot_table(t)[np.abs(v)], -2, 0)
+    # NAF(-v) = -NAF(v): a negative level flips the sign of every nonzero term.
+    return np.where(v[..., None] < 0, nz - sign, sign), exp, nz
 
 
 def _significand(v: np.ndarray, t: int):

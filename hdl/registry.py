@@ -57,6 +57,7 @@ class Entry:
 
 COMPONENTS = {
     "act_block": Entry("bitmod.hdl.arith.act_block:ActBlockConverter"),
+    "bitplane_pe": Entry("bitmod.hdl.pe.bitplane:BitPlanePE", None, "weight_bits", "int4"),
     "bitserial_pe": Entry("bitmod.hdl.pe.bitserial:BitSerialPE", "bitmod.golden.pe:PEConfig",
                           "formats", pe_kind="bitserial"),
     "core": Entry("bitmod.hdl.array.core:AcceleratorCore", "bitmod.golden.core:CoreConfig",
@@ -64,8 +65,10 @@ COMPONENTS = {
     "dsp_array": Entry("bitmod.hdl.array.dsp_array:DspMacArray"),
     "fixed_cast": Entry("bitmod.hdl.arith.fixed_cast:FixedCast"),
     "int_pe": Entry("bitmod.hdl.pe.baseline:IntPE", None, "weight_bits", "int8", pe_kind="int"),
+    "lut_pe": Entry("bitmod.hdl.pe.lut_table:LutTablePE", None, "weight_bits", "int4"),
     "minifloat_mul": Entry("bitmod.hdl.arith.minifloat_mul:MinifloatMultiplier"),
-    "minifloat_pe": Entry("bitmod.hdl.pe.baseline:MinifloatPE", None, "w_format", "fp4"),
+    "minifloat_pe": Entry("bitmod.hdl.pe.baseline:MinifloatPE", None, "w_format", "fp4",
+                          pe_kind="minifloat"),
     "requant": Entry("bitmod.hdl.arith.requant:Requantizer"),
     "selftest_adder": Entry("bitmod.hdl.selftest:PipelinedAdder"),
     "systolic_array": Entry("bitmod.hdl.array.array:SystolicArray",

@@ -9,7 +9,7 @@ import pytest
 from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.core import CoreConfig
-from bitmod.golden.quantize import quantize
+from bitmod.golden.quantize import get_scheme, quantize
 from bitmod.hdl.array.core import AcceleratorCore
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
 from bitmod.sim.core_driver import run_script
@@ -25,14 +25,26 @@ INT8_INT4_INTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym
                        act_format="int8",
                        max_m=8, max_n=16, max_k=64, pe_kind="int")
 FP16_INT8W_INTPE = dict(FP16_INT8W, pe_kind="int")
+# The exact minifloat PE: MX weights (power-of-two group scales as shifts), 32-element blocks.
+INT8_MXFP4_MFPE = dict(rows=2, cols=3, lanes=4, group_size=32, formats="fp4_e2m1",
+                       act_format="int8", max_m=8, max_n=16, max_k=96, pe_kind="minifloat")
+FP16_MXFP8_MFPE = dict(rows=2, cols=2, lanes=4, group_size=32, formats="fp8_e4m3",
+                       act_format="fp16", mant_width=8, act_exp_bits=3, max_m=8, max_n=14,
+                       max_k=96, pe_kind="minifloat")
 OPS, ST = gcore.OPS, gcore.STATUS
 
 
 def make_job(cfg, m, n, k, seed, scheme):
     """Random weights (quantized with INT8 group scales) and activations, and golden's result."""
     rng = np.random.default_rng(seed)
-    qt = quantize(rng.standard_normal((n, k)), scheme, group_size=cfg.group_size,
-                  scale_format="int8")
+    if get_scheme(scheme).kind == "mx":
+        # Block scales spread over 6 binades per channel (the span the core takes is 8).
+        spread = np.exp2(rng.integers(-5, 1, size=(n, -(-k // cfg.group_size))))
+        w = rng.standard_normal((n, k)) * np.repeat(spread, cfg.group_size, axis=1)[:, :k]
+        qt = ggemm.quantize_for_core(w, scheme, group_size=cfg.group_size)
+    else:
+        qt = quantize(rng.standard_normal((n, k)), scheme, group_size=cfg.group_size,
+                      scale_format="int8")
     x = rng.standard_normal((m, k)) * rng.choice([0.01, 1.0, 30.0], size=(m, 1))
     if cfg.act_format == "int8":
         xq, _ = ggemm.quantize_activations_int8(x)
@@ -164,7 +176,9 @@ def test_amaranth_sim_protocol_errors():
 @pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),
                                                (FP16_INT8W, "int8"),
                                                (INT8_INT4_INTPE, "int4"),
-                                               (FP16_INT8W_INTPE, "int8")])
+                                               (FP16_INT8W_INTPE, "int8"),
+                                               (INT8_MXFP4_MFPE, "mxfp4"),
+                                               (FP16_MXFP8_MFPE, "mxfp8")])
 def test_gemm_jobs_bit_exact(params, scheme):
     """One script per core, with random idles on the commands and backpressure on the responses:
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
+import json
 from fractions import Fraction
 
 import ml_dtypes
@@ -24,6 +26,7 @@ from bitmod.golden.formats import (
     ExtendedFormat,
     FixedPoint,
     IntFormat,
+    KHotFormat,
     MiniFloat,
     TableFormat,
 )
@@ -52,6 +55,31 @@ TABLES = {
 }
 
 NAN, INF, NINF = "nan", "inf", "-inf"
+
+
+@functools.cache
+def fewest_power_terms(limit=300, max_exp=10):
+    """``{v: fewest signed powers of two summing to v}`` for ``|v| <= limit``, by breadth-first
+    search over sums of ``+-2**e`` (``e <= max_exp``, beyond every NAF position involved)."""
+    powers = [s * 2**e for e in range(max_exp + 1) for s in (1, -1)]
+    bound = 2 ** (max_exp + 1)
+    fewest, frontier = {0: 0}, [0]
+    for n in range(1, 6):
+        frontier = [v + p for v in frontier for p in powers if abs(v + p) <= bound]
+        frontier = [v for v in set(frontier) if v not in fewest]
+        fewest.update(dict.fromkeys(frontier, n))
+    return {v: n for v, n in fewest.items() if abs(v) <= limit}
+
+
+@functools.cache
+def khot_magnitudes(k, max_exp=7):
+    """K-hot magnitudes ``0..128`` by exhaustive search over sums of at most ``k`` terms
+    ``+-2**e`` with ``e <= max_exp`` (the definition, without the NAF)."""
+    powers = [s * 2**e for e in range(max_exp + 1) for s in (1, -1)]
+    sums = {0}
+    for n in range(1, k + 1):
+        sums |= {sum(c) for c in itertools.combinations_with_replacement(powers, n)}
+    return sorted(v for v in sums if 0 <= v <= 128)
 
 
 def ref_minifloat(code, E, M, bias, subnormals, specials):
@@ -89,6 +117,13 @@ def ref_decode(fmt, code):
         return ref_decode(fmt.base_format, code)
     if isinstance(fmt, TableFormat):
         return Fraction(TABLES[fmt.name][code])
+    if isinstance(fmt, KHotFormat):
+        # Sign bit on top, below it the index into the ascending magnitudes (zero beyond them).
+        mags = khot_magnitudes(fmt.terms)
+        index_bits = (len(mags) - 1).bit_length()
+        sign, index = code >> index_bits, code & (2**index_bits - 1)
+        assert fmt.bits == 1 + index_bits
+        return Fraction(mags[index] if index < len(mags) else 0) * (-1) ** sign
     raise AssertionError(f"no reference for {fmt!r}")
 
 
@@ -202,7 +237,7 @@ REGISTERED = (
     + ["binary", "ternary", "fp3", "fp4", "flint4"]
     + [f"fp{b}_{k}_{s}" for b in (3, 4) for k in ("er", "ea") for s in ("pos", "neg")]
     + ["fp4_e2m1", "fp6_e3m2", "fp6_e2m3", "fp8_e4m3", "fp8_e5m2", "e8m0", "fp16", "bf16",
-       "fp32"]
+       "fp32", "khot1", "khot2", "khot3"]
 )
 
 
@@ -954,3 +989,84 @@ def test_large_encode_is_vectorised():
     sub = np.s_[::97, ::89]
     ml = ml_values(np.clip(x[sub], -6, 6), ml_dtypes.float4_e2m1fn)
     assert np.array_equal(fmt.decode(c[sub]), ml)
+
+
+# --------------------------------------------------------------------------------------------
+# K-hot (QFX) formats
+# --------------------------------------------------------------------------------------------
+
+def test_naf_digits_against_exhaustive_search():
+    # The NAF's nonzero count is the fewest signed powers of two (breadth-first search), its
+    # digits sum to v and no two nonzero digits are adjacent.
+    fewest = fewest_power_terms()
+    for v, n in fewest.items():
+        digits = fm.naf_digits(v)
+        assert sum(d * 2**i for i, d in enumerate(digits)) == v
+        assert set(digits) <= {-1, 0, 1} and (not digits or digits[-1] != 0)
+        assert all(not (a and b) for a, b in itertools.pairwise(digits)), v
+        assert sum(d != 0 for d in digits) == n, v
+    print(f"checked {len(fewest)} integers")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_khot_levels_against_exhaustive_enumeration(k):
+    fmt = fm.get(f"khot{k}")
+    mags = khot_magnitudes(k)
+    # Allowing exponents up to 10 adds no level of [-128, 128]: 0..7 is the whole range.
+    assert khot_magnitudes(k, max_exp=10) == mags
+    fewest = fewest_power_terms()
+    assert mags == [v for v in range(129) if fewest[v] <= k]
+    ref = sorted({s * v for v in mags for s in (1, -1)})
+    assert fmt.levels.tolist() == ref
+    assert fmt.magnitudes == tuple(mags) and fmt.qmax == 128
+    assert fmt.bits == 1 + (len(mags) - 1).bit_length() <= 8
+    print(f"khot{k}: {len(ref)} levels, {fmt.bits}-bit codes")
+
+
+def test_khot4_would_be_every_integer():
+    # Why the family stops at K = 3: four terms reach every integer of [-128, 128].
+    assert khot_magnitudes(4) == list(range(129))
+    with pytest.raises(ValueError, match=r"terms must be in 1\.\.3, not 4"):
+        KHotFormat(4)
+    with pytest.raises(ValueError, match="not 0"):
+        KHotFormat(0)
+    with pytest.raises(TypeError, match="terms"):
+        KHotFormat(2.0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_khot_code_layout(k):
+    # Canonical codes: +0, then both signs of every nonzero magnitude index; the redundant
+    # ones (-0 and the unused indices) decode to zero.
+    fmt = fm.get(f"khot{k}")
+    mags = khot_magnitudes(k)
+    half = 1 << (fmt.bits - 1)
+    canon = fmt.canonical_codes().tolist()
+    assert canon == list(range(len(mags))) + list(range(half + 1, half + len(mags)))
+    unused = [c for c in fmt.codes().tolist() if c & (half - 1) >= len(mags) or c == half]
+    assert (fmt.decode(unused) == 0).all()
+    assert np.signbit(fmt.decode(unused)).tolist() == [c >= half for c in unused]
+    assert fmt.encode(-128.0) == half | mags.index(128)
+    assert fmt.encode(1e9) == mags.index(128) and fmt.encode(-0.0) == 0
+
+
+def test_khot_ties_go_to_the_even_index():
+    fmt = fm.get("khot2")
+    mags = khot_magnitudes(2)
+    for lo, hi in itertools.pairwise(mags):
+        even = lo if mags.index(lo) % 2 == 0 else hi
+        for sign in (1, -1):
+            got = fmt.decode(fmt.encode(sign * (lo + hi) / 2))
+            assert got == sign * even, (lo, hi)
+            assert fmt.decode(fmt.encode(sign * (lo + hi) / 2, ties="down")) == (
+                sign * lo if sign > 0 else -hi)
+
+
+def test_formats_command_prints_khot_codes(capsys):
+    from bitmod.tools.cli import main
+
+    assert main(["formats", "khot2", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    fmt = fm.get("khot2")
+    assert [row["value"] for row in table["codes"]] == fmt.decode(fmt.codes()).tolist()
+    assert table["levels"] == len(khot_magnitudes(2)) * 2 - 1 and table["bits"] == 7

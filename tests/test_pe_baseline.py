@@ -130,7 +130,7 @@ def mf_stream(pe, cases):
     w_bits = formats.get(pe.w_format).bits
     payloads = pack_fields(
         pe.in_layout, acts=gb.pack_lanes(f["acts"], a_bits),
-        weights=gb.pack_lanes(f["weights"], w_bits), block_last=f["block_last"],
+        weights=gb.pack_lanes(f["weights"], w_bits), group_last=f["group_last"],
         out_last=f["out_last"], exp=f["exp"])
     return payloads, refs, f
 

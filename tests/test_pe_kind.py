@@ -19,7 +19,7 @@ from bitmod.sim.array_driver import expected_codes, gemm_stream, pack_steps, spe
 # Per kind: array parameters it runs (one INT8 and one FP16 configuration each).
 CONFIGS = [
     dict(lanes=4, group_size=16, formats="int4_sym"),
-    dict(lanes=8, group_size=64, formats="int8_sym", act_format="fp16", mant_width=10,
+    dict(lanes=8, group_size=64, formats="int8_sym", act_format="fp16", mant_width=8,
          act_exp_bits=3, max_groups=32),
 ]
 
@@ -40,12 +40,17 @@ def test_registered_pe_matches_golden_kind(kind, params):
     assert cfg.terms == cfg.kind.cycles_per_step(cfg)
     if kind == "int":
         assert cfg.terms == 1 and cfg.dequant_cycles == cfg.scale_bits + 1
+    elif kind == "minifloat":  # no dequantizer; the scale's exponent rides in exp
+        assert cfg.terms == 1 and cfg.dequant_cycles == 1 and cfg.kind.scale == "shift"
+        shift_max = (1 << cfg.act_exp_bits) - 1 + cfg.scale_bits - 1
+        assert len(pe.i_stream.payload.exp) == shift_max.bit_length()
     else:
         assert cfg.terms == cfg.geometry.terms and cfg.dequant_cycles == cfg.pe.dequant_cycles
 
 
 def test_bad_kinds_are_named():
-    with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int, not 'nope'"):
+    with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int, minifloat, "
+                                         "not 'nope'"):
         ggemm.ArrayConfig(pe_kind="nope")
     with pytest.raises(ValueError, match="'nope' has 0 registered PEs"):
         registry.array_pe_class("nope")
@@ -53,6 +58,27 @@ def test_bad_kinds_are_named():
         dataclasses.replace(INT_PE_KIND, operand="planes")
     with pytest.raises(ValueError, match="the int PE multiplies one signed integer format"):
         ggemm.ArrayConfig(pe_kind="int", formats=("fp4",))
+    with pytest.raises(ValueError, match="scale must be one of"):
+        dataclasses.replace(INT_PE_KIND, scale="divide")
+    with pytest.raises(ValueError, match="activations of at most 8 bits; mant_width=12"):
+        ggemm.ArrayConfig(pe_kind="minifloat", formats="fp4_e2m1", act_format="fp16")
+    with pytest.raises(ValueError, match="codes of at most 8 bits, not 'fp4_er_pos'"):
+        ggemm.ArrayConfig(pe_kind="minifloat", formats="fp4_er_pos")  # BitMoD extended type
+    with pytest.raises(ValueError, match="multiplies one weight format, not the mixture"):
+        ggemm.ArrayConfig(pe_kind="minifloat", formats=("fp4_er_pos", "fp4_er_neg"))
+
+
+def test_a_shifting_kind_refuses_scales_that_are_not_powers_of_two():
+    """INT8 group scales (int4) cannot run on the minifloat PE; MX block scales can."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((3, 64))
+    cfg = ggemm.ArrayConfig(pe_kind="minifloat", formats="int4_sym", group_size=32)
+    qt = quantize(w, "int4", group_size=32, scale_format="int8")
+    with pytest.raises(ValueError, match="shifts by power-of-two group scales"):
+        ggemm.check_weights(qt, cfg)
+    mx = ggemm.quantize_for_core(w, "mxfp4", group_size=32)
+    ggemm.check_weights(mx, dataclasses.replace(cfg, formats=mx.formats))
+    assert all(int(c) & (int(c) - 1) == 0 for c in mx.scale_codes.reshape(-1))
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -683,3 +685,87 @@ def test_version_1_files_are_refused_with_the_reason(tmp_path):
         np.savez(handle, meta=np.array(json.dumps(meta)), codes=qt.codes, scales=qt.scales)
     with pytest.raises(Q.QuantizedFileError, match="version 1; this version of bitmod reads"):
         QuantizedTensor.load(path)
+
+
+# ------------------------------------------------------------------------------ K-hot --------
+
+KHOT = ["khot1", "khot2", "khot3"]
+
+
+def khot_levels_by_search(k):
+    """K-hot levels of [-128, 128] from every sum of at most k terms +-2**e, e = 0..9."""
+    powers = [s * 2**e for e in range(10) for s in (1, -1)]
+    sums = {0}
+    for n in range(1, k + 1):
+        sums |= {sum(c) for c in itertools.combinations_with_replacement(powers, n)}
+    return sorted(v for v in sums if abs(v) <= 128)
+
+
+@pytest.mark.parametrize("scale_format", ["fp16", "fp32", "fp64", "int8"])
+@pytest.mark.parametrize("scheme", KHOT)
+def test_khot_is_the_nearest_level(scheme, scale_format):
+    # Brute force over the levels, in exact arithmetic, on w / s (the documented rule), with a
+    # ragged last group and groups scaled over several orders of magnitude.
+    k = int(scheme[-1])
+    levels = khot_levels_by_search(k)
+    w = gaussian(6, 300, seed=k) * np.logspace(-3, 2, 6)[:, None]
+    qt = quantize(w, scheme, scale_format=scale_format)
+    assert qt.bits <= 8 and qt.formats == (scheme,)
+    s = qt.scales[:, Q.group_index(300, 128)]
+    x = np.where(s == 0, 0.0, w / np.where(s == 0, 1.0, s))
+    got = qt.decoded()
+    for xv, gv in zip(x.ravel().tolist(), got.ravel().tolist(), strict=True):
+        # Exact integer distances: x = num / den with den a power of two (a float64).
+        num, den = xv.as_integer_ratio()
+        nearest = min(abs(num - level * den) for level in levels)
+        assert abs(num - int(gv) * den) == nearest, (xv, gv)
+    # Group scale from absmax, as the INT schemes: absmax / 128 in the scale format.
+    if scale_format != "int8":
+        absmax = np.abs(w).reshape(6, -1)
+        ideal = np.stack([absmax[:, :128].max(1), absmax[:, 128:256].max(1),
+                          absmax[:, 256:].max(1)], axis=1) / 128
+        cast = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64}[scale_format]
+        np.testing.assert_array_equal(qt.scales, np.clip(ideal, 1e-5, 1e4).astype(cast))
+
+
+def test_khot_ties_go_to_the_even_code():
+    # Scale 128/128 = 1: every midpoint of khot2 is a tie; the even code (even magnitude index)
+    # wins, as for INT (where the index is the magnitude).
+    mags = [v for v in khot_levels_by_search(2) if v >= 0]
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(mags)]
+    w = np.array([[128.0, *mids, *(-m for m in mids)]])
+    qt = quantize(w, "khot2", group_size=w.shape[1])
+    assert qt.scales[0, 0] == 1.0
+    want = [128.0]
+    for sign in (1, -1):
+        for a, b in itertools.pairwise(mags):
+            want.append(sign * (a if mags.index(a) % 2 == 0 else b))
+    np.testing.assert_array_equal(qt.dequantize()[0], want)
+    assert (qt.codes[0, 1:] % 2 == 0).all()
+
+
+@pytest.mark.parametrize("scheme", KHOT)
+def test_khot_save_load_and_pack_round_trip(tmp_path, scheme):
+    qt = quantize(heavy_tailed(5, 200), scheme, scale_format="int8")
+    path = tmp_path / f"{scheme}.npz"
+    qt.save(path)
+    back = QuantizedTensor.load(path)
+    assert back.equals(qt) and back.formats == (scheme,)
+    np.testing.assert_array_equal(back.dequantize(), qt.dequantize())
+    assert qt.unpack(qt.pack()).equals(qt)
+    assert qt.from_bitplanes(qt.bitplanes()).equals(qt)
+
+
+def test_khot_error_between_int4_and_int8():
+    # More terms, finer levels: int8 < khot3 < khot2 < int4 in relative RMS on Gaussian rows,
+    # and khot1 (powers of two only) is the coarsest of the K-hot schemes.
+    w = gaussian(32, 512, seed=5)
+
+    def rel_rms(scheme):
+        err = quantize(w, scheme).dequantize() - w
+        return float(np.sqrt(np.mean(err**2) / np.mean(w**2)))
+
+    e = {name: rel_rms(name) for name in ["int8", "khot3", "khot2", "int4", "khot1"]}
+    print({k: round(v, 5) for k, v in e.items()})
+    assert e["int8"] < e["khot3"] < e["khot2"] < e["int4"]
+    assert e["khot1"] > e["khot2"]

@@ -12,6 +12,7 @@ from bitmod.hdl.arith.term_encoder import (
     TermEncoder,
     TermEncoderCore,
     TermEncoderProof,
+    naf_terms,
 )
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
 from bitmod.sim.bank import LockstepBank
@@ -28,6 +29,7 @@ BANKS = {
                                ["fp4_e2m1"], ["fp6_e3m2"], ["fp6_e2m3"], ["fp8_e4m3"],
                                ["fp8_e5m2"]],
     "booth": [*([f"int{b}"] for b in range(2, 9)), ["uint4"], ["q6_2"]],
+    "khot": [["khot1"], ["khot2"], ["khot3"]],
 }
 # BitMoD defaults (docs/papers.md), the EA/ER-only magnitudes and programmable values.
 REGISTER_SETTINGS = [[3, -3, 6, -6], [10, -10, 16, -16], [7, 5, -12, 16], [-7, 14, -15, 1],
@@ -133,7 +135,7 @@ def simulate(dut, payloads, register=0, *, hold_ready_cycles=0):
     return received, accepted, produced
 
 
-@pytest.mark.parametrize("names", [MIX4, MIX3, ["int8"], ["fp8_e4m3"], ["flint4"]],
+@pytest.mark.parametrize("names", [MIX4, MIX3, ["int8"], ["fp8_e4m3"], ["flint4"], ["khot3"]],
                          ids=lambda n: "+".join(n))
 def test_amaranth_sim_matches_golden(names):
     dut = TermEncoder(names)
@@ -194,7 +196,7 @@ def test_amaranth_sim_backpressure_and_idle_cycles():
 
 def test_fault_injection_changes_outputs():
     # The sweep compares against golden; the broken variants must differ from it somewhere.
-    for names in (MIX4, ["int4"], ["fp6_e3m2"]):
+    for names in (MIX4, ["int4"], ["fp6_e3m2"], ["khot1"], ["khot2"], ["khot3"]):
         dut = TermEncoder(names, _inject_fault=True)
         codes = np.arange(1 << dut.code_bits)
         sels = np.full(codes.shape, 3)
@@ -206,7 +208,7 @@ def test_fault_injection_changes_outputs():
 
 
 PROOFS = [MIX4, MIX3, ["fp4", "fp4_sv7"], ["flint4"], ["int2"], ["int3"], ["int8"],
-          ["uint5"], ["fp4_e2m1"], ["fp8_e4m3"], ["fp8_e5m2"]]
+          ["uint5"], ["fp4_e2m1"], ["fp8_e4m3"], ["fp8_e5m2"], ["khot1"], ["khot2"], ["khot3"]]
 
 
 @pytest.mark.parametrize("names", PROOFS, ids=lambda n: "+".join(n))
@@ -215,7 +217,8 @@ def test_proof_terms_sum_to_level(names, tmp_path):
     assert result.status == "PASS", result.log_tail
 
 
-@pytest.mark.parametrize("names", [MIX4, MIX3, ["int8"], ["int2"], ["flint4"], ["fp8_e4m3"]],
+@pytest.mark.parametrize("names", [MIX4, MIX3, ["int8"], ["int2"], ["flint4"], ["fp8_e4m3"],
+                                   ["khot1"], ["khot3"]],
                          ids=lambda n: "+".join(n))
 def test_proof_catches_broken_encoder(names, tmp_path):
     result = prove(TermEncoderProof(names, _inject_fault=True), tmp_path, mode="bmc", depth=1)
@@ -226,7 +229,7 @@ def test_proof_catches_broken_encoder(names, tmp_path):
                                    ["int5"], ["int6"], ["int7"], ["int8"], ["int8_sym"],
                                    ["uint8"], ["q6_2"], ["flint4"], ["fp4_e2m1"], ["fp6_e3m2"],
                                    ["fp6_e2m3"], ["fp8_e4m3"], ["fp8_e5m2"], ["fp_e3m2_nosub"],
-                                   ["fp_e4m0_fn"]],
+                                   ["fp_e4m0_fn"], ["khot1"], ["khot2"], ["khot3"]],
                          ids=lambda n: "+".join(n))
 def test_geometry_matches_golden(names):
     enc = TermEncoder(names)
@@ -246,6 +249,9 @@ def test_worst_case_widths():
     assert TermEncoder("fp8_e5m2").out_layout.size == 22
     assert TermEncoder("fp8_e4m3").out_layout.size == 25
     assert TermEncoder(MIX4).out_layout.size == 9
+    # K-hot: K terms of exponent width bit_length(7) = 3, i.e. K * 5 + 1.
+    for k in (1, 2, 3):
+        assert TermEncoder(f"khot{k}").out_layout.size == k * (3 + 2) + 1
 
 
 def test_register_layout_matches_golden():
@@ -283,6 +289,7 @@ def test_core_has_the_same_geometry():
     ([*MIX4, "fp4"], "at most 4"),
     (["int4", "fp4"], "int4"),
     (["fp4_er_pos", "flint4_sv10"], "flint4_sv10"),
+    (["khot3", "int8"], "khot3"),
     ("fp4_sv11", "fp4_sv11"),
     ("ternary", "ternary"),
     ("binary", "binary"),
@@ -301,3 +308,12 @@ def test_bad_parameter_types():
         TermEncoder([])
     with pytest.raises(TypeError, match="_inject_fault"):
         TermEncoder("int4", _inject_fault="yes")
+
+
+def test_naf_terms_formula_against_digit_recurrence():
+    # The encoder's bit-mask NAF formula against golden's digit recurrence, every magnitude of
+    # the K-hot range and beyond (both are checked against a brute-force search elsewhere).
+    for magnitude in range(1024):
+        digits = formats.naf_digits(magnitude)
+        ref = [(i, int(d < 0)) for i in reversed(range(len(digits))) if (d := digits[i])]
+        assert naf_terms(magnitude) == ref, magnitude

@@ -108,7 +108,8 @@ def test_booth_digits_follow_the_recoding_identity(name):
                                              ("int5", 3), ("int6", 3), ("int7", 4),
                                              ("int8", 4), ("uint4", 3), ("fp3", 2), ("fp4", 2),
                                              ("flint4", 2), ("fp4_e2m1", 2), ("fp6_e3m2", 3),
-                                             ("fp8_e4m3", 4), ("fp8_e5m2", 3)])
+                                             ("fp8_e4m3", 4), ("fp8_e5m2", 3), ("khot1", 1),
+                                             ("khot2", 2), ("khot3", 3)])
 def test_terms_per_weight(name, count):
     # docs/papers.md, Bit-serial terms: INT8 4, INT6 3, INT4 2, INT2 1, FP3/FP4 2; minifloats M + 1.
     assert gt.terms_per_weight(name) == count
@@ -280,6 +281,8 @@ def test_plain_base_ignores_register_and_reads_zero():
     (["fp4_er_pos"] * 5, "at most 4"),
     (["int4", "fp4"], "int4"),
     (["fp4_er_pos", "flint4"], "flint4"),
+    (["khot3", "int8"], "khot3"),
+    (["khot2", "khot3"], "same width"),
     ("fp4_sv11", "fp4_sv11"),
     ("ternary", "ternary"),
     ("fp16", "fp16"),
@@ -304,3 +307,58 @@ def test_decompose_argument_errors():
         gt.decompose([16], names)
     with pytest.raises(TypeError):
         gt.decompose([0], 4)
+
+
+def fewest_terms_by_search(limit=128, max_exp=9):
+    """``{v: fewest signed powers of two summing to v}`` for ``|v| <= limit`` (breadth-first
+    search over ``+-2**e``, ``e <= max_exp``): the reference for a K-hot term count."""
+    powers = [s * 2**e for e in range(max_exp + 1) for s in (1, -1)]
+    fewest, frontier = {0: 0}, {0}
+    for n in range(1, 5):
+        frontier = {v + p for v in frontier for p in powers if abs(v + p) <= 2 ** (max_exp + 1)}
+        frontier -= fewest.keys()
+        fewest.update(dict.fromkeys(frontier, n))
+    return {v: n for v, n in fewest.items() if abs(v) <= limit}
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_khot_terms_are_the_fewest_non_adjacent_powers(k):
+    # Every code, every selector: K terms, bsig 0, the nonzero ones first with strictly falling
+    # exponents two or more apart (non-adjacent), as few as the brute-force search needs, the
+    # leading one carrying the code's sign bit; zero terms last.
+    name = f"khot{k}"
+    fmt = formats.get(name)
+    geo = gt.geometry(name)
+    assert (geo.path, geo.terms, geo.exp_bits, geo.bsig) == ("khot", k, 3, (0,) * k)
+    assert not geo.has_register and geo.payload_bits == k * (3 + 2) + 1
+    fewest = fewest_terms_by_search()
+    codes = fmt.codes()
+    n = 0
+    for sel in range(4):
+        terms = gt.decompose(codes, name, sel)
+        assert (terms.bsig == 0).all() and terms.sign.shape == (*codes.shape, k)
+        for i, c in enumerate(codes.tolist()):
+            level = exact_level(name, c)
+            nz = terms.nonzero[i].tolist()
+            count = sum(nz)
+            assert nz == [1] * count + [0] * (k - count)
+            assert count == fewest[int(level)] <= k, c
+            exps = terms.exp[i, :count].tolist()
+            assert all(a - b >= 2 for a, b in itertools.pairwise(exps))
+            assert all(0 <= e <= 7 for e in exps)
+            signs = terms.sign[i, :count].tolist()
+            values = [(-1) ** sg * 2**e for sg, e in zip(signs, exps, strict=True)]
+            assert sum(values) == level
+            if count:
+                assert terms.sign[i, 0] == c >> (fmt.bits - 1)
+            n += 1
+    print(f"{name}: checked {n} cases")
+
+
+def test_khot_payload_layout():
+    # -3 in khot2 (sign bit 6, index 3): -4 + 1, terms (s=1, e=2) and (s=0, e=0), 5 bits each.
+    fmt = formats.get("khot2")
+    code = (1 << 6) | fmt.magnitudes.index(3)
+    assert fmt.decode(code) == -3
+    fields = [1 | 2 << 1 | 1 << 4, 0 | 0 << 1 | 1 << 4]
+    assert int(gt.pack_terms(gt.decompose(code, "khot2"))) == fields[0] | fields[1] << 5

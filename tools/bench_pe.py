@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from bitmod.fpga.devices import get_device
 from bitmod.fpga.synth import DoesNotFit, SynthError
+from bitmod.golden import pe_bitplane, pe_lut
 from bitmod.golden import terms as gterms
 from bitmod.golden.checks import check_int, check_number
 from bitmod.golden.quantize import get_scheme
@@ -71,6 +72,7 @@ CONFIGS = {
         BenchConfig("bitmod3 (FP3 mix)", "bitserial_pe", "bitmod3"),
         BenchConfig("int4", "bitserial_pe", "int4"),
         BenchConfig("int8", "bitserial_pe", "int8"),
+        BenchConfig("khot2", "bitserial_pe", "khot2"),
     ],
     "int": [
         BenchConfig("int8 x int8", "int_pe", "int8", cycles_per_step=_one_cycle),
@@ -79,6 +81,14 @@ CONFIGS = {
     "minifloat": [
         BenchConfig("e2m1 x e4m3", "minifloat_pe", "fp4", {"a_format": "fp8_e4m3"},
                     cycles_per_step=_one_cycle),
+    ],
+    "lut": [
+        BenchConfig("int4 x int8 table", "lut_pe", "int4", {"table_group": 2},
+                    cycles_per_step=pe_lut.cycles_per_step),
+    ],
+    "bitplane": [
+        BenchConfig("int4 x int8 planes", "bitplane_pe", "int4", {"act_bits": 8},
+                    cycles_per_step=pe_bitplane.cycles_per_step),
     ],
 }
 

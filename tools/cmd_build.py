@@ -68,8 +68,9 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
     parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
                         help=f"activation format (default {default or 'int8'})")
     parser.add_argument("--pe", choices=PE_KINDS, default=None if from_device else "bitserial",
-                        help=f"PE kind: bitserial or int (bit-parallel multipliers, DSP blocks; "
-                             f"signed integer schemes) (default {default or 'bitserial'})")
+                        help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks; "
+                             f"signed integer schemes) or minifloat (exact minifloat products; "
+                             f"MX schemes) (default {default or 'bitserial'})")
 
 
 def _build(args) -> int:

@@ -181,8 +181,10 @@ def register(subparsers) -> None:
     parser.add_argument("--lanes", type=int, default=4, help="lanes per PE (default 4)")
     parser.add_argument("--pe", choices=PE_KINDS, default="bitserial",
                         help="PE kind of the array: bitserial (default; any format the term "
-                             "encoder takes) or int (bit-parallel multipliers, DSP blocks; one "
-                             "signed integer format such as int4 or int8)")
+                             "encoder takes), int (bit-parallel multipliers, DSP blocks; one "
+                             "signed integer format such as int4 or int8) or minifloat (exact "
+                             "minifloat products; MX schemes such as mxfp4, activations of at "
+                             "most 8 bits: --act int8 or --mant-width 8)")
     parser.add_argument("--act", choices=ACT_FORMATS, default="fp16",
                         help="activation format (default fp16)")
     parser.add_argument("--out", choices=OUT_FORMATS, default="fp32",

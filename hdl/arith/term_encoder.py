@@ -1,10 +1,12 @@
 """Weight term encoder: code + group selector -> signed power-of-two terms (docs/papers.md).
 
 Bit-exact twin: :func:`golden.terms.decompose` (its module docstring defines the representation,
-the code units, the three decomposition paths and the payload and register layouts). The logic
-here is written from the format *definitions* (field widths, bias, the flint4 level table):
-Booth digit logic, a leading-one split of the magnitude and a per-significand-bit split, never
-a table of golden's decomposition.
+the code units, the four decomposition paths and the payload and register layouts). The logic
+here is written from the format *definitions* (field widths, bias, the flint4 level table, the
+K-hot magnitude list): Booth digit logic, a leading-one split of the magnitude, a
+per-significand-bit split and, for K-hot codes, a case table from the magnitude index to the
+terms whose non-adjacent forms are worked out here (a formula of their own), never a table of
+golden's decomposition.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class _Plan:
     man_field: int = 0
     subnormals: bool = True
     specials: str = "finite"
-    magnitudes: tuple[int, ...] | None = None  # flint4: magnitude of each magnitude code
+    magnitudes: tuple[int, ...] | None = None  # flint4, K-hot: magnitude of each index
 
 
 def _window_expressible(value: float) -> bool:
@@ -71,6 +73,25 @@ def _window_expressible(value: float) -> bool:
 def _two_term_base(fmt: formats.Format) -> str | None:
     inner = fmt.base_format if isinstance(fmt, formats.ExtendedFormat) else fmt
     return next((b for b in ("fp3", "fp4", "flint4") if inner == formats.get(b)), None)
+
+
+def naf_terms(magnitude: int) -> list[tuple[int, int]]:
+    """``(position, negative)`` of the nonzero digits of the non-adjacent form of a magnitude,
+    largest position first.
+
+    Bit-mask formula: with ``h = x >> 1`` and ``c = h ^ (x + h)``, the +1 digits are the bits of
+    ``(x + h) & c`` and the -1 digits those of ``h & c`` (``x = plus - minus``). Checked here
+    against ``x`` and the non-adjacency of the digits.
+    """
+    half = magnitude >> 1
+    three_halves = magnitude + half
+    changed = half ^ three_halves
+    plus, minus = three_halves & changed, half & changed
+    digits = plus | minus
+    if plus - minus != magnitude or plus & minus or digits & (digits >> 1):
+        raise AssertionError(f"non-adjacent form of {magnitude} is wrong")
+    return [(i, (minus >> i) & 1) for i in reversed(range(digits.bit_length()))
+            if (digits >> i) & 1]
 
 
 def _max_finite_exp_field(fmt: formats.MiniFloat) -> int:
@@ -112,6 +133,13 @@ def _single_plan(name: str, fmt: formats.Format) -> _Plan:
             common |= {"magnitudes": tuple(int(v) for v in mags)}
         return _Plan((fmt.name,), "two_term", fmt.bits, 2, WINDOW_EXP_BITS, TWO_TERM_BSIG,
                      **common)
+    if isinstance(fmt, formats.KHotFormat):
+        terms = [naf_terms(v) for v in fmt.magnitudes]
+        if max(map(len, terms)) > fmt.terms:
+            raise ValueError(f"formats: {name!r} has a magnitude of more than {fmt.terms} terms")
+        top_position = max(position for t in terms for position, _ in t)
+        return _Plan((fmt.name,), "khot", fmt.bits, fmt.terms, top_position.bit_length(),
+                     (0,) * fmt.terms, magnitudes=tuple(fmt.magnitudes))
     if isinstance(fmt, formats.MiniFloat):
         max_shift = max(_max_finite_exp_field(fmt) - 1, 0)
         return _Plan((fmt.name,), "significand", fmt.bits, fmt.man_bits + 1,
@@ -119,8 +147,8 @@ def _single_plan(name: str, fmt: formats.Format) -> _Plan:
                      exp_field=fmt.exp_bits, man_field=fmt.man_bits,
                      subnormals=fmt.subnormals, specials=fmt.specials)
     raise ValueError(f"formats: {name!r} ({type(fmt).__name__}) cannot be expressed by the "
-                     "term encoder: it takes integers, fixed point, minifloats, flint4 and the "
-                     "BitMoD extended FP3/FP4 types")
+                     "term encoder: it takes integers, fixed point, minifloats, flint4, the "
+                     "BitMoD extended FP3/FP4 types and the K-hot formats")
 
 
 def _plan(formats_param) -> _Plan:
@@ -208,6 +236,8 @@ class TermEncoderCore(wiring.Component):
             self._booth(m)
         elif path == "two_term":
             self._two_term(m)
+        elif path == "khot":
+            self._khot(m)
         else:
             self._significand(m)
         return m
@@ -278,6 +308,30 @@ class TermEncoderCore(wiring.Component):
                     m.d.comb += [term.nonzero.eq(field_nz), term.sign.eq(field.sign & field_nz),
                                  term.exp.eq(Mux(field_nz, field.exp, 0))]
 
+    def _khot(self, m: Module):
+        """The index picks the terms of its magnitude (digit signs relative to the magnitude);
+        the sign bit then flips every nonzero term (outside the table: fewer LUT4s)."""
+        p = self._plan
+        neg = self.code[-1]
+        digits = [(Signal(name=f"digit{k}_negative"), Signal(p.exp_bits, name=f"digit{k}_position"),
+                   Signal(name=f"digit{k}_nonzero")) for k in range(p.terms)]
+        with m.Switch(self.code[:-1]):
+            for index, magnitude in enumerate(p.magnitudes):
+                if magnitude == 0:
+                    continue  # zero terms, as for the unused indices (the default)
+                with m.Case(index):
+                    for (negative, position, nonzero), (bit, is_negative) in zip(
+                            digits, naf_terms(magnitude), strict=False):
+                        assert bit < 1 << p.exp_bits, (magnitude, bit)  # exp_bits from the top
+                        m.d.comb += [negative.eq(is_negative), position.eq(bit), nonzero.eq(1)]
+        for k, (negative, position, nonzero) in enumerate(digits):
+            flip = neg & nonzero
+            if self._fault and k == p.terms - 1:
+                flip = 0  # the last term ignores the sign bit
+            term = self._out[k]
+            m.d.comb += [term.nonzero.eq(nonzero), term.exp.eq(position),
+                         term.sign.eq(negative ^ flip)]
+
     def _significand(self, m: Module):
         p = self._plan
         E, M = p.exp_field, p.man_field
@@ -323,8 +377,13 @@ class TermEncoder(wiring.Component):
     any format is extended (zero terms of an entry are made canonical). Significand path (other
     minifloats): ``T = M + 1`` terms, one per significand bit, ``exp = max(e, 1) - 1`` of width
     ``max(1, bit_length(e_max_finite - 1))``, ``bsig_t = t``; NaN/Inf codes give zero terms and
-    ``nonfinite = 1``. Output width ``T * (exp_bits + 2) + 1``: INT8 4 x 3 + 1 = 13, BitMoD
-    FP3/FP4 2 x 4 + 1 = 9, E5M2 3 x 7 + 1 = 22, worst case E4M3 4 x 6 + 1 = 25.
+    ``nonfinite = 1``. K-hot path (khot1..3): a case table from the magnitude index (the code
+    below its sign bit) to the nonzero digits of the magnitude's non-adjacent form
+    (:func:`naf_terms`), largest first, each term's sign the code's sign XOR the digit's;
+    unused indices give zero terms; ``T = K``, ``exp`` = the digit position, of width
+    ``bit_length(7) = 3``, ``bsig = 0``. Output width ``T * (exp_bits + 2) + 1``: INT8
+    4 x 3 + 1 = 13, BitMoD FP3/FP4 2 x 4 + 1 = 9, khot2 2 x 5 + 1 = 11, khot3 3 x 5 + 1 = 16,
+    E5M2 3 x 7 + 1 = 22, worst case E4M3 4 x 6 + 1 = 25.
 
     Latency 1 cycle (combinational core, one output register); one weight per cycle. The
     register advances when ``o_stream.ready | ~o_stream.valid``, which is also
@@ -339,7 +398,8 @@ class TermEncoder(wiring.Component):
     _inject_fault : bool
         Test hook: builds a broken encoder (Booth ``100`` read as ``-x``; two-term: term 2 of
         magnitude 3 and of register entry 3 dropped; significand: hidden bit of ``e == 1``
-        dropped) so the proofs and sweeps can be shown to catch it.
+        dropped; K-hot: the last term ignores the code's sign bit) so the proofs and sweeps can
+        be shown to catch it.
 
     Members
     -------
@@ -373,7 +433,7 @@ class TermEncoder(wiring.Component):
 
     @property
     def path(self) -> str:
-        """``"booth"``, ``"two_term"`` or ``"significand"``."""
+        """``"booth"``, ``"two_term"``, ``"significand"`` or ``"khot"``."""
         return self._plan.path
 
     code_bits = property(lambda self: self._plan.code_bits)

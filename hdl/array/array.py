@@ -63,7 +63,11 @@ class SystolicArray(wiring.Component):
     serializer above; ``"int"``, the bit-parallel :class:`~hdl.pe.baseline.IntPE` (``L``
     multiplies per cycle, DSP blocks on an FPGA) fed the raw two's-complement codes, one
     weight-step per cycle (``T = 1``, no encoders), group ends at least ``scale_bits + 1``
-    cycles apart for its dequantizer. Every other block is the same.
+    cycles apart for its dequantizer; ``"minifloat"``, the exact
+    :class:`~hdl.pe.baseline.MinifloatPE` fed the raw codes of one minifloat (or integer)
+    weight format, one weight-step per cycle, whose power-of-two group-scale codes ``2**j``
+    arrive as ``j`` and are added to the row's group shift (MX block scales). Every other block
+    is the same.
 
     All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
     output has not been taken stops the whole array (no data is ever dropped or reordered).
@@ -223,10 +227,16 @@ class SystolicArray(wiring.Component):
                              (p.weights if raw_codes else p.terms).eq(terms)]
                 if T > 1:
                     m.d.comb += p.t.eq(t)
-                if cfg.scale_bits:
-                    m.d.comb += p.scale.eq(cv[offs[4]:offs[4] + widths[4]])
-                if fp and X:
-                    m.d.comb += p.exp.eq(row_at[r][c][L * A:])
+                col_scale = cv[offs[4]:offs[4] + widths[4]]
+                row_shift = row_at[r][c][L * A:] if fp and X else None
+                if cfg.kind.scale == "shift":  # the scale code's exponent plus the row shift
+                    m.d.comb += p.exp.eq(col_scale if row_shift is None
+                                         else col_scale + row_shift)
+                else:
+                    if cfg.scale_bits:
+                        m.d.comb += p.scale.eq(col_scale)
+                    if row_shift is not None:
+                        m.d.comb += p.exp.eq(row_shift)
                 readies.append(pe.i_stream.ready)
         m.d.comb += adv.eq(Cat(*readies).all())
 

@@ -20,9 +20,9 @@ class StepSerializer(wiring.Component):
 
     Per column ``L`` weight codes become the PE's column word: for bit-serial PEs the terms of
     :class:`~hdl.arith.term_encoder.TermEncoderCore` (selector and the shared special-value
-    register), term ``t`` of every lane in cycle ``t = 0 .. T-1``; for int PEs the raw
-    two's-complement codes, once (``T = 1``). A step is taken (``ready``) when the previous
-    one's last cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
+    register), term ``t`` of every lane in cycle ``t = 0 .. T-1``; for int (and minifloat) PEs
+    the raw codes, once (``T = 1``). A step is taken (``ready``) when the previous one's last
+    cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
     last cycle of a group leaves only when the previous group end is at least ``D`` cycles
     back (``D + 2`` after a tile's end), ``D`` = :attr:`golden.gemm.ArrayConfig.dequant_cycles`,
     idle cycles (``emit`` low) filling the gap. Everything moves only when ``adv`` is high
@@ -30,7 +30,9 @@ class StepSerializer(wiring.Component):
 
     Column word ``c`` (LSB first, widths :attr:`col_widths`): term index ``t`` (``ceil(log2
     T)`` bits, none when ``T = 1``), ``group_last`` and ``out_last`` of this cycle (set in the
-    step's last cycle only), the ``L`` lanes' terms (or codes), the column's scale code. Row
+    step's last cycle only), the ``L`` lanes' terms (or codes), the column's scale code (for a
+    PE kind whose scale is a shift, :attr:`golden.pe_kind.PEKind.scale`, the exponent ``j`` of
+    the code ``2**j``: ``ceil(log2 scale_bits)`` bits). Row
     word ``r`` (:attr:`row_width` bits): its ``L`` activations, then its group shift
     (:attr:`shift_width` bits; none for INT8 activations).
 
@@ -67,8 +69,12 @@ class StepSerializer(wiring.Component):
         self._lane_bits = geo.code_bits if cfg.kind.operand == "codes" else geo.exp_bits + 2
         fp = cfg.act_format != "int8"
         self._shift_width = cfg.act_exp_bits if fp else 0
+        # A PE kind that shifts by the group scale gets the exponent j of the code 2**j.
+        self._scale_shift = cfg.kind.scale == "shift"
+        scale_field = ((cfg.scale_bits - 1).bit_length() if self._scale_shift
+                       else cfg.scale_bits)
         self._col_widths = ((cfg.terms - 1).bit_length() if cfg.terms > 1 else 0, 1, 1,
-                            cfg.lanes * self._lane_bits, cfg.scale_bits)
+                            cfg.lanes * self._lane_bits, scale_field)
         self._row_width = cfg.lanes * cfg.act_width + self._shift_width
         code = unsigned(geo.code_bits)
         super().__init__({
@@ -132,12 +138,25 @@ class StepSerializer(wiring.Component):
                           for lane in range(L)))
             index = t[:self._col_widths[0]] if T > 1 else Const(0, 0)
             sb = cfg.scale_bits
-            cols.append(Cat(index, out_gl, out_ol, lanes, scale[c * sb:(c + 1) * sb]))
+            code = scale[c * sb:(c + 1) * sb]
+            if self._scale_shift:
+                code = self._exponent(m, code, self._col_widths[4], f"scale_exp{c}")
+            cols.append(Cat(index, out_gl, out_ol, lanes, code))
         X = self._shift_width
         rows = [Cat(acts[r * L * A:(r + 1) * L * A], shift[r * X:(r + 1) * X])
                 for r in range(R)]
         m.d.comb += [self.cols.eq(Cat(*cols)), self.rows.eq(Cat(*rows))]
         return m
+
+    @staticmethod
+    def _exponent(m: Module, code, width: int, name: str) -> Signal:
+        """``j`` of a power-of-two code ``2**j``: the index of its highest set bit (the host
+        and golden refuse other codes for a shifting PE kind, golden.gemm.check_weights)."""
+        j = Signal(width, name=name)
+        for bit in range(len(code)):
+            with m.If(code[bit]):
+                m.d.comb += j.eq(bit)
+        return j
 
     def _lane_words(self, m: Module) -> list:
         """Per column, the ``L`` lanes' words of this step: encoder terms, or the codes."""

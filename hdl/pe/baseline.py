@@ -22,6 +22,8 @@ from bitmod.golden.pe_baseline import (
     MINIFLOAT_PE_LATENCY,
     int_pe_latency,
     int_pe_widths,
+    minifloat_acc_width,
+    minifloat_array_operands,
     minifloat_block_width,
 )
 from bitmod.hdl.arith.minifloat_mul import MinifloatMultiplier, operand_geometry
@@ -297,7 +299,7 @@ class MinifloatPE(wiring.Component):
     Members
     -------
     i_stream : In(stream.Signature(StructLayout({"acts": ArrayLayout(a_bits, L),
-    "weights": ArrayLayout(w_bits, L), "block_last": 1, "out_last": 1,
+    "weights": ArrayLayout(w_bits, L), "group_last": 1, "out_last": 1,
     "exp": unsigned(exp_bits)})))
         ``L`` activation and ``L`` weight codes per cycle.
     o_stream : Out(stream.Signature(StructLayout({"acc": signed(acc_width), "invalid": 1})))
@@ -321,14 +323,13 @@ class MinifloatPE(wiring.Component):
         self._tree_width = (lanes * pmax).bit_length() + 1
         self._block_width = minifloat_block_width(a_format, w_format, block)
         assert self._block_width == (block * pmax).bit_length() + 1
-        shift = 1 << ((1 << exp_bits) - 1)
         self._acc_width = _check_acc_width(
-            acc_width, (max_blocks * block * pmax * shift).bit_length() + 1)
+            acc_width, minifloat_acc_width(a_format, w_format, block, max_blocks, exp_bits))
 
         self._in_layout = data.StructLayout({
             "acts": data.ArrayLayout(unsigned(self._a.bits), lanes),
             "weights": data.ArrayLayout(unsigned(self._w.bits), lanes),
-            "block_last": 1,
+            "group_last": 1,
             "out_last": 1,
             "exp": unsigned(exp_bits),
         })
@@ -337,6 +338,18 @@ class MinifloatPE(wiring.Component):
             "i_stream": In(stream.Signature(self._in_layout)),
             "o_stream": Out(stream.Signature(self._out_layout)),
         })
+
+    @classmethod
+    def for_array(cls, config) -> MinifloatPE:
+        """The PE every position of an array built with ``config`` (a
+        :class:`golden.gemm.ArrayConfig` of kind ``"minifloat"``) holds: ``int<act_width>``
+        activations times the weight format's codes, one block per group, the row's group shift
+        plus the group scale's exponent as ``exp``
+        (:func:`golden.pe_baseline.minifloat_array_operands`)."""
+        a_format, w_format, exp_bits = minifloat_array_operands(config)
+        return cls(lanes=config.lanes, a_format=a_format, w_format=w_format,
+                   block=config.group_size, exp_bits=exp_bits, max_blocks=config.max_groups,
+                   acc_width=config.acc_width)
 
     @property
     def frac_bits(self) -> int:
@@ -384,7 +397,7 @@ class MinifloatPE(wiring.Component):
         ctrl = [(Signal(name=f"c{k}_bl"), Signal(name=f"c{k}_ol"),
                  Signal(self._exp_bits, name=f"c{k}_exp")) for k in range(muls[0].latency)]
         with m.If(men):
-            prev = (pay.block_last, pay.out_last, pay.exp)
+            prev = (pay.group_last, pay.out_last, pay.exp)
             for regs in ctrl:
                 m.d.sync += [r.eq(p) for r, p in zip(regs, prev, strict=True)]
                 prev = regs

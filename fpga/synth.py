@@ -106,7 +106,11 @@ class SynthReport:
         return {**asdict(self), "timing_met": self.timing_met}
 
 
-def _run(step: str, command: list[str], log_path: Path, cwd: Path, timeout: float) -> None:
+def _run(step: str, command: list[str], log_path: Path, cwd: Path, timeout: float,
+         tool_log: Path | None = None) -> None:
+    """Run ``command`` with its output in ``log_path``; on failure raise ``SynthError`` with the
+    error lines of that output and of ``tool_log`` (the tool's own ``-l`` log, where Yosys
+    writes an internal assertion) and the path of the log that has them."""
     with open(log_path, "w") as log:
         try:
             result = subprocess.run(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
@@ -115,6 +119,9 @@ def _run(step: str, command: list[str], log_path: Path, cwd: Path, timeout: floa
             raise SynthError(f"{step} timed out after {timeout:.0f} s; log: {log_path}") from None
     if result.returncode != 0:
         lines = log_path.read_text(errors="replace").splitlines()
+        if tool_log is not None and tool_log.exists():
+            lines += tool_log.read_text(errors="replace").splitlines()
+            log_path = tool_log
         errors = [line for line in lines if "ERROR" in line or "Error" in line]
         tail = "\n  ".join((errors or lines)[-5:])
         raise SynthError(f"{step} failed (exit {result.returncode}):\n  {tail}\nlog: {log_path}")
@@ -168,7 +175,7 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
     script = (f"read_verilog -sv {top}.v; {device.synth_command} -top {top}; "
               f"tee -q -o stat.json stat -json; write_json {top}.json")
     _run("yosys", [find_tool("yosys"), "-q", "-l", "yosys.log", "-p", script],
-         workdir / "yosys.out", workdir, timeout)
+         workdir / "yosys.out", workdir, timeout, tool_log=workdir / "yosys.log")
     stat = json.loads((workdir / "stat.json").read_text())
     cells = {name: int(count)
              for name, count in stat["design"].get("num_cells_by_type", {}).items()}

@@ -1,6 +1,7 @@
 """Tool discovery, the doctor, formal proofs and the synthesis flow, run for real."""
 
 import os
+import sys
 
 import pytest
 
@@ -76,6 +77,21 @@ def test_flow_failure_is_reported_with_log(tmp_path):
         run_flow("module top(input a, output b); assign b = ; endmodule",
                  get_device("ice40-up5k"), tmp_path)
     assert "log:" in str(info.value)
+    assert "ERROR" in str(info.value), "the error line itself is in the message"
+
+
+def test_tool_log_errors_are_reported(tmp_path):
+    """An error only the tool's own log has (as a Yosys internal assertion with -q) is in the
+    message, with that log's path."""
+    from bitmod.fpga.synth import _run
+
+    tool_log = tmp_path / "tool.log"
+    script = f"open({str(tool_log)!r}, 'w').write('ERROR: Assert failed in x.cc:1\\n'); exit(1)"
+    message = r"step failed \(exit 1\):\n  ERROR: Assert failed"
+    with pytest.raises(SynthError, match=message) as info:
+        _run("step", [sys.executable, "-c", script], tmp_path / "out.txt", tmp_path, 60,
+             tool_log=tool_log)
+    assert str(tool_log) in str(info.value)
 
 
 def test_build_root_override(monkeypatch, tmp_path):

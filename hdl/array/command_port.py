@@ -1,0 +1,296 @@
+"""The accelerator core's command port: decodes and checks each command, drives the buffer
+writes and the job registers, and gives one response per command.
+
+Twin: :meth:`golden.core.CoreModel.command` (status and response data of every command).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden import bfp
+from bitmod.golden import core as gcore
+
+from ..common import read_only
+from .buffers import read_signature, write_signature
+
+__all__ = ["CommandPort", "cmd_layout", "counters_layout", "job_layout", "resp_layout"]
+
+
+def cmd_layout(config: gcore.CoreConfig) -> data.StructLayout:
+    """A command: ``{op: 4, addr: addr_bits, data: 32}`` (:mod:`golden.core`)."""
+    return data.StructLayout({"op": unsigned(gcore.OP_BITS),
+                              "addr": unsigned(config.addr_bits),
+                              "data": unsigned(gcore.DATA_BITS)})
+
+
+def resp_layout() -> data.StructLayout:
+    """A response: ``{status: 3, data: 32}`` (:data:`golden.core.STATUS`)."""
+    return data.StructLayout({"status": unsigned(gcore.STATUS_BITS),
+                              "data": unsigned(gcore.DATA_BITS)})
+
+
+def job_layout(config: gcore.CoreConfig) -> data.StructLayout:
+    """The job registers ``M``, ``N``, ``K`` (0 until set; ``1 .. max_m`` etc. once set)."""
+    return data.StructLayout({"m": range(config.max_m + 1), "n": range(config.max_n + 1),
+                              "k": range(config.max_k + 1)})
+
+
+def counters_layout() -> data.ArrayLayout:
+    """The performance counters, in :data:`golden.core.COUNTERS` order, 48 bits each."""
+    return data.ArrayLayout(unsigned(gcore.COUNTER_BITS), len(gcore.COUNTERS))
+
+
+@read_only("config")
+class CommandPort(wiring.Component):
+    """Checks each command, acts on it and answers it: the core's host-facing half.
+
+    Status of a command (the first that applies; the table of the core's docstring,
+    :meth:`golden.core.CoreModel.command`)::
+
+        bad_op    op 10 .. 15
+        busy      op 1 .. 6 or 8 while ``busy``
+        bad_addr  an address field beyond its buffer (bank >= C / R, word >= depth,
+                  lane >= L), address bits above the fields, counter >= 6, set_job field
+                  >= 3, write_special addr != 0, read_output addr >= max_m * max_n
+        bad_data  a code wider than code_bits; a meta word with bits above 2 + scale_bits
+                  or a selector >= the number of formats; an INT8 word that is not a
+                  sign-extended int8; an FP16/BF16 word with an all-ones exponent; bits
+                  above 16 in an activation word
+        bad_job   set_job value 0 or above max_m / max_n / max_k; start before M, N and K
+                  are all set
+        ok        otherwise
+
+    Actions of an ``ok`` command: ``write_weight`` / ``write_meta`` / ``write_act`` write the
+    element to its buffer bank (one lane of the word, through the write port's lane enable);
+    ``write_special`` and ``set_job`` load :attr:`special` / :attr:`job`; ``start`` pulses
+    :attr:`start`; ``read_output`` reads the output buffer, whose read data is the response
+    data in the next cycle. A refused command changes nothing. Response data: ``status``
+    ``busy | done << 1``; ``wait`` ``done << 1``, held until ``busy`` is low; ``read_counter``
+    the 32-bit half ``addr % 2`` of counter ``addr // 2``; else 0.
+
+    Two stages: an offered command is first checked (its status registered, ``i_cmd.ready``
+    still low), then accepted and executed in the next cycle, its payload held stable by the
+    stream contract. Checking (address and data compares) and acting (buffer write enables;
+    ``start``) in one cycle was ~13 LUT levels, the iCE40 board's critical path; holding the
+    payload upstream instead of registering a copy costs no flip-flops.
+
+    Latency: 1 cycle from a command accepted to its response valid (``wait``: from ``busy``
+    falling). Throughput: one command per 3 cycles (check, accept, response taken).
+
+    Parameters
+    ----------
+    config : golden.core.CoreConfig
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(cmd_layout(config)))
+    o_resp : Out(stream.Signature(resp_layout()))
+    busy, done : In(1)
+        The controller's job state (``busy`` may only fall while a command is in flight).
+    counters : In(counters_layout())
+    start : Out(1)
+        One cycle: an ``ok`` ``start`` was accepted.
+    special : Out(32)
+        The special-value register (reset 0).
+    job : Out(job_layout(config))
+        The job registers (reset 0).
+    waiting : Out(1)
+        A ``wait`` was accepted during a job and is not answered yet.
+    weight_write, meta_write : In(WritePort.Signature).array(C)
+        Per column bank: weights (granularity ``code_bits``, one enable per lane), meta words.
+    act_write : In(WritePort.Signature).array(R)
+        Per row bank, granularity ``A`` (8 INT8, 16 FP).
+    output_read : In(ReadPort.Signature)
+        The output buffer's read port (``read_output``).
+    """
+
+    def __init__(self, config: gcore.CoreConfig):
+        if not isinstance(config, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._config = mp = config
+        R, C, L = mp.rows, mp.cols, mp.lanes
+        super().__init__({
+            "i_cmd": In(stream.Signature(cmd_layout(mp))),
+            "o_resp": Out(stream.Signature(resp_layout())),
+            "busy": In(1),
+            "done": In(1),
+            "counters": In(counters_layout()),
+            "start": Out(1),
+            "special": Out(32),
+            "job": Out(job_layout(mp)),
+            "waiting": Out(1),
+            "weight_write": In(write_signature(mp.weight_depth, L * mp.code_bits,
+                                               mp.code_bits)).array(C),
+            "meta_write": In(write_signature(mp.meta_depth, mp.meta_bits)).array(C),
+            "act_write": In(write_signature(mp.act_depth, L * mp.act_bits,
+                                            mp.act_bits)).array(R),
+            "output_read": In(read_signature(mp.out_depth, mp.out_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        mp = self._config
+        cfg = mp.array
+        R, C, L = cfg.rows, cfg.cols, cfg.lanes
+        CB, AB, SB = mp.code_bits, mp.act_bits, cfg.scale_bits
+        OPS, ST = gcore.OPS, gcore.STATUS
+        busy, done, job = self.busy, self.done, self.job
+
+        cmd = self.i_cmd.payload
+        resp_valid = Signal()
+        resp_status = Signal(gcore.STATUS_BITS)
+        resp_data = Signal(gcore.DATA_BITS)
+        resp_from_mem = Signal()  # the response data is the output buffer's read data
+        waiting = self.waiting
+        accept = Signal()
+        checked = Signal()  # the offered command's status is in ``x_status``
+        x_status = Signal(gcore.STATUS_BITS)
+        m.d.comb += [
+            self.i_cmd.ready.eq(checked),
+            accept.eq(self.i_cmd.valid & self.i_cmd.ready),
+            self.o_resp.valid.eq(resp_valid),
+            self.o_resp.payload.status.eq(resp_status),
+            self.o_resp.payload.data.eq(Mux(resp_from_mem, self.output_read.data, resp_data)),
+        ]
+        with m.If(self.o_resp.valid & self.o_resp.ready):
+            m.d.sync += resp_valid.eq(0)
+
+        # ---- check stage: the offered command's status ------------------------------------
+        op, addr, dat = cmd.op, cmd.addr, cmd.data
+        f_w, top_w = _split(addr, mp.fields["write_weight"])
+        f_meta, top_meta = _split(addr, mp.fields["write_meta"])
+        f_a, top_a = _split(addr, mp.fields["write_act"])
+        bad_w_addr = ~top_w | (f_w["lane"] >= L) | (f_w["word"] >= mp.weight_depth) \
+            | (f_w["bank"] >= C)
+        bad_meta_addr = ~top_meta | (f_meta["word"] >= mp.meta_depth) | (f_meta["bank"] >= C)
+        bad_a_addr = ~top_a | (f_a["lane"] >= L) | (f_a["word"] >= mp.act_depth) \
+            | (f_a["bank"] >= R)
+        if cfg.act_format != "int8":
+            E, MB, _ = bfp.float_fields(cfg.act_format)
+            special_word = dat[MB:MB + E] == (1 << E) - 1  # Inf or NaN
+            bad_act = (dat[16:] != 0) | special_word
+        else:
+            bad_act = (dat[16:] != 0) | ((dat[7:16] != 0) & (dat[7:16] != 0x1FF))
+        bad_meta = (dat[mp.meta_bits:] != 0) | (dat[SB:SB + 2] >= len(cfg.formats))
+        job_value_ok = Signal()
+        with m.Switch(addr):
+            for idx, bound in enumerate((mp.max_m, mp.max_n, mp.max_k)):
+                with m.Case(idx):
+                    m.d.comb += job_value_ok.eq((dat != 0) & (dat <= bound))
+
+        status = Signal(gcore.STATUS_BITS)
+        with m.Switch(op):
+            with m.Case(OPS["status"], OPS["wait"]):
+                m.d.comb += status.eq(ST["ok"])
+            with m.Case(OPS["write_weight"]):
+                m.d.comb += status.eq(_first((busy, ST["busy"]), (bad_w_addr, ST["bad_addr"]),
+                                             (dat[CB:] != 0, ST["bad_data"])))
+            with m.Case(OPS["write_meta"]):
+                m.d.comb += status.eq(_first((busy, ST["busy"]),
+                                             (bad_meta_addr, ST["bad_addr"]),
+                                             (bad_meta, ST["bad_data"])))
+            with m.Case(OPS["write_act"]):
+                m.d.comb += status.eq(_first((busy, ST["busy"]), (bad_a_addr, ST["bad_addr"]),
+                                             (bad_act, ST["bad_data"])))
+            with m.Case(OPS["write_special"]):
+                m.d.comb += status.eq(_first((busy, ST["busy"]), (addr != 0, ST["bad_addr"])))
+            with m.Case(OPS["set_job"]):
+                m.d.comb += status.eq(_first((busy, ST["busy"]), (addr >= 3, ST["bad_addr"]),
+                                             (~job_value_ok, ST["bad_job"])))
+            with m.Case(OPS["start"]):
+                m.d.comb += status.eq(_first(
+                    (busy, ST["busy"]),
+                    ((job.m == 0) | (job.n == 0) | (job.k == 0), ST["bad_job"])))
+            with m.Case(OPS["read_output"]):
+                m.d.comb += status.eq(_first((busy, ST["busy"]),
+                                             (addr >= mp.out_depth, ST["bad_addr"])))
+            with m.Case(OPS["read_counter"]):
+                m.d.comb += status.eq(_first((addr >= 2 * len(gcore.COUNTERS),
+                                              ST["bad_addr"])))
+            with m.Default():
+                m.d.comb += status.eq(ST["bad_op"])
+        # Between the stages ``busy`` can only fall (a job ending), which orders the command
+        # before the job's end: its status stands. Only ``start`` raises ``busy``, and it is
+        # the one command in flight.
+        with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
+            m.d.sync += [checked.eq(1), x_status.eq(status)]
+        with m.If(accept):
+            m.d.sync += checked.eq(0)
+
+        # ---- execute stage: the accepted command ------------------------------------------
+        imm = Signal(gcore.DATA_BITS)
+        with m.Switch(op):
+            with m.Case(OPS["status"]):
+                m.d.comb += imm.eq(Cat(busy, done))
+            with m.Case(OPS["wait"]):
+                m.d.comb += imm.eq(Cat(Const(0, 1), done))
+            with m.Case(OPS["read_counter"]), m.Switch(addr):
+                for i in range(len(gcore.COUNTERS)):
+                    for half in range(2):
+                        with m.Case(2 * i + half):
+                            m.d.comb += imm.eq(self.counters[i][32 * half:32 * half + 32])
+        x_ok = x_status == ST["ok"]
+        ok = accept & x_ok
+
+        with m.If(accept):
+            with m.If((op == OPS["wait"]) & busy):
+                m.d.sync += waiting.eq(1)
+            with m.Else():
+                m.d.sync += [resp_valid.eq(1), resp_status.eq(x_status),
+                             resp_data.eq(Mux(x_ok, imm, 0)),
+                             resp_from_mem.eq((op == OPS["read_output"]) & x_ok)]
+        with m.If(waiting & ~busy):
+            m.d.sync += [waiting.eq(0), resp_valid.eq(1), resp_status.eq(ST["ok"]),
+                         resp_data.eq(Cat(Const(0, 1), done)), resp_from_mem.eq(0)]
+
+        # Host writes: one element per command, the lane picked by the write enable.
+        lane_en = [Signal(L, name=f"lane_en_{n}") for n in ("w", "a")]
+        m.d.comb += [lane_en[0].eq((Const(1, L) << f_w["lane"])[:L]),
+                     lane_en[1].eq((Const(1, L) << f_a["lane"])[:L])]
+        for c in range(C):
+            w_wr, meta_wr = self.weight_write[c], self.meta_write[c]
+            m.d.comb += [
+                w_wr.addr.eq(f_w["word"]), w_wr.data.eq(Cat(*[dat[:CB]] * L)),
+                meta_wr.addr.eq(f_meta["word"]), meta_wr.data.eq(dat[:mp.meta_bits]),
+            ]
+            with m.If(ok & (op == OPS["write_weight"]) & (f_w["bank"] == c)):
+                m.d.comb += w_wr.en.eq(lane_en[0])
+            with m.If(ok & (op == OPS["write_meta"]) & (f_meta["bank"] == c)):
+                m.d.comb += meta_wr.en.eq(1)
+        for r in range(R):
+            a_wr = self.act_write[r]
+            m.d.comb += [a_wr.addr.eq(f_a["word"]), a_wr.data.eq(Cat(*[dat[:AB]] * L))]
+            with m.If(ok & (op == OPS["write_act"]) & (f_a["bank"] == r)):
+                m.d.comb += a_wr.en.eq(lane_en[1])
+        with m.If(ok), m.Switch(op):
+            with m.Case(OPS["write_special"]):
+                m.d.sync += self.special.eq(dat)
+            with m.Case(OPS["set_job"]), m.Switch(addr):
+                for idx, reg in enumerate((job.m, job.n, job.k)):
+                    with m.Case(idx):
+                        m.d.sync += reg.eq(dat)
+            with m.Case(OPS["start"]):
+                m.d.comb += self.start.eq(1)
+        m.d.comb += [self.output_read.addr.eq(addr),
+                     self.output_read.en.eq(ok & (op == OPS["read_output"]))]
+        return m
+
+
+def _split(value, fields):
+    """Address fields (low bits first) and whether the bits above them are zero."""
+    out, pos = {}, 0
+    for name, width in fields:
+        out[name] = value[pos:pos + width] if width else Const(0, 1)
+        pos += width
+    return out, value[pos:] == 0 if pos < len(value) else Const(1)
+
+
+def _first(*conds):
+    """Status of the first true (condition, code) pair, else ok."""
+    result = Const(gcore.STATUS["ok"], gcore.STATUS_BITS)
+    for cond, code in reversed(conds):
+        result = Mux(cond, code, result)
+    return result

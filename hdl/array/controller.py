@@ -1,0 +1,324 @@
+"""The accelerator core's tiled-GEMM controller: job state, the FP pre-pass, the loops that read
+the buffers and form the array's weight-steps, and the performance counters.
+
+Twins: the step order and padding of :func:`golden.gemm.gemm` (module docstring, steps 2-3),
+the exponents of :func:`golden.gemm.act_mantissas`, the counters of
+:func:`golden.core.job_counters`.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden import bfp
+from bitmod.golden import core as gcore
+
+from ..common import read_only
+from .buffers import buffer_shapes, read_signature, write_signature
+from .command_port import counters_layout, job_layout
+from .front_end import step_layout
+
+__all__ = ["CoreController"]
+
+
+@read_only("config")
+class CoreController(wiring.Component):
+    """Runs a job: reads the buffers in tile order and gives the array one weight-step per
+    cycle it takes one.
+
+    States ``IDLE`` -> (``PREPASS``, FP16/BF16 only) -> ``FEED`` -> ``IDLE``. :attr:`start`
+    raises :attr:`busy`, clears :attr:`done`, the loop counters and :attr:`counters`;
+    :attr:`job_end` (the drain wrote the job's last result) clears :attr:`busy`, sets
+    :attr:`done` and returns to ``IDLE``.
+
+    Pre-pass (FP16/BF16): per m-tile it reads every activation word once (one word per row
+    bank per cycle, ``ceil(M / R) * ceil(K / L)`` reads) and folds, per row, the effective
+    exponents of its real lanes (``e``, ``1`` for subnormals, ``0`` for zeros, Inf/NaN and
+    lanes at ``k >= K`` or rows at ``m >= M``) into the group exponent ``gexp`` (written at a
+    group's last step) and the token floor ``base = max(1, max_g gexp - (2**X - 1))``
+    (written at the tile's last step), as :func:`golden.gemm.act_mantissas` computes them.
+
+    Feed: loops ``m0`` (outer), ``n0``, groups and weight-steps. The step's buffer addresses
+    (``tile base + k // L``, no multiplier) go to the read ports; the read data arrive in a
+    one-stage pipeline that advances when the array takes a step or the stage is empty
+    (``adv = ~valid | ready``). The step (:func:`~hdl.array.front_end.step_layout`) carries
+    the weight words of the ``C`` columns with their selectors and scales, the activation
+    words of the ``R`` rows with their ``gexp`` and ``base``, ``group_last`` (the group's last
+    step or K's) and ``out_last`` (K's last step); it is padded with zero codes, selectors and
+    scales for columns at ``n >= N``, zero activations, ``gexp`` and ``base`` for rows at
+    ``m >= M``, and zero codes and activations for lanes at ``k >= K``, so stale buffer
+    contents never reach the array.
+
+    Counters (48 bits, :data:`golden.core.COUNTERS` order): ``cycles``, cycles with
+    :attr:`busy` high (from the cycle after ``start`` to the one with ``job_end``);
+    ``busy_pe_cycles``, ``T * rows * cols`` of real rows and columns per step the array takes;
+    ``stall_cycles``, feed cycles in which the array is ready, no step is on offer and steps
+    remain (the first buffer read of a job).
+
+    Latency: the first step is offered ``prepass + 2`` cycles after ``start``, ``prepass =
+    ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8 (so :func:`golden.core.
+    job_counters` ``cycles = prepass + 1 + gemm_cycles``). Throughput: one step per cycle.
+
+    Parameters
+    ----------
+    config : golden.core.CoreConfig
+
+    Members
+    -------
+    start : In(1)
+        Start the job in :attr:`job` (taken in ``IDLE`` only).
+    job : In(job_layout(config))
+    job_end : In(1)
+        The drain writes the job's last result in this cycle.
+    busy, done : Out(1)
+    counters : Out(counters_layout())
+    weight_read, meta_read : In(ReadPort.Signature).array(C)
+    act_read : In(ReadPort.Signature).array(R)
+    gexp_read, base_read, gexp_write, base_write : In(Read/WritePort.Signature).array(R)
+        FP16/BF16 activations only: the pre-pass writes them, the feed reads them.
+    o_step : Out(stream.Signature(step_layout(config.array)))
+        To the array's ``i_stream``.
+    """
+
+    def __init__(self, config: gcore.CoreConfig):
+        if not isinstance(config, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._config = mp = config
+        members = {
+            "start": In(1),
+            "job": In(job_layout(mp)),
+            "job_end": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "counters": Out(counters_layout()),
+        }
+        for name, (banks, depth, width, _) in buffer_shapes(mp).items():
+            if name == "output":
+                continue
+            members[f"{name}_read"] = In(read_signature(depth, width)).array(banks)
+            if name in ("gexp", "base"):
+                members[f"{name}_write"] = In(write_signature(depth, width)).array(banks)
+        members["o_step"] = Out(stream.Signature(step_layout(mp.array)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        mp = self._config
+        cfg = mp.array
+        R, C, L, G, T = cfg.rows, cfg.cols, cfg.lanes, cfg.group_size, cfg.terms
+        fp = cfg.act_format != "int8"
+        steps_per_group = G // L
+        job_m, job_n, job_k = self.job.m, self.job.n, self.job.k
+        busy, done = self.busy, self.done
+        counters = [self.counters[i] for i in range(len(gcore.COUNTERS))]
+        cnt_cycles, cnt_busy, cnt_stall = counters
+        step = self.o_step
+
+        def counter(name, bound):
+            return Signal(range(bound + 1), name=name)
+
+        # Feed-phase loop state: tile origin, weight-step within K, group, buffer bases.
+        f_m0 = counter("f_m0", mp.max_m + R)
+        f_n0 = counter("f_n0", mp.max_n + C)
+        f_mt = counter("f_mt", mp.m_tiles)
+        f_k0 = counter("f_k0", mp.max_k + L)
+        f_kstep = counter("f_kstep", mp.k_steps)
+        f_sg = counter("f_sg", steps_per_group)
+        f_g = counter("f_g", mp.max_groups)
+        f_abase = counter("f_abase", mp.act_depth)
+        f_wbase = counter("f_wbase", mp.weight_depth)
+        f_metabase = counter("f_metabase", mp.meta_depth)
+        f_gxbase = counter("f_gxbase", mp.gexp_depth)
+        feeding = Signal()  # steps remain to be read
+        loop = [f_m0, f_n0, f_mt, f_k0, f_kstep, f_sg, f_g, f_abase, f_wbase, f_metabase,
+                f_gxbase]
+
+        last_step = f_k0 + L >= job_k
+        last_n = f_n0 + C >= job_n
+        last_m = f_m0 + R >= job_m
+        lane_mask = Cat(*[f_k0 + lane < job_k for lane in range(L)])
+        row_ok = Cat(*[f_m0 + r < job_m for r in range(R)])
+        col_ok = Cat(*[f_n0 + c < job_n for c in range(C)])
+        rows_valid = Signal(range(R + 1))
+        cols_valid = Signal(range(C + 1))
+        m.d.comb += [rows_valid.eq(Mux(last_m, job_m - f_m0, R)),
+                     cols_valid.eq(Mux(last_n, job_n - f_n0, C))]
+
+        def advance_k(on_tile_end):
+            """Step the (group, step) loop; ``on_tile_end`` runs after a tile's last step."""
+            with m.If(last_step):
+                m.d.sync += [f_k0.eq(0), f_kstep.eq(0), f_sg.eq(0), f_g.eq(0)]
+                on_tile_end()
+            with m.Else():
+                m.d.sync += [f_k0.eq(f_k0 + L), f_kstep.eq(f_kstep + 1)]
+                with m.If(f_sg == steps_per_group - 1):
+                    m.d.sync += [f_sg.eq(0), f_g.eq(f_g + 1)]
+                with m.Else():
+                    m.d.sync += f_sg.eq(f_sg + 1)
+
+        def next_m_tile():
+            """Move to the next m-tile; after the last one no steps remain."""
+            with m.If(last_m):
+                m.d.sync += feeding.eq(0)
+            with m.Else():
+                m.d.sync += [f_m0.eq(f_m0 + R), f_mt.eq(f_mt + 1),
+                             f_abase.eq(f_abase + mp.k_steps),
+                             f_gxbase.eq(f_gxbase + mp.max_groups)]
+
+        # Pipeline stage 1: buffer read data plus the step's flags and masks.
+        s1 = {
+            "valid": Signal(name="s1_valid"), "gl": Signal(name="s1_gl"),
+            "ol": Signal(name="s1_ol"), "lanes": Signal(L, name="s1_lanes"),
+            "rows": Signal(R, name="s1_rows"), "cols": Signal(C, name="s1_cols"),
+            "rv": Signal.like(rows_valid, name="s1_rv"),
+            "cv": Signal.like(cols_valid, name="s1_cv"),
+            "gend": Signal(name="s1_gend"), "tend": Signal(name="s1_tend"),
+            "gxaddr": Signal.like(f_gxbase, name="s1_gxaddr"),
+            "mt": Signal.like(f_mt, name="s1_mt"),
+        }
+        adv = Signal()
+        m.d.comb += adv.eq(~s1["valid"] | step.ready)
+
+        with m.FSM(name="ctrl") as fsm:
+            with m.State("IDLE"), m.If(self.start):
+                m.d.sync += [busy.eq(1), done.eq(0), feeding.eq(1)]
+                m.d.sync += [reg.eq(0) for reg in loop + counters]
+                m.next = "PREPASS" if fp else "FEED"
+            if fp:
+                with m.State("PREPASS"):
+                    # Reads every activation word once; stage 1 (below) folds the exponents.
+                    m.d.sync += [s1["valid"].eq(feeding), s1["lanes"].eq(lane_mask),
+                                 s1["rows"].eq(row_ok),
+                                 s1["gend"].eq(last_step | (f_sg == steps_per_group - 1)),
+                                 s1["tend"].eq(last_step), s1["gxaddr"].eq(f_gxbase + f_g),
+                                 s1["mt"].eq(f_mt)]
+                    with m.If(feeding):
+                        advance_k(next_m_tile)
+                    with m.Else():
+                        # The last read lands this cycle; the feed restarts from tile 0.
+                        m.d.sync += [s1["valid"].eq(0), feeding.eq(1)]
+                        m.d.sync += [reg.eq(0) for reg in loop]
+                        m.next = "FEED"
+            with m.State("FEED"):
+                with m.If(adv):
+                    m.d.sync += [s1["valid"].eq(feeding), s1["lanes"].eq(lane_mask),
+                                 s1["rows"].eq(row_ok), s1["cols"].eq(col_ok),
+                                 s1["gl"].eq(last_step | (f_sg == steps_per_group - 1)),
+                                 s1["ol"].eq(last_step), s1["rv"].eq(rows_valid),
+                                 s1["cv"].eq(cols_valid)]
+                    with m.If(feeding):
+                        def feed_tile_end():
+                            with m.If(last_n):
+                                m.d.sync += [f_n0.eq(0), f_wbase.eq(0), f_metabase.eq(0)]
+                                next_m_tile()
+                            with m.Else():
+                                m.d.sync += [f_n0.eq(f_n0 + C),
+                                             f_wbase.eq(f_wbase + mp.k_steps),
+                                             f_metabase.eq(f_metabase + mp.max_groups)]
+                        advance_k(feed_tile_end)
+                with m.If(step.ready & ~s1["valid"] & feeding):
+                    m.d.sync += cnt_stall.eq(cnt_stall + 1)
+                with m.If(step.valid & step.ready):
+                    m.d.sync += cnt_busy.eq(cnt_busy + s1["rv"] * s1["cv"] * T)
+                with m.If(self.job_end):
+                    m.next = "IDLE"
+        in_prepass = fsm.ongoing("PREPASS") if fp else Const(0)
+        with m.If(busy):
+            m.d.sync += cnt_cycles.eq(cnt_cycles + 1)
+        # After the FSM: the job's end takes priority over the loop's own updates.
+        with m.If(self.job_end):
+            m.d.sync += [busy.eq(0), done.eq(1), feeding.eq(0)]
+
+        # Buffer reads: the address of the step being issued; data arrive in stage 1.
+        for c in range(C):
+            w_rd, meta_rd = self.weight_read[c], self.meta_read[c]
+            m.d.comb += [w_rd.addr.eq(f_wbase + f_kstep), w_rd.en.eq(adv),
+                         meta_rd.addr.eq(f_metabase + f_g), meta_rd.en.eq(adv)]
+        for r in range(R):
+            a_rd = self.act_read[r]
+            m.d.comb += [a_rd.addr.eq(f_abase + f_kstep), a_rd.en.eq(in_prepass | adv)]
+            if fp:
+                gx_rd, base_rd = self.gexp_read[r], self.base_read[r]
+                m.d.comb += [gx_rd.addr.eq(f_gxbase + f_g), gx_rd.en.eq(adv),
+                             base_rd.addr.eq(f_mt), base_rd.en.eq(adv)]
+        if fp:
+            self._exponent_fold(m, s1, in_prepass)
+        self._array_input(m, s1, in_prepass)
+        return m
+
+    def _exponent_fold(self, m: Module, s1: dict, in_prepass) -> None:
+        """Pre-pass, stage 1: per row, fold the read word's effective exponents into the group
+        and tile maxima; write ``gexp`` at a group's end and ``base`` at the tile's end."""
+        cfg = self._config.array
+        R, L, AB = cfg.rows, cfg.lanes, self._config.act_bits
+        E, MB, _ = bfp.float_fields(cfg.act_format)
+        window = (1 << cfg.act_exp_bits) - 1
+        for r in range(R):
+            a_data = self.act_read[r].data
+            gx_wr, base_wr = self.gexp_write[r], self.base_write[r]
+            g_run = Signal(E, name=f"g_run{r}")  # group max so far
+            t_run = Signal(E, name=f"t_run{r}")  # tile max so far
+            effs = []
+            for lane in range(L):
+                word = a_data[lane * AB:(lane + 1) * AB]
+                e, man = word[MB:MB + E], word[:MB]
+                eff = Signal(E, name=f"eff{r}_{lane}")
+                zero = ((e == 0) & (man == 0)) | (e == (1 << E) - 1)
+                m.d.comb += eff.eq(Mux(zero | ~s1["lanes"][lane] | ~s1["rows"][r], 0,
+                                       Mux(e == 0, 1, e)))
+                effs.append(eff)
+            gmax = g_run
+            for eff in effs:
+                nxt = Signal(E)
+                m.d.comb += nxt.eq(Mux(eff > gmax, eff, gmax))
+                gmax = nxt
+            tmax = Signal(E, name=f"tmax{r}")
+            m.d.comb += tmax.eq(Mux(gmax > t_run, gmax, t_run))
+            m.d.comb += [gx_wr.addr.eq(s1["gxaddr"]), gx_wr.data.eq(gmax),
+                         base_wr.addr.eq(s1["mt"]),
+                         base_wr.data.eq(Mux(tmax > window, tmax - window, 1))]
+            with m.If(in_prepass & s1["valid"]):
+                m.d.sync += g_run.eq(gmax)
+                with m.If(s1["gend"]):
+                    m.d.comb += gx_wr.en.eq(1)
+                    m.d.sync += [g_run.eq(0), t_run.eq(tmax)]
+                with m.If(s1["tend"]):
+                    m.d.comb += base_wr.en.eq(1)
+                    m.d.sync += t_run.eq(0)
+
+    def _array_input(self, m: Module, s1: dict, in_prepass) -> None:
+        """The step on offer: stage 1's read data, zeroed for padding rows, columns, lanes."""
+        mp = self._config
+        cfg = mp.array
+        R, C = cfg.rows, cfg.cols
+        CB, AB, SB = mp.code_bits, mp.act_bits, cfg.scale_bits
+        p = self.o_step.payload
+        w_data = [self.weight_read[c].data for c in range(C)]
+        meta_data = [self.meta_read[c].data for c in range(C)]
+
+        def spread(mask, width):
+            return Cat(*[Mux(mask[i], Const((1 << width) - 1, width), 0)
+                         for i in range(len(mask))])
+
+        cols, rows = s1["cols"], s1["rows"]
+        lane_code_mask = spread(s1["lanes"], CB)
+        lane_act_mask = spread(s1["lanes"], AB)
+        m.d.comb += [
+            self.o_step.valid.eq(s1["valid"] & ~in_prepass),
+            p.codes.eq(Cat(*[Mux(cols[c], w_data[c] & lane_code_mask, 0) for c in range(C)])),
+            p.sel.eq(Cat(*[Mux(cols[c], meta_data[c][SB:SB + 2], 0) for c in range(C)])),
+            p.acts.eq(Cat(*[Mux(rows[r], self.act_read[r].data & lane_act_mask, 0)
+                            for r in range(R)])),
+            p.group_last.eq(s1["gl"]),
+            p.out_last.eq(s1["ol"]),
+        ]
+        if SB:
+            m.d.comb += p.scale.eq(Cat(*[Mux(cols[c], meta_data[c][:SB], 0)
+                                         for c in range(C)]))
+        if cfg.act_format != "int8":
+            m.d.comb += [
+                p.gexp.eq(Cat(*[Mux(rows[r], self.gexp_read[r].data, 0) for r in range(R)])),
+                p.base.eq(Cat(*[Mux(rows[r], self.base_read[r].data, 0) for r in range(R)])),
+            ]

@@ -1,0 +1,101 @@
+"""The accelerator core's drain: the array's results into the output buffer."""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden import core as gcore
+
+from ..common import read_only
+from .buffers import write_signature
+from .command_port import job_layout
+
+__all__ = ["OutputWriter"]
+
+
+@read_only("config")
+class OutputWriter(wiring.Component):
+    """Writes the array's results to the output buffer at ``m * max_n + n`` and ends the job.
+
+    The array gives ``R * C`` codes per tile, row-major, tiles in the controller's order
+    (``m0`` outer, ``n0`` inner; :class:`~hdl.array.controller.CoreController`). The result of
+    tile row ``r``, column ``c`` is written to :meth:`golden.core.CoreConfig.output_address`
+    ``(m0 + r, n0 + c)`` when ``m0 + r < M`` and ``n0 + c < N``; padding results are dropped.
+    :attr:`job_end` is high in the cycle the job's last result (of the last tile) arrives.
+    ``start`` returns the position to the first result. The write address is kept as running
+    sums (``d_row = (m0 + r) * max_n``), so no multiplier.
+
+    Latency: the write happens in the cycle a result is on offer (combinational write
+    enable). Throughput: one result per cycle; ``i_result.ready`` is always 1, so the array
+    is never held by the output buffer.
+
+    Parameters
+    ----------
+    config : golden.core.CoreConfig
+
+    Members
+    -------
+    i_result : In(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
+        The array's ``o_stream``.
+    start : In(1)
+    job : In(job_layout(config))
+        ``M`` and ``N`` of the running job.
+    output_write : In(WritePort.Signature)
+        The output buffer's write port.
+    job_end : Out(1)
+    """
+
+    def __init__(self, config: gcore.CoreConfig):
+        if not isinstance(config, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._config = mp = config
+        super().__init__({
+            "i_result": In(stream.Signature(data.StructLayout({"code": unsigned(mp.out_bits)}))),
+            "start": In(1),
+            "job": In(job_layout(mp)),
+            "output_write": In(write_signature(mp.out_depth, mp.out_bits)),
+            "job_end": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        mp = self._config
+        R, C = mp.rows, mp.cols
+        job_m, job_n = self.job.m, self.job.n
+        d_r = Signal(range(max(R, 2)))
+        d_c = Signal(range(max(C, 2)))
+        d_m0 = Signal(range(mp.max_m + R + 1))
+        d_n0 = Signal(range(mp.max_n + C + 1))
+        d_row = Signal(range((mp.max_m + R) * mp.max_n + 1))  # (d_m0 + d_r) * max_n
+        d_tile_row = Signal(range((mp.max_m + R) * mp.max_n + 1))  # d_m0 * max_n
+        with m.If(self.start):
+            m.d.sync += [d_r.eq(0), d_c.eq(0), d_m0.eq(0), d_n0.eq(0), d_row.eq(0),
+                         d_tile_row.eq(0)]
+        out, wr = self.i_result, self.output_write
+        m.d.comb += [
+            out.ready.eq(1),
+            wr.addr.eq(d_row + d_n0 + d_c),
+            wr.data.eq(out.payload.code),
+            wr.en.eq(out.valid & (d_m0 + d_r < job_m) & (d_n0 + d_c < job_n)),
+        ]
+        with m.If(out.valid):
+            with m.If(d_c == C - 1):
+                m.d.sync += d_c.eq(0)
+                with m.If(d_r == R - 1):
+                    m.d.sync += d_r.eq(0)
+                    with m.If(d_n0 + C >= job_n):
+                        with m.If(d_m0 + R >= job_m):
+                            m.d.comb += self.job_end.eq(1)
+                        with m.Else():
+                            m.d.sync += [d_n0.eq(0), d_m0.eq(d_m0 + R),
+                                         d_tile_row.eq(d_tile_row + R * mp.max_n),
+                                         d_row.eq(d_tile_row + R * mp.max_n)]
+                    with m.Else():
+                        m.d.sync += [d_n0.eq(d_n0 + C), d_row.eq(d_tile_row)]
+                with m.Else():
+                    m.d.sync += [d_r.eq(d_r + 1), d_row.eq(d_row + mp.max_n)]
+            with m.Else():
+                m.d.sync += d_c.eq(d_c + 1)
+        return m

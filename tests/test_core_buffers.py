@@ -1,0 +1,165 @@
+"""The core's buffers (hdl/array/buffers.py) behind its command port, beside golden.core's
+buffer map: a job loaded with golden.core.load_commands (interleaved with refused commands)
+reads back, word by word through the controller's read ports, as golden.core.CoreModel holds
+it; the pre-pass's and the drain's buffers keep what their write ports wrote (the outputs read
+back through read_output); a read port without enable holds its data; the port widths and
+depths are golden's."""
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
+
+from bitmod.golden import core as gcore
+from bitmod.golden.core import CoreConfig
+from bitmod.golden.quantize import quantize
+from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
+from bitmod.hdl.array.command_port import CommandPort
+from bitmod.sim.amaranth_sim import run_simulation
+
+BITMOD = ("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg")
+# K not a multiple of L (unused lanes), banks and depths not powers of two.
+CONFIGS = {
+    "int8": dict(rows=3, cols=3, lanes=4, group_size=8, act_format="int8", formats=BITMOD,
+                 max_m=5, max_n=7, max_k=22),
+    "fp16": dict(rows=2, cols=3, lanes=2, group_size=4, act_format="fp16",
+                 formats="int8_sym", max_m=5, max_n=5, max_k=11),
+}
+SCHEMES = {"int8": "bitmod4", "fp16": "int8"}
+
+
+class _PortAndBuffers(Elaboratable):
+    """The command port writing the buffers and reading the output buffer, as in the core."""
+
+    def __init__(self, mp):
+        self.port = CommandPort(mp)
+        self.buffers = CoreBuffers(mp)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.port, m.submodules.buffers = port, buffers = self.port, self.buffers
+        for name in ("weight", "meta", "act"):
+            for ours, theirs in zip(getattr(port, f"{name}_write"),
+                                    getattr(buffers, f"{name}_write"), strict=True):
+                wiring.connect(m, ours, theirs)
+        wiring.connect(m, port.output_read, buffers.output_read)
+        return m
+
+
+def load_items(mp, seed):
+    """The commands that load a largest job (golden.core.load_commands), with refused
+    commands (bad address or data: golden's statuses) mixed in."""
+    cfg = mp.array
+    rng = np.random.default_rng(seed)
+    m, n, k = mp.max_m, mp.max_n, mp.max_k
+    qt = quantize(rng.standard_normal((n, k)), SCHEMES[cfg.act_format], group_size=cfg.group_size,
+                  scale_format="int8")
+    if cfg.act_format == "int8":
+        x = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
+    else:
+        x = (rng.standard_normal((m, k)) * np.exp2(rng.integers(-20, 12, (m, k)))).astype(
+            np.float16)
+    items = gcore.load_commands(mp, x, qt)
+    refused = [("write_weight", mp.weight_address(0, 0), 1 << mp.code_bits),
+               ("write_act", mp.act_address(0, 1), 0x10000),
+               ("write_meta", mp.meta_address(1, 0), 1 << mp.meta_bits),
+               ("write_weight", (1 << mp.addr_bits) - 1, 0)]
+    for i, cmd in enumerate(refused):
+        items.insert(1 + i * len(items) // len(refused), cmd)
+    return items
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_buffers_hold_the_golden_layout(name):
+    mp = CoreConfig(**CONFIGS[name])
+    shapes = buffer_shapes(mp)
+    items = load_items(mp, seed=5)
+    model = gcore.CoreModel(mp)
+    statuses = [model.command(gcore.OPS[op], addr, data)[0] for op, addr, data in items]
+    assert statuses.count(gcore.STATUS["ok"]) == len(items) - 4
+    dut = _PortAndBuffers(mp)
+    port, buffers = dut.port, dut.buffers
+    rng = np.random.default_rng(9)
+    direct = {name: rng.integers(0, 1 << width, size=(banks, depth)).tolist()
+              for name, (banks, depth, width, _) in shapes.items()
+              if name in ("gexp", "base", "output")}
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(port.o_resp.ready, 1)
+        for op, addr, data in items:  # one command per 3 cycles, responses taken at once
+            ctx.set(port.i_cmd.payload, {"op": gcore.OPS[op], "addr": addr, "data": data})
+            ctx.set(port.i_cmd.valid, 1)
+            await ctx.tick().until(port.i_cmd.ready)
+            ctx.set(port.i_cmd.valid, 0)
+            await ctx.tick()
+        # The pre-pass's and the drain's buffers, written through their own ports.
+        for name, words in direct.items():
+            ports = getattr(buffers, f"{name}_write")
+            ports = ports if name != "output" else [ports]
+            for bank, port_ in enumerate(ports):
+                for word, value in enumerate(words[bank]):
+                    ctx.set(port_.addr, word)
+                    ctx.set(port_.data, value)
+                    ctx.set(port_.en, 1)
+                    await ctx.tick()
+                ctx.set(port_.en, 0)
+        # Every word of every bank through the read ports (data one cycle after the address).
+        for name, (banks, depth, _, _) in shapes.items():
+            if name == "output":
+                continue
+            reads = getattr(buffers, f"{name}_read")
+            got[name] = [[None] * depth for _ in range(banks)]
+            for word in range(depth):
+                for read in reads:
+                    ctx.set(read.addr, word)
+                    ctx.set(read.en, 1)
+                await ctx.tick()
+                for bank, read in enumerate(reads):
+                    ctx.set(read.en, 0)
+                    ctx.set(read.addr, (word + 1) % depth)
+                    got[name][bank][word] = ctx.get(read.data)
+                await ctx.tick()  # without enable the data hold
+                assert [ctx.get(read.data) for read in reads] == [
+                    got[name][bank][word] for bank in range(banks)]
+        # The output buffer through read_output commands.
+        got["output"] = []
+        for word in range(mp.out_depth):
+            ctx.set(port.i_cmd.payload, {"op": gcore.OPS["read_output"], "addr": word})
+            ctx.set(port.i_cmd.valid, 1)
+            await ctx.tick().until(port.i_cmd.ready)
+            ctx.set(port.i_cmd.valid, 0)
+            await ctx.tick()
+            got["output"].append((ctx.get(port.o_resp.payload.status),
+                                  ctx.get(port.o_resp.payload.data)))
+
+    run_simulation(dut, [bench], deadline=1e-2)
+
+    # The model's elements, laid out as words: lane l of word w of bank b.
+    L = mp.lanes
+    lane_mask = {"weight": (1 << mp.code_bits) - 1, "act": (1 << mp.act_bits) - 1}
+    for name, elements in (("weight", model.weights), ("meta", model.meta),
+                           ("act", model.acts)):
+        banks, depth, width, _ = shapes[name]
+        for bank in range(banks):
+            for word in range(depth):
+                if name == "meta":
+                    want = elements.get((bank, word), 0)
+                else:
+                    bits = width // L
+                    want = sum((elements.get((bank, word, lane), 0) & lane_mask[name])
+                               << (lane * bits) for lane in range(L))
+                assert got[name][bank][word] == want, (name, bank, word)
+    for name in ("gexp", "base"):
+        if name in shapes:
+            assert got[name] == direct[name], name
+    assert got["output"] == [(gcore.STATUS["ok"], v) for v in direct["output"][0]]
+    # The ports' widths and depths: golden's (an address of every word, no more bits).
+    for name, (_, depth, width, _) in shapes.items():
+        read = getattr(buffers, f"{name}_read")
+        read = read[0] if name != "output" else read
+        assert len(read.data) == width and 1 << len(read.addr) >= depth > 1 << (
+            len(read.addr) - 1), name
+    assert (shapes["weight"][1], shapes["meta"][1], shapes["act"][1], shapes["output"][1]) == (
+        mp.weight_depth, mp.meta_depth, mp.act_depth, mp.out_depth)
+    print(f"{len(items)} load commands; every word of {len(shapes)} buffers equals the model")

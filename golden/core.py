@@ -668,7 +668,9 @@ class CoreModel:
                 return STATUS["bad_data"], 0
             self.weights[f["bank"], f["word"], f["lane"]] = data
         elif name == "write_meta":
-            if data >> mp.meta_bits or data >> cfg.scale_bits >= len(cfg.formats):
+            scale = data & ((1 << cfg.scale_bits) - 1)
+            if data >> mp.meta_bits or data >> cfg.scale_bits >= len(cfg.formats) or (
+                    cfg.kind.scale == "shift" and (scale == 0 or scale & (scale - 1))):
                 return STATUS["bad_data"], 0
             self.meta[f["bank"], f["word"]] = data
         else:

@@ -32,6 +32,9 @@ CONFIGS = {
     # A long output buffer: address bits above the weight fields.
     "bf16": dict(rows=2, cols=3, lanes=4, group_size=8, act_format="bf16",
                  formats="int8_sym", max_m=40, max_n=5, max_k=12),
+    # A PE kind that shifts by the group scale: meta scale codes must be powers of two.
+    "minifloat": dict(rows=2, cols=3, lanes=4, group_size=8, act_format="int8",
+                      formats="fp4_e2m1", max_m=5, max_n=7, max_k=20, pe_kind="minifloat"),
 }
 
 
@@ -65,7 +68,9 @@ def data_edges(mp: CoreConfig, op: int) -> list[int]:
         return [0, 1, (1 << cb) - 1, 1 << cb, (1 << cb) + 1, 1 << 31, top]
     if op == OPS["write_meta"]:
         sb, nf = cfg.scale_bits, len(cfg.formats)
-        return [0, (1 << sb) - 1, (nf - 1) << sb | 5, nf << sb, 3 << sb, 1 << mp.meta_bits,
+        # Powers of two (the only scales a shifting PE kind takes) and others beside them.
+        return [0, 1, 2, 3, 1 << (sb - 1), (1 << (sb - 1)) + 1, (1 << sb) - 1,
+                (nf - 1) << sb | 5, (nf - 1) << sb | 4, nf << sb, 3 << sb, 1 << mp.meta_bits,
                 1 << 31, top]
     if op == OPS["write_act"]:
         if cfg.act_format == "int8":
@@ -88,7 +93,8 @@ def good_data(mp: CoreConfig, op: int) -> int:
     if op == OPS["write_weight"]:
         return (1 << mp.code_bits) - 1
     if op == OPS["write_meta"]:
-        return (len(cfg.formats) - 1) << cfg.scale_bits | 0xA5
+        scale = 0x40 if cfg.kind.scale == "shift" else 0xA5
+        return (len(cfg.formats) - 1) << cfg.scale_bits | scale
     if op == OPS["write_act"]:
         return 0xFF80 if cfg.act_format == "int8" else 0x3C01
     if op == OPS["set_job"]:

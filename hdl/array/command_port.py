@@ -56,7 +56,9 @@ class CommandPort(wiring.Component):
                   lane >= L), address bits above the fields, counter >= 6, set_job field
                   >= 3, write_special addr != 0, read_output addr >= max_m * max_n
         bad_data  a code wider than code_bits; a meta word with bits above 2 + scale_bits
-                  or a selector >= the number of formats; an INT8 word that is not a
+                  or a selector >= the number of formats, or (a PE kind that shifts by the
+                  group scale, golden.pe_kind.PEKind.scale) a scale code that is not a
+                  power of two; an INT8 word that is not a
                   sign-extended int8; an FP16/BF16 word with an all-ones exponent; bits
                   above 16 in an activation word
         bad_job   set_job value 0 or above max_m / max_n / max_k; start before M, N and K
@@ -175,6 +177,9 @@ class CommandPort(wiring.Component):
         else:
             bad_act = (dat[16:] != 0) | ((dat[7:16] != 0) & (dat[7:16] != 0x1FF))
         bad_meta = (dat[mp.meta_bits:] != 0) | (dat[SB:SB + 2] >= len(cfg.formats))
+        if cfg.kind.scale == "shift":  # the PE shifts by j of a scale code 2**j
+            scale = dat[:SB]
+            bad_meta = bad_meta | (scale == 0) | ((scale & (scale - 1)) != 0)
         job_value_ok = Signal()
         with m.Switch(addr):
             for idx, bound in enumerate((mp.max_m, mp.max_n, mp.max_k)):

@@ -57,7 +57,8 @@ class AcceleratorCore(wiring.Component):
     registers cannot change under a job), ``bad_addr`` 2 (a field beyond its buffer: bank >=
     C/R, word >= depth, lane >= L, nonzero unused address bits; counter >= 6; set_job field >=
     3; write_special addr != 0), ``bad_data`` 3 (a code wider than ``code_bits``; a selector
-    >= the number of formats or bits above the meta word; an INT8 word that is not a
+    >= the number of formats or bits above the meta word, or a scale code that is not a power
+    of two for a PE kind that shifts by it (minifloat); an INT8 word that is not a
     sign-extended int8; an FP16/BF16 Inf/NaN; bits above 16), ``bad_job`` 4 (``set_job``
     value 0 or above the buffer bound; ``start`` before M, N and K are all set), else ``ok`` 0.
     A refused command changes nothing. Reset clears the registers (job, special, counters,

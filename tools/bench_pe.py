@@ -156,7 +156,8 @@ def _format(row: dict) -> str:
 
 
 def _bench(args) -> int:
-    kinds = args.kind or ["int", "bitserial", "minifloat"]  # int first: it is the baseline
+    # int first: it is the baseline of the "vs int" column
+    kinds = args.kind or ["int", *(kind for kind in CONFIGS if kind != "int")]
     lanes = [check_int("--lanes", v, 1) for v in args.lanes or LANES]
     devices = [get_device(name).name for name in args.device or DEVICES]
     clock = check_number("--clock", args.clock, positive=True)

@@ -87,6 +87,7 @@ from .checks import check_choice, check_int
 from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
 from .pe_baseline import INT_PE_KIND, MINIFLOAT_PE_KIND
 from .pe_kind import PEKind
+from .pe_lut import LUT_PE_KIND
 
 __all__ = [
     "OUT_FORMATS",
@@ -115,8 +116,11 @@ MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
 # bit-serial term PE (any format the term encoder takes), the bit-parallel integer PE (L
 # multiplies per cycle, mapped to DSP blocks; one signed integer format) and the exact
-# minifloat PE (L minifloat x integer products per cycle; power-of-two group scales).
-_PE_KINDS = {kind.name: kind for kind in (gpe.PE_KIND, INT_PE_KIND, MINIFLOAT_PE_KIND)}
+# minifloat PE (L minifloat x integer products per cycle; power-of-two group scales) and the
+# LUT-table PE (B weight bit-planes per weight-step, tables of activation sums built per row).
+# Append new kinds, never reorder: the index is the host protocol's code.
+_PE_KINDS = {kind.name: kind for kind in (gpe.PE_KIND, INT_PE_KIND, MINIFLOAT_PE_KIND,
+                                          LUT_PE_KIND)}
 PE_KINDS = tuple(_PE_KINDS)
 
 
@@ -281,10 +285,12 @@ class ArrayConfig(DatapathParams):
     @property
     def front_end_latency(self) -> int:
         """Row front end: one register for INT8, else the block converter of ``L + 1`` lanes
-        (:func:`golden.bfp.converter_latency`)."""
+        (:func:`golden.bfp.converter_latency`), plus the kind's row stages after it
+        (:attr:`golden.pe_kind.PEKind.row_latency`: the LUT PE's table builders)."""
+        row = self.kind.row_latency(self)
         if self.act_format == "int8":
-            return 1
-        return bfp.converter_latency(self.lanes + 1, self.act_format)
+            return 1 + row
+        return bfp.converter_latency(self.lanes + 1, self.act_format) + row
 
     @property
     def front_latency(self) -> int:

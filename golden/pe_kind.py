@@ -12,7 +12,12 @@ The description is a set of functions of the array configuration
 * ``operand``: what the column tops feed every lane: ``"terms"`` (the term encoders' signed
   power-of-two terms, one term of every lane per cycle, with the term index ``t``: the PE's
   payload fields ``terms`` and ``t``) or ``"codes"`` (the raw two's-complement weight codes,
-  one weight-step per cycle: the payload field ``weights``);
+  one weight-step per cycle: the payload field ``weights``) or ``"planes"`` (the bit-planes
+  of the codes, one plane of every lane per cycle, most significant first, ``B`` cycles per
+  weight-step: the payload fields ``plane`` and ``step_last``, set with the step's last plane;
+  the planes are those of the plain code for unsigned formats and of the offset-binary code
+  ``w + 2**(B-1)``, the code with its top bit inverted, for signed ones,
+  :func:`golden.pe_lut.plane_codes`);
 * ``cycles_per_step(cfg)``: ``T``, cycles one weight-step of ``L`` weights takes in every PE;
 * ``dequant_cycles(cfg)``: ``D``, the fewest cycles between two group ends that keep the PE from
   stalling (the serializer spaces group ends by it);
@@ -23,7 +28,19 @@ The description is a set of functions of the array configuration
   power of two ``2**j``; the column top sends ``j`` and the PE shifts by ``j`` plus the row's
   group shift, in its payload field ``exp``);
 * ``check(cfg)``: raises ``ValueError`` naming what of the configuration (weight formats,
-  activation width) the kind cannot run.
+  activation width) the kind cannot run;
+* ``row_operand``: what the row edge feeds the PEs of a row: ``"acts"`` (the row front end's
+  ``L`` activations: the payload field ``acts``) or ``"tables"`` (the ``L / g`` half tables
+  and the correction a :class:`hdl.pe.lut_table.LutTableBuilder` per row makes of them,
+  :func:`golden.pe_lut.table_builder`: the payload fields ``tables`` and ``corr``; the
+  correction rides with the step's last plane, 0 with the others), built once per row and
+  shared by its ``C`` PEs;
+* ``row_latency(cfg)``: register stages the row edge adds after the row front end for this
+  kind (the table builders: :func:`golden.pe_lut.builder_latency`); 0 for ``"acts"``. It is
+  part of :attr:`golden.gemm.ArrayConfig.front_end_latency`, so the cycle model counts it.
+
+``row_operand`` and ``row_latency`` default to ``"acts"`` and 0 (the kinds whose PEs take the
+activations themselves).
 
 The functions are module-level (pickle-free configs carry the kind's *name*, not this object).
 """
@@ -34,10 +51,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OPERANDS", "SCALES", "PEKind"]
+__all__ = ["OPERANDS", "ROW_OPERANDS", "SCALES", "PEKind"]
 
-OPERANDS = ("terms", "codes")
+OPERANDS = ("terms", "codes", "planes")
+ROW_OPERANDS = ("acts", "tables")
 SCALES = ("multiply", "shift")
+
+
+def _no_row_latency(cfg) -> int:
+    """The row edge adds nothing after the row front end."""
+    return 0
 
 
 @dataclass(frozen=True)
@@ -51,7 +74,7 @@ class PEKind:
         protocol's PE-kind code).
     summary : str
         One line for help texts and docs tables.
-    operand : {"terms", "codes"}
+    operand : {"terms", "codes", "planes"}
         What the column tops feed every lane.
     cycles_per_step, dequant_cycles, latency, acc_width : callable
         Functions of the array configuration returning an int.
@@ -59,6 +82,10 @@ class PEKind:
         ``check(cfg)``: ``ValueError`` naming what the kind cannot run.
     scale : {"multiply", "shift"}
         How the group-scale code reaches the PE.
+    row_operand : {"acts", "tables"}
+        What the row edge feeds the PEs of a row.
+    row_latency : callable
+        ``row_latency(cfg)``: register stages the row edge adds after the row front end.
     """
 
     name: str
@@ -70,6 +97,8 @@ class PEKind:
     acc_width: Callable[[Any], int]
     check: Callable[[Any], None]
     scale: str = "multiply"
+    row_operand: str = "acts"
+    row_latency: Callable[[Any], int] = _no_row_latency
 
     def __post_init__(self):
         if self.operand not in OPERANDS:
@@ -78,3 +107,6 @@ class PEKind:
         if self.scale not in SCALES:
             raise ValueError(f"PE kind {self.name!r}: scale must be one of {SCALES}, not "
                              f"{self.scale!r}")
+        if self.row_operand not in ROW_OPERANDS:
+            raise ValueError(f"PE kind {self.name!r}: row_operand must be one of "
+                             f"{ROW_OPERANDS}, not {self.row_operand!r}")

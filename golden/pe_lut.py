@@ -55,17 +55,37 @@ accumulator hands a finished group sum to the LSB-first dequantizer of the bit-s
 D + 2`` cycles from the ``out_last`` payload to the output; the input stalls only when a group
 ends while the dequantizer is busy (groups shorter than ``D`` cycles, ``D + 2`` after an
 ``out_last`` group).
+
+In the array (``--pe lut``, :data:`LUT_PE_KIND`)
+------------------------------------------------
+Every position holds a :class:`hdl.pe.lut_table.LutTablePE` built from the array's parameters
+(:func:`array_lut_params`): ``B`` = the code width of the one integer weight format (signed
+``int<B>``, ``int<B>_sym``, ``q<W>_<F>``, or unsigned ``uint<B>``), ``A`` = the array's
+activation width (INT8 codes, or the FP16/BF16 block mantissas with the row's group shift as
+``exp``), ``g`` = :data:`ARRAY_TABLE_GROUP` (1 for an odd lane count). The column tops send
+the step's ``B`` planes (``"planes"``, :mod:`golden.pe_kind`); per row a table builder after
+the row front end makes the tables (``"tables"``; :func:`builder_latency` more front-end
+stages), shared by the row's ``C`` PEs. The value is :func:`golden.gemm.gemm`'s: the identity
+gives ``sum_k a_k w_k`` exactly, with ``w_k`` the code's integer, which the format check
+proves equal to the weight level the term decomposition gives, code by code.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from . import terms as gterms
 from .checks import check_int
 from .pe_baseline import signed_width
+from .pe_kind import PEKind
 
 __all__ = [
+    "ARRAY_TABLE_GROUP",
+    "LUT_PE_KIND",
     "MAX_TABLE_GROUP",
+    "array_lut_params",
     "builder_latency",
     "correction",
     "cycles_per_step",
@@ -86,6 +106,9 @@ __all__ = [
 ]
 
 MAX_TABLE_GROUP = 6
+# The table group of the array's LUT PEs: g = 2, the best ops/LUT4 measured (docs/pe.md: a
+# lookup bit is one LUT4; g = 4 needs multiplexer trees and costs 2.6x the LUT4s).
+ARRAY_TABLE_GROUP = 2
 
 
 def cycles_per_step(w_bits: int, a_bits: int) -> int:
@@ -338,3 +361,86 @@ def lut_pe_output_cycles(group_last, out_last, *, stages: int, scale_bits: int) 
         cycle += 1
     return np.array(outputs, dtype=np.int64)
 
+
+
+# -- the LUT-table PE as an array PE kind (golden.pe_kind) ---------------------------------------
+def _integer_format(cfg) -> tuple[int, bool]:
+    """``(B, signed)`` of the array's one integer weight format, after checking that every
+    code's weight level (the term decomposition's, :func:`golden.gemm.weight_levels`) is the
+    code's integer: two's complement, or the code itself for ``uint<B>``."""
+    return _integer_format_of(tuple(cfg.formats))
+
+
+@functools.lru_cache(maxsize=64)
+def _integer_format_of(names: tuple[str, ...]) -> tuple[int, bool]:
+    formats = list(names)
+    geo = gterms.geometry(formats)
+    if len(formats) != 1 or geo.path != "booth" or geo.has_register:
+        raise ValueError(f"the lut PE reads the bit-planes of one integer format (int<B>, "
+                         f"int<B>_sym, uint<B>, q<W>_<F>), not {formats}")
+    bits = geo.code_bits
+    if not 2 <= bits <= 8:
+        raise ValueError(f"the lut PE takes 2- to 8-bit weight codes; {formats[0]!r} has {bits}")
+    signed = not formats[0].startswith("uint")
+    codes = np.arange(1 << bits, dtype=np.int64)
+    values = codes - ((codes >> (bits - 1)) << bits) if signed else codes
+    levels = gterms.terms_value(gterms.decompose(codes, formats, None, None))
+    if not np.array_equal(np.asarray(levels, dtype=np.int64), values):
+        raise ValueError(f"weight format {formats[0]!r}: its levels are not its codes' "
+                         f"integers, which the lut PE's bit-planes encode")
+    return bits, signed
+
+
+def array_lut_params(cfg) -> dict:
+    """:class:`hdl.pe.lut_table.LutTablePE` and ``LutTableBuilder`` parameters of an array built
+    with ``cfg`` (a :class:`golden.gemm.ArrayConfig`): ``lanes``, ``weight_bits``,
+    ``act_width``, ``table_group`` (:data:`ARRAY_TABLE_GROUP`, 1 when it does not divide the
+    lanes) and ``signed_weights``."""
+    bits, signed = _integer_format(cfg)
+    group = ARRAY_TABLE_GROUP if cfg.lanes % ARRAY_TABLE_GROUP == 0 else 1
+    return {"lanes": cfg.lanes, "weight_bits": bits, "act_width": cfg.act_width,
+            "table_group": group, "signed_weights": signed}
+
+
+def _lut_cycles(cfg) -> int:
+    p = array_lut_params(cfg)
+    return cycles_per_step(p["weight_bits"], p["act_width"])
+
+
+def _lut_dequant_cycles(cfg) -> int:
+    """The bit-serial PE's dequantizer: ``max(scale_bits, 1)`` steps."""
+    return max(cfg.scale_bits, 1)
+
+
+def _lut_latency(cfg) -> int:
+    p = array_lut_params(cfg)
+    return lut_pe_latency(p["lanes"], p["table_group"], cfg.scale_bits)
+
+
+def _lut_acc_width(cfg) -> int:
+    return lut_pe_widths(**array_lut_params(cfg), group_size=cfg.group_size,
+                         scale_bits=cfg.scale_bits, exp_bits=cfg.act_exp_bits,
+                         max_groups=cfg.max_groups)["acc"]
+
+
+def _lut_row_latency(cfg) -> int:
+    """The row's table builder, after the row front end."""
+    p = array_lut_params(cfg)
+    return builder_latency(p["table_group"], p["lanes"])
+
+
+def _check_lut(cfg) -> None:
+    """One integer format of 2..8 bits whose levels are its codes' integers; activations of
+    at most 16 bits (the builder's and the PE's limit)."""
+    _integer_format(cfg)
+    if not 2 <= cfg.act_width <= 16:
+        raise ValueError(f"the lut PE takes 2- to 16-bit activations, not {cfg.act_width}")
+
+
+LUT_PE_KIND = PEKind(
+    name="lut",
+    summary="LUT-table PE (hdl.pe.lut_table, T-MAC style): B weight bit-planes per "
+            "weight-step index tables of activation sums built once per row; LUTs only",
+    operand="planes", cycles_per_step=_lut_cycles, dequant_cycles=_lut_dequant_cycles,
+    latency=_lut_latency, acc_width=_lut_acc_width, check=_check_lut,
+    row_operand="tables", row_latency=_lut_row_latency)

@@ -48,6 +48,11 @@ FP16_INT8W = dict(rows=2, cols=2, lanes=4, group_size=16, formats="int8_sym",
 FP16_INT4_INTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
                        act_format="fp16", mant_width=10, act_exp_bits=3, pe_kind="int")
 INT8_INT8_INTPE = dict(FP16_INT8W, act_format="int8", pe_kind="int")
+# The LUT-table PE (T-MAC style): B bit-planes per weight-step, the rows' tables built once per
+# row after the front end (golden.pe_lut.LUT_PE_KIND).
+INT8_INT4_LUTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
+                       act_format="int8", pe_kind="lut")
+FP16_INT8W_LUTPE = dict(FP16_INT8W, pe_kind="lut")
 
 
 def test_parameters_are_validated():
@@ -107,7 +112,9 @@ def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=
                                                (FP16_INT8W, "int8"),
                                                (dict(FP16_INT8W, out_format="fp16"), "int8"),
                                                (FP16_INT4_INTPE, "int4"),
-                                               (INT8_INT8_INTPE, "int8")])
+                                               (INT8_INT8_INTPE, "int8"),
+                                               (INT8_INT4_LUTPE, "int4"),
+                                               (FP16_INT8W_LUTPE, "int8")])
 def test_random_gemm_bit_exact(params, scheme):
     """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
     The FP16-output build drains 16-bit codes (overflow to Inf and subnormals included)."""
@@ -138,6 +145,8 @@ def test_random_gemm_bit_exact(params, scheme):
     (INT8_BITMOD, "bitmod4", 8, 0.8),
     (FP16_INT8W, "int8", 2 * 16 + 8, 0.6),
     (FP16_INT4_INTPE, "int4", 8, 0.8),  # int PEs: short groups, the gap rule and stalls
+    (INT8_INT4_LUTPE, "int4", 8, 0.8),  # LUT PEs: 8-cycle tiles against D + 2 = 10
+    (FP16_INT8W_LUTPE, "int8", 2 * 16 + 8, 0.6),
 ])
 def test_backpressure_and_idle(params, scheme, k, backpressure):
     cfg, qt, acts, result = make_case(params, 4, 7, k, 23, scheme)

@@ -1,12 +1,14 @@
 """The array's row front end (hdl/array/front_end.py) beside golden.gemm.act_mantissas: each
 step's FP16/BF16 activations leave as the golden block mantissas with the row's group shift
 (INT8 codes as they are), the weight fields unchanged, in order under backpressure; a tile's
-row floors go to the drain once, with its last step."""
+row floors go to the drain once, with its last step. For the LUT PE kind the rows leave as
+their half tables and correction (golden.pe_lut.table_builder of those mantissas)."""
 
 import numpy as np
 import pytest
 
 from bitmod.golden.gemm import ArrayConfig, act_mantissas
+from bitmod.golden.pe_lut import array_lut_params, table_builder
 from bitmod.hdl.array.front_end import RowFrontEnd
 from bitmod.sim.amaranth_sim import run_simulation, stream_put
 
@@ -16,10 +18,13 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-@pytest.mark.parametrize("act_format", ["fp16", "bf16", "int8"])
-def test_front_end_matches_golden_mantissas(act_format):
+@pytest.mark.parametrize(("act_format", "pe_kind"), [
+    ("fp16", "bitserial"), ("bf16", "bitserial"), ("int8", "bitserial"),
+    ("fp16", "lut"), ("int8", "lut"),
+])
+def test_front_end_matches_golden_mantissas(act_format, pe_kind):
     cfg = ArrayConfig(rows=2, cols=2, lanes=4, group_size=8, formats=("int4_sym",),
-                      act_format=act_format, mant_width=10, act_exp_bits=2)
+                      act_format=act_format, mant_width=10, act_exp_bits=2, pe_kind=pe_kind)
     R, C, L, A = cfg.rows, cfg.cols, cfg.lanes, cfg.act_width
     rng = np.random.default_rng(4)
     tiles, k = 3, 16  # two groups of two steps per tile
@@ -78,9 +83,18 @@ def test_front_end_matches_golden_mantissas(act_format):
 
     run_simulation(dut, [source, sink], processes=[monitor], deadline=1e-3)
     assert len(got) == len(steps)
+    lut = array_lut_params(cfg) if pe_kind == "lut" else None
     for (payload, want), out in zip(steps, got, strict=True):
         for r in range(R):
-            assert [_signed(int(out.acts[r][lane]), A) for lane in range(L)] == want["acts"][r]
+            if lut is None:
+                assert [_signed(int(out.acts[r][lane]), A) for lane in range(L)] == \
+                    want["acts"][r]
+                continue
+            tables, corr = table_builder(want["acts"][r], table_group=lut["table_group"],
+                                         weight_bits=lut["weight_bits"])
+            row = out.tables[r]
+            assert [[int(e) for e in t] for t in row.tables] == tables.tolist()
+            assert int(row.corr) == int(corr) and int(corr) == -sum(want["acts"][r])
         if act_format != "int8":
             assert [int(out.shift[r]) for r in range(R)] == want["shift"]
         assert [[int(out.codes[c][lane]) for lane in range(L)] for c in range(C)] == \

@@ -1,12 +1,16 @@
 """The array's column tops (hdl/array/serializer.py) beside golden: each step's column words are
-the term decomposition of its codes (golden.terms), term t in cycle t, or the raw codes for int
-PEs; group ends leave on golden.gemm.tile_cycles' schedule; nothing moves while adv is low."""
+the term decomposition of its codes (golden.terms), term t in cycle t, the raw codes for int
+PEs, or for LUT PEs the plane codes' bit-planes MSB first (golden.pe_lut.plane_codes) with
+step_last and the row's table correction on the last plane only; group ends leave on
+golden.gemm.tile_cycles' schedule; nothing moves while adv is low."""
 
 import numpy as np
 import pytest
 
 from bitmod.golden import terms as gterms
 from bitmod.golden.gemm import ArrayConfig, group_lengths
+from bitmod.golden.pe_lut import plane_codes
+from bitmod.hdl.array.front_end import row_operand_layout
 from bitmod.hdl.array.serializer import StepSerializer
 from bitmod.sim.amaranth_sim import run_simulation
 
@@ -30,6 +34,8 @@ def _expected_group_ends(cfg, k, tiles):
     dict(rows=1, cols=3, lanes=2, group_size=8, formats=("int4_sym",), scale_bits=3,
          pe_kind="int"),
     dict(rows=2, cols=1, lanes=4, group_size=16, formats=("fp6_e2m3",), scale_bits=0),
+    dict(rows=2, cols=2, lanes=4, group_size=8, formats=("int3",), scale_bits=2,
+         pe_kind="lut"),
 ])
 def test_words_and_schedule(params):
     cfg = ArrayConfig(**params, act_format="int8")
@@ -42,8 +48,10 @@ def test_words_and_schedule(params):
     codes = rng.integers(0, 1 << geo.code_bits, size=(n_steps, C, L))
     sel = rng.integers(0, len(cfg.formats), size=(n_steps, C))
     scale = rng.integers(0, 1 << max(cfg.scale_bits, 1), size=(n_steps, C))
-    acts = [int(v) for v in rng.integers(0, 1 << 62, size=n_steps)]
-    acts = [a & ((1 << (R * L * cfg.act_width)) - 1) for a in acts]
+    row_layout = row_operand_layout(cfg)
+    row_bits = row_layout.size
+    acts = [int.from_bytes(rng.bytes(-(-R * row_bits // 8)), "little") & ((1 << R * row_bits) - 1)
+            for _ in range(n_steps)]
     ends = np.cumsum([-(-n // L) for n in group_lengths(k, cfg.group_size)]) - 1
     group_last = np.zeros(n_steps, bool)
     out_last = np.zeros(n_steps, bool)
@@ -51,11 +59,15 @@ def test_words_and_schedule(params):
         group_last[tile * steps_per_tile + ends] = True
         out_last[tile * steps_per_tile + ends[-1]] = True
     special = gterms.default_special_values(list(cfg.formats)) if geo.has_register else None
-    lane_bits = geo.code_bits if cfg.pe_kind == "int" else geo.exp_bits + 2
+    planes = cfg.kind.operand == "planes"
+    lane_bits = {"int": geo.code_bits, "lut": 1}.get(cfg.pe_kind, geo.exp_bits + 2)
 
     def lane_word(step, c, lane, t):
         if cfg.pe_kind == "int":
             return int(codes[step, c, lane])
+        if planes:  # plane B-1-t of the offset-binary code
+            u = int(plane_codes(codes[step, c, lane], geo.code_bits))
+            return u >> (geo.code_bits - 1 - t) & 1
         tr = gterms.decompose(codes[step, c, lane], list(cfg.formats), sel[step, c], special)
         return int(gterms.pack_terms(tr)) >> (t * lane_bits) & ((1 << lane_bits) - 1)
 
@@ -94,7 +106,15 @@ def test_words_and_schedule(params):
     widths = dut.col_widths
     col_bits = sum(widths)
     decoded = []
-    assert [rows for _, _, rows in seen] == [acts[i // T] for i in range(len(seen))]
+    def row_words(step, t):
+        """The step's rows; a table row's correction on the step's last plane only."""
+        if cfg.kind.row_operand != "tables" or t == T - 1:
+            return acts[step]
+        corr = row_layout["corr"]
+        mask = sum(((1 << corr.width) - 1) << (r * row_bits + corr.offset) for r in range(R))
+        return acts[step] & ~mask
+
+    assert [rows for _, _, rows in seen] == [row_words(*divmod(i, T)) for i in range(len(seen))]
     for cycle, word, _rows in seen:
         col0 = word & ((1 << col_bits) - 1)
         pos = 0
@@ -107,7 +127,7 @@ def test_words_and_schedule(params):
     assert len(decoded) == n_steps * T
     for i, (_cycle, fields, word) in enumerate(decoded):
         step, t = divmod(i, T)
-        assert fields[0] == (t if T > 1 else 0)
+        assert fields[0] == (int(t == T - 1) if planes else t if T > 1 else 0)
         assert fields[1] == int(group_last[step] and t == T - 1)
         assert fields[2] == int(out_last[step] and t == T - 1)
         for c in range(C):

@@ -68,6 +68,22 @@ def test_random_gemm_fp16_output_json():
     assert report["error_vs_fp32"]["relative_rms"] == pytest.approx(quant, abs=2e-3)
 
 
+def test_lut_pe_runs_folded_asymmetric_weights():
+    """--pe lut: int4_asym's zero points folded into int5 levels (golden.gemm.core_tensor) run
+    as 5 bit-planes per weight-step; bit-exact, the counters equal to the model."""
+    status, out, err = run_cli("--random", "3", "5", "36", "--array", "2x2", "--group-size",
+                               "16", "--act", "int8", "--scheme", "int4_asym", "--pe", "lut",
+                               "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["pe"] == "lut" and report["bit_exact"] and report["counters_match_model"]
+    cfg = ggemm.ArrayConfig(rows=2, cols=2, lanes=4, group_size=16, formats="int5",
+                            act_format="int8", pe_kind="lut", max_groups=3)
+    assert cfg.terms == 5
+    assert report["counters"]["busy_pe_cycles"] == \
+        ggemm.gemm_cycles(3, 5, 36, cfg)["busy_pe_cycles"]
+
+
 @pytest.fixture
 def nan_weights(tmp_path):
     w = np.ones((8, 16), dtype=np.float32)
@@ -97,6 +113,8 @@ def weights_3d(tmp_path):
       "--group-size", "32"], "the minifloat PE shifts by power-of-two group scales"),
     (["--pe", "minifloat", "--scheme", "mxfp4", "--random", "2", "2", "32"],
      "the minifloat PE multiplies activations of at most 8 bits; mant_width=12"),
+    (["--pe", "lut", "--random", "2", "2", "16", "--group-size", "16"],
+     "the lut PE reads the bit-planes of one integer format"),
     (["--array", "4by4"], "ROWSxCOLS"),
     (["--array", "65x2", "--random", "2", "2", "16", "--group-size", "16"], "rows"),
     (["--random", "2", "2", "0"], "random K must be in 1..65536, not 0"),

@@ -31,6 +31,10 @@ INT8_MXFP4_MFPE = dict(rows=2, cols=3, lanes=4, group_size=32, formats="fp4_e2m1
 FP16_MXFP8_MFPE = dict(rows=2, cols=2, lanes=4, group_size=32, formats="fp8_e4m3",
                        act_format="fp16", mant_width=8, act_exp_bits=3, max_m=8, max_n=14,
                        max_k=96, pe_kind="minifloat")
+# The LUT-table PE: B = 4 bit-planes per weight-step, the rows' tables built after the front end.
+FP16_INT4_LUTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
+                       act_format="fp16", mant_width=10, act_exp_bits=3, max_m=8, max_n=16,
+                       max_k=64, pe_kind="lut")
 OPS, ST = gcore.OPS, gcore.STATUS
 
 
@@ -178,7 +182,8 @@ def test_amaranth_sim_protocol_errors():
                                                (INT8_INT4_INTPE, "int4"),
                                                (FP16_INT8W_INTPE, "int8"),
                                                (INT8_MXFP4_MFPE, "mxfp4"),
-                                               (FP16_MXFP8_MFPE, "mxfp8")])
+                                               (FP16_MXFP8_MFPE, "mxfp8"),
+                                               (FP16_INT4_LUTPE, "int4")])
 def test_gemm_jobs_bit_exact(params, scheme):
     """One script per core, with random idles on the commands and backpressure on the responses:
 

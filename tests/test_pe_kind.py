@@ -10,9 +10,12 @@ from amaranth.hdl import Fragment
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.pe_baseline import INT_PE_KIND
 from bitmod.golden.pe_kind import PEKind
+from bitmod.golden.pe_lut import ARRAY_TABLE_GROUP, LUT_PE_KIND, array_lut_params, lut_dot
 from bitmod.golden.quantize import quantize
 from bitmod.hdl import registry
 from bitmod.hdl.array import SystolicArray
+from bitmod.hdl.array.front_end import RowFrontEnd
+from bitmod.hdl.pe.lut_table import LutTableBuilder
 from bitmod.sim.amaranth_sim import run_simulation, stream_get
 from bitmod.sim.array_driver import expected_codes, gemm_stream, pack_steps, special_register
 
@@ -35,8 +38,10 @@ def test_registered_pe_matches_golden_kind(kind, params):
     assert pe.latency == cfg.kind.latency(cfg)
     assert len(pe.o_stream.payload.acc) == cfg.kind.acc_width(cfg) == cfg.acc_width
     fields = set(pe.i_stream.payload.shape().members)
-    operand_fields = {"terms": {"terms", "acts"}, "codes": {"weights", "acts"}}[cfg.kind.operand]
-    assert operand_fields <= fields
+    operand_fields = {"terms": {"terms"}, "codes": {"weights"},
+                      "planes": {"plane", "step_last"}}[cfg.kind.operand]
+    row_fields = {"acts": {"acts"}, "tables": {"tables", "corr"}}[cfg.kind.row_operand]
+    assert operand_fields | row_fields <= fields
     assert cfg.terms == cfg.kind.cycles_per_step(cfg)
     if kind == "int":
         assert cfg.terms == 1 and cfg.dequant_cycles == cfg.scale_bits + 1
@@ -44,18 +49,32 @@ def test_registered_pe_matches_golden_kind(kind, params):
         assert cfg.terms == 1 and cfg.dequant_cycles == 1 and cfg.kind.scale == "shift"
         shift_max = (1 << cfg.act_exp_bits) - 1 + cfg.scale_bits - 1
         assert len(pe.i_stream.payload.exp) == shift_max.bit_length()
+    elif kind == "lut":  # one bit-plane per cycle; the row's table builder after the front end
+        assert cfg.terms == cfg.geometry.code_bits and cfg.dequant_cycles == max(cfg.scale_bits, 1)
+        assert cfg.kind.row_operand == "tables" and cfg.kind.scale == "multiply"
+        builder = LutTableBuilder(**array_lut_params(cfg))
+        rows = RowFrontEnd(cfg).o_stream.payload.shape()["tables"].shape
+        assert rows.elem_shape == builder.out_layout and rows.length == cfg.rows
+        plain = ggemm.ArrayConfig(**params)  # the bit-serial array: no table stage
+        assert cfg.front_end_latency == plain.front_end_latency + builder.latency
+        assert (pe.table_group, pe.signed_weights) == (ARRAY_TABLE_GROUP, True)
+        assert cfg.acc_width == ggemm.ArrayConfig(pe_kind="int", **params).acc_width
     else:
         assert cfg.terms == cfg.geometry.terms and cfg.dequant_cycles == cfg.pe.dequant_cycles
+    if cfg.kind.row_operand == "acts":
+        assert cfg.kind.row_latency(cfg) == 0
 
 
 def test_bad_kinds_are_named():
     with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int, minifloat, "
-                                         "not 'nope'"):
+                                         "lut, not 'nope'"):
         ggemm.ArrayConfig(pe_kind="nope")
     with pytest.raises(ValueError, match="'nope' has 0 registered PEs"):
         registry.array_pe_class("nope")
     with pytest.raises(ValueError, match="operand must be one of"):
-        dataclasses.replace(INT_PE_KIND, operand="planes")
+        dataclasses.replace(INT_PE_KIND, operand="bits")
+    with pytest.raises(ValueError, match="row_operand must be one of"):
+        dataclasses.replace(LUT_PE_KIND, row_operand="sums")
     with pytest.raises(ValueError, match="the int PE multiplies one signed integer format"):
         ggemm.ArrayConfig(pe_kind="int", formats=("fp4",))
     with pytest.raises(ValueError, match="scale must be one of"):
@@ -66,6 +85,41 @@ def test_bad_kinds_are_named():
         ggemm.ArrayConfig(pe_kind="minifloat", formats="fp4_er_pos")  # BitMoD extended type
     with pytest.raises(ValueError, match="multiplies one weight format, not the mixture"):
         ggemm.ArrayConfig(pe_kind="minifloat", formats=("fp4_er_pos", "fp4_er_neg"))
+    with pytest.raises(ValueError, match=r"lut PE reads the bit-planes of one integer format "
+                                         r".* not \['fp4'\]"):
+        ggemm.ArrayConfig(pe_kind="lut", formats="fp4")
+
+
+def test_lut_kind_formats():
+    """The lut kind's plane encoding follows the format's signedness, its levels are the codes'
+    integers (what golden.gemm multiplies), and g = 2 falls back to 1 for odd lane counts."""
+    signed = ggemm.ArrayConfig(pe_kind="lut", formats="int4_sym")
+    unsigned = ggemm.ArrayConfig(pe_kind="lut", formats="uint4")
+    assert array_lut_params(signed)["signed_weights"] is True
+    assert array_lut_params(unsigned)["signed_weights"] is False
+    assert unsigned.acc_width == signed.acc_width + 1  # products up to 15 * -128
+    odd = ggemm.ArrayConfig(pe_kind="lut", formats="int8_sym", lanes=3, group_size=12)
+    assert array_lut_params(odd)["table_group"] == 1 and odd.terms == 8
+    q = ggemm.ArrayConfig(pe_kind="lut", formats="q8_4")
+    assert array_lut_params(q)["weight_bits"] == 8
+
+
+@pytest.mark.parametrize("scheme", ["int4", "int8", "int4_asym"])
+def test_lut_identity_gives_gemm_group_sums(scheme):
+    """The LUT PE's arithmetic (golden.pe_lut.lut_dot: tables, planes, Horner, correction) on
+    the core's codes equals plain integer dot products of the weight levels golden.gemm uses
+    (int4_asym: its zero points folded into int5 levels)."""
+    rng = np.random.default_rng(3)
+    qt = ggemm.quantize_for_core(rng.standard_normal((6, 64)), scheme, group_size=32)
+    cfg = ggemm.ArrayConfig(pe_kind="lut", formats=qt.formats, group_size=32, lanes=4)
+    p = array_lut_params(cfg)
+    acts = rng.integers(-128, 128, size=(6, 64))
+    acts[0] = -128  # the extreme activation in every lane
+    got = lut_dot(acts.reshape(6, 2, 32), qt.codes.astype(np.int64).reshape(6, 2, 32),
+                  table_group=p["table_group"], weight_bits=p["weight_bits"],
+                  signed_weights=p["signed_weights"])
+    levels = ggemm.weight_levels(qt).reshape(6, 2, 32)
+    assert (got == (acts.reshape(6, 2, 32) * levels).sum(axis=-1)).all()
 
 
 def test_a_shifting_kind_refuses_scales_that_are_not_powers_of_two():

@@ -69,8 +69,9 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
                         help=f"activation format (default {default or 'int8'})")
     parser.add_argument("--pe", choices=PE_KINDS, default=None if from_device else "bitserial",
                         help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks; "
-                             f"signed integer schemes) or minifloat (exact minifloat products; "
-                             f"MX schemes) (default {default or 'bitserial'})")
+                             f"signed integer schemes), minifloat (exact minifloat products; "
+                             f"MX schemes) or lut (tables of activation sums indexed by weight "
+                             f"bit-planes; integer schemes) (default {default or 'bitserial'})")
 
 
 def _build(args) -> int:

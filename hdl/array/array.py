@@ -1,4 +1,4 @@
-"""Output-stationary R x C array of bit-serial PEs with its edge logic and drain.
+"""Output-stationary R x C array of PEs (bit-serial by default) with its edge logic and drain.
 
 Bit-exact twin: :func:`golden.gemm.gemm` (datapath, step by step, in its module docstring);
 cycle model :func:`golden.gemm.gemm_cycles`.
@@ -43,6 +43,7 @@ class SystolicArray(wiring.Component):
       :class:`~hdl.arith.act_block.ActBlockConverter` of ``L + 1`` lanes whose extra lane gets
       the anchor word ``max(gexp, base) << M`` (FP16/BF16; golden.gemm step 2) and the row
       shift ``max(gexp, base) - base``; INT8 activations pass through one register stage;
+      for the ``"lut"`` kind a table builder per row follows;
     * column tops (:class:`~hdl.array.serializer.StepSerializer`): per column ``L`` term
       encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the special-value register
       shared) and a serializer that sends term ``t = 0 .. T-1`` of the step, one per cycle;
@@ -66,8 +67,12 @@ class SystolicArray(wiring.Component):
     cycles apart for its dequantizer; ``"minifloat"``, the exact
     :class:`~hdl.pe.baseline.MinifloatPE` fed the raw codes of one minifloat (or integer)
     weight format, one weight-step per cycle, whose power-of-two group-scale codes ``2**j``
-    arrive as ``j`` and are added to the row's group shift (MX block scales). Every other block
-    is the same.
+    arrive as ``j`` and are added to the row's group shift (MX block scales); ``"lut"``, the
+    T-MAC style :class:`~hdl.pe.lut_table.LutTablePE` fed one bit-plane of the codes per cycle
+    (``T = B``, MSB first, ``step_last`` with the last plane) and, along the row instead of
+    the activations, the half tables and correction of a
+    :class:`~hdl.pe.lut_table.LutTableBuilder` per row after the front end (built once per
+    row and shared by its ``C`` PEs). Every other block is the same.
 
     All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
     output has not been taken stops the whole array (no data is ever dropped or reordered).
@@ -141,7 +146,8 @@ class SystolicArray(wiring.Component):
         m = Module()
         cfg = self._cfg
         R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
-        raw_codes = cfg.kind.operand == "codes"  # else encoder terms with the term index t
+        operand = cfg.kind.operand  # terms (with the term index t), codes or planes
+        tables = cfg.kind.row_operand == "tables"  # the rows bring tables, not activations
         A, X = cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
         adv = Signal()  # the whole array (serializer, skew, PE inputs) moves together
@@ -157,7 +163,7 @@ class SystolicArray(wiring.Component):
         fe_codes, fe_sel = front.codes, front.sel
         fe_gl, fe_ol = front.group_last, front.out_last
         fe_scale = front.scale if cfg.scale_bits else None
-        fe_acts = front.acts
+        fe_acts = front.tables if tables else front.acts
         fe_shift = front.shift if fp and X else None
 
         # ---- column tops: encoders and the serializer -----------------------------------------
@@ -210,6 +216,7 @@ class SystolicArray(wiring.Component):
         pes = [[None] * C for _ in range(R)]
         readies = []
         widths = col_data[0][1]
+        row_bits = ser.row_width - ser.shift_width  # the row operand, then the row shift
         for r in range(R):
             for c in range(C):
                 pe = self._make_pe()
@@ -222,13 +229,21 @@ class SystolicArray(wiring.Component):
                 gl, ol = cv[offs[1]], cv[offs[2]]
                 terms = cv[offs[3]:offs[3] + widths[3]]
                 p = pe.i_stream.payload
+                row = row_at[r][c]
                 m.d.comb += [pe.i_stream.valid.eq(valid & adv), p.group_last.eq(gl),
-                             p.out_last.eq(ol), p.acts.eq(row_at[r][c][:L * A]),
-                             (p.weights if raw_codes else p.terms).eq(terms)]
-                if T > 1:
-                    m.d.comb += p.t.eq(t)
+                             p.out_last.eq(ol)]
+                if tables:  # the row's half tables and correction, in the PE's bit order
+                    m.d.comb += Cat(p.tables, p.corr).eq(row[:row_bits])
+                else:
+                    m.d.comb += p.acts.eq(row[:L * A])
+                if operand == "planes":  # one weight bit-plane per cycle, step_last beside
+                    m.d.comb += [p.plane.eq(terms), p.step_last.eq(t)]
+                else:
+                    m.d.comb += (p.weights if operand == "codes" else p.terms).eq(terms)
+                    if T > 1:
+                        m.d.comb += p.t.eq(t)
                 col_scale = cv[offs[4]:offs[4] + widths[4]]
-                row_shift = row_at[r][c][L * A:] if fp and X else None
+                row_shift = row[row_bits:] if fp and X else None
                 if cfg.kind.scale == "shift":  # the scale code's exponent plus the row shift
                     m.d.comb += p.exp.eq(col_scale if row_shift is None
                                          else col_scale + row_shift)

@@ -1,18 +1,21 @@
-"""The array's input step layout and its row front end (activation block converters)."""
+"""The array's input step layout and its row front end (activation block converters and, for
+the LUT-table PE kind, the rows' table builders)."""
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import bfp
 from bitmod.golden.gemm import ArrayConfig
+from bitmod.golden.pe_lut import array_lut_params
 from bitmod.hdl.arith.act_block import ActBlockConverter
+from bitmod.hdl.pe.lut_table import LutTableBuilder, builder_out_layout
 
 from ..common import read_only
 
-__all__ = ["RowFrontEnd", "front_layout", "step_layout"]
+__all__ = ["RowFrontEnd", "front_layout", "row_operand_layout", "step_layout"]
 
 
 def step_layout(cfg: ArrayConfig) -> data.StructLayout:
@@ -36,9 +39,19 @@ def step_layout(cfg: ArrayConfig) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
-def front_layout(cfg: ArrayConfig) -> data.StructLayout:
-    """A step after the front end: the activations as ``R x L`` signed ``act_width``-bit
-    mantissas and each row's group shift (``act_exp_bits`` bits; none for INT8)."""
+def row_operand_layout(cfg: ArrayConfig) -> data.Layout:
+    """What one row of a step brings its PEs (:attr:`golden.pe_kind.PEKind.row_operand`): the
+    ``L`` signed ``act_width``-bit activations, or the LUT PE's ``L / g`` half tables and the
+    step's correction (the :class:`~hdl.pe.lut_table.LutTableBuilder` output layout)."""
+    if cfg.kind.row_operand == "tables":
+        return builder_out_layout(**array_lut_params(cfg))
+    return data.ArrayLayout(signed(cfg.act_width), cfg.lanes)
+
+
+def _mantissa_layout(cfg: ArrayConfig) -> data.StructLayout:
+    """A step after the block converters: the activations as ``R x L`` signed
+    ``act_width``-bit mantissas and each row's group shift (``act_exp_bits`` bits; none for
+    INT8)."""
     step = step_layout(cfg)
     fields = {"codes": step["codes"].shape, "sel": step["sel"].shape}
     if cfg.scale_bits:
@@ -49,6 +62,18 @@ def front_layout(cfg: ArrayConfig) -> data.StructLayout:
         fields["shift"] = data.ArrayLayout(unsigned(cfg.act_exp_bits), cfg.rows)
     fields["group_last"] = 1
     fields["out_last"] = 1
+    return data.StructLayout(fields)
+
+
+def front_layout(cfg: ArrayConfig) -> data.StructLayout:
+    """A step after the front end: the weight fields, per row its operand
+    (:func:`row_operand_layout`: ``acts``, or ``tables`` for the LUT PE kind) and its group
+    shift (``act_exp_bits`` bits; none for INT8), ``group_last``, ``out_last``."""
+    fields = dict(_mantissa_layout(cfg).members)
+    if cfg.kind.row_operand == "tables":  # the tables take the activations' place
+        rows = data.ArrayLayout(row_operand_layout(cfg), cfg.rows)
+        fields = {("tables" if k == "acts" else k): (rows if k == "acts" else v)
+                  for k, v in fields.items()}
     return data.StructLayout(fields)
 
 
@@ -64,8 +89,15 @@ class RowFrontEnd(wiring.Component):
     (``base_w_rdy``). INT8 activations pass through one register stage. The weight fields
     (codes, selectors, scales, group and tile ends) are delayed to match.
 
-    Latency: :attr:`golden.gemm.ArrayConfig.front_end_latency` cycles (the converter's, or 1).
-    Throughput: one step per cycle.
+    For a PE kind whose row operand is ``"tables"`` (the LUT-table PE,
+    :attr:`golden.pe_kind.PEKind.row_operand`) a :class:`~hdl.pe.lut_table.LutTableBuilder`
+    per row follows: the row's ``L`` mantissas become its ``L / g`` half tables and the step's
+    correction (:func:`golden.pe_lut.table_builder`), built once per row for its ``C`` PEs.
+    The builders run in lock step (the same stream handshake), the other fields beside them.
+
+    Latency: :attr:`golden.gemm.ArrayConfig.front_end_latency` cycles (the converter's, or 1,
+    plus the table builders' :func:`golden.pe_lut.builder_latency`). Throughput: one step per
+    cycle.
 
     Parameters
     ----------
@@ -96,10 +128,49 @@ class RowFrontEnd(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
+        if cfg.kind.row_operand == "tables":
+            mid = stream.Signature(_mantissa_layout(cfg)).create(path=("mant",))
+            self._mantissas(m, mid)
+            self._tables(m, mid)
+        else:
+            self._mantissas(m, self.o_stream)
+        return m
+
+    def _tables(self, m: Module, mid) -> None:
+        """Per row a table builder on the mantissas ``mid``, the other fields delayed alike,
+        to ``o_stream``."""
+        cfg = self._config
+        out = self.o_stream
+        builders = []
+        for r in range(cfg.rows):
+            builder = LutTableBuilder(**array_lut_params(cfg))
+            m.submodules[f"tables{r}"] = builder
+            builders.append(builder)
+            # Equal inputs and readies: every builder's valid chain is the first one's.
+            m.d.comb += [builder.i_stream.valid.eq(mid.valid),
+                         builder.i_stream.payload.acts.eq(mid.payload.acts[r]),
+                         builder.o_stream.ready.eq(out.ready),
+                         out.payload.tables[r].eq(builder.o_stream.payload)]
+        m.d.comb += [mid.ready.eq(builders[0].i_stream.ready),
+                     out.valid.eq(builders[0].o_stream.valid)]
+        # The builders' stage enable (hdl.common.pipeline_enable) moves the side fields.
+        en = Signal(name="tables_en")
+        m.d.comb += en.eq(out.ready | ~out.valid)
+        for name in [n for n, _ in _mantissa_layout(cfg) if n != "acts"]:
+            value = Value.cast(getattr(mid.payload, name))
+            for k in range(builders[0].latency):
+                reg = Signal(len(value), name=f"tb{k}_{name}", reset_less=True)
+                with m.If(en):
+                    m.d.sync += reg.eq(value)
+                value = reg
+            m.d.comb += Value.cast(getattr(out.payload, name)).eq(value)
+
+    def _mantissas(self, m: Module, out) -> None:
+        """The block converters (or the INT8 register) and the side fields, to ``out``."""
+        cfg = self._config
         L, A, X = cfg.lanes, cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
         payload = self.i_stream.payload
-        out = self.o_stream
         en = Signal()  # the stages move when the consumer takes or the output is empty
         m.d.comb += en.eq(out.ready | ~out.valid)
 
@@ -108,13 +179,10 @@ class RowFrontEnd(wiring.Component):
         if cfg.scale_bits:
             side_in["scale"] = payload.scale
         if fp:
-            convs, shifts = self._converters(m)
+            convs, shifts = self._converters(m, out)
             if X:
                 side_in["shift"] = Cat(*shifts)
-            stages = cfg.front_end_latency
-            if convs[0].latency != stages:
-                raise AssertionError(f"row converter latency {convs[0].latency} is not "
-                                     f"golden's front end latency {stages}")
+            stages = convs[0].latency
         else:
             m.d.comb += self.i_stream.ready.eq(en)
             side_in["acts"] = payload.acts
@@ -140,9 +208,12 @@ class RowFrontEnd(wiring.Component):
                                                         for conv in convs)))]
         else:
             m.d.comb += out.valid.eq(valid_chain)
-        return m
+        rows = cfg.kind.row_latency(cfg)
+        if stages + rows != cfg.front_end_latency:
+            raise AssertionError(f"row front end latency {stages} + {rows} is not golden's "
+                                 f"front end latency {cfg.front_end_latency}")
 
-    def _converters(self, m: Module):
+    def _converters(self, m: Module, out):
         """Per row the block converter (its anchor lane and shift); the stream's ready and the
         floors' push to the drain."""
         cfg = self._config
@@ -165,7 +236,7 @@ class RowFrontEnd(wiring.Component):
                 conv.i_stream.valid.eq(self.i_stream.valid & in_ok),
                 conv.i_stream.payload.data.eq(
                     Cat(payload.acts[r], Const(0, M), anchor, Const(0, 16 - M - E))),
-                conv.o_stream.ready.eq(self.o_stream.ready),
+                conv.o_stream.ready.eq(out.ready),
             ]
         m.d.comb += [self.i_stream.ready.eq(convs[0].i_stream.ready & in_ok),
                      self.base_w_en.eq(self.i_stream.valid & self.i_stream.ready

@@ -7,9 +7,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden.gemm import ArrayConfig
+from bitmod.golden.pe_lut import array_lut_params
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 
 from ..common import read_only
+from .front_end import row_operand_layout
 
 __all__ = ["StepSerializer"]
 
@@ -18,10 +20,14 @@ __all__ = ["StepSerializer"]
 class StepSerializer(wiring.Component):
     """Turns one weight-step into ``T`` cycles of column and row words (the column tops).
 
-    Per column ``L`` weight codes become the PE's column word: for bit-serial PEs the terms of
+    Per column ``L`` weight codes become the PE's column word
+    (:attr:`golden.pe_kind.PEKind.operand`): for bit-serial PEs (``"terms"``) the terms of
     :class:`~hdl.arith.term_encoder.TermEncoderCore` (selector and the shared special-value
     register), term ``t`` of every lane in cycle ``t = 0 .. T-1``; for int (and minifloat) PEs
-    the raw codes, once (``T = 1``). A step is taken (``ready``) when the previous one's last
+    (``"codes"``) the raw codes, once (``T = 1``); for LUT-table PEs (``"planes"``) bit-plane
+    ``B - 1 - t`` of every lane's plane code in cycle ``t = 0 .. B-1`` (MSB first; the code, or
+    its offset binary with the top bit inverted for signed formats,
+    :func:`golden.pe_lut.plane_codes`). A step is taken (``ready``) when the previous one's last
     cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
     last cycle of a group leaves only when the previous group end is at least ``D`` cycles
     back (``D + 2`` after a tile's end), ``D`` = :attr:`golden.gemm.ArrayConfig.dequant_cycles`,
@@ -29,12 +35,16 @@ class StepSerializer(wiring.Component):
     (the array's step enable).
 
     Column word ``c`` (LSB first, widths :attr:`col_widths`): term index ``t`` (``ceil(log2
-    T)`` bits, none when ``T = 1``), ``group_last`` and ``out_last`` of this cycle (set in the
-    step's last cycle only), the ``L`` lanes' terms (or codes), the column's scale code (for a
-    PE kind whose scale is a shift, :attr:`golden.pe_kind.PEKind.scale`, the exponent ``j`` of
-    the code ``2**j``: ``ceil(log2 scale_bits)`` bits). Row
-    word ``r`` (:attr:`row_width` bits): its ``L`` activations, then its group shift
-    (:attr:`shift_width` bits; none for INT8 activations).
+    T)`` bits, none when ``T = 1``; for ``"planes"`` one bit, ``step_last``, set in the step's
+    last cycle), ``group_last`` and ``out_last`` of this cycle (set in the step's last cycle
+    only), the ``L`` lanes' terms (or codes, or plane bits), the column's scale code (for a PE
+    kind whose scale is a shift, :attr:`golden.pe_kind.PEKind.scale`, the exponent ``j`` of
+    the code ``2**j``: ``ceil(log2 scale_bits)`` bits). Row word ``r`` (:attr:`row_width`
+    bits): its operand
+    (:func:`~hdl.array.front_end.row_operand_layout`: ``L`` activations, or the LUT PE's half
+    tables and correction, the correction in the step's last cycle only and 0 in the others,
+    as the PE adds it on every plane), then its group shift (:attr:`shift_width` bits; none
+    for INT8 activations).
 
     Latency: 1 cycle from a taken step to its first column word (a register). Throughput:
     one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
@@ -50,7 +60,8 @@ class StepSerializer(wiring.Component):
     codes : In(ArrayLayout(ArrayLayout(code_bits, L), C))
     sel : In(ArrayLayout(2, C))
     scale : In(C * scale_bits)
-    acts : In(R * L * A)
+    acts : In(R * row_operand_layout(config).size)
+        The rows' operands (``L * A`` bits of activations per row, or tables).
     shift : In(R * X) (FP activations; 1 bit, unused, for INT8)
     group_last, out_last : In(1)
     adv : In(1)
@@ -66,23 +77,28 @@ class StepSerializer(wiring.Component):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
         self._config = cfg = config
         geo = cfg.geometry
-        self._lane_bits = geo.code_bits if cfg.kind.operand == "codes" else geo.exp_bits + 2
+        self._lane_bits = {"codes": geo.code_bits, "terms": geo.exp_bits + 2,
+                           "planes": 1}[cfg.kind.operand]
+        self._row_operand = row_operand_layout(cfg)
         fp = cfg.act_format != "int8"
         self._shift_width = cfg.act_exp_bits if fp else 0
         # A PE kind that shifts by the group scale gets the exponent j of the code 2**j.
         self._scale_shift = cfg.kind.scale == "shift"
         scale_field = ((cfg.scale_bits - 1).bit_length() if self._scale_shift
                        else cfg.scale_bits)
-        self._col_widths = ((cfg.terms - 1).bit_length() if cfg.terms > 1 else 0, 1, 1,
-                            cfg.lanes * self._lane_bits, scale_field)
-        self._row_width = cfg.lanes * cfg.act_width + self._shift_width
+        if cfg.kind.operand == "planes":
+            index_width = 1  # step_last
+        else:
+            index_width = (cfg.terms - 1).bit_length() if cfg.terms > 1 else 0
+        self._col_widths = (index_width, 1, 1, cfg.lanes * self._lane_bits, scale_field)
+        self._row_width = self._row_operand.size + self._shift_width
         code = unsigned(geo.code_bits)
         super().__init__({
             "valid": In(1), "ready": Out(1),
             "codes": In(data.ArrayLayout(data.ArrayLayout(code, cfg.lanes), cfg.cols)),
             "sel": In(data.ArrayLayout(unsigned(2), cfg.cols)),
             "scale": In(max(cfg.cols * cfg.scale_bits, 1)),
-            "acts": In(cfg.rows * cfg.lanes * cfg.act_width),
+            "acts": In(cfg.rows * self._row_operand.size),
             "shift": In(max(cfg.rows * cfg.act_exp_bits, 1)),
             "group_last": In(1), "out_last": In(1), "adv": In(1),
             "special_values": In(REGISTER_LAYOUT.size),
@@ -95,7 +111,7 @@ class StepSerializer(wiring.Component):
         m = Module()
         cfg = self._config
         R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
-        A, lane_bits = cfg.act_width, self._lane_bits
+        lane_bits, row_bits = self._lane_bits, self._row_operand.size
         words = self._lane_words(m)
 
         valid = Signal()
@@ -103,7 +119,7 @@ class StepSerializer(wiring.Component):
         # The data registers need no reset (``valid`` says what they hold).
         terms = [Signal(L * T * lane_bits, name=f"st_terms{c}", reset_less=True)
                  for c in range(C)]
-        acts = Signal(R * L * A, reset_less=True)
+        acts = Signal(R * row_bits, reset_less=True)
         shift = Signal(len(self.shift), reset_less=True)
         scale = Signal(len(self.scale), reset_less=True)
         gl, ol = Signal(reset_less=True), Signal(reset_less=True)
@@ -136,17 +152,29 @@ class StepSerializer(wiring.Component):
             lanes = Cat(*(terms[c].word_select(lane * T + t, lane_bits) if T > 1
                           else terms[c][lane * lane_bits:(lane + 1) * lane_bits]
                           for lane in range(L)))
-            index = t[:self._col_widths[0]] if T > 1 else Const(0, 0)
+            if cfg.kind.operand == "planes":
+                index = last_t  # step_last
+            else:
+                index = t[:self._col_widths[0]] if T > 1 else Const(0, 0)
             sb = cfg.scale_bits
             code = scale[c * sb:(c + 1) * sb]
             if self._scale_shift:
                 code = self._exponent(m, code, self._col_widths[4], f"scale_exp{c}")
             cols.append(Cat(index, out_gl, out_ol, lanes, code))
         X = self._shift_width
-        rows = [Cat(acts[r * L * A:(r + 1) * L * A], shift[r * X:(r + 1) * X])
-                for r in range(R)]
+        rows = [Cat(self._row_operand_word(acts[r * row_bits:(r + 1) * row_bits], last_t),
+                    shift[r * X:(r + 1) * X]) for r in range(R)]
         m.d.comb += [self.cols.eq(Cat(*cols)), self.rows.eq(Cat(*rows))]
         return m
+
+    def _row_operand_word(self, operand, last_t):
+        """A row's operand this cycle: as taken, except a table row's correction, which goes
+        with the step's last plane only (the LUT PE adds ``corr`` on every payload)."""
+        if self._config.kind.row_operand != "tables":
+            return operand
+        corr = self._row_operand["corr"]
+        lo, hi = corr.offset, corr.offset + corr.width
+        return Cat(operand[:lo], Mux(last_t, operand[lo:hi], 0), operand[hi:])
 
     @staticmethod
     def _exponent(m: Module, code, width: int, name: str) -> Signal:
@@ -159,8 +187,20 @@ class StepSerializer(wiring.Component):
         return j
 
     def _lane_words(self, m: Module) -> list:
-        """Per column, the ``L`` lanes' words of this step: encoder terms, or the codes."""
+        """Per column, the ``L`` lanes' words of this step: encoder terms, the codes, or the
+        plane codes' bits MSB first (bit ``t`` is plane ``B - 1 - t``)."""
         cfg = self._config
+        if cfg.kind.operand == "planes":
+            bits, signed = (array_lut_params(cfg)[k] for k in ("weight_bits", "signed_weights"))
+            flip = 1 << (bits - 1) if signed else 0  # offset binary: the top bit inverted
+            words = []
+            for c in range(cfg.cols):
+                lanes = []
+                for lane in range(cfg.lanes):
+                    u = self.codes[c][lane] ^ flip
+                    lanes.append(Cat(*(u[bits - 1 - t] for t in range(bits))))
+                words.append(Cat(*lanes))
+            return words
         words = []
         for c in range(cfg.cols):
             column = []

@@ -34,6 +34,7 @@ from bitmod.golden.checks import check_bool, check_int
 from bitmod.golden.pe_baseline import signed_width
 from bitmod.golden.pe_lut import (
     MAX_TABLE_GROUP,
+    array_lut_params,
     builder_latency,
     lut_pe_latency,
     lut_pe_stages,
@@ -45,7 +46,7 @@ from bitmod.golden.pe_lut import (
 from ..common import pipeline_enable, read_only
 from .bitserial import GroupDequantizer
 
-__all__ = ["LutTableBuilder", "LutTablePE"]
+__all__ = ["LutTableBuilder", "LutTablePE", "builder_out_layout", "table_layout"]
 
 MAX_EXP_BITS = 6
 
@@ -63,6 +64,22 @@ def _check_common(lanes, weight_bits, act_width, table_group, signed_weights) ->
 def table_layout(table_group: int, act_width: int) -> data.ArrayLayout:
     """One half table: ``2**(g-1)`` signed entries of :func:`golden.pe_lut.table_width`."""
     return data.ArrayLayout(signed(table_width(table_group, act_width)), 1 << (table_group - 1))
+
+
+def builder_out_layout(lanes: int, weight_bits: int = 4, act_width: int = 8,
+                       table_group: int = 4, signed_weights: bool = True) -> data.StructLayout:
+    """:class:`LutTableBuilder`'s output (the LUT PE's ``tables`` and ``corr`` fields): ``L / g``
+    half tables (:func:`table_layout`) and the signed correction of
+    :func:`golden.pe_lut.lut_pe_widths` ``["corr"]`` bits."""
+    _check_common(lanes, weight_bits, act_width, table_group, signed_weights)
+    corr_width = lut_pe_widths(
+        lanes=lanes, table_group=table_group, weight_bits=weight_bits, act_width=act_width,
+        group_size=lanes, scale_bits=0, exp_bits=0, max_groups=1,
+        signed_weights=signed_weights)["corr"]
+    return data.StructLayout({
+        "tables": data.ArrayLayout(table_layout(table_group, act_width), lanes // table_group),
+        "corr": signed(corr_width),
+    })
 
 
 @read_only("lanes", "weight_bits", "act_width", "table_group", "signed_weights", "table_width",
@@ -116,16 +133,10 @@ class LutTableBuilder(wiring.Component):
         self._lanes, self._weight_bits, self._act_width = lanes, weight_bits, act_width
         self._table_group, self._signed_weights = table_group, signed_weights
         self._table_width = table_width(table_group, act_width)
-        self._corr_width = lut_pe_widths(
-            lanes=lanes, table_group=table_group, weight_bits=weight_bits, act_width=act_width,
-            group_size=lanes, scale_bits=0, exp_bits=0, max_groups=1,
-            signed_weights=signed_weights)["corr"]
         self._in_layout = data.StructLayout({"acts": data.ArrayLayout(signed(act_width), lanes)})
-        self._out_layout = data.StructLayout({
-            "tables": data.ArrayLayout(table_layout(table_group, act_width),
-                                       lanes // table_group),
-            "corr": signed(self._corr_width),
-        })
+        self._out_layout = builder_out_layout(lanes, weight_bits, act_width, table_group,
+                                              signed_weights)
+        self._corr_width = self._out_layout["corr"].width
         super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
                           "o_stream": Out(stream.Signature(self._out_layout))})
 
@@ -314,6 +325,17 @@ class LutTablePE(wiring.Component):
         self._out_layout = data.StructLayout({"acc": signed(self._acc_width)})
         super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
                           "o_stream": Out(stream.Signature(self._out_layout))})
+
+    @classmethod
+    def for_array(cls, config) -> LutTablePE:
+        """The PE every position of an array built with ``config`` (a
+        :class:`golden.gemm.ArrayConfig` of kind ``"lut"``) holds: the weight format's code
+        width and signedness, the array's activation width, lanes, groups, scales, row shifts
+        and accumulator width, ``table_group`` :data:`golden.pe_lut.ARRAY_TABLE_GROUP`
+        (:func:`golden.pe_lut.array_lut_params`; the row's builder uses the same)."""
+        return cls(**array_lut_params(config), group_size=config.group_size,
+                   scale_bits=config.scale_bits, exp_bits=config.act_exp_bits,
+                   max_groups=config.max_groups, acc_width=config.acc_width)
 
     macs_per_cycle = property(lambda self: self._lanes / self._weight_bits)
 

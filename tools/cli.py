@@ -31,6 +31,7 @@ COMMANDS = {
     "build": "bitmod.tools.cmd_build",
     "run": "bitmod.tools.cmd_run",
     "bench": "bitmod.tools.bench",
+    "sweep": "bitmod.tools.sweep",
 }
 COMMAND_MODULES = tuple(COMMANDS.values())
 

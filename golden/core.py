@@ -288,8 +288,8 @@ class DeviceConfig:
         8   formats_crc: CRC-32 of the weight formats' names, comma-joined
         9   clock in Hz (rounded)
         10  baud
-        11  PE kind (7..0): bitserial 0, int 1, minifloat 2, lut 3 (:data:`golden.gemm.PE_KINDS`
-            order)
+        11  PE kind (7..0): bitserial 0, int 1, minifloat 2, lut 3, bitplane 4
+            (:data:`golden.gemm.PE_KINDS` order)
 
     Codes: act_format int8 0, fp16 1, bf16 2; out_format fp32 0, fp16 1; rounding 0 for INT8
     activations (no block converter), trunc 1, rne 2.

@@ -86,6 +86,7 @@ from . import terms as gterms
 from .checks import check_choice, check_int
 from .minifloat_arith import TO_FLOAT_LATENCY, to_float_code
 from .pe_baseline import INT_PE_KIND, MINIFLOAT_PE_KIND
+from .pe_bitplane import BITPLANE_PE_KIND
 from .pe_kind import PEKind
 from .pe_lut import LUT_PE_KIND
 
@@ -117,10 +118,11 @@ MAX_DIM = 64  # rows and columns of an array
 # bit-serial term PE (any format the term encoder takes), the bit-parallel integer PE (L
 # multiplies per cycle, mapped to DSP blocks; one signed integer format) and the exact
 # minifloat PE (L minifloat x integer products per cycle; power-of-two group scales) and the
-# LUT-table PE (B weight bit-planes per weight-step, tables of activation sums built per row).
+# LUT-table PE (B weight bit-planes per weight-step, tables of activation sums built per row)
+# and the bit-plane PE (AND-popcount of P_w x P_a plane pairs per weight-step).
 # Append new kinds, never reorder: the index is the host protocol's code.
 _PE_KINDS = {kind.name: kind for kind in (gpe.PE_KIND, INT_PE_KIND, MINIFLOAT_PE_KIND,
-                                          LUT_PE_KIND)}
+                                          LUT_PE_KIND, BITPLANE_PE_KIND)}
 PE_KINDS = tuple(_PE_KINDS)
 
 

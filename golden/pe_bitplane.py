@@ -43,8 +43,16 @@ significances::
 ``sign(c_i) xor sign(d_j)``. Every encoding above has a plane of shift 0 and consecutive shifts,
 so the significances of the pairs form one run ``e_max .. 0`` (checked) and a one-bit shift is
 all the accumulator ever needs: no barrel shifter on the popcount, and after the last pair
-(``e = 0``) ``gacc`` is the group sum itself. (A weight-step-major order would need the Horner
-sum of every step in a second register and one more adder into a group accumulator.)
+(``e = 0``) ``gacc`` is the group sum itself.
+
+``order="step"`` (:class:`BitPlaneConfig`; the array's, which streams weight-steps and cannot
+hold a group back): per group, weight-step by weight-step, all pairs of the schedule; Horner
+runs into a per-step partial ``sacc`` (``sacc = (shift ? sacc << 1 : sacc) +- pop``, from 0),
+and on the step's last pair (payload field ``step_last``) ``gacc += sacc`` and ``sacc``
+restarts. Exact: every step's partial is its ``sum_k w_k a_k`` after its ``e = 0`` pairs, and
+the group sum is the sum of its steps'. ``sacc`` is bounded by :func:`horner_bounds` of a
+one-step group (``G = L``), ``gacc`` by ``G p_lo .. G p_hi`` (whole steps only). One more
+register and adder; the timing is the same.
 
 Payload (``i_stream.payload``, LSB first)
 ------------------------------------------
@@ -96,16 +104,21 @@ import numpy as np
 
 from .checks import check_choice, check_int
 from .pe_baseline import signed_width
+from .pe_kind import PEKind
+from .pe_lut import _integer_format_of
 
 __all__ = [
+    "BITPLANE_PE_KIND",
     "ENCODINGS",
     "MAX_EXP_BITS",
     "MAX_LANES",
     "MAX_SCALE_BITS",
+    "ORDERS",
     "BitPlaneConfig",
     "BitPlanePEModel",
     "PlaneEncoding",
     "PlanePair",
+    "array_bitplane_params",
     "bitplane_payloads",
     "bitplane_reference",
     "cycles_per_step",
@@ -116,6 +129,7 @@ __all__ = [
 ]
 
 ENCODINGS = ("signed", "unsigned", "binary", "ternary")
+ORDERS = ("group", "step")
 _BITS = {"signed": (2, 8), "unsigned": (1, 8), "binary": (1, 1), "ternary": (2, 2)}
 MAX_LANES = 256
 MAX_SCALE_BITS = 16
@@ -293,6 +307,10 @@ class BitPlaneConfig:
         Most groups of one output (sizes ``acc_width``).
     acc_width : int or None
         Output accumulator width; ``None`` takes the required width, a smaller one is refused.
+    order : {"group", "step"}
+        Pair order of the payloads (:data:`ORDERS`, module docstring): ``"group"`` (pair-major
+        over the group, BISMO's) or ``"step"`` (pair-major within each weight-step, a per-step
+        Horner partial added into the group accumulator at ``step_last``; the array's).
     """
 
     lanes: int = 64
@@ -305,9 +323,11 @@ class BitPlaneConfig:
     exp_bits: int = 0
     max_groups: int = 256
     acc_width: int | None = None
+    order: str = "group"
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
+        check_choice("order", self.order, ORDERS)
         put("lanes", check_int("lanes", self.lanes, 1, MAX_LANES))
         w = plane_encoding(self.weight_encoding, self.weight_bits, "weight_encoding")
         a = plane_encoding(self.act_encoding, self.act_bits, "act_encoding")
@@ -364,12 +384,28 @@ class BitPlaneConfig:
 
     @functools.cached_property
     def gacc_range(self) -> tuple[int, int]:
-        """``(gacc_lo, gacc_hi)`` of :func:`horner_bounds`."""
+        """``(gacc_lo, gacc_hi)``: :func:`horner_bounds` over the group (``"group"`` order);
+        for ``"step"`` the group accumulator holds sums of whole steps only, ``G p_lo .. G
+        p_hi`` (and 0)."""
+        if self.order == "step":
+            p_lo, p_hi = self.product_range
+            return min(0, self.group_size * p_lo), max(0, self.group_size * p_hi)
         return horner_bounds(self.w_enc, self.a_enc, self.lanes, self.group_size)
 
     @property
     def gacc_width(self) -> int:
         return signed_width(*self.gacc_range)
+
+    @functools.cached_property
+    def sacc_range(self) -> tuple[int, int]:
+        """``(sacc_lo, sacc_hi)``: the extremes of the ``"step"`` order's per-step Horner
+        partial, :func:`horner_bounds` of a one-step group (``G = L``)."""
+        return horner_bounds(self.w_enc, self.a_enc, self.lanes, self.lanes)
+
+    @property
+    def sacc_width(self) -> int:
+        """Bits of the ``"step"`` order's per-step partial (0 for ``"group"``: none)."""
+        return signed_width(*self.sacc_range) if self.order == "step" else 0
 
     @property
     def pop_width(self) -> int:
@@ -448,30 +484,47 @@ def bitplane_payloads(config: BitPlaneConfig, w_codes, a_codes, scale, exp,
                       out_last) -> dict[str, np.ndarray]:
     """Per-cycle payload fields that make the PE compute :func:`bitplane_reference`.
 
-    Order: group, plane pair (:func:`pair_schedule`), weight-step. Returns the columns
-    ``w_plane``/``a_plane`` (``L``-bit integers, object arrays) and ``negate``, ``shift``,
-    ``group_last``, ``out_last``, ``scale``, ``exp`` (``int64``), ready for
+    Order (``config.order``): ``"group"``: group, plane pair (:func:`pair_schedule`),
+    weight-step; ``"step"``: group, weight-step, plane pair, with the extra column
+    ``step_last`` set on every step's last pair. Returns the columns ``w_plane``/``a_plane``
+    (``L``-bit integers, object arrays) and ``negate``, ``shift``, ``group_last``,
+    ``out_last``, ``scale``, ``exp`` (``int64``), ready for
     ``sim.vectors.pack_fields(pe.in_layout, **fields)``.
     """
     w, a, scale, exp, out_last = _check_inputs(config, w_codes, a_codes, scale, exp, out_last)
     n, k = w.shape
     L, steps = config.lanes, k // config.lanes
     schedule = config.schedule
+    P = len(schedule)
+    step_major = config.order == "step"
     # [group, plane, step]: the packed plane bits of one weight-step.
     wp = _pack_bits(config.w_enc.planes(w).reshape(n, steps, L, -1).transpose(0, 3, 1, 2))
     ap = _pack_bits(config.a_enc.planes(a).reshape(n, steps, L, -1).transpose(0, 3, 1, 2))
-    cols = {"w_plane": wp[:, [p.w for p in schedule], :].reshape(-1),
-            "a_plane": ap[:, [p.a for p in schedule], :].reshape(-1)}
-    first = np.zeros((len(schedule), steps), dtype=np.int64)
-    first[:, 0] = 1
-    shift = np.array([p.shift for p in schedule], dtype=np.int64)[:, None] * first
-    negate = np.repeat(np.array([p.negate for p in schedule], dtype=np.int64)[:, None],
-                       steps, axis=1)
-    last = np.zeros((len(schedule), steps), dtype=np.int64)
+    wsel = wp[:, [p.w for p in schedule], :]  # [group, pair, step]
+    asel = ap[:, [p.a for p in schedule], :]
+    if step_major:  # [group, step, pair]
+        wsel, asel = wsel.transpose(0, 2, 1), asel.transpose(0, 2, 1)
+    cols = {"w_plane": wsel.reshape(-1), "a_plane": asel.reshape(-1)}
+    pair_shift = np.array([p.shift for p in schedule], dtype=np.int64)
+    pair_negate = np.array([p.negate for p in schedule], dtype=np.int64)
+    if step_major:  # every step runs the whole schedule: [step, pair]
+        shift = np.tile(pair_shift, (steps, 1))
+        negate = np.tile(pair_negate, (steps, 1))
+        step_last = np.zeros((steps, P), dtype=np.int64)
+        step_last[:, -1] = 1
+        last = np.zeros((steps, P), dtype=np.int64)
+    else:  # [pair, step]: the shift on a pair's first step only
+        first = np.zeros((P, steps), dtype=np.int64)
+        first[:, 0] = 1
+        shift = pair_shift[:, None] * first
+        negate = np.repeat(pair_negate[:, None], steps, axis=1)
+        last = np.zeros((P, steps), dtype=np.int64)
     last[-1, -1] = 1
-    per_group = len(schedule) * steps
+    per_group = P * steps
     cols["negate"] = np.tile(negate.reshape(-1), n)
     cols["shift"] = np.tile(shift.reshape(-1), n)
+    if step_major:
+        cols["step_last"] = np.tile(step_last.reshape(-1), n)
     cols["group_last"] = np.tile(last.reshape(-1), n)
     cols["out_last"] = (np.tile(last.reshape(-1), (n, 1))
                         * out_last[:, None].astype(np.int64)).reshape(-1)
@@ -504,15 +557,20 @@ class BitPlanePEModel:
         ``(cycle, acc)`` per output, cycle 0 being the cycle the first payload is accepted."""
         cfg = self.config
         n = len(fields["group_last"])
+        step_major = cfg.order == "step"
+        step_last = fields["step_last"] if step_major else fields["group_last"]
         items = [(bin(int(fields["w_plane"][c]) & int(fields["a_plane"][c])).count("1"),
                   int(fields["negate"][c]), int(fields["shift"][c]),
                   int(fields["group_last"][c]), int(fields["out_last"][c]),
-                  int(fields["scale"][c]), int(fields["exp"][c])) for c in range(n)]
+                  int(fields["scale"][c]), int(fields["exp"][c]), int(step_last[c]))
+                 for c in range(n)]
+        s_lo = -(1 << (cfg.sacc_width - 1)) if step_major else 0
+        s_hi = (1 << (cfg.sacc_width - 1)) - 1 if step_major else 0
         d = cfg.dequant_cycles
         g_lo, g_hi = -(1 << (cfg.gacc_width - 1)), (1 << (cfg.gacc_width - 1)) - 1
         a_lo, a_hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
         pipe = [None] * cfg.stages
-        gacc = r = flush = cur_last = gs = sc = acc = 0
+        gacc = sacc = r = flush = cur_last = gs = sc = acc = 0
         out_valid, out_value = False, 0
         outputs, nxt, cycle = [], 0, 0
         lo = hi = 0
@@ -536,10 +594,17 @@ class BitPlanePEModel:
                     n_f = 1
             elif flush:  # the output register is free: it is emptied every cycle here
                 out_value, n_out_valid, n_acc, n_f = acc, True, 0, 0
-            n_gacc = gacc
+            n_gacc, n_sacc = gacc, sacc
             if adv and tail is not None:
-                pop, negate, shift, group_last, out_last, scale, exp = tail
-                gnext = (gacc << shift) + (-pop if negate else pop)
+                pop, negate, shift, group_last, out_last, scale, exp, s_last = tail
+                if step_major:  # Horner within the step, then into the group sum
+                    snext = (sacc << shift) + (-pop if negate else pop)
+                    if not s_lo <= snext <= s_hi:
+                        raise AssertionError(f"step accumulator overflow: {snext}")
+                    n_sacc = 0 if s_last else snext
+                    gnext = gacc + snext if s_last else gacc
+                else:
+                    gnext = (gacc << shift) + (-pop if negate else pop)
                 if not g_lo <= gnext <= g_hi:
                     raise AssertionError(f"group accumulator overflow: {gnext}")
                 lo, hi = min(lo, gnext), max(hi, gnext)
@@ -556,8 +621,71 @@ class BitPlanePEModel:
                     pipe[0] = items[nxt]
                     self.accept_cycles.append(cycle)
                     nxt += 1
-            gacc, r, flush, gs, sc, acc, cur_last = n_gacc, n_r, n_f, n_gs, n_sc, n_acc, n_last
+            gacc, sacc = n_gacc, n_sacc
+            r, flush, gs, sc, acc, cur_last = n_r, n_f, n_gs, n_sc, n_acc, n_last
             out_valid = n_out_valid
             cycle += 1
         self.gacc_extremes = (lo, hi)
         return outputs
+
+
+# -- the bit-plane PE as an array PE kind (golden.pe_kind) ---------------------------------------
+def array_bitplane_params(cfg) -> dict:
+    """:class:`BitPlaneConfig` parameters of the PEs of an array built with ``cfg`` (a
+    :class:`golden.gemm.ArrayConfig` of kind ``"bitplane"``): the one integer weight format's
+    code width and plane encoding (``signed`` two's complement, or ``unsigned`` for
+    ``uint<B>``; :func:`golden.pe_lut._integer_format_of` checks that its levels are the
+    codes' integers), the array's activation width as ``signed`` planes (INT8 codes, or the
+    FP16/BF16 block mantissas with the row's group shift as ``exp``), lanes, groups, scales
+    and the ``"step"`` order (the array streams weight-steps)."""
+    bits, signed = _integer_format_of(tuple(cfg.formats), "bitplane")
+    return {"lanes": cfg.lanes, "weight_bits": bits,
+            "weight_encoding": "signed" if signed else "unsigned",
+            "act_bits": cfg.act_width, "act_encoding": "signed",
+            "group_size": cfg.group_size, "scale_bits": cfg.scale_bits,
+            "exp_bits": cfg.act_exp_bits, "max_groups": cfg.max_groups, "order": "step"}
+
+
+def _check_bitplane(cfg) -> None:
+    """One integer format of 2..8 bits whose levels are its codes' integers; activations of
+    2..8 bits (the signed plane encoding's limit: ``--act int8`` or ``--mant-width`` <= 8)."""
+    if not 2 <= cfg.act_width <= 8:
+        raise ValueError(f"the bitplane PE takes activations of 2 to 8 bits; "
+                         f"mant_width={cfg.act_width}")
+    array_bitplane_params(cfg)
+
+
+def _bitplane_config(cfg) -> BitPlaneConfig:
+    return _bitplane_config_of(tuple(sorted(array_bitplane_params(cfg).items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _bitplane_config_of(items) -> BitPlaneConfig:
+    return BitPlaneConfig(**dict(items))
+
+
+def _bitplane_cycles(cfg) -> int:
+    """``T = P_w * P_a``: every plane pair of the step, one per cycle."""
+    return _bitplane_config(cfg).cycles_per_step
+
+
+def _bitplane_dequant_cycles(cfg) -> int:
+    """The bit-serial PE's dequantizer: ``max(scale_bits, 1)`` steps."""
+    return _bitplane_config(cfg).dequant_cycles
+
+
+def _bitplane_latency(cfg) -> int:
+    return _bitplane_config(cfg).latency
+
+
+def _bitplane_acc_width(cfg) -> int:
+    return _bitplane_config(cfg).required_acc_width
+
+
+BITPLANE_PE_KIND = PEKind(
+    name="bitplane",
+    summary="bit-plane PE (hdl.pe.bitplane, BISMO style): AND-popcount of one weight and one "
+            "activation plane per cycle, P_w * P_a cycles per weight-step; LUTs only",
+    operand="bitplanes", cycles_per_step=_bitplane_cycles,
+    dequant_cycles=_bitplane_dequant_cycles, latency=_bitplane_latency,
+    acc_width=_bitplane_acc_width, check=_check_bitplane, row_operand="planes")

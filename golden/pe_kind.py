@@ -17,7 +17,10 @@ The description is a set of functions of the array configuration
   weight-step: the payload fields ``plane`` and ``step_last``, set with the step's last plane;
   the planes are those of the plain code for unsigned formats and of the offset-binary code
   ``w + 2**(B-1)``, the code with its top bit inverted, for signed ones,
-  :func:`golden.pe_lut.plane_codes`);
+  :func:`golden.pe_lut.plane_codes`) or ``"bitplanes"`` (the bit-plane PE's plane pairs: in
+  cycle ``t`` of the step's ``T = P_w * P_a`` plane bit of weight plane ``i(t)`` of every lane,
+  :func:`golden.pe_bitplane.pair_schedule` order, with the pair's ``negate`` and ``shift`` and
+  ``step_last``: the payload fields ``w_plane``, ``negate``, ``shift``, ``step_last``);
 * ``cycles_per_step(cfg)``: ``T``, cycles one weight-step of ``L`` weights takes in every PE;
 * ``dequant_cycles(cfg)``: ``D``, the fewest cycles between two group ends that keep the PE from
   stalling (the serializer spaces group ends by it);
@@ -34,7 +37,9 @@ The description is a set of functions of the array configuration
   and the correction a :class:`hdl.pe.lut_table.LutTableBuilder` per row makes of them,
   :func:`golden.pe_lut.table_builder`: the payload fields ``tables`` and ``corr``; the
   correction rides with the step's last plane, 0 with the others), built once per row and
-  shared by its ``C`` PEs;
+  shared by its ``C`` PEs; or ``"planes"`` (the row front end's activations, of which the
+  column tops send activation plane ``j(t)`` of the ``L`` lanes in cycle ``t``: the payload
+  field ``a_plane``; the row word changes every cycle);
 * ``row_latency(cfg)``: register stages the row edge adds after the row front end for this
   kind (the table builders: :func:`golden.pe_lut.builder_latency`); 0 for ``"acts"``. It is
   part of :attr:`golden.gemm.ArrayConfig.front_end_latency`, so the cycle model counts it.
@@ -53,8 +58,8 @@ from typing import Any
 
 __all__ = ["OPERANDS", "ROW_OPERANDS", "SCALES", "PEKind"]
 
-OPERANDS = ("terms", "codes", "planes")
-ROW_OPERANDS = ("acts", "tables")
+OPERANDS = ("terms", "codes", "planes", "bitplanes")
+ROW_OPERANDS = ("acts", "tables", "planes")
 SCALES = ("multiply", "shift")
 
 
@@ -74,7 +79,7 @@ class PEKind:
         protocol's PE-kind code).
     summary : str
         One line for help texts and docs tables.
-    operand : {"terms", "codes", "planes"}
+    operand : {"terms", "codes", "planes", "bitplanes"}
         What the column tops feed every lane.
     cycles_per_step, dequant_cycles, latency, acc_width : callable
         Functions of the array configuration returning an int.
@@ -82,7 +87,7 @@ class PEKind:
         ``check(cfg)``: ``ValueError`` naming what the kind cannot run.
     scale : {"multiply", "shift"}
         How the group-scale code reaches the PE.
-    row_operand : {"acts", "tables"}
+    row_operand : {"acts", "tables", "planes"}
         What the row edge feeds the PEs of a row.
     row_latency : callable
         ``row_latency(cfg)``: register stages the row edge adds after the row front end.

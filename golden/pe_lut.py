@@ -372,22 +372,25 @@ def _integer_format(cfg) -> tuple[int, bool]:
 
 
 @functools.lru_cache(maxsize=64)
-def _integer_format_of(names: tuple[str, ...]) -> tuple[int, bool]:
+def _integer_format_of(names: tuple[str, ...], who: str = "lut") -> tuple[int, bool]:
+    """``(B, signed)`` of the one integer format ``names``; the errors name the ``who`` PE
+    (golden.pe_bitplane's array kind checks its weights with this too)."""
     formats = list(names)
     geo = gterms.geometry(formats)
     if len(formats) != 1 or geo.path != "booth" or geo.has_register:
-        raise ValueError(f"the lut PE reads the bit-planes of one integer format (int<B>, "
+        raise ValueError(f"the {who} PE reads the bit-planes of one integer format (int<B>, "
                          f"int<B>_sym, uint<B>, q<W>_<F>), not {formats}")
     bits = geo.code_bits
     if not 2 <= bits <= 8:
-        raise ValueError(f"the lut PE takes 2- to 8-bit weight codes; {formats[0]!r} has {bits}")
+        raise ValueError(f"the {who} PE takes 2- to 8-bit weight codes; {formats[0]!r} has "
+                         f"{bits}")
     signed = not formats[0].startswith("uint")
     codes = np.arange(1 << bits, dtype=np.int64)
     values = codes - ((codes >> (bits - 1)) << bits) if signed else codes
     levels = gterms.terms_value(gterms.decompose(codes, formats, None, None))
     if not np.array_equal(np.asarray(levels, dtype=np.int64), values):
         raise ValueError(f"weight format {formats[0]!r}: its levels are not its codes' "
-                         f"integers, which the lut PE's bit-planes encode")
+                         f"integers, which the {who} PE's bit-planes encode")
     return bits, signed
 
 

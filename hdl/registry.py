@@ -57,7 +57,8 @@ class Entry:
 
 COMPONENTS = {
     "act_block": Entry("bitmod.hdl.arith.act_block:ActBlockConverter"),
-    "bitplane_pe": Entry("bitmod.hdl.pe.bitplane:BitPlanePE", None, "weight_bits", "int4"),
+    "bitplane_pe": Entry("bitmod.hdl.pe.bitplane:BitPlanePE", None, "weight_bits", "int4",
+                         pe_kind="bitplane"),
     "bitserial_pe": Entry("bitmod.hdl.pe.bitserial:BitSerialPE", "bitmod.golden.pe:PEConfig",
                           "formats", pe_kind="bitserial"),
     "core": Entry("bitmod.hdl.array.core:AcceleratorCore", "bitmod.golden.core:CoreConfig",

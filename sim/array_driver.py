@@ -125,5 +125,5 @@ def run_array_gemm(cfg: ggemm.ArrayConfig, acts: dict, qt, *, backpressure: floa
     out = run_stream(SystolicArray, cfg, words, ports={"special_values": special_register(cfg)},
                      backpressure=backpressure, idle=idle, seed=seed,
                      n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats, engine=engine,
-                     waves=waves)
+                     waves=waves, cycles_per_input=cfg.terms)
     return out, tiles, len(steps)

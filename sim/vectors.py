@@ -117,7 +117,7 @@ def run_stream(component_class, params, inputs: Sequence[int], *,
                ports: Mapping[str, int] | None = None, backpressure: float = 0.5,
                idle: float = 0.5, seed: int = 1, n_outputs: int | None = None,
                stats: dict | None = None, engine: str = "harness",
-               waves=None) -> np.ndarray:
+               waves=None, cycles_per_input: int = 1) -> np.ndarray:
     """Like :func:`run_vectors`, with random idles and backpressure.
 
     ``idle`` is the probability that the source leaves ``valid`` low in a cycle;
@@ -128,12 +128,14 @@ def run_stream(component_class, params, inputs: Sequence[int], *,
     accepted (cycle 0); with ``idle=0`` and ``backpressure=0`` these are the unit's own timing.
     ``engine`` is ``"harness"`` (default), ``"cocotb"`` or ``"amaranth"`` (Amaranth's own
     simulator): the same transactions and stamps; ``waves`` a VCD file the harness writes (the
-    model is then built with tracing).
+    model is then built with tracing). ``cycles_per_input`` scales the run's cycle bound for
+    units that take an input every so many cycles (the array: ``T`` cycles per weight-step).
     """
     values = _check_inputs(inputs)
     expected = len(values) if n_outputs is None else int(n_outputs)
     options = dict(seed=seed, idle=idle, backpressure=backpressure,
-                   timeout_cycles=_timeout(len(values), idle, backpressure))
+                   timeout_cycles=_timeout(len(values) * max(int(cycles_per_input), 1), idle,
+                                           backpressure))
     if engine == "amaranth":  # Amaranth's simulator: slow, but no build at all
         from .amaranth_sim import run_script_amaranth
         from .verilator import _params_of

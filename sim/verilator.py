@@ -180,8 +180,9 @@ HARNESS_MODULE = "bitmod.sim.harness"  # the wrapper and the C++ main it generat
 def rtl_sources(component_class: type) -> dict[str, Path]:
     """The modules that can change the RTL of ``component_class``: the file defining it (a
     project module or, for a test's own component, the test file), the transitive closure of
-    its project imports (``hdl/``, the ``golden/`` format definitions it reads, ...), plus the
-    harness generator (``sim/harness.py``)."""
+    its project imports (``hdl/``, the ``golden/`` format definitions it reads, ...), the
+    modules of the array's PE kinds when the registry is in it (:func:`_array_pe_modules`),
+    plus the harness generator (``sim/harness.py``)."""
     module = component_class.__module__
     cache = _ImportCache()
     seen: dict[str, Path] = {module: Path(inspect.getfile(component_class)).resolve()}
@@ -195,8 +196,23 @@ def rtl_sources(component_class: type) -> dict[str, Path]:
             continue
         seen[name] = path
         pending.extend(m for m in _imports_of(name, path, cache) if m not in seen)
+        if name == REGISTRY_MODULE:
+            pending.extend(_array_pe_modules())
     cache.save()
     return dict(sorted(seen.items()))
+
+
+REGISTRY_MODULE = "bitmod.hdl.registry"
+
+
+def _array_pe_modules() -> list[str]:
+    """The modules of the PEs the array loads by name (``hdl/registry.py`` entries with a
+    ``pe_kind``): no import statement names them, so the import closure alone would miss an
+    edit to a PE and reuse a stale array or core model."""
+    # Loaded by name, not imported: an import statement here would put the registry, and so
+    # every PE, into the closure of every model (this module is in each one's closure).
+    components = importlib.import_module(REGISTRY_MODULE).COMPONENTS
+    return [entry.target.split(":")[0] for entry in components.values() if entry.pe_kind]
 
 
 @functools.cache

@@ -53,6 +53,10 @@ INT8_INT8_INTPE = dict(FP16_INT8W, act_format="int8", pe_kind="int")
 INT8_INT4_LUTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
                        act_format="int8", pe_kind="lut")
 FP16_INT8W_LUTPE = dict(FP16_INT8W, pe_kind="lut")
+# The bit-plane PE (BISMO style, step-major): P_w x P_a plane pairs per weight-step, the row
+# word one activation plane per cycle (golden.pe_bitplane.BITPLANE_PE_KIND; <= 8-bit mantissas).
+INT8_INT4_BPPE = dict(INT8_INT4_LUTPE, pe_kind="bitplane")
+FP16_INT8W_BPPE = dict(FP16_INT8W, mant_width=8, pe_kind="bitplane")
 
 
 def test_parameters_are_validated():
@@ -114,7 +118,9 @@ def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=
                                                (FP16_INT4_INTPE, "int4"),
                                                (INT8_INT8_INTPE, "int8"),
                                                (INT8_INT4_LUTPE, "int4"),
-                                               (FP16_INT8W_LUTPE, "int8")])
+                                               (FP16_INT8W_LUTPE, "int8"),
+                                               (INT8_INT4_BPPE, "int4"),
+                                               (FP16_INT8W_BPPE, "int8")])
 def test_random_gemm_bit_exact(params, scheme):
     """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
     The FP16-output build drains 16-bit codes (overflow to Inf and subnormals included)."""
@@ -147,6 +153,7 @@ def test_random_gemm_bit_exact(params, scheme):
     (FP16_INT4_INTPE, "int4", 8, 0.8),  # int PEs: short groups, the gap rule and stalls
     (INT8_INT4_LUTPE, "int4", 8, 0.8),  # LUT PEs: 8-cycle tiles against D + 2 = 10
     (FP16_INT8W_LUTPE, "int8", 2 * 16 + 8, 0.6),
+    (INT8_INT4_BPPE, "int4", 8, 0.8),  # bit-plane PEs: 2-step groups, 64 cycles per tile
 ])
 def test_backpressure_and_idle(params, scheme, k, backpressure):
     cfg, qt, acts, result = make_case(params, 4, 7, k, 23, scheme)

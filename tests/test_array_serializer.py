@@ -9,6 +9,7 @@ import pytest
 
 from bitmod.golden import terms as gterms
 from bitmod.golden.gemm import ArrayConfig, group_lengths
+from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params
 from bitmod.golden.pe_lut import plane_codes
 from bitmod.hdl.array.front_end import row_operand_layout
 from bitmod.hdl.array.serializer import StepSerializer
@@ -36,6 +37,8 @@ def _expected_group_ends(cfg, k, tiles):
     dict(rows=2, cols=1, lanes=4, group_size=16, formats=("fp6_e2m3",), scale_bits=0),
     dict(rows=2, cols=2, lanes=4, group_size=8, formats=("int3",), scale_bits=2,
          pe_kind="lut"),
+    dict(rows=2, cols=2, lanes=4, group_size=8, formats=("int3",), scale_bits=2,
+         pe_kind="bitplane"),
 ])
 def test_words_and_schedule(params):
     cfg = ArrayConfig(**params, act_format="int8")
@@ -60,11 +63,16 @@ def test_words_and_schedule(params):
         out_last[tile * steps_per_tile + ends[-1]] = True
     special = gterms.default_special_values(list(cfg.formats)) if geo.has_register else None
     planes = cfg.kind.operand == "planes"
-    lane_bits = {"int": geo.code_bits, "lut": 1}.get(cfg.pe_kind, geo.exp_bits + 2)
+    pairs = (BitPlaneConfig(**array_bitplane_params(cfg)).schedule
+             if cfg.kind.operand == "bitplanes" else None)
+    lane_bits = {"int": geo.code_bits, "lut": 1, "bitplane": 1}.get(cfg.pe_kind,
+                                                                    geo.exp_bits + 2)
 
     def lane_word(step, c, lane, t):
         if cfg.pe_kind == "int":
             return int(codes[step, c, lane])
+        if pairs is not None:  # weight plane i(t) of the two's complement code
+            return int(codes[step, c, lane]) >> pairs[t].w & 1
         if planes:  # plane B-1-t of the offset-binary code
             u = int(plane_codes(codes[step, c, lane], geo.code_bits))
             return u >> (geo.code_bits - 1 - t) & 1
@@ -107,7 +115,12 @@ def test_words_and_schedule(params):
     col_bits = sum(widths)
     decoded = []
     def row_words(step, t):
-        """The step's rows; a table row's correction on the step's last plane only."""
+        """The step's rows; a table row's correction on the step's last plane only; for the
+        bit-plane PE activation plane j(t) of every lane, one bit per lane."""
+        if pairs is not None:
+            A = cfg.act_width
+            return sum((acts[step] >> (r * row_bits + lane * A + pairs[t].a) & 1)
+                       << (r * L + lane) for r in range(R) for lane in range(L))
         if cfg.kind.row_operand != "tables" or t == T - 1:
             return acts[step]
         corr = row_layout["corr"]
@@ -127,7 +140,10 @@ def test_words_and_schedule(params):
     assert len(decoded) == n_steps * T
     for i, (_cycle, fields, word) in enumerate(decoded):
         step, t = divmod(i, T)
-        assert fields[0] == (int(t == T - 1) if planes else t if T > 1 else 0)
+        if pairs is not None:  # step_last, negate, shift of the pair
+            assert fields[0] == int(t == T - 1) | pairs[t].negate << 1 | pairs[t].shift << 2
+        else:
+            assert fields[0] == (int(t == T - 1) if planes else t if T > 1 else 0)
         assert fields[1] == int(group_last[step] and t == T - 1)
         assert fields[2] == int(out_last[step] and t == T - 1)
         for c in range(C):

@@ -115,6 +115,8 @@ def weights_3d(tmp_path):
      "the minifloat PE multiplies activations of at most 8 bits; mant_width=12"),
     (["--pe", "lut", "--random", "2", "2", "16", "--group-size", "16"],
      "the lut PE reads the bit-planes of one integer format"),
+    (["--pe", "bitplane", "--scheme", "int4", "--random", "2", "2", "16", "--group-size", "16"],
+     "the bitplane PE takes activations of 2 to 8 bits; mant_width=12"),
     (["--array", "4by4"], "ROWSxCOLS"),
     (["--array", "65x2", "--random", "2", "2", "16", "--group-size", "16"], "rows"),
     (["--random", "2", "2", "0"], "random K must be in 1..65536, not 0"),

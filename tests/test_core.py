@@ -35,6 +35,8 @@ FP16_MXFP8_MFPE = dict(rows=2, cols=2, lanes=4, group_size=32, formats="fp8_e4m3
 FP16_INT4_LUTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
                        act_format="fp16", mant_width=10, act_exp_bits=3, max_m=8, max_n=16,
                        max_k=64, pe_kind="lut")
+# The bit-plane PE (step-major): 4 x 8 plane pairs per weight-step, <= 8-bit mantissas.
+FP16_INT4_BPPE = dict(FP16_INT4_LUTPE, mant_width=8, pe_kind="bitplane")
 OPS, ST = gcore.OPS, gcore.STATUS
 
 
@@ -183,7 +185,8 @@ def test_amaranth_sim_protocol_errors():
                                                (FP16_INT8W_INTPE, "int8"),
                                                (INT8_MXFP4_MFPE, "mxfp4"),
                                                (FP16_MXFP8_MFPE, "mxfp8"),
-                                               (FP16_INT4_LUTPE, "int4")])
+                                               (FP16_INT4_LUTPE, "int4"),
+                                               (FP16_INT4_BPPE, "int4")])
 def test_gemm_jobs_bit_exact(params, scheme):
     """One script per core, with random idles on the commands and backpressure on the responses:
 

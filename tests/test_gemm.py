@@ -354,4 +354,4 @@ def test_int_pe_kind_refuses_other_formats():
         with pytest.raises(ValueError, match="the int PE multiplies one signed integer"):
             ggemm.ArrayConfig(formats=formats, pe_kind="int")
     with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int"):
-        ggemm.ArrayConfig(pe_kind="lut")
+        ggemm.ArrayConfig(pe_kind="lutt")

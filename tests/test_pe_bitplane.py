@@ -346,3 +346,56 @@ def test_rtl_short_groups_stall_the_input():
     assert got == refs and stats["output_cycles"] == cycles
     got, _ = run_rtl(params, fields, len(refs), "amaranth", idle=0.3, backpressure=0.6, seed=2)
     assert got == refs
+
+
+# --------------------------------------------------------------------------------------------
+# The step-major order (order="step": the array's, which streams weight-steps)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("params", [*AMARANTH_PARAMS[:2], AMARANTH_PARAMS[3]])
+def test_step_order_golden_and_rtl(params):
+    """Per weight-step all plane pairs (Horner into a per-step partial, added into the group
+    sum on step_last): golden's payloads and model against the independent reference, the RTL
+    against both (outputs and full-rate cycle stamps, then handshake noise)."""
+    params = dict(params, order="step")
+    rng = np.random.default_rng(params["lanes"] + 1)
+    cfg = gp.BitPlaneConfig(**params)
+    G, L, T = cfg.group_size, cfg.lanes, cfg.cycles_per_step
+    cases = [random_case(rng, cfg, 6, G), random_case(rng, cfg, 4, L),
+             *extreme_cases(params), *horner_worst_cases(cfg)[:4]]
+    fields, refs = stream(cfg, params, cases)
+    # Step-major: one step's pairs in schedule order, step_last on the last one.
+    first = fields["step_last"][:G // L * T].reshape(G // L, T)
+    assert (first[:, -1] == 1).all() and (first[:, :-1] == 0).all()
+    assert fields["shift"][:T].tolist() == [p.shift for p in cfg.schedule]
+    model = gp.BitPlanePEModel(cfg).run(fields)
+    assert [v for _, v in model] == refs
+    assert "step_last" in BitPlanePE(**params).in_layout.members
+    assert "step_last" not in BitPlanePE(**dict(params, order="group")).in_layout.members
+    got, stats = run_rtl(params, fields, len(refs), "amaranth", idle=0.0, backpressure=0.0)
+    assert got == refs
+    assert stats["output_cycles"] == [c for c, _ in model]
+    got, _ = run_rtl(params, fields, len(refs), "amaranth", idle=0.4, backpressure=0.4, seed=7)
+    assert got == refs
+
+
+@pytest.mark.parametrize("params", [
+    {"weight_bits": 4, "act_bits": 8, "lanes": 8, "group_size": 32},
+    {"weight_bits": 4, "act_bits": 8, "weight_encoding": "unsigned", "lanes": 4,
+     "group_size": 16},
+    {"weight_bits": 1, "act_bits": 8, "weight_encoding": "binary", "lanes": 8,
+     "group_size": 32},
+])
+def test_step_order_widths_hold_at_the_worst_cases(params):
+    """The step order's partial is bounded by a one-step group's Horner extremes, reached by
+    the one-step worst cases; its group accumulator holds whole-step sums only."""
+    cfg = gp.BitPlaneConfig(**params, order="step")
+    one_step = gp.BitPlaneConfig(**dict(params, group_size=params["lanes"]))
+    assert cfg.sacc_range == one_step.gacc_range
+    p_lo, p_hi = cfg.product_range
+    assert cfg.gacc_range == (min(0, cfg.group_size * p_lo), max(0, cfg.group_size * p_hi))
+    fields, refs = stream(cfg, params, [*horner_worst_cases(cfg), *extreme_cases(params)])
+    model = gp.BitPlanePEModel(cfg)
+    assert [v for _, v in model.run(fields)] == refs  # no overflow was asserted
+    lo, hi = model.gacc_extremes  # the group sums reach the whole-step bound
+    assert lo == cfg.gacc_range[0] or hi == cfg.gacc_range[1]

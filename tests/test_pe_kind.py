@@ -9,12 +9,14 @@ from amaranth.hdl import Fragment
 
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.pe_baseline import INT_PE_KIND
+from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params
 from bitmod.golden.pe_kind import PEKind
 from bitmod.golden.pe_lut import ARRAY_TABLE_GROUP, LUT_PE_KIND, array_lut_params, lut_dot
 from bitmod.golden.quantize import quantize
 from bitmod.hdl import registry
 from bitmod.hdl.array import SystolicArray
 from bitmod.hdl.array.front_end import RowFrontEnd
+from bitmod.hdl.array.serializer import StepSerializer
 from bitmod.hdl.pe.lut_table import LutTableBuilder
 from bitmod.sim.amaranth_sim import run_simulation, stream_get
 from bitmod.sim.array_driver import expected_codes, gemm_stream, pack_steps, special_register
@@ -39,8 +41,10 @@ def test_registered_pe_matches_golden_kind(kind, params):
     assert len(pe.o_stream.payload.acc) == cfg.kind.acc_width(cfg) == cfg.acc_width
     fields = set(pe.i_stream.payload.shape().members)
     operand_fields = {"terms": {"terms"}, "codes": {"weights"},
-                      "planes": {"plane", "step_last"}}[cfg.kind.operand]
-    row_fields = {"acts": {"acts"}, "tables": {"tables", "corr"}}[cfg.kind.row_operand]
+                      "planes": {"plane", "step_last"},
+                      "bitplanes": {"w_plane", "negate", "shift", "step_last"}}[cfg.kind.operand]
+    row_fields = {"acts": {"acts"}, "tables": {"tables", "corr"},
+                  "planes": {"a_plane"}}[cfg.kind.row_operand]
     assert operand_fields | row_fields <= fields
     assert cfg.terms == cfg.kind.cycles_per_step(cfg)
     if kind == "int":
@@ -59,15 +63,27 @@ def test_registered_pe_matches_golden_kind(kind, params):
         assert cfg.front_end_latency == plain.front_end_latency + builder.latency
         assert (pe.table_group, pe.signed_weights) == (ARRAY_TABLE_GROUP, True)
         assert cfg.acc_width == ggemm.ArrayConfig(pe_kind="int", **params).acc_width
+    elif kind == "bitplane":  # P_w x P_a plane pairs per step, step-major, the row planes
+        bp = BitPlaneConfig(**array_bitplane_params(cfg))
+        assert pe.config.order == "step" and bp.order == "step"
+        assert cfg.terms == cfg.geometry.code_bits * cfg.act_width == bp.cycles_per_step
+        assert cfg.dequant_cycles == max(cfg.scale_bits, 1) == bp.dequant_cycles
+        assert cfg.kind.row_operand == "planes" and cfg.kind.scale == "multiply"
+        assert cfg.kind.latency(cfg) == bp.latency and cfg.acc_width == bp.required_acc_width
+        assert cfg.front_end_latency == ggemm.ArrayConfig(**params).front_end_latency
+        assert cfg.acc_width == ggemm.ArrayConfig(pe_kind="int", **params).acc_width
+        ser = StepSerializer(cfg)  # one plane bit per lane each way, 3 control bits
+        assert ser.col_widths[0] == 3 and ser.col_widths[3] == cfg.lanes
+        assert ser.row_width - ser.shift_width == cfg.lanes
     else:
         assert cfg.terms == cfg.geometry.terms and cfg.dequant_cycles == cfg.pe.dequant_cycles
-    if cfg.kind.row_operand == "acts":
+    if cfg.kind.row_operand in ("acts", "planes"):
         assert cfg.kind.row_latency(cfg) == 0
 
 
 def test_bad_kinds_are_named():
     with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int, minifloat, "
-                                         "lut, not 'nope'"):
+                                         "lut, bitplane, not 'nope'"):
         ggemm.ArrayConfig(pe_kind="nope")
     with pytest.raises(ValueError, match="'nope' has 0 registered PEs"):
         registry.array_pe_class("nope")
@@ -88,6 +104,13 @@ def test_bad_kinds_are_named():
     with pytest.raises(ValueError, match=r"lut PE reads the bit-planes of one integer format "
                                          r".* not \['fp4'\]"):
         ggemm.ArrayConfig(pe_kind="lut", formats="fp4")
+    with pytest.raises(ValueError, match=r"bitplane PE reads the bit-planes of one integer "
+                                         r"format .* not \['fp4'\]"):
+        ggemm.ArrayConfig(pe_kind="bitplane", formats="fp4")
+    with pytest.raises(ValueError, match="the bitplane PE takes activations of 2 to 8 bits; "
+                                         "mant_width=10"):
+        ggemm.ArrayConfig(pe_kind="bitplane", formats="int4_sym", act_format="fp16",
+                          mant_width=10)
 
 
 def test_lut_kind_formats():

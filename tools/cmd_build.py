@@ -70,8 +70,10 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
     parser.add_argument("--pe", choices=PE_KINDS, default=None if from_device else "bitserial",
                         help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks; "
                              f"signed integer schemes), minifloat (exact minifloat products; "
-                             f"MX schemes) or lut (tables of activation sums indexed by weight "
-                             f"bit-planes; integer schemes) (default {default or 'bitserial'})")
+                             f"MX schemes), lut (tables of activation sums indexed by weight "
+                             f"bit-planes; integer schemes) or bitplane (AND-popcount of weight "
+                             f"and activation bit-planes; integer schemes, activations of at "
+                             f"most 8 bits) (default {default or 'bitserial'})")
 
 
 def _build(args) -> int:

@@ -184,9 +184,12 @@ def register(subparsers) -> None:
                              "encoder takes), int (bit-parallel multipliers, DSP blocks; one "
                              "signed integer format such as int4 or int8), minifloat (exact "
                              "minifloat products; MX schemes such as mxfp4, activations of at "
-                             "most 8 bits: --act int8 or --mant-width 8) or lut (T-MAC style "
+                             "most 8 bits: --act int8 or --mant-width 8), lut (T-MAC style "
                              "tables of activation sums indexed by weight bit-planes, B cycles "
-                             "per B-bit weight; one integer format such as int4 or int8)")
+                             "per B-bit weight; one integer format such as int4 or int8) or "
+                             "bitplane (BISMO style AND-popcount of weight and activation "
+                             "bit-planes, B x A cycles per weight; one integer format, "
+                             "activations of at most 8 bits)")
     parser.add_argument("--act", choices=ACT_FORMATS, default="fp16",
                         help="activation format (default fp16)")
     parser.add_argument("--out", choices=OUT_FORMATS, default="fp32",

@@ -72,7 +72,11 @@ class SystolicArray(wiring.Component):
     (``T = B``, MSB first, ``step_last`` with the last plane) and, along the row instead of
     the activations, the half tables and correction of a
     :class:`~hdl.pe.lut_table.LutTableBuilder` per row after the front end (built once per
-    row and shared by its ``C`` PEs). Every other block is the same.
+    row and shared by its ``C`` PEs); ``"bitplane"``, the BISMO style
+    :class:`~hdl.pe.bitplane.BitPlanePE` in its step-major order, fed one plane pair per cycle
+    (``T = P_w * P_a``): weight plane ``i(t)`` of the codes down the columns with the pair's
+    ``negate``/``shift`` and ``step_last``, activation plane ``j(t)`` along the rows (the row
+    word changes every cycle). Every other block is the same.
 
     All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
     output has not been taken stops the whole array (no data is ever dropped or reordered).
@@ -234,9 +238,14 @@ class SystolicArray(wiring.Component):
                              p.out_last.eq(ol)]
                 if tables:  # the row's half tables and correction, in the PE's bit order
                     m.d.comb += Cat(p.tables, p.corr).eq(row[:row_bits])
+                elif cfg.kind.row_operand == "planes":  # this cycle's activation plane
+                    m.d.comb += p.a_plane.eq(row[:row_bits])
                 else:
                     m.d.comb += p.acts.eq(row[:L * A])
-                if operand == "planes":  # one weight bit-plane per cycle, step_last beside
+                if operand == "bitplanes":  # this cycle's weight plane and pair controls
+                    m.d.comb += [p.w_plane.eq(terms),
+                                 Cat(p.step_last, p.negate, p.shift).eq(t)]
+                elif operand == "planes":  # one weight bit-plane per cycle, step_last beside
                     m.d.comb += [p.plane.eq(terms), p.step_last.eq(t)]
                 else:
                     m.d.comb += (p.weights if operand == "codes" else p.terms).eq(terms)

@@ -7,6 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden.gemm import ArrayConfig
+from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params
 from bitmod.golden.pe_lut import array_lut_params
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 
@@ -27,7 +28,11 @@ class StepSerializer(wiring.Component):
     (``"codes"``) the raw codes, once (``T = 1``); for LUT-table PEs (``"planes"``) bit-plane
     ``B - 1 - t`` of every lane's plane code in cycle ``t = 0 .. B-1`` (MSB first; the code, or
     its offset binary with the top bit inverted for signed formats,
-    :func:`golden.pe_lut.plane_codes`). A step is taken (``ready``) when the previous one's last
+    :func:`golden.pe_lut.plane_codes`); for bit-plane PEs (``"bitplanes"``) in cycle ``t`` of
+    the ``T = P_w * P_a`` pairs of :func:`golden.pe_bitplane.pair_schedule` weight plane
+    ``i(t)`` of every lane's code (the codes are held, the plane picked by a ROM on ``t``),
+    and activation plane ``j(t)`` of every lane in the row word (``row_operand`` ``"planes"``:
+    ``L`` bits, changing every cycle). A step is taken (``ready``) when the previous one's last
     cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
     last cycle of a group leaves only when the previous group end is at least ``D`` cycles
     back (``D + 2`` after a tile's end), ``D`` = :attr:`golden.gemm.ArrayConfig.dequant_cycles`,
@@ -36,8 +41,9 @@ class StepSerializer(wiring.Component):
 
     Column word ``c`` (LSB first, widths :attr:`col_widths`): term index ``t`` (``ceil(log2
     T)`` bits, none when ``T = 1``; for ``"planes"`` one bit, ``step_last``, set in the step's
-    last cycle), ``group_last`` and ``out_last`` of this cycle (set in the step's last cycle
-    only), the ``L`` lanes' terms (or codes, or plane bits), the column's scale code (for a PE
+    last cycle; for ``"bitplanes"`` three, ``step_last``, ``negate`` and ``shift`` of the
+    pair), ``group_last`` and ``out_last`` of this cycle (set in the step's last cycle only),
+    the ``L`` lanes' terms (or codes, or plane bits), the column's scale code (for a PE
     kind whose scale is a shift, :attr:`golden.pe_kind.PEKind.scale`, the exponent ``j`` of
     the code ``2**j``: ``ceil(log2 scale_bits)`` bits). Row word ``r`` (:attr:`row_width`
     bits): its operand
@@ -78,8 +84,16 @@ class StepSerializer(wiring.Component):
         self._config = cfg = config
         geo = cfg.geometry
         self._lane_bits = {"codes": geo.code_bits, "terms": geo.exp_bits + 2,
-                           "planes": 1}[cfg.kind.operand]
+                           "planes": 1, "bitplanes": 1}[cfg.kind.operand]
+        # Bits a lane's step word holds: its T words, or for "bitplanes" the code itself (the
+        # plane is picked per cycle).
+        self._stored_bits = (geo.code_bits if cfg.kind.operand == "bitplanes"
+                             else cfg.terms * self._lane_bits)
         self._row_operand = row_operand_layout(cfg)
+        # "planes" rows: one activation plane of the L lanes per cycle (row_operand_layout is
+        # the activations the serializer takes and holds for the step).
+        self._row_word_bits = (cfg.lanes if cfg.kind.row_operand == "planes"
+                               else self._row_operand.size)
         fp = cfg.act_format != "int8"
         self._shift_width = cfg.act_exp_bits if fp else 0
         # A PE kind that shifts by the group scale gets the exponent j of the code 2**j.
@@ -88,10 +102,12 @@ class StepSerializer(wiring.Component):
                        else cfg.scale_bits)
         if cfg.kind.operand == "planes":
             index_width = 1  # step_last
+        elif cfg.kind.operand == "bitplanes":
+            index_width = 3  # step_last, negate, shift
         else:
             index_width = (cfg.terms - 1).bit_length() if cfg.terms > 1 else 0
         self._col_widths = (index_width, 1, 1, cfg.lanes * self._lane_bits, scale_field)
-        self._row_width = self._row_operand.size + self._shift_width
+        self._row_width = self._row_word_bits + self._shift_width
         code = unsigned(geo.code_bits)
         super().__init__({
             "valid": In(1), "ready": Out(1),
@@ -117,8 +133,8 @@ class StepSerializer(wiring.Component):
         valid = Signal()
         t = Signal(range(max(T, 2)))
         # The data registers need no reset (``valid`` says what they hold).
-        terms = [Signal(L * T * lane_bits, name=f"st_terms{c}", reset_less=True)
-                 for c in range(C)]
+        stored = self._stored_bits
+        terms = [Signal(L * stored, name=f"st_terms{c}", reset_less=True) for c in range(C)]
         acts = Signal(R * row_bits, reset_less=True)
         shift = Signal(len(self.shift), reset_less=True)
         scale = Signal(len(self.scale), reset_less=True)
@@ -147,12 +163,19 @@ class StepSerializer(wiring.Component):
             with m.Elif(gap != d + 2):
                 m.d.sync += gap.eq(gap + 1)
 
+        pairs = self._pair_rom(m, t) if cfg.kind.operand == "bitplanes" else None
         cols = []
         for c in range(C):
-            lanes = Cat(*(terms[c].word_select(lane * T + t, lane_bits) if T > 1
-                          else terms[c][lane * lane_bits:(lane + 1) * lane_bits]
-                          for lane in range(L)))
-            if cfg.kind.operand == "planes":
+            if pairs is not None:  # bit w_plane of every lane's code
+                lanes = Cat(*(terms[c].word_select(lane, stored).bit_select(pairs["w"], 1)
+                              for lane in range(L)))
+            else:
+                lanes = Cat(*(terms[c].word_select(lane * T + t, lane_bits) if T > 1
+                              else terms[c][lane * lane_bits:(lane + 1) * lane_bits]
+                              for lane in range(L)))
+            if pairs is not None:
+                index = Cat(last_t, pairs["negate"], pairs["shift"])
+            elif cfg.kind.operand == "planes":
                 index = last_t  # step_last
             else:
                 index = t[:self._col_widths[0]] if T > 1 else Const(0, 0)
@@ -162,15 +185,37 @@ class StepSerializer(wiring.Component):
                 code = self._exponent(m, code, self._col_widths[4], f"scale_exp{c}")
             cols.append(Cat(index, out_gl, out_ol, lanes, code))
         X = self._shift_width
-        rows = [Cat(self._row_operand_word(acts[r * row_bits:(r + 1) * row_bits], last_t),
+        rows = [Cat(self._row_operand_word(acts[r * row_bits:(r + 1) * row_bits], last_t, pairs),
                     shift[r * X:(r + 1) * X]) for r in range(R)]
         m.d.comb += [self.cols.eq(Cat(*cols)), self.rows.eq(Cat(*rows))]
         return m
 
-    def _row_operand_word(self, operand, last_t):
+    def _pair_rom(self, m: Module, t) -> dict:
+        """The bit-plane PE's plane pair of cycle ``t``
+        (:func:`golden.pe_bitplane.pair_schedule`): weight plane ``w``, activation plane
+        ``a``, ``negate`` and ``shift``, a small ROM on ``t``."""
+        cfg = BitPlaneConfig(**array_bitplane_params(self._config))
+        schedule = cfg.schedule
+        out = {"w": Signal(range(max(cfg.w_enc.n_planes, 2)), name="pair_w"),
+               "a": Signal(range(max(cfg.a_enc.n_planes, 2)), name="pair_a"),
+               "negate": Signal(name="pair_negate"), "shift": Signal(name="pair_shift")}
+        with m.Switch(t):
+            for k, pair in enumerate(schedule):
+                with m.Case(k):
+                    m.d.comb += [out["w"].eq(pair.w), out["a"].eq(pair.a),
+                                 out["negate"].eq(pair.negate), out["shift"].eq(pair.shift)]
+        return out
+
+    def _row_operand_word(self, operand, last_t, pairs=None):
         """A row's operand this cycle: as taken, except a table row's correction, which goes
-        with the step's last plane only (the LUT PE adds ``corr`` on every payload)."""
-        if self._config.kind.row_operand != "tables":
+        with the step's last plane only (the LUT PE adds ``corr`` on every payload), and for
+        ``"planes"`` rows activation plane ``a`` of cycle ``t``'s pair, one bit per lane."""
+        kind = self._config.kind
+        if kind.row_operand == "planes":
+            A = self._config.act_width
+            return Cat(*(operand.word_select(lane, A).bit_select(pairs["a"], 1)
+                         for lane in range(self._config.lanes)))
+        if kind.row_operand != "tables":
             return operand
         corr = self._row_operand["corr"]
         lo, hi = corr.offset, corr.offset + corr.width
@@ -187,8 +232,9 @@ class StepSerializer(wiring.Component):
         return j
 
     def _lane_words(self, m: Module) -> list:
-        """Per column, the ``L`` lanes' words of this step: encoder terms, the codes, or the
-        plane codes' bits MSB first (bit ``t`` is plane ``B - 1 - t``)."""
+        """Per column, the ``L`` lanes' words of this step: encoder terms, the codes (also for
+        ``"bitplanes"``, whose planes are picked per cycle), or the plane codes' bits MSB first
+        (bit ``t`` is plane ``B - 1 - t``)."""
         cfg = self._config
         if cfg.kind.operand == "planes":
             bits, signed = (array_lut_params(cfg)[k] for k in ("weight_bits", "signed_weights"))
@@ -205,7 +251,7 @@ class StepSerializer(wiring.Component):
         for c in range(cfg.cols):
             column = []
             for lane in range(cfg.lanes):
-                if cfg.kind.operand == "codes":  # e.g. the int PE multiplies the code itself
+                if cfg.kind.operand in ("codes", "bitplanes"):  # e.g. the int PE's codes
                     column.append(self.codes[c][lane])
                     continue
                 enc = TermEncoderCore(list(cfg.formats))

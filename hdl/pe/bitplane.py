@@ -37,7 +37,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitmod.golden.pe_bitplane import BitPlaneConfig, popcount_stages
+from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params, popcount_stages
 
 from ..common import read_only
 from .bitserial import GroupDequantizer
@@ -61,8 +61,8 @@ def _round_up2(n: int) -> int:
 
 
 @read_only("lanes", "weight_bits", "act_bits", "weight_encoding", "act_encoding", "group_size",
-           "scale_bits", "exp_bits", "max_groups", "gacc_width", "acc_width", "in_layout",
-           "out_layout")
+           "scale_bits", "exp_bits", "max_groups", "gacc_width", "acc_width", "order",
+           "in_layout", "out_layout")
 class BitPlanePE(wiring.Component):
     """Bit-plane PE: ``popcount(w_plane AND a_plane)`` of ``L`` lanes per cycle, Horner group
     accumulation, bit-serial group dequantization, exact output.
@@ -124,6 +124,13 @@ class BitPlanePE(wiring.Component):
         Most groups one output accumulates (sizes ``acc_width``).
     acc_width : int, optional
         Output accumulator width; narrower than required raises ``ValueError``.
+    order : {"group", "step"}
+        ``"group"`` (default): the pair-major order above. ``"step"`` (the array's: it streams
+        weight-steps): per weight-step all plane pairs in descending significance, Horner into
+        a per-step partial ``sacc`` (``sacc_width`` bits, the one-step bound), added into
+        ``gacc`` on the step's last pair (payload field ``step_last``), ``sacc`` restarting
+        from 0; ``gacc`` then only holds sums of whole steps (``G p_lo .. G p_hi``). One more
+        register and adder; same latency and stall rule.
 
     Members
     -------
@@ -138,16 +145,17 @@ class BitPlanePE(wiring.Component):
     def __init__(self, lanes: int = 64, weight_bits: int = 4, act_bits: int = 8,
                  weight_encoding: str = "signed", act_encoding: str = "signed",
                  group_size: int = 128, scale_bits: int = 8, exp_bits: int = 0,
-                 max_groups: int = 256, acc_width: int | None = None):
+                 max_groups: int = 256, acc_width: int | None = None, order: str = "group"):
         self._cfg = cfg = BitPlaneConfig(
             lanes=lanes, weight_bits=weight_bits, act_bits=act_bits,
             weight_encoding=weight_encoding, act_encoding=act_encoding, group_size=group_size,
-            scale_bits=scale_bits, exp_bits=exp_bits, max_groups=max_groups, acc_width=acc_width)
+            scale_bits=scale_bits, exp_bits=exp_bits, max_groups=max_groups, acc_width=acc_width,
+            order=order)
         for name in ("lanes", "weight_bits", "act_bits", "weight_encoding", "act_encoding",
                      "group_size", "scale_bits", "exp_bits", "max_groups", "gacc_width",
-                     "acc_width"):
+                     "acc_width", "order"):
             setattr(self, f"_{name}", getattr(cfg, name))
-        self._in_layout = data.StructLayout({
+        fields = {
             "w_plane": unsigned(cfg.lanes),
             "a_plane": unsigned(cfg.lanes),
             "negate": 1,
@@ -156,10 +164,22 @@ class BitPlanePE(wiring.Component):
             "out_last": 1,
             "scale": unsigned(cfg.scale_bits),
             "exp": unsigned(cfg.exp_bits),
-        })
+        }
+        if cfg.order == "step":
+            fields["step_last"] = 1
+        self._in_layout = data.StructLayout(fields)
         self._out_layout = data.StructLayout({"acc": signed(cfg.acc_width)})
         super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
                           "o_stream": Out(stream.Signature(self._out_layout))})
+
+    @classmethod
+    def for_array(cls, config) -> BitPlanePE:
+        """The PE every position of an array built with ``config`` (a
+        :class:`golden.gemm.ArrayConfig` of kind ``"bitplane"``) holds
+        (:func:`golden.pe_bitplane.array_bitplane_params`: the weight format's code width and
+        encoding, the array's activation width, lanes, groups, scales, row shifts, the
+        ``"step"`` order) with the array's accumulator width."""
+        return cls(**array_bitplane_params(config), acc_width=config.acc_width)
 
     config = property(lambda self: self._cfg,
                       doc="The :class:`golden.pe_bitplane.BitPlaneConfig`.")
@@ -192,6 +212,8 @@ class BitPlanePE(wiring.Component):
         control = {"valid": self.i_stream.valid, "negate": pay.negate,
                    "shift": pay.shift, "group_last": pay.group_last,
                    "out_last": pay.out_last, "scale": pay.scale, "exp": pay.exp}
+        if cfg.order == "step":
+            control["step_last"] = pay.step_last
         control = {k: self._delay(v, depth, f"c_{k}") for k, v in control.items()}
         extra = [self._delay(bit, depth, f"extra_{k}") for k, bit in enumerate(extra)]
 
@@ -306,7 +328,16 @@ class BitPlanePE(wiring.Component):
         gacc = Signal(signed(cfg.gacc_width))
         gacc_next = Signal(signed(cfg.gacc_width))
         # Modulo 2**gacc_width: exact, because every value the sum can take fits (widths).
-        m.d.comb += gacc_next.eq(Mux(control["shift"], gacc << 1, gacc) + npop + carry)
+        if cfg.order == "step":  # Horner within the step, into the group sum at step_last
+            sacc = Signal(signed(cfg.sacc_width))
+            sacc_next = Signal(signed(cfg.sacc_width))
+            step_last = control["step_last"]
+            m.d.comb += [sacc_next.eq(Mux(control["shift"], sacc << 1, sacc) + npop + carry),
+                         gacc_next.eq(Mux(step_last, gacc + sacc_next, gacc))]
+            with m.If(adv & control["valid"]):
+                m.d.sync += sacc.eq(Mux(step_last, 0, sacc_next))
+        else:
+            m.d.comb += gacc_next.eq(Mux(control["shift"], gacc << 1, gacc) + npop + carry)
         group_end = control["valid"] & control["group_last"]
         m.d.comb += [
             dq.i_stream.valid.eq(group_end),

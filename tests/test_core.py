@@ -319,3 +319,33 @@ def test_zero_points_and_mx_scales_on_the_core(scheme):
         run = run_core_gemm(mp, x, ct)
         np.testing.assert_array_equal(run["codes"], golden.astype(np.uint32), err_msg=label)
         assert run["counters"] == gcore.job_counters(mp, 4, 8, k), label
+
+
+@pytest.mark.parametrize(("params", "scheme"), [(INT8_MXFP4_MFPE, "mxfp4"),
+                                               (FP16_INT4_LUTPE, "int4"),
+                                               (FP16_INT4_BPPE, "int4")])
+def test_new_pe_kinds_on_a_real_minilm_slice(params, scheme):
+    """The minifloat, LUT-table and bit-plane PE kinds on real weights: MiniLM-L6 layer 0's
+    attention output projection (the first 16 channels, max_k of K), quantized as the core
+    takes them, bit-exact against golden with the counters equal to the cycle model (the same
+    core configurations as test_gemm_jobs_bit_exact, so no extra model build)."""
+    from bitmod.models import minilm
+    from bitmod.sim.core_driver import run_core_gemm
+
+    mp = CoreConfig(**params)
+    cfg = mp.array
+    m, n, k = mp.max_m, mp.max_n, mp.max_k
+    layer = "encoder.layer.0.attention.output.dense"
+    w = np.asarray(minilm.minilm_linear_layers()[layer][:n, :k], dtype=np.float64)
+    qt = ggemm.quantize_for_core(w, scheme, group_size=cfg.group_size)
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((m, k)) * 3.0
+    if cfg.act_format == "int8":
+        xq, _ = ggemm.quantize_activations_int8(x)
+    else:
+        xq = x.astype(np.float16)
+    golden = ggemm.gemm(xq, qt, cfg).codes & 0xFFFFFFFF
+    run = run_core_gemm(mp, xq, qt)
+    np.testing.assert_array_equal(run["codes"], golden.astype(np.uint32), err_msg=layer)
+    assert np.count_nonzero(golden) > golden.size // 2
+    assert run["counters"] == gcore.job_counters(mp, m, n, k)

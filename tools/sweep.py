@@ -460,6 +460,9 @@ def _plan(point: SweepPoint, settings: SweepSettings) -> _Plan:
 # cache keys and files
 # --------------------------------------------------------------------------------------------
 
+PACKAGE = "bitmod-hdl"  # the distribution whose version keys the cache
+
+
 def _versions(names) -> dict:
     from importlib import metadata
 
@@ -516,7 +519,6 @@ def cost_key(component: str, params: dict, device: str, settings: SweepSettings)
     component and its parameters, device, clock target and seed, the RTL source hash the
     Verilator model cache uses (:func:`bitmod.sim.verilator.source_hash`), the flow's sources,
     the tool versions and the package version."""
-    import bitmod
     from bitmod.hdl.registry import component_class
     from bitmod.sim.verilator import source_hash
 
@@ -524,15 +526,13 @@ def cost_key(component: str, params: dict, device: str, settings: SweepSettings)
             "params": json.loads(json.dumps(params, sort_keys=True)), "device": device,
             "clock_mhz": settings.clock_mhz, "seed": settings.seed,
             "rtl": source_hash(component_class(component)), "flow": _flow_hash(),
-            "tools": _versions(TOOL_PACKAGES), "bitmod": bitmod.__version__}
+            "tools": _versions(TOOL_PACKAGES), "bitmod": _versions([PACKAGE])[PACKAGE]}
 
 
 def accuracy_key(scheme: str, settings: SweepSettings) -> dict:
     """Everything a scheme's accuracy depends on: the scheme, the datapath's parameters, the
     sentences and windows, the sources of golden, models and the evaluation tasks, the model,
     data and library versions and the package version."""
-    import bitmod
-
     datapath = settings.eval_settings()
     return {"format": ACCURACY_FORMAT, "scheme": scheme, "act": settings.act,
             "group_size": settings.group_size, "mant_width": datapath.mant_width,
@@ -540,7 +540,7 @@ def accuracy_key(scheme: str, settings: SweepSettings) -> dict:
             "sentences": list(SENTENCES[:settings.sentences]),
             "ppl_windows": settings.ppl_windows, "ppl_ctx": settings.ppl_ctx,
             "sources": _datapath_hash(), "packages": _versions(MODEL_PACKAGES),
-            "bitmod": bitmod.__version__}
+            "bitmod": _versions([PACKAGE])[PACKAGE]}
 
 
 def _key_name(material: dict) -> str:

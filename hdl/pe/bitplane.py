@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params, popcount_stages
 
 from ..common import read_only
-from .bitserial import GroupDequantizer
+from .bitserial import GroupDequantizer, hand_off_group
 
 __all__ = ["BitPlanePE"]
 
@@ -338,15 +338,7 @@ class BitPlanePE(wiring.Component):
                 m.d.sync += sacc.eq(Mux(step_last, 0, sacc_next))
         else:
             m.d.comb += gacc_next.eq(Mux(control["shift"], gacc << 1, gacc) + npop + carry)
-        group_end = control["valid"] & control["group_last"]
-        m.d.comb += [
-            dq.i_stream.valid.eq(group_end),
-            dq.i_stream.payload.gsum.eq(gacc_next),
-            dq.i_stream.payload.scale.eq(control["scale"]),
-            dq.i_stream.payload.exp.eq(control["exp"]),
-            dq.i_stream.payload.last.eq(control["out_last"]),
-            adv.eq(~group_end | dq.i_stream.ready),
-        ]
+        hand_off_group(m, dq, control, gacc_next, adv)
         with m.If(adv & control["valid"]):
             m.d.sync += gacc.eq(Mux(control["group_last"], 0, gacc_next))
         return dq

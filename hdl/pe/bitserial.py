@@ -34,7 +34,7 @@ from bitmod.hdl.arith.term_encoder import term_layout
 
 from ..common import read_only
 
-__all__ = ["BitSerialPE", "GroupDequantizer"]
+__all__ = ["BitSerialPE", "GroupDequantizer", "hand_off_group"]
 
 
 class GroupDequantizer(wiring.Component):
@@ -129,6 +129,22 @@ class GroupDequantizer(wiring.Component):
             if self._scale_bits:
                 m.d.sync += scale_rev.eq(Cat(Const(0, 1), *reversed(list(load.scale))))
         return m
+
+
+def hand_off_group(m: Module, dq: GroupDequantizer, control: dict, gsum, adv) -> None:
+    """Offer a finished group sum to ``dq`` (the PEs that dequantize with a
+    :class:`GroupDequantizer`): its input is valid on a ``group_last`` payload, with the
+    payload's ``scale``, ``exp`` and ``out_last``; ``adv`` (the PE's input advance) falls only
+    while such a group waits for the dequantizer."""
+    group_end = control["valid"] & control["group_last"]
+    m.d.comb += [
+        dq.i_stream.valid.eq(group_end),
+        dq.i_stream.payload.gsum.eq(gsum),
+        dq.i_stream.payload.scale.eq(control["scale"]),
+        dq.i_stream.payload.exp.eq(control["exp"]),
+        dq.i_stream.payload.last.eq(control["out_last"]),
+        adv.eq(~group_end | dq.i_stream.ready),
+    ]
 
 
 def _ceil_log2(n: int) -> int:
@@ -330,16 +346,8 @@ class BitSerialPE(wiring.Component):
         gacc = Signal(signed(cfg.gacc_width))
         gacc_next = Signal(signed(cfg.gacc_width))
         m.d.comb += gacc_next.eq(gacc + shifted + carry)
-        group_end = control["valid"] & control["group_last"]
-        m.d.comb += [
-            dq.i_stream.valid.eq(group_end),
-            dq.i_stream.payload.gsum.eq(gacc_next),
-            dq.i_stream.payload.scale.eq(control["scale"]),
-            dq.i_stream.payload.exp.eq(control["exp"]),
-            dq.i_stream.payload.last.eq(control["out_last"]),
-            adv.eq(~group_end | dq.i_stream.ready),
-            self.i_stream.ready.eq(adv),
-        ]
+        hand_off_group(m, dq, control, gacc_next, adv)
+        m.d.comb += self.i_stream.ready.eq(adv)
         with m.If(adv & control["valid"]):
             m.d.sync += gacc.eq(Mux(control["group_last"], 0, gacc_next))
         wiring.connect(m, wiring.flipped(self.o_stream), dq.o_stream)

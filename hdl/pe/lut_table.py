@@ -44,7 +44,7 @@ from bitmod.golden.pe_lut import (
 )
 
 from ..common import pipeline_enable, read_only
-from .bitserial import GroupDequantizer
+from .bitserial import GroupDequantizer, hand_off_group
 
 __all__ = ["LutTableBuilder", "LutTablePE", "builder_out_layout", "table_layout"]
 
@@ -451,16 +451,8 @@ class LutTablePE(wiring.Component):
         # P is even at a step end (the table identity): dropping its LSB halves it exactly.
         m.d.comb += gacc_next.eq(gacc + step_value[1:].as_signed())
         step_end = control["valid"] & control["step_last"]
-        group_end = control["valid"] & control["group_last"]
-        m.d.comb += [
-            dq.i_stream.valid.eq(group_end),
-            dq.i_stream.payload.gsum.eq(gacc_next),
-            dq.i_stream.payload.scale.eq(control["scale"]),
-            dq.i_stream.payload.exp.eq(control["exp"]),
-            dq.i_stream.payload.last.eq(control["out_last"]),
-            adv.eq(~group_end | dq.i_stream.ready),
-            self.i_stream.ready.eq(adv),
-        ]
+        hand_off_group(m, dq, control, gacc_next, adv)
+        m.d.comb += self.i_stream.ready.eq(adv)
         _clear_or_load(m, gacc, gacc_next, load=adv & step_end,
                        clear=adv & step_end & control["group_last"])
         wiring.connect(m, wiring.flipped(self.o_stream), dq.o_stream)

@@ -362,3 +362,14 @@ def test_khot_payload_layout():
     assert fmt.decode(code) == -3
     fields = [1 | 2 << 1 | 1 << 4, 0 | 0 << 1 | 1 << 4]
     assert int(gt.pack_terms(gt.decompose(code, "khot2"))) == fields[0] | fields[1] << 5
+
+
+def test_integer_floor_log2_matches_bit_length():
+    """``terms._floor_log2`` against Python's ``int.bit_length``: every value below 2**20, every
+    power of two and every all-ones value up to 2**63 - 1, and 10**5 seeded random int64s."""
+    rng = np.random.default_rng(20261203)
+    powers = np.int64(1) << np.arange(63, dtype=np.int64)
+    values = np.concatenate([np.arange(1, 1 << 20, dtype=np.int64), powers, powers - 1 + powers,
+                             rng.integers(1, 2**63 - 1, size=10**5, dtype=np.int64)])
+    expect = np.array([int(v).bit_length() - 1 for v in values.tolist()])
+    assert np.array_equal(gt._floor_log2(values), expect)

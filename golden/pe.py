@@ -69,7 +69,7 @@ from .pe_kind import PEKind
 
 __all__ = [
     "PE_KIND", "BitSerialPEModel", "PEConfig", "format_names", "max_term_sum", "pack_pe_payload",
-    "payload_fields", "payload_offsets", "pe_cycles", "pe_reference",
+    "payload_fields", "payload_offsets", "pe_cycles", "pe_reference", "run_group_pipeline",
 ]
 
 MAX_EXP_BITS = 8
@@ -476,58 +476,106 @@ class BitSerialPEModel:
         """
         cfg = self.config
         items = [self._item(c) for c in cycles]
-        d = cfg.dequant_cycles
-        pipe: list[_Item | None] = [None] * cfg.stages
+        self.group_sums = []
         gacc = 0
-        r = f = cur_last = gs = sc = acc = 0
-        out_valid, out_value = False, 0
-        outputs: list[tuple[int, int]] = []
-        self.group_sums, self.accept_cycles = [], []
-        nxt = 0
-        cycle = 0
-        while nxt < len(items) or any(p is not None for p in pipe) or r or f or out_valid:
-            if cycle > 64 * (len(items) + 16) * (d + 2):
-                raise AssertionError("the model did not drain")
-            last = pipe[-1]
-            dq_ready = (r == 0 and not f) or (r == 1 and not cur_last)
-            adv = not (last is not None and last.group_last) or dq_ready
-            # Output register: valid this cycle, taken (the sink is always ready).
-            if out_valid:
-                outputs.append((cycle, out_value))
-            n_out_valid = False
-            n_r, n_f, n_gs, n_sc, n_acc, n_last = r, f, gs, sc, acc, cur_last
-            if r:
-                n_r = r - 1
-                if cfg.scale_bits == 0 or sc & 1:
-                    n_acc = acc + gs
-                n_gs, n_sc = gs << 1, sc >> 1
-                if r == 1 and cur_last:
-                    n_f = 1
-            elif f:  # flush: the output register is free (taken this cycle or empty)
-                out_value, n_out_valid, n_acc, n_f = acc, True, 0, 0
-            n_gacc = gacc
-            if adv and last is not None:
-                gnext = gacc + (last.lane_sum << last.bsig)
-                if not _fits(gnext, cfg.gacc_width):
-                    raise AssertionError(f"group accumulator overflow: {gnext}")
-                if last.group_last:
-                    self.group_sums.append((cycle, gnext))
-                    n_gs, n_sc, n_r, n_last = gnext << last.exp, last.scale, d, last.out_last
-                    n_gacc = 0
-                else:
-                    n_gacc = gnext
-            if not _fits(n_acc, cfg.acc_width):
-                raise AssertionError(f"output accumulator overflow: {n_acc}")
-            if adv:
-                pipe = [None, *pipe[:-1]]
-                if nxt < len(items):
-                    pipe[0] = items[nxt]
-                    self.accept_cycles.append(cycle)
-                    nxt += 1
-            gacc, r, f, gs, sc, acc, cur_last = n_gacc, n_r, n_f, n_gs, n_sc, n_acc, n_last
-            out_valid = n_out_valid
-            cycle += 1
+
+        def accumulate(index: int, cycle: int) -> int:
+            nonlocal gacc
+            item = items[index]
+            gnext = gacc + (item.lane_sum << item.bsig)
+            if not _fits(gnext, cfg.gacc_width):
+                raise AssertionError(f"group accumulator overflow: {gnext}")
+            if item.group_last:
+                self.group_sums.append((cycle, gnext))
+            gacc = 0 if item.group_last else gnext
+            return gnext
+
+        outputs, self.accept_cycles = run_group_pipeline(
+            [it.group_last for it in items], [it.out_last for it in items],
+            [it.scale for it in items], [it.exp for it in items], stages=cfg.stages,
+            scale_bits=cfg.scale_bits, acc_width=cfg.acc_width, accumulate=accumulate)
         return outputs
+
+
+def run_group_pipeline(group_last, out_last, scale, exp, *, stages: int, scale_bits: int,
+                       acc_width: int | None, accumulate
+                       ) -> tuple[list[tuple[int, int]], list[int]]:
+    """Cycle-level model of what every PE with a :class:`hdl.pe.bitserial.GroupDequantizer`
+    shares (``hdl.pe.bitserial.hand_off_group``): ``stages`` pipeline registers that advance
+    together, the group hand-off, the bit-serial dequantizer, the output register and the
+    stall rule. Payloads are offered every cycle and the output is always taken.
+
+    When payload ``i`` leaves the last stage, ``accumulate(i, cycle)`` returns the group sum
+    including it (the caller keeps its own group accumulator, clears it on ``group_last`` and
+    checks its width). On ``group_last`` that sum goes to the dequantizer, which adds
+    ``gs << j`` (``gs = sum << exp[i]``) into the output accumulator for every set bit ``j``
+    of ``scale[i]``, LSB first, one step per cycle for ``D = max(scale_bits, 1)`` steps (every
+    step adds when ``scale_bits`` is 0); for ``out_last`` a flush cycle then moves the output
+    accumulator into the output register and clears it. The pipeline holds while a
+    ``group_last`` payload waits in the last stage for the dequantizer, which takes a group
+    when idle or in its last step of a group without ``out_last``.
+
+    Parameters
+    ----------
+    group_last, out_last, scale, exp : sequences, one entry per payload
+    stages : int
+        Pipeline registers in front of the group accumulator.
+    scale_bits : int
+    acc_width : int or None
+        Output accumulator width, checked every cycle (``None``: not checked, e.g. timing
+        only).
+    accumulate : callable ``(index, cycle) -> int``
+
+    Returns
+    -------
+    outputs : list of (int, int)
+        ``(cycle, acc)`` per output; cycle 0 is the cycle the first payload is accepted.
+    accept_cycles : list of int
+        The cycle each payload was accepted (stalls show as gaps).
+    """
+    n, d = len(group_last), max(int(scale_bits), 1)
+    pipe: list[int | None] = [None] * stages
+    r = flush = cur_last = gs = sc = acc = 0
+    out_valid, out_value = False, 0
+    outputs: list[tuple[int, int]] = []
+    accepted: list[int] = []
+    nxt = cycle = 0
+    while nxt < n or any(p is not None for p in pipe) or r or flush or out_valid:
+        if cycle > 64 * (n + 16) * (d + 2):
+            raise AssertionError("the model did not drain")
+        tail = pipe[-1]
+        dq_ready = (r == 0 and not flush) or (r == 1 and not cur_last)
+        adv = tail is None or not group_last[tail] or dq_ready
+        if out_valid:  # the output register is valid this cycle and taken
+            outputs.append((cycle, out_value))
+        n_out_valid = False
+        n_r, n_f, n_gs, n_sc, n_acc, n_last = r, flush, gs, sc, acc, cur_last
+        if r:  # one dequantizer step, scale LSB first
+            n_r = r - 1
+            if scale_bits == 0 or sc & 1:
+                n_acc = acc + gs
+            n_gs, n_sc = gs << 1, sc >> 1
+            if r == 1 and cur_last:
+                n_f = 1
+        elif flush:  # the output register is free (taken this cycle or empty)
+            out_value, n_out_valid, n_acc, n_f = acc, True, 0, 0
+        if adv and tail is not None:
+            gnext = accumulate(tail, cycle)
+            if group_last[tail]:
+                n_gs, n_sc, n_r = gnext << int(exp[tail]), int(scale[tail]), d
+                n_last = bool(out_last[tail])
+        if acc_width is not None and not _fits(n_acc, acc_width):
+            raise AssertionError(f"output accumulator overflow: {n_acc}")
+        if adv:
+            pipe = [None, *pipe[:-1]]
+            if nxt < n:
+                pipe[0] = nxt
+                accepted.append(cycle)
+                nxt += 1
+        r, flush, gs, sc, acc, cur_last = n_r, n_f, n_gs, n_sc, n_acc, n_last
+        out_valid = n_out_valid
+        cycle += 1
+    return outputs, accepted
 
 
 # -- the PE kind (golden.pe_kind) ----------------------------------------------------------------

@@ -103,6 +103,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checks import check_choice, check_int
+from .pe import run_group_pipeline
 from .pe_baseline import signed_width
 from .pe_kind import PEKind
 from .pe_lut import _integer_format_of
@@ -566,65 +567,30 @@ class BitPlanePEModel:
                  for c in range(n)]
         s_lo = -(1 << (cfg.sacc_width - 1)) if step_major else 0
         s_hi = (1 << (cfg.sacc_width - 1)) - 1 if step_major else 0
-        d = cfg.dequant_cycles
         g_lo, g_hi = -(1 << (cfg.gacc_width - 1)), (1 << (cfg.gacc_width - 1)) - 1
-        a_lo, a_hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
-        pipe = [None] * cfg.stages
-        gacc = sacc = r = flush = cur_last = gs = sc = acc = 0
-        out_valid, out_value = False, 0
-        outputs, nxt, cycle = [], 0, 0
-        lo = hi = 0
-        self.accept_cycles = []
-        while nxt < n or any(p is not None for p in pipe) or r or flush or out_valid:
-            if cycle > 64 * (n + 16) * (d + 2):
-                raise AssertionError("the model did not drain")
-            tail = pipe[-1]
-            dq_ready = (r == 0 and not flush) or (r == 1 and not cur_last)
-            adv = not (tail is not None and tail[3]) or dq_ready
-            if out_valid:  # the output register is valid this cycle and taken
-                outputs.append((cycle, out_value))
-            n_out_valid = False
-            n_r, n_f, n_gs, n_sc, n_acc, n_last = r, flush, gs, sc, acc, cur_last
-            if r:  # one dequantizer step, scale LSB first
-                n_r = r - 1
-                if cfg.scale_bits == 0 or sc & 1:
-                    n_acc = acc + gs
-                n_gs, n_sc = gs << 1, sc >> 1
-                if r == 1 and cur_last:
-                    n_f = 1
-            elif flush:  # the output register is free: it is emptied every cycle here
-                out_value, n_out_valid, n_acc, n_f = acc, True, 0, 0
-            n_gacc, n_sacc = gacc, sacc
-            if adv and tail is not None:
-                pop, negate, shift, group_last, out_last, scale, exp, s_last = tail
-                if step_major:  # Horner within the step, then into the group sum
-                    snext = (sacc << shift) + (-pop if negate else pop)
-                    if not s_lo <= snext <= s_hi:
-                        raise AssertionError(f"step accumulator overflow: {snext}")
-                    n_sacc = 0 if s_last else snext
-                    gnext = gacc + snext if s_last else gacc
-                else:
-                    gnext = (gacc << shift) + (-pop if negate else pop)
-                if not g_lo <= gnext <= g_hi:
-                    raise AssertionError(f"group accumulator overflow: {gnext}")
-                lo, hi = min(lo, gnext), max(hi, gnext)
-                if group_last:
-                    n_gs, n_sc, n_r, n_last = gnext << exp, scale, d, out_last
-                    n_gacc = 0
-                else:
-                    n_gacc = gnext
-            if not a_lo <= n_acc <= a_hi:
-                raise AssertionError(f"output accumulator overflow: {n_acc}")
-            if adv:
-                pipe = [None, *pipe[:-1]]
-                if nxt < n:
-                    pipe[0] = items[nxt]
-                    self.accept_cycles.append(cycle)
-                    nxt += 1
-            gacc, sacc = n_gacc, n_sacc
-            r, flush, gs, sc, acc, cur_last = n_r, n_f, n_gs, n_sc, n_acc, n_last
-            out_valid = n_out_valid
-            cycle += 1
+        gacc = sacc = lo = hi = 0
+
+        def accumulate(index: int, cycle: int) -> int:
+            nonlocal gacc, sacc, lo, hi
+            pop, negate, shift, group_last, _, _, _, s_last = items[index]
+            if step_major:  # Horner within the step, then into the group sum
+                snext = (sacc << shift) + (-pop if negate else pop)
+                if not s_lo <= snext <= s_hi:
+                    raise AssertionError(f"step accumulator overflow: {snext}")
+                sacc = 0 if s_last else snext
+                gnext = gacc + snext if s_last else gacc
+            else:
+                gnext = (gacc << shift) + (-pop if negate else pop)
+            if not g_lo <= gnext <= g_hi:
+                raise AssertionError(f"group accumulator overflow: {gnext}")
+            lo, hi = min(lo, gnext), max(hi, gnext)
+            gacc = 0 if group_last else gnext
+            return gnext
+
+        outputs, self.accept_cycles = run_group_pipeline(
+            *(fields[k] for k in ("group_last", "out_last", "scale", "exp")),
+            stages=cfg.stages, scale_bits=cfg.scale_bits, acc_width=cfg.acc_width,
+            accumulate=accumulate)
         self.gacc_extremes = (lo, hi)
         return outputs
 

@@ -78,6 +78,7 @@ import numpy as np
 
 from . import terms as gterms
 from .checks import check_int
+from .pe import run_group_pipeline
 from .pe_baseline import signed_width
 from .pe_kind import PEKind
 
@@ -331,36 +332,15 @@ def lut_pe_output_cycles(group_last, out_last, *, stages: int, scale_bits: int) 
     (``D = max(scale_bits, 1)`` steps; for ``out_last`` then a flush cycle into the output
     register) and holds the pipeline while the dequantizer cannot take it: it takes a load
     when idle, or in its last step of a group without ``out_last``. Cycle 0 is the cycle the
-    first payload is accepted.
+    first payload is accepted. The timing of :func:`golden.pe.run_group_pipeline`, which the
+    bit-serial and bit-plane PE models share (the values do not matter here).
     """
     group_last = np.asarray(group_last, dtype=bool)
-    out_last = np.asarray(out_last, dtype=bool)
-    n, d = len(group_last), max(int(scale_bits), 1)
-    pipe: list[int | None] = [None] * stages
-    remaining, flush, cur_last, out_valid = 0, False, False, False
-    nxt, cycle, outputs = 0, 0, []
-    while nxt < n or any(p is not None for p in pipe) or remaining or flush or out_valid:
-        head = pipe[-1]
-        dq_ready = (remaining == 0 and not flush) or (remaining == 1 and not cur_last)
-        advance = head is None or not group_last[head] or dq_ready
-        if out_valid:
-            outputs.append(cycle)
-        out_valid = False
-        n_remaining, n_flush, n_last = remaining, flush, cur_last
-        if remaining:
-            n_remaining = remaining - 1
-            n_flush = flush or (remaining == 1 and cur_last)
-        elif flush:
-            out_valid, n_flush = True, False
-        if advance:
-            if head is not None and group_last[head]:
-                n_remaining, n_last = d, bool(out_last[head])
-            pipe = [nxt if nxt < n else None, *pipe[:-1]]
-            nxt += nxt < n
-        remaining, flush, cur_last = n_remaining, n_flush, n_last
-        cycle += 1
-    return np.array(outputs, dtype=np.int64)
-
+    zeros = np.zeros(len(group_last), dtype=np.int64)
+    outputs, _ = run_group_pipeline(group_last, np.asarray(out_last, dtype=bool), zeros, zeros,
+                                    stages=stages, scale_bits=scale_bits, acc_width=None,
+                                    accumulate=lambda index, cycle: 0)
+    return np.array([cycle for cycle, _ in outputs], dtype=np.int64)
 
 
 # -- the LUT-table PE as an array PE kind (golden.pe_kind) ---------------------------------------

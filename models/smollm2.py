@@ -35,19 +35,45 @@ inside one Q4_1 block, i.e. at most 16 distinct values on an affine grid: a 4-bi
 quantizer reproduces them (almost) exactly, and the experiment measures nothing. Use
 :func:`check_requant_group_size` (128, the BitMoD group, spans 4 Q4_1 blocks with 4 different
 scales).
+
+Model cache
+-----------
+transformers' GGUF path is slow (about 17 s here: it parses the 49k-token vocabulary several
+times and dequantizes 272 tensors), and every Dask worker pays it. :func:`load_smollm2_model`
+therefore keeps what it produced in ``<build root>/models/smollm2-<key>/``
+(:func:`smollm2_cache_dir`): the float32 parameters as safetensors (the tied LM head once),
+the config, the tokenizer as transformers saves it, and a manifest written last with the key,
+the config, the SHA-256 of every other file and of every parameter's bytes, and the ties. The
+key covers the GGUF file's size and SHA-256, the versions of the packages that convert and
+store it, and :data:`MODEL_CACHE_FORMAT`. An entry is written into a temporary folder beside it
+and renamed into place (concurrent writers: the first rename wins); on a hit every check of
+the manifest must pass, else the entry is deleted and the model comes from the GGUF file again.
+A hit gives the GGUF path's model bit for bit (parameter names, shapes, float32 bits, the tied
+embedding, the config but for where it was read from, tokenizer ids on the whole corpus;
+tests/test_smollm2.py) and takes about 3 s in a fresh process, most of it importing
+transformers' llama modules, which the GGUF path imports as well.
+``BITMOD_NO_MODEL_CACHE=1`` turns the cache off. :func:`load_smollm2` still checks the model
+against the GGUF file itself (:func:`build_gguf_report`), hit or miss.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
+import logging
 import math
+import os
 import re
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -64,6 +90,8 @@ from bitmod.models.eval import (
 
 __all__ = [
     "GGUF_FILE",
+    "MODEL_CACHE_FORMAT",
+    "NO_MODEL_CACHE_ENV",
     "SMOLLM2_INSTALL_HINT",
     "GGUFReport",
     "Q41Check",
@@ -78,6 +106,7 @@ __all__ = [
     "main",
     "q4_1_decode",
     "q4_1_reencode_check",
+    "smollm2_cache_dir",
     "smollm2_corpus_tokens",
     "smollm2_gguf_path",
     "smollm2_linear_layers",
@@ -338,7 +367,8 @@ class GGUFReport:
         Model parameters with no tensor of their own in the file -> the parameter they share
         storage with (``{"lm_head.weight": "model.embed_tokens.weight"}`` for SmolLM2).
     load_seconds : float
-        Wall time of loading the model and tokenizer (0 when built separately).
+        Wall time of loading the model and tokenizer (0 when built separately): a read of
+        the model cache, or the conversion from the GGUF file and the cache write.
     """
 
     path: Path
@@ -459,23 +489,243 @@ def build_gguf_report(model: nn.Module, path: str | Path | None = None) -> GGUFR
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def load_smollm2_model():
-    """SmolLM2-135M-Instruct from the GGUF file without the report: ``(model, tokenizer,
-    seconds)`` (what a worker process needs; :func:`load_smollm2` adds the checks).
+# The converted model and tokenizer are cached on disk (module docstring, "Model cache").
 
-    Cached and shared like :func:`load_smollm2`'s model (the same objects).
+#: Version of the cache entry layout; bump it when what is written changes (old entries are
+#: then never read again).
+MODEL_CACHE_FORMAT = 1
+#: Environment variable that disables the cache when set to 1, yes or true.
+NO_MODEL_CACHE_ENV = "BITMOD_NO_MODEL_CACHE"
+# Packages whose versions can change what the GGUF path produces (the tokenizer conversion,
+# the dequantization, the config) or how an entry is stored and read back.
+_CACHE_PACKAGES = ("transformers", "tokenizers", "gguf", "safetensors", "torch", "numpy")
+_CACHE_WEIGHTS = "model.safetensors"
+_CACHE_MANIFEST = "manifest.json"  # written last: an entry without it is incomplete
+# Config entries that only say how the GGUF path loaded the model: where from, and through
+# transformers' GGUF quantizer. An entry's config.json must not carry them (from_pretrained
+# would look for the GGUF file in the entry); every other entry is stored and checked.
+_PROVENANCE_KEYS = ("_name_or_path", "quantization_config")
+# A writer takes seconds; leftovers this old are from a writer that died.
+_STALE_TEMP_SECONDS = 3600.0
+_log = logging.getLogger(__name__)
+
+
+class _Loaded(NamedTuple):
+    model: nn.Module
+    tokenizer: object
+    seconds: float
+    source: str  # "cache" or "gguf"
+
+
+def _build_root() -> Path:
+    """:func:`bitmod.toolchain.build_root`, repeated here: the layer rule lets models import
+    only golden and models (tests/test_layers.py; a test checks that the two agree)."""
+    root = os.environ.get("BITMOD_BUILD_DIR")
+    if root:
+        return Path(root)
+    top = Path(__file__).resolve().parent.parent
+    project = top / "pyproject.toml"
+    if project.is_file() and 'name = "bitmod-hdl"' in project.read_text(errors="replace"):
+        return top / "build"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "bitmod-hdl"
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _cache_key(path: Path) -> dict:
+    """What a cache entry is valid for: the GGUF file's contents and the package versions."""
+    from importlib.metadata import version
+
+    return {"format": MODEL_CACHE_FORMAT, "gguf_file": path.name,
+            "gguf_size": path.stat().st_size, "gguf_sha256": _file_sha256(path),
+            "versions": {name: version(name) for name in _CACHE_PACKAGES}}
+
+
+def smollm2_cache_dir(path: str | Path | None = None) -> Path | None:
+    """Folder of the cache entry for a GGUF file, or None when ``$BITMOD_NO_MODEL_CACHE`` is set.
+
+    ``<build root>/models/smollm2-<key>``, the build root as
+    :func:`bitmod.toolchain.build_root` (``$BITMOD_BUILD_DIR``, else ``build/`` of the
+    checkout); ``<key>`` hashes the file's size and SHA-256, the versions of transformers,
+    tokenizers, gguf, safetensors, torch and numpy, and :data:`MODEL_CACHE_FORMAT`. The folder
+    need not exist.
     """
+    path = smollm2_gguf_path() if path is None else Path(path)
+    return _cache_entry(path)[0]
+
+
+def _cache_entry(path: Path) -> tuple[Path | None, dict | None]:
+    if os.environ.get(NO_MODEL_CACHE_ENV, "").lower() in ("1", "yes", "true"):
+        return None, None
+    key = _cache_key(path)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return _build_root() / "models" / f"smollm2-{digest}", key
+
+
+def _config_dict(model: nn.Module) -> dict:
+    """The model's config as JSON data, without the loader's provenance entries."""
+    config = json.loads(json.dumps(model.config.to_dict(), sort_keys=True, default=str))
+    for name in _PROVENANCE_KEYS:
+        config.pop(name, None)
+    return config
+
+
+def _tensor_manifest(model: nn.Module) -> tuple[dict, dict]:
+    """``(tensors, tied)``: each distinct parameter's shape, dtype and SHA-256 of its bytes, and
+    the parameters that share another's storage (the LM head: tied to the embedding)."""
+    tensors, by_storage, tied = {}, {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if param.data_ptr() in by_storage:
+            tied[name] = by_storage[param.data_ptr()]
+            continue
+        by_storage[param.data_ptr()] = name
+        array = param.detach().contiguous().numpy()
+        tensors[name] = {"shape": list(array.shape), "dtype": str(array.dtype),
+                         "sha256": _sha256(array)}
+    return tensors, tied
+
+
+def _load_from_gguf(path: Path) -> tuple[nn.Module, object]:
+    """Model and tokenizer as transformers converts them from the GGUF file (the slow path)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = smollm2_gguf_path()
-    start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
                                               local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                  dtype=torch.float32, local_files_only=True)
-    model.eval()
-    return model, tokenizer, time.perf_counter() - start
+    return model.eval(), tokenizer
+
+
+def _write_cache(folder: Path, key: dict, model: nn.Module, tokenizer) -> None:
+    """Write a cache entry: into a fresh folder beside it, then one rename.
+
+    Readers see the whole entry or none. Two processes may miss at once (Dask workers): each
+    writes its own folder, the first rename wins and the loser drops its copy.
+    """
+    from safetensors.torch import save_model
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder)
+    temp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
+    try:
+        save_model(model, str(temp / _CACHE_WEIGHTS), metadata={"format": "pt"})
+        (temp / "config.json").write_text(json.dumps(_config_dict(model), indent=1) + "\n")
+        tokenizer.save_pretrained(temp)
+        tensors, tied = _tensor_manifest(model)
+        files = {p.name: _file_sha256(p) for p in sorted(temp.iterdir())
+                 if p.name != _CACHE_WEIGHTS}  # the weights are checked tensor by tensor
+        manifest = {"key": key, "config": _config_dict(model), "files": files,
+                    "tensors": tensors, "tied": tied}
+        (temp / _CACHE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        # mkdtemp and safetensors create owner-only modes; other users of a shared build root
+        # read the entry too
+        for file in temp.iterdir():
+            file.chmod(0o644)
+        temp.chmod(0o755)
+        try:
+            temp.rename(folder)
+        except OSError:
+            if not (folder / _CACHE_MANIFEST).is_file():
+                raise  # not another writer's complete entry: a real failure
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Delete temporary and discarded copies of ``folder`` left by processes that died."""
+    now = time.time()
+    for stale in folder.parent.glob(f"{folder.name}.*-*"):
+        with contextlib.suppress(OSError):
+            if now - stale.stat().st_mtime > _STALE_TEMP_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    """Remove a bad entry: renamed away first, so no reader finds it half deleted."""
+    trash = folder.with_name(f"{folder.name}.bad-{os.getpid()}-{time.time_ns()}")
+    try:
+        folder.rename(trash)
+    except OSError:
+        return  # already gone (another process discarded or replaced it)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _read_cache(folder: Path, key: dict) -> tuple[nn.Module, object]:
+    """Model and tokenizer from a cache entry, checked against its manifest.
+
+    Raises
+    ------
+    Exception
+        Any error of reading, or a check that fails: the entry must not be used.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = json.loads((folder / _CACHE_MANIFEST).read_text())
+    if manifest["key"] != key:  # a 16-hex-digit name collision, or an edited entry
+        raise ValueError("the entry's key differs")
+    for name, digest in manifest["files"].items():
+        if _file_sha256(folder / name) != digest:
+            raise ValueError(f"{name} differs from the manifest")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                 local_files_only=True)
+    # from_pretrained maps the weights file into memory: copy each parameter (once, so the
+    # tie stays) to memory of its own, so the model never depends on the file again (a file
+    # deleted or truncated later would otherwise fault in the mapped pages).
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.clone()
+    tensors, tied = _tensor_manifest(model)
+    if tensors != manifest["tensors"] or tied != manifest["tied"]:
+        bad = sorted(n for n in {*tensors, *manifest["tensors"]}
+                     if tensors.get(n) != manifest["tensors"].get(n))
+        raise ValueError(f"parameters differ from the manifest: {bad[:3]}, tied {tied}")
+    if _config_dict(model) != manifest["config"]:
+        raise ValueError("the config differs from the manifest")
+    return model.eval(), tokenizer
+
+
+def _load_smollm2_uncached() -> _Loaded:
+    """Load the model and tokenizer from the cache, else from the GGUF file (then cache them).
+
+    ``seconds`` is the wall time of what was done: a cache read and its checks, or the GGUF
+    conversion and the cache write.
+    """
+    path = smollm2_gguf_path()
+    start = time.perf_counter()
+    folder, key = _cache_entry(path)
+    if folder is not None and folder.exists():
+        try:
+            model, tokenizer = _read_cache(folder, key)
+            return _Loaded(model, tokenizer, time.perf_counter() - start, "cache")
+        except Exception as error:  # any failure: the GGUF path is always right
+            _log.warning("discarding the SmolLM2 cache %s: %s", folder, error)
+            _discard(folder)
+    model, tokenizer = _load_from_gguf(path)
+    if folder is not None:
+        try:
+            _write_cache(folder, key, model, tokenizer)
+        except Exception as error:  # the cache only saves time
+            _log.warning("could not write the SmolLM2 cache %s: %s", folder, error)
+    return _Loaded(model, tokenizer, time.perf_counter() - start, "gguf")
+
+
+@functools.lru_cache(maxsize=1)
+def load_smollm2_model():
+    """SmolLM2-135M-Instruct without the report: ``(model, tokenizer, seconds)`` (what a worker
+    process needs; :func:`load_smollm2` adds the checks against the GGUF file).
+
+    Read from the model cache when it holds this file's conversion (module docstring, "Model
+    cache"), else converted from the GGUF file by transformers and cached. ``seconds`` is the
+    wall time of that load. Cached and shared like :func:`load_smollm2`'s model (the same
+    objects).
+    """
+    model, tokenizer, seconds, _ = _load_smollm2_uncached()
+    return model, tokenizer, seconds
 
 
 @functools.lru_cache(maxsize=1)
@@ -484,9 +734,11 @@ def load_smollm2():
 
     The model is transformers' ``LlamaForCausalLM`` in float32 on the CPU, in eval mode,
     dequantized by transformers from the file (``from_pretrained(dir, gguf_file=...)``), the
-    tokenizer likewise (no BOS is added: ``add_bos_token`` is false in the file). Nothing is
-    downloaded (``local_files_only``). The result is cached and shared: do not modify the
-    model in place (:func:`bitmod.models.eval.swap_linears` restores what it replaces).
+    tokenizer likewise (no BOS is added: ``add_bos_token`` is false in the file), or the same
+    read back from the model cache (module docstring). Nothing is downloaded
+    (``local_files_only``). The report checks the model against the file either way. The
+    result is cached and shared: do not modify the model in place
+    (:func:`bitmod.models.eval.swap_linears` restores what it replaces).
 
     Returns
     -------

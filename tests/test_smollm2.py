@@ -1,8 +1,10 @@
 """Tests for models.smollm2: the SmolLM2-135M GGUF model, Q4_1 checks and perplexity.
 
 Block-format tests run on synthetic data (fast). Tests marked ``slow`` load the real model
-(about 30 s once per test process: transformers' GGUF loader, tokenizer conversion and the
-report over all 272 tensors); BITMOD_REDUCED=1 shortens their evaluation windows.
+(once per test process: about 20 s through transformers' GGUF loader and tokenizer conversion,
+a few seconds from the model cache, plus about 5 s for the report over all 272 tensors), and
+the model cache tests convert it once more into an empty cache; BITMOD_REDUCED=1 shortens
+their evaluation windows.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import os
+import re
+import shutil
 
 import gguf
 import numpy as np
@@ -20,6 +25,7 @@ from gguf import GGMLQuantizationType, quants
 
 from bitmod.models import eval as ev
 from bitmod.models import smollm2 as sm
+from bitmod.models.corpus import tiny_shakespeare
 
 WINDOW = 64 if REDUCED else 128
 
@@ -307,3 +313,166 @@ def test_corpus_tokens():
     assert tokens.dtype == torch.int64 and 200_000 < tokens.numel() < 600_000
     assert tokenizer.decode(tokens[:9]).startswith("First Citizen:\nBefore we proceed")
     assert tokenizer.bos_token_id not in tokens[:WINDOW].tolist()  # no special tokens added
+
+
+# --------------------------------------------------------------------------------------------
+# The model cache (slow: one load from the GGUF file into an empty cache, reads from it)
+# --------------------------------------------------------------------------------------------
+
+
+def test_cache_dir_follows_build_root_and_key(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    from bitmod.toolchain import build_root
+
+    monkeypatch.delenv(sm.NO_MODEL_CACHE_ENV, raising=False)
+    monkeypatch.delenv("BITMOD_BUILD_DIR", raising=False)
+    folder = sm.smollm2_cache_dir()
+    assert folder.parent == build_root() / "models"
+    assert re.fullmatch(r"smollm2-[0-9a-f]{16}", folder.name)
+    monkeypatch.setenv("BITMOD_BUILD_DIR", str(tmp_path))
+    assert sm.smollm2_cache_dir() == build_root() / "models" / folder.name
+    assert build_root() == tmp_path
+    # another cache format or package version: another entry
+    monkeypatch.setattr(sm, "MODEL_CACHE_FORMAT", sm.MODEL_CACHE_FORMAT + 1)
+    other_format = sm.smollm2_cache_dir().name
+    monkeypatch.undo()
+    monkeypatch.delenv(sm.NO_MODEL_CACHE_ENV, raising=False)
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version",
+                        lambda name: "0.0" if name == "transformers" else real(name))
+    assert len({folder.name, other_format, sm.smollm2_cache_dir().name}) == 3
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "TRUE"])
+def test_cache_disabled_by_env(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("BITMOD_BUILD_DIR", str(tmp_path))
+    monkeypatch.setenv(sm.NO_MODEL_CACHE_ENV, value)
+    assert sm.smollm2_cache_dir() is None
+    monkeypatch.setattr(sm, "_load_from_gguf", lambda path: ("model", "tokenizer"))
+    loaded = sm._load_smollm2_uncached()
+    assert loaded[:2] == ("model", "tokenizer") and loaded.source == "gguf"
+    assert list(tmp_path.iterdir()) == []  # nothing read, nothing written
+
+
+@pytest.fixture(scope="module")
+def cache_loads(tmp_path_factory):
+    """``(cache folder, load from the GGUF file into the empty cache, load from the cache)``,
+    through the uncached loader (``load_smollm2_model`` keeps one model per process)."""
+    root = tmp_path_factory.mktemp("build")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BITMOD_BUILD_DIR", str(root))
+        patch.delenv(sm.NO_MODEL_CACHE_ENV, raising=False)
+        folder = sm.smollm2_cache_dir()
+        assert not folder.exists()
+        miss = sm._load_smollm2_uncached()
+        hit = sm._load_smollm2_uncached()
+    yield folder, miss, hit
+    shutil.rmtree(root)  # 540 MB; pytest would keep it with its last few temporary folders
+
+
+def assert_same_model(model, expect):
+    """Same parameter names (tied ones included) and shapes, the same float32 bits, the LM
+    head sharing the embedding's storage, the same buffers, config and mode."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    expected = dict(expect.named_parameters(remove_duplicate=False))
+    assert list(params) == list(expected) and len(params) == 273
+    for name, param in params.items():
+        assert param.dtype == expected[name].dtype == torch.float32, name
+        assert param.shape == expected[name].shape, name
+        assert param.requires_grad == expected[name].requires_grad, name
+        assert torch.equal(param.detach().view(torch.int32),
+                           expected[name].detach().view(torch.int32)), name
+    for m in (model, expect):
+        assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
+    buffers, expected_buffers = dict(model.named_buffers()), dict(expect.named_buffers())
+    assert list(buffers) == list(expected_buffers)
+    assert all(torch.equal(b, expected_buffers[n]) for n, b in buffers.items())
+    # Only where the model was read from differs: the GGUF path's config names the package
+    # folder and transformers' GGUF quantizer, a cache entry's neither (module docstring).
+    provenance = {"_name_or_path", "quantization_config"}
+    config, expected_config = model.config.to_dict(), expect.config.to_dict()
+    assert ({k: v for k, v in config.items() if k not in provenance}
+            == {k: v for k, v in expected_config.items() if k not in provenance})
+    assert model.generation_config.to_dict() == expect.generation_config.to_dict()
+    assert model.training is expect.training is False
+
+
+def assert_same_tokenizer(tokenizer, expect):
+    text = tiny_shakespeare()
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    assert ids == expect(text, add_special_tokens=False, verbose=False)["input_ids"]
+    assert len(ids) == sm.smollm2_corpus_tokens().numel()
+    assert tokenizer.add_bos_token is expect.add_bos_token is False
+    assert tokenizer("Hi").input_ids == expect("Hi").input_ids  # default call: no BOS either
+    assert tokenizer.bos_token_id not in tokenizer("Hi").input_ids
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id",
+                 "all_special_tokens", "chat_template"):
+        assert getattr(tokenizer, attr) == getattr(expect, attr), attr
+    assert len(tokenizer) == len(expect) == 49152
+
+
+@pytest.mark.slow
+def test_cache_hit_is_bit_identical(cache_loads, loaded):
+    folder, miss, hit = cache_loads
+    assert (miss.source, hit.source) == ("gguf", "cache")
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no leftovers
+    assert (folder / "manifest.json").is_file() and (folder / "model.safetensors").is_file()
+    assert_same_model(hit.model, miss.model)
+    assert_same_model(loaded[0], miss.model)  # this process's shared model (cache or GGUF)
+    assert_same_tokenizer(hit.tokenizer, miss.tokenizer)
+    window = ev.token_windows(sm.smollm2_corpus_tokens(), 1, WINDOW)[0]
+    assert torch.equal(ev.window_logits(hit.model, window), ev.window_logits(miss.model, window))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage,reason", [
+    pytest.param(damage, reason, id=damage) for damage, reason in (
+        ("truncate weights", "header"),  # safetensors: shorter than its header says
+        ("flip a weight bit", r"parameters differ from the manifest: \['model\."),
+        ("no manifest", "manifest.json"),
+    )])
+def test_corrupt_cache_is_replaced(cache_loads, monkeypatch, caplog, damage, reason):
+    """A damaged entry is never used: it is deleted, the model comes from the GGUF file (here
+    the fixture's GGUF-loaded model stands in for the conversion) and is cached again."""
+    folder, miss, _ = cache_loads
+    monkeypatch.setenv("BITMOD_BUILD_DIR", str(folder.parent.parent))
+    monkeypatch.delenv(sm.NO_MODEL_CACHE_ENV, raising=False)
+    converted = []
+    monkeypatch.setattr(sm, "_load_from_gguf",
+                        lambda path: converted.append(path) or (miss.model, miss.tokenizer))
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    if damage == "truncate weights":
+        os.truncate(weights, size // 2)
+    elif damage == "flip a weight bit":  # a valid file with one float32 changed
+        with open(weights, "r+b") as f:
+            f.seek(size // 2)
+            byte = f.read(1)[0]
+            f.seek(size // 2)
+            f.write(bytes([byte ^ 0x01]))
+    else:  # what a writer that died before its last step would leave, had it renamed early
+        (folder / "manifest.json").unlink()
+    again = sm._load_smollm2_uncached()
+    assert again.source == "gguf" and converted == [sm.smollm2_gguf_path()]
+    assert re.search(f"discarding the SmolLM2 cache .*: .*{reason}", caplog.text), caplog.text
+    assert weights.stat().st_size == size and (folder / "manifest.json").is_file()
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+    reread = sm._load_smollm2_uncached()
+    assert reread.source == "cache" and len(converted) == 1
+    assert_same_model(reread.model, miss.model)
+
+
+@pytest.mark.slow
+def test_cache_writer_that_loses_the_race_keeps_the_entry(cache_loads, monkeypatch):
+    """A second writer of an existing entry (two workers missed at once) leaves the first
+    one's entry in place and no temporary folder behind."""
+    folder, miss, _ = cache_loads
+    monkeypatch.setenv("BITMOD_BUILD_DIR", str(folder.parent.parent))
+    monkeypatch.delenv(sm.NO_MODEL_CACHE_ENV, raising=False)
+    _, key = sm._cache_entry(sm.smollm2_gguf_path())
+    before = (folder / "manifest.json").stat()
+    sm._write_cache(folder, key, miss.model, miss.tokenizer)
+    after = (folder / "manifest.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]

@@ -87,6 +87,7 @@ from bitmod.models.eval import (
     perplexity,
     token_windows,
 )
+from bitmod.toolchain import build_root
 
 __all__ = [
     "GGUF_FILE",
@@ -517,20 +518,6 @@ class _Loaded(NamedTuple):
     source: str  # "cache" or "gguf"
 
 
-def _build_root() -> Path:
-    """:func:`bitmod.toolchain.build_root`, repeated here: the layer rule lets models import
-    only golden and models (tests/test_layers.py; a test checks that the two agree)."""
-    root = os.environ.get("BITMOD_BUILD_DIR")
-    if root:
-        return Path(root)
-    top = Path(__file__).resolve().parent.parent
-    project = top / "pyproject.toml"
-    if project.is_file() and 'name = "bitmod-hdl"' in project.read_text(errors="replace"):
-        return top / "build"
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "bitmod-hdl"
-
-
 def _file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -563,7 +550,7 @@ def _cache_entry(path: Path) -> tuple[Path | None, dict | None]:
         return None, None
     key = _cache_key(path)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return _build_root() / "models" / f"smollm2-{digest}", key
+    return build_root() / "models" / f"smollm2-{digest}", key
 
 
 def _config_dict(model: nn.Module) -> dict:

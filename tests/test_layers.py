@@ -18,8 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Layer -> the project layers it may import (itself included). golden is the spec; hdl the RTL;
-# fpga, host and models sit on them; sim verifies the RTL, also end to end through the real
-# host driver (so it may import host, never the other way); tools (the API and the CLI) on top.
+# fpga, host and models sit on them (models keeps its caches in the toolchain's build folder);
+# sim verifies the RTL, also end to end through the real host driver (so it may import host,
+# never the other way); tools (the API and the CLI) on top.
 ALLOWED = {
     "golden": {"golden"},
     "toolchain": {"golden", "toolchain"},
@@ -27,7 +28,7 @@ ALLOWED = {
     "sim": {"golden", "hdl", "toolchain", "host", "sim"},
     "fpga": {"golden", "hdl", "toolchain", "fpga"},
     "host": {"golden", "host"},
-    "models": {"golden", "models"},
+    "models": {"golden", "toolchain", "models"},  # toolchain: the build folder of the caches
     "tools": {"golden", "hdl", "toolchain", "sim", "fpga", "host", "models", "tools"},
     "root": set(),  # bitmod/__init__.py resolves its API lazily, importing nothing eagerly
 }

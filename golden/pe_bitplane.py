@@ -560,10 +560,10 @@ class BitPlanePEModel:
         n = len(fields["group_last"])
         step_major = cfg.order == "step"
         step_last = fields["step_last"] if step_major else fields["group_last"]
+        # What the accumulators need per payload (the rest goes to run_group_pipeline).
         items = [(bin(int(fields["w_plane"][c]) & int(fields["a_plane"][c])).count("1"),
                   int(fields["negate"][c]), int(fields["shift"][c]),
-                  int(fields["group_last"][c]), int(fields["out_last"][c]),
-                  int(fields["scale"][c]), int(fields["exp"][c]), int(step_last[c]))
+                  int(fields["group_last"][c]), int(step_last[c]))
                  for c in range(n)]
         s_lo = -(1 << (cfg.sacc_width - 1)) if step_major else 0
         s_hi = (1 << (cfg.sacc_width - 1)) - 1 if step_major else 0
@@ -572,7 +572,7 @@ class BitPlanePEModel:
 
         def accumulate(index: int, cycle: int) -> int:
             nonlocal gacc, sacc, lo, hi
-            pop, negate, shift, group_last, _, _, _, s_last = items[index]
+            pop, negate, shift, group_last, s_last = items[index]
             if step_major:  # Horner within the step, then into the group sum
                 snext = (sacc << shift) + (-pop if negate else pop)
                 if not s_lo <= snext <= s_hi:

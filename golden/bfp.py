@@ -39,6 +39,14 @@ Error bound (proved on random blocks in ``tests/test_bfp.py``): with ``lsb = 2**
 K)``, ``|x - mant * lsb| < lsb`` for ``"trunc"``; ``|x - mant * lsb| <= lsb / 2`` for ``"rne"``
 except on saturated lanes, where it is ``< lsb``.
 
+Alignment to a given exponent (:func:`block_align`, :mod:`hdl.arith.act_block`'s
+``ActBlockAligner`` in the array's row front end): the same mantissas with ``block_exp``
+supplied instead of computed, for a block whose exponent is known to be at least every lane's
+``eff`` (the array's anchor, ``max(gexp, base)``, where ``gexp`` is the largest ``eff`` of the
+whole weight group the block belongs to). Then ``block_convert(bits)`` equals ``block_align(bits,
+max(eff))``. A nonzero finite lane with ``eff > block_exp`` cannot be aligned: it is flagged in
+``invalid`` and gives mantissa 0, as a special lane does.
+
 INT8 activations (``act_format="int8"``) are already integers with a per-token scale applied
 elsewhere: each 16-bit word must hold an int8 value sign-extended to 16 bits (an int16 in
 [-128, 127]); the converter passes it through unchanged with ``block_exp = 0`` and ``K = 0``.
@@ -61,6 +69,8 @@ __all__ = [
     "MIN_MANT_WIDTH",
     "ROUNDINGS",
     "BlockFlags",
+    "aligner_latency",
+    "block_align",
     "block_convert",
     "block_dequantize",
     "block_exp_width",
@@ -75,8 +85,9 @@ ROUNDINGS = ("trunc", "rne")
 MIN_MANT_WIDTH = 2
 MAX_MANT_WIDTH = 24
 MAX_CONVERTER_LANES = 64
-# Stages of the RTL converter after its exponent max tree (FP formats): the alignment shift in
-# two steps, the rounding and the output register (hdl/arith/act_block.py).
+# Stages of the RTL aligner (FP formats), which the converter runs after its exponent max tree:
+# the shift amount, the alignment shift in two steps, the rounding and output register
+# (hdl/arith/act_block.py).
 CONVERTER_FLOAT_POST_STAGES = 4
 
 
@@ -100,14 +111,22 @@ def check_block_params(act_format: str, mant_width: int, rounding: str) -> None:
 def converter_latency(lanes: int, act_format: str) -> int:
     """Latency in cycles of the RTL block converter (:mod:`hdl.arith.act_block`) for ``lanes``
     activations per block: 2 for INT8 (a pass-through in two registers); for FP16/BF16 the
-    exponent max tree, one stage per level (``max(1, ceil(log2 lanes))``), then
-    :data:`CONVERTER_FLOAT_POST_STAGES`. The RTL builds exactly this many stages and checks
-    it when it elaborates."""
+    exponent max tree, one stage per level (``max(1, ceil(log2 lanes))``), then the aligner's
+    :func:`aligner_latency`. The RTL builds exactly this many stages and checks it when it
+    elaborates."""
     lanes = check_int("lanes", lanes, 1, MAX_CONVERTER_LANES)
     check_choice("act_format", act_format, ACT_FORMATS)
     if act_format == "int8":
         return 2
-    return max(1, (lanes - 1).bit_length()) + CONVERTER_FLOAT_POST_STAGES
+    return max(1, (lanes - 1).bit_length()) + aligner_latency(act_format)
+
+
+def aligner_latency(act_format: str) -> int:
+    """Latency in cycles of the RTL block aligner (``ActBlockAligner``, FP16/BF16 only): the
+    shift amount, the coarse and fine shifts, the rounding with the output register
+    (:data:`CONVERTER_FLOAT_POST_STAGES`), whatever the lane count."""
+    float_fields(act_format)  # names a non-FP format
+    return CONVERTER_FLOAT_POST_STAGES
 
 
 def float_fields(act_format: str) -> tuple[int, int, int]:
@@ -180,14 +199,67 @@ def block_convert(bits, act_format: str = "fp16", mant_width: int = 12,
                 BlockFlags(invalid, np.zeros(word.shape, bool)))
 
     E, M, _ = float_fields(act_format)
-    sign = (word >> (E + M)) & 1
+    sig, eff = _significands(word, E, M)
+    block_exp = eff.max(axis=-1)
+    mant, saturated = _align(word, sig, eff, block_exp, E, M, W, rounding)
+    special = ((word >> M) & ((1 << E) - 1)) == (1 << E) - 1
+    return block_exp.astype(np.int64), mant, BlockFlags(special, saturated)
+
+
+def block_align(bits, block_exp, act_format: str = "fp16", mant_width: int = 12,
+                rounding: str = "rne") -> tuple[np.ndarray, BlockFlags]:
+    """Align blocks of FP16/BF16 activations to a given exponent (module docstring).
+
+    Parameters
+    ----------
+    bits : array of int, shape [..., N]
+        Raw 16-bit FP16/BF16 patterns, N per block.
+    block_exp : array of int, shape [...]
+        Each block's exponent, ``0 <= block_exp < 2**E``.
+    act_format : {"fp16", "bf16"}
+    mant_width, rounding
+        As for :func:`block_convert`.
+
+    Returns
+    -------
+    mantissas : int64 array, shape [..., N]
+    flags : BlockFlags
+        ``invalid``: Inf/NaN lanes and nonzero finite lanes with ``eff > block_exp`` (mantissa
+        0); ``saturated`` as for :func:`block_convert`.
+    """
+    check_block_params(act_format, mant_width, rounding)
+    E, M, _ = float_fields(act_format)
+    word = _check_bits(bits)
+    exp = np.asarray(block_exp)
+    if not np.issubdtype(exp.dtype, np.integer):
+        raise TypeError(f"block_exp must be an integer array, not {exp.dtype}")
+    if exp.shape != word.shape[:-1]:
+        raise ValueError(f"block_exp must have shape {word.shape[:-1]}, not {exp.shape}")
+    exp = exp.astype(np.int64)
+    if exp.size and (exp.min() < 0 or exp.max() >= 1 << E):
+        raise ValueError(f"block_exp must be in 0..{(1 << E) - 1}")
+    sig, eff = _significands(word, E, M)
+    above = eff > exp[..., None]
+    sig = np.where(above, 0, sig)
+    mant, saturated = _align(word, sig, np.where(above, 0, eff), exp, E, M, int(mant_width),
+                             rounding)
+    special = ((word >> M) & ((1 << E) - 1)) == (1 << E) - 1
+    return mant, BlockFlags(special | above, saturated)
+
+
+def _significands(word, E: int, M: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sig`` (0 for Inf/NaN) and ``eff`` (0 for zeros and Inf/NaN) of each FP word."""
     e = (word >> M) & ((1 << E) - 1)
     m = word & ((1 << M) - 1)
     special = e == (1 << E) - 1
     sig = np.where(special, 0, np.where(e != 0, (1 << M) | m, m))
-    eff = np.where(sig == 0, 0, np.maximum(e, 1))
-    block_exp = eff.max(axis=-1)
+    return sig, np.where(sig == 0, 0, np.maximum(e, 1))
 
+
+def _align(word, sig, eff, block_exp, E: int, M: int, W: int, rounding: str):
+    """Mantissas and ``saturated`` of the lanes aligned to ``block_exp >= eff`` (module
+    docstring: the aligned magnitude, its rounding, saturation and sign)."""
+    sign = (word >> (E + M)) & 1
     # a = sig * 2**(P - d): scale up by 2**max(P, 0) (exact), then drop d + max(-P, 0) bits.
     P = W - 2 - M
     wide = sig << max(P, 0)
@@ -205,7 +277,7 @@ def block_convert(bits, act_format: str = "fp16", mant_width: int = 12,
     saturated = kept > qmax
     q = np.minimum(kept, qmax)
     mant = np.where(sign == 1, -q, q)
-    return block_exp.astype(np.int64), mant.astype(np.int64), BlockFlags(special, saturated)
+    return mant.astype(np.int64), saturated
 
 
 def block_dequantize(block_exp, mantissas, act_format: str = "fp16",

@@ -21,13 +21,15 @@ Datapath (mirrors the RTL, one output ``(m, n)`` per PE of an output tile)
        anchor[m,g] = max(gexp[m, g], base[m])                      the group's block exponent
        e[m, g]     = anchor[m, g] - base[m]                        in 0 .. 2**X - 1
 
-   The mantissas ``a[m, k]`` are those of ``block_convert`` applied to the group with one
-   extra *anchor* element, the word ``anchor << M`` (value ``2**(anchor - bias)``), appended:
-   that element fixes the block exponent to ``anchor`` and is dropped. A group far below the
-   token's largest one (more than ``2**X - 1`` binades) is thus aligned to ``base`` and loses
-   low bits, so the PE's group shift stays ``X`` bits and the accumulator bounded. The RTL's
-   row converter is :class:`hdl.arith.act_block.ActBlockConverter` with ``L + 1`` lanes, the
-   last fed the anchor word. ``K_off = bias + W - 2`` (:func:`golden.bfp.scale_offset`).
+   The mantissas ``a[m, k]`` are the group's elements aligned to ``anchor``
+   (:func:`golden.bfp.block_align`): those of ``block_convert`` applied to the group with one
+   extra *anchor* element, the word ``anchor << M`` (value ``2**(anchor - bias)``), appended
+   and dropped again, since ``anchor >= gexp`` is the block exponent that element gives. A
+   group far below the token's largest one (more than ``2**X - 1`` binades) is thus aligned to
+   ``base`` and loses low bits, so the PE's group shift stays ``X`` bits and the accumulator
+   bounded. The RTL's row front end aligns each weight-step's ``L`` activations to the anchor
+   with a :class:`hdl.arith.act_block.ActBlockAligner` (no exponent max tree: the on-chip
+   pre-pass computed ``gexp``). ``K_off = bias + W - 2`` (:func:`golden.bfp.scale_offset`).
 3. **Group sums and scales** (the PE, :func:`golden.pe.pe_reference`): K is cut into groups of
    ``G`` (a ragged last group has ``K mod G`` elements; the array pads it with zero
    activations to a multiple of ``L``). With ``q[n, g]`` the unsigned INT8 group-scale code::
@@ -286,13 +288,13 @@ class ArrayConfig(DatapathParams):
     # -- pipeline latencies (the RTL asserts them when it elaborates) --------------------------
     @property
     def front_end_latency(self) -> int:
-        """Row front end: one register for INT8, else the block converter of ``L + 1`` lanes
-        (:func:`golden.bfp.converter_latency`), plus the kind's row stages after it
+        """Row front end: one register for INT8, else the block aligner
+        (:func:`golden.bfp.aligner_latency`), plus the kind's row stages after it
         (:attr:`golden.pe_kind.PEKind.row_latency`: the LUT PE's table builders)."""
         row = self.kind.row_latency(self)
         if self.act_format == "int8":
             return 1 + row
-        return bfp.converter_latency(self.lanes + 1, self.act_format) + row
+        return bfp.aligner_latency(self.act_format) + row
 
     @property
     def front_latency(self) -> int:
@@ -571,11 +573,11 @@ def act_mantissas(x, cfg: ArrayConfig) -> dict[str, np.ndarray]:
     window = (1 << cfg.act_exp_bits) - 1
     base = np.maximum(1, gexp.max(axis=1) - window)
     anchor = np.maximum(gexp, base[:, None])
-    with_anchor = np.concatenate([blocks, (anchor << M)[..., None]], axis=-1)
-    block_exp, mant, _ = bfp.block_convert(with_anchor, cfg.act_format, cfg.mant_width,
-                                           cfg.rounding)
-    assert (block_exp == anchor).all()
-    mant = mant[..., :width].reshape(m, -1)[:, :k]
+    # The anchor is at least every lane's effective exponent (gexp is the group's largest), so
+    # aligning to it is block_convert of the group with one more lane holding the anchor.
+    mant, flags = bfp.block_align(blocks, anchor, cfg.act_format, cfg.mant_width, cfg.rounding)
+    assert not flags.invalid.any()
+    mant = mant.reshape(m, -1)[:, :k]
     return {"mant": mant, "shift": anchor - base[:, None], "gexp": gexp, "base": base,
             "words": words}
 

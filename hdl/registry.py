@@ -57,6 +57,7 @@ class Entry:
 
 COMPONENTS = {
     "act_block": Entry("bitmod.hdl.arith.act_block:ActBlockConverter"),
+    "act_align": Entry("bitmod.hdl.arith.act_block:ActBlockAligner"),
     "bitplane_pe": Entry("bitmod.hdl.pe.bitplane:BitPlanePE", None, "weight_bits", "int4",
                          pe_kind="bitplane"),
     "bitserial_pe": Entry("bitmod.hdl.pe.bitserial:BitSerialPE", "bitmod.golden.pe:PEConfig",

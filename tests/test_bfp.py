@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bitmod.golden.bfp import (
+    block_align,
     block_convert,
     block_dequantize,
     block_exp_width,
@@ -44,22 +45,24 @@ def encode(values, fmt) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def reference_block(values, fmt, mant_width, rounding):
-    """Exact reference for one block of float64 values: (block_exp, mants, invalid, saturated)."""
+def reference_block(values, fmt, mant_width, rounding, block_exp=None):
+    """Exact reference for one block of float64 values: (block_exp, mants, invalid, saturated).
+    With ``block_exp`` given (golden.bfp.block_align), a lane above it is invalid, mantissa 0."""
     _, bias, _ = IEEE[fmt]
     finite = [Fraction(v) if math.isfinite(v) else None for v in values]
-    effs = []
-    for x in finite:
-        if x:
-            # frexp: |x| = f * 2**e with 0.5 <= f < 1, so floor(log2|x|) = e - 1.
-            effs.append(max(math.frexp(float(x))[1] - 1 + bias, 1))
-    block_exp = max(effs, default=0)
+
+    def eff(x):
+        # frexp: |x| = f * 2**e with 0.5 <= f < 1, so floor(log2|x|) = e - 1.
+        return max(math.frexp(float(x))[1] - 1 + bias, 1) if x else 0
+
+    if block_exp is None:
+        block_exp = max((eff(x) for x in finite if x is not None), default=0)
     K = bias + mant_width - 2
     qmax = 2 ** (mant_width - 1) - 1
     mants, invalid, saturated = [], [], []
     for x in finite:
-        invalid.append(x is None)
-        if x is None:
+        invalid.append(x is None or eff(x) > block_exp)
+        if invalid[-1]:
             mants.append(0)
             saturated.append(False)
             continue
@@ -240,6 +243,43 @@ def test_corner_blocks_match_exact_reference(fmt, width):
                 assert_matches_reference(codes[None, :], fmt, width, rounding)
             except AssertionError as err:
                 raise AssertionError(f"corner {name!r}, {rounding}: {err}") from err
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+@pytest.mark.parametrize("rounding", ["trunc", "rne"])
+def test_block_align_matches_exact_reference(fmt, rounding):
+    """block_align to exponents at, above and below each block's largest effective exponent
+    (the lanes above it refused), and block_convert as block_align to its own exponent."""
+    rng = np.random.default_rng([11, len(fmt), len(rounding)])
+    emax = (1 << IEEE[fmt][2].bit_length()) - 1
+    checked = 0
+    for lanes, width in [(4, 8), (5, 12), (3, 24), (16, 5)]:
+        blocks = random_blocks(rng, 300, lanes, fmt, width)
+        own = block_convert(blocks, fmt, width, rounding)
+        mant, flags = block_align(blocks, own[0], fmt, width, rounding)
+        assert (mant == own[1]).all() and (flags.invalid == own[2].invalid).all()
+        assert (flags.saturated == own[2].saturated).all()
+        exps = np.clip(own[0] + rng.integers(-3, 7, size=own[0].shape), 0, emax)
+        mant, flags = block_align(blocks, exps, fmt, width, rounding)
+        for b in range(blocks.shape[0]):
+            values = list(decode(blocks[b], fmt))
+            _, ref, invalid, sat = reference_block(values, fmt, width, rounding, int(exps[b]))
+            assert list(mant[b]) == ref and list(flags.invalid[b]) == invalid
+            assert list(flags.saturated[b]) == sat
+        checked += blocks.size
+    assert checked and flags.invalid.any()
+    print(f"checked {checked} cases")
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    (([[0x3C00]], [0], "int8"), ValueError, "floating-point"),
+    (([[0x3C00]], [0, 1]), ValueError, "block_exp must have shape"),
+    (([[0x3C00]], [32]), ValueError, "block_exp must be in 0..31"),
+    (([[0x3C00]], [1.0]), TypeError, "block_exp must be an integer"),
+])
+def test_block_align_bad_input_is_named(args, exc, match):
+    with pytest.raises(exc, match=match):
+        block_align(*args)
 
 
 def test_corner_semantics():

@@ -179,8 +179,8 @@ def test_run_reports_a_device_error_in_one_line(capsys, monkeypatch):
 
 def test_bench_synth_refuses_an_unknown_component(capsys):
     assert one_line_error(capsys, "bench", "synth", "--only", "nosuch") == (
-        "--only must be one of act_block, fixed_cast, minifloat_mul, requant, term_encoder, "
-        "to_float, not 'nosuch'")
+        "--only must be one of act_align, act_block, fixed_cast, minifloat_mul, requant, "
+        "term_encoder, to_float, not 'nosuch'")
 
 
 @pytest.mark.parametrize(("clock", "message"), [

@@ -20,6 +20,8 @@ UNITS = (
     ("term_encoder", {"formats": "int8"}, "INT8 Booth"),
     ("act_block", {"lanes": 4, "act_format": "fp16", "mant_width": 12, "rounding": "rne"},
      "4 x FP16 -> 12-bit BFP"),
+    ("act_align", {"lanes": 4, "act_format": "fp16", "mant_width": 12, "rounding": "rne"},
+     "4 x FP16 aligned, 12-bit"),
     ("requant", {}, "32-bit acc, default"),
     ("minifloat_mul", {"a_format": "fp8_e4m3", "b_format": "fp8_e4m3"}, "E4M3 x E4M3"),
     ("to_float", {"in_width": 32, "in_frac": 0, "out_format": "fp16"}, "32-bit -> FP16"),

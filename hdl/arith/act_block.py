@@ -1,7 +1,10 @@
-"""Activation block converter: FP16/BF16 blocks -> shared exponent + integer mantissas.
+"""Activation block converter and aligner: FP16/BF16 blocks -> integer mantissas.
 
-The bit-exact definition (effective exponents, ``K``, rounding, saturation, Inf/NaN and INT8
-rules) is :func:`golden.bfp.block_convert`; this module only implements it in hardware.
+The converter finds a block's shared exponent and aligns its lanes to it; the aligner (the
+array's row front end) aligns them to an exponent it is given. Both run the same alignment
+stages (:func:`_align_stages`). The bit-exact definitions (effective exponents, ``K``,
+rounding, saturation, Inf/NaN and INT8 rules) are :func:`golden.bfp.block_convert` and
+:func:`golden.bfp.block_align`; this module only implements them in hardware.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitmod.golden.bfp import (
     MAX_CONVERTER_LANES,
+    aligner_latency,
     block_exp_width,
     check_block_params,
     converter_latency,
@@ -20,9 +24,9 @@ from bitmod.golden.bfp import (
 )
 from bitmod.golden.checks import check_int
 
-from ..common import pipeline_enable, read_only
+from ..common import pipeline_enable, read_only, register_fields
 
-__all__ = ["ActBlockConverter"]
+__all__ = ["ActBlockAligner", "ActBlockConverter"]
 
 
 @read_only("lanes", "act_format", "mant_width", "rounding")
@@ -46,13 +50,12 @@ class ActBlockConverter(wiring.Component):
     ``k = bit_length(W)``:
 
     1. ``tree_stages`` stages of a max tree, one level per stage, over the exponent fields of
-       the finite lanes; an OR of "nonzero and finite" travels alongside, and the last tree
-       stage unpacks each lane into (sign, eff, significand, special);
-    2. align: ``block_exp`` from the tree's maximum, ``d = block_exp - eff`` clamped to ``k``
-       bits (any ``d >= W`` drops every bit of the lane);
-    3. coarse shift of the significand by the high ``ceil(k/2)`` bits of ``d``, with the sticky
-       OR of the bits already below the rounding point;
-    4. fine shift by the low ``floor(k/2)`` bits: truncated magnitude, round bit, sticky bit;
+       the finite lanes; an OR of "nonzero and finite" travels alongside, the raw words beside;
+    2. to 4. the alignment stages of :class:`ActBlockAligner` (:func:`_align_stages`) with
+       ``block_exp`` from the tree's maximum: unpack and ``d = block_exp - max(e, 1)`` clamped
+       to ``k`` bits (any ``d >= W`` drops every bit of the lane), the coarse shift by the
+       high ``ceil(k/2)`` bits of ``d`` with the sticky OR of the bits already below the
+       rounding point, the fine shift by the low ``floor(k/2)`` bits;
     5. round, saturate and negate with one adder: ``(kept ^ -s) + (inc ^ s)``.
 
     Every stage holds at most one carry chain (a compare, the subtract or the final adder) or
@@ -138,7 +141,7 @@ class ActBlockConverter(wiring.Component):
         stages = set()  # the register stages the datapath is built with
 
         def register(value, name):
-            stages.add(name.rpartition("_")[2] if "_" in name else "in")
+            stages.add(name.partition("_")[0])
             # Datapath registers need no reset: the valid chain says what they hold.
             reg = Signal(value.shape(), name=name, reset_less=True)
             with m.If(enable):
@@ -165,40 +168,21 @@ class ActBlockConverter(wiring.Component):
         for i, word in enumerate(words):
             # An int16 in [-128, 127] has bits 15..7 all equal.
             ok = (word[7:] == 0) | (word[7:] == 0x1FF)
-            mants.append(register(Mux(ok, word[:8].as_signed(), 0), f"mant{i}_in"))
-            invalids.append(register(~ok, f"invalid{i}_in"))
+            mants.append(register(Mux(ok, word[:8].as_signed(), 0), f"in_mant{i}"))
+            invalids.append(register(~ok, f"in_invalid{i}"))
         return C(0, 1), mants, Cat(*invalids), C(0, self._lanes)
 
     def _elaborate_float(self, words, register):
-        """Unpack, max tree, align, two-step shift; returns the operands of the output stage."""
+        """Max tree, then the alignment stages; returns the operands of the output stage."""
         E, M, _ = float_fields(self._act_format)
-        W = self._mant_width
         top = (1 << E) - 1
-
-        def unpack(word):
-            """eff = max(e, 1) for nonzero finite lanes, 0 otherwise; sig = 0 for Inf/NaN."""
-            sign, e, frac = word[E + M], word[M:M + E], word[:M]
-            special = e == top
-            hidden = (e != 0) & ~special
-            nonzero = (e != 0) | (frac != 0)
-            return {
-                "sign": sign,
-                "eff": Mux(special | ~nonzero, 0, Cat(e[0] | (e == 0), e[1:])),
-                "sig": Mux(special, 0, Cat(frac, hidden)),
-                "special": special,
-            }
-
-        def register_lanes(lanes, stage):
-            return [{name: register(value, f"lane{i}_{name}_{stage}")
-                     for name, value in lane.items()} for i, lane in enumerate(lanes)]
 
         # Max tree, one level per stage, over the raw exponent fields of the finite lanes: the
         # compare starts straight from the input register, and the Inf/NaN test (an E-input AND)
         # runs beside it into the select. A pair of two Inf/NaN lanes gives 0, the bottom.
         # Since max(., 1) is monotonic, block_exp = max(block_key, 1) when some lane is
         # nonzero and finite (an OR tree travels alongside) and 0 otherwise. The words travel
-        # raw (fewer bits than unpacked) and are unpacked in the last tree stage.
-        lanes = [{"word": word} for word in words]
+        # raw beside the tree into the alignment stages.
         leaves = []
         for word in words:
             e, frac = word[M:M + E], word[:M]
@@ -216,86 +200,226 @@ class ActBlockConverter(wiring.Component):
                 nxt = [(Mux(ka > kb, ka, kb), na | nb)
                        for (ka, na), (kb, nb) in zip(level[::2], level[1::2], strict=False)]
                 level = nxt + ([level[-1]] if len(level) % 2 else [])
-            level = [(register(k, f"max{j}_t{stage}"), register(n, f"nz{j}_t{stage}"))
-                     for j, (k, n) in enumerate(level)]
-            if stage == self._tree_stages - 1:
-                lanes = [unpack(lane["word"]) for lane in lanes]
-            lanes = register_lanes(lanes, f"t{stage}")
+            # The stage's maxima, OR bits and words, packed into as few registers as fit.
+            regs = register_fields(register, {**{("max", j): k for j, (k, _) in enumerate(level)},
+                                              **{("nz", j): n for j, (_, n) in enumerate(level)},
+                                              **{("word", i): w for i, w in enumerate(words)}},
+                                   f"t{stage}_tree")
+            level = [(regs["max", j], regs["nz", j]) for j in range(len(level))]
+            words = [regs["word", i] for i in range(len(words))]
         ((block_key, block_nz),) = level
+        # block_key = 0 with some lane nonzero and finite: every finite lane has e = 0 (eff 1).
+        block_exp = Mux(block_nz, Cat(block_key[0] | (block_key == 0), block_key[1:]), 0)
+        mants, invalid, saturated = _align_stages(words, block_exp, register, self._act_format,
+                                                  self._mant_width, self._rounding)
+        for stage in ("a", "c", "f"):
+            block_exp = register(block_exp, f"{stage}_blockexp")
+        return block_exp, mants, invalid, saturated
 
-        # a = sig * 2**(P - d) with d = block_exp - eff. Shift x = wide << Z right by d, with
-        # wide = sig << max(P, 0) and Z zero bits below it: a's integer LSB is then at
-        # q + 1 = Z + max(-P, 0), so kept = floor(a) = x'[q + 1 : q + W], qb = x'[q] and
-        # r = any(x'[:q]). Any d >= W puts sig's top bit (at most W - 2 - d in a) below the
-        # round bit: kept = 0, qb = 0, r = sig != 0, as d = 2**k - 1 >= W does. So d clamps
-        # to k bits by OR-ing its high bits (no comparator), and Z = 2**k - 1 zeros keep every
-        # nonzero bit of x inside x'.
-        P = W - 2 - M
-        drop_bits = W.bit_length()
-        Z = (1 << drop_bits) - 1
-        q = Z + max(-P, 0) - 1
-        fine_bits = drop_bits // 2
-        fine_max = (1 << fine_bits) - 1
 
-        # Align stage. With some lane nonzero and finite, block_exp = max(block_key, 1), and
-        # block_key = 0 only when every finite lane has e = 0 (eff 0 or 1): then d = 0.
-        # Without one, every sig is 0 and any d gives 0.
-        key_zero = block_key == 0
-        for lane in lanes:
-            d = (block_key - lane.pop("eff"))[:E]
-            if drop_bits < E:
-                d = d[:drop_bits] | d[drop_bits:].any().replicate(drop_bits)
-            lane["drop"] = d & ~key_zero.replicate(len(d))
-        block_exp = register(Mux(block_nz, Cat(block_key[0] | key_zero, block_key[1:]), 0),
-                             "blockexp_a")
-        lanes = register_lanes(lanes, "a")
+@read_only("lanes", "act_format", "mant_width", "rounding")
+class ActBlockAligner(wiring.Component):
+    """Aligns a block of ``lanes`` FP16/BF16 activations to a given block exponent.
 
-        # Coarse shift by the high bits of drop (a multiple of 2**fine_bits). Bits of y below q
-        # stay below q after the fine shift: they only feed the sticky bit r. Nonzero bits of y
-        # sit at or above Z - coarse >= fine, so the fine shift loses none.
-        for lane in lanes:
-            sig, drop = lane.pop("sig"), lane.pop("drop")
-            wide = Cat(C(0, P), sig) if P > 0 else sig
-            y = Cat(C(0, Z), wide) >> (drop[fine_bits:] << fine_bits)
-            # Only y[q : q + W + fine_max] can reach kept or qb; y[q : q + fine] moves into r.
-            lane["y"] = y[q:q + W + fine_max]
-            if self._rounding == "rne":
-                lane["sticky"] = y[:q].any()
-            lane["fine"] = drop[:fine_bits]
-        block_exp = register(block_exp, "blockexp_c")
-        lanes = register_lanes(lanes, "c")
+    Computes, for each input (definition in :func:`golden.bfp.block_align`)::
 
-        # Fine shift: kept = floor(a) < 2**(W-1), qb the first dropped bit, r the rest.
-        for lane in lanes:
-            y, fine = lane.pop("y"), lane.pop("fine")
-            z = y >> fine
-            lane["kept"] = z[1:W]
-            if self._rounding == "rne":
-                # y[:fine] moves below q: into r.
-                moved = Cat(*(y[j] & (fine > j) for j in range(fine_max)))
-                lane["qb"] = z[0]
-                lane["r"] = lane.pop("sticky") | moved.any()
-        block_exp = register(block_exp, "blockexp_f")
-        lanes = register_lanes(lanes, "f")
+        mant_i = (-1)**s_i * sat(round(sig_i * 2**(W - 2 - M - (exp - eff_i))))
 
-        # Output stage: round, saturate and negate with one adder. With inc the RNE increment,
-        # (-1)**s * (kept + inc) = (kept ^ -s) + (inc ^ s) in two's complement.
-        mants, saturated = [], []
-        for lane in lanes:
-            sign, kept = lane["sign"], lane["kept"]
-            if self._rounding == "rne":
-                inc = lane["qb"] & (kept[0] | lane["r"])
-                if P < 0:
-                    # Only when the largest lane has dropped bits can RNE carry into bit W-1;
-                    # the clamp 2**(W-1) - 1 is then kept itself, so the increment is dropped.
-                    sat = inc & kept.all()
-                    inc = inc & ~sat
-                else:
-                    sat = C(0, 1)
+    as :class:`ActBlockConverter` does with ``block_exp = exp``: the same mantissas as the
+    converter of the block with one more lane holding the word ``exp << M``, without the
+    exponent max tree. For the array's row front end, whose block exponent (the anchor
+    ``max(gexp, base)``) is known from the pre-pass. A nonzero finite lane with ``eff > exp``
+    gives 0 and is flagged in ``invalid``, as Inf/NaN lanes are.
+
+    Pipeline: the alignment stages of the converter (:func:`_align_stages`: shift amount,
+    coarse shift, fine shift) and the output register (round, saturate, negate).
+    Latency: 4 cycles (:func:`golden.bfp.aligner_latency`), whatever ``lanes``. Throughput: one
+    block per cycle; the pipeline advances when ``o_stream.ready`` is high or
+    ``o_stream.valid`` is low, and ``i_stream.ready`` is that same enable.
+
+    Widths: ``exp`` is ``E`` bits (the format's exponent field); each mantissa is
+    ``signed(mant_width)``; ``invalid`` and ``saturated`` are ``lanes`` bits.
+
+    Parameters
+    ----------
+    lanes : int
+        N, activations per block, 1..64.
+    act_format : {"fp16", "bf16"}
+    mant_width : int
+        W, 2..24.
+    rounding : {"trunc", "rne"}
+
+    Members
+    -------
+    i_stream : In(stream.Signature(StructLayout({"data": ArrayLayout(unsigned(16), lanes),
+            "exp": unsigned(E)})))
+        Raw 16-bit activation words, lane 0 at the LSB, and the block exponent.
+    o_stream : Out(stream.Signature(StructLayout({"mant": ArrayLayout(signed(W), lanes),
+            "invalid": unsigned(lanes), "saturated": unsigned(lanes)})))
+        Mantissas and per-lane flags (bit i = lane i).
+    """
+
+    def __init__(self, lanes: int = 4, act_format: str = "fp16", mant_width: int = 12,
+                 rounding: str = "rne"):
+        self._lanes = check_int("lanes", lanes, 1, MAX_CONVERTER_LANES)
+        check_block_params(act_format, mant_width, rounding)
+        if act_format == "int8":
+            raise ValueError("act_format must be fp16 or bf16 for the aligner, not 'int8'")
+        self._act_format = act_format
+        self._mant_width = int(mant_width)
+        self._rounding = rounding
+        super().__init__({
+            "i_stream": In(stream.Signature(self.input_layout)),
+            "o_stream": Out(stream.Signature(self.output_layout)),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted input to its output being valid
+        (:func:`golden.bfp.aligner_latency`)."""
+        return aligner_latency(self._act_format)
+
+    @property
+    def input_layout(self) -> data.StructLayout:
+        return data.StructLayout({"data": data.ArrayLayout(unsigned(16), self._lanes),
+                                  "exp": unsigned(block_exp_width(self._act_format))})
+
+    @property
+    def output_layout(self) -> data.StructLayout:
+        return data.StructLayout({
+            "mant": data.ArrayLayout(signed(self._mant_width), self._lanes),
+            "invalid": unsigned(self._lanes),
+            "saturated": unsigned(self._lanes),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        enable = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
+        stages = set()
+
+        def register(value, name):
+            stages.add(name.partition("_")[0])
+            # Datapath registers need no reset: the valid chain says what they hold.
+            reg = Signal(value.shape(), name=name, reset_less=True)
+            with m.If(enable):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        payload = self.i_stream.payload
+        words = [payload.data[i] for i in range(self._lanes)]
+        mants, invalid, saturated = _align_stages(words, payload.exp, register,
+                                                  self._act_format, self._mant_width,
+                                                  self._rounding)
+        out = self.o_stream.payload
+        with m.If(enable):
+            m.d.sync += [out.invalid.eq(invalid), out.saturated.eq(saturated)]
+            m.d.sync += [out.mant[i].eq(mant) for i, mant in enumerate(mants)]
+        if len(stages) + 1 != self.latency:  # + 1: the output register
+            raise AssertionError(f"the aligner built {len(stages) + 1} stages, golden's "
+                                 f"latency is {self.latency}")
+        return m
+
+
+def _align_stages(words, exp, register, act_format: str, W: int, rounding: str):
+    """The alignment of FP16/BF16 ``words`` to the block exponent ``exp`` (at least every
+    nonzero finite lane's effective exponent, else that lane is flagged and gives 0), in three
+    register stages made with ``register(value, name)`` (names starting ``a_``, ``c_``, ``f_``):
+
+    1. align: unpack, ``d = exp - max(e, 1)`` clamped to ``k = bit_length(W)`` bits (any
+       ``d >= W`` drops every bit of the lane; a negative ``d`` clamps to all ones);
+    2. coarse shift of the significand by the high ``ceil(k/2)`` bits of ``d``, with the sticky
+       OR of the bits already below the rounding point;
+    3. fine shift by the low ``floor(k/2)`` bits: truncated magnitude, round bit, sticky bit.
+
+    Returns the operands of the output stage (round, saturate and negate with one adder:
+    ``(kept ^ -s) + (inc ^ s)``): the ``signed(W)`` mantissas, ``invalid`` and ``saturated``
+    (``Cat`` of one bit per lane).
+    """
+    E, M, _ = float_fields(act_format)
+    top = (1 << E) - 1
+
+    def register_lanes(lanes, stage):
+        # The stage's fields of every lane packed into as few registers as fit (same flip-flops).
+        return [register_fields(register, lane, f"{stage}_lane{i}")
+                for i, lane in enumerate(lanes)]
+
+    # a = sig * 2**(P - d) with d = exp - eff. Shift x = wide << Z right by d, with
+    # wide = sig << max(P, 0) and Z zero bits below it: a's integer LSB is then at
+    # q + 1 = Z + max(-P, 0), so kept = floor(a) = x'[q + 1 : q + W], qb = x'[q] and
+    # r = any(x'[:q]). Any d >= W puts sig's top bit (at most W - 2 - d in a) below the
+    # round bit: kept = 0, qb = 0, r = sig != 0, as d = 2**k - 1 >= W does. So d clamps
+    # to k bits by OR-ing its high bits (no comparator), and Z = 2**k - 1 zeros keep every
+    # nonzero bit of x inside x'.
+    P = W - 2 - M
+    drop_bits = W.bit_length()
+    Z = (1 << drop_bits) - 1
+    q = Z + max(-P, 0) - 1
+    fine_bits = drop_bits // 2
+    fine_max = (1 << fine_bits) - 1
+
+    # Align stage. A zero or Inf/NaN lane has sig = 0, so its d does not matter: eff is
+    # max(e, 1) without testing for them. exp - eff is E + 1 bits; its top bit is the borrow
+    # of a lane above exp, whose d clamps to all ones (mantissa 0).
+    lanes = []
+    for word in words:
+        sign, e, frac = word[E + M], word[M:M + E], word[:M]
+        special = e == top
+        nonzero = (e != 0) | (frac != 0)
+        diff = (exp - Cat(e[0] | (e == 0), e[1:]))[:E + 1]
+        d, below = diff[:E], diff[E]
+        if drop_bits < E:
+            d = d[:drop_bits] | d[drop_bits:].any().replicate(drop_bits)
+        lanes.append({
+            "sign": sign,
+            "sig": Mux(special, 0, Cat(frac, (e != 0) & ~special)),
+            "drop": d | below.replicate(len(d)),
+            "invalid": special | (below & nonzero),
+        })
+    lanes = register_lanes(lanes, "a")
+
+    # Coarse shift by the high bits of drop (a multiple of 2**fine_bits). Bits of y below q
+    # stay below q after the fine shift: they only feed the sticky bit r. Nonzero bits of y
+    # sit at or above Z - coarse >= fine, so the fine shift loses none.
+    for lane in lanes:
+        sig, drop = lane.pop("sig"), lane.pop("drop")
+        wide = Cat(C(0, P), sig) if P > 0 else sig
+        y = Cat(C(0, Z), wide) >> (drop[fine_bits:] << fine_bits)
+        # Only y[q : q + W + fine_max] can reach kept or qb; y[q : q + fine] moves into r.
+        lane["y"] = y[q:q + W + fine_max]
+        if rounding == "rne":
+            lane["sticky"] = y[:q].any()
+        lane["fine"] = drop[:fine_bits]
+    lanes = register_lanes(lanes, "c")
+
+    # Fine shift: kept = floor(a) < 2**(W-1), qb the first dropped bit, r the rest.
+    for lane in lanes:
+        y, fine = lane.pop("y"), lane.pop("fine")
+        z = y >> fine
+        lane["kept"] = z[1:W]
+        if rounding == "rne":
+            # y[:fine] moves below q: into r.
+            moved = Cat(*(y[j] & (fine > j) for j in range(fine_max)))
+            lane["qb"] = z[0]
+            lane["r"] = lane.pop("sticky") | moved.any()
+    lanes = register_lanes(lanes, "f")
+
+    # Output stage: round, saturate and negate with one adder. With inc the RNE increment,
+    # (-1)**s * (kept + inc) = (kept ^ -s) + (inc ^ s) in two's complement.
+    mants, saturated = [], []
+    for lane in lanes:
+        sign, kept = lane["sign"], lane["kept"]
+        if rounding == "rne":
+            inc = lane["qb"] & (kept[0] | lane["r"])
+            if P < 0:
+                # Only when the largest lane has dropped bits can RNE carry into bit W-1;
+                # the clamp 2**(W-1) - 1 is then kept itself, so the increment is dropped.
+                sat = inc & kept.all()
+                inc = inc & ~sat
             else:
-                inc, sat = C(0, 1), C(0, 1)
-            flip = Cat(kept, C(0, 1)) ^ sign.replicate(W)
-            mants.append((flip + (inc ^ sign))[:W])
-            saturated.append(sat)
-
-        return block_exp, mants, Cat(*(lane["special"] for lane in lanes)), Cat(*saturated)
+                sat = C(0, 1)
+        else:
+            inc, sat = C(0, 1), C(0, 1)
+        flip = Cat(kept, C(0, 1)) ^ sign.replicate(W)
+        mants.append((flip + (inc ^ sign))[:W])
+        saturated.append(sat)
+    return mants, Cat(*(lane["invalid"] for lane in lanes)), Cat(*saturated)

@@ -40,9 +40,9 @@ class SystolicArray(wiring.Component):
     Edge logic, in order:
 
     * front end (:class:`~hdl.array.front_end.RowFrontEnd`): per row an
-      :class:`~hdl.arith.act_block.ActBlockConverter` of ``L + 1`` lanes whose extra lane gets
-      the anchor word ``max(gexp, base) << M`` (FP16/BF16; golden.gemm step 2) and the row
-      shift ``max(gexp, base) - base``; INT8 activations pass through one register stage;
+      :class:`~hdl.arith.act_block.ActBlockAligner` that aligns the row's ``L`` activations
+      to the anchor ``max(gexp, base)`` (FP16/BF16; golden.gemm step 2) and the row shift
+      ``max(gexp, base) - base``; INT8 activations pass through one register stage;
       for the ``"lut"`` kind a table builder per row follows;
     * column tops (:class:`~hdl.array.serializer.StepSerializer`): per column ``L`` term
       encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the special-value register

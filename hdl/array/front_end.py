@@ -1,16 +1,16 @@
-"""The array's input step layout and its row front end (activation block converters and, for
+"""The array's input step layout and its row front end (activation block aligners and, for
 the LUT-table PE kind, the rows' table builders)."""
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import bfp
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.golden.pe_lut import array_lut_params
-from bitmod.hdl.arith.act_block import ActBlockConverter
+from bitmod.hdl.arith.act_block import ActBlockAligner
 from bitmod.hdl.pe.lut_table import LutTableBuilder, builder_out_layout
 
 from ..common import read_only
@@ -49,7 +49,7 @@ def row_operand_layout(cfg: ArrayConfig) -> data.Layout:
 
 
 def _mantissa_layout(cfg: ArrayConfig) -> data.StructLayout:
-    """A step after the block converters: the activations as ``R x L`` signed
+    """A step after the block aligners: the activations as ``R x L`` signed
     ``act_width``-bit mantissas and each row's group shift (``act_exp_bits`` bits; none for
     INT8)."""
     step = step_layout(cfg)
@@ -81,13 +81,15 @@ def front_layout(cfg: ArrayConfig) -> data.StructLayout:
 class RowFrontEnd(wiring.Component):
     """Aligns each row's activations for the PEs; the weight side rides alongside.
 
-    FP16/BF16 activations: per row an :class:`~hdl.arith.act_block.ActBlockConverter` of
-    ``L + 1`` lanes whose extra lane gets the anchor word ``max(gexp, base) << M``
+    FP16/BF16 activations: per row an :class:`~hdl.arith.act_block.ActBlockAligner` that aligns
+    the row's ``L`` activations to the anchor ``max(gexp, base)``
     (:func:`golden.gemm.act_mantissas`), giving the ``L`` block mantissas, and the row shift
-    ``max(gexp, base) - base``. A step that ends a tile (``out_last``) pushes the rows' floors
-    ``base`` to the drain (``base_w_en``), and is taken only while the drain has room for them
-    (``base_w_rdy``). INT8 activations pass through one register stage. The weight fields
-    (codes, selectors, scales, group and tile ends) are delayed to match.
+    ``max(gexp, base) - base``. No exponent max tree: the pre-pass's ``gexp`` is the largest
+    effective exponent of the weight group, so the anchor is the block exponent. A step that
+    ends a tile (``out_last``) pushes the rows' floors ``base`` to the drain (``base_w_en``),
+    and is taken only while the drain has room for them (``base_w_rdy``). INT8 activations pass
+    through one register stage. The weight fields (codes, selectors, scales, group and tile
+    ends) are delayed to match.
 
     For a PE kind whose row operand is ``"tables"`` (the LUT-table PE,
     :attr:`golden.pe_kind.PEKind.row_operand`) a :class:`~hdl.pe.lut_table.LutTableBuilder`
@@ -95,7 +97,7 @@ class RowFrontEnd(wiring.Component):
     correction (:func:`golden.pe_lut.table_builder`), built once per row for its ``C`` PEs.
     The builders run in lock step (the same stream handshake), the other fields beside them.
 
-    Latency: :attr:`golden.gemm.ArrayConfig.front_end_latency` cycles (the converter's, or 1,
+    Latency: :attr:`golden.gemm.ArrayConfig.front_end_latency` cycles (the aligner's, or 1,
     plus the table builders' :func:`golden.pe_lut.builder_latency`). Throughput: one step per
     cycle.
 
@@ -166,7 +168,7 @@ class RowFrontEnd(wiring.Component):
             m.d.comb += Value.cast(getattr(out.payload, name)).eq(value)
 
     def _mantissas(self, m: Module, out) -> None:
-        """The block converters (or the INT8 register) and the side fields, to ``out``."""
+        """The block aligners (or the INT8 register) and the side fields, to ``out``."""
         cfg = self._config
         L, A, X = cfg.lanes, cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
@@ -179,10 +181,10 @@ class RowFrontEnd(wiring.Component):
         if cfg.scale_bits:
             side_in["scale"] = payload.scale
         if fp:
-            convs, shifts = self._converters(m, out)
+            aligners, shifts = self._aligners(m, out)
             if X:
                 side_in["shift"] = Cat(*shifts)
-            stages = convs[0].latency
+            stages = aligners[0].latency
         else:
             m.d.comb += self.i_stream.ready.eq(en)
             side_in["acts"] = payload.acts
@@ -203,9 +205,9 @@ class RowFrontEnd(wiring.Component):
         for name in names:
             m.d.comb += Cat(getattr(out.payload, name)).eq(delayed[name])
         if fp:
-            m.d.comb += [out.valid.eq(convs[0].o_stream.valid),
-                         Cat(out.payload.acts).eq(Cat(*(Cat(conv.o_stream.payload.mant)[:L * A]
-                                                        for conv in convs)))]
+            m.d.comb += [out.valid.eq(aligners[0].o_stream.valid),
+                         Cat(out.payload.acts).eq(Cat(*(Cat(al.o_stream.payload.mant)[:L * A]
+                                                        for al in aligners)))]
         else:
             m.d.comb += out.valid.eq(valid_chain)
         rows = cfg.kind.row_latency(cfg)
@@ -213,19 +215,19 @@ class RowFrontEnd(wiring.Component):
             raise AssertionError(f"row front end latency {stages} + {rows} is not golden's "
                                  f"front end latency {cfg.front_end_latency}")
 
-    def _converters(self, m: Module, out):
-        """Per row the block converter (its anchor lane and shift); the stream's ready and the
+    def _aligners(self, m: Module, out):
+        """Per row the block aligner (to the anchor) and the shift; the stream's ready and the
         floors' push to the drain."""
         cfg = self._config
         R, L, X = cfg.rows, cfg.lanes, cfg.act_exp_bits
-        E, M, _ = bfp.float_fields(cfg.act_format)
+        E = bfp.block_exp_width(cfg.act_format)
         payload = self.i_stream.payload
         in_ok = self.base_w_rdy
-        convs, shifts = [], []
+        aligners, shifts = [], []
         for r in range(R):
-            conv = ActBlockConverter(L + 1, cfg.act_format, cfg.mant_width, cfg.rounding)
-            m.submodules[f"conv{r}"] = conv
-            convs.append(conv)
+            aligner = ActBlockAligner(L, cfg.act_format, cfg.mant_width, cfg.rounding)
+            m.submodules[f"align{r}"] = aligner
+            aligners.append(aligner)
             gexp, base = payload.gexp[r], payload.base[r]
             anchor = Signal(E, name=f"anchor{r}")
             m.d.comb += anchor.eq(Mux(gexp > base, gexp, base))
@@ -233,13 +235,13 @@ class RowFrontEnd(wiring.Component):
             m.d.comb += shift.eq(anchor - base)
             shifts.append(shift[:X])
             m.d.comb += [
-                conv.i_stream.valid.eq(self.i_stream.valid & in_ok),
-                conv.i_stream.payload.data.eq(
-                    Cat(payload.acts[r], Const(0, M), anchor, Const(0, 16 - M - E))),
-                conv.o_stream.ready.eq(out.ready),
+                aligner.i_stream.valid.eq(self.i_stream.valid & in_ok),
+                aligner.i_stream.payload.data.eq(payload.acts[r]),
+                aligner.i_stream.payload.exp.eq(anchor),
+                aligner.o_stream.ready.eq(out.ready),
             ]
-        m.d.comb += [self.i_stream.ready.eq(convs[0].i_stream.ready & in_ok),
+        m.d.comb += [self.i_stream.ready.eq(aligners[0].i_stream.ready & in_ok),
                      self.base_w_en.eq(self.i_stream.valid & self.i_stream.ready
                                        & payload.out_last),
                      self.base_w_data.eq(payload.base)]
-        return convs, shifts
+        return aligners, shifts

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.pe import PEConfig
 from bitmod.hdl.arith.term_encoder import term_layout
 
-from ..common import read_only
+from ..common import read_only, register_fields
 
 __all__ = ["BitSerialPE", "GroupDequantizer", "hand_off_group"]
 
@@ -310,9 +310,16 @@ class BitSerialPE(wiring.Component):
                    "bsig_sel": bsig_sel}
         pre = [self._lane_pre(m, i, payload.terms[i], payload.acts[i])
                for i in range(cfg.lanes)]
-        pre = [tuple(register(v, f"s0_lane{i}_{k}") for k, v in enumerate(p))
+        # The lane values in registers of their own; the one-bit lane controls and the group
+        # controls packed into one (hdl.common.register_fields: fewer simulated statements).
+        regs = register_fields(register, {**{(i, k): v for i, p in enumerate(pre)
+                                             for k, v in enumerate(p) if k},
+                                          **{k: v for k, v in control.items() if k != "valid"}},
+                               "s0_ctrl")
+        pre = [(register(p[0], f"s0_lane{i}"), *(regs[i, k] for k in range(1, len(p))))
                for i, p in enumerate(pre)]
-        control = {k: register(v, f"s0_{k}") for k, v in control.items()}
+        control = {k: (register(v, "s0_valid") if k == "valid" else regs[k])
+                   for k, v in control.items()}
         nodes = [(self._lane_post(m, i, *p), 1) for i, p in enumerate(pre)]
         carries = [neg for _, _, neg in pre]
 
@@ -329,8 +336,13 @@ class BitSerialPE(wiring.Component):
                 (tree, _), = nodes
                 nodes = [(self._bsig_shift(m, tree, carries[0], control["bsig_sel"]), 0)]
             nodes = [(register(v, f"s{stage}_n{i}"), n) for i, (v, n) in enumerate(nodes)]
-            carries = [register(c, f"s{stage}_c{i}") for i, c in enumerate(carries)]
-            control = {k: register(v, f"s{stage}_{k}") for k, v in control.items()}
+            regs = register_fields(register, {**{("c", i): c for i, c in enumerate(carries)},
+                                              **{k: v for k, v in control.items()
+                                                 if k != "valid"}},
+                                   f"s{stage}_ctrl")
+            carries = [regs["c", i] for i in range(len(carries))]
+            control = {k: (register(v, f"s{stage}_valid") if k == "valid" else regs[k])
+                       for k, v in control.items()}
         (shifted, _), = nodes
         (carry,) = carries
 

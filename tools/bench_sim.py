@@ -8,17 +8,19 @@ the GEMM, the read-back of every output and of the counters.
 Engines (:mod:`sim.harness`): the compiled transaction harness, cocotb, and Amaranth's own
 simulator (a partial run of ``--amaranth-cycles`` cycles: it is too slow for whole jobs). For
 each the table gives the model's build time (a fresh build, in a temporary build folder), the
-DUT cycles simulated, wall seconds of the simulation, DUT cycles per second, simulated MACs per
-second (the job's MACs over the wall time of the whole job) and whether every response equals
-:class:`golden.core.CoreModel`'s (for a partial run: the responses it produced).
+DUT cycles simulated, wall seconds of the simulation (the median of ``--repeat`` runs, the
+compiled engines' runs interleaved, and their range), DUT cycles per second, simulated MACs per
+second (the job's MACs over the wall time of the whole job) and whether every response of every
+run equals :class:`golden.core.CoreModel`'s (for a partial run: the responses it produced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import statistics
 import tempfile
-import time
 
 import numpy as np
 
@@ -65,8 +67,26 @@ def _expected(cfg, items) -> list[tuple[int, int]]:
     return [model.command(gcore.OPS[op], addr, data) for op, addr, data in items]
 
 
-def run(jobs, engines, amaranth_cycles: int, progress=print):
-    """Yield one row per (job, engine)."""
+@contextlib.contextmanager
+def _build_dir(path: str):
+    """``BITMOD_BUILD_DIR`` set to ``path`` inside the block, restored after it."""
+    saved = os.environ.get("BITMOD_BUILD_DIR")
+    os.environ["BITMOD_BUILD_DIR"] = path
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["BITMOD_BUILD_DIR"]
+        else:
+            os.environ["BITMOD_BUILD_DIR"] = saved
+
+
+def run(jobs, engines, amaranth_cycles: int, progress=print, repeat: int = 3):
+    """Yield one row per (job, engine). The compiled engines' models are built first (each in a
+    fresh temporary build folder), then each job runs ``repeat`` times on every engine in turn
+    (harness, cocotb, harness, ...), so that the machine's drift reaches both alike; a row's
+    ``wall_s`` is the median of its runs (``wall_s_runs`` has them all) and ``bit_exact`` holds
+    only if every run's responses equal golden's."""
     from bitmod.golden import core as gcore
     from bitmod.hdl.array.core import AcceleratorCore
     from bitmod.sim.amaranth_sim import run_script_amaranth
@@ -78,38 +98,39 @@ def run(jobs, engines, amaranth_cycles: int, progress=print):
         macs = dims[0] * dims[1] * dims[2]
         expected = _expected(cfg, items)
         timeout = 4 * (len(items) * 4 + gcore.job_counters(cfg, *dims)["cycles"])
-        for engine in engines:
-            row = {"job": job, "label": label, "engine": engine, "commands": len(items),
-                   "macs": macs}
-            if engine == "amaranth":
-                progress(f"{label}: Amaranth simulator, {amaranth_cycles} cycles")
-                started = time.monotonic()
-                result = run_script_amaranth(AcceleratorCore(cfg), core_script(cfg, items),
-                                             timeout_cycles=timeout,
-                                             stop_after=amaranth_cycles)
-                got = [gcore.unpack_response(v) for v in result.values("o_resp")]
-                row.update(build_s=0.0, cycles=result.cycles, wall_s=result.seconds,
-                           partial=True, responses=len(got),
-                           bit_exact=_equal(got, expected[:len(got)]))
-                row["seconds_total"] = time.monotonic() - started
-            else:
-                with tempfile.TemporaryDirectory() as fresh:
-                    saved = os.environ.get("BITMOD_BUILD_DIR")
-                    os.environ["BITMOD_BUILD_DIR"] = fresh
-                    try:
-                        progress(f"{label}: building the {engine} model")
-                        model = get_model(AcceleratorCore, cfg, engine=engine)
-                        progress(f"{label}: running {len(items)} commands ({engine})")
+        compiled = [engine for engine in engines if engine != "amaranth"]
+        rows = {engine: {"job": job, "label": label, "engine": engine, "commands": len(items),
+                         "macs": macs, "partial": False, "bit_exact": True, "wall_s_runs": []}
+                for engine in engines}
+        with contextlib.ExitStack() as stack:
+            folders = {engine: stack.enter_context(tempfile.TemporaryDirectory())
+                       for engine in compiled}
+            for engine in compiled:
+                with _build_dir(folders[engine]):
+                    progress(f"{label}: building the {engine} model")
+                    rows[engine]["build_s"] = get_model(AcceleratorCore, cfg,
+                                                        engine=engine).build_seconds
+            for index in range(repeat):
+                for engine in compiled:
+                    with _build_dir(folders[engine]):
+                        progress(f"{label}: running {len(items)} commands ({engine}, run "
+                                 f"{index + 1} of {repeat})")
                         result = run_script(cfg, items, timeout_cycles=timeout, engine=engine)
-                    finally:
-                        if saved is None:
-                            del os.environ["BITMOD_BUILD_DIR"]
-                        else:
-                            os.environ["BITMOD_BUILD_DIR"] = saved
-                row.update(build_s=model.build_seconds, cycles=result.cycles,
-                           wall_s=result.seconds, partial=False,
-                           responses=len(result.responses),
-                           bit_exact=_equal(result.responses, expected))
+                    row = rows[engine]
+                    row["wall_s_runs"].append(result.seconds)
+                    row.update(cycles=result.cycles, responses=len(result.responses))
+                    row["bit_exact"] &= _equal(result.responses, expected)
+        if "amaranth" in rows:
+            progress(f"{label}: Amaranth simulator, {amaranth_cycles} cycles")
+            result = run_script_amaranth(AcceleratorCore(cfg), core_script(cfg, items),
+                                         timeout_cycles=timeout, stop_after=amaranth_cycles)
+            got = [gcore.unpack_response(v) for v in result.values("o_resp")]
+            rows["amaranth"].update(build_s=0.0, cycles=result.cycles, partial=True,
+                                    wall_s_runs=[result.seconds], responses=len(got),
+                                    bit_exact=_equal(got, expected[:len(got)]))
+        for engine in engines:
+            row = rows[engine]
+            row["wall_s"] = statistics.median(row["wall_s_runs"])
             row["cycles_per_s"] = row["cycles"] / row["wall_s"]
             row["macs_per_s"] = None if row["partial"] else macs / row["wall_s"]
             yield row
@@ -122,14 +143,16 @@ def _equal(got, expected) -> bool:
 
 
 HEADER = (f"{'job':32s} {'engine':9s} {'build s':>8s} {'DUT cycles':>11s} {'wall s':>8s} "
-          f"{'cycles/s':>10s} {'MAC/s':>9s} {'bit-exact':>10s}")
+          f"{'(min-max)':>11s} {'cycles/s':>10s} {'MAC/s':>9s} {'bit-exact':>10s}")
 
 
 def format_row(row: dict) -> str:
     macs = "-" if row["macs_per_s"] is None else f"{row['macs_per_s'] / 1e6:.2f}M"
     exact = ("yes" if row["bit_exact"] else "NO") + (" (part)" if row["partial"] else "")
+    spread = f"{min(row['wall_s_runs']):.2f}-{max(row['wall_s_runs']):.2f}"
     return (f"{row['label']:32s} {row['engine']:9s} {row['build_s']:8.1f} {row['cycles']:11d} "
-            f"{row['wall_s']:8.2f} {row['cycles_per_s']:10.0f} {macs:>9s} {exact:>10s}")
+            f"{row['wall_s']:8.2f} {spread:>11s} {row['cycles_per_s']:10.0f} {macs:>9s} "
+            f"{exact:>10s}")
 
 
 def _bench(args) -> int:
@@ -137,6 +160,7 @@ def _bench(args) -> int:
     from bitmod.tools.api import strict_json
 
     check_int("--amaranth-cycles", args.amaranth_cycles, 1)
+    check_int("--repeat", args.repeat, 1, 20)
     jobs = args.job or list(JOBS)
     engines = args.engine or list(ENGINES)
     rows = []
@@ -144,7 +168,7 @@ def _bench(args) -> int:
         lambda line: print(f"  ... {line}", flush=True))
     if not args.json:
         print(HEADER)
-    for row in run(jobs, engines, args.amaranth_cycles, quiet):
+    for row in run(jobs, engines, args.amaranth_cycles, quiet, repeat=args.repeat):
         rows.append(row)
         if not args.json:
             print(format_row(row), flush=True)
@@ -175,5 +199,8 @@ def register(bench_subparsers) -> None:
                         help="engine (repeatable; default all)")
     parser.add_argument("--amaranth-cycles", type=int, default=5000,
                         help="cycles of the partial Amaranth-simulator run (default 5000)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each compiled engine, interleaved; the table gives the "
+                             "median wall time (default 3)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=_bench)

@@ -1,5 +1,4 @@
-"""What the project's components share: read-only parameters, stream pipeline control and
-packed pipeline registers.
+"""What the project's components share: read-only parameters and stream pipeline control.
 
 :func:`read_only` exposes constructor parameters (stored as ``self._<name>``) as read-only
 properties, so a component's parameters are inspectable and cannot be changed after the
@@ -13,27 +12,15 @@ advances all its stages together: a stage may load while the output is empty or 
 accepted with the enable high comes out ``latency`` enabled cycles later; the unit takes one
 payload per cycle while its output is taken, and holds everything (nothing lost or reordered)
 while it is not.
-
-:func:`register_fields` registers a stage's fields side by side in as few registers of at most
-64 bits as their widths allow: the same flip-flops and enables as a register per field (the
-synthesized logic is identical), but a cycle-based simulator such as Verilator updates one
-variable per register every simulated cycle, and one 64-bit word for several fields is cheaper
-than a variable each (measured in docs/verification.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
-from amaranth import Cat, Signal, Value
+from amaranth import Signal
 
 from bitmod.golden.checks import check_int
 
-__all__ = ["PACKED_REGISTER_BITS", "pipeline_enable", "read_only", "register_fields"]
-
-# The widest register register_fields makes: one machine word of the simulator (a Verilator
-# variable of up to 64 bits is one integer; a wider one is an array of 32-bit words).
-PACKED_REGISTER_BITS = 64
+__all__ = ["pipeline_enable", "read_only"]
 
 
 def read_only(*names: str):
@@ -76,45 +63,3 @@ def pipeline_enable(m, i_stream, o_stream, latency: int, *, name: str = "pipe") 
         valid = reg
     m.d.comb += o_stream.valid.eq(valid)
     return enable
-
-
-def register_fields(register: Callable[[Value, str], Value], fields: Mapping[str, object],
-                    name: str, *, max_bits: int = PACKED_REGISTER_BITS) -> dict[str, Value]:
-    """Register ``fields`` through ``register(value, name)``, packed side by side, in order,
-    into as few registers of at most ``max_bits`` bits as first fit allows (a wider field gets
-    a register of its own); returns each field read back from its register, signed fields as
-    signed.
-
-    Parameters
-    ----------
-    register : callable
-        ``register(value, name) -> Signal``: the caller's pipeline register (its enable, its
-        reset rule). Fields that need different registers (one with a reset, say) go through
-        separate calls.
-    fields : mapping of str to Value-castable
-    name : str
-        The registers are named ``name`` (one register) or ``name0``, ``name1``, ...
-    max_bits : int
-        The width one register may reach, at least 1.
-    """
-    check_int("max_bits", max_bits, 1)
-    values = {key: Value.cast(value) for key, value in fields.items()}
-    groups: list[list[str]] = []
-    width = 0
-    for key, value in values.items():
-        if not groups or width + len(value) > max_bits:
-            groups.append([])
-            width = 0
-        groups[-1].append(key)
-        width += len(value)
-    out = {}
-    for index, keys in enumerate(groups):
-        reg = register(Cat(*(values[k] for k in keys)),
-                       name if len(groups) == 1 else f"{name}{index}")
-        at = 0
-        for key in keys:
-            value = values[key]
-            field = reg[at:at + len(value)]
-            out[key] = field.as_signed() if value.shape().signed else field
-            at += len(value)
-    return out

@@ -24,7 +24,7 @@ from bitmod.golden.bfp import (
 )
 from bitmod.golden.checks import check_int
 
-from ..common import pipeline_enable, read_only, register_fields
+from ..common import pipeline_enable, read_only
 
 __all__ = ["ActBlockAligner", "ActBlockConverter"]
 
@@ -200,13 +200,9 @@ class ActBlockConverter(wiring.Component):
                 nxt = [(Mux(ka > kb, ka, kb), na | nb)
                        for (ka, na), (kb, nb) in zip(level[::2], level[1::2], strict=False)]
                 level = nxt + ([level[-1]] if len(level) % 2 else [])
-            # The stage's maxima, OR bits and words, packed into as few registers as fit.
-            regs = register_fields(register, {**{("max", j): k for j, (k, _) in enumerate(level)},
-                                              **{("nz", j): n for j, (_, n) in enumerate(level)},
-                                              **{("word", i): w for i, w in enumerate(words)}},
-                                   f"t{stage}_tree")
-            level = [(regs["max", j], regs["nz", j]) for j in range(len(level))]
-            words = [regs["word", i] for i in range(len(words))]
+            level = [(register(k, f"t{stage}_max{j}"), register(n, f"t{stage}_nz{j}"))
+                     for j, (k, n) in enumerate(level)]
+            words = [register(word, f"t{stage}_word{i}") for i, word in enumerate(words)]
         ((block_key, block_nz),) = level
         # block_key = 0 with some lane nonzero and finite: every finite lane has e = 0 (eff 1).
         block_exp = Mux(block_nz, Cat(block_key[0] | (block_key == 0), block_key[1:]), 0)
@@ -339,8 +335,7 @@ def _align_stages(words, exp, register, act_format: str, W: int, rounding: str):
     top = (1 << E) - 1
 
     def register_lanes(lanes, stage):
-        # The stage's fields of every lane packed into as few registers as fit (same flip-flops).
-        return [register_fields(register, lane, f"{stage}_lane{i}")
+        return [{name: register(value, f"{stage}_lane{i}_{name}") for name, value in lane.items()}
                 for i, lane in enumerate(lanes)]
 
     # a = sig * 2**(P - d) with d = exp - eff. Shift x = wide << Z right by d, with

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.pe import PEConfig
 from bitmod.hdl.arith.term_encoder import term_layout
 
-from ..common import read_only, register_fields
+from ..common import read_only
 
 __all__ = ["BitSerialPE", "GroupDequantizer", "hand_off_group"]
 
@@ -145,6 +145,20 @@ def hand_off_group(m: Module, dq: GroupDequantizer, control: dict, gsum, adv) ->
         dq.i_stream.payload.last.eq(control["out_last"]),
         adv.eq(~group_end | dq.i_stream.ready),
     ]
+
+
+def _register_controls(register, control: dict, stage: str) -> dict:
+    """A stage's group controls: ``valid`` in a register of its own (it has a reset), the
+    others (``group_last``, ``out_last``, scale, exponent, bsig index) side by side in one. The
+    same flip-flops as a register each; Verilator updates one variable instead of five every
+    simulated cycle."""
+    names = [k for k in control if k != "valid"]
+    packed = register(Cat(*(control[k] for k in names)), f"{stage}_controls")
+    out, at = {"valid": register(control["valid"], f"{stage}_valid")}, 0
+    for k in names:
+        out[k] = packed[at:at + len(control[k])]
+        at += len(control[k])
+    return out
 
 
 def _ceil_log2(n: int) -> int:
@@ -310,16 +324,9 @@ class BitSerialPE(wiring.Component):
                    "bsig_sel": bsig_sel}
         pre = [self._lane_pre(m, i, payload.terms[i], payload.acts[i])
                for i in range(cfg.lanes)]
-        # The lane values in registers of their own; the one-bit lane controls and the group
-        # controls packed into one (hdl.common.register_fields: fewer simulated statements).
-        regs = register_fields(register, {**{(i, k): v for i, p in enumerate(pre)
-                                             for k, v in enumerate(p) if k},
-                                          **{k: v for k, v in control.items() if k != "valid"}},
-                               "s0_ctrl")
-        pre = [(register(p[0], f"s0_lane{i}"), *(regs[i, k] for k in range(1, len(p))))
+        pre = [tuple(register(v, f"s0_lane{i}_{k}") for k, v in enumerate(p))
                for i, p in enumerate(pre)]
-        control = {k: (register(v, "s0_valid") if k == "valid" else regs[k])
-                   for k, v in control.items()}
+        control = _register_controls(register, control, "s0")
         nodes = [(self._lane_post(m, i, *p), 1) for i, p in enumerate(pre)]
         carries = [neg for _, _, neg in pre]
 
@@ -336,13 +343,8 @@ class BitSerialPE(wiring.Component):
                 (tree, _), = nodes
                 nodes = [(self._bsig_shift(m, tree, carries[0], control["bsig_sel"]), 0)]
             nodes = [(register(v, f"s{stage}_n{i}"), n) for i, (v, n) in enumerate(nodes)]
-            regs = register_fields(register, {**{("c", i): c for i, c in enumerate(carries)},
-                                              **{k: v for k, v in control.items()
-                                                 if k != "valid"}},
-                                   f"s{stage}_ctrl")
-            carries = [regs["c", i] for i in range(len(carries))]
-            control = {k: (register(v, f"s{stage}_valid") if k == "valid" else regs[k])
-                       for k, v in control.items()}
+            carries = [register(c, f"s{stage}_c{i}") for i, c in enumerate(carries)]
+            control = _register_controls(register, control, f"s{stage}")
         (shifted, _), = nodes
         (carry,) = carries
 

@@ -76,12 +76,20 @@ def assert_matches_golden(dut, payloads, blocks, exps, label="") -> None:
 
 def aligned_blocks(rng, count, lanes, fmt, width):
     """Random blocks (test_bfp.random_blocks) and exponents: a third at the block's largest
-    effective exponent, a third up to 6 above it, a third up to 3 below it (refused lanes)."""
+    effective exponent, a third up to 6 above it, a third anywhere below it down to 0 (refused
+    lanes; far below, ``exp - eff`` wraps to a small shift unless the borrow is caught)."""
     blocks = random_blocks(rng, count, lanes, fmt, width)
     top = block_convert(blocks, fmt, width, "trunc")[0]
     emax = (1 << (IEEE[fmt][2].bit_length())) - 1
-    offset = rng.integers(-3, 7, size=count) * (rng.integers(0, 3, size=count) != 0)
-    return blocks, np.clip(top + offset, 0, emax)
+    kind = rng.integers(0, 3, size=count)
+    offset = np.where(kind == 1, rng.integers(0, 7, size=count),
+                      np.where(kind == 2, -rng.integers(1, emax + 1, size=count), 0))
+    # Named corners: every lane at the largest finite exponent field, aligned to the exponents
+    # 0 .. 11 far below it (the wrap-around shifts of a missing borrow test).
+    man_bits, _, efield = IEEE[fmt]
+    corner = np.full((12, lanes), efield << man_bits | 0x5)
+    return (np.concatenate([blocks, corner]),
+            np.concatenate([np.clip(top + offset, 0, emax), np.arange(12)]))
 
 
 SIM_CONFIGS = [(1, "fp16", 12, "rne"), (4, "fp16", 8, "trunc"), (4, "bf16", 16, "rne"),

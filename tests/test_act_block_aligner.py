@@ -17,12 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth import Value
+from test_act_block import decode_payloads
 from test_bfp import IEEE, random_blocks
 
 from bitmod.golden.bfp import aligner_latency, block_align, block_convert
 from bitmod.hdl.arith.act_block import ActBlockAligner
 from bitmod.sim.amaranth_sim import run_simulation, stream_get, stream_put
-from bitmod.sim.vectors import run_vectors, unpack_fields
+from bitmod.sim.vectors import run_vectors
 
 
 @pytest.mark.parametrize("kwargs, exc, name", [
@@ -50,24 +51,8 @@ def test_parameters_latency_and_widths():
     assert Value.cast(dut.o_stream.payload).shape().width == 3 * (10 + 2)
 
 
-def decode(dut, payloads):
-    """Flat o_stream payloads -> (mant [B, N], invalid [B, N], saturated [B, N])."""
-    fields = unpack_fields(dut.output_layout, np.asarray(payloads, dtype=object))
-    lanes, width = dut.lanes, dut.mant_width
-    bits = np.asarray(fields["mant"], dtype=object)
-    mant = np.stack([((bits >> (width * i)) & ((1 << width) - 1)).astype(np.int64)
-                     for i in range(lanes)], axis=-1)
-    mant = np.where(mant >> (width - 1) != 0, mant - (1 << width), mant)
-    lane = np.arange(lanes, dtype=object)
-
-    def flags(name):
-        return ((np.asarray(fields[name], dtype=object)[:, None] >> lane) & 1).astype(bool)
-
-    return mant, flags("invalid"), flags("saturated")
-
-
 def assert_matches_golden(dut, payloads, blocks, exps, label="") -> None:
-    mant, invalid, saturated = decode(dut, payloads)
+    _, mant, invalid, saturated = decode_payloads(dut, payloads)
     ref, flags = block_align(blocks, exps, dut.act_format, dut.mant_width, dut.rounding)
     assert (mant == ref).all(), label
     assert (invalid == flags.invalid).all(), label

@@ -137,29 +137,13 @@ class ActBlockConverter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        enable = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
-        stages = set()  # the register stages the datapath is built with
-
-        def register(value, name):
-            stages.add(name.partition("_")[0])
-            # Datapath registers need no reset: the valid chain says what they hold.
-            reg = Signal(value.shape(), name=name, reset_less=True)
-            with m.If(enable):
-                m.d.sync += reg.eq(value)
-            return reg
-
+        pipe = _Pipeline(m, self, "converter")
         words = [self.i_stream.payload.data[i] for i in range(self._lanes)]
-        out = self.o_stream.payload
         if self._act_format == "int8":
-            exp, mants, invalid, saturated = self._elaborate_int8(words, register)
+            exp, mants, invalid, saturated = self._elaborate_int8(words, pipe.register)
         else:
-            exp, mants, invalid, saturated = self._elaborate_float(words, register)
-        with m.If(enable):
-            m.d.sync += [out.exp.eq(exp), out.invalid.eq(invalid), out.saturated.eq(saturated)]
-            m.d.sync += [out.mant[i].eq(mant) for i, mant in enumerate(mants)]
-        if len(stages) + 1 != self.latency:  # + 1: the output register
-            raise AssertionError(f"the converter built {len(stages) + 1} stages, golden's "
-                                 f"latency is {self.latency}")
+            exp, mants, invalid, saturated = self._elaborate_float(words, pipe.register)
+        pipe.output(mants, invalid, saturated, exp=exp)
         return m
 
     def _elaborate_int8(self, words, register):
@@ -290,30 +274,45 @@ class ActBlockAligner(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        enable = pipeline_enable(m, self.i_stream, self.o_stream, self.latency)
-        stages = set()
-
-        def register(value, name):
-            stages.add(name.partition("_")[0])
-            # Datapath registers need no reset: the valid chain says what they hold.
-            reg = Signal(value.shape(), name=name, reset_less=True)
-            with m.If(enable):
-                m.d.sync += reg.eq(value)
-            return reg
-
+        pipe = _Pipeline(m, self, "aligner")
         payload = self.i_stream.payload
         words = [payload.data[i] for i in range(self._lanes)]
-        mants, invalid, saturated = _align_stages(words, payload.exp, register,
-                                                  self._act_format, self._mant_width,
-                                                  self._rounding)
-        out = self.o_stream.payload
-        with m.If(enable):
-            m.d.sync += [out.invalid.eq(invalid), out.saturated.eq(saturated)]
-            m.d.sync += [out.mant[i].eq(mant) for i, mant in enumerate(mants)]
-        if len(stages) + 1 != self.latency:  # + 1: the output register
-            raise AssertionError(f"the aligner built {len(stages) + 1} stages, golden's "
-                                 f"latency is {self.latency}")
+        pipe.output(*_align_stages(words, payload.exp, pipe.register, self._act_format,
+                                   self._mant_width, self._rounding))
         return m
+
+
+class _Pipeline:
+    """The stage registers of a converter or aligner: all advance on the unit's
+    :func:`~hdl.common.pipeline_enable`; a register named ``"<stage>_<what>"`` belongs to stage
+    ``<stage>``, and :meth:`output` checks that the stages built, plus the output register,
+    are golden's latency."""
+
+    def __init__(self, m: Module, unit, kind: str):
+        self._m, self._unit, self._kind = m, unit, kind
+        self._enable = pipeline_enable(m, unit.i_stream, unit.o_stream, unit.latency)
+        self._stages: set[str] = set()
+
+    def register(self, value, name: str) -> Signal:
+        self._stages.add(name.partition("_")[0])
+        # Datapath registers need no reset: the valid chain says what they hold.
+        reg = Signal(value.shape(), name=name, reset_less=True)
+        with self._m.If(self._enable):
+            self._m.d.sync += reg.eq(value)
+        return reg
+
+    def output(self, mants, invalid, saturated, exp=None) -> None:
+        """The output register (``exp`` only for the converter) and the latency check."""
+        out = self._unit.o_stream.payload
+        with self._m.If(self._enable):
+            self._m.d.sync += [out.invalid.eq(invalid), out.saturated.eq(saturated)]
+            self._m.d.sync += [out.mant[i].eq(mant) for i, mant in enumerate(mants)]
+            if exp is not None:
+                self._m.d.sync += out.exp.eq(exp)
+        built, latency = len(self._stages) + 1, self._unit.latency  # + 1: the output register
+        if built != latency:
+            raise AssertionError(f"the {self._kind} built {built} stages, golden's latency "
+                                 f"is {latency}")
 
 
 def _align_stages(words, exp, register, act_format: str, W: int, rounding: str):

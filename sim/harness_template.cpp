@@ -5,8 +5,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <algorithm>
 #include <deque>
-#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -15,24 +16,28 @@
 #if VM_TRACE
 #include "verilated_vcd_c.h"
 #endif
-typedef std::vector<uint32_t> Words;
+// Payloads are little-endian 32-bit words. The script's payloads live in one pool (a script
+// item and an input queue entry hold an offset into it), so nothing is allocated per
+// transaction.
+typedef std::vector<uint32_t> Pool;
 #define UART_DIVISOR @UART_DIVISOR@  // 0: the component has no UART pins
 
 struct InStream {
   const char* name; int width;
   std::function<void(Vtop*, bool)> set_valid;
   std::function<bool(Vtop*)> ready;
-  std::function<void(Vtop*, const Words&)> set_payload;
-  std::deque<Words> queue; bool offering = false; long taken = 0; long first = -1;
+  std::function<void(Vtop*, const uint32_t*)> set_payload;
+  std::deque<size_t> queue; bool offering = false; long taken = 0; long first = -1;
 };
 struct OutStream {
   const char* name; int width;
   std::function<bool(Vtop*)> valid;
   std::function<void(Vtop*, bool)> set_ready;
-  std::function<Words(Vtop*)> payload;
+  std::function<void(Vtop*, uint32_t*)> payload;
   long count = 0; bool ready = false;
 };
-struct Static { const char* name; int width; std::function<void(Vtop*, const Words&)> set; };
+struct Static { const char* name; int width; std::function<void(Vtop*, const uint32_t*)> set; };
+static int words_of(int width) { return width > 32 ? (width + 31) / 32 : 1; }
 
 static uint64_t rng_state;
 static uint64_t splitmix() {
@@ -43,19 +48,40 @@ static uint64_t splitmix() {
 }
 static bool draw(uint64_t threshold) { return (splitmix() >> 11) < threshold; }
 
-static Words parse_hex(const std::string& text, int width) {
-  Words w((width + 31) / 32 > 0 ? (width + 31) / 32 : 1, 0);
+// Appends the hex number [text, text + n) to the pool as words_of(width) words.
+static void parse_hex(const char* text, size_t n, int width, Pool& pool) {
+  size_t base = pool.size();
+  pool.resize(base + words_of(width), 0);
   int bit = 0;
-  for (int i = (int)text.size() - 1; i >= 0; --i, bit += 4) {
+  for (size_t i = n; i-- > 0; bit += 4) {
     char c = text[i];
     uint32_t v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
                : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : 99;
-    if (v == 99) { fprintf(stderr, "bad hex digit in %s\n", text.c_str()); exit(2); }
-    if (v && bit >= width) { fprintf(stderr, "payload %s wider than %d bits\n", text.c_str(), width); exit(2); }
-    if (bit / 32 < (int)w.size()) w[bit / 32] |= v << (bit % 32);
+    if (v == 99) { fprintf(stderr, "bad hex digit in %.*s\n", (int)n, text); exit(2); }
+    if (v && bit >= width) { fprintf(stderr, "payload %.*s wider than %d bits\n", (int)n, text, width); exit(2); }
+    if (v) pool[base + bit / 32] |= v << (bit % 32);
   }
-  return w;
 }
+// The script's whitespace-separated tokens, read from one buffer.
+struct Tokens {
+  std::string text; size_t pos = 0; const char* start = nullptr; size_t len = 0;
+  bool next() {
+    while (pos < text.size() && (unsigned char)text[pos] <= ' ') ++pos;
+    if (pos >= text.size()) return false;
+    size_t begin = pos;
+    while (pos < text.size() && (unsigned char)text[pos] > ' ') ++pos;
+    start = text.data() + begin; len = pos - begin;
+    return true;
+  }
+  bool is(const char* word) const { return len == strlen(word) && !memcmp(start, word, len); }
+  std::string str() const { return std::string(start, len); }
+  long number(const char* what) {  // the next token, a decimal integer
+    if (!next()) { fprintf(stderr, "%s: missing number\n", what); exit(2); }
+    char* end; long v = strtol(start, &end, 10);
+    if (end != start + len) { fprintf(stderr, "%s: bad number %s\n", what, str().c_str()); exit(2); }
+    return v;
+  }
+};
 // The output file is written through one large buffer by hand: a job writes a line per
 // response (160k for the default core job), and fprintf's locking and parsing cost more than
 // formatting the digits.
@@ -77,8 +103,8 @@ struct Writer {
     if (!width) { n = 1; while (n < 8 && (v >> (4 * n))) ++n; }
     for (int i = n - 1; i >= 0; --i) buf.push_back(xd[(v >> (4 * i)) & 15]);
   }
-  void hex(const Words& w) {
-    int i = (int)w.size() - 1;
+  void hex(const uint32_t* w, int words) {
+    int i = words - 1;
     while (i > 0 && w[i] == 0) --i;
     hex32(w[i], 0);
     for (--i; i >= 0; --i) hex32(w[i], 8);
@@ -86,7 +112,7 @@ struct Writer {
   void line_end() { buf.push_back('\n'); if (buf.size() > (1u << 20) - 256) flush(); }
 };
 
-struct Item { char op; int index; long n; Words value; };
+struct Item { char op; int index; long n; size_t value; };  // value: an offset into the pool
 
 int main(int argc, char** argv) {
   if (argc < 7) {
@@ -115,33 +141,44 @@ int main(int argc, char** argv) {
   const int uart_out = (int)outs.size();  // the index of tx among the outputs
 
   std::vector<Item> items;
+  Pool pool;
   {
-    std::ifstream script(script_path);
+    FILE* script = fopen(script_path, "rb");
     if (!script) { fprintf(stderr, "cannot read %s\n", script_path); return 2; }
-    std::string op, a, b;
-    while (script >> op) {
-      Item it{0, 0, 0, {}};
-      if (op == "put") {
-        script >> a >> b; it.op = 'p'; it.index = std::stoi(a);
+    Tokens tok;
+    char chunk[1 << 16]; size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, script)) > 0) tok.text.append(chunk, got);
+    fclose(script);
+    while (tok.next()) {
+      Item it{0, 0, 0, 0};
+      if (tok.is("put")) {
+        it.op = 'p'; it.index = (int)tok.number("put");
         if (it.index < 0 || it.index >= (int)ins.size()) { fprintf(stderr, "no input stream %d\n", it.index); return 2; }
-        it.value = parse_hex(b, ins[it.index].width);
-      } else if (op == "set") {
-        script >> a >> b; it.op = 's'; it.index = -1;
-        for (size_t i = 0; i < statics.size(); ++i) if (a == statics[i].name) it.index = (int)i;
-        if (it.index < 0) { fprintf(stderr, "no static port %s\n", a.c_str()); return 2; }
-        it.value = parse_hex(b, statics[it.index].width);
-      } else if (op == "wait") {
-        script >> a >> b; it.op = 'w'; it.index = std::stoi(a); it.n = std::stol(b);
+        if (!tok.next()) { fprintf(stderr, "put: missing payload\n"); return 2; }
+        it.value = pool.size(); parse_hex(tok.start, tok.len, ins[it.index].width, pool);
+      } else if (tok.is("set")) {
+        it.op = 's'; it.index = -1;
+        if (!tok.next()) { fprintf(stderr, "set: missing port\n"); return 2; }
+        for (size_t i = 0; i < statics.size(); ++i) if (tok.is(statics[i].name)) it.index = (int)i;
+        if (it.index < 0) { fprintf(stderr, "no static port %s\n", tok.str().c_str()); return 2; }
+        if (!tok.next()) { fprintf(stderr, "set: missing value\n"); return 2; }
+        it.value = pool.size(); parse_hex(tok.start, tok.len, statics[it.index].width, pool);
+      } else if (tok.is("wait")) {
+        it.op = 'w'; it.index = (int)tok.number("wait"); it.n = tok.number("wait");
         if (it.index < 0 || it.index > uart_out - (uart_div ? 0 : 1)) { fprintf(stderr, "no output %d\n", it.index); return 2; }
-      } else if (op == "reset") {
-        script >> a; it.op = 'r'; it.n = std::stol(a);
-      } else if (op == "uart") {
-        script >> a; it.op = 'u'; it.value = parse_hex(a, 8);
+      } else if (tok.is("reset")) {
+        it.op = 'r'; it.n = tok.number("reset");
+      } else if (tok.is("uart")) {
+        if (!tok.next()) { fprintf(stderr, "uart: missing byte\n"); return 2; }
+        it.op = 'u'; it.value = pool.size(); parse_hex(tok.start, tok.len, 8, pool);
         if (!uart_div) { fprintf(stderr, "uart directive without UART pins\n"); return 2; }
-      } else { fprintf(stderr, "unknown directive %s\n", op.c_str()); return 2; }
+      } else { fprintf(stderr, "unknown directive %s\n", tok.str().c_str()); return 2; }
       items.push_back(it);
     }
   }
+  int max_words = 1;
+  for (auto& s : outs) max_words = std::max(max_words, words_of(s.width));
+  std::vector<uint32_t> payload(max_words);  // an output transaction's payload
 
   // UART state: bytes to send on rx, the bit being sent; decoder of tx.
   std::deque<uint32_t> rx_queue; long rx_phase = -1; uint32_t rx_byte = 0;
@@ -157,8 +194,8 @@ int main(int argc, char** argv) {
     while (pc < items.size() && !reset_left) {
       Item& it = items[pc];
       if (it.op == 'p') { ins[it.index].queue.push_back(it.value); ++pc; }
-      else if (it.op == 's') { statics[it.index].set(top, it.value); ++pc; }
-      else if (it.op == 'u') { rx_queue.push_back(it.value[0]); ++pc; }
+      else if (it.op == 's') { statics[it.index].set(top, &pool[it.value]); ++pc; }
+      else if (it.op == 'u') { rx_queue.push_back(pool[it.value]); ++pc; }
       else if (it.op == 'w') {
         long have = it.index == uart_out ? tx_count : outs[it.index].count;
         if (have >= it.n) ++pc; else break;
@@ -181,7 +218,7 @@ int main(int argc, char** argv) {
     for (auto& o : outs) { o.ready = bp_t ? !draw(bp_t) : true; o.set_ready(top, o.ready); }
     for (auto& s : ins) {
       if (!s.offering && !s.queue.empty() && !(idle_t && draw(idle_t))) {
-        s.offering = true; s.set_payload(top, s.queue.front());
+        s.offering = true; s.set_payload(top, &pool[s.queue.front()]);
       }
       s.set_valid(top, s.offering);
     }
@@ -207,7 +244,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < outs.size(); ++i) {
       if (outs[i].ready && outs[i].valid(top)) {
         out.dec((long)i); out.put(' '); out.dec(cycle); out.put(' ');
-        out.hex(outs[i].payload(top)); out.line_end();
+        outs[i].payload(top, payload.data());
+        out.hex(payload.data(), words_of(outs[i].width)); out.line_end();
         ++outs[i].count;
       }
     }

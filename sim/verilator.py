@@ -19,11 +19,12 @@ Two engines run a model (:mod:`sim.harness` has the rules both follow):
 
 Both simulate the wrapper ``sim_top`` around the component (:func:`sim.harness.
 wrapper_verilog`: ``rst`` registered, so nothing depends combinationally on an input that only
-changes at reset). Build flags (measured, docs/verification.md): Verilator's default
-optimisation; split C++ functions at 2000 statements (g++'s time grows faster than linearly with
-function size); ``-O2`` for the model's C++; no precompiled header (with a handful of compile
-units it costs what it saves); the Verilator runtime library compiled once per flag set and
-linked into every harness model.
+changes at reset; for the harness, the other inputs latched at the falling edge, so the
+input-dependent logic runs once per cycle). Build flags (measured, docs/verification.md):
+Verilator's default optimisation; split C++ functions at 2000 statements (g++'s time grows
+faster than linearly with function size); ``-O2`` for the model's C++; no precompiled header
+(with a handful of compile units it costs what it saves); the Verilator runtime library
+compiled once per flag set and linked into every harness model.
 
 The build root is ``$BITMOD_BUILD_DIR`` if set, else ``build/`` at the top of the source tree
 (git-ignored). Waveforms: ``BITMOD_WAVES=1`` builds every model with tracing (and the
@@ -229,6 +230,7 @@ def source_hash(component_class: type) -> str:
         digest.update(name.encode())
         digest.update(path.read_bytes())
     digest.update((Path(__file__).parent / "harness_template.cpp").read_bytes())
+    digest.update((Path(__file__).parent / "harness.py").read_bytes())  # the wrapper
     digest.update(repr((VERILATOR_ARGS, MAKE_ARGS)).encode())  # flags change the model too
     return digest.hexdigest()
 
@@ -440,7 +442,8 @@ def get_model(component_class: type, params=None, *, engine: str = "harness",
         component = factory(**params) if factory is not None else construct(component_class)
         model.ports = ports_of(component, uart_divisor)
         model.verilog_path.write_text(export_verilog(component, "top"))
-        (build_dir / "sim_top.v").write_text(wrapper_verilog(model.ports))
+        (build_dir / "sim_top.v").write_text(
+            wrapper_verilog(model.ports, latch_inputs=engine == "harness"))
         (build_dir / "ports.json").write_text(json.dumps(dataclasses.asdict(model.ports)))
         (build_dir / "params.json").write_text(
             json.dumps({"class": _class_path(component_class), "params": params},

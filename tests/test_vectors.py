@@ -126,6 +126,14 @@ def test_harness_refuses_bad_scripts_and_times_out():
         run_script(model, Script().reset(2).put(0, [1]).wait(0, 2), timeout_cycles=50)
     with pytest.raises(ValueError, match="idle must be in"):
         run_script(model, Script(), idle=1.0, timeout_cycles=10)
+    # The harness's own parser: one line naming the problem for a malformed script.
+    malformed = [(["put x 1"], "put: bad number x"), (["put 0"], "put: missing payload"),
+                 (["put 3 1"], "no input stream 3"), (["frob 1"], "unknown directive frob"),
+                 (["put 0 1g"], "bad hex digit in 1g"), (["wait 0"], "wait: missing number"),
+                 (["set nope 1"], "no static port nope")]
+    for lines, message in malformed:
+        with pytest.raises(SimulationFailed, match=message):
+            run_script(model, Script(lines=lines), timeout_cycles=100)
 
 
 def test_scoreboard_reports_mismatches():

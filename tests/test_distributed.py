@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -28,14 +29,18 @@ def test_in_process_keeps_order_and_restores_torch_threads():
     assert torch.get_num_threads() == before
 
 
-def test_local_cluster_results_in_order_and_errors_propagate():
+def test_local_cluster_results_in_order_and_errors_propagate(monkeypatch):
     """A real LocalCluster of 2 workers: the results equal the serial ones, in item order; a
-    task's exception reaches the caller with its message."""
+    task's exception reaches the caller with its message; the workers run with one BLAS
+    thread and without Dask's malloc trim (tools.distributed's docstring)."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     items = list(range(40, 0, -3))
     spec = ClusterSpec(workers=2)
     assert run_tasks(math.factorial, items, spec) == [math.factorial(i) for i in items]
     with pytest.raises(ValueError, match="not defined for negative values"):
         run_tasks(math.factorial, [3, -1], spec)
+    names = ["MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]
+    assert run_tasks(os.getenv, names, spec) == [None, "1", "1"]
 
 
 def test_unreachable_scheduler_is_one_line():

@@ -115,6 +115,27 @@ def test_engines_give_identical_transactions_and_stamps(idle, backpressure, seed
     assert (stamps[-1] - stamps[0] > len(stamps)) == bool(idle or backpressure)
 
 
+def test_harness_writes_waves_of_the_same_run(tmp_path):
+    """``waves=path``: a model built with tracing writes a VCD of the run (the DUT's signals,
+    two time steps per cycle) and gives the transactions and stamps of the untraced model."""
+    params = {"width": 6, "stages": 2}
+    layout = PipelinedAdder(**params).operands
+    a = np.arange(-20, 20)
+    inputs = pack_fields(layout, a=a, b=a[::-1])
+    runs = []
+    for waves in (None, tmp_path / "adder.vcd"):
+        stats = {}
+        out = run_stream(PipelinedAdder, params, inputs, backpressure=0.3, seed=4, stats=stats,
+                         waves=waves)
+        runs.append((list(out), stats["output_cycles"], stats["cycles"], stats["model"]))
+    assert runs[0][:3] == runs[1][:3] and runs[0][3] != runs[1][3]  # two models, one result
+    vcd = (tmp_path / "adder.vcd").read_text()
+    assert "$enddefinitions" in vcd and "$scope module dut $end" in vcd
+    assert "o_stream__valid" in vcd
+    times = [int(line[1:]) for line in vcd.splitlines() if line.startswith("#")]
+    assert max(times) == 2 * runs[1][2]
+
+
 def test_harness_refuses_bad_scripts_and_times_out():
     from bitmod.sim.harness import Script, run_script
     from bitmod.sim.verilator import get_model

@@ -23,11 +23,13 @@ duration of each task, so a float32 reduction is ordered the same way on a worke
 process and the results are identical (the golden datapath is exact integer arithmetic and
 does not depend on it anyway).
 
-Memory: Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc hand
-freed memory back to the kernel at every large ``free``; the datapath tasks allocate and free
-arrays of tens of MB per layer, and measured with it a window of ``bitmod eval``'s datapath
-column took 58 s on a worker against 30 s without (sys time doubled). The LocalCluster's
-workers therefore start without it (glibc's own adaptive threshold, as in process).
+Memory: Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting it fixes
+glibc's trim threshold and with it turns off glibc's adaptive mmap threshold, so every array
+above 128 KiB is mapped fresh from the kernel (a page fault per page on first touch) and
+unmapped when freed. The datapath tasks allocate and free arrays of tens of MB per layer:
+measured with it, a window of ``bitmod eval``'s datapath column took 58 s on a worker, without
+it 30 s. The LocalCluster's workers therefore start without it (glibc's defaults, as in
+process).
 
 Progress: ``progress(done, total)`` as tasks finish; the command-line flows show it on their
 progress line (:class:`bitmod.tools.progress.Progress`).

@@ -319,3 +319,28 @@ def test_tiny_groups_stall_with_exact_timing():
     rng = np.random.default_rng(41)
     model, cycles = run_pe("int2_tiny", [random_case("int2_tiny", rng, 3, g) for g in (1, 5)])
     assert model.accept_cycles[-1] > 5 * len(cycles)
+
+
+def test_packed_controls_read_back_as_written():
+    """``_register_controls``: one register for the controls besides ``valid``; every field
+    comes back with its width and signedness (a signed field read back unsigned would change
+    every comparison and extension made with it)."""
+    from amaranth import Module, Signal, signed, unsigned
+
+    from bitmod.hdl.pe.bitserial import _register_controls
+
+    m = Module()
+    registers = []
+
+    def register(value, name):
+        reg = Signal(Value.cast(value).shape(), name=name)
+        m.d.sync += reg.eq(value)
+        registers.append(name)
+        return reg
+
+    control = {"valid": Signal(), "scale": Signal(unsigned(8)), "delta": Signal(signed(5)),
+               "group_last": Signal()}
+    out = _register_controls(register, control, "s1")
+    assert registers == ["s1_controls", "s1_valid"]
+    for name, value in control.items():
+        assert out[name].shape() == value.shape(), name

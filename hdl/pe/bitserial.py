@@ -25,7 +25,7 @@ Where the LUTs go, and what keeps them few
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -152,12 +152,13 @@ def _register_controls(register, control: dict, stage: str) -> dict:
     others (``group_last``, ``out_last``, scale, exponent, bsig index) side by side in one. The
     same flip-flops as a register each; Verilator updates one variable instead of five every
     simulated cycle."""
-    names = [k for k in control if k != "valid"]
-    packed = register(Cat(*(control[k] for k in names)), f"{stage}_controls")
+    values = {k: Value.cast(v) for k, v in control.items() if k != "valid"}
+    packed = register(Cat(*values.values()), f"{stage}_controls")
     out, at = {"valid": register(control["valid"], f"{stage}_valid")}, 0
-    for k in names:
-        out[k] = packed[at:at + len(control[k])]
-        at += len(control[k])
+    for k, value in values.items():
+        field = packed[at:at + len(value)]
+        out[k] = field.as_signed() if value.shape().signed else field  # read back as written
+        at += len(value)
     return out
 
 

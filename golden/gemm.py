@@ -68,9 +68,21 @@ Tiles of ``R`` tokens x ``C`` channels run back to back; per tile each group ``g
 ``len_g`` weights takes ``T * ceil(len_g / L)`` cycles, at least ``D = max(scale_bits, 1)``
 (the bit-serial dequantizer of the previous group must be free) and at least ``D + 2`` for the
 first group of a tile after the first (the previous output must have left the dequantizer).
-The array inserts those idle cycles itself, so the PEs never stall on a short group. A tile
-whose ``R * C`` outputs take longer to leave the single output port than the next tile takes
-to compute makes the output port the bottleneck (``max(compute, R * C)`` per tile).
+The array inserts those idle cycles itself, so the PEs never stall on a short group; a tile
+also ends at least ``R`` cycles after the previous one (a column's drain takes its ``R``
+outputs one per cycle, in row order). A tile whose ``R * C`` outputs take longer to leave the
+single output port than the next tile takes to compute makes the output port the bottleneck
+(``max(compute, R * C)`` per tile).
+
+The PEs never wait: the array has no stall. A tile may end (its last term leave the column
+tops) only with a drain credit, one of :attr:`ArrayConfig.drain_tiles` ``Q``: room for the
+tile's ``R`` outputs in every column FIFO, returned when the tile's last output has left the
+FIFOs. ``Q`` is sized from the latency so that credits never delay the output port:
+with ``lat`` = the PE latency plus 4 (column FIFO write to read: 2, credit return: 2), a tile
+end waiting for the credit of the tile ``Q`` before it comes at most ``lat`` cycles after
+that tile's last output was read, while the ``Q - 1`` tiles between still hold ``(Q - 1) R C``
+outputs for the port; ``(Q - 1) R C >= lat`` keeps the port busy, so the model above is exact
+whether or not a tile end waits for a credit.
 """
 
 from __future__ import annotations
@@ -308,6 +320,14 @@ class ArrayConfig(DatapathParams):
         PE latency, the column FIFO (write to readable: 2 cycles) and the drain converter
         (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
         return self.kind.latency(self) + 2 + TO_FLOAT_LATENCY
+
+    @property
+    def drain_tiles(self) -> int:
+        """``Q``: tiles whose outputs the drain has room for (column FIFOs of ``Q * R``
+        entries), ``1 + ceil((pe_latency + 4) / (R * C))``, the fewest for which waiting for
+        a drain credit never delays the output port (module docstring, cycle model)."""
+        outputs = self.rows * self.cols
+        return 1 + -(-(self.kind.latency(self) + 4) // outputs)
 
     @property
     def fill(self) -> int:
@@ -687,7 +707,9 @@ def tile_cycles(k: int, cfg: ArrayConfig, first: bool = False) -> int:
         busy = cfg.terms * -(-length // cfg.lanes)
         need = d + 2 if g == 0 and not first else (0 if g == 0 else d)
         total += max(busy, need)
-    return total
+    # A tile ends at least R cycles after the previous one: a column's drain takes one output
+    # per cycle in row order (ArrayDrain), so a PE's output never waits for the previous tile's.
+    return total if first else max(total, cfg.rows)
 
 
 def gemm_cycles(m: int, n: int, k: int, cfg: ArrayConfig, fill: int | None = None) -> dict:

@@ -2,11 +2,13 @@
 the term decomposition of its codes (golden.terms), term t in cycle t, the raw codes for int
 PEs, or for LUT PEs the plane codes' bit-planes MSB first (golden.pe_lut.plane_codes) with
 step_last and the row's table correction on the last plane only; group ends leave on
-golden.gemm.tile_cycles' schedule; nothing moves while adv is low."""
+golden.gemm.tile_cycles' schedule (tile ends at least R cycles apart); a tile's last word
+waits for a drain credit and nothing else does."""
 
 import numpy as np
 import pytest
 
+from bitmod.golden import gemm as ggemm
 from bitmod.golden import terms as gterms
 from bitmod.golden.gemm import ArrayConfig, group_lengths
 from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params
@@ -18,15 +20,25 @@ from bitmod.sim.amaranth_sim import run_simulation
 BITMOD = ["fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"]
 
 
-def _expected_group_ends(cfg, k, tiles):
-    """Cycle (from the first word) of each group's last word: golden's schedule."""
-    d, ends, total = cfg.dequant_cycles, [], 0
+def _expected_group_ends(cfg, k, tiles, credit=lambda cycle: True, first=0):
+    """Cycle of each group's last word, the first word in cycle ``first``: each group ends
+    its words and its gap after the previous end, a tile also ``R`` cycles after the previous
+    tile's end and in a cycle with ``credit`` high."""
+    d, ends = cfg.dequant_cycles, []
+    end, tile_end = first - 1, None
     for tile in range(tiles):
-        for g, length in enumerate(group_lengths(k, cfg.group_size)):
+        lengths = group_lengths(k, cfg.group_size)
+        for g, length in enumerate(lengths):
             busy = cfg.terms * -(-length // cfg.lanes)
             need = d + 2 if g == 0 and tile else (0 if g == 0 else d)
-            total += max(busy, need)
-            ends.append(total - 1)
+            end += max(busy, need)
+            if g == len(lengths) - 1:
+                if tile_end is not None:
+                    end = max(end, tile_end + cfg.rows)
+                while not credit(end):
+                    end += 1
+                tile_end = end
+            ends.append(end)
     return ends
 
 
@@ -39,13 +51,24 @@ def _expected_group_ends(cfg, k, tiles):
          pe_kind="lut"),
     dict(rows=2, cols=2, lanes=4, group_size=8, formats=("int3",), scale_bits=2,
          pe_kind="bitplane"),
+    # Tiles shorter than R cycles: their ends R apart (a column drains one output per cycle).
+    dict(rows=4, cols=1, lanes=4, group_size=4, formats=("int4_sym",), scale_bits=0, k=4),
 ])
-def test_words_and_schedule(params):
+@pytest.mark.parametrize("credits", ["free", "gated"])
+def test_words_and_schedule(params, credits):
+    params = dict(params)
+    k = params.pop("k", None)
     cfg = ArrayConfig(**params, act_format="int8")
     R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
     geo = cfg.geometry
     rng = np.random.default_rng(9)
-    k, tiles = 2 * cfg.group_size + L, 2  # two full groups and a short one per tile
+    tiles = 3
+    if k is None:
+        k = 2 * cfg.group_size + L  # two full groups and a short one per tile
+
+    def credit(cycle):
+        """The drain's credit: always, or in every seventh cycle after a long gap."""
+        return credits == "free" or (cycle >= 40 and cycle % 7 == 2)
     steps_per_tile = sum(-(-n // L) for n in group_lengths(k, cfg.group_size))
     n_steps = tiles * steps_per_tile
     codes = rng.integers(0, 1 << geo.code_bits, size=(n_steps, C, L))
@@ -100,17 +123,21 @@ def test_words_and_schedule(params):
         for _ in range(4 * T + 2 * cfg.dequant_cycles):
             await ctx.tick()
 
-    async def step_enable(ctx):
-        cycle = 0
-        async for _clk, _rst, emit, cols, rows in ctx.tick().sample(dut.emit, dut.cols,
-                                                                     dut.rows):
-            # adv low every 7th cycle: the words must hold still.
-            ctx.set(dut.adv, cycle % 7 != 6)
-            if emit and cycle % 7 != 0:
-                seen.append((cycle, int(cols), int(rows)))
-            cycle += 1
+    tile_ends = []
 
-    run_simulation(dut, [feed], processes=[step_enable], deadline=1e-3)
+    async def drain_credit(ctx):
+        cycle = 0
+        ctx.set(dut.credit, credit(0))
+        async for _clk, _rst, emit, tile_end, cols, rows in ctx.tick().sample(
+                dut.emit, dut.tile_end, dut.cols, dut.rows):
+            if emit:
+                seen.append((cycle, int(cols), int(rows)))
+            if tile_end:
+                tile_ends.append(cycle)
+            cycle += 1
+            ctx.set(dut.credit, credit(cycle))
+
+    run_simulation(dut, [feed], processes=[drain_credit], deadline=1e-3)
     widths = dut.col_widths
     col_bits = sum(widths)
     decoded = []
@@ -153,9 +180,14 @@ def test_words_and_schedule(params):
             assert lanes == want, (step, t, c)
             if cfg.scale_bits:
                 assert col >> (widths[0] + 2 + widths[3]) == scale[step, c]
-    # Group ends on golden's schedule, counted in cycles the array advanced.
-    advanced = [cycle - cycle // 7 for cycle, _, _ in decoded]
-    first = advanced[0]
-    group_ends = [a - first for (a, (_, fields, _)) in zip(advanced, decoded, strict=True)
-                  if fields[1]]
-    assert group_ends == _expected_group_ends(cfg, k, tiles)
+    # Group ends on golden's schedule; tile ends only with a credit, R cycles apart.
+    first = decoded[0][0]
+    group_ends = [cycle for cycle, fields, _ in decoded if fields[1]]
+    assert group_ends == _expected_group_ends(cfg, k, tiles, credit, first)
+    assert tile_ends == [cycle for cycle, fields, _ in decoded if fields[2]]
+    assert all(credit(cycle) for cycle in tile_ends)
+    if credits == "free":  # the tile ends are golden.gemm.tile_cycles apart
+        spacing = [ggemm.tile_cycles(k, cfg, first=tile == 0) for tile in range(tiles)]
+        assert [e - first + 1 for e in tile_ends] == list(np.cumsum(spacing))
+    else:
+        assert group_ends != _expected_group_ends(cfg, k, tiles, first=first), "no tile waited"

@@ -78,8 +78,13 @@ class SystolicArray(wiring.Component):
     ``negate``/``shift`` and ``step_last``, activation plane ``j(t)`` along the rows (the row
     word changes every cycle). Every other block is the same.
 
-    All state advances together with ``adv = AND(PE i_stream.ready)``: a PE whose finished
-    output has not been taken stops the whole array (no data is ever dropped or reordered).
+    No global stall: the skew registers and PEs move every cycle (idle cycles carry
+    ``valid`` low), and no PE ever waits. Flow control lives at the edges: the column tops
+    pace group ends for the dequantizers and end a tile only ``R`` cycles after the previous
+    one and with a drain credit (room in the column FIFOs for its outputs,
+    :attr:`golden.gemm.ArrayConfig.drain_tiles` tiles), so output backpressure stops the
+    column tops and the front end, never the grid. ``overrun`` is set (and stays set) if a PE
+    was ever offered a payload it could not take; the tests check it never is.
 
     Output: ``R * C`` codes of ``out_format`` per tile (FP32 or FP16, RNE, IEEE overflow to
     +-Inf), row-major, padding rows/columns included; ``B = out_bits`` = 32 (FP32) or 16 (FP16)
@@ -104,6 +109,9 @@ class SystolicArray(wiring.Component):
     special_values : In(32)
         Special-value register (:func:`golden.terms.pack_special_register`), static.
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(B)})))
+    overrun : Out(1)
+        Sticky: a PE was offered a payload with its ``ready`` low (a design error, never
+        expected; unused outside the tests, so synthesis removes it).
     """
 
     def __init__(self, config: ArrayConfig | None = None):
@@ -116,6 +124,7 @@ class SystolicArray(wiring.Component):
             "i_stream": In(stream.Signature(self._in_layout)),
             "special_values": In(REGISTER_LAYOUT.size),
             "o_stream": Out(stream.Signature(self._out_layout)),
+            "overrun": Out(1),
         })
 
     config = property(lambda self: self._cfg, doc="The :class:`golden.gemm.ArrayConfig`.")
@@ -154,7 +163,6 @@ class SystolicArray(wiring.Component):
         tables = cfg.kind.row_operand == "tables"  # the rows bring tables, not activations
         A, X = cfg.act_width, cfg.act_exp_bits
         fp = cfg.act_format != "int8"
-        adv = Signal()  # the whole array (serializer, skew, PE inputs) moves together
 
         # ---- row front end and drain (the drain holds the tiles' row floors) -------------------
         m.submodules.front_end = fe = RowFrontEnd(cfg)
@@ -173,7 +181,8 @@ class SystolicArray(wiring.Component):
         # ---- column tops: encoders and the serializer -----------------------------------------
         m.submodules.serializer = ser = StepSerializer(cfg)
         m.d.comb += [
-            ser.valid.eq(fe_valid), fe_ready.eq(ser.ready), ser.adv.eq(adv),
+            ser.valid.eq(fe_valid), fe_ready.eq(ser.ready),
+            ser.credit.eq(drain.credit), drain.tile_in.eq(ser.tile_end),
             ser.codes.eq(fe_codes), ser.sel.eq(fe_sel), ser.group_last.eq(fe_gl),
             ser.out_last.eq(fe_ol), ser.acts.eq(fe_acts),
             ser.special_values.eq(self.special_values),
@@ -189,12 +198,12 @@ class SystolicArray(wiring.Component):
         row_data = [ser.rows[r * ser.row_width:(r + 1) * ser.row_width] for r in range(R)]
 
         # ---- skew ---------------------------------------------------------------------------
-        # Only the ``emit`` (valid) bits are reset; the data beside them need not be.
+        # Only the ``emit`` (valid) bits are reset; the data beside them need not be. No
+        # enable: every register moves every cycle.
         def delayed(value, count, name, reset_less=True):
             for k in range(count):
                 reg = Signal(len(value), name=f"{name}_d{k}", reset_less=reset_less)
-                with m.If(adv):
-                    m.d.sync += reg.eq(value)
+                m.d.sync += reg.eq(value)
                 value = reg
             return value
 
@@ -218,7 +227,7 @@ class SystolicArray(wiring.Component):
 
         # ---- PEs ------------------------------------------------------------------------------
         pes = [[None] * C for _ in range(R)]
-        readies = []
+        refused = []
         widths = col_data[0][1]
         row_bits = ser.row_width - ser.shift_width  # the row operand, then the row shift
         for r in range(R):
@@ -234,7 +243,7 @@ class SystolicArray(wiring.Component):
                 terms = cv[offs[3]:offs[3] + widths[3]]
                 p = pe.i_stream.payload
                 row = row_at[r][c]
-                m.d.comb += [pe.i_stream.valid.eq(valid & adv), p.group_last.eq(gl),
+                m.d.comb += [pe.i_stream.valid.eq(valid), p.group_last.eq(gl),
                              p.out_last.eq(ol)]
                 if tables:  # the row's half tables and correction, in the PE's bit order
                     m.d.comb += Cat(p.tables, p.corr).eq(row[:row_bits])
@@ -261,8 +270,9 @@ class SystolicArray(wiring.Component):
                         m.d.comb += p.scale.eq(col_scale)
                     if row_shift is not None:
                         m.d.comb += p.exp.eq(row_shift)
-                readies.append(pe.i_stream.ready)
-        m.d.comb += adv.eq(Cat(*readies).all())
+                refused.append(valid & ~pe.i_stream.ready)
+        with m.If(Cat(*refused).any()):
+            m.d.sync += self.overrun.eq(1)
 
         # ---- drain ---------------------------------------------------------------------------
         for r in range(R):

@@ -11,10 +11,7 @@ from bitmod.hdl.arith.to_float import ToFloat
 
 from ..common import read_only
 
-__all__ = ["OFFSET_FIFO_DEPTH", "ArrayDrain"]
-
-# Tiles whose row exponent offsets may be in flight between the array's input and the drain.
-OFFSET_FIFO_DEPTH = 4
+__all__ = ["ArrayDrain"]
 
 
 @read_only("config")
@@ -22,14 +19,21 @@ class ArrayDrain(wiring.Component):
     """Collects the ``R x C`` accumulators of each tile and emits their float codes row-major.
 
     Per column ``c`` a row pointer takes the finished outputs of PE ``(0, c) .. (R-1, c)`` in
-    that order into a FIFO of ``max(2, R)`` entries (so a PE's ``o_stream.ready`` is the FIFO's
+    that order into a FIFO of ``Q * R`` entries (``Q`` =
+    :attr:`golden.gemm.ArrayConfig.drain_tiles`; a PE's ``o_stream.ready`` is the FIFO's
     ``w_rdy`` while the pointer is on its row); a merger reads the column FIFOs in row-major
     order into one :class:`~hdl.arith.to_float.ToFloat`, which rounds
     ``acc * 2**(base[r] - in_frac)`` (FP activations: the tile's row floors ``base``, held in a
-    FIFO of :data:`OFFSET_FIFO_DEPTH` tiles written by the front end when a tile's last step
+    FIFO of ``Q + front_latency + 1`` tiles written by the front end when a tile's last step
     enters the array; INT8 activations: offset 0) to ``out_format``, RNE. One converter, not
     one per column: the single output port takes one result per cycle, so per-column
     converters would sit idle ``(C - 1) / C`` of the time.
+
+    Credits: the drain starts with ``Q`` and the array's column tops take one with each tile
+    end (``tile_in``); one comes back when a tile's last output leaves the column FIFOs. With
+    at most ``Q`` tiles between a tile end and the merger, a column FIFO is never full when a
+    PE's output arrives, so the PEs never wait on the drain whatever the output port does; the
+    tiles' ends ``R`` cycles apart (the serializer) keep the row pointer ahead of the PEs.
 
     Latency: 2 cycles from a PE output to its column FIFO's read side, then the converter's
     :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`. Throughput: one code per cycle.
@@ -48,6 +52,10 @@ class ArrayDrain(wiring.Component):
         Push a tile's row floors (FP activations only; E = the block exponent width).
     base_w_rdy : Out(1)
         The row-floor FIFO has room (the front end takes no tile's last step without it).
+    tile_in : In(1)
+        A tile's last term left the column tops: it takes a credit.
+    credit : Out(1)
+        A credit is free: the column FIFOs have room for one more tile's outputs.
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
     """
 
@@ -62,6 +70,8 @@ class ArrayDrain(wiring.Component):
             "base_w_en": In(1),
             "base_w_data": In(base_bits),
             "base_w_rdy": Out(1),
+            "tile_in": In(1),
+            "credit": Out(1),
             "o_stream": Out(stream.Signature(
                 data.StructLayout({"code": unsigned(cfg.out_bits)}))),
         })
@@ -86,15 +96,20 @@ class ArrayDrain(wiring.Component):
                                  head_data.eq(col_fifos[c].r_data),
                                  col_fifos[c].r_en.eq(tf.i_stream.ready & tf.i_stream.valid)]
         tile_end = (mr == R - 1) & (mc == C - 1)
+        tile_read = tf.i_stream.valid & tf.i_stream.ready & tile_end
+        self._credits(m, tile_read)
         if self._fp:
+            # A tile's floors enter with its last step at the front end and leave with its
+            # last output: at most the Q credited tiles and the front end's and serializer's
+            # stages (a tile has at least one step) are in between.
             m.submodules.offsets = offsets = fifo.SyncFIFOBuffered(
-                width=R * cfg.exp_width, depth=OFFSET_FIFO_DEPTH)
+                width=R * cfg.exp_width, depth=cfg.drain_tiles + cfg.front_latency + 1)
             row_base = data.View(data.ArrayLayout(unsigned(cfg.exp_width), R), offsets.r_data)
             m.d.comb += [offsets.w_en.eq(self.base_w_en), offsets.w_data.eq(self.base_w_data),
                          self.base_w_rdy.eq(offsets.w_rdy),
                          tf.i_stream.valid.eq(head_valid & offsets.r_rdy),
                          tf.i_stream.payload.exp_offset.eq(row_base[mr]),
-                         offsets.r_en.eq(tf.i_stream.valid & tf.i_stream.ready & tile_end)]
+                         offsets.r_en.eq(tile_read)]
         else:
             m.d.comb += [tf.i_stream.valid.eq(head_valid), self.base_w_rdy.eq(1)]
         m.d.comb += tf.i_stream.payload.acc.eq(head_data)
@@ -107,11 +122,23 @@ class ArrayDrain(wiring.Component):
                      tf.o_stream.ready.eq(self.o_stream.ready)]
         return m
 
+    def _credits(self, m: Module, tile_read) -> None:
+        """The credit counter: ``Q`` at reset, one taken per ``tile_in``, one returned per
+        tile read out of the column FIFOs (``tile_read``)."""
+        q = self._config.drain_tiles
+        free = Signal(range(q + 1), init=q)
+        m.d.comb += self.credit.eq(free != 0)
+        with m.If(self.tile_in & ~tile_read):
+            m.d.sync += free.eq(free - 1)
+        with m.Elif(tile_read & ~self.tile_in):
+            m.d.sync += free.eq(free + 1)
+
     def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
-        """Column ``c``'s FIFO and the row pointer that fills it in row order."""
+        """Column ``c``'s FIFO (``Q * R`` entries) and the row pointer that fills it in row
+        order."""
         cfg = self._config
         R = cfg.rows
-        q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=max(2, R))
+        q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=max(2, cfg.drain_tiles * R))
         m.submodules[f"drain{c}"] = q
         rp = Signal(range(max(R, 2)), name=f"drain{c}_row")
         with m.Switch(rp):

@@ -36,8 +36,10 @@ class StepSerializer(wiring.Component):
     cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
     last cycle of a group leaves only when the previous group end is at least ``D`` cycles
     back (``D + 2`` after a tile's end), ``D`` = :attr:`golden.gemm.ArrayConfig.dequant_cycles`,
-    idle cycles (``emit`` low) filling the gap. Everything moves only when ``adv`` is high
-    (the array's step enable).
+    idle cycles (``emit`` low) filling the gap. The last cycle of a tile (``out_last``) also
+    waits until the previous tile's end is at least ``R`` cycles back (a column's drain takes
+    one output per cycle) and for a drain ``credit`` (room for the tile's outputs). Nothing
+    else waits: the serializer, like the whole array, never stalls on the PEs.
 
     Column word ``c`` (LSB first, widths :attr:`col_widths`): term index ``t`` (``ceil(log2
     T)`` bits, none when ``T = 1``; for ``"planes"`` one bit, ``step_last``, set in the step's
@@ -62,7 +64,7 @@ class StepSerializer(wiring.Component):
     Members
     -------
     valid, ready : In(1), Out(1)
-        A step is offered; it is taken this cycle (``ready`` is ``adv`` and room).
+        A step is offered; it is taken this cycle (the previous step's last cycle leaves).
     codes : In(ArrayLayout(ArrayLayout(code_bits, L), C))
     sel : In(ArrayLayout(2, C))
     scale : In(C * scale_bits)
@@ -70,11 +72,13 @@ class StepSerializer(wiring.Component):
         The rows' operands (``L * A`` bits of activations per row, or tables).
     shift : In(R * X) (FP activations; 1 bit, unused, for INT8)
     group_last, out_last : In(1)
-    adv : In(1)
-        The array's step enable.
+    credit : In(1)
+        The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
     emit : Out(1)
         This cycle's column and row words are a real step (not an idle gap).
+    tile_end : Out(1)
+        This cycle's words end a tile (``emit`` and ``out_last``): it takes the drain credit.
     cols : Out(C * sum(col_widths)); rows : Out(R * row_width)
     """
 
@@ -116,9 +120,9 @@ class StepSerializer(wiring.Component):
             "scale": In(max(cfg.cols * cfg.scale_bits, 1)),
             "acts": In(cfg.rows * self._row_operand.size),
             "shift": In(max(cfg.rows * cfg.act_exp_bits, 1)),
-            "group_last": In(1), "out_last": In(1), "adv": In(1),
+            "group_last": In(1), "out_last": In(1), "credit": In(1),
             "special_values": In(REGISTER_LAYOUT.size),
-            "emit": Out(1),
+            "emit": Out(1), "tile_end": Out(1),
             "cols": Out(cfg.cols * sum(self._col_widths)),
             "rows": Out(cfg.rows * self._row_width),
         })
@@ -141,27 +145,32 @@ class StepSerializer(wiring.Component):
         gl, ol = Signal(reset_less=True), Signal(reset_less=True)
 
         d = cfg.dequant_cycles
-        gap = Signal(range(d + 3), init=d + 2)
+        gap = Signal(range(d + 3), init=d + 2)  # cycles since the last group end, saturating
+        tile_gap = Signal(range(max(R, 2)), init=max(R - 1, 1))  # since the last tile end
         prev_ol = Signal()
         last_t = t == T - 1
-        emit_ok = ~(valid & gl & last_t) | (gap + 1 >= Mux(prev_ol, d + 2, d))
+        group_ok = gap + 1 >= Mux(prev_ol, d + 2, d)
+        tile_ok = self.credit if R == 1 else self.credit & (tile_gap + 1 >= R)
+        emit_ok = ~(valid & gl & last_t) | (group_ok & (~ol | tile_ok))
         out_gl, out_ol = Signal(), Signal()
         m.d.comb += [self.emit.eq(valid & emit_ok), out_gl.eq(gl & last_t),
-                     out_ol.eq(ol & last_t)]
-        adv = self.adv
-        m.d.comb += self.ready.eq(adv & (~valid | (emit_ok & last_t)))
+                     out_ol.eq(ol & last_t), self.tile_end.eq(self.emit & out_ol)]
+        m.d.comb += self.ready.eq(~valid | (emit_ok & last_t))
         with m.If(self.ready):
             m.d.sync += [valid.eq(self.valid), t.eq(0), acts.eq(self.acts),
                          shift.eq(self.shift), gl.eq(self.group_last), ol.eq(self.out_last),
                          scale.eq(self.scale)]
             m.d.sync += [terms[c].eq(words[c]) for c in range(C)]
-        with m.Elif(adv & self.emit):
+        with m.Elif(self.emit):
             m.d.sync += t.eq(t + 1)
-        with m.If(adv):
-            with m.If(self.emit & out_gl):
-                m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
-            with m.Elif(gap != d + 2):
-                m.d.sync += gap.eq(gap + 1)
+        with m.If(self.emit & out_gl):
+            m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
+        with m.Elif(gap != d + 2):
+            m.d.sync += gap.eq(gap + 1)
+        with m.If(self.tile_end):
+            m.d.sync += tile_gap.eq(0)
+        with m.Elif(tile_gap != max(R - 1, 1)):
+            m.d.sync += tile_gap.eq(tile_gap + 1)
 
         pairs = self._pair_rom(m, t) if cfg.kind.operand == "bitplanes" else None
         cols = []

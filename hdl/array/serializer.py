@@ -149,8 +149,11 @@ class StepSerializer(wiring.Component):
         tile_gap = Signal(range(max(R, 2)), init=max(R - 1, 1))  # since the last tile end
         prev_ol = Signal()
         last_t = t == T - 1
-        group_ok = gap + 1 >= Mux(prev_ol, d + 2, d)
-        tile_ok = self.credit if R == 1 else self.credit & (tile_gap + 1 >= R)
+        # The spacing rules as flags registered one cycle ahead (group_ok: gap + 1 >= D, or
+        # D + 2 after a tile end; spaced: tile_gap + 1 >= R): no compare on the ready path.
+        group_ok = Signal(init=1)
+        spaced = Signal(init=1)
+        tile_ok = self.credit & spaced
         emit_ok = ~(valid & gl & last_t) | (group_ok & (~ol | tile_ok))
         out_gl, out_ol = Signal(), Signal()
         m.d.comb += [self.emit.eq(valid & emit_ok), out_gl.eq(gl & last_t),
@@ -164,13 +167,13 @@ class StepSerializer(wiring.Component):
         with m.Elif(self.emit):
             m.d.sync += t.eq(t + 1)
         with m.If(self.emit & out_gl):
-            m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
+            m.d.sync += [gap.eq(0), prev_ol.eq(out_ol), group_ok.eq(Mux(out_ol, d + 2, d) <= 1)]
         with m.Elif(gap != d + 2):
-            m.d.sync += gap.eq(gap + 1)
+            m.d.sync += [gap.eq(gap + 1), group_ok.eq(gap + 2 >= Mux(prev_ol, d + 2, d))]
         with m.If(self.tile_end):
-            m.d.sync += tile_gap.eq(0)
+            m.d.sync += [tile_gap.eq(0), spaced.eq(R <= 1)]
         with m.Elif(tile_gap != max(R - 1, 1)):
-            m.d.sync += tile_gap.eq(tile_gap + 1)
+            m.d.sync += [tile_gap.eq(tile_gap + 1), spaced.eq(tile_gap + 2 >= R)]
 
         pairs = self._pair_rom(m, t) if cfg.kind.operand == "bitplanes" else None
         cols = []

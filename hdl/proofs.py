@@ -120,6 +120,15 @@ def _fsm_states(fragment: Fragment, fsm_name: str, states) -> dict:
     return {s: fsm.ongoing(s) for s in states}
 
 
+def _subfragment(fragment: Fragment, name: str) -> Fragment:
+    """The elaborated subfragment ``name`` of ``fragment`` (for :func:`probe` inside it)."""
+    for sub, sub_name, _ in fragment.subfragments:
+        if sub_name == name:
+            return sub
+    raise LookupError(f"the design has no submodule {name!r}: the proof harness no longer "
+                      "matches the RTL")
+
+
 def _submodule(fragment: Fragment, name: str):
     """The elaboratable that built the subfragment ``name`` of ``fragment`` (its ports are
     then readable by the harness)."""
@@ -514,8 +523,10 @@ class CommandPortProof(_Harness):
     when it accepts, docstring of :class:`~hdl.array.core.AcceleratorCore`) and is otherwise
     free: any command, any ``o_resp.ready``, resets; the array and the buffers run as they do.
 
-    Auxiliary invariant for the core (white-box, for k-induction): its ``waiting`` register
-    (a ``wait`` accepted during a job) satisfies ``k == o_resp.valid + waiting``.
+    Auxiliary invariants for the core (white-box, for k-induction): its ``waiting`` register
+    (a ``wait`` accepted during a job) satisfies ``k == o_resp.valid + waiting``; while the
+    command port's ``checked`` is set, ``i_cmd`` still offers the command, equal to the
+    port's registered copy ``x_cmd`` (which the execute stage acts on).
 
     Parameters
     ----------
@@ -566,6 +577,12 @@ class CommandPortProof(_Harness):
             waiting = probe(frag, "waiting")["waiting"]
             m.d.comb += Assert(in_flight == resp.valid + waiting,
                                "aux: in flight == response pending + wait pending")
+            # The command port executes its registered copy of the checked command; the
+            # stream rule keeps the offered one equal to it until it is accepted.
+            port = probe(_subfragment(frag, "command_port"), "x_cmd", "checked")
+            m.d.comb += Assert(~port["checked"] | (cmd.valid & (cmd.payload.as_value()
+                                                                == port["x_cmd"])),
+                               "aux: a checked command is still offered, equal to its copy")
         if isinstance(self._dut, AcceleratorCore) and self._internal:
             # The core's streams to and from its array: the core is the producer of the
             # array's input (its buffer-read pipeline), the array of its output.

@@ -151,10 +151,11 @@ def test_backpressure_and_idle(params, scheme, k, backpressure):
 
 
 @pytest.mark.parametrize(("params", "scheme", "m", "n", "k"), [
-    # 4 x 4: 16 outputs per tile against 10-cycle tiles (D + 2), Q = 2 credits.
+    # 4 x 4: 16 outputs per tile against 10-cycle tiles (D + 2), Q = 3 credits.
     (dict(INT8_BITMOD, rows=4, cols=4), "bitmod4", 8, 12, 8),
-    # 3 x 4: 12 outputs per tile, Q = 3 credits.
+    # 3 x 4: 12 outputs per tile, Q = 3 credits (with 2: 143 cycles against 131).
     (dict(INT8_BITMOD, rows=3, cols=4), "bitmod4", 9, 12, 4),
+    # int PEs, FP16: Q = 2 credits (with 1: 130 cycles against 88).
     (dict(FP16_INT4_INTPE, rows=4, cols=4), "int4", 8, 8, 4),
 ])
 def test_output_port_bound_cycles_equal_the_model(params, scheme, m, n, k):
@@ -166,8 +167,9 @@ def test_output_port_bound_cycles_equal_the_model(params, scheme, m, n, k):
     rest = ggemm.tile_cycles(k, cfg)
     assert rest < cfg.rows * cfg.cols, "not port-bound"
     stats = {}
-    out, expected, _ = _run_rtl(params, cfg, qt, acts, result, stats=stats)
-    assert (out == expected).all()
+    # Amaranth's simulator (same stamps as the compiled harness): no model build for 3 sizes.
+    out, tiles, _ = run_array_gemm(cfg, acts, qt, stats=stats, engine="amaranth")
+    assert (out == expected_codes(cfg, result, tiles)).all()
     measured = stats["output_cycles"][-1] + 1
     print(f"{model['tiles']} tiles, {rest} compute cycles per tile against {cfg.rows * cfg.cols}"
           f" outputs, Q = {cfg.drain_tiles}: measured {measured}, model {model['cycles']}")

@@ -159,8 +159,8 @@ def test_backpressure_and_idle(params, scheme, k, backpressure):
     (dict(FP16_INT4_INTPE, rows=4, cols=4), "int4", 8, 8, 4),
 ])
 def test_output_port_bound_cycles_equal_the_model(params, scheme, m, n, k):
-    """Tiles shorter than their R * C outputs: the output port is the bottleneck, the tile
-    ends wait for drain credits, and the cycles still equal golden's model (Q is sized so that
+    """Tiles shorter than their R * C outputs: the output port is the bottleneck, tile ends
+    can wait for drain credits, and the cycles still equal golden's model (Q is sized so that
     the credits never starve the port, golden.gemm's cycle model)."""
     cfg, qt, acts, result = make_case(params, m, n, k, 7, scheme)
     model = ggemm.gemm_cycles(m, n, k, cfg)

@@ -158,3 +158,12 @@ def test_mixed_path_scheme_is_refused():
                                 "--scheme", "ant4")
     assert status == 2 and "Traceback" not in err
     assert "ant4" in err.strip().splitlines()[-1]
+
+
+def test_text_report_names_every_pe_kind():
+    """The text report has a label for every PE kind (it raised KeyError for minifloat, lut
+    and bitplane: only --json had been run with them)."""
+    from bitmod.golden.gemm import PE_KINDS
+    from bitmod.tools.cmd_verify import PE_LABELS
+
+    assert set(PE_LABELS) == set(PE_KINDS)

@@ -33,6 +33,12 @@ from bitmod.tools.cli import parse_array
 from bitmod.tools.progress import Progress
 from bitmod.tools.verify_model import MODELS
 
+# How the text report names each PE kind (golden.gemm.PE_KINDS); a kind without an entry is
+# printed under its own name.
+PE_LABELS = {"bitserial": "bit-serial", "int": "int (bit-parallel)",
+             "minifloat": "minifloat (exact products)", "lut": "LUT-table",
+             "bitplane": "bit-plane"}
+
 
 def _print_report(report) -> None:
     report = report.to_dict()
@@ -40,7 +46,7 @@ def _print_report(report) -> None:
     print(f"layer:        {report['problem']}  (M={report['m']} tokens, N={report['n']}, "
           f"K={report['k']})")
     print(f"weights:      {report['scheme']}, group {report['group_size']}, INT8 group scales")
-    kind = {"bitserial": "bit-serial", "int": "int (bit-parallel)"}[report["pe"]]
+    kind = PE_LABELS.get(report["pe"], report["pe"])
     print(f"array:        {report['array']} {kind} PEs x {report['lanes']} lanes, "
           f"{report['act']} activations, {report['out']} outputs")
     verdict = "yes" if report["bit_exact"] else "NO"

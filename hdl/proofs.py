@@ -132,11 +132,11 @@ def _subfragment(fragment: Fragment, name: str) -> Fragment:
 def _submodule(fragment: Fragment, name: str):
     """The elaboratable that built the subfragment ``name`` of ``fragment`` (its ports are
     then readable by the harness)."""
-    for sub, sub_name, _ in fragment.subfragments:
-        if sub_name == name and sub.origins:
-            return sub.origins[0]
-    raise LookupError(f"the design has no submodule {name!r}: the proof harness no longer "
-                      "matches the RTL")
+    sub = _subfragment(fragment, name)
+    if not sub.origins:
+        raise LookupError(f"submodule {name!r} has no elaboratable: the proof harness no "
+                          "longer matches the RTL")
+    return sub.origins[0]
 
 
 class _Harness(wiring.Component):

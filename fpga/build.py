@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bitmod.golden.checks import BitmodError, check_choice, check_int, check_number
 from bitmod.golden.core import CoreConfig
-from bitmod.golden.gemm import scheme_formats
+from bitmod.golden.gemm import runs_zero_points, scheme_formats
 from bitmod.golden.protocol import LinkConfig
 from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
@@ -66,8 +66,10 @@ class BuildConfig:
     board : str
         A :data:`fpga.boards.BOARDS` name.
     scheme : str
-        Weight scheme (:func:`golden.quantize.scheme_names`) the core is built for; the core
-        runs the symmetric ones (:func:`golden.gemm.scheme_formats`).
+        Weight scheme (:func:`golden.quantize.scheme_names`) the core is built for
+        (:func:`golden.gemm.scheme_formats`); an asymmetric one on a PE kind that corrects by
+        zero points builds the core with ``zero_points`` (:func:`golden.gemm.runs_zero_points`),
+        on the others with its zero points folded into wider codes.
     rows, cols, lanes : int
         The array (board default: the largest measured to meet timing).
     pe : str
@@ -136,10 +138,12 @@ class BuildConfig:
     @functools.cached_property
     def core(self) -> CoreConfig:
         """The accelerator core the bitstream holds."""
+        zero_points = runs_zero_points(self.scheme, self.pe)
         return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
-                          group_size=self.group_size, formats=scheme_formats(self.scheme),
+                          group_size=self.group_size,
+                          formats=scheme_formats(self.scheme, zero_points),
                           act_format=self.act, max_m=self.max_m, max_n=self.max_n,
-                          max_k=self.max_k, pe_kind=self.pe)
+                          max_k=self.max_k, pe_kind=self.pe, zero_points=zero_points)
 
     @functools.cached_property
     def link(self) -> LinkConfig:

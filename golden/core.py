@@ -155,7 +155,9 @@ class CoreConfig(ggemm.DatapathParams):
     out_bits = property(lambda self: self.array.out_bits)
     code_bits = property(lambda self: self.array.geometry.code_bits)
     act_bits = property(lambda self: 8 if self.act_format == "int8" else 16)
-    meta_bits = property(lambda self: 2 + self.scale_bits)
+    # scale | selector << SB | (zero points) offset zero-point code << SB + 2
+    meta_bits = property(lambda self: 2 + self.scale_bits
+                         + (self.code_bits if self.zero_points else 0))
     lane_bits = property(lambda self: clog2(self.lanes))
     row_bits = property(lambda self: clog2(self.rows))
     col_bits = property(lambda self: clog2(self.cols))
@@ -245,16 +247,21 @@ def formats_crc(formats) -> int:
 
 
 @functools.cache
-def _known_formats() -> dict[int, tuple[tuple[str, ...], tuple[str, ...]]]:
+def _known_formats(zero_points: bool = False
+                   ) -> dict[int, tuple[tuple[str, ...], tuple[str, ...]]]:
     """``crc -> (formats, schemes)`` for every registered scheme the core runs, and every
-    registered format alone (``schemes`` empty when no scheme has exactly those formats)."""
+    registered format alone (``schemes`` empty when no scheme has exactly those formats).
+    ``zero_points``: a core that corrects by zero points, which runs the asymmetric schemes
+    only (as their offset formats)."""
     from . import formats as gformats
-    from .quantize import scheme_names
+    from .quantize import get_scheme, scheme_names
 
     table: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for name in scheme_names():
+        if zero_points and get_scheme(name).kind != "asym":
+            continue
         try:
-            formats = ggemm.scheme_formats(name)
+            formats = ggemm.scheme_formats(name, zero_points)
         except ValueError:
             continue
         crc = formats_crc(formats)
@@ -289,7 +296,8 @@ class DeviceConfig:
         9   clock in Hz (rounded)
         10  baud
         11  PE kind (7..0): bitserial 0, int 1, minifloat 2, lut 3, bitplane 4
-            (:data:`golden.gemm.PE_KINDS` order)
+            (:data:`golden.gemm.PE_KINDS` order) | zero points (8): the core corrects by
+            them (:class:`golden.gemm.DatapathParams` ``zero_points``)
 
     Codes: act_format int8 0, fp16 1, bf16 2; out_format fp32 0, fp16 1; rounding 0 for INT8
     activations (no block converter), trunc 1, rne 2.
@@ -314,6 +322,7 @@ class DeviceConfig:
     clock_hz: int
     baud: int
     pe_kind: str = "bitserial"
+    zero_points: bool = False
     version: int = CONFIG_VERSION
 
     @classmethod
@@ -332,7 +341,7 @@ class DeviceConfig:
                    code_bits=core.code_bits, formats_crc=formats_crc(core.formats),
                    max_m=core.max_m, max_n=core.max_n, max_k=core.max_k,
                    clock_hz=round(link.clk_freq) if link else 0, baud=link.baud if link else 0,
-                   pe_kind=core.pe_kind)
+                   pe_kind=core.pe_kind, zero_points=core.zero_points)
 
     def words(self) -> tuple[int, ...]:
         """The block (class docstring); ``ValueError`` if a field does not fit its bits."""
@@ -353,20 +362,21 @@ class DeviceConfig:
             f("mant_width", self.mant_width, 8) | f("act_exp_bits", self.act_exp_bits, 8) << 8
             | f("scale_bits", self.scale_bits, 8) << 16 | f("code_bits", self.code_bits, 8) << 24,
             self.formats_crc, f("clock", self.clock_hz, 32), f("baud", self.baud, 32),
-            ggemm.PE_KINDS.index(self.pe_kind),
+            ggemm.PE_KINDS.index(self.pe_kind) | int(self.zero_points) << 8,
         )
 
     @property
     def formats(self) -> tuple[str, ...] | None:
         """The weight formats, when a registered scheme has them or they are one registered
         format (else ``None``)."""
-        known = _known_formats().get(self.formats_crc)
+        known = _known_formats(self.zero_points).get(self.formats_crc)
         return known[0] if known else None
 
     @property
     def schemes(self) -> tuple[str, ...]:
-        """The registered schemes whose formats these are (registry order; may be empty)."""
-        known = _known_formats().get(self.formats_crc)
+        """The registered schemes whose formats these are (registry order; may be empty; with
+        zero points the asymmetric schemes whose offset formats these are)."""
+        known = _known_formats(self.zero_points).get(self.formats_crc)
         return known[1] if known else ()
 
     def core(self) -> CoreConfig:
@@ -382,7 +392,7 @@ class DeviceConfig:
                           rounding=self.rounding or "rne", mant_width=self.mant_width,
                           act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
                           max_m=self.max_m, max_n=self.max_n, max_k=self.max_k,
-                          pe_kind=self.pe_kind)
+                          pe_kind=self.pe_kind, zero_points=self.zero_points)
 
     def describe(self) -> dict[str, str]:
         """Field label -> value as a user would write it (what :meth:`differences` names)."""
@@ -395,7 +405,7 @@ class DeviceConfig:
             weights = f"{self.n_formats} unknown format(s), CRC {self.formats_crc:#010x}"
         return {
             "array": f"{self.rows}x{self.cols}", "lanes": str(self.lanes),
-            "PE kind": self.pe_kind,
+            "PE kind": self.pe_kind, "zero points": "yes" if self.zero_points else "no",
             "group size": str(self.group_size), "weight formats": weights,
             "activation format": self.act_format, "output format": self.out_format,
             "rounding": self.rounding or "-", "mantissa width": str(self.mant_width),
@@ -447,7 +457,7 @@ def decode_config(words) -> DeviceConfig:
         rounding=_name(_ROUNDING_CODES, w[6] >> 16 & 0xFF), n_formats=w[6] >> 24,
         mant_width=w[7] & 0xFF, act_exp_bits=w[7] >> 8 & 0xFF, scale_bits=w[7] >> 16 & 0xFF,
         code_bits=w[7] >> 24, formats_crc=w[8], clock_hz=w[9], baud=w[10],
-        pe_kind=_pe_kind(w[11]), version=version)
+        pe_kind=_pe_kind(w[11] & 0xFF), zero_points=bool(w[11] >> 8 & 1), version=version)
 
 
 def _pe_kind(code: int) -> str:
@@ -484,9 +494,7 @@ def load_arrays(mp: CoreConfig, x, qt) -> tuple[np.ndarray, np.ndarray, np.ndarr
     data (what a harness or a driver sends without building a tuple per command)."""
     cfg = mp.array
     ggemm.check_weights(qt, cfg)
-    if qt.zero_points is not None:
-        raise ValueError(f"scheme {qt.scheme!r}: the core loads zero points folded into the "
-                         "codes; convert the tensor with golden.gemm.core_tensor")
+    ggemm.check_rtl_zero_points(qt, cfg)
     words = act_words(x, cfg)
     m, k = words.shape
     n = qt.shape[0]
@@ -507,6 +515,9 @@ def load_arrays(mp: CoreConfig, x, qt) -> tuple[np.ndarray, np.ndarray, np.ndarr
     sel = (qt.selectors.astype(np.int64) if qt.selectors is not None
            else np.zeros((n, G), np.int64))
     meta = qt.scale_codes.astype(np.int64) | sel << cfg.scale_bits
+    if cfg.zero_points and qt.zero_points is not None:  # two's complement, code_bits wide
+        zero = qt.zero_points.astype(np.int64) & ((1 << mp.code_bits) - 1)
+        meta = meta | zero << (cfg.scale_bits + 2)
     per_channel_ops = np.concatenate([np.full((n, k), OPS["write_weight"]),
                                       np.full((n, G), OPS["write_meta"])], axis=1)
     per_channel_addr = np.concatenate([w_addr, meta_addr], axis=1)
@@ -670,7 +681,7 @@ class CoreModel:
             self.weights[f["bank"], f["word"], f["lane"]] = data
         elif name == "write_meta":
             scale = data & ((1 << cfg.scale_bits) - 1)
-            if data >> mp.meta_bits or data >> cfg.scale_bits >= len(cfg.formats) or (
+            if data >> mp.meta_bits or (data >> cfg.scale_bits & 3) >= len(cfg.formats) or (
                     cfg.kind.scale == "shift" and (scale == 0 or scale & (scale - 1))):
                 return STATUS["bad_data"], 0
             self.meta[f["bank"], f["word"]] = data
@@ -699,13 +710,17 @@ class CoreModel:
         codes = np.zeros((n, k), np.int64)
         sel = np.zeros((n, ng), np.int64)
         scale = np.zeros((n, ng), np.int64)
+        zero = np.zeros((n, ng), np.int64)
+        half = 1 << (mp.code_bits - 1)
         for i in range(n):
             for j in range(k):
                 codes[i, j] = self.weights.get((i % C, (i // C) * mp.k_steps + j // L, j % L), 0)
             for g in range(ng):
                 word = self.meta.get((i % C, (i // C) * mp.max_groups + g), 0)
                 scale[i, g] = word & ((1 << cfg.scale_bits) - 1)
-                sel[i, g] = word >> cfg.scale_bits
+                sel[i, g] = word >> cfg.scale_bits & 3
+                code = word >> (cfg.scale_bits + 2)  # the zero point, two's complement
+                zero[i, g] = (code ^ half) - half
         words = np.zeros((m, k), np.int64)
         for i in range(m):
             for j in range(k):
@@ -718,7 +733,8 @@ class CoreModel:
                              scheme="core", formats=cfg.formats, group_size=G,
                              bits=mp.code_bits, scale_format="int8",
                              selectors=sel.astype(np.uint8) if len(cfg.formats) > 1 else None,
-                             scale_codes=scale, channel_scales=np.ones(n))
+                             scale_codes=scale, channel_scales=np.ones(n),
+                             zero_points=zero if cfg.zero_points else None)
         result = ggemm.gemm(x, qt, cfg)
         for i in range(m):
             for j in range(n):

@@ -111,6 +111,7 @@ __all__ = [
     "DatapathParams",
     "GemmResult",
     "act_mantissas",
+    "check_rtl_zero_points",
     "check_weights",
     "core_tensor",
     "gemm",
@@ -121,8 +122,10 @@ __all__ = [
     "pe_kind",
     "quantize_activations_int8",
     "quantize_for_core",
+    "runs_zero_points",
     "scheme_formats",
     "weight_levels",
+    "zero_point_kinds",
 ]
 
 OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
@@ -175,6 +178,11 @@ class DatapathParams:
     pe_kind : str
         One of :data:`PE_KINDS`: the PE every position of the array holds
         (:meth:`ArrayConfig.kind` describes it).
+    zero_points : bool
+        Asymmetric schemes' zero points as MixPE's per-group correction (module docstring):
+        one more lane per PE, a group sum per row at the row edge, the zero point in each
+        column's group metadata. Needs a PE kind that takes them
+        (:attr:`golden.pe_kind.PEKind.zero_points`) and one signed format ``int<B>``.
     """
 
     rows: int = 2
@@ -189,6 +197,7 @@ class DatapathParams:
     scale_bits: int = 8
     out_format: str = "fp32"
     pe_kind: str = "bitserial"
+    zero_points: bool = False
 
     def datapath(self) -> dict:
         """The shared parameters as keyword arguments."""
@@ -222,6 +231,13 @@ class ArrayConfig(DatapathParams):
             put("act_exp_bits", check_int("act_exp_bits", self.act_exp_bits, 0, 6))
         check_choice("out_format", self.out_format, OUT_FORMATS)
         kind = pe_kind(self.pe_kind)
+        if not isinstance(self.zero_points, bool):
+            raise TypeError(f"zero_points must be a bool, not {self.zero_points!r}")
+        if self.zero_points and not kind.zero_points:
+            with_zp = [name for name, k in _PE_KINDS.items() if k.zero_points]
+            raise ValueError(f"the {self.pe_kind} PE takes no zero points (PE kinds that do: "
+                             f"{', '.join(with_zp)}); fold them into the codes with "
+                             "golden.gemm.core_tensor")
         pe = self.pe  # validates the PE parameters
         for name in ("lanes", "group_size", "formats", "scale_bits", "max_groups"):
             put(name, getattr(pe, name))
@@ -238,7 +254,7 @@ class ArrayConfig(DatapathParams):
         return gpe.PEConfig(lanes=self.lanes, act_width=self.mant_width,
                             group_size=self.group_size, formats=self.formats,
                             scale_bits=self.scale_bits, exp_bits=self.act_exp_bits,
-                            max_groups=self.max_groups)
+                            max_groups=self.max_groups, zero_points=self.zero_points)
 
     @property
     def kind(self) -> PEKind:
@@ -302,8 +318,9 @@ class ArrayConfig(DatapathParams):
     def front_end_latency(self) -> int:
         """Row front end: one register for INT8, else the block aligner
         (:func:`golden.bfp.aligner_latency`), plus the kind's row stages after it
-        (:attr:`golden.pe_kind.PEKind.row_latency`: the LUT PE's table builders)."""
-        row = self.kind.row_latency(self)
+        (:attr:`golden.pe_kind.PEKind.row_latency`: the LUT PE's table builders) and, with
+        zero points, the register of the rows' group sums."""
+        row = self.kind.row_latency(self) + self.zero_points
         if self.act_format == "int8":
             return 1 + row
         return bfp.aligner_latency(self.act_format) + row
@@ -336,11 +353,12 @@ class ArrayConfig(DatapathParams):
         return self.front_latency + self.latency - 1
 
 
-def scheme_formats(scheme) -> tuple[str, ...]:
+def scheme_formats(scheme, zero_points: bool = False) -> tuple[str, ...]:
     """The weight formats the core is built with for ``scheme`` (a name of
     :func:`golden.quantize.scheme_names` or a :class:`golden.quantize.Scheme`): the scheme's own
     formats, except for asymmetric schemes, whose ``B``-bit unsigned codes run as the signed
-    levels ``code - z`` in ``int<B+1>`` (:func:`core_tensor`).
+    levels ``code - z`` in ``int<B+1>``, or with ``zero_points`` (a core that corrects by the
+    zero point) as the offset codes ``code - 2**(B-1)`` in ``int<B>`` (:func:`core_tensor`).
 
     Raises ``ValueError`` naming the scheme and what to use instead when the core cannot run it
     (the one place that decides which schemes the core runs).
@@ -350,7 +368,8 @@ def scheme_formats(scheme) -> tuple[str, ...]:
     spec = get_scheme(scheme)
     formats = tuple(spec.formats)
     if spec.kind == "asym":
-        formats = tuple(_folded_format(name) for name in formats)
+        formats = tuple(_offset_format(name) if zero_points else _folded_format(name)
+                        for name in formats)
     try:
         gterms.geometry(list(formats))
     except ValueError as exc:
@@ -366,18 +385,45 @@ def _folded_format(name: str) -> str:
     return f"int{int(name[4:]) + 1}"
 
 
+def _offset_format(name: str) -> str:
+    """``uint<B>`` -> ``int<B>``: the format of the offset codes ``code - 2**(B-1)`` (the code
+    with its top bit inverted) a core with zero-point correction takes."""
+    _folded_format(name)  # checks the name
+    return f"int{name[4:]}"
+
+
+def zero_point_kinds() -> tuple[str, ...]:
+    """The PE kinds that correct by zero points (:attr:`golden.pe_kind.PEKind.zero_points`)."""
+    return tuple(name for name, kind in _PE_KINDS.items() if kind.zero_points)
+
+
+def runs_zero_points(scheme, pe_kind_name: str) -> bool:
+    """Whether a core of ``pe_kind_name`` PEs runs ``scheme`` with the zero-point correction
+    (an asymmetric scheme and a kind that takes zero points); otherwise the zero points, if
+    any, are folded into the codes (:func:`core_tensor`)."""
+    from .quantize import get_scheme  # quantize is a peer; imported when asked
+
+    return get_scheme(scheme).kind == "asym" and pe_kind(pe_kind_name).zero_points
+
+
 MX_SCALE_SPAN = 7  # binades an INT8 group-scale code 2**j (j = 0 .. 7) spans
 
 
-def core_tensor(qt):
+def core_tensor(qt, zero_points: bool = False):
     """The tensor the core runs for ``qt``, equal to it weight for weight (same scaled values).
 
     * INT8 group scales, no zero point: ``qt`` itself.
-    * **Zero points** (asymmetric schemes): the core multiplies by the levels ``code - z_g``
-      directly, as ``B + 1``-bit two's-complement codes of ``int<B+1>`` (``uint4`` codes and a
-      zero point in ``0 .. 15`` give levels in ``[-15, 15]``: ``int5``, Booth 3 terms per
-      weight instead of 2; ``uint3`` -> ``int4``, 2 terms as before). The zero point is folded
-      into the stored code once, offline, so the datapath is the symmetric one.
+    * **Zero points** (asymmetric schemes), ``zero_points`` False: the core multiplies by the
+      levels ``code - z_g`` directly, as ``B + 1``-bit two's-complement codes of ``int<B+1>``
+      (``uint4`` codes and a zero point in ``0 .. 15`` give levels in ``[-15, 15]``: ``int5``,
+      Booth 3 terms per weight instead of 2; ``uint3`` -> ``int4``, 2 terms as before). The
+      zero point is folded into the stored code once, offline, so the datapath is the
+      symmetric one.
+    * **Zero points**, ``zero_points`` True (a core built with zero points, whose PEs correct
+      each group by ``z_g * (-sum_k a_k)``, MixPE's formulation): the codes and zero points in
+      offset form, ``int<B>`` codes ``code - 2**(B-1)`` (the code with its top bit inverted)
+      and signed zero points ``z_g - 2**(B-1)``; the levels, their difference, are unchanged,
+      and ``uint4`` keeps int4's 2 terms per weight.
     * **MX E8M0 block scales** (``2**(e_g - 127)``): per output channel ``n`` with ``r_n =
       max_g e_g - 7``, the group-scale code is ``2**(e_g - r_n)`` (an INT8 code 1 .. 128) and
       the channel scale ``2**(r_n - 127)``, so ``code * channel`` is the block scale exactly
@@ -394,7 +440,15 @@ def core_tensor(qt):
     """
     from .quantize import QuantizedTensor  # quantize is a peer; imported when asked
 
-    if qt.zero_points is not None:
+    if qt.zero_points is not None and zero_points:
+        names = [_offset_format(name) for name in qt.formats]
+        half = 1 << (qt.bits - 1)
+        qt = QuantizedTensor(codes=qt.codes ^ half, scales=qt.scales, scheme=qt.scheme,
+                             formats=tuple(names), group_size=qt.group_size, bits=qt.bits,
+                             scale_format=qt.scale_format, selectors=qt.selectors,
+                             zero_points=qt.zero_points.astype(np.int64) - half,
+                             scale_codes=qt.scale_codes, channel_scales=qt.channel_scales)
+    elif qt.zero_points is not None:
         names = [_folded_format(name) for name in qt.formats]
         try:
             gterms.geometry(names)
@@ -412,15 +466,15 @@ def core_tensor(qt):
     return qt
 
 
-def quantize_for_core(w, scheme, group_size: int | None = None):
+def quantize_for_core(w, scheme, group_size: int | None = None, zero_points: bool = False):
     """Quantize ``w`` ``[N, K]`` with ``scheme`` the way the core takes it: INT8 group scales
-    (MX schemes: their E8M0 block scales), then :func:`core_tensor`. ``group_size`` None: the
-    scheme's own."""
+    (MX schemes: their E8M0 block scales), then :func:`core_tensor` (``zero_points``: for a
+    core built with them). ``group_size`` None: the scheme's own."""
     from .quantize import get_scheme, quantize  # quantize is a peer; imported when asked
 
     mx = get_scheme(scheme).kind == "mx"
     return core_tensor(quantize(w, scheme, group_size=group_size,
-                                scale_format="e8m0" if mx else "int8"))
+                                scale_format="e8m0" if mx else "int8"), zero_points)
 
 
 def _mx_as_int8(qt):
@@ -463,8 +517,9 @@ def _mx_as_int8(qt):
 def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
     """Raise ``ValueError`` if the datapath cannot run ``qt`` (and say what to use instead).
 
-    Zero points (asymmetric schemes) are part of the datapath: the weight levels are
-    ``code - zero_point`` (:func:`weight_levels`)."""
+    Zero points (asymmetric schemes) are part of this model: the weight levels are
+    ``code - zero_point`` (:func:`weight_levels`). The RTL takes them only when built with
+    ``zero_points`` (:func:`check_rtl_zero_points`)."""
     if qt.scale_format == "e8m0":
         raise ValueError(f"scheme {qt.scheme!r}: MX E8M0 block scales run on the core as INT8 "
                          "power-of-two codes; convert the tensor with golden.gemm.core_tensor")
@@ -489,6 +544,16 @@ def check_weights(qt, cfg: ArrayConfig | None = None) -> None:
                              f"accumulates at most max_groups = {cfg.max_groups}")
         if cfg.kind.scale == "shift":
             _check_power_of_two_scales(qt, cfg)
+
+
+def check_rtl_zero_points(qt, cfg: ArrayConfig) -> None:
+    """Raise ``ValueError`` if ``qt`` has zero points and the RTL built for ``cfg`` has no
+    zero-point correction (it would ignore them): the host and the drivers call it before
+    loading weights."""
+    if qt.zero_points is not None and not cfg.zero_points:
+        raise ValueError(f"scheme {qt.scheme!r} has zero points and the core was built without "
+                         "them: fold them into the codes with golden.gemm.core_tensor, or "
+                         "build the core with zero_points")
 
 
 def _check_power_of_two_scales(qt, cfg: ArrayConfig) -> None:

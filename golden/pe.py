@@ -43,9 +43,27 @@ bounds every partial sum and the accumulators can never overflow)
 * ``acc_width = bit_length(max_groups * M * smax * 2**(2**exp_bits - 1)) + 1`` (at most the
   spec's ``product_width + 2**exp_bits - 1 + ceil(log2(max_groups))``).
 
+Zero points (``zero_points``, MixPE's per-group correction)
+----------------------------------------------------------
+An asymmetric scheme's level is ``code - z`` with ``z`` the group's zero point. Rather than
+multiplying by those wider levels, the PE multiplies by the codes and corrects once per group::
+
+    sum_k a_k * (c_k - z) = sum_k a_k * c_k + z * (-sum_k a_k)
+
+The codes and ``z`` arrive in offset form, the signed ``int<B>`` codes ``c - 2**(B-1)`` and
+``z - 2**(B-1)`` (the difference is the same), so a ``uint4`` scheme keeps int4's 2 terms per
+weight instead of the 3 of the folded ``int5`` levels. The correction is one more lane of the
+adder tree (``L + 1`` lanes): its weight is ``z`` (term ``t`` of ``z`` in cycle ``t`` of the
+group's last step, zero terms in the other steps) and its activation ``-sum_k a_k``, which the
+row front end sums once per row and group. The payload gains ``zterm`` (one term, after
+``terms``) and ``rowsum`` (``rowsum_width = A + ceil(log2 G) + 1`` bits, after ``acts``), and the
+group bound doubles: ``M = 2 G S_max 2**(A-1)`` (``|z| <= S_max``, ``|sum_k a_k| <= G
+2**(A-1)``).
+
 Timing of the RTL (mirrored by :class:`BitSerialPEModel`)
 ---------------------------------------------------------
-``stages = 1 + max(1, ceil(ceil(log2 L) / levels_per_stage))`` pipeline registers (the
+``stages = 1 + max(1, ceil(ceil(log2 L') / levels_per_stage))`` (``L' = L``, or ``L + 1`` with
+the zero-point lane) pipeline registers (the
 first lane step, then the adder-tree levels) precede the group accumulator; the dequantizer takes
 ``D = max(scale_bits, 1)`` cycles plus one flush cycle into the output register, so
 ``latency = stages + D + 2`` cycles from the ``out_last`` input to the output being valid.
@@ -57,6 +75,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -137,6 +156,11 @@ class PEConfig:
         a smaller value is refused.
     levels_per_stage : int
         Adder-tree levels between pipeline registers.
+    zero_points : bool
+        A correction lane (MixPE's zero-point correction, module docstring): lane ``L`` of
+        the adder tree takes the terms of the group's zero point ``z`` and the row's
+        ``-sum_k a_k`` (:attr:`rowsum_width` bits) in the group's last step; the formats
+        must then be one signed integer format ``int<B>``.
     """
 
     lanes: int = 4
@@ -148,6 +172,7 @@ class PEConfig:
     max_groups: int = 256
     acc_width: int | None = None
     levels_per_stage: int = 1
+    zero_points: bool = False
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
@@ -166,6 +191,12 @@ class PEConfig:
         put("exp_bits", check_int("exp_bits", self.exp_bits, 0, MAX_EXP_BITS))
         put("max_groups", check_int("max_groups", self.max_groups, 1))
         put("levels_per_stage", check_int("levels_per_stage", self.levels_per_stage, 1))
+        if not isinstance(self.zero_points, bool):
+            raise TypeError(f"zero_points must be a bool, not {self.zero_points!r}")
+        if self.zero_points and (len(self.formats) != 1
+                                 or not re.fullmatch(r"int\d+", self.formats[0])):
+            raise ValueError(f"zero_points need one signed integer weight format int<B> (the "
+                             f"offset codes of an asymmetric scheme), not {list(self.formats)}")
         required = self.required_acc_width
         if self.acc_width is None:
             put("acc_width", required)
@@ -193,8 +224,22 @@ class PEConfig:
 
     @property
     def group_bound(self) -> int:
-        """``M = G * S_max * 2**(A - 1)``, a bound on ``|group sum|``."""
-        return self.group_size * self.s_max << (self.act_width - 1)
+        """``M = G * S_max * 2**(A - 1)``, a bound on ``|group sum|``; twice that with the
+        zero-point lane (its ``|z| * |sum_k a_k|`` is at most ``S_max * G * 2**(A - 1)``)."""
+        bound = self.group_size * self.s_max << (self.act_width - 1)
+        return 2 * bound if self.zero_points else bound
+
+    @property
+    def rowsum_width(self) -> int:
+        """Bits of the zero-point lane's activation ``-sum_k a_k`` over a group:
+        ``A + ceil(log2 G) + 1`` (``|sum| <= G * 2**(A - 1)``, and its negation needs the
+        bit above)."""
+        return self.act_width + (self.group_size - 1).bit_length() + 1
+
+    @property
+    def tree_lanes(self) -> int:
+        """Lanes of the adder tree: ``L``, plus the zero-point lane."""
+        return self.lanes + self.zero_points
 
     @property
     def gacc_width(self) -> int:
@@ -227,7 +272,8 @@ class PEConfig:
     @property
     def stages(self) -> int:
         """Pipeline registers in front of the group accumulator."""
-        levels = math.ceil(math.log2(self.lanes)) if self.lanes > 1 else 0
+        lanes = self.tree_lanes
+        levels = math.ceil(math.log2(lanes)) if lanes > 1 else 0
         return 1 + max(1, -(-levels // self.levels_per_stage))
 
     @property
@@ -246,6 +292,8 @@ def payload_offsets(cfg: PEConfig) -> dict[str, tuple[int, int]]:
     widths = [("terms", cfg.lanes * (x + 2)), ("t", cfg.t_bits),
               ("acts", cfg.lanes * cfg.act_width), ("group_last", 1), ("out_last", 1),
               ("scale", cfg.scale_bits), ("exp", cfg.exp_bits)]
+    if cfg.zero_points:  # the correction lane (module docstring)
+        widths += [("zterm", x + 2), ("rowsum", cfg.rowsum_width)]
     out, offset = {}, 0
     for name, width in widths:
         out[name] = (offset, width)
@@ -301,8 +349,9 @@ def _inputs(codes, selectors, acts, scales, exps, group_size, scale_default):
 
 
 def pe_reference(codes, selectors, acts, scales, exps, formats, group_size,
-                 special_values=None) -> np.ndarray:
-    """Exact outputs ``sum_g ((sum_k a_k * level_k) * scale_g) << exp_g`` (object array).
+                 special_values=None, zero_points=None) -> np.ndarray:
+    """Exact outputs ``sum_g ((sum_k a_k * level_k) * scale_g) << exp_g`` (object array),
+    with ``level_k - z_g`` for ``level_k`` when ``zero_points`` are given.
 
     Parameters
     ----------
@@ -316,11 +365,15 @@ def pe_reference(codes, selectors, acts, scales, exps, formats, group_size,
     special_values : sequence of 4 int, optional
         Special-value register contents (code units) of an extended-format mixture;
         default: each selector decodes with ``formats[selector % len(formats)]``.
+    zero_points : array_like [n_out, K / group_size], optional
+        Per-group zero points (signed levels of the format; the ``zero_points`` PE).
     """
     names = format_names(formats)
     codes, sel, acts, scales, exps, groups = _inputs(codes, selectors, acts, scales, exps,
                                                      group_size, 1)
     levels = _levels(codes, np.repeat(sel, group_size, axis=1), names, special_values)
+    if zero_points is not None:
+        levels = levels - np.repeat(np.asarray(zero_points, dtype=np.int64), group_size, axis=1)
     sums = (acts * levels).reshape(codes.shape[0], groups, group_size).sum(axis=-1)
     out = np.zeros(codes.shape[0], dtype=object)
     for n in range(codes.shape[0]):
@@ -330,13 +383,16 @@ def pe_reference(codes, selectors, acts, scales, exps, formats, group_size,
 
 
 def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
-              special_values=None) -> list[dict]:
+              special_values=None, zero_points=None) -> list[dict]:
     """The per-cycle input payloads that make the PE compute :func:`pe_reference`.
 
     Order: output, group, weight-step (``lanes`` weights), term ``t = 0 .. T-1``. Each dict
     mirrors the RTL payload: ``terms`` (dict of ``sign``, ``exp``, ``nonzero`` int arrays of
     length ``lanes``), ``t``, ``acts`` (length ``lanes``), ``group_last``, ``out_last``,
-    ``scale``, ``exp`` (0 except on the last cycle of a group; ``scales=None`` gives 0).
+    ``scale``, ``exp`` (0 except on the last cycle of a group; ``scales=None`` gives 0). With
+    ``zero_points`` ``[n_out, groups]`` (module docstring) also ``zterm`` (term ``t`` of the
+    group's zero point in its last step, a zero term before) and ``rowsum`` (``-sum_k a_k``
+    of the group's steps so far, as the array's row edge sends it).
     """
     names = format_names(formats)
     codes, sel, acts, scales, exps, groups = _inputs(codes, selectors, acts, scales, exps,
@@ -349,6 +405,11 @@ def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
     n_out = codes.shape[0]
     n_terms = tr.bsig.shape[0]
     steps = group_size // lanes
+    zt = None
+    if zero_points is not None:
+        mask = (1 << gterms.geometry(names).code_bits) - 1  # the zero point's code
+        zt = gterms.decompose(np.asarray(zero_points, dtype=np.int64) & mask, names, sel,
+                              special_values)
     cycles = []
     for n in range(n_out):
         for g in range(groups):
@@ -357,7 +418,7 @@ def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
                 cols = slice(lo, lo + lanes)
                 for t in range(n_terms):
                     last = s == steps - 1 and t == n_terms - 1
-                    cycles.append({
+                    cycle = {
                         "terms": {"sign": tr.sign[n, cols, t], "exp": tr.exp[n, cols, t],
                                   "nonzero": tr.nonzero[n, cols, t]},
                         "t": t,
@@ -366,7 +427,13 @@ def pe_cycles(codes, selectors, acts, scales, exps, formats, lanes, group_size,
                         "out_last": int(last and g == groups - 1),
                         "scale": int(scales[n, g]) if last else 0,
                         "exp": int(exps[n, g]) if last else 0,
-                    })
+                    }
+                    if zt is not None:
+                        on = int(s == steps - 1)  # the zero point's terms in the last step
+                        cycle["zterm"] = {key: int(getattr(zt, key)[n, g, t]) * on
+                                          for key in ("sign", "exp", "nonzero")}
+                        cycle["rowsum"] = -int(acts[n, g * group_size:lo + lanes].sum())
+                    cycles.append(cycle)
     return cycles
 
 
@@ -389,6 +456,11 @@ def payload_fields(cycles: Sequence[dict], cfg: PEConfig) -> dict[str, np.ndarra
     out = {"terms": np.array(terms, dtype=object), "acts": np.array(acts, dtype=object)}
     for name in ("t", "group_last", "out_last", "scale", "exp"):
         out[name] = np.array([int(c[name]) for c in cycles], dtype=np.int64)
+    if cfg.zero_points:  # the correction lane's term and activation (module docstring)
+        out["zterm"] = np.array([c["zterm"]["sign"] | c["zterm"]["exp"] << 1
+                                 | c["zterm"]["nonzero"] << (x + 1) for c in cycles],
+                                dtype=np.int64)
+        out["rowsum"] = np.array([c["rowsum"] for c in cycles], dtype=np.int64)  # signed
     if cfg.scale_bits == 0:
         out["scale"][:] = 0
     return out
@@ -400,11 +472,12 @@ def pack_pe_payload(cycles: Sequence[dict], cfg: PEConfig) -> np.ndarray:
     offsets = payload_offsets(cfg)
     packed = np.zeros(len(cycles), dtype=object)
     for name, (offset, width) in offsets.items():
+        low = -(1 << (width - 1)) if name == "rowsum" else 0  # the one signed field
         for i, v in enumerate(fields[name]):
             v = int(v)
-            if not 0 <= v < 1 << width:
+            if not low <= v < low + (1 << width):
                 raise ValueError(f"field {name!r} ({width} bits) cannot hold {v}")
-            packed[i] += v << offset
+            packed[i] += (v & ((1 << width) - 1)) << offset
     return packed
 
 
@@ -603,4 +676,5 @@ PE_KIND = PEKind(
     name="bitserial",
     summary="bit-serial term PE (hdl.pe.bitserial): T terms per weight-step, LUTs only",
     operand="terms", cycles_per_step=_array_terms, dequant_cycles=_array_dequant_cycles,
-    latency=_array_latency, acc_width=_array_acc_width, check=_any_term_formats)
+    latency=_array_latency, acc_width=_array_acc_width, check=_any_term_formats,
+    zero_points=True)

@@ -44,8 +44,15 @@ The description is a set of functions of the array configuration
   kind (the table builders: :func:`golden.pe_lut.builder_latency`); 0 for ``"acts"``. It is
   part of :attr:`golden.gemm.ArrayConfig.front_end_latency`, so the cycle model counts it.
 
-``row_operand`` and ``row_latency`` default to ``"acts"`` and 0 (the kinds whose PEs take the
-activations themselves).
+* ``zero_points``: whether the PE takes an asymmetric scheme's zero points as MixPE's per-group
+  correction (:class:`golden.gemm.ArrayConfig` ``zero_points``): one more lane in the PE, whose
+  weight is the group's zero point ``z`` (its terms, in the step that ends the group) and whose
+  activation is the negated group sum of the row's activations ``-sum_k a_k``, which the row
+  front end computes once per row. Kinds without it run asymmetric schemes with the zero point
+  folded into wider signed codes (:func:`golden.gemm.core_tensor`).
+
+``row_operand``, ``row_latency`` and ``zero_points`` default to ``"acts"``, 0 and False (the
+kinds whose PEs take the activations themselves and no zero points).
 
 The functions are module-level (pickle-free configs carry the kind's *name*, not this object).
 """
@@ -91,6 +98,8 @@ class PEKind:
         What the row edge feeds the PEs of a row.
     row_latency : callable
         ``row_latency(cfg)``: register stages the row edge adds after the row front end.
+    zero_points : bool
+        The PE applies zero points as a per-group correction lane.
     """
 
     name: str
@@ -104,6 +113,7 @@ class PEKind:
     scale: str = "multiply"
     row_operand: str = "acts"
     row_latency: Callable[[Any], int] = _no_row_latency
+    zero_points: bool = False
 
     def __post_init__(self):
         if self.operand not in OPERANDS:

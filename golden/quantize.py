@@ -392,7 +392,9 @@ class QuantizedTensor:
     selectors : ndarray of uint8, shape (N, n_groups), optional
         Index into ``formats`` per group (BitMoD schemes).
     zero_points : ndarray of int64, shape (N, n_groups), optional
-        Asymmetric INT zero points.
+        Asymmetric INT zero points: codes ``0 .. 2**bits - 1`` of unsigned formats, or levels
+        ``-2**(bits-1) .. 2**(bits-1) - 1`` of signed integer formats (the offset form the
+        core loads, :func:`golden.gemm.core_tensor`).
     scale_codes : ndarray of int64, shape (N, n_groups), optional
         INT8 group-scale codes (0..255) or E8M0 codes (MX).
     channel_scales : ndarray of float64, shape (N,), optional
@@ -446,8 +448,12 @@ class QuantizedTensor:
         if self.selectors is not None:
             self.selectors = _int_array("selectors", self.selectors, 0, len(self.formats) - 1)
         if self.zero_points is not None:
-            self.zero_points = _int_array("zero_points", self.zero_points, 0,
-                                          (1 << self.bits) - 1)
+            # Unsigned codes: a code in 0 .. 2**bits - 1. Signed integer formats (the core's
+            # offset codes, golden.gemm.core_tensor): a level of the format.
+            signed = all(name.startswith("int") for name in self.formats)
+            low = -(1 << (self.bits - 1)) if signed else 0
+            self.zero_points = _int_array("zero_points", self.zero_points, low,
+                                          low + (1 << self.bits) - 1)
         if self.scale_codes is not None:  # INT8 codes 0..255; E8M0 0..254 (255 is NaN)
             top = 254 if self.scale_format == "e8m0" else INT8_SCALE_LEVELS
             self.scale_codes = _int_array("scale_codes", self.scale_codes, 0, top)

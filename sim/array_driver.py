@@ -50,6 +50,7 @@ def pack_steps(cfg: ggemm.ArrayConfig, steps: list[dict]) -> list[int]:
 
 def tile_steps(cfg, acts, qt, m0: int, n0: int) -> list[dict]:
     """The weight-steps of the output tile at tokens m0.., channels n0.. (padded)."""
+    ggemm.check_rtl_zero_points(qt, cfg)
     R, C, L, G = cfg.rows, cfg.cols, cfg.lanes, cfg.group_size
     M, K = acts["mant"].shape
     N = qt.shape[0]
@@ -60,7 +61,7 @@ def tile_steps(cfg, acts, qt, m0: int, n0: int) -> list[dict]:
         for s in range(n_steps):
             ks = [g * G + s * L + lane for lane in range(L)]
             inside = [k < g * G + length for k in ks]
-            codes, sel, scale, act_words, gexp, base = [], [], [], [], [], []
+            codes, sel, scale, act_words, gexp, base, zp = [], [], [], [], [], [], []
             for c in range(C):
                 n = n0 + c
                 ok = n < N
@@ -68,6 +69,8 @@ def tile_steps(cfg, acts, qt, m0: int, n0: int) -> list[dict]:
                               for k, i in zip(ks, inside, strict=True)])
                 sel.append(int(qt.selectors[n, g]) if ok and qt.selectors is not None else 0)
                 scale.append(int(qt.scale_codes[n, g]) if ok else 0)
+                has_zp = ok and qt.zero_points is not None
+                zp.append(int(qt.zero_points[n, g]) if has_zp else 0)  # packed two's complement
             for r in range(R):
                 m = m0 + r
                 ok = m < M
@@ -77,7 +80,7 @@ def tile_steps(cfg, acts, qt, m0: int, n0: int) -> list[dict]:
                 base.append(int(acts["base"][m]) if ok else 0)
             last = s == n_steps - 1
             step = {"codes": codes, "sel": sel, "scale": scale, "acts": act_words,
-                    "gexp": gexp, "base": base, "group_last": int(last),
+                    "gexp": gexp, "base": base, "zp": zp, "group_last": int(last),
                     "out_last": int(last and g == len(lengths) - 1)}
             steps.append(step)
     return steps

@@ -175,6 +175,9 @@ CONFIGS = [
     (gcore.CoreConfig(rows=2, cols=2, lanes=4, formats=scheme_formats("int4"), max_m=8,
                       max_n=8, max_k=32, pe_kind="int"),  # the int PE: word 11 says so
      protocol.LinkConfig(clk_freq=24e6, baud=115_200)),
+    (gcore.CoreConfig(rows=2, cols=2, lanes=4, formats=scheme_formats("int4_asym", True),
+                      max_m=8, max_n=8, max_k=32, zero_points=True),  # word 11, bit 8
+     protocol.LinkConfig(clk_freq=24e6, baud=115_200)),
     (gcore.CoreConfig(rows=64, cols=1, lanes=1, group_size=1, formats=("fp4",),
                       act_format="bf16", max_m=1, max_n=1, max_k=1),
      protocol.LinkConfig(clk_freq=48e6, baud=9600)),

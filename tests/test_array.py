@@ -1,5 +1,7 @@
 """The systolic array (hdl/array) against golden/gemm.py: bit-exact GEMMs, timing, handshake."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -218,3 +220,71 @@ def test_no_pe_ever_waits_under_backpressure(params, scheme, k):
     assert not any(overruns)
     assert got == [int(e) for e in expected]
     print(f"{len(got)} outputs of {len(tiles)} tiles in {len(overruns)} cycles, no PE waited")
+
+
+def zero_point_case(act_format, seed=31):
+    """An int4_asym GEMM for an array with zero points (golden.gemm.core_tensor's offset form):
+    5 x 7 x (3 groups + a ragged 4), every zero point of 0 .. 15 among the groups (0 and 15
+    forced: channel 0's first group all positive, channel 1's all negative), and for INT8 a
+    token whose first group is all -128 (the largest ``-sum_k a_k``, ``128 G``: the row sum's
+    width bound) against channel 2's first group of code 15 beside zero point 0 (the largest
+    level, 15)."""
+    params = dict(rows=2, cols=3, lanes=4, group_size=16, act_format=act_format,
+                  formats=ggemm.scheme_formats("int4_asym", zero_points=True), zero_points=True)
+    if act_format != "int8":
+        params.update(mant_width=10, act_exp_bits=3)
+    cfg = ggemm.ArrayConfig(**params)
+    rng = np.random.default_rng(seed)
+    m, n, k = 5, 7, 3 * 16 + 4
+    w = rng.uniform(-1, 1, (n, k)) + rng.uniform(-1.5, 1.5, (n, 1))
+    w[0, :16] = np.abs(w[0, :16])
+    w[1, :16] = -np.abs(w[1, :16]) - 0.1
+    w[2, :16] = np.linspace(0.0, 1.0, 16)
+    qt = quantize(w, "int4_asym", group_size=16, scale_format="int8")
+    assert {0, 15} <= set(qt.zero_points.ravel().tolist())
+    assert qt.codes[2, 15] == 15 and qt.zero_points[2, 0] == 0
+    x = rng.standard_normal((m, k)) * 3.0
+    if act_format == "int8":
+        xq, act_scale = ggemm.quantize_activations_int8(x)
+        xq[1, :16] = -128
+    else:
+        xq, act_scale = x.astype(np.float16), None
+    ct = ggemm.core_tensor(qt, zero_points=True)
+    result = ggemm.gemm(xq, ct, cfg, act_scale)
+    # An independent path: golden with the zero points subtracted from the unsigned codes.
+    native = ggemm.gemm(xq, qt, dataclasses.replace(cfg, formats=qt.formats, zero_points=False),
+                        act_scale)
+    np.testing.assert_array_equal(result.codes, native.codes)
+    return cfg, ct, ggemm.act_mantissas(xq, cfg), result
+
+
+@pytest.mark.parametrize("act_format", ["int8", "fp16"])
+def test_zero_point_correction_bit_exact(act_format):
+    """MixPE's zero-point correction in the array (golden.pe: the PEs multiply by the offset
+    codes and add ``z * (-sum_k a_k)`` once per group, the row sums from the front end):
+    bit-exact against golden at the corner cases of zero_point_case, 2 terms per weight (int4's,
+    not the 3 of folded int5 levels), and the cycles equal the model's."""
+    cfg, ct, acts, result = zero_point_case(act_format)
+    assert cfg.terms == 2
+    stats = {}
+    out, tiles, n_steps = run_array_gemm(cfg, acts, ct, stats=stats)
+    expected = expected_codes(cfg, result, tiles)
+    assert (out == expected).all()
+    measured = stats["output_cycles"][-1] + 1
+    model = ggemm.gemm_cycles(5, 7, acts["mant"].shape[1], cfg)
+    print(f"checked {len(expected)} outputs ({n_steps} steps); cycles {measured}, model "
+          f"{model['cycles']}")
+    assert measured == model["cycles"]
+    # Without the zero points the outputs differ: the correction is really applied.
+    no_zp = dataclasses.replace(ct, zero_points=np.zeros_like(ct.zero_points))
+    out, _, _ = run_array_gemm(cfg, acts, no_zp)
+    assert (out != expected).any()
+
+
+def test_zero_points_need_an_array_built_with_them():
+    cfg, ct, acts, _ = zero_point_case("int8")
+    plain = dataclasses.replace(cfg, zero_points=False)
+    with pytest.raises(ValueError, match="zero_points"):
+        run_array_gemm(plain, acts, ct, engine="amaranth")
+    with pytest.raises(ValueError, match="lut PE takes no zero points"):
+        dataclasses.replace(cfg, pe_kind="lut")

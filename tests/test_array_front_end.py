@@ -18,13 +18,18 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-@pytest.mark.parametrize(("act_format", "pe_kind"), [
-    ("fp16", "bitserial"), ("bf16", "bitserial"), ("int8", "bitserial"),
-    ("fp16", "lut"), ("int8", "lut"),
+@pytest.mark.parametrize(("act_format", "pe_kind", "zero_points"), [
+    ("fp16", "bitserial", False), ("bf16", "bitserial", False), ("int8", "bitserial", False),
+    ("fp16", "lut", False), ("int8", "lut", False),
+    ("fp16", "bitserial", True), ("int8", "bitserial", True),
 ])
-def test_front_end_matches_golden_mantissas(act_format, pe_kind):
-    cfg = ArrayConfig(rows=2, cols=2, lanes=4, group_size=8, formats=("int4_sym",),
-                      act_format=act_format, mant_width=10, act_exp_bits=2, pe_kind=pe_kind)
+def test_front_end_matches_golden_mantissas(act_format, pe_kind, zero_points):
+    """With zero points the rows also leave with ``-sum`` of the group's mantissas so far
+    (RowGroupSums: the group's sum in its last step), the zero points beside the codes."""
+    cfg = ArrayConfig(rows=2, cols=2, lanes=4, group_size=8,
+                      formats=("int4",) if zero_points else ("int4_sym",),
+                      act_format=act_format, mant_width=10, act_exp_bits=2, pe_kind=pe_kind,
+                      zero_points=zero_points)
     R, C, L, A = cfg.rows, cfg.cols, cfg.lanes, cfg.act_width
     rng = np.random.default_rng(4)
     tiles, k = 3, 16  # two groups of two steps per tile
@@ -52,11 +57,16 @@ def test_front_end_matches_golden_mantissas(act_format, pe_kind):
                 "group_last": int((s * L + L) % cfg.group_size == 0),
                 "out_last": int(s == k // L - 1),
             }
+            if zero_points:
+                payload["zp"] = [int(v) for v in rng.integers(0, 16, C)]
+                so_far = acts["mant"][:, g * cfg.group_size:(s + 1) * L].sum(axis=1)
             if act_format != "int8":
                 payload["gexp"] = [int(v) for v in acts["gexp"][:, g]]
                 payload["base"] = [int(v) for v in acts["base"]]
             want = {"acts": [[int(v) for v in acts["mant"][r, lanes]] for r in range(R)],
                     "shift": [int(v) for v in acts["shift"][:, g]]}
+            if zero_points:
+                want["rowsum"] = [-int(v) for v in so_far]
             steps.append((payload, want))
     dut = RowFrontEnd(cfg)
     got, pushed = [], []
@@ -95,6 +105,9 @@ def test_front_end_matches_golden_mantissas(act_format, pe_kind):
             row = out.tables[r]
             assert [[int(e) for e in t] for t in row.tables] == tables.tolist()
             assert int(row.corr) == int(corr) and int(corr) == -sum(want["acts"][r])
+        if zero_points:
+            assert [int(out.rowsum[r]) for r in range(R)] == want["rowsum"]
+            assert [int(out.zp[c]) for c in range(C)] == payload["zp"]
         if act_format != "int8":
             assert [int(out.shift[r]) for r in range(R)] == want["shift"]
         assert [[int(out.codes[c][lane]) for lane in range(L)] for c in range(C)] == \

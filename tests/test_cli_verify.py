@@ -77,11 +77,33 @@ def test_lut_pe_runs_folded_asymmetric_weights():
     assert status == 0, err
     report = json.loads(out)
     assert report["pe"] == "lut" and report["bit_exact"] and report["counters_match_model"]
+    assert report["zero_points"] == "folded"
     cfg = ggemm.ArrayConfig(rows=2, cols=2, lanes=4, group_size=16, formats="int5",
                             act_format="int8", pe_kind="lut", max_groups=3)
     assert cfg.terms == 5
     assert report["counters"]["busy_pe_cycles"] == \
         ggemm.gemm_cycles(3, 5, 36, cfg)["busy_pe_cycles"]
+
+
+def test_bitserial_pe_corrects_zero_points():
+    """The bit-serial PE runs int4_asym with MixPE's per-group zero-point correction: int4's
+    2 terms per weight (folded int5 levels would take 3), bit-exact, counters equal to the
+    model, and the text report says how the zero points ran."""
+    args = ["--random", "3", "5", "36", "--array", "2x2", "--group-size", "16", "--act", "int8",
+            "--scheme", "int4_asym"]
+    status, out, err = run_cli(*args, "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["zero_points"] == "corrected"
+    assert report["bit_exact"] and report["counters_match_model"]
+    cfg = ggemm.ArrayConfig(rows=2, cols=2, lanes=4, group_size=16, formats="int4",
+                            act_format="int8", max_groups=3, zero_points=True)
+    assert cfg.terms == 2
+    assert report["counters"]["busy_pe_cycles"] == \
+        ggemm.gemm_cycles(3, 5, 36, cfg)["busy_pe_cycles"]
+    status, out, err = run_cli(*args)
+    assert status == 0, err
+    assert "zero points corrected per group" in out
 
 
 @pytest.fixture
@@ -103,7 +125,7 @@ def weights_3d(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--layer", "encoder.layer.9.nope"], "unknown layer"),
     (["--scheme", "bitmod5"], "unknown scheme"),
-    (["--scheme", "int8_asym", "--random", "2", "2", "16", "--group-size", "16"],
+    (["--scheme", "int8_asym", "--pe", "lut", "--random", "2", "2", "16", "--group-size", "16"],
      "cannot run on the core: format 'int9'"),
     (["--scheme", "mxfp4", "--layer", "encoder.layer.0.output.dense"],
      "channel 99's E8M0 block scales span 8 binades"),

@@ -136,6 +136,13 @@ def test_parameters_are_validated():
     with pytest.raises(ValueError, match="64"):
         AcceleratorCore(CoreConfig(act_format="fp16", mant_width=16, act_exp_bits=6,
                                    group_size=128, max_k=1 << 16))
+    # Zero points: a PE kind that corrects by them, and one plain int<B> format for the codes.
+    with pytest.raises(ValueError, match="int PE takes no zero points"):
+        CoreConfig(formats="int4", pe_kind="int", zero_points=True)
+    with pytest.raises(ValueError, match="int<B>"):
+        CoreConfig(formats="int4_sym", zero_points=True)
+    with pytest.raises(TypeError, match="zero_points"):
+        CoreConfig(formats="int4", zero_points=1)
 
 
 def test_buffer_depths_follow_the_formulas():
@@ -282,12 +289,15 @@ def test_engines_run_a_core_script_identically():
           f"{harness.seconds:.2f} s, cocotb {cocotb_run.seconds:.2f} s")
 
 
-@pytest.mark.parametrize("scheme", ["int4_asym", "mxfp4"])
-def test_zero_points_and_mx_scales_on_the_core(scheme):
+@pytest.mark.parametrize(("scheme", "zero_points"), [("int4_asym", False), ("int4_asym", True),
+                                                     ("mxfp4", False)])
+def test_zero_points_and_mx_scales_on_the_core(scheme, zero_points):
     """Asymmetric and MX weights through the core (golden.gemm.core_tensor: zero points folded
-    into int5 levels; E8M0 block scales as power-of-two INT8 codes), bit-exact against golden:
-    random skewed weights with every zero point of the range (or block scales spanning the
-    full 7 binades), and a real MiniLM-L6 slice (layer 0's query projection, 8 channels)."""
+    into int5 levels, or with ``zero_points`` the offset int4 codes and the zero points in the
+    group metadata for the PEs' per-group correction; E8M0 block scales as power-of-two INT8
+    codes), bit-exact against golden: random skewed weights with every zero point of the range
+    (or block scales spanning the full 7 binades), and a real MiniLM-L6 slice (layer 0's query
+    projection, 8 channels)."""
     from bitmod.golden.quantize import get_scheme
     from bitmod.models import minilm
     from bitmod.sim.core_driver import run_core_gemm
@@ -303,18 +313,20 @@ def test_zero_points_and_mx_scales_on_the_core(scheme):
     real_w = minilm.minilm_linear_layers()[minilm_layer := "encoder.layer.0.attention.self.query"]
     real_w = np.asarray(real_w[:8, :k], dtype=np.float64)
     mp = CoreConfig(rows=2, cols=2, lanes=4, group_size=group,
-                    formats=ggemm.scheme_formats(scheme), act_format="fp16", max_m=4, max_n=8,
-                    max_k=k)
+                    formats=ggemm.scheme_formats(scheme, zero_points), act_format="fp16",
+                    max_m=4, max_n=8, max_k=k, zero_points=zero_points)
     for label, w in (("random", random_w), (minilm_layer, real_w)):
         qt = quantize(w, scheme, **({} if mx else {"group_size": group,
                                                    "scale_format": "int8"}))
-        ct = ggemm.core_tensor(qt)
+        ct = ggemm.core_tensor(qt, zero_points)
         if not mx:
             assert len(np.unique(qt.zero_points)) > 4, "zero points across the range"
+            assert ct.formats == (("int4",) if zero_points else ("int5",))
         x = (rng.standard_normal((4, k)) * 2.0).astype(np.float16)
         golden = ggemm.gemm(x, ct, mp.array).codes & 0xFFFFFFFF
         if not mx:  # the datapath with the zero points subtracted: an independent path
-            native = ggemm.gemm(x, qt, dataclasses.replace(mp.array, formats=qt.formats))
+            native = ggemm.gemm(x, qt, dataclasses.replace(mp.array, formats=qt.formats,
+                                                           zero_points=False))
             np.testing.assert_array_equal(golden, native.codes & 0xFFFFFFFF)
         run = run_core_gemm(mp, x, ct)
         np.testing.assert_array_equal(run["codes"], golden.astype(np.uint32), err_msg=label)

@@ -35,6 +35,9 @@ CONFIGS = {
     # A PE kind that shifts by the group scale: meta scale codes must be powers of two.
     "minifloat": dict(rows=2, cols=3, lanes=4, group_size=8, act_format="int8",
                       formats="fp4_e2m1", max_m=5, max_n=7, max_k=20, pe_kind="minifloat"),
+    # Zero points: the meta word's top field is the zero point's code (any value).
+    "zero_points": dict(rows=3, cols=3, lanes=3, group_size=6, act_format="int8",
+                        formats="int4", max_m=5, max_n=7, max_k=20, zero_points=True),
 }
 
 
@@ -71,7 +74,7 @@ def data_edges(mp: CoreConfig, op: int) -> list[int]:
         # Powers of two (the only scales a shifting PE kind takes) and others beside them.
         return [0, 1, 2, 3, 1 << (sb - 1), (1 << (sb - 1)) + 1, (1 << sb) - 1,
                 (nf - 1) << sb | 5, (nf - 1) << sb | 4, nf << sb, 3 << sb, 1 << mp.meta_bits,
-                1 << 31, top]
+                1 << (sb + 2), ((1 << mp.code_bits) - 1) << (sb + 2) | 1, 1 << 31, top]
     if op == OPS["write_act"]:
         if cfg.act_format == "int8":
             return [0, 0x7F, 0x80, 0xFF, 0x100, 0x17F, 0xFF7F, 0xFF80, 0xFFFF, 0x10000,

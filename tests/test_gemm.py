@@ -1,5 +1,6 @@
 """golden/gemm.py: the core's bit-exact GEMM model against independent references."""
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -233,6 +234,52 @@ def test_core_tensor_folds_zero_points(scheme, folded):
     codes_core = ggemm.gemm(x, ct, ggemm.ArrayConfig(group_size=16, formats=ct.formats,
                                                      act_format="fp16")).codes
     np.testing.assert_array_equal(codes_core, codes_native)
+
+
+@pytest.mark.parametrize("scheme", ["int2_asym", "int3_asym", "int4_asym", "int8_asym"])
+def test_core_tensor_offsets_codes_for_zero_point_correction(scheme):
+    """``zero_points=True``: ``int<B>`` codes ``code - 2**(B-1)`` (the top bit inverted) and
+    signed zero points ``z - 2**(B-1)``, the same levels and values as the scheme's; the
+    datapath with the correction (ArrayConfig zero_points) gives the codes of the unsigned
+    tensor's. int8_asym, whose folded levels would need int9, runs this way."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((24, 72)) + rng.uniform(-2, 2, size=(24, 1))
+    qt = quantize(w, scheme, group_size=16, scale_format="int8")
+    bits, half = qt.bits, 1 << (qt.bits - 1)
+    assert set(np.unique(qt.zero_points)) >= {0, (1 << bits) - 1}, "corner zero points"
+    ct = ggemm.core_tensor(qt, zero_points=True)
+    assert ct.formats == (f"int{bits}",) == ggemm.scheme_formats(scheme, zero_points=True)
+    assert ct.bits == bits
+    np.testing.assert_array_equal(ct.codes, qt.codes ^ half)
+    np.testing.assert_array_equal(ct.zero_points, qt.zero_points - half)
+    assert ct.zero_points.min() == -half and ct.zero_points.max() == half - 1
+    np.testing.assert_array_equal(ggemm.weight_levels(ct), ggemm.weight_levels(qt))
+    np.testing.assert_array_equal(ct.dequantize(), qt.dequantize())
+    x = rng.standard_normal((5, 72)).astype(np.float16)
+    codes_native = ggemm.gemm(x, qt, ggemm.ArrayConfig(group_size=16, formats=qt.formats,
+                                                       act_format="fp16")).codes
+    cfg = ggemm.ArrayConfig(group_size=16, formats=ct.formats, act_format="fp16",
+                            zero_points=True)
+    np.testing.assert_array_equal(ggemm.gemm(x, ct, cfg).codes, codes_native)
+    assert ggemm.runs_zero_points(scheme, "bitserial")
+    assert not ggemm.runs_zero_points(scheme, "lut")
+    # Signed zero points are levels of the signed format: one beyond is refused.
+    with pytest.raises(ValueError, match="zero_points must be in"):
+        dataclasses.replace(ct, zero_points=np.full_like(ct.zero_points, half))
+
+
+def test_zero_point_widths():
+    """The correction lane's activation holds ``-sum_k a_k`` at its extreme (``G * 128`` for
+    G INT8 activations of -128), and the group bound doubles (golden.pe)."""
+    plain = ggemm.ArrayConfig(group_size=16, formats="int4", act_format="int8").pe
+    zp = ggemm.ArrayConfig(group_size=16, formats="int4", act_format="int8",
+                           zero_points=True).pe
+    width, top = zp.rowsum_width, 16 * 128  # -sum of 16 activations of -128
+    assert width == 8 + 4 + 1
+    assert top <= (1 << (width - 1)) - 1  # fits, and one bit fewer would not
+    assert top > (1 << (width - 2)) - 1
+    assert zp.group_bound == 2 * plain.group_bound
+    assert zp.tree_lanes == plain.lanes + 1
 
 
 def test_core_tensor_refuses_what_the_core_cannot_run():

@@ -171,6 +171,58 @@ def test_amaranth_sim_odd_lane_count():
     print(f"checked {len(ref)} outputs")
 
 
+@pytest.mark.parametrize(("lanes", "scale_bits", "exp_bits"), [(4, 8, 0), (3, 2, 2)])
+def test_zero_point_lane_bit_exact_at_the_extremes(lanes, scale_bits, exp_bits):
+    """The zero-point lane (golden.pe, MixPE's correction): int4 offset codes and zero points
+    with ``rowsum = -sum_k a_k`` per group, against golden's reference of the levels
+    ``code - z`` (pe_reference with zero_points, no terms), in the Amaranth simulator. Outputs
+    at the extremes of the group bound ``2 G S_max 2**(A-1)``: all activations -128 with level
+    7 and z = -8 (and 127 with -8 and z = 7), the largest scale and shift, and random ones."""
+    group = 2 * lanes
+    cfg = PEConfig(lanes=lanes, group_size=group, formats="int4", scale_bits=scale_bits,
+                   exp_bits=exp_bits, max_groups=2, zero_points=True)
+    dut = BitSerialPE(cfg)
+    rng = np.random.default_rng(12)
+    n, k = 6, 2 * group
+    codes = rng.integers(0, 16, (n, k))
+    acts = rng.integers(-128, 128, (n, k))
+    zero = rng.integers(-8, 8, (n, 2))
+    codes[0], acts[0], zero[0] = 7, -128, -8  # level 7 - (-8) = 15 against -128
+    codes[1], acts[1], zero[1] = 8, 127, 7  # code 8 is -8: level -15 against 127
+    codes[2], zero[2] = 0, 7  # only the correction
+    scales = rng.integers(0, 1 << scale_bits, (n, 2))
+    scales[:2] = (1 << scale_bits) - 1
+    exps = rng.integers(0, 1 << exp_bits, (n, 2))
+    exps[:2] = (1 << exp_bits) - 1
+    case = {"codes": codes, "selectors": None, "acts": acts, "scales": scales, "exps": exps,
+            "zero_points": zero}
+    cycles = pe_cycles(**case, formats="int4", lanes=lanes, group_size=group)
+    ref = list(pe_reference(**case, formats="int4", group_size=group))
+    assert ref[0] == -128 * 15 * k * scales[0, 0] << int(exps[0, 0])
+    flat = pack_fields(dut.in_layout, **payload_fields(cycles, cfg))
+    assert list(flat) == list(pack_pe_payload(cycles, cfg))
+    got = []
+
+    async def producer(ctx):
+        for value in flat:
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(Value.cast(dut.i_stream.payload), int(value))
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        while len(got) < len(ref):
+            *_, payload, valid = await ctx.tick().sample(dut.o_stream.payload,
+                                                         dut.o_stream.valid)
+            if valid:
+                got.append(payload.acc)
+
+    run_simulation(dut, [producer, consumer], deadline=1e-4)
+    assert got == ref
+    print(f"checked {len(ref)} outputs; stages {cfg.stages} ({cfg.tree_lanes} tree lanes)")
+
+
 def test_elaboration_errors():
     with pytest.raises(ValueError, match=r"group_size \(12\) must be a multiple of lanes"):
         BitSerialPE(PEConfig(lanes=8, group_size=12))

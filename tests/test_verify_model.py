@@ -80,7 +80,7 @@ def test_cli_model_json_and_bad_options(capsys):
             (["--model", "minilm", "--rtl-layers", "99"], "rtl_layers must be 0 .. 37"),
             (["--model", "minilm", "--rtl-layers", "nosuch"], "unknown layer 'nosuch'"),
             (["--model", "minilm", "--engine", "cocotb"], "--model runs on the core"),
-            (["--model", "minilm", "--scheme", "int8_asym"], "format 'int9'"),
+            (["--model", "minilm", "--scheme", "int8_asym", "--pe", "lut"], "format 'int9'"),
             (["--model", "minilm", "--tokens", "1"], "tokens"),
             (["--random", "2", "4", "32", "--sentences", "hi"], "--sentences applies to"),
             (["--model", "minilm", "--workers", "-1"], "workers")):

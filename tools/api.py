@@ -318,6 +318,9 @@ class VerifyResult(Result):
     tiles: int | None = None
     weight_steps: int | None = None
     clamped_groups: dict | None = None  # golden.quantize.clamped_groups of the weights
+    # Asymmetric schemes: "corrected" (the PEs' per-group zero-point correction, MixPE) or
+    # "folded" (the zero point folded into int<B+1> codes); None without zero points.
+    zero_points: str | None = None
 
     @property
     def warning(self) -> str | None:
@@ -439,7 +442,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     from bitmod.golden import gemm as ggemm
     from bitmod.golden.checks import check_choice, check_int, check_number
     from bitmod.golden.core import CoreConfig, job_counters
-    from bitmod.golden.quantize import clamped_groups
+    from bitmod.golden.quantize import clamped_groups, get_scheme
 
     # Validate what needs no data before any work.
     rows, cols = (check_int(f"array {label}", v, 1, ggemm.MAX_DIM)
@@ -455,7 +458,11 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
         raise ValueError("the waveform file name is empty")
     tokens = check_int("tokens", tokens, 1)
     clock_mhz = check_number("clock_mhz", clock_mhz, positive=True)
-    formats = ggemm.scheme_formats(scheme)
+    # Asymmetric schemes on PEs that take zero points run MixPE's per-group correction (the
+    # codes offset, the zero points in the group metadata); other PEs multiply by the
+    # levels with the zero point folded in (golden.gemm.core_tensor).
+    zero_points = ggemm.runs_zero_points(scheme, pe)
+    formats = ggemm.scheme_formats(scheme, zero_points)
     rng = np.random.default_rng(seed)
     progress("loading the layer")
     name, w, x = _verify_problem(layer, random, weights, activations, tokens, rng)
@@ -467,12 +474,12 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     m, k = x.shape
     n = w.shape[0]
     progress(f"quantizing {n}x{k} weights with {scheme}")
-    qt = ggemm.quantize_for_core(w, scheme, group_size)
+    qt = ggemm.quantize_for_core(w, scheme, group_size, zero_points)
     try:
         cfg = CoreConfig(rows=rows, cols=cols, lanes=lanes, group_size=qt.group_size,
                          formats=formats, act_format=act, mant_width=mant_width,
                          act_exp_bits=act_exp_bits, out_format=out, max_m=m, max_n=n,
-                         max_k=k, pe_kind=pe)
+                         max_k=k, pe_kind=pe, zero_points=zero_points)
     except ValueError as error:  # the message names the parameter; say what was asked
         raise ValueError(f"no core for {act} activations with scheme {scheme} (group size "
                          f"{qt.group_size}), {lanes} lanes, {pe} PEs, {m}x{n}x{k}: {error}"
@@ -547,6 +554,8 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
         infinite_outputs=int(np.isinf(result.y).sum()),
         quantization_only_error=_float_error(x.astype(np.float64) @ qt.dequantize().T,
                                              reference),
+        zero_points=(("corrected" if zero_points else "folded")
+                     if get_scheme(scheme).kind == "asym" else None),
         cycles=cycles, pe_utilization=busy / (rows * cols * cycles), clock_mhz=clock_mhz,
         gmacs_at_clock=macs / cycles * clock_mhz / 1000, macs=macs,
         verilator_build_s=round(model.build_seconds, 1),
@@ -712,7 +721,7 @@ def run(port: str, board: str, *, weights=None, random: tuple[int, int, int] = (
         w = rng.standard_normal((n, k)) / np.sqrt(k)
     n, k = w.shape
     x = rng.standard_normal((m, k))
-    qt = ggemm.quantize_for_core(w, config.scheme, core.group_size)
+    qt = ggemm.quantize_for_core(w, config.scheme, core.group_size, core.zero_points)
     if core.act_format == "int8":
         xq, _ = ggemm.quantize_activations_int8(x)
     else:

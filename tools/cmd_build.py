@@ -59,8 +59,8 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
     default = "the board's bitstream's" if from_device else None
     parser.add_argument("--scheme", default=None if from_device else "bitmod4",
                         help=f"weight scheme the core is built for (default "
-                             f"{default or 'bitmod4'}; symmetric schemes: bitmod4, bitmod3, "
-                             "int4, int8, fp4, ...)")
+                             f"{default or 'bitmod4'}; e.g. bitmod4, bitmod3, int4, int8, "
+                             "int4_asym, mxfp4)")
     parser.add_argument("--array", metavar="RxC",
                         help=f"array rows x columns (default: {default or 'the board default'})")
     parser.add_argument("--lanes", type=int, metavar="L",

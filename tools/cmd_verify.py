@@ -45,7 +45,10 @@ def _print_report(report) -> None:
     err = report["error_vs_fp32"]
     print(f"layer:        {report['problem']}  (M={report['m']} tokens, N={report['n']}, "
           f"K={report['k']})")
-    print(f"weights:      {report['scheme']}, group {report['group_size']}, INT8 group scales")
+    zero = {"corrected": ", zero points corrected per group (MixPE)",
+            "folded": ", zero points folded into the codes"}.get(report["zero_points"], "")
+    print(f"weights:      {report['scheme']}, group {report['group_size']}, INT8 group scales"
+          f"{zero}")
     kind = PE_LABELS.get(report["pe"], report["pe"])
     print(f"array:        {report['array']} {kind} PEs x {report['lanes']} lanes, "
           f"{report['act']} activations, {report['out']} outputs")

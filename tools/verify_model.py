@@ -169,7 +169,8 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
     rows, cols = (check_int("array rows", v, 1) for v in array)
     check_choice("act", act, bfp.ACT_FORMATS)
     check_choice("out", out, ggemm.OUT_FORMATS)
-    formats = ggemm.scheme_formats(scheme)
+    zero_points = ggemm.runs_zero_points(scheme, pe)  # corrected per group, as bitmod verify
+    formats = ggemm.scheme_formats(scheme, zero_points)
     cluster = ClusterSpec() if cluster is None else cluster
 
     progress("loading MiniLM-L6 and tokenizing")
@@ -182,7 +183,8 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
     progress(f"quantizing {len(layers)} Linear layers with {scheme}")
     weights = {name: layer.weight.detach().to(torch.float64).numpy()
                for name, layer in layers.items()}
-    qts = datapath.quantize_layer_weights(weights, scheme, group_size)  # None: the scheme's
+    qts = datapath.quantize_layer_weights(weights, scheme, group_size,  # None: the scheme's
+                                          zero_points)
     shapes = [qt.shape for qt in qts.values()]
     m_max = len(sentences) * tokens
     try:
@@ -190,7 +192,8 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
                             group_size=next(iter(qts.values())).group_size, formats=formats,
                             act_format=act, mant_width=mant_width, act_exp_bits=act_exp_bits,
                             out_format=out, max_m=m_max, max_n=max(s[0] for s in shapes),
-                            max_k=max(s[1] for s in shapes), pe_kind=pe)
+                            max_k=max(s[1] for s in shapes), pe_kind=pe,
+                            zero_points=zero_points)
     except ValueError as error:
         raise ValueError(f"scheme {scheme!r} on a {rows}x{cols} core of {pe} PEs: {error}"
                          ) from None

@@ -183,6 +183,8 @@ class SystolicArray(wiring.Component):
         fe_gl, fe_ol = front.group_last, front.out_last
         fe_scale = front.scale if cfg.scale_bits else None
         fe_acts = front.tables if tables else front.acts
+        if cfg.zero_points:  # each row's activations, then its group sum (row_operand_layout)
+            fe_acts = Cat(*(Cat(front.acts[r], front.rowsum[r]) for r in range(R)))
         fe_shift = front.shift if fp and X else None
 
         # ---- column tops: encoders and the serializer -----------------------------------------
@@ -196,6 +198,8 @@ class SystolicArray(wiring.Component):
         ]
         if fe_scale is not None:
             m.d.comb += ser.scale.eq(fe_scale)
+        if cfg.zero_points:
+            m.d.comb += ser.zp.eq(front.zp)
         if fe_shift is not None:
             m.d.comb += ser.shift.eq(fe_shift)
         emit = ser.emit
@@ -258,13 +262,17 @@ class SystolicArray(wiring.Component):
                     m.d.comb += p.a_plane.eq(row[:row_bits])
                 else:
                     m.d.comb += p.acts.eq(row[:L * A])
+                if cfg.zero_points:  # the row's group sum and the column's zero-point lane
+                    m.d.comb += [p.rowsum.eq(row[L * A:row_bits]),
+                                 p.zterm.eq(terms[L * len(terms) // (L + 1):])]
                 if operand == "bitplanes":  # this cycle's weight plane and pair controls
                     m.d.comb += [p.w_plane.eq(terms),
                                  Cat(p.step_last, p.negate, p.shift).eq(t)]
                 elif operand == "planes":  # one weight bit-plane per cycle, step_last beside
                     m.d.comb += [p.plane.eq(terms), p.step_last.eq(t)]
                 else:
-                    m.d.comb += (p.weights if operand == "codes" else p.terms).eq(terms)
+                    weights = terms[:L * len(terms) // (L + 1)] if cfg.zero_points else terms
+                    m.d.comb += (p.weights if operand == "codes" else p.terms).eq(weights)
                     if T > 1:
                         m.d.comb += p.t.eq(t)
                 col_scale = cv[offs[4]:offs[4] + widths[4]]

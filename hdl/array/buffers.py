@@ -66,6 +66,9 @@ class CoreBuffers(wiring.Component):
     ``output``    1        ``max_m * max_n``           an out_format code           drain
     ============  =======  ==========================  ===========================  ========
 
+    With zero points the ``meta`` word holds the group's zero point (its offset code) above
+    the selector: ``| zp << (SB + 2)`` (:attr:`golden.core.CoreConfig.meta_bits`).
+
     (``A`` = 8 for INT8 activations, 16 for FP16/BF16; ``gexp`` and ``base`` exist for FP
     activations only; :func:`buffer_shapes`.) ``weight`` and ``act`` words are written one
     lane at a time (granularity ``code_bits`` / ``A``: one enable bit per lane). The memories

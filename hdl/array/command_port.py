@@ -55,10 +55,11 @@ class CommandPort(wiring.Component):
         bad_addr  an address field beyond its buffer (bank >= C / R, word >= depth,
                   lane >= L), address bits above the fields, counter >= 6, set_job field
                   >= 3, write_special addr != 0, read_output addr >= max_m * max_n
-        bad_data  a code wider than code_bits; a meta word with bits above 2 + scale_bits
-                  or a selector >= the number of formats, or (a PE kind that shifts by the
-                  group scale, golden.pe_kind.PEKind.scale) a scale code that is not a
-                  power of two; an INT8 word that is not a
+        bad_data  a code wider than code_bits; a meta word with bits above meta_bits
+                  (2 + scale_bits, plus code_bits with zero points: the zero point's
+                  offset code, any value) or a selector >= the number of formats, or (a PE
+                  kind that shifts by the group scale, golden.pe_kind.PEKind.scale) a
+                  scale code that is not a power of two; an INT8 word that is not a
                   sign-extended int8; an FP16/BF16 word with an all-ones exponent; bits
                   above 16 in an activation word
         bad_job   set_job value 0 or above max_m / max_n / max_k; start before M, N and K

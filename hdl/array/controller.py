@@ -44,7 +44,8 @@ class CoreController(wiring.Component):
     (``tile base + k // L``, no multiplier) go to the read ports; the read data arrive in a
     one-stage pipeline that advances when the array takes a step or the stage is empty
     (``adv = ~valid | ready``). The step (:func:`~hdl.array.front_end.step_layout`) carries
-    the weight words of the ``C`` columns with their selectors and scales, the activation
+    the weight words of the ``C`` columns with their selectors and scales (and zero points),
+    the activation
     words of the ``R`` rows with their ``gexp`` and ``base``, ``group_last`` (the group's last
     step or K's) and ``out_last`` (K's last step); it is padded with zero codes, selectors and
     scales for columns at ``n >= N``, zero activations, ``gexp`` and ``base`` for rows at
@@ -317,6 +318,9 @@ class CoreController(wiring.Component):
         if SB:
             m.d.comb += p.scale.eq(Cat(*[Mux(cols[c], meta_data[c][:SB], 0)
                                          for c in range(C)]))
+        if cfg.zero_points:  # the meta word's top field (golden.core.CoreConfig.meta_bits)
+            m.d.comb += p.zp.eq(Cat(*[Mux(cols[c], meta_data[c][SB + 2:SB + 2 + CB], 0)
+                                      for c in range(C)]))
         if cfg.act_format != "int8":
             m.d.comb += [
                 p.gexp.eq(Cat(*[Mux(rows[r], self.gexp_read[r].data, 0) for r in range(R)])),

@@ -1,5 +1,5 @@
 """The array's input step layout and its row front end (activation block aligners and, for
-the LUT-table PE kind, the rows' table builders)."""
+the LUT-table PE kind, the rows' table builders, or, with zero points, the rows' group sums)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bitmod.hdl.pe.lut_table import LutTableBuilder, builder_out_layout
 
 from ..common import read_only
 
-__all__ = ["RowFrontEnd", "front_layout", "row_operand_layout", "step_layout"]
+__all__ = ["RowFrontEnd", "RowGroupSums", "front_layout", "row_operand_layout", "step_layout"]
 
 
 def step_layout(cfg: ArrayConfig) -> data.StructLayout:
@@ -28,6 +28,8 @@ def step_layout(cfg: ArrayConfig) -> data.StructLayout:
     }
     if cfg.scale_bits:
         fields["scale"] = data.ArrayLayout(unsigned(cfg.scale_bits), cfg.cols)
+    if cfg.zero_points:  # each column's group zero point, an offset code like the weights
+        fields["zp"] = data.ArrayLayout(unsigned(geo.code_bits), cfg.cols)
     if cfg.act_format == "int8":
         fields["acts"] = data.ArrayLayout(data.ArrayLayout(signed(8), cfg.lanes), cfg.rows)
     else:
@@ -41,11 +43,15 @@ def step_layout(cfg: ArrayConfig) -> data.StructLayout:
 
 def row_operand_layout(cfg: ArrayConfig) -> data.Layout:
     """What one row of a step brings its PEs (:attr:`golden.pe_kind.PEKind.row_operand`): the
-    ``L`` signed ``act_width``-bit activations, or the LUT PE's ``L / g`` half tables and the
-    step's correction (the :class:`~hdl.pe.lut_table.LutTableBuilder` output layout)."""
+    ``L`` signed ``act_width``-bit activations (with zero points, followed by the row's
+    ``rowsum``, :class:`RowGroupSums`), or the LUT PE's ``L / g`` half tables and the step's
+    correction (the :class:`~hdl.pe.lut_table.LutTableBuilder` output layout)."""
     if cfg.kind.row_operand == "tables":
         return builder_out_layout(**array_lut_params(cfg))
-    return data.ArrayLayout(signed(cfg.act_width), cfg.lanes)
+    acts = data.ArrayLayout(signed(cfg.act_width), cfg.lanes)
+    if cfg.zero_points:
+        return data.StructLayout({"acts": acts, "rowsum": signed(cfg.pe.rowsum_width)})
+    return acts
 
 
 def _mantissa_layout(cfg: ArrayConfig) -> data.StructLayout:
@@ -56,6 +62,8 @@ def _mantissa_layout(cfg: ArrayConfig) -> data.StructLayout:
     fields = {"codes": step["codes"].shape, "sel": step["sel"].shape}
     if cfg.scale_bits:
         fields["scale"] = step["scale"].shape
+    if cfg.zero_points:
+        fields["zp"] = step["zp"].shape
     fields["acts"] = data.ArrayLayout(data.ArrayLayout(signed(cfg.act_width), cfg.lanes),
                                       cfg.rows)
     if cfg.act_format != "int8" and cfg.act_exp_bits:
@@ -68,8 +76,11 @@ def _mantissa_layout(cfg: ArrayConfig) -> data.StructLayout:
 def front_layout(cfg: ArrayConfig) -> data.StructLayout:
     """A step after the front end: the weight fields, per row its operand
     (:func:`row_operand_layout`: ``acts``, or ``tables`` for the LUT PE kind) and its group
-    shift (``act_exp_bits`` bits; none for INT8), ``group_last``, ``out_last``."""
+    shift (``act_exp_bits`` bits; none for INT8), ``group_last``, ``out_last``; with zero
+    points per row ``rowsum`` (:class:`RowGroupSums`)."""
     fields = dict(_mantissa_layout(cfg).members)
+    if cfg.zero_points:
+        fields["rowsum"] = data.ArrayLayout(signed(cfg.pe.rowsum_width), cfg.rows)
     if cfg.kind.row_operand == "tables":  # the tables take the activations' place
         rows = data.ArrayLayout(row_operand_layout(cfg), cfg.rows)
         fields = {("tables" if k == "acts" else k): (rows if k == "acts" else v)
@@ -96,10 +107,12 @@ class RowFrontEnd(wiring.Component):
     per row follows: the row's ``L`` mantissas become its ``L / g`` half tables and the step's
     correction (:func:`golden.pe_lut.table_builder`), built once per row for its ``C`` PEs.
     The builders run in lock step (the same stream handshake), the other fields beside them.
+    With zero points (``config.zero_points``) a :class:`RowGroupSums` follows instead: per row
+    ``-sum_k a_k`` over the group, for the PEs' zero-point lane.
 
     Latency: :attr:`golden.gemm.ArrayConfig.front_end_latency` cycles (the aligner's, or 1,
-    plus the table builders' :func:`golden.pe_lut.builder_latency`). Throughput: one step per
-    cycle.
+    plus the table builders' :func:`golden.pe_lut.builder_latency`, or the group sums' 1).
+    Throughput: one step per cycle.
 
     Parameters
     ----------
@@ -134,6 +147,10 @@ class RowFrontEnd(wiring.Component):
             mid = stream.Signature(_mantissa_layout(cfg)).create(path=("mant",))
             self._mantissas(m, mid)
             self._tables(m, mid)
+        elif cfg.zero_points:
+            m.submodules.group_sums = sums = RowGroupSums(cfg)
+            self._mantissas(m, sums.i_stream)
+            wiring.connect(m, sums.o_stream, wiring.flipped(self.o_stream))
         else:
             self._mantissas(m, self.o_stream)
         return m
@@ -180,6 +197,8 @@ class RowFrontEnd(wiring.Component):
                    "group_last": payload.group_last, "out_last": payload.out_last}
         if cfg.scale_bits:
             side_in["scale"] = payload.scale
+        if cfg.zero_points:
+            side_in["zp"] = payload.zp
         if fp:
             aligners, shifts = self._aligners(m, out)
             if X:
@@ -210,7 +229,7 @@ class RowFrontEnd(wiring.Component):
                                                         for al in aligners)))]
         else:
             m.d.comb += out.valid.eq(valid_chain)
-        rows = cfg.kind.row_latency(cfg)
+        rows = cfg.kind.row_latency(cfg) + cfg.zero_points
         if stages + rows != cfg.front_end_latency:
             raise AssertionError(f"row front end latency {stages} + {rows} is not golden's "
                                  f"front end latency {cfg.front_end_latency}")
@@ -245,3 +264,70 @@ class RowFrontEnd(wiring.Component):
                                        & payload.out_last),
                      self.base_w_data.eq(payload.base)]
         return aligners, shifts
+
+
+@read_only("config")
+class RowGroupSums(wiring.Component):
+    """Per row the negated sum of its activations over each weight group: the activation of the
+    PEs' zero-point lane (MixPE's correction, :mod:`golden.pe`), computed once per row and
+    shared by its ``C`` PEs.
+
+    For every step, per row ``r``::
+
+        total_r  = run_r + sum_l a[r, l]          (run_r: the group's earlier steps)
+        rowsum_r = -total_r                       (registered with the step)
+        run_r    = group_last ? 0 : total_r
+
+    so ``rowsum`` of a group's last step is ``-sum_{k in g} a[r, k]`` (the PEs read it only
+    then: the zero point's terms are zero in the other steps). Width
+    :attr:`golden.pe.PEConfig.rowsum_width` ``= A + ceil(log2 G) + 1``: ``|total| <= G
+    2**(A - 1)``, and ``-total`` needs the bit above. The other fields pass through the same
+    register.
+
+    Latency 1 cycle; throughput one step per cycle (a register stage with the stream
+    handshake: it moves when the consumer takes or the output is empty).
+
+    Parameters
+    ----------
+    config : golden.gemm.ArrayConfig
+        With ``zero_points``.
+
+    Members
+    -------
+    i_stream : In(stream.Signature(mantissa layout))
+        A step after the aligners: the ``R x L`` mantissas and the weight-side fields.
+    o_stream : Out(stream.Signature(front_layout(config)))
+        The step with ``rowsum`` per row.
+    """
+
+    def __init__(self, config: ArrayConfig):
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        if not config.zero_points:
+            raise ValueError("RowGroupSums is the row edge of an array built with zero_points")
+        self._config = config
+        super().__init__({"i_stream": In(stream.Signature(_mantissa_layout(config))),
+                          "o_stream": Out(stream.Signature(front_layout(config)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        i, o = self.i_stream, self.o_stream
+        width = cfg.pe.rowsum_width
+        en = Signal()
+        m.d.comb += [en.eq(o.ready | ~o.valid), i.ready.eq(en)]
+        take = en & i.valid
+        for r in range(cfg.rows):
+            run = Signal(signed(width), name=f"run{r}")
+            total = Signal(signed(width), name=f"total{r}")
+            lanes = [i.payload.acts[r][lane] for lane in range(cfg.lanes)]
+            m.d.comb += total.eq(run + sum(lanes[1:], lanes[0]))
+            with m.If(take):
+                m.d.sync += [o.payload.rowsum[r].eq(-total),
+                             run.eq(Mux(i.payload.group_last, 0, total))]
+        with m.If(en):
+            m.d.sync += o.valid.eq(i.valid)
+            for name, _ in _mantissa_layout(cfg):
+                m.d.sync += Value.cast(getattr(o.payload, name)).eq(
+                    Value.cast(getattr(i.payload, name)))
+        return m

@@ -45,11 +45,14 @@ class StepSerializer(wiring.Component):
     T)`` bits, none when ``T = 1``; for ``"planes"`` one bit, ``step_last``, set in the step's
     last cycle; for ``"bitplanes"`` three, ``step_last``, ``negate`` and ``shift`` of the
     pair), ``group_last`` and ``out_last`` of this cycle (set in the step's last cycle only),
-    the ``L`` lanes' terms (or codes, or plane bits), the column's scale code (for a PE
+    the ``L`` lanes' terms (or codes, or plane bits; with zero points a lane ``L`` beside them:
+    the terms of the column's zero point ``zp`` in a step that ends a group, of 0 in the
+    others, from one more encoder), the column's scale code (for a PE
     kind whose scale is a shift, :attr:`golden.pe_kind.PEKind.scale`, the exponent ``j`` of
     the code ``2**j``: ``ceil(log2 scale_bits)`` bits). Row word ``r`` (:attr:`row_width`
     bits): its operand
-    (:func:`~hdl.array.front_end.row_operand_layout`: ``L`` activations, or the LUT PE's half
+    (:func:`~hdl.array.front_end.row_operand_layout`: ``L`` activations, with zero points and
+    the row's group sum ``rowsum`` after them, or the LUT PE's half
     tables and correction, the correction in the step's last cycle only and 0 in the others,
     as the PE adds it on every plane), then its group shift (:attr:`shift_width` bits; none
     for INT8 activations).
@@ -68,6 +71,8 @@ class StepSerializer(wiring.Component):
     codes : In(ArrayLayout(ArrayLayout(code_bits, L), C))
     sel : In(ArrayLayout(2, C))
     scale : In(C * scale_bits)
+    zp : In(ArrayLayout(code_bits, C))
+        The columns' group zero points (with ``zero_points``; offset codes like the weights).
     acts : In(R * row_operand_layout(config).size)
         The rows' operands (``L * A`` bits of activations per row, or tables).
     shift : In(R * X) (FP activations; 1 bit, unused, for INT8)
@@ -110,7 +115,8 @@ class StepSerializer(wiring.Component):
             index_width = 3  # step_last, negate, shift
         else:
             index_width = (cfg.terms - 1).bit_length() if cfg.terms > 1 else 0
-        self._col_widths = (index_width, 1, 1, cfg.lanes * self._lane_bits, scale_field)
+        self._lanes = cfg.lanes + cfg.zero_points  # the zero point rides as one more lane
+        self._col_widths = (index_width, 1, 1, self._lanes * self._lane_bits, scale_field)
         self._row_width = self._row_word_bits + self._shift_width
         code = unsigned(geo.code_bits)
         super().__init__({
@@ -118,6 +124,7 @@ class StepSerializer(wiring.Component):
             "codes": In(data.ArrayLayout(data.ArrayLayout(code, cfg.lanes), cfg.cols)),
             "sel": In(data.ArrayLayout(unsigned(2), cfg.cols)),
             "scale": In(max(cfg.cols * cfg.scale_bits, 1)),
+            "zp": In(data.ArrayLayout(code, cfg.cols if cfg.zero_points else 0)),
             "acts": In(cfg.rows * self._row_operand.size),
             "shift": In(max(cfg.rows * cfg.act_exp_bits, 1)),
             "group_last": In(1), "out_last": In(1), "credit": In(1),
@@ -130,7 +137,8 @@ class StepSerializer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
+        R, C, T = cfg.rows, cfg.cols, cfg.terms
+        L = self._lanes  # the weight lanes and the zero point's
         lane_bits, row_bits = self._lane_bits, self._row_operand.size
         words = self._lane_words(m)
 
@@ -261,14 +269,17 @@ class StepSerializer(wiring.Component):
             return words
         words = []
         for c in range(cfg.cols):
+            codes = [self.codes[c][lane] for lane in range(cfg.lanes)]
+            if cfg.zero_points:  # the zero point's terms in a group's last step only
+                codes.append(Mux(self.group_last, self.zp[c], 0))
             column = []
-            for lane in range(cfg.lanes):
+            for lane, code in enumerate(codes):
                 if cfg.kind.operand in ("codes", "bitplanes"):  # e.g. the int PE's codes
-                    column.append(self.codes[c][lane])
+                    column.append(code)
                     continue
                 enc = TermEncoderCore(list(cfg.formats))
                 m.submodules[f"enc{c}_{lane}"] = enc
-                m.d.comb += [enc.code.eq(self.codes[c][lane]), enc.selector.eq(self.sel[c]),
+                m.d.comb += [enc.code.eq(code), enc.selector.eq(self.sel[c]),
                              enc.special_values.eq(self.special_values)]
                 column.append(enc.terms)
             words.append(Cat(*column))

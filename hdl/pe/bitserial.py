@@ -194,9 +194,16 @@ class BitSerialPE(wiring.Component):
     bit_length(max_groups * G * S_max * 2**(A-1) * (2**scale_bits - 1) *
     2**(2**exp_bits - 1)) + 1``).
 
+    Zero points (``config.zero_points``, :mod:`golden.pe`): lane ``L`` of the tree is the
+    group's correction, ``zterm`` (a term of the zero point ``z``, zero outside the group's
+    last step) times ``rowsum`` (``-sum_k a_k``, ``rowsum_width`` bits): the group sum becomes
+    ``sum_k a_k * c_k - z * sum_k a_k``, exact, with the same lane logic on a wider value. As
+    a tree node it counts as ``2**(rowsum_width - A)`` lanes, so the width rule above holds.
+
     Latency ``stages + max(scale_bits, 1) + 2`` cycles from the ``out_last`` input to the
-    output, ``stages = 1 + max(1, ceil(ceil(log2 L) / levels_per_stage))`` (the first lane
-    step, then the adder tree with the bsig shift in its last stage). Throughput one
+    output, ``stages = 1 + max(1, ceil(ceil(log2 L') / levels_per_stage))`` (``L' = L``, or
+    ``L + 1`` with the zero-point lane; the first lane step, then the adder tree with the bsig
+    shift in its last stage). Throughput one
     payload per cycle; the PE stalls (``i_stream.ready`` low) only when a group ends before
     the previous group's dequantization can take it: groups of fewer than ``D`` cycles
     (``D + 2`` after an ``out_last`` group), ``D = max(scale_bits, 1)``, or an ``o_stream``
@@ -214,6 +221,8 @@ class BitSerialPE(wiring.Component):
     i_stream : In(stream.Signature(StructLayout({"terms": ArrayLayout(term_layout(X), L),
         "t": range(T), "acts": ArrayLayout(signed(A), L), "group_last": 1, "out_last": 1,
         "scale": unsigned(scale_bits), "exp": unsigned(exp_bits)})))
+        With zero points also ``"zterm": term_layout(X)`` and ``"rowsum":
+        signed(rowsum_width)``.
     o_stream : Out(stream.Signature(StructLayout({"acc": signed(acc_width)})))
     """
 
@@ -222,9 +231,9 @@ class BitSerialPE(wiring.Component):
         if not isinstance(cfg, PEConfig):
             raise TypeError(f"config must be a PEConfig, not {cfg!r}")
         geo = cfg.geometry
-        self._levels = _ceil_log2(cfg.lanes)
+        self._levels = _ceil_log2(cfg.tree_lanes)
         self._lane_width = cfg.act_width + (1 << geo.exp_bits) - 1
-        self._in_layout = data.StructLayout({
+        fields = {
             "terms": data.ArrayLayout(term_layout(geo.exp_bits), cfg.lanes),
             "t": range(geo.terms),
             "acts": data.ArrayLayout(signed(cfg.act_width), cfg.lanes),
@@ -232,7 +241,11 @@ class BitSerialPE(wiring.Component):
             "out_last": 1,
             "scale": unsigned(cfg.scale_bits),
             "exp": unsigned(cfg.exp_bits),
-        })
+        }
+        if cfg.zero_points:
+            fields["zterm"] = term_layout(geo.exp_bits)
+            fields["rowsum"] = signed(cfg.rowsum_width)
+        self._in_layout = data.StructLayout(fields)
         self._out_layout = data.StructLayout({"acc": signed(cfg.acc_width)})
         super().__init__({"i_stream": In(stream.Signature(self._in_layout)),
                           "o_stream": Out(stream.Signature(self._out_layout))})
@@ -256,14 +269,17 @@ class BitSerialPE(wiring.Component):
     def _lane_pre(self, m: Module, index: int, term, act):
         """First lane step: ``u = nz ? a << (e & ~1) : 0``; also ``neg = s & nz``.
 
-        One LUT4 per bit for ``X <= 2`` (``a[k]``, ``a[k-2]``, ``e[1]``, ``nz``).
+        One LUT4 per bit for ``X <= 2`` (``a[k]``, ``a[k-2]``, ``e[1]``, ``nz``). ``act`` is
+        ``A`` bits wide (the zero-point lane's ``rowsum_width``); the lane is ``2**X - 1``
+        bits wider.
         """
+        width = len(act) + (1 << self._cfg.geometry.exp_bits) - 1
         neg = Signal(name=f"lane{index}_neg")
         m.d.comb += neg.eq(term.sign & term.nonzero)
         value = Mux(term.nonzero, act, 0)
         for j in reversed(range(1, self._cfg.geometry.exp_bits)):
             value = Mux(term.exp[j], value << (1 << j), value)
-        u = Signal(signed(self._lane_width - 1), name=f"lane{index}_u")
+        u = Signal(signed(width - 1), name=f"lane{index}_u")
         m.d.comb += u.eq(value)
         return u, term.exp[0], neg
 
@@ -272,7 +288,7 @@ class BitSerialPE(wiring.Component):
 
         ``x + neg = (-1)**s * nz * (a << e)``; the ``+ neg`` is an adder's carry-in.
         """
-        x = Signal(signed(self._lane_width), name=f"lane{index}_x")
+        x = Signal(signed(len(u) + 1), name=f"lane{index}_x")
         value = Mux(e0, u << 1, u)
         m.d.comb += x.eq(Mux(neg, ~value, value))
         return x
@@ -323,12 +339,19 @@ class BitSerialPE(wiring.Component):
         control = {"valid": self.i_stream.valid, "group_last": payload.group_last,
                    "out_last": payload.out_last, "scale": payload.scale, "exp": payload.exp,
                    "bsig_sel": bsig_sel}
-        pre = [self._lane_pre(m, i, payload.terms[i], payload.acts[i])
-               for i in range(cfg.lanes)]
+        lanes = [(payload.terms[i], payload.acts[i]) for i in range(cfg.lanes)]
+        if cfg.zero_points:  # the group's correction: a lane of a wider activation
+            lanes.append((payload.zterm, payload.rowsum))
+        pre = [self._lane_pre(m, i, term, act) for i, (term, act) in enumerate(lanes)]
         pre = [tuple(register(v, f"s0_lane{i}_{k}") for k, v in enumerate(p))
                for i, p in enumerate(pre)]
         control = _register_controls(register, control, "s0")
-        nodes = [(self._lane_post(m, i, *p), 1) for i, p in enumerate(pre)]
+        # A node counts the lanes its values are bounded by (_tree_level's width rule): the
+        # zero-point lane is 2**(rowsum_width - A) lanes wide.
+        counts = [1] * cfg.lanes + ([1 << (cfg.rowsum_width - cfg.act_width)]
+                                    if cfg.zero_points else [])
+        nodes = [(self._lane_post(m, i, *p), n) for i, (p, n) in enumerate(zip(pre, counts,
+                                                                              strict=True))]
         carries = [neg for _, _, neg in pre]
 
         level = 0

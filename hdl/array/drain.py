@@ -127,11 +127,15 @@ class ArrayDrain(wiring.Component):
         tile read out of the column FIFOs (``tile_read``)."""
         q = self._config.drain_tiles
         free = Signal(range(q + 1), init=q)
-        m.d.comb += self.credit.eq(free != 0)
+        # ``credit`` is ``free != 0`` kept in a flip-flop of its own, updated with ``free``:
+        # the same value every cycle, but the serializer's tile-end decision starts at a
+        # register instead of a compare.
+        nonzero = Signal(init=q != 0)
+        m.d.comb += self.credit.eq(nonzero)
         with m.If(self.tile_in & ~tile_read):
-            m.d.sync += free.eq(free - 1)
+            m.d.sync += [free.eq(free - 1), nonzero.eq(free != 1)]
         with m.Elif(tile_read & ~self.tile_in):
-            m.d.sync += free.eq(free + 1)
+            m.d.sync += [free.eq(free + 1), nonzero.eq(1)]
 
     def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
         """Column ``c``'s FIFO (``Q * R`` entries) and the row pointer that fills it in row

@@ -191,7 +191,8 @@ class SystolicArray(wiring.Component):
         m.submodules.serializer = ser = StepSerializer(cfg)
         m.d.comb += [
             ser.valid.eq(fe_valid), fe_ready.eq(ser.ready),
-            ser.credit.eq(drain.credit), drain.tile_in.eq(ser.tile_end),
+            ser.credit.eq(drain.credit), ser.credit_next.eq(drain.credit_next),
+            drain.tile_in.eq(ser.tile_end),
             ser.codes.eq(fe_codes), ser.sel.eq(fe_sel), ser.group_last.eq(fe_gl),
             ser.out_last.eq(fe_ol), ser.acts.eq(fe_acts),
             ser.special_values.eq(self.special_values),

@@ -30,10 +30,10 @@ class SkidBuffer(wiring.Component):
     ``i_stream.ready`` sees a register there. The skid register copies the input in every
     cycle it is empty (its enable is ``~full``, a flip-flop), so that the receiver's ``ready``
     does not fan out to its payload-wide enable either: the copy matters only in the cycle
-    ``full`` is set, when it is that cycle's refused payload. Nothing is lost or reordered; a receiver that is
-    ready every cycle sees every payload in the cycle it was offered, and one that takes a
-    payload after refusing some sees no bubble: the skid drains in the cycle the sender's next
-    payload is offered again.
+    ``full`` is set, when it is that cycle's refused payload. Nothing is lost or reordered;
+    a receiver that is ready every cycle sees every payload in the cycle it was offered, and
+    one that takes a payload after refusing some sees no bubble: the skid drains in the
+    cycle the sender's next payload is offered again.
 
     Latency: 0 cycles. Throughput: one payload per cycle.
 

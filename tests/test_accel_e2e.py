@@ -328,6 +328,21 @@ def test_cli_run_asymmetric_weights_on_int_pes(monkeypatch, capsys):
     assert status == 0 and report["bit_exact"] and report["scheme"] == "int4_asym"
 
 
+def test_cli_run_corrects_zero_points_on_bitserial_pes(monkeypatch, capsys):
+    """A bit-serial bitstream built for int4_asym has the zero-point correction (int4 offset
+    codes, zero points in the group metadata; the block's word 11 says so): run takes
+    int4_asym from the board (the asymmetric scheme whose offset formats the block names, not
+    the symmetric int4 with the same formats) and loads the tensor that way, bit-exact."""
+    monkeypatch.setattr(_GoldenSerial, "options", {"scheme": "int4_asym"})
+    status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32")
+    assert status == 0, err
+    assert "--scheme int4_asym" in err and "bit-exact:  yes" in out
+    status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32", "--json")
+    assert status == 0, err
+    report = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert report["bit_exact"] and report["scheme"] == "int4_asym"
+
+
 def test_cli_run_refuses_a_mismatched_array(monkeypatch, capsys):
     """bitmod run --array 4x4 against the iCEBreaker's 2x2: one line naming the array (not
     "bit-exact: NO"); without the options the board's configuration is used, bit-exact."""

@@ -124,28 +124,20 @@ def test_words_and_schedule(params, credits):
             await ctx.tick()
 
     tile_ends = []
-    ready_checks = []  # (registered ready, its definition), every cycle
 
     async def drain_credit(ctx):
         cycle = 0
         ctx.set(dut.credit, credit(0))
-        ctx.set(dut.credit_next, credit(1))
-        async for _clk, _rst, emit, tile_end, cols, rows, ready, definition in ctx.tick(
-                ).sample(dut.emit, dut.tile_end, dut.cols, dut.rows, dut.ready,
-                         dut.ready_definition):
+        async for _clk, _rst, emit, tile_end, cols, rows in ctx.tick().sample(
+                dut.emit, dut.tile_end, dut.cols, dut.rows):
             if emit:
                 seen.append((cycle, int(cols), int(rows)))
             if tile_end:
                 tile_ends.append(cycle)
-            ready_checks.append((ready, definition))
             cycle += 1
             ctx.set(dut.credit, credit(cycle))
-            ctx.set(dut.credit_next, credit(cycle + 1))
 
     run_simulation(dut, [feed], processes=[drain_credit], deadline=1e-3)
-    # ready is decided a cycle ahead into a flip-flop: it equals its definition every cycle.
-    assert all(ready == definition for ready, definition in ready_checks)
-    assert any(not ready for ready, _ in ready_checks)
     widths = dut.col_widths
     col_bits = sum(widths)
     decoded = []

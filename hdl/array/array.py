@@ -16,7 +16,7 @@ from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 from ..common import read_only
 from ..registry import array_pe_class
 from .drain import ArrayDrain
-from .front_end import RowFrontEnd, front_layout, step_layout
+from .front_end import RowFrontEnd, step_layout
 from .serializer import StepSerializer
 from .skid import SkidBuffer
 
@@ -46,10 +46,7 @@ class SystolicArray(wiring.Component):
       :class:`~hdl.arith.act_block.ActBlockAligner` that aligns the row's ``L`` activations
       to the anchor ``max(gexp, base)`` (FP16/BF16; golden.gemm step 2) and the row shift
       ``max(gexp, base) - base``; INT8 activations pass through one register stage;
-      for the ``"lut"`` kind a table builder per row follows (with zero points, the rows'
-      group sums, :class:`~hdl.array.front_end.RowGroupSums`);
-    * a second skid buffer: the front end's stage enables start at its registered ready (no
-      latency);
+      for the ``"lut"`` kind a table builder per row follows;
     * column tops (:class:`~hdl.array.serializer.StepSerializer`): per column ``L`` term
       encoders (:class:`~hdl.arith.term_encoder.TermEncoderCore`, the special-value register
       shared) and a serializer that sends term ``t = 0 .. T-1`` of the step, one per cycle;
@@ -180,12 +177,8 @@ class SystolicArray(wiring.Component):
         wiring.connect(m, skid.o_stream, fe.i_stream)
         m.d.comb += [drain.base_w_en.eq(fe.base_w_en), drain.base_w_data.eq(fe.base_w_data),
                      fe.base_w_rdy.eq(drain.base_w_rdy)]
-        # A second skid between the front end and the column tops: the front end's stage
-        # enables (which reach every bit of a step) start at its registered ready.
-        m.submodules.front_skid = front_skid = SkidBuffer(front_layout(cfg))
-        wiring.connect(m, fe.o_stream, front_skid.i_stream)
-        front = front_skid.o_stream.payload
-        fe_valid, fe_ready = front_skid.o_stream.valid, front_skid.o_stream.ready
+        front = fe.o_stream.payload
+        fe_valid, fe_ready = fe.o_stream.valid, fe.o_stream.ready
         fe_codes, fe_sel = front.codes, front.sel
         fe_gl, fe_ol = front.group_last, front.out_last
         fe_scale = front.scale if cfg.scale_bits else None
@@ -198,8 +191,7 @@ class SystolicArray(wiring.Component):
         m.submodules.serializer = ser = StepSerializer(cfg)
         m.d.comb += [
             ser.valid.eq(fe_valid), fe_ready.eq(ser.ready),
-            ser.credit.eq(drain.credit), ser.credit_next.eq(drain.credit_next),
-            drain.tile_in.eq(ser.tile_end),
+            ser.credit.eq(drain.credit), drain.tile_in.eq(ser.tile_end),
             ser.codes.eq(fe_codes), ser.sel.eq(fe_sel), ser.group_last.eq(fe_gl),
             ser.out_last.eq(fe_ol), ser.acts.eq(fe_acts),
             ser.special_values.eq(self.special_values),

@@ -149,10 +149,12 @@ class CommandPort(wiring.Component):
         resp_data = Signal(gcore.DATA_BITS)
         resp_from_mem = Signal()  # the response data is the output buffer's read data
         waiting = self.waiting
+        accept = Signal()
         checked = Signal()  # the offered command's status is in ``x_status``
         x_status = Signal(gcore.STATUS_BITS)
         m.d.comb += [
             self.i_cmd.ready.eq(checked),
+            accept.eq(self.i_cmd.valid & self.i_cmd.ready),
             self.o_resp.valid.eq(resp_valid),
             self.o_resp.payload.status.eq(resp_status),
             self.o_resp.payload.data.eq(Mux(resp_from_mem, self.output_read.data, resp_data)),
@@ -226,7 +228,7 @@ class CommandPort(wiring.Component):
         x_cmd = Signal.like(cmd, name="x_cmd")
         with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
             m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd)]
-        with m.If(checked):  # accepted (and executed, below) in this cycle
+        with m.If(accept):
             m.d.sync += checked.eq(0)
 
         # ---- execute stage: the accepted command ------------------------------------------
@@ -246,15 +248,9 @@ class CommandPort(wiring.Component):
                         with m.Case(2 * i + half):
                             m.d.comb += imm.eq(self.counters[i][32 * half:32 * half + 32])
         x_ok = x_status == ST["ok"]
-        # The command executes in the cycle it is accepted. The stream rule keeps ``valid``
-        # high from the check until the transfer, so ``accept`` is ``checked`` itself: the
-        # execute stage's enables (the job registers, ``start`` into the controller's loop
-        # registers) start at that flip-flop, not at the sender's ``valid`` across the chip
-        # (the ULX3S 10 x 10 build's job-control path, 14.5 ns of routing).
-        executing = checked
-        ok = executing & x_ok
+        ok = accept & x_ok
 
-        with m.If(executing):
+        with m.If(accept):
             with m.If((op == OPS["wait"]) & busy):
                 m.d.sync += waiting.eq(1)
             with m.Else():

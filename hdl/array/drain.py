@@ -55,10 +55,7 @@ class ArrayDrain(wiring.Component):
     tile_in : In(1)
         A tile's last term left the column tops: it takes a credit.
     credit : Out(1)
-        A credit is free: the column FIFOs have room for one more tile's outputs (a flip-flop).
-    credit_next : Out(1)
-        The value ``credit`` takes in the next cycle, for a consumer that registers a decision
-        on it one cycle ahead (the serializer's ``ready``).
+        A credit is free: the column FIFOs have room for one more tile's outputs.
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
     """
 
@@ -75,7 +72,6 @@ class ArrayDrain(wiring.Component):
             "base_w_rdy": Out(1),
             "tile_in": In(1),
             "credit": Out(1),
-            "credit_next": Out(1),
             "o_stream": Out(stream.Signature(
                 data.StructLayout({"code": unsigned(cfg.out_bits)}))),
         })
@@ -131,18 +127,11 @@ class ArrayDrain(wiring.Component):
         tile read out of the column FIFOs (``tile_read``)."""
         q = self._config.drain_tiles
         free = Signal(range(q + 1), init=q)
-        # ``credit`` is ``free != 0`` kept in a flip-flop of its own, updated with ``free``:
-        # the same value every cycle, but the serializer's tile-end decision starts at a
-        # register instead of a compare.
-        nonzero = Signal(init=q != 0)
-        m.d.comb += [self.credit.eq(nonzero), self.credit_next.eq(nonzero)]
+        m.d.comb += self.credit.eq(free != 0)
         with m.If(self.tile_in & ~tile_read):
             m.d.sync += free.eq(free - 1)
-            m.d.comb += self.credit_next.eq(free != 1)
         with m.Elif(tile_read & ~self.tile_in):
             m.d.sync += free.eq(free + 1)
-            m.d.comb += self.credit_next.eq(1)
-        m.d.sync += nonzero.eq(self.credit_next)
 
     def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
         """Column ``c``'s FIFO (``Q * R`` entries) and the row pointer that fills it in row

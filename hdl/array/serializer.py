@@ -79,9 +79,6 @@ class StepSerializer(wiring.Component):
     group_last, out_last : In(1)
     credit : In(1)
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
-    credit_next : In(1)
-        ``credit`` of the next cycle (:class:`~hdl.array.drain.ArrayDrain` ``credit_next``):
-        ``ready`` is decided a cycle ahead, into a flip-flop.
     special_values : In(32)
     emit : Out(1)
         This cycle's column and row words are a real step (not an idle gap).
@@ -130,19 +127,12 @@ class StepSerializer(wiring.Component):
             "zp": In(data.ArrayLayout(code, cfg.cols if cfg.zero_points else 0)),
             "acts": In(cfg.rows * self._row_operand.size),
             "shift": In(max(cfg.rows * cfg.act_exp_bits, 1)),
-            "group_last": In(1), "out_last": In(1), "credit": In(1), "credit_next": In(1),
+            "group_last": In(1), "out_last": In(1), "credit": In(1),
             "special_values": In(REGISTER_LAYOUT.size),
             "emit": Out(1), "tile_end": Out(1),
             "cols": Out(cfg.cols * sum(self._col_widths)),
             "rows": Out(cfg.rows * self._row_width),
         })
-        self._ready_definition = Signal(name="ready_definition")
-
-    ready_definition = property(
-        lambda self: self._ready_definition,
-        doc="``ready`` by its definition, ``~valid | (emit_ok & last_t)``, combinational: "
-            "the tests check that the registered ``ready`` equals it every cycle (hardware "
-            "reads the register; synthesis removes this signal).")
 
     def elaborate(self, platform):
         m = Module()
@@ -176,13 +166,7 @@ class StepSerializer(wiring.Component):
         out_gl, out_ol = Signal(), Signal()
         m.d.comb += [self.emit.eq(valid & emit_ok), out_gl.eq(gl & last_t),
                      out_ol.eq(ol & last_t), self.tile_end.eq(self.emit & out_ol)]
-        # ``ready`` by its definition, and the same value decided a cycle ahead into a
-        # flip-flop, which is what drives the step registers' (and the front end's) enables:
-        # that net reaches every bit of a step, so it must start at a register.
-        definition = self._ready_definition
-        m.d.comb += definition.eq(~valid | (emit_ok & last_t))
-        ready = Signal(init=1, name="ready_reg")
-        m.d.comb += self.ready.eq(ready)
+        m.d.comb += self.ready.eq(~valid | (emit_ok & last_t))
         with m.If(self.ready):
             m.d.sync += [valid.eq(self.valid), t.eq(0), acts.eq(self.acts),
                          shift.eq(self.shift), gl.eq(self.group_last), ol.eq(self.out_last),
@@ -190,28 +174,14 @@ class StepSerializer(wiring.Component):
             m.d.sync += [terms[c].eq(words[c]) for c in range(C)]
         with m.Elif(self.emit):
             m.d.sync += t.eq(t + 1)
-        next_group_ok, next_spaced = Signal(), Signal()
-        m.d.comb += [next_group_ok.eq(group_ok), next_spaced.eq(spaced)]
         with m.If(self.emit & out_gl):
-            m.d.sync += [gap.eq(0), prev_ol.eq(out_ol)]
-            m.d.comb += next_group_ok.eq(Mux(out_ol, d + 2, d) <= 1)
+            m.d.sync += [gap.eq(0), prev_ol.eq(out_ol), group_ok.eq(Mux(out_ol, d + 2, d) <= 1)]
         with m.Elif(gap != d + 2):
-            m.d.sync += gap.eq(gap + 1)
-            m.d.comb += next_group_ok.eq(gap + 2 >= Mux(prev_ol, d + 2, d))
+            m.d.sync += [gap.eq(gap + 1), group_ok.eq(gap + 2 >= Mux(prev_ol, d + 2, d))]
         with m.If(self.tile_end):
-            m.d.sync += tile_gap.eq(0)
-            m.d.comb += next_spaced.eq(R <= 1)
+            m.d.sync += [tile_gap.eq(0), spaced.eq(R <= 1)]
         with m.Elif(tile_gap != max(R - 1, 1)):
-            m.d.sync += tile_gap.eq(tile_gap + 1)
-            m.d.comb += next_spaced.eq(tile_gap + 2 >= R)
-        m.d.sync += [group_ok.eq(next_group_ok), spaced.eq(next_spaced)]
-        # Next cycle's ready from next cycle's state (the definition above, one cycle on).
-        nv, ngl, nol = (Mux(self.ready, new, old) for new, old in
-                        ((self.valid, valid), (self.group_last, gl), (self.out_last, ol)))
-        next_last_t = Mux(self.ready, T == 1, Mux(self.emit, t + 1 == T - 1, last_t))
-        next_emit_ok = ~(nv & ngl & next_last_t) | (
-            next_group_ok & (~nol | (self.credit_next & next_spaced)))
-        m.d.sync += ready.eq(~nv | (next_emit_ok & next_last_t))
+            m.d.sync += [tile_gap.eq(tile_gap + 1), spaced.eq(tile_gap + 2 >= R)]
 
         pairs = self._pair_rom(m, t) if cfg.kind.operand == "bitplanes" else None
         cols = []

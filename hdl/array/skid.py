@@ -26,14 +26,11 @@ class SkidBuffer(wiring.Component):
         full' = o_stream.valid & ~o_stream.ready                 (the skid holds what waits)
 
     So the receiver's ``ready`` (often a long combinational function of its state) reaches
-    only the one-bit ``full``, never the sender: a sender whose own stages advance on
-    ``i_stream.ready`` sees a register there. The skid register copies the input in every
-    cycle it is empty (its enable is ``~full``, a flip-flop), so that the receiver's ``ready``
-    does not fan out to its payload-wide enable either: the copy matters only in the cycle
-    ``full`` is set, when it is that cycle's refused payload. Nothing is lost or reordered;
-    a receiver that is ready every cycle sees every payload in the cycle it was offered, and
-    one that takes a payload after refusing some sees no bubble: the skid drains in the
-    cycle the sender's next payload is offered again.
+    only the skid register's enable, never the sender: a sender whose own stages advance on
+    ``i_stream.ready`` sees a register there. Nothing is lost or reordered; a receiver that is
+    ready every cycle sees every payload in the cycle it was offered, and one that takes a
+    payload after refusing some sees no bubble: the skid drains in the cycle the sender's next
+    payload is offered again.
 
     Latency: 0 cycles. Throughput: one payload per cycle.
 
@@ -64,10 +61,8 @@ class SkidBuffer(wiring.Component):
             o.valid.eq(full | i.valid),
             o.payload.eq(Mux(full, skid, payload)),
         ]
-        with m.If(~full):
-            m.d.sync += skid.eq(payload)
         with m.If(~full & i.valid & ~o.ready):
-            m.d.sync += full.eq(1)
+            m.d.sync += [full.eq(1), skid.eq(payload)]
         with m.Elif(full & o.ready):
             m.d.sync += full.eq(0)
         return m

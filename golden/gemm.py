@@ -234,9 +234,8 @@ class ArrayConfig(DatapathParams):
         if not isinstance(self.zero_points, bool):
             raise TypeError(f"zero_points must be a bool, not {self.zero_points!r}")
         if self.zero_points and not kind.zero_points:
-            with_zp = [name for name, k in _PE_KINDS.items() if k.zero_points]
             raise ValueError(f"the {self.pe_kind} PE takes no zero points (PE kinds that do: "
-                             f"{', '.join(with_zp)}); fold them into the codes with "
+                             f"{', '.join(zero_point_kinds())}); fold them into the codes with "
                              "golden.gemm.core_tensor")
         pe = self.pe  # validates the PE parameters
         for name in ("lanes", "group_size", "formats", "scale_bits", "max_groups"):

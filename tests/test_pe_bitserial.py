@@ -119,6 +119,31 @@ def run_pe(name, cases, *, idle=0.0, backpressure=0.0, seed=1):
     return model, cycles
 
 
+def run_payloads(dut, flat, n_out, deadline):
+    """Offer the flat payloads ``flat`` to ``dut`` in the Amaranth simulator, output always
+    ready; the first ``n_out`` output accumulators."""
+    got = []
+
+    async def producer(ctx):
+        for value in flat:
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(Value.cast(dut.i_stream.payload), int(value))
+            await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        while len(got) < n_out:
+            # Awaiting a tick yields the clock and reset values, then the samples.
+            *_, payload, valid = await ctx.tick().sample(dut.o_stream.payload,
+                                                         dut.o_stream.valid)
+            if valid:
+                got.append(payload.acc)
+
+    run_simulation(dut, [producer, consumer], deadline=deadline)
+    return got
+
+
 def test_amaranth_sim_one_short_group():
     params = {"lanes": 4, "group_size": 8, "formats": MIX4, "exp_bits": 1}
     dut = BitSerialPE(PEConfig(**params))
@@ -148,25 +173,7 @@ def test_amaranth_sim_odd_lane_count():
     cycles = pe_cycles(**case, formats="int4", lanes=3, group_size=6)
     ref = list(pe_reference(**case, formats="int4", group_size=6))
     flat = pack_pe_payload(cycles, PEConfig(**params))
-    got = []
-
-    async def producer(ctx):
-        for value in flat:
-            ctx.set(dut.i_stream.valid, 1)
-            ctx.set(Value.cast(dut.i_stream.payload), int(value))
-            await ctx.tick().until(dut.i_stream.ready)
-        ctx.set(dut.i_stream.valid, 0)
-
-    async def consumer(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        while len(got) < len(ref):
-            # Awaiting a tick yields the clock and reset values, then the samples.
-            *_, payload, valid = await ctx.tick().sample(dut.o_stream.payload,
-                                                         dut.o_stream.valid)
-            if valid:
-                got.append(payload.acc)
-
-    run_simulation(dut, [producer, consumer], deadline=1e-5)
+    got = run_payloads(dut, flat, len(ref), deadline=1e-5)
     assert got == ref
     print(f"checked {len(ref)} outputs")
 
@@ -201,24 +208,7 @@ def test_zero_point_lane_bit_exact_at_the_extremes(lanes, scale_bits, exp_bits):
     assert ref[0] == -128 * 15 * k * scales[0, 0] << int(exps[0, 0])
     flat = pack_fields(dut.in_layout, **payload_fields(cycles, cfg))
     assert list(flat) == list(pack_pe_payload(cycles, cfg))
-    got = []
-
-    async def producer(ctx):
-        for value in flat:
-            ctx.set(dut.i_stream.valid, 1)
-            ctx.set(Value.cast(dut.i_stream.payload), int(value))
-            await ctx.tick().until(dut.i_stream.ready)
-        ctx.set(dut.i_stream.valid, 0)
-
-    async def consumer(ctx):
-        ctx.set(dut.o_stream.ready, 1)
-        while len(got) < len(ref):
-            *_, payload, valid = await ctx.tick().sample(dut.o_stream.payload,
-                                                         dut.o_stream.valid)
-            if valid:
-                got.append(payload.acc)
-
-    run_simulation(dut, [producer, consumer], deadline=1e-4)
+    got = run_payloads(dut, flat, len(ref), deadline=1e-4)
     assert got == ref
     print(f"checked {len(ref)} outputs; stages {cfg.stages} ({cfg.tree_lanes} tree lanes)")
 

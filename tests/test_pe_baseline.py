@@ -436,3 +436,76 @@ def test_minifloat_e5m2_inf_nan_worst_case_cycles():
     got = run_mf(params, payloads, len(refs), backpressure=0.6, idle=0.3, seed=9)
     assert got == [(int(a), bool(i)) for a, i in refs]
     print(f"checked {len(refs)} outputs twice, {len(payloads)} payloads")
+
+
+# --------------------------------------------------------------------------------------------
+# Lane products on SB_MAC16 pairs (hdl.arith.products), simulated with Yosys' cell model
+# --------------------------------------------------------------------------------------------
+
+SB_MAC16_PARAMS = {"lanes": 3, "weight_bits": 8, "act_width": 8, "group_size": 3,
+                   "scale_bits": 0, "exp_bits": 0, "max_groups": 1, "multipliers": "sb_mac16"}
+
+
+def test_int_pe_on_sb_mac16_pairs_every_byte_product():
+    """Lanes 0 and 1 share one SB_MAC16 in its 8 x 8 mode (lane 2 is a plain multiply): each
+    byte lane alone over all 2**16 operand pairs, then all lanes at random, one output per
+    weight-step, against golden and Python integers."""
+    params = SB_MAC16_PARAMS
+    pe = IntPE(**params)
+    codes = np.arange(1 << 16)
+    w_all, a_all = codes >> 8, (codes & 0xFF) - 128          # raw weight code, signed act
+    rng = np.random.default_rng(21)
+    n = len(codes)
+    cases = []
+    for lane in (0, 1):
+        weights, acts = np.zeros((n, 3), dtype=np.int64), np.zeros((n, 3), dtype=np.int64)
+        weights[:, lane], acts[:, lane] = w_all, a_all
+        cases.append(int_case(rng, n, 3, params, out_last=np.ones(n, dtype=bool),
+                              weights=weights, acts=acts))
+    cases.append(int_case(rng, 4000, 3, params, out_last=np.ones(4000, dtype=bool)))
+    payloads, refs, _ = int_stream(pe, cases)
+    got = run_int(params, payloads, len(refs), backpressure=0.3, idle=0.3, seed=5)
+    assert got == refs
+    assert min(refs[:2 * n]) == -128 * 127 and max(refs[:2 * n]) == 128 * 128
+
+
+def test_int_pe_on_sb_mac16_pairs_w4a8_groups():
+    """The iCEBreaker's case: int4 weights sign-extended into the byte lanes, 4 lanes (two
+    blocks), scales, shifts and several groups per output, with handshake noise."""
+    params = {"lanes": 4, "weight_bits": 4, "act_width": 8, "group_size": 16, "scale_bits": 4,
+              "exp_bits": 2, "max_groups": 6, "multipliers": "sb_mac16"}
+    rng = np.random.default_rng(22)
+    pe = IntPE(**params)
+    n = pe.max_groups
+    extreme = {"scale": np.full(n, 15), "exp": np.full(n, 3), "out_last": np.arange(n) == n - 1}
+    cases = [int_case(rng, 80, 16, params), int_case(rng, 30, 4, params),
+             {"weights": np.full((n, 16), 8), "acts": np.full((n, 16), -128), **extreme}]
+    payloads, refs, _ = int_stream(pe, cases)
+    got = run_int(params, payloads, len(refs), backpressure=0.5, idle=0.5, seed=6)
+    assert got == refs
+    assert refs[-1] == n * 16 * 8 * 128 * 15 * 8  # the worst case of every width
+
+
+def test_lane_products_choose_the_multipliers():
+    from amaranth.back import rtlil
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    from bitmod.hdl.arith.products import LaneProducts, pairs_products
+
+    def blocks(multipliers, platform, widths=(4, 8), lanes=5):
+        unit = LaneProducts(lanes, *widths, multipliers)
+        return rtlil.convert(unit, platform=platform).count("SB_MAC16")
+
+    icebreaker, ulx3s = ICEBreakerPlatform(), ULX3S_85F_Platform()
+    assert pairs_products("auto", icebreaker, 4, 8)
+    assert not pairs_products("auto", icebreaker, 9, 8)     # too wide for a byte lane
+    assert not pairs_products("auto", ulx3s, 4, 8)
+    assert not pairs_products("auto", None, 4, 8)
+    assert not pairs_products("generic", icebreaker, 4, 8)
+    assert blocks("auto", icebreaker) > 0 and blocks("auto", ulx3s) == 0
+    assert blocks("generic", icebreaker) == 0 and blocks("sb_mac16", None) > 0
+    with pytest.raises(ValueError, match="at most 8 bits"):
+        IntPE(weight_bits=9, multipliers="sb_mac16")
+    with pytest.raises(ValueError, match="multipliers must be one of"):
+        IntPE(multipliers="dsp48")

@@ -42,8 +42,9 @@ class ToFloat(wiring.Component):
     ``acc == 0`` gives +0, a negative value that rounds to zero gives -0.
 
     Pipeline (one register per stage): magnitude and sign -> leading-one detector (priority
-    encoder) -> normalising left shift and exponent adjust -> subnormal right shift and round ->
-    code assembly with overflow. Latency 5 cycles, throughput one conversion per cycle; the whole
+    encoder) -> normalising left shift and exponent adjust -> subnormal right shift and the
+    round-to-nearest-even decision -> code assembly (the round-up is the carry-in of its
+    addition) with overflow. Latency 5 cycles, throughput one conversion per cycle; the whole
     pipeline stalls while ``o_stream`` is valid and not ready.
 
     Widths: the leading-one position needs ``ceil(log2(in_width + 1))`` bits; the normalised
@@ -170,12 +171,14 @@ class ToFloat(wiring.Component):
         guard = shifted[keep]
         sticky = shifted[:keep].any() | s3_sticky
         round_up = guard & (sticky | k_floor[0])
-        s4_neg, s4_zero = Signal(reset_less=True), Signal(reset_less=True)
-        s4_k = Signal(M + 2, reset_less=True)
+        # The round-up is added in stage 5 (the carry-in of its addition): no carry chain here,
+        # where the shift already takes the cycle (the iCE40's critical path before).
+        s4_neg, s4_zero, s4_round = (Signal(reset_less=True) for _ in range(3))
+        s4_k = Signal(M + 1, reset_less=True)
         s4_ebc = Signal.like(s3_ebc)
         with m.If(en):
-            m.d.sync += [s4_neg.eq(s3_neg), s4_zero.eq(s3_zero),
-                         s4_k.eq(k_floor + round_up), s4_ebc.eq(s3_ebc)]
+            m.d.sync += [s4_neg.eq(s3_neg), s4_zero.eq(s3_zero), s4_k.eq(k_floor),
+                         s4_round.eq(round_up), s4_ebc.eq(s3_ebc)]
 
         # Stage 5: assemble the code; the addition carries a round-up into the exponent.
         if self._fmt.specials == "ieee":
@@ -186,7 +189,7 @@ class ToFloat(wiring.Component):
         else:
             cmax = over_code = (1 << (E + M)) - 1
         code_mag = Signal(range(((ebc_max - 1) << M) + (1 << (M + 1)) + 1))
-        m.d.comb += code_mag.eq(((s4_ebc - 1) << M) + s4_k)
+        m.d.comb += code_mag.eq(((s4_ebc - 1) << M) + s4_k + s4_round)
         out = Signal(self._out_layout, reset_less=True)  # data: the valid chain says when
         with m.If(en):
             with m.If(s4_zero):

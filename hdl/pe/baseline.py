@@ -27,6 +27,7 @@ from bitmod.golden.pe_baseline import (
     minifloat_block_width,
 )
 from bitmod.hdl.arith.minifloat_mul import MinifloatMultiplier, operand_geometry
+from bitmod.hdl.arith.products import LaneProducts, check_multipliers
 
 from ..common import read_only
 
@@ -56,7 +57,7 @@ def _tree_sum(values):
 
 @read_only("lanes", "weight_bits", "act_width", "group_size", "scale_bits", "exp_bits",
            "max_groups", "product_width", "group_width", "dequant_width", "acc_width",
-           "in_layout", "out_layout")
+           "multipliers", "in_layout", "out_layout")
 class IntPE(wiring.Component):
     """Bit-parallel integer PE: ``L`` multiplies per cycle, group dequantization, exact output.
 
@@ -80,7 +81,9 @@ class IntPE(wiring.Component):
 
     e.g. int8 x int8, G = 128, sb = 8, exp_bits = 0, N = 256: 23, 30, 38 bits.
 
-    Pipeline: stage 1 the ``L`` products, stage 2 the adder tree, then the group accumulator.
+    Pipeline: stage 1 the ``L`` products (:class:`hdl.arith.products.LaneProducts`: one DSP
+    block per product, or two per iCE40 UltraPlus ``SB_MAC16`` when the operands are at most
+    8 bits), stage 2 the adder tree, then the group accumulator.
     A ``group_last`` payload leaving stage 2 hands ``gacc + sum`` to the dequantizer
     (``m = (m << 1) + (scale_bit ? gsum : 0)`` MSB first, ``scale_bits`` cycles, then one cycle
     to add ``m << exp`` into the output accumulator) and the group accumulator restarts at 0 in
@@ -107,6 +110,10 @@ class IntPE(wiring.Component):
         Most groups one output accumulates (sizes the output accumulator).
     acc_width : int, optional
         Output accumulator width; smaller than required raises ``ValueError``.
+    multipliers : str
+        How the products are built (:class:`hdl.arith.products.LaneProducts`): ``"auto"``
+        (``SB_MAC16`` pairs on an iCE40 UltraPlus platform, ``*`` elsewhere), ``"generic"`` or
+        ``"sb_mac16"``.
 
     Members
     -------
@@ -120,7 +127,8 @@ class IntPE(wiring.Component):
 
     def __init__(self, lanes: int = 4, weight_bits: int = 8, act_width: int = 8,
                  group_size: int = 128, scale_bits: int = 8, exp_bits: int = 0,
-                 max_groups: int = 256, acc_width: int | None = None):
+                 max_groups: int = 256, acc_width: int | None = None,
+                 multipliers: str = "auto"):
         self._lanes = check_int("lanes", lanes, 1, 64)
         self._weight_bits = check_int("weight_bits", weight_bits, 2, 18)
         self._act_width = check_int("act_width", act_width, 2, 18)
@@ -140,6 +148,7 @@ class IntPE(wiring.Component):
         self._dequant_width = widths["dequant"]
         required = widths["acc"]
         self._acc_width = _check_acc_width(acc_width, required)
+        self._multipliers = check_multipliers(multipliers, weight_bits, act_width)
 
         self._in_layout = data.StructLayout({
             "weights": data.ArrayLayout(signed(weight_bits), lanes),
@@ -199,14 +208,17 @@ class IntPE(wiring.Component):
 
         s1_valid, s1_gl, s1_ol = Signal(), Signal(), Signal()
         s1_scale, s1_exp = Signal(sb), Signal(self._exp_bits)
-        s1_prod = [Signal(signed(self._product_width), name=f"s1_prod{i}") for i in range(L)]
+        m.submodules.products = products = LaneProducts(
+            L, self._weight_bits, self._act_width, self._multipliers)
+        s1_prod = [products.p[i] for i in range(L)]
         s2_valid, s2_gl, s2_ol = Signal(), Signal(), Signal()
         s2_scale, s2_exp = Signal(sb), Signal(self._exp_bits)
         s2_sum = Signal(signed(self._tree_width))
         gacc = Signal(signed(self._group_width))
 
         en = Signal()
-        m.d.comb += [en.eq(~(s2_valid & s2_gl & ~can_load)), self.i_stream.ready.eq(en)]
+        m.d.comb += [en.eq(~(s2_valid & s2_gl & ~can_load)), self.i_stream.ready.eq(en),
+                     products.en.eq(en), products.a.eq(pay.weights), products.b.eq(pay.acts)]
         with m.If(en):
             m.d.sync += [
                 s1_valid.eq(self.i_stream.valid), s1_gl.eq(pay.group_last),
@@ -214,7 +226,6 @@ class IntPE(wiring.Component):
                 s2_valid.eq(s1_valid), s2_gl.eq(s1_gl), s2_ol.eq(s1_ol),
                 s2_scale.eq(s1_scale), s2_exp.eq(s1_exp), s2_sum.eq(_tree_sum(s1_prod)),
             ]
-            m.d.sync += [s1_prod[i].eq(pay.weights[i] * pay.acts[i]) for i in range(L)]
             with m.If(s2_valid):
                 m.d.sync += gacc.eq(Mux(s2_gl, 0, gacc + s2_sum))
 

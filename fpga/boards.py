@@ -20,10 +20,14 @@ from dataclasses import dataclass, field
 
 from .devices import DEVICES, Device, get_device
 
-__all__ = ["BOARDS", "Board", "ClockError", "PLLConfig", "board_names", "ecp5_pll",
-           "get_board", "ice40_pll", "make_pll"]
+__all__ = ["BOARDS", "DEFAULT_PE", "DEFAULT_SCHEME", "Board", "ClockError", "PLLConfig",
+           "board_names", "ecp5_pll", "get_board", "ice40_pll", "make_pll"]
 
 DEFAULT_TOLERANCE = 0.01  # relative clock error accepted from a PLL
+# The PE kind and weight scheme of a board that names none, and of a build that picks another
+# PE kind than its board's default: the bit-serial BitMoD datapath.
+DEFAULT_PE = "bitserial"
+DEFAULT_SCHEME = "bitmod4"
 
 
 class ClockError(ValueError):
@@ -221,6 +225,13 @@ class Board:
     router : str
         Default nextpnr router (``router2`` where ``router1`` does not converge on the
         default array).
+    pe, scheme : str
+        Default PE kind (:data:`golden.gemm.PE_KINDS`) and weight scheme: the fastest measured
+        design on the board (the iCEBreaker's int PEs, two products per DSP block, run
+        ``int4``; the others the bit-serial BitMoD datapath).
+    kind_arrays : tuple
+        ``(pe, rows, cols, lanes, clock_mhz)`` for PE kinds other than :attr:`pe` whose
+        largest array (and clock) differ from the defaults above (:meth:`defaults_for`).
     """
 
     name: str
@@ -238,6 +249,18 @@ class Board:
     max_k: int = 64
     uart: tuple | None = None
     router: str = "router1"
+    pe: str = DEFAULT_PE
+    scheme: str = DEFAULT_SCHEME
+    kind_arrays: tuple = ()
+
+    def defaults_for(self, pe: str | None = None) -> dict:
+        """``rows``, ``cols``, ``lanes`` and ``clock_mhz`` a build of PE kind ``pe`` (default
+        :attr:`pe`) starts from."""
+        for kind, rows, cols, lanes, clock_mhz in self.kind_arrays:
+            if kind == pe:
+                return {"rows": rows, "cols": cols, "lanes": lanes, "clock_mhz": clock_mhz}
+        return {"rows": self.rows, "cols": self.cols, "lanes": self.lanes,
+                "clock_mhz": self.clock_mhz}
 
     @property
     def family(self) -> str:
@@ -277,9 +300,13 @@ BOARDS: dict[str, Board] = {
     for board in (
         Board("icebreaker", "1BitSquared iCEBreaker (iCE40UP5K-SG48), FTDI UART",
               "ice40-up5k", _platform("icebreaker", "ICEBreakerPlatform"), "clk12", 12.0,
-              # 2x2 with 4 lanes no longer places (5,026-5,094 of 5,280 LCs); 2 lanes leave
-              # room and close at 22.5 MHz (docs/boards.md).
-              clock_mhz=22.5, rows=2, cols=2, lanes=2, max_m=8, max_n=8, max_k=32),
+              # int PEs 2x2 x 4 lanes on the 8 DSP blocks (two 8x8 products each): 16 MACs
+              # per cycle at 25.125 MHz. Bit-serial PEs: 2x2 with 4 lanes no longer places
+              # (5,026-5,094 of 5,280 LCs); 2 lanes close at 22.5 MHz (docs/boards.md).
+              clock_mhz=25.125, rows=2, cols=2, lanes=4, max_m=8, max_n=8, max_k=32,
+              pe="int", scheme="int4", kind_arrays=(("bitserial", 2, 2, 2, 22.5),
+                                                    ("lut", 2, 2, 2, 22.5),
+                                                    ("bitplane", 2, 2, 2, 22.5))),
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F, FTDI UART",
               "ecp5-85f", _platform("ulx3s", "ULX3S_85F_Platform"), "clk25", 25.0,
               # 10x10 PEs x 8 lanes meet 40 MHz on seeds 1 and 2 (41.96 and 49.18 MHz,

@@ -34,7 +34,7 @@ from bitmod.golden.gemm import runs_zero_points, scheme_formats
 from bitmod.golden.protocol import LinkConfig
 from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
-from .boards import Board, PLLConfig, get_board
+from .boards import DEFAULT_PE, DEFAULT_SCHEME, Board, PLLConfig, get_board
 from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "StageWatcher", "board_plan", "build"]
@@ -66,18 +66,22 @@ class BuildConfig:
     board : str
         A :data:`fpga.boards.BOARDS` name.
     scheme : str
-        Weight scheme (:func:`golden.quantize.scheme_names`) the core is built for
+        Weight scheme (:func:`golden.quantize.scheme_names`; board default:
+        :attr:`fpga.boards.Board.scheme`) the core is built for
         (:func:`golden.gemm.scheme_formats`); an asymmetric one on a PE kind that corrects by
         zero points builds the core with ``zero_points`` (:func:`golden.gemm.runs_zero_points`),
         on the others with its zero points folded into wider codes.
     rows, cols, lanes : int
-        The array (board default: the largest measured to meet timing).
+        The array (board default for the PE kind: the largest measured to meet timing,
+        :meth:`fpga.boards.Board.defaults_for`).
     pe : str
-        PE kind (:data:`golden.gemm.PE_KINDS`): ``"bitserial"``, ``"int"`` (bit-parallel
-        multipliers, DSP blocks where the device has them) or ``"minifloat"`` (exact minifloat
-        products, MX schemes).
+        PE kind (:data:`golden.gemm.PE_KINDS`; board default: :attr:`fpga.boards.Board.pe`):
+        ``"bitserial"``, ``"int"`` (bit-parallel multipliers, DSP blocks where the device has
+        them; two products per iCE40 UltraPlus block), ``"minifloat"`` (exact minifloat
+        products, MX schemes), ``"lut"`` or ``"bitplane"``.
     clock_mhz : float
-        Requested core clock; the PLL's achieved clock is :attr:`achieved_mhz`.
+        Requested core clock (board default for the PE kind); the PLL's achieved clock is
+        :attr:`achieved_mhz`.
     act : str
         Activation format (:data:`golden.bfp.ACT_FORMATS`).
     group_size, max_m, max_n, max_k : int
@@ -87,7 +91,7 @@ class BuildConfig:
     """
 
     board: str
-    scheme: str = "bitmod4"
+    scheme: str | None = None
     rows: int | None = None
     cols: int | None = None
     lanes: int | None = None
@@ -100,17 +104,25 @@ class BuildConfig:
     baud: int = 115200
     seed: int = 1
     router: str | None = None
-    pe: str = "bitserial"
+    pe: str | None = None
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
         board = get_board(self.board)
         put("board", board.name)
-        for name in ("rows", "cols", "lanes", "max_m", "max_n", "max_k"):
+        if self.pe is None:
+            # A scheme given without a PE kind runs on the board's default kind when that kind
+            # takes it, else on the bit-serial PE, which takes every scheme the core runs.
+            put("pe", board.pe if self.scheme is None or _kind_runs(board.pe, self.scheme)
+                else DEFAULT_PE)
+        if self.scheme is None:  # the board's scheme on its PE kind, BitMoD's on another
+            put("scheme", board.scheme if self.pe == board.pe else DEFAULT_SCHEME)
+        for name, value in board.defaults_for(self.pe).items():
+            if getattr(self, name) is None:
+                put(name, value)
+        for name in ("max_m", "max_n", "max_k"):
             if getattr(self, name) is None:
                 put(name, getattr(board, name))
-        if self.clock_mhz is None:
-            put("clock_mhz", board.clock_mhz)
         put("clock_mhz", check_number("clock_mhz", self.clock_mhz, positive=True))
         if self.router is None:
             put("router", board.router)
@@ -216,6 +228,19 @@ class BuildResult:
 
 
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
+
+
+def _kind_runs(pe: str, scheme: str) -> bool:
+    """Whether PE kind ``pe`` multiplies ``scheme``'s weight formats (its check accepts them)."""
+    from bitmod.golden.gemm import ArrayConfig
+
+    try:
+        zero_points = runs_zero_points(scheme, pe)
+        ArrayConfig(formats=scheme_formats(scheme, zero_points), pe_kind=pe,
+                    zero_points=zero_points)
+    except ValueError:
+        return False
+    return True
 
 
 def overused(log_text: str) -> list[str]:

@@ -63,3 +63,21 @@ def pipeline_enable(m, i_stream, o_stream, latency: int, *, name: str = "pipe") 
         valid = reg
     m.d.comb += o_stream.valid.eq(valid)
     return enable
+
+
+def one_hot_fsm(fsm) -> None:
+    """Have Yosys re-encode ``fsm`` (the value of a finished ``with m.FSM() as fsm`` block)
+    one-hot, with its ``fsm_encoding`` attribute.
+
+    Amaranth encodes states in binary, and Yosys leaves a state register with an init value
+    (every Amaranth register has one) binary too, so each state test is a compare of the whole
+    register. One-hot makes it one flip-flop: on the iCE40 the bridge's reply enables lost
+    LUT levels. The state still resets synchronously to the init state (Yosys takes it from
+    the reset mux); only the power-up value of an unreset design would differ, and every top
+    here holds reset until its clock is up.
+    """
+    data = getattr(fsm, "_data", None)
+    if not isinstance(data, dict) or "signal" not in data:  # Amaranth's FSM internals moved
+        raise RuntimeError("one_hot_fsm: this Amaranth version does not expose the FSM's "
+                           "state signal; update hdl.common.one_hot_fsm")
+    data["signal"].attrs["fsm_encoding"] = "one-hot"

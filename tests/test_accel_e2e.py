@@ -333,7 +333,7 @@ def test_cli_run_corrects_zero_points_on_bitserial_pes(monkeypatch, capsys):
     codes, zero points in the group metadata; the block's word 11 says so): run takes
     int4_asym from the board (the asymmetric scheme whose offset formats the block names, not
     the symmetric int4 with the same formats) and loads the tensor that way, bit-exact."""
-    monkeypatch.setattr(_GoldenSerial, "options", {"scheme": "int4_asym"})
+    monkeypatch.setattr(_GoldenSerial, "options", {"scheme": "int4_asym", "pe": "bitserial"})
     status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32")
     assert status == 0, err
     assert "--scheme int4_asym" in err and "bit-exact:  yes" in out
@@ -344,24 +344,25 @@ def test_cli_run_corrects_zero_points_on_bitserial_pes(monkeypatch, capsys):
 
 
 def test_cli_run_refuses_a_mismatched_array(monkeypatch, capsys):
-    """bitmod run --array 4x4 against the iCEBreaker's 2x2: one line naming the array (not
-    "bit-exact: NO"); without the options the board's configuration is used, bit-exact."""
+    """bitmod run --array 4x4 against the iCEBreaker's default 2x2 (int PEs, int4, 4 lanes):
+    one line naming the array (not "bit-exact: NO"); without the options the board's
+    configuration is used, bit-exact."""
     status, out, err = _cli(monkeypatch, capsys, "--array", "4x4", "--random", "4", "8", "32")
     assert status == 2 and out == ""
     note, error = err.splitlines()  # the options taken from the board, then the error
-    assert note == ("bitmod run: from the board's bitstream: --scheme bitmod4 --lanes 2 "
-                    "--act int8 --pe bitserial")
+    assert note == ("bitmod run: from the board's bitstream: --scheme int4 --lanes 4 "
+                    "--act int8 --pe int")
     assert error.startswith("bitmod run: error: the board's bitstream differs")
     assert "array 2x2 on the board, 4x4 asked" in error and "bit-exact" not in err
 
     status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32", "--json")
     assert status == 0 and err == ""
     report = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
-    assert report["bit_exact"] and report["scheme"] == "bitmod4"
+    assert report["bit_exact"] and report["scheme"] == "int4"
 
     status, out, err = _cli(monkeypatch, capsys, "--random", "4", "8", "32")
     assert status == 0 and "bit-exact:  yes" in out
-    assert "from the board's bitstream: --scheme bitmod4 --array 2x2 --lanes 2 --act int8" in err
+    assert "from the board's bitstream: --scheme int4 --array 2x2 --lanes 4 --act int8" in err
 
 
 def test_cli_run_names_the_baud_when_the_board_is_silent(monkeypatch, capsys):

@@ -295,18 +295,23 @@ def _check_bitstream(path: str, magic: bytes, root: Path):
     assert Path(path).is_relative_to(root / "boards")
 
 
-def test_build_icebreaker_int4_through_cli(build_dir, capsys):
-    """The scheme chooses the core's weight formats: an INT4 core, the board's default clock."""
+def test_build_icebreaker_default_through_cli(build_dir, capsys):
+    """The board's default bitstream, as ``bitmod build --board icebreaker --json`` makes it:
+    int PEs, int4, 2x2 x 4 lanes, 25.125 MHz; the 16 lanes' products take the 8 SB_MAC16
+    blocks, two per block in their 8x8 mode (Yosys alone would need 16), timing met and
+    0.402 GMAC/s peak, through Yosys, nextpnr and icepack (the issue's iCEBreaker bar)."""
     started = time.monotonic()
-    status = cli.main(["build", "--board", "icebreaker", "--scheme", "int4", "--array", "1x1",
-                       "--json"])
+    status = cli.main(["build", "--board", "icebreaker", "--json"])
     result = json.loads(capsys.readouterr().out)
-    print(f"icebreaker int4 1x1: {result} in {time.monotonic() - started:.0f} s")
-    assert status == 0 and result["timing_met"] and result["fmax_mhz"] >= 22.5
-    # The board's defaults: 2 lanes, 22.5 MHz (12 MHz x 60 / 32).
-    assert result["params"]["scheme"] == "int4" and result["macs_per_cycle"] == 1.0
-    assert result["pll"] is not None and "DIVF=59" in result["pll"]
-    assert result["dsp"] == 0 and result["bram"] > 0
+    print(f"icebreaker default: {result} in {time.monotonic() - started:.0f} s")
+    assert status == 0 and result["timing_met"] and result["fmax_mhz"] >= 25.125
+    assert result["params"]["scheme"] == "int4" and result["params"]["pe"] == "int"
+    assert (result["params"]["rows"], result["params"]["cols"], result["params"]["lanes"]) == (
+        2, 2, 4)
+    assert result["macs_per_cycle"] == 16.0 and result["peak_gmacs"] >= 0.4
+    # 12 MHz x 67 / 32 = 25.125 MHz.
+    assert result["pll"] is not None and "DIVF=66" in result["pll"]
+    assert result["dsp"] == 8 and result["bram"] > 0
     _check_bitstream(result["bitstream"], ICE40_MAGIC, build_dir)
     record = json.loads((Path(result["workdir"]) / "result.json").read_text())
     assert record["board"] == "icebreaker" and record["params"]["scheme"] == "int4"
@@ -378,7 +383,7 @@ def test_pe_kind_is_a_build_parameter():
     """``pe`` selects the array's PE kind: hashed into the folder, carried into the core (and so
     into the configuration block), one weight-step per cycle in the peak figure; a scheme the
     int PE cannot multiply is refused by name before any work."""
-    bitserial = BuildConfig("icebreaker", scheme="int4")
+    bitserial = BuildConfig("icebreaker", scheme="int4", pe="bitserial")
     parallel = BuildConfig("icebreaker", scheme="int4", pe="int")
     assert parallel.core.pe_kind == "int" and bitserial.core.pe_kind == "bitserial"
     assert parallel.workdir() != bitserial.workdir()
@@ -389,3 +394,25 @@ def test_pe_kind_is_a_build_parameter():
         BuildConfig("icebreaker", scheme="bitmod4", pe="int")
     with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int"):
         BuildConfig("icebreaker", pe="dsp")
+
+
+def test_board_default_pe_kind_and_scheme():
+    """A board names its fastest PE kind and scheme (the iCEBreaker: int PEs, int4, 2x2x4 at
+    25.125 MHz); another kind starts from that kind's array and clock and BitMoD's scheme; a
+    scheme the default kind does not take runs on bit-serial PEs; the others default to the
+    bit-serial BitMoD datapath."""
+    default = BuildConfig("icebreaker")
+    assert (default.pe, default.scheme, default.rows, default.cols, default.lanes,
+            default.clock_mhz) == ("int", "int4", 2, 2, 4, 25.125)
+    core = default.core
+    macs = core.rows * core.cols * core.lanes / core.array.terms
+    assert core.pe_kind == "int" and macs == 16 and macs * default.achieved_mhz / 1e3 >= 0.4
+    for config in (BuildConfig("icebreaker", pe="bitserial"),
+                   BuildConfig("icebreaker", scheme="bitmod4")):
+        assert (config.pe, config.scheme, config.lanes, config.clock_mhz) == (
+            "bitserial", "bitmod4", 2, 22.5)
+    assert BuildConfig("icebreaker", scheme="int8").pe == "int"
+    lut = BuildConfig("icebreaker", pe="lut", scheme="int4")
+    assert (lut.lanes, lut.clock_mhz) == (2, 22.5)
+    ulx3s = BuildConfig("ulx3s-85f")
+    assert (ulx3s.pe, ulx3s.scheme, ulx3s.lanes) == ("bitserial", "bitmod4", 8)

@@ -165,7 +165,7 @@ def test_run_reports_a_device_error_in_one_line(capsys, monkeypatch):
 
     class BusyBoard(hlink.LoopbackTransport):
         def __init__(self, port, baudrate=115_200):
-            config = BuildConfig("icebreaker")
+            config = BuildConfig("icebreaker", pe="bitserial")  # what the command asks for
             bus = BusyCore(config.core, config.link)
             super().__init__(protocol.BridgeModel(bus, config.link.max_payload))
 

@@ -37,8 +37,8 @@ def plan(args) -> list[BuildConfig]:
     if not args.board:
         raise CLIError("give at least one --board (the builds take minutes each)")
     arrays = [parse_array(text) for text in args.array] if args.array else [None]
-    axes = (args.board, arrays, args.lanes or [None], args.pe or ["bitserial"],
-            args.scheme or ["bitmod4"], args.clock or [None], args.seed or [1])
+    axes = (args.board, arrays, args.lanes or [None], args.pe or [None],
+            args.scheme or [None], args.clock or [None], args.seed or [1])
     configs = []
     for board, shape, lanes, pe, scheme, clock, seed in itertools.product(*axes):
         rows, cols = shape if shape else (None, None)
@@ -46,7 +46,9 @@ def plan(args) -> list[BuildConfig]:
             configs.append(BuildConfig(board, scheme=scheme, rows=rows, cols=cols, lanes=lanes,
                                        pe=pe, clock_mhz=clock, seed=seed, act=args.act))
         except ValueError as error:
-            where = f"{board} {pe} {scheme}" + (f" {rows}x{cols}" if shape else "")
+            # The options given (a board's defaults are not known for an unknown board).
+            where = " ".join(str(part) for part in (board, pe, scheme) if part) + (
+                f" {rows}x{cols}" if shape else "")
             raise ValueError(f"{where}: {error}") from None
     return configs
 
@@ -128,9 +130,9 @@ def register(bench_subparsers) -> None:
     parser.add_argument("--lanes", action="append", type=int, metavar="L",
                         help="lanes per PE (repeatable; default the board's)")
     parser.add_argument("--pe", action="append", choices=PE_KINDS,
-                        help="PE kind (repeatable; default bitserial)")
+                        help="PE kind (repeatable; default the board's)")
     parser.add_argument("--scheme", action="append",
-                        help="weight scheme (repeatable; default bitmod4)")
+                        help="weight scheme (repeatable; default the board's)")
     parser.add_argument("--clock", action="append", type=float, metavar="MHZ",
                         help="core clock (repeatable; default the board's)")
     parser.add_argument("--seed", action="append", type=int,

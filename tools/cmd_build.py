@@ -48,7 +48,7 @@ def build_options(args) -> dict:
         rows, cols = parse_array(args.array)
     options = {"scheme": args.scheme, "rows": rows, "cols": cols, "lanes": args.lanes,
                "act": args.act}
-    if args.pe is not None:  # run: left out, the board's bitstream's
+    if args.pe is not None:  # left out: the board's default (run: the board's bitstream's)
         options["pe"] = args.pe
     return options
 
@@ -57,23 +57,24 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
     """The options that define a bitstream's core (``build``, and ``run`` to address it; for
     ``run`` (``from_device``) an omitted option is the board's bitstream's)."""
     default = "the board's bitstream's" if from_device else None
-    parser.add_argument("--scheme", default=None if from_device else "bitmod4",
-                        help=f"weight scheme the core is built for (default "
-                             f"{default or 'bitmod4'}; e.g. bitmod4, bitmod3, int4, int8, "
-                             "int4_asym, mxfp4)")
+    scheme_default = default or "the board's: int4 on the iCEBreaker, bitmod4 elsewhere"
+    pe_default = default or "the board's: int on the iCEBreaker, bitserial elsewhere"
+    parser.add_argument("--scheme", default=None,
+                        help=f"weight scheme the core is built for (default {scheme_default}; "
+                             "e.g. bitmod4, bitmod3, int4, int8, int4_asym, mxfp4)")
     parser.add_argument("--array", metavar="RxC",
                         help=f"array rows x columns (default: {default or 'the board default'})")
     parser.add_argument("--lanes", type=int, metavar="L",
                         help=f"lanes per PE (default: {default or 'the board default'})")
     parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
                         help=f"activation format (default {default or 'int8'})")
-    parser.add_argument("--pe", choices=PE_KINDS, default=None if from_device else "bitserial",
+    parser.add_argument("--pe", choices=PE_KINDS, default=None,
                         help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks; "
                              f"signed integer schemes), minifloat (exact minifloat products; "
                              f"MX schemes), lut (tables of activation sums indexed by weight "
                              f"bit-planes; integer schemes) or bitplane (AND-popcount of weight "
                              f"and activation bit-planes; integer schemes, activations of at "
-                             f"most 8 bits) (default {default or 'bitserial'})")
+                             f"most 8 bits) (default {pe_default})")
 
 
 def _build(args) -> int:

@@ -26,7 +26,7 @@ from bitmod.golden.protocol import (
     check_bridge_params,
 )
 
-from ..common import read_only
+from ..common import one_hot_fsm, read_only
 from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx
 
 __all__ = ["BUS_REQUEST", "BUS_RESPONSE", "Bridge", "RegisterFile", "UartBridge",
@@ -274,7 +274,16 @@ class Bridge(wiring.Component):
             if state in following:
                 m.next = following[state]
 
-        with m.FSM(name="bridge"):
+        # DECODE's length checks, registered every cycle: ``length`` and ``arg`` are stable
+        # from their last byte on, at least the two CRC bytes before DECODE, so DECODE's reply
+        # and next-state enables start at these flip-flops (the iCE40's critical path was the
+        # compares feeding them).
+        length_ok = Signal(data.StructLayout({"status": 1, "write": 1, "read": 1, "exec": 1}))
+        m.d.sync += length_ok.eq(Cat(
+            length == 0, (length >= 8) & (length[:2] == 0),
+            (length == 6) & (arg[:16] != 0) & (arg[:16] <= words), length == 8))
+
+        with m.FSM(name="bridge") as fsm:
             with m.State("HUNT"):
                 m.d.comb += take.eq(1)
                 with m.If(rx_valid & ~rx_ferr & (rx_byte == SYNC[0])):
@@ -306,7 +315,7 @@ class Bridge(wiring.Component):
 
             with m.State("DECODE"), m.Switch(cmd):
                 with m.Case(Cmd.STATUS):
-                    with m.If(length == 0):
+                    with m.If(length_ok.status):
                         m.d.sync += small.eq(Cat(Const(VERSION, 8), Const(0, 8),
                                                  Const(self._max_payload, 16), ok_frames,
                                                  error_frames, dropped))
@@ -314,7 +323,7 @@ class Bridge(wiring.Component):
                     with m.Else():
                         reply_error(ErrorCode.BAD_LENGTH)
                 with m.Case(Cmd.WRITE):
-                    with m.If((length >= 8) & (length[:2] == 0)):
+                    with m.If(length_ok.write):
                         m.d.sync += [word.eq(0), words_left.eq((length - 4)[2:]),
                                      bus_addr.eq(addr)]
                         m.next = "W_FETCH"
@@ -322,14 +331,14 @@ class Bridge(wiring.Component):
                         reply_error(ErrorCode.BAD_LENGTH)
                 with m.Case(Cmd.READ):
                     count = arg[:16]
-                    with m.If((length == 6) & (count != 0) & (count <= words)):
+                    with m.If(length_ok.read):
                         m.d.sync += [word.eq(0), words_left.eq(count), n_words.eq(count),
                                      bus_addr.eq(addr)]
                         m.next = "R_REQ"
                     with m.Else():
                         reply_error(ErrorCode.BAD_LENGTH)
                 with m.Case(Cmd.EXEC):
-                    with m.If(length == 8):
+                    with m.If(length_ok.exec):
                         m.next = "X_REQ"
                     with m.Else():
                         reply_error(ErrorCode.BAD_LENGTH)
@@ -439,6 +448,7 @@ class Bridge(wiring.Component):
 
         # The RAM is read at the executing word index, or at the word of the reply byte.
         m.d.comb += rd.addr.eq(Mux(sending, t_index[2:], word))
+        one_hot_fsm(fsm)
         return m
 
 

@@ -153,7 +153,7 @@ class BuildConfig:
         zero_points = runs_zero_points(self.scheme, self.pe)
         return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
                           group_size=self.group_size,
-                          formats=scheme_formats(self.scheme, zero_points),
+                          formats=scheme_formats(self.scheme, zero_points, self.pe),
                           act_format=self.act, max_m=self.max_m, max_n=self.max_n,
                           max_k=self.max_k, pe_kind=self.pe, zero_points=zero_points)
 
@@ -236,7 +236,7 @@ def _kind_runs(pe: str, scheme: str) -> bool:
 
     try:
         zero_points = runs_zero_points(scheme, pe)
-        ArrayConfig(formats=scheme_formats(scheme, zero_points), pe_kind=pe,
+        ArrayConfig(formats=scheme_formats(scheme, zero_points, pe), pe_kind=pe,
                     zero_points=zero_points)
     except ValueError:
         return False

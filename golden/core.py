@@ -247,21 +247,27 @@ def formats_crc(formats) -> int:
 
 
 @functools.cache
-def _known_formats(zero_points: bool = False
+def _known_formats(zero_points: bool = False, pe_kind: str = "bitserial"
                    ) -> dict[int, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """``crc -> (formats, schemes)`` for every registered scheme the core runs, and every
-    registered format alone (``schemes`` empty when no scheme has exactly those formats).
-    ``zero_points``: a core that corrects by zero points, which runs the asymmetric schemes
-    only (as their offset formats)."""
+    """``crc -> (formats, schemes)`` for every registered scheme a core of ``pe_kind`` PEs
+    runs, and every registered format alone (``schemes`` empty when no scheme has exactly
+    those formats). ``zero_points``: a core that corrects by zero points, which runs the
+    asymmetric schemes only (as their offset formats). A kind without mixtures runs BitMoD's
+    as their integer values (:func:`golden.gemm.scheme_formats`): an ``int6`` int-PE core
+    names ``bitmod4`` among its schemes."""
     from . import formats as gformats
     from .quantize import get_scheme, scheme_names
 
     table: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for name in scheme_names():
+    # Schemes whose own formats the core holds come first, then the mixtures it runs as their
+    # integer values (int5 names int4_asym before bitmod4_er, whose values also fit int5).
+    names = sorted(scheme_names(), key=lambda name: ggemm.folds_mixture(
+        get_scheme(name).formats, pe_kind))
+    for name in names:
         if zero_points and get_scheme(name).kind != "asym":
             continue
         try:
-            formats = ggemm.scheme_formats(name, zero_points)
+            formats = ggemm.scheme_formats(name, zero_points, pe_kind)
         except ValueError:
             continue
         crc = formats_crc(formats)
@@ -369,14 +375,14 @@ class DeviceConfig:
     def formats(self) -> tuple[str, ...] | None:
         """The weight formats, when a registered scheme has them or they are one registered
         format (else ``None``)."""
-        known = _known_formats(self.zero_points).get(self.formats_crc)
+        known = _known_formats(self.zero_points, self.pe_kind).get(self.formats_crc)
         return known[0] if known else None
 
     @property
     def schemes(self) -> tuple[str, ...]:
         """The registered schemes whose formats these are (registry order; may be empty; with
         zero points the asymmetric schemes whose offset formats these are)."""
-        known = _known_formats(self.zero_points).get(self.formats_crc)
+        known = _known_formats(self.zero_points, self.pe_kind).get(self.formats_crc)
         return known[1] if known else ()
 
     def core(self) -> CoreConfig:

@@ -352,12 +352,17 @@ class ArrayConfig(DatapathParams):
         return self.front_latency + self.latency - 1
 
 
-def scheme_formats(scheme, zero_points: bool = False) -> tuple[str, ...]:
+def scheme_formats(scheme, zero_points: bool = False,
+                   pe_kind_name: str = "bitserial") -> tuple[str, ...]:
     """The weight formats the core is built with for ``scheme`` (a name of
     :func:`golden.quantize.scheme_names` or a :class:`golden.quantize.Scheme`): the scheme's own
     formats, except for asymmetric schemes, whose ``B``-bit unsigned codes run as the signed
     levels ``code - z`` in ``int<B+1>``, or with ``zero_points`` (a core that corrects by the
-    zero point) as the offset codes ``code - 2**(B-1)`` in ``int<B>`` (:func:`core_tensor`).
+    zero point) as the offset codes ``code - 2**(B-1)`` in ``int<B>`` (:func:`core_tensor`);
+    and for a mixture of formats on PEs of a kind that takes none
+    (:attr:`golden.pe_kind.PEKind.mixtures`), when all the mixture's values are integers: the
+    values themselves in the narrowest ``int<B>`` (:func:`integer_levels_format`; BitMoD's
+    4-bit mixture, values in ``[-16, 16]``, runs as ``int6``).
 
     Raises ``ValueError`` naming the scheme and what to use instead when the core cannot run it
     (the one place that decides which schemes the core runs).
@@ -369,11 +374,37 @@ def scheme_formats(scheme, zero_points: bool = False) -> tuple[str, ...]:
     if spec.kind == "asym":
         formats = tuple(_offset_format(name) if zero_points else _folded_format(name)
                         for name in formats)
+    if folds_mixture(formats, pe_kind_name):
+        formats = (integer_levels_format(formats),)
     try:
         gterms.geometry(list(formats))
     except ValueError as exc:
         raise ValueError(f"scheme {spec.name!r} cannot run on the core: {exc}") from None
     return formats
+
+
+def integer_levels_format(names) -> str | None:
+    """The narrowest ``int<B>`` (``B >= 2``) holding every value the formats ``names`` decode
+    to, when those values are all finite integers; ``None`` otherwise."""
+    from . import formats as gformats  # peer module; imported when asked
+
+    values = np.concatenate([gformats.get(name).decode(np.arange(1 << gformats.get(name).bits))
+                             for name in names])
+    if not np.isfinite(values).all() or (values != np.round(values)).any():
+        return None
+    lo, hi = int(values.min()), int(values.max())
+    bits = 2
+    while not -(1 << (bits - 1)) <= lo <= hi <= (1 << (bits - 1)) - 1:
+        bits += 1
+    return f"int{bits}"
+
+
+def folds_mixture(formats, pe_kind_name: str) -> bool:
+    """Whether a core of ``pe_kind_name`` PEs runs the mixture ``formats`` as its integer values
+    (:func:`integer_levels_format`): a mixture of more than one format, on a kind that takes
+    no mixtures, whose values are all integers."""
+    return (len(formats) > 1 and not pe_kind(pe_kind_name).mixtures
+            and integer_levels_format(formats) is not None)
 
 
 def _folded_format(name: str) -> str:
@@ -408,8 +439,9 @@ def runs_zero_points(scheme, pe_kind_name: str) -> bool:
 MX_SCALE_SPAN = 7  # binades an INT8 group-scale code 2**j (j = 0 .. 7) spans
 
 
-def core_tensor(qt, zero_points: bool = False):
-    """The tensor the core runs for ``qt``, equal to it weight for weight (same scaled values).
+def core_tensor(qt, zero_points: bool = False, pe_kind_name: str = "bitserial"):
+    """The tensor the core of ``pe_kind_name`` PEs runs for ``qt``, equal to it weight for
+    weight (same scaled values).
 
     * INT8 group scales, no zero point: ``qt`` itself.
     * **Zero points** (asymmetric schemes), ``zero_points`` False: the core multiplies by the
@@ -429,6 +461,9 @@ def core_tensor(qt, zero_points: bool = False):
       (for MX INT8 the element's fixed ``2**-6`` rides in the channel scale too).
       A group more than 7 binades below its channel's largest has no such code; it is exact
       only when all its codes decode to zero (its code is then 0).
+    * **A mixture of formats** (BitMoD) on a kind without mixtures (:func:`folds_mixture`):
+      the decoded values (integers) as two's-complement codes of :func:`integer_levels_format`;
+      the selectors go, the scales stay.
 
     Raises
     ------
@@ -460,20 +495,30 @@ def core_tensor(qt, zero_points: bool = False):
                              scheme=qt.scheme, formats=tuple(names), group_size=qt.group_size,
                              bits=bits, scale_format=qt.scale_format, selectors=qt.selectors,
                              scale_codes=qt.scale_codes, channel_scales=qt.channel_scales)
+    if folds_mixture(qt.formats, pe_kind_name):
+        name = integer_levels_format(qt.formats)
+        bits = int(name[3:])
+        levels = qt.decoded().astype(np.int64)  # integers (folds_mixture checked)
+        qt = QuantizedTensor(codes=levels & ((1 << bits) - 1), scales=qt.scales,
+                             scheme=qt.scheme, formats=(name,), group_size=qt.group_size,
+                             bits=bits, scale_format=qt.scale_format,
+                             scale_codes=qt.scale_codes, channel_scales=qt.channel_scales)
     if qt.scale_format == "e8m0":
         qt = _mx_as_int8(qt)
     return qt
 
 
-def quantize_for_core(w, scheme, group_size: int | None = None, zero_points: bool = False):
-    """Quantize ``w`` ``[N, K]`` with ``scheme`` the way the core takes it: INT8 group scales
-    (MX schemes: their E8M0 block scales), then :func:`core_tensor` (``zero_points``: for a
-    core built with them). ``group_size`` None: the scheme's own."""
+def quantize_for_core(w, scheme, group_size: int | None = None, zero_points: bool = False,
+                      pe_kind_name: str = "bitserial"):
+    """Quantize ``w`` ``[N, K]`` with ``scheme`` the way a core of ``pe_kind_name`` PEs takes
+    it: INT8 group scales (MX schemes: their E8M0 block scales), then :func:`core_tensor`
+    (``zero_points``: for a core built with them). ``group_size`` None: the scheme's own."""
     from .quantize import get_scheme, quantize  # quantize is a peer; imported when asked
 
     mx = get_scheme(scheme).kind == "mx"
     return core_tensor(quantize(w, scheme, group_size=group_size,
-                                scale_format="e8m0" if mx else "int8"), zero_points)
+                                scale_format="e8m0" if mx else "int8"), zero_points,
+                       pe_kind_name)
 
 
 def _mx_as_int8(qt):

@@ -677,4 +677,4 @@ PE_KIND = PEKind(
     summary="bit-serial term PE (hdl.pe.bitserial): T terms per weight-step, LUTs only",
     operand="terms", cycles_per_step=_array_terms, dequant_cycles=_array_dequant_cycles,
     latency=_array_latency, acc_width=_array_acc_width, check=_any_term_formats,
-    zero_points=True)
+    zero_points=True, mixtures=True)

@@ -100,6 +100,10 @@ class PEKind:
         ``row_latency(cfg)``: register stages the row edge adds after the row front end.
     zero_points : bool
         The PE applies zero points as a per-group correction lane.
+    mixtures : bool
+        The PE takes a per-group mixture of formats (a selector per group, BitMoD). A kind
+        without runs a mixture whose values are all integers as those integers, in one
+        ``int<B>`` format (:func:`golden.gemm.scheme_formats`).
     """
 
     name: str
@@ -114,6 +118,7 @@ class PEKind:
     row_operand: str = "acts"
     row_latency: Callable[[Any], int] = _no_row_latency
     zero_points: bool = False
+    mixtures: bool = False
 
     def __post_init__(self):
         if self.operand not in OPERANDS:

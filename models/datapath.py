@@ -71,8 +71,8 @@ class LayerCall:
 
 
 def quantize_layer_weights(weights: Mapping[str, np.ndarray], scheme: str,
-                           group_size: int | None = 128, zero_points: bool = False
-                           ) -> dict[str, QuantizedTensor]:
+                           group_size: int | None = 128, zero_points: bool = False,
+                           pe_kind_name: str = "bitserial") -> dict[str, QuantizedTensor]:
     """Quantize each ``[N, K]`` weight for the core: name -> ``QuantizedTensor``.
 
     ``scale_format="int8"`` (second-level INT8 group-scale codes; MX schemes keep their E8M0
@@ -80,14 +80,15 @@ def quantize_layer_weights(weights: Mapping[str, np.ndarray], scheme: str,
     K that is not a multiple of it keeps its last, shorter group. Each tensor is the one the
     core runs (:func:`bitmod.golden.gemm.core_tensor`: zero points folded into signed levels,
     MX scales as power-of-two codes; the same weights; with ``zero_points``, for a core that
-    corrects by them, the offset codes and zero points instead). Raises ``ValueError`` naming
-    the scheme or layer the datapath does not run.
+    corrects by them, the offset codes and zero points instead; for ``pe_kind_name`` PEs,
+    which may take no mixtures, BitMoD's mixture as its integer values). Raises
+    ``ValueError`` naming the scheme or layer the datapath does not run.
     """
     out = {}
     for name, w in weights.items():
         try:
             qt = ggemm.quantize_for_core(np.asarray(w, dtype=np.float64), scheme, group_size,
-                                         zero_points)
+                                         zero_points, pe_kind_name)
         except ValueError as error:
             raise ValueError(f"layer {name}: {error}") from None
         ggemm.check_weights(qt)

@@ -106,6 +106,21 @@ def test_bitserial_pe_corrects_zero_points():
     assert "zero points corrected per group" in out
 
 
+@pytest.mark.parametrize("act", ["int8", "fp16"])
+def test_int_pes_run_bitmod4_as_integer_values(act):
+    """BitMoD's 4-bit mixture on int PEs (DSP multipliers, no selectors): the mixture's
+    values, integers in [-16, 16], as int6 codes; bit-exact with golden at the RTL, counters
+    equal to the model, the report names the core's format."""
+    args = ["--random", "3", "6", "48", "--array", "2x2", "--group-size", "16", "--act", act,
+            "--scheme", "bitmod4", "--pe", "int", "--json"]
+    status, out, err = run_cli(*args)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["bit_exact"] and report["counters_match_model"]
+    assert report["pe"] == "int" and report["scheme"] == "bitmod4"
+    assert report["weight_formats"] == ["int6"]
+
+
 @pytest.fixture
 def nan_weights(tmp_path):
     w = np.ones((8, 16), dtype=np.float32)
@@ -129,13 +144,13 @@ def weights_3d(tmp_path):
      "cannot run on the core: format 'int9'"),
     (["--scheme", "mxfp4", "--layer", "encoder.layer.0.output.dense"],
      "channel 99's E8M0 block scales span 8 binades"),
-    (["--pe", "int", "--random", "2", "2", "16", "--group-size", "16"],
+    (["--pe", "int", "--scheme", "fp4", "--random", "2", "2", "16", "--group-size", "16"],
      "the int PE multiplies one signed integer format"),
     (["--pe", "minifloat", "--scheme", "int4", "--act", "int8", "--random", "2", "2", "32",
       "--group-size", "32"], "the minifloat PE shifts by power-of-two group scales"),
     (["--pe", "minifloat", "--scheme", "mxfp4", "--random", "2", "2", "32"],
      "the minifloat PE multiplies activations of at most 8 bits; mant_width=12"),
-    (["--pe", "lut", "--random", "2", "2", "16", "--group-size", "16"],
+    (["--pe", "lut", "--scheme", "fp4", "--random", "2", "2", "16", "--group-size", "16"],
      "the lut PE reads the bit-planes of one integer format"),
     (["--pe", "bitplane", "--scheme", "int4", "--random", "2", "2", "16", "--group-size", "16"],
      "the bitplane PE takes activations of 2 to 8 bits; mant_width=12"),

@@ -268,6 +268,49 @@ def test_core_tensor_offsets_codes_for_zero_point_correction(scheme):
         dataclasses.replace(ct, zero_points=np.full_like(ct.zero_points, half))
 
 
+@pytest.mark.parametrize(("scheme", "levels"), [("bitmod4", "int6"), ("bitmod3", "int4")])
+@pytest.mark.parametrize("kind", ["int", "lut", "bitplane"])
+def test_mixtures_run_as_their_integer_values_on_kinds_without_mixtures(scheme, levels, kind):
+    """BitMoD's per-group mixture on a PE kind without selectors: the decoded values (all
+    integers, bitmod4's in [-16, 16]) as ``int<B>`` codes, the same scaled weights; the int PE's
+    datapath gives the bit-serial mixture datapath's output codes. The independent check:
+    the format table's own decode of the new codes equals the mixture's decoded values."""
+    from bitmod.golden import formats
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((24, 72)) * rng.uniform(0.1, 3, size=(24, 1))
+    qt = quantize(w, scheme, group_size=16, scale_format="int8")
+    assert len(set(np.unique(qt.selectors))) == len(qt.formats), "every format is used"
+    values = np.concatenate([formats.get(n).decode(np.arange(1 << qt.bits)) for n in qt.formats])
+    lo, hi = int(values.min()), int(values.max())
+    assert ggemm.integer_levels_format(qt.formats) == levels
+    assert -(1 << (int(levels[3:]) - 1)) <= lo and hi < 1 << (int(levels[3:]) - 1)
+    assert not (-(1 << (int(levels[3:]) - 2)) <= lo and hi < 1 << (int(levels[3:]) - 2))
+    assert ggemm.scheme_formats(scheme, pe_kind_name=kind) == (levels,)
+    assert ggemm.scheme_formats(scheme) == tuple(qt.formats)  # the bit-serial PE: unchanged
+    ct = ggemm.core_tensor(qt, pe_kind_name=kind)
+    assert ct.formats == (levels,) and ct.selectors is None
+    np.testing.assert_array_equal(formats.get(levels).decode(ct.codes), qt.decoded())
+    np.testing.assert_array_equal(ct.dequantize(), qt.dequantize())
+    assert ggemm.core_tensor(qt) is qt
+    if kind == "int":
+        x = rng.standard_normal((5, 72)).astype(np.float16)
+        native = ggemm.gemm(x, qt, ggemm.ArrayConfig(group_size=16, formats=qt.formats,
+                                                     act_format="fp16")).codes
+        cfg = ggemm.ArrayConfig(group_size=16, formats=ct.formats, act_format="fp16",
+                                pe_kind="int")
+        np.testing.assert_array_equal(ggemm.gemm(x, ct, cfg).codes, native)
+
+
+def test_formats_with_fractions_are_not_folded():
+    """FP4 E2M1 has 0.5 and 1.5: no integer levels, so the int PE still refuses the scheme."""
+    assert ggemm.integer_levels_format(("fp4_e2m1",)) is None
+    assert ggemm.scheme_formats("fp4", pe_kind_name="int") == ("fp4_e2m1",)
+    assert not ggemm.folds_mixture(("fp4_e2m1",), "int")
+    with pytest.raises(ValueError, match="the int PE multiplies one signed integer format"):
+        ggemm.ArrayConfig(group_size=16, formats=("fp4_e2m1",), pe_kind="int")
+
+
 def test_zero_point_widths():
     """The correction lane's activation holds ``-sum_k a_k`` at its extreme (``G * 128`` for
     G INT8 activations of -128), and the group bound doubles (golden.pe)."""

@@ -157,7 +157,8 @@ def test_sweep_measures_caches_and_computes_only_new_points(build_dir, tmp_path,
 
 
 def test_points_that_are_not_meaningful_are_rows(build_dir, capsys, monkeypatch):
-    """The int PE with a mixture scheme, and a kind the array does not run in an RxC array,
+    """The int PE with a scheme of fractional values (FP4 E2M1: a mixture of integer values
+    would run as those integers), and a kind the array does not run in an RxC array,
     are rows saying why; nothing is synthesised or evaluated. The kind that only bench pe knows
     is added to its table here, as another engineer would add one: the sweep takes it."""
     from bitmod.golden.gemm import PE_KINDS
@@ -166,7 +167,7 @@ def test_points_that_are_not_meaningful_are_rows(build_dir, capsys, monkeypatch)
     kind = "probe_kind"
     assert kind not in PE_KINDS and kind not in sw.pe_kinds()
     monkeypatch.setitem(bench_pe.CONFIGS, kind, [bench_pe.BenchConfig("int4", "int_pe", "int4")])
-    status, out, _ = bitmod(capsys, "sweep", "--scheme", "bitmod4", "--pe", "int", "--pe", kind,
+    status, out, _ = bitmod(capsys, "sweep", "--scheme", "fp4", "--pe", "int", "--pe", kind,
                             "--array", "1x1", "--array", "pe", "--device", "ice40-up5k", *TINY,
                             "--json")
     assert status == 0
@@ -182,7 +183,7 @@ def test_points_that_are_not_meaningful_are_rows(build_dir, capsys, monkeypatch)
     assert report["counts"]["not_meaningful"] == 4 and report["counts"]["tasks"] == 0
     assert report["accuracy"] == []
     assert not (build_dir / "sweep").exists()
-    status, out, _ = bitmod(capsys, "sweep", "--scheme", "bitmod4", "--pe", "int", "--device",
+    status, out, _ = bitmod(capsys, "sweep", "--scheme", "fp4", "--pe", "int", "--device",
                             "ice40-up5k", *TINY)
     assert status == 0 and "not meaningful: the int PE multiplies" in out
 

@@ -321,6 +321,9 @@ class VerifyResult(Result):
     # Asymmetric schemes: "corrected" (the PEs' per-group zero-point correction, MixPE) or
     # "folded" (the zero point folded into int<B+1> codes); None without zero points.
     zero_points: str | None = None
+    # The formats the core was built with (golden.gemm.scheme_formats): the scheme's own, or
+    # e.g. ["int6"] for BitMoD's mixture on int PEs (its integer values).
+    weight_formats: list[str] | None = None
 
     @property
     def warning(self) -> str | None:
@@ -462,7 +465,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     # codes offset, the zero points in the group metadata); other PEs multiply by the
     # levels with the zero point folded in (golden.gemm.core_tensor).
     zero_points = ggemm.runs_zero_points(scheme, pe)
-    formats = ggemm.scheme_formats(scheme, zero_points)
+    formats = ggemm.scheme_formats(scheme, zero_points, pe)
     rng = np.random.default_rng(seed)
     progress("loading the layer")
     name, w, x = _verify_problem(layer, random, weights, activations, tokens, rng)
@@ -474,7 +477,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     m, k = x.shape
     n = w.shape[0]
     progress(f"quantizing {n}x{k} weights with {scheme}")
-    qt = ggemm.quantize_for_core(w, scheme, group_size, zero_points)
+    qt = ggemm.quantize_for_core(w, scheme, group_size, zero_points, pe)
     try:
         cfg = CoreConfig(rows=rows, cols=cols, lanes=lanes, group_size=qt.group_size,
                          formats=formats, act_format=act, mant_width=mant_width,
@@ -556,6 +559,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
                                              reference),
         zero_points=(("corrected" if zero_points else "folded")
                      if get_scheme(scheme).kind == "asym" else None),
+        weight_formats=list(array_cfg.formats),
         cycles=cycles, pe_utilization=busy / (rows * cols * cycles), clock_mhz=clock_mhz,
         gmacs_at_clock=macs / cycles * clock_mhz / 1000, macs=macs,
         verilator_build_s=round(model.build_seconds, 1),
@@ -721,7 +725,8 @@ def run(port: str, board: str, *, weights=None, random: tuple[int, int, int] = (
         w = rng.standard_normal((n, k)) / np.sqrt(k)
     n, k = w.shape
     x = rng.standard_normal((m, k))
-    qt = ggemm.quantize_for_core(w, config.scheme, core.group_size, core.zero_points)
+    qt = ggemm.quantize_for_core(w, config.scheme, core.group_size, core.zero_points,
+                                 core.pe_kind)
     if core.act_format == "int8":
         xq, _ = ggemm.quantize_activations_int8(x)
     else:

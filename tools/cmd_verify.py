@@ -21,6 +21,7 @@ import sys
 
 from bitmod.golden.bfp import ACT_FORMATS
 from bitmod.golden.gemm import PE_KINDS
+from bitmod.golden.quantize import get_scheme
 from bitmod.tools.api import (
     DEFAULT_LAYER,
     DEFAULT_TOKENS,
@@ -47,8 +48,12 @@ def _print_report(report) -> None:
           f"K={report['k']})")
     zero = {"corrected": ", zero points corrected per group (MixPE)",
             "folded": ", zero points folded into the codes"}.get(report["zero_points"], "")
+    formats = report.get("weight_formats") or []
+    own = tuple(get_scheme(report["scheme"]).formats)
+    ran = (f", run as {', '.join(formats)}" if formats and tuple(formats) != own
+           and not report["zero_points"] else "")
     print(f"weights:      {report['scheme']}, group {report['group_size']}, INT8 group scales"
-          f"{zero}")
+          f"{zero}{ran}")
     kind = PE_LABELS.get(report["pe"], report["pe"])
     print(f"array:        {report['array']} {kind} PEs x {report['lanes']} lanes, "
           f"{report['act']} activations, {report['out']} outputs")

@@ -396,7 +396,8 @@ def _check_datapath(scheme: str, cfg) -> None:
     from bitmod.golden import gemm as ggemm
 
     probe = np.random.default_rng(0).standard_normal((4, 2 * cfg.group_size))
-    ggemm.check_weights(ggemm.quantize_for_core(probe, scheme, cfg.group_size), cfg)
+    ggemm.check_weights(ggemm.quantize_for_core(probe, scheme, cfg.group_size,
+                                                pe_kind_name=cfg.pe_kind), cfg)
 
 
 def _plan(point: SweepPoint, settings: SweepSettings) -> _Plan:
@@ -408,7 +409,9 @@ def _plan(point: SweepPoint, settings: SweepSettings) -> _Plan:
     from bitmod.tools.bench_pe import ACT_BITS, CONFIGS
 
     try:
-        formats = scheme_formats(point.scheme)
+        # A kind without mixtures runs BitMoD's as their integer values (scheme_formats).
+        formats = scheme_formats(point.scheme,
+                                 pe_kind_name=point.pe if point.pe in PE_KINDS else "bitserial")
     except ValueError as error:
         return _Plan(point, note=str(error))
     shape = point.shape

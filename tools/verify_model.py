@@ -170,7 +170,7 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
     check_choice("act", act, bfp.ACT_FORMATS)
     check_choice("out", out, ggemm.OUT_FORMATS)
     zero_points = ggemm.runs_zero_points(scheme, pe)  # corrected per group, as bitmod verify
-    formats = ggemm.scheme_formats(scheme, zero_points)
+    formats = ggemm.scheme_formats(scheme, zero_points, pe)
     cluster = ClusterSpec() if cluster is None else cluster
 
     progress("loading MiniLM-L6 and tokenizing")
@@ -184,7 +184,7 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
     weights = {name: layer.weight.detach().to(torch.float64).numpy()
                for name, layer in layers.items()}
     qts = datapath.quantize_layer_weights(weights, scheme, group_size,  # None: the scheme's
-                                          zero_points)
+                                          zero_points, pe)
     shapes = [qt.shape for qt in qts.values()]
     m_max = len(sentences) * tokens
     try:

@@ -112,7 +112,8 @@ class BuildConfig:
         put("board", board.name)
         if self.pe is None:
             # A scheme given without a PE kind runs on the board's default kind when that kind
-            # takes it, else on the bit-serial PE, which takes every scheme the core runs.
+            # takes its formats as they are, else on the bit-serial PE, which takes every
+            # scheme the core runs.
             put("pe", board.pe if self.scheme is None or _kind_runs(board.pe, self.scheme)
                 else DEFAULT_PE)
         if self.scheme is None:  # the board's scheme on its PE kind, BitMoD's on another
@@ -231,10 +232,15 @@ _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 
 
 def _kind_runs(pe: str, scheme: str) -> bool:
-    """Whether PE kind ``pe`` multiplies ``scheme``'s weight formats (its check accepts them)."""
-    from bitmod.golden.gemm import ArrayConfig
+    """Whether PE kind ``pe`` multiplies ``scheme``'s weight formats as they are (its check
+    accepts them, and a mixture is not run as its integer values: on the iCEBreaker the int
+    PEs' wider int6 codes of bitmod4 fill 98 % of the LCs and did not place on seed 2)."""
+    from bitmod.golden.gemm import ArrayConfig, folds_mixture
+    from bitmod.golden.quantize import get_scheme
 
     try:
+        if folds_mixture(get_scheme(scheme).formats, pe):
+            return False
         zero_points = runs_zero_points(scheme, pe)
         ArrayConfig(formats=scheme_formats(scheme, zero_points, pe), pe_kind=pe,
                     zero_points=zero_points)

@@ -18,10 +18,8 @@ def build_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("argv", "message"), [
     ([], "give at least one --board"),
     (["--board", "nope"], "nope: unknown board 'nope'"),
-    (["--board", "ulx3s-85f", "--pe", "int"],
-     "ulx3s-85f int: the int PE multiplies one signed integer format"),
-    (["--board", "icebreaker", "--pe", "int", "--scheme", "bitmod4"],
-     "icebreaker int bitmod4: the int PE multiplies one signed integer format"),
+    (["--board", "ulx3s-85f", "--pe", "int", "--scheme", "fp4"],
+     "ulx3s-85f int fp4: the int PE multiplies one signed integer format"),
     (["--board", "icebreaker", "--scheme", "int4", "--array", "2x2", "--array", "2by2"],
      "ROWSxCOLS"),
     (["--board", "icebreaker", "--clock", "300"], "ice40 PLL output 300 MHz is outside"),

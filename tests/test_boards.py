@@ -407,14 +407,15 @@ def test_board_default_pe_kind_and_scheme():
     core = default.core
     macs = core.rows * core.cols * core.lanes / core.array.terms
     assert core.pe_kind == "int" and macs == 16 and macs * default.achieved_mhz / 1e3 >= 0.4
-    bitserial = BuildConfig("icebreaker", pe="bitserial")
-    assert (bitserial.pe, bitserial.scheme, bitserial.lanes, bitserial.clock_mhz) == (
-        "bitserial", "bitmod4", 2, 22.5)
-    fp4 = BuildConfig("icebreaker", scheme="mxfp4")  # FP4 E2M1: not integers, not on int PEs
-    assert (fp4.pe, fp4.lanes, fp4.clock_mhz) == ("bitserial", 2, 22.5)
-    # BitMoD's mixture runs on int PEs as its integer values (int6 codes).
-    mixture = BuildConfig("icebreaker", scheme="bitmod4")
-    assert mixture.pe == "int" and mixture.core.formats == ("int6",)
+    # BitMoD's mixture runs natively on bit-serial PEs; mxfp4's FP4 E2M1 is not on int PEs.
+    for config in (BuildConfig("icebreaker", pe="bitserial"),
+                   BuildConfig("icebreaker", scheme="bitmod4"),
+                   BuildConfig("icebreaker", scheme="mxfp4")):
+        assert (config.pe, config.lanes, config.clock_mhz) == ("bitserial", 2, 22.5)
+    assert BuildConfig("icebreaker", pe="bitserial").scheme == "bitmod4"
+    # Asked for, int PEs run the mixture as its integer values (int6 codes).
+    mixture = BuildConfig("icebreaker", scheme="bitmod4", pe="int")
+    assert mixture.core.formats == ("int6",) and mixture.lanes == 4
     assert BuildConfig("icebreaker", scheme="int8").pe == "int"
     lut = BuildConfig("icebreaker", pe="lut", scheme="int4")
     assert (lut.lanes, lut.clock_mhz) == (2, 22.5)

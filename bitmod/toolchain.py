@@ -192,16 +192,18 @@ def build_root() -> Path:
     return Path(cache) / "bitmod-hdl"
 
 
-def export_verilog(component, name: str = "top") -> str:
+def export_verilog(component, name: str = "top", platform=None) -> str:
     """Convert an Amaranth ``wiring.Component`` to Verilog text with top module ``name``.
 
     All ports of the component's signature become top-level ports, named as Amaranth flattens
     them (``i_stream__payload``, ``o_stream__valid``, ...); ``clk``/``rst`` are added for the
-    sync domain.
+    sync domain. ``platform`` is what every ``elaborate`` receives (``None``: generic RTL, as
+    a simulator takes it; a :class:`fpga.devices.Device`: the part's vendor primitives).
     """
     from amaranth.back import verilog
 
-    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
+    return verilog.convert(component, name=name, platform=platform, emit_src=False,
+                           strip_internal_attrs=True)
 
 
 # Vendor primitives the RTL may instantiate, and the Yosys simulation library that models each

@@ -454,7 +454,8 @@ def _bare_flow(config: BuildConfig, workdir: Path, timeout: float, progress: Pro
     from .top import AcceleratorTop
 
     progress("Amaranth elaboration")
-    verilog = export_verilog(AcceleratorTop(config.core, config.link))
+    verilog = export_verilog(AcceleratorTop(config.core, config.link),
+                             platform=config.target.fpga)
     packer = "icepack" if config.target.family == "ice40" else "ecppack"
     for name in ("yosys.log", "nextpnr.log"):  # a rebuild in the same folder: fresh logs
         (workdir / name).unlink(missing_ok=True)

@@ -36,6 +36,17 @@ class Device:
     clock_pin: str | None = None
 
     @property
+    def device(self) -> str:
+        """The vendor part family name (``iCE40UP5K``, ``LFE5U-85F``), as an amaranth vendor
+        platform's ``device``: a ``Device`` is the ``platform`` an out-of-context or bare
+        elaboration passes down, so RTL that picks vendor primitives (two products per
+        ``SB_MAC16``, :mod:`hdl.arith.products`) sees the same part a board build does."""
+        size = self.nextpnr_args[0].lstrip("-").upper()  # UP5K, HX8K, 25K, 85K
+        if self.family == "ice40":
+            return f"iCE40{size}"
+        return f"LFE5U-{size[:-1]}F"
+
+    @property
     def synth_command(self) -> str:
         # -abc9 gives better LUT depth on both families; -dsp maps multipliers on iCE40 UP.
         if self.family == "ice40":

@@ -267,7 +267,7 @@ def test_bench_json_is_strict_with_missing_figures(capsys, monkeypatch):
     from bitmod.tools.api import SynthResult
 
     def fake_synth(component, params, *, scheme=None, device="", clock_mhz=100.0, **_):
-        if params["lanes"] == 16:
+        if params["lanes"] == 32:
             raise DoesNotFit(device, ["ICESTORM_DSP 16/8"],
                              {"ICESTORM_DSP": {"used": 16, "available": 8}}, {}, "/tmp/x")
         return SynthResult(component=component, params=params, scheme=scheme, device=device,
@@ -277,7 +277,7 @@ def test_bench_json_is_strict_with_missing_figures(capsys, monkeypatch):
 
     monkeypatch.setattr(bench_pe, "synth", fake_synth)
     status, out, _ = bitmod(capsys, "bench", "pe", "--kind", "int", "--lanes", "4", "--lanes",
-                            "16", "--device", "ice40-up5k", "--json")
+                            "32", "--device", "ice40-up5k", "--json")
     rows = strict(out)
     assert status == 0
     assert [row["fits"] for row in rows] == [True, False, True, False]
@@ -309,7 +309,8 @@ def test_nextpnr_overuse_is_parsed():
 
 
 def test_bench_pe_reports_a_configuration_that_does_not_fit_as_a_row(capsys, monkeypatch):
-    """16 lanes of the integer PE need 16 DSPs; the UP5K has 8: a row, exit 0."""
+    """32 lanes of the integer PE need 16 DSPs (two products each); the UP5K has 8: a row,
+    exit 0."""
     from bitmod.fpga.synth import DoesNotFit
     from bitmod.tools import bench_pe
 
@@ -317,7 +318,7 @@ def test_bench_pe_reports_a_configuration_that_does_not_fit_as_a_row(capsys, mon
         raise DoesNotFit(device, ["ICESTORM_DSP 16/8"], {}, {}, "/tmp/x")
 
     monkeypatch.setattr(bench_pe, "synth", fake_synth)
-    status, out, err = bitmod(capsys, "bench", "pe", "--kind", "int", "--lanes", "16",
+    status, out, err = bitmod(capsys, "bench", "pe", "--kind", "int", "--lanes", "32",
                               "--device", "ice40-up5k")
     assert status == 0 and err == ""
     rows = out.splitlines()[1:]
@@ -325,9 +326,10 @@ def test_bench_pe_reports_a_configuration_that_does_not_fit_as_a_row(capsys, mon
 
 
 def test_synth_of_a_design_that_does_not_fit_is_one_line(capsys):
-    """The real flow (about 10 s): nextpnr's utilisation names the DSPs, not "exit 125"."""
+    """The real flow (about 10 s): nextpnr's utilisation names the DSPs, not "exit 125" (32
+    int8 lanes: 16 SB_MAC16 blocks at two products each)."""
     error = one_line_error(capsys, "synth", "int_pe", "--scheme", "int8", "--param",
-                           "lanes=16", "--device", "ice40-up5k")
+                           "lanes=32", "--device", "ice40-up5k")
     assert error.startswith("does not fit ice40-up5k: ICESTORM_DSP 16/8 (log: ")
 
 

@@ -627,7 +627,7 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
         wrapper = OOCWrapper(unit)
     except ValueError as error:
         raise ValueError(f"{component} ({shown}) is too wide to synthesise: {error}") from None
-    verilog = export_verilog(wrapper)
+    verilog = export_verilog(wrapper, platform=target)  # the part's primitives, as on a board
     key = hashlib.sha256(f"{component}|{json.dumps(params, sort_keys=True)}|{scheme}|"
                          f"{verilog}|{router}".encode()).hexdigest()[:12]
     workdir = build_root() / "synth" / f"{component}-{target.name}-{key}"

@@ -391,7 +391,7 @@ def test_pe_kind_is_a_build_parameter():
     words = gcore.encode_config(parallel.core, parallel.link)
     assert gcore.decode_config(words).pe_kind == "int"
     with pytest.raises(ValueError, match="the int PE multiplies one signed integer format"):
-        BuildConfig("icebreaker", scheme="bitmod4", pe="int")
+        BuildConfig("icebreaker", scheme="fp4", pe="int")
     with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int"):
         BuildConfig("icebreaker", pe="dsp")
 

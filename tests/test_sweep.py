@@ -36,7 +36,7 @@ device = "ice40-up5k"
 [[grid]]
 scheme = "int4"
 pe = "int"
-lanes = 16
+lanes = 32
 array = "pe"
 device = "ice40-up5k"
 """
@@ -137,8 +137,8 @@ def test_sweep_measures_caches_and_computes_only_new_points(build_dir, tmp_path,
     assert "2 measured (0 computed, 2 cached)" in out
     assert "accuracy of 1 schemes (0 computed, 1 cached)" in out
 
-    # 3. One added point (the int PE alone with 16 lanes, more multipliers than the UP5K's
-    # DSPs; a grid file, since the command line's grid is one product): only it is
+    # 3. One added point (the int PE alone with 32 lanes: 16 DSP blocks at two products each,
+    # more than the UP5K's 8; a grid file, since the command line's grid is one product): only it is
     # synthesised, and it is a row saying it does not fit.
     grid = tmp_path / "grid.toml"
     grid.write_text(ADDED_POINT)
@@ -151,7 +151,7 @@ def test_sweep_measures_caches_and_computes_only_new_points(build_dir, tmp_path,
     assert counts["accuracy_computed"] == 0
     new = [p for p in report["points"] if p["cached"] is False]
     assert len(new) == 1
-    assert (new[0]["pe"], new[0]["lanes"], new[0]["array"]) == ("int", 16, "pe")
+    assert (new[0]["pe"], new[0]["lanes"], new[0]["array"]) == ("int", 32, "pe")
     assert new[0]["status"] == "does not fit" and "DSP" in new[0]["note"]
     assert new[0]["lut4"] is None and new[0]["pareto_lut4"] is None
 

@@ -69,9 +69,10 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
     parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
                         help=f"activation format (default {default or 'int8'})")
     parser.add_argument("--pe", choices=PE_KINDS, default=None,
-                        help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks; "
-                             f"signed integer schemes), minifloat (exact minifloat products; "
-                             f"MX schemes), lut (tables of activation sums indexed by weight "
+                        help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks, "
+                             f"two per iCE40 UltraPlus block; signed integer schemes, and "
+                             f"BitMoD's mixtures as their integer values), minifloat (exact "
+                             f"minifloat products; MX schemes), lut (tables of activation sums indexed by weight "
                              f"bit-planes; integer schemes) or bitplane (AND-popcount of weight "
                              f"and activation bit-planes; integer schemes, activations of at "
                              f"most 8 bits) (default {pe_default})")

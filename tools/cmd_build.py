@@ -72,8 +72,8 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
                         help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks, "
                              f"two per iCE40 UltraPlus block; signed integer schemes, and "
                              f"BitMoD's mixtures as their integer values), minifloat (exact "
-                             f"minifloat products; MX schemes), lut (tables of activation sums indexed by weight "
-                             f"bit-planes; integer schemes) or bitplane (AND-popcount of weight "
+                             f"minifloat products; MX schemes), lut (tables of activation sums "
+                             f"indexed by weight bit-planes; integer schemes) or bitplane (AND-popcount of weight "
                              f"and activation bit-planes; integer schemes, activations of at "
                              f"most 8 bits) (default {pe_default})")
 

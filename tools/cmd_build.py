@@ -69,13 +69,14 @@ def add_build_options(parser, *, from_device: bool = False) -> None:
     parser.add_argument("--act", choices=ACT_FORMATS, default=None if from_device else "int8",
                         help=f"activation format (default {default or 'int8'})")
     parser.add_argument("--pe", choices=PE_KINDS, default=None,
-                        help=f"PE kind: bitserial, int (bit-parallel multipliers, DSP blocks, "
-                             f"two per iCE40 UltraPlus block; signed integer schemes, and "
-                             f"BitMoD's mixtures as their integer values), minifloat (exact "
-                             f"minifloat products; MX schemes), lut (tables of activation sums "
-                             f"indexed by weight bit-planes; integer schemes) or bitplane (AND-popcount of weight "
-                             f"and activation bit-planes; integer schemes, activations of at "
-                             f"most 8 bits) (default {pe_default})")
+                        help="PE kind: bitserial, int (bit-parallel multipliers, DSP blocks, "
+                             "two per iCE40 UltraPlus block; signed integer schemes, and "
+                             "BitMoD's mixtures as their integer values), minifloat (exact "
+                             "minifloat products; MX schemes), lut (tables of activation sums "
+                             "indexed by weight bit-planes; integer schemes) or bitplane "
+                             "(AND-popcount of weight and activation bit-planes; integer "
+                             "schemes, activations of at most 8 bits) "
+                             f"(default {pe_default})")
 
 
 def _build(args) -> int:

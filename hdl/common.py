@@ -81,3 +81,10 @@ def one_hot_fsm(fsm) -> None:
         raise RuntimeError("one_hot_fsm: this Amaranth version does not expose the FSM's "
                            "state signal; update hdl.common.one_hot_fsm")
     data["signal"].attrs["fsm_encoding"] = "one-hot"
+
+
+def is_ice40(platform) -> bool:
+    """Whether ``platform`` (an amaranth vendor platform, a :class:`fpga.devices.Device`, or
+    ``None`` for generic RTL) is an iCE40 part: RTL that has a faster form for the iCE40's
+    LUT4s and carry chains picks it here."""
+    return str(getattr(platform, "family", "")).lower() == "ice40"

@@ -362,9 +362,13 @@ def bridge_script(max_payload, depth, rng):
     return script
 
 
-def test_bridge_matches_golden_in_amaranth_sim():
+@pytest.mark.parametrize("registered_decode", [False, True])
+def test_bridge_matches_golden_in_amaranth_sim(registered_decode):
+    """Both forms of the bridge (registered DECODE and a one-hot FSM: the iCE40's) answer every
+    script item byte for byte as the golden bridge, every error code included."""
     # The settling wait after each item (~140 cycles) must stay below the timeout.
-    params = dict(max_payload=32, timeout_cycles=400, rx_fifo_depth=8)
+    params = dict(max_payload=32, timeout_cycles=400, rx_fifo_depth=8,
+                  registered_decode=registered_decode)
     depth = 12
     dut = BridgeRegs(depth, **params)
     script = bridge_script(params["max_payload"], depth, random.Random(7))

@@ -33,7 +33,9 @@ TINY = [
     {"in_width": 2, "in_frac": 0, "out_format": "fp4_e2m1", "exp_width": 4},
 ]
 WIDE = {"in_width": 48, "in_frac": 24, "out_format": "fp32"}
-UNITS = [params for params, _ in SWEEPS.values()] + TINY + [WIDE]
+FORMS = [params for params, _ in SWEEPS.values()] + TINY + [WIDE]
+# Both forms of stage 4/5: the round-up added in stage 4, or as stage 5's carry-in (the iCE40's).
+UNITS = FORMS + [{**params, "round_carry_in": True} for params in FORMS]
 
 
 class ConverterBank(LockstepBank):
@@ -171,7 +173,7 @@ def unit_inputs():
     xo = rng.integers(-128, 128, n)
     corner_acc, corner_xo = fp32_corner_cases()
     inputs.append((np.concatenate([corner_acc, acc]), np.concatenate([corner_xo, xo])))
-    return inputs
+    return inputs + inputs  # UNITS: each form of each converter
 
 
 def test_verilator_sweeps_and_random_fp32():

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitmod.golden.checks import check_int
 
-from ..common import read_only
+from ..common import is_ice40, read_only
 
 __all__ = ["MULTIPLIERS", "LaneProducts", "check_multipliers", "pairs_products"]
 
@@ -55,9 +55,8 @@ def pairs_products(multipliers: str, platform, a_width: int, b_width: int) -> bo
         return True
     if multipliers == "generic" or not fits or platform is None:
         return False
-    family = str(getattr(platform, "family", "")).lower()
-    device = str(getattr(platform, "device", "")).upper()
-    return family == "ice40" and device.startswith("ICE40UP")
+    return is_ice40(platform) and str(getattr(platform, "device", "")).upper().startswith(
+        "ICE40UP")
 
 
 @read_only("lanes", "a_width", "b_width", "product_width", "multipliers")

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.to_float import ToFloat
 
-from ..common import read_only
+from ..common import is_ice40, read_only
 
 __all__ = ["ArrayDrain"]
 
@@ -84,7 +84,8 @@ class ArrayDrain(wiring.Component):
 
         m.submodules.to_float = tf = ToFloat(in_width=cfg.acc_width, in_frac=cfg.in_frac,
                                              out_format=cfg.out_format,
-                                             exp_width=(cfg.exp_width + 1) if self._fp else 1)
+                                             exp_width=(cfg.exp_width + 1) if self._fp else 1,
+                                             round_carry_in=is_ice40(platform))
         mr = Signal(range(max(R, 2)))
         mc = Signal(range(max(C, 2)))
         head_valid = Signal()

@@ -26,7 +26,7 @@ from bitmod.golden.protocol import (
     check_bridge_params,
 )
 
-from ..common import one_hot_fsm, read_only
+from ..common import is_ice40, one_hot_fsm, read_only
 from .uart import RX_BYTE, TX_BYTE, UartRx, UartTx
 
 __all__ = ["BUS_REQUEST", "BUS_RESPONSE", "Bridge", "RegisterFile", "UartBridge",
@@ -111,6 +111,11 @@ class Bridge(wiring.Component):
         Receive timeout inside a frame, in cycles, 2..2**32. Must exceed a byte time.
     rx_fifo_depth : int
         Receive FIFO depth in bytes, 2..4096.
+    registered_decode : bool
+        DECODE acts on length checks registered the cycle before (``length`` and ``arg`` are
+        stable from at least the two CRC bytes before DECODE), and the FSM is one-hot
+        (:func:`hdl.common.one_hot_fsm`): the reply enables start at flip-flops. The same
+        frames and replies; default False. :class:`UartBridge` sets it on the iCE40.
 
     Members
     -------
@@ -123,9 +128,12 @@ class Bridge(wiring.Component):
     """
 
     def __init__(self, max_payload: int = 256, timeout_cycles: int = 100_000,
-                 rx_fifo_depth: int = 16):
+                 rx_fifo_depth: int = 16, registered_decode: bool = False):
         self._max_payload, self._timeout_cycles, self._rx_fifo_depth = check_bridge_params(
             max_payload, timeout_cycles, rx_fifo_depth)
+        if not isinstance(registered_decode, bool):
+            raise TypeError(f"registered_decode must be a bool, not {registered_decode!r}")
+        self._registered_decode = registered_decode
         super().__init__({
             "i_stream": In(stream.Signature(RX_BYTE)),
             "o_stream": Out(stream.Signature(TX_BYTE)),
@@ -274,14 +282,20 @@ class Bridge(wiring.Component):
             if state in following:
                 m.next = following[state]
 
-        # DECODE's length checks, registered every cycle: ``length`` and ``arg`` are stable
-        # from their last byte on, at least the two CRC bytes before DECODE, so DECODE's reply
-        # and next-state enables start at these flip-flops (the iCE40's critical path was the
-        # compares feeding them).
-        length_ok = Signal(data.StructLayout({"status": 1, "write": 1, "read": 1, "exec": 1}))
-        m.d.sync += length_ok.eq(Cat(
-            length == 0, (length >= 8) & (length[:2] == 0),
-            (length == 6) & (arg[:16] != 0) & (arg[:16] <= words), length == 8))
+        checks = [length == 0, (length >= 8) & (length[:2] == 0),
+                  (length == 6) & (arg[:16] != 0) & (arg[:16] <= words), length == 8]
+        if self._registered_decode:
+            # DECODE's length checks, registered every cycle: ``length`` and ``arg`` are
+            # stable from their last byte on, at least the two CRC bytes before DECODE, so
+            # DECODE's reply and next-state enables start at these flip-flops (the iCE40's
+            # critical path was the compares feeding them).
+            length_ok = Signal(data.StructLayout({"status": 1, "write": 1, "read": 1,
+                                                  "exec": 1}))
+            m.d.sync += length_ok.eq(Cat(*checks))
+            ok_status, ok_write, ok_read, ok_exec = (length_ok.status, length_ok.write,
+                                                     length_ok.read, length_ok.exec)
+        else:
+            ok_status, ok_write, ok_read, ok_exec = checks
 
         with m.FSM(name="bridge") as fsm:
             with m.State("HUNT"):
@@ -315,7 +329,7 @@ class Bridge(wiring.Component):
 
             with m.State("DECODE"), m.Switch(cmd):
                 with m.Case(Cmd.STATUS):
-                    with m.If(length_ok.status):
+                    with m.If(ok_status):
                         m.d.sync += small.eq(Cat(Const(VERSION, 8), Const(0, 8),
                                                  Const(self._max_payload, 16), ok_frames,
                                                  error_frames, dropped))
@@ -323,7 +337,7 @@ class Bridge(wiring.Component):
                     with m.Else():
                         reply_error(ErrorCode.BAD_LENGTH)
                 with m.Case(Cmd.WRITE):
-                    with m.If(length_ok.write):
+                    with m.If(ok_write):
                         m.d.sync += [word.eq(0), words_left.eq((length - 4)[2:]),
                                      bus_addr.eq(addr)]
                         m.next = "W_FETCH"
@@ -331,14 +345,14 @@ class Bridge(wiring.Component):
                         reply_error(ErrorCode.BAD_LENGTH)
                 with m.Case(Cmd.READ):
                     count = arg[:16]
-                    with m.If(length_ok.read):
+                    with m.If(ok_read):
                         m.d.sync += [word.eq(0), words_left.eq(count), n_words.eq(count),
                                      bus_addr.eq(addr)]
                         m.next = "R_REQ"
                     with m.Else():
                         reply_error(ErrorCode.BAD_LENGTH)
                 with m.Case(Cmd.EXEC):
-                    with m.If(length_ok.exec):
+                    with m.If(ok_exec):
                         m.next = "X_REQ"
                     with m.Else():
                         reply_error(ErrorCode.BAD_LENGTH)
@@ -448,7 +462,8 @@ class Bridge(wiring.Component):
 
         # The RAM is read at the executing word index, or at the word of the reply byte.
         m.d.comb += rd.addr.eq(Mux(sending, t_index[2:], word))
-        one_hot_fsm(fsm)
+        if self._registered_decode:
+            one_hot_fsm(fsm)
         return m
 
 
@@ -486,8 +501,11 @@ class UartBridge(wiring.Component):
         cfg = self._cfg
         m.submodules.uart_rx = uart_rx = UartRx(cfg.clk_freq, cfg.baud)
         m.submodules.uart_tx = uart_tx = UartTx(cfg.clk_freq, cfg.baud)
+        # On the iCE40 the registered DECODE and the one-hot FSM (Bridge) meet the clock; the
+        # ECP5 boards keep the form their measured builds were routed with.
         m.submodules.bridge = bridge = Bridge(cfg.max_payload, cfg.timeout_cycles,
-                                              cfg.rx_fifo_depth)
+                                              cfg.rx_fifo_depth,
+                                              registered_decode=is_ice40(platform))
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
         wiring.connect(m, uart_rx.o_stream, bridge.i_stream)
         wiring.connect(m, bridge.o_stream, uart_tx.i_stream)

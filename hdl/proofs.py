@@ -343,6 +343,9 @@ class BridgeProof(_Harness):
         Narrow the environment: a byte without framing error in every cycle, the bus always
         ready, no reset. Only to find a broken variant's counterexample faster (BMC); a
         counterexample of the narrowed environment is one of the free one too.
+    registered_decode : bool
+        Prove the bridge's iCE40 form (:class:`hdl.link.bridge.Bridge`: DECODE on registered
+        length checks, one-hot FSM).
     """
 
     # BMC step (cycles from reset) of the earliest possible bus request: the shortest legal
@@ -351,12 +354,14 @@ class BridgeProof(_Harness):
     FIRST_REQUEST = 18
 
     def __init__(self, max_payload: int = 8, timeout_cycles: int = 4, rx_fifo_depth: int = 3,
-                 *, fault: str | None = None, aux: bool = True, steady: bool = False):
+                 *, fault: str | None = None, aux: bool = True, steady: bool = False,
+                 registered_decode: bool = False):
         if fault not in (None, "reflected_crc", "long_payload"):
             raise ValueError(f"fault must be None, 'reflected_crc' or 'long_payload', "
                              f"not {fault!r}")
         cls = _ReflectedCrcBridge if fault == "reflected_crc" else Bridge
-        super().__init__(cls(max_payload, timeout_cycles, rx_fifo_depth))
+        super().__init__(cls(max_payload, timeout_cycles, rx_fifo_depth,
+                             registered_decode=registered_decode))
         self._max_payload = max_payload - 4 if fault == "long_payload" else max_payload
         self._aux = aux
         self._steady = steady

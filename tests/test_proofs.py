@@ -46,8 +46,12 @@ def _failed_at(result) -> set[int]:
 
 # ---- bridge: no bus transaction for a frame with a bad CRC or length -------------------------
 
-def test_bridge_issues_only_checked_frames(tmp_path):
-    result = prove(BridgeProof(), tmp_path, mode="prove", depth=2)
+@pytest.mark.parametrize("registered_decode", [False, True])
+def test_bridge_issues_only_checked_frames(registered_decode, tmp_path):
+    """Both forms of the bridge: the ECP5 boards' and the iCE40's (registered DECODE checks,
+    one-hot FSM)."""
+    result = prove(BridgeProof(registered_decode=registered_decode), tmp_path, mode="prove",
+                   depth=2)
     assert result.status == "PASS", result.log_tail
 
 

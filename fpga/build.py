@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bitmod.golden.checks import BitmodError, check_choice, check_int, check_number
 from bitmod.golden.core import CoreConfig
-from bitmod.golden.gemm import runs_zero_points, scheme_formats
+from bitmod.golden.gemm import core_weights, runs_as_is
 from bitmod.golden.protocol import LinkConfig
 from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
@@ -113,8 +113,9 @@ class BuildConfig:
         if self.pe is None:
             # A scheme given without a PE kind runs on the board's default kind when that kind
             # takes its formats as they are, else on the bit-serial PE, which takes every
-            # scheme the core runs.
-            put("pe", board.pe if self.scheme is None or _kind_runs(board.pe, self.scheme)
+            # scheme the core runs (bitmod4 as int6 on the iCEBreaker's int PEs filled 98 %
+            # of the LCs and did not place on seed 2).
+            put("pe", board.pe if self.scheme is None or runs_as_is(self.scheme, board.pe)
                 else DEFAULT_PE)
         if self.scheme is None:  # the board's scheme on its PE kind, BitMoD's on another
             put("scheme", board.scheme if self.pe == board.pe else DEFAULT_SCHEME)
@@ -151,10 +152,9 @@ class BuildConfig:
     @functools.cached_property
     def core(self) -> CoreConfig:
         """The accelerator core the bitstream holds."""
-        zero_points = runs_zero_points(self.scheme, self.pe)
+        formats, zero_points = core_weights(self.scheme, self.pe)
         return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
-                          group_size=self.group_size,
-                          formats=scheme_formats(self.scheme, zero_points, self.pe),
+                          group_size=self.group_size, formats=formats,
                           act_format=self.act, max_m=self.max_m, max_n=self.max_n,
                           max_k=self.max_k, pe_kind=self.pe, zero_points=zero_points)
 
@@ -229,24 +229,6 @@ class BuildResult:
 
 
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
-
-
-def _kind_runs(pe: str, scheme: str) -> bool:
-    """Whether PE kind ``pe`` multiplies ``scheme``'s weight formats as they are (its check
-    accepts them, and a mixture is not run as its integer values: on the iCEBreaker the int
-    PEs' wider int6 codes of bitmod4 fill 98 % of the LCs and did not place on seed 2)."""
-    from bitmod.golden.gemm import ArrayConfig, folds_mixture
-    from bitmod.golden.quantize import get_scheme
-
-    try:
-        if folds_mixture(get_scheme(scheme).formats, pe):
-            return False
-        zero_points = runs_zero_points(scheme, pe)
-        ArrayConfig(formats=scheme_formats(scheme, zero_points, pe), pe_kind=pe,
-                    zero_points=zero_points)
-    except ValueError:
-        return False
-    return True
 
 
 def overused(log_text: str) -> list[str]:

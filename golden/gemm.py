@@ -436,6 +436,30 @@ def runs_zero_points(scheme, pe_kind_name: str) -> bool:
     return get_scheme(scheme).kind == "asym" and pe_kind(pe_kind_name).zero_points
 
 
+def core_weights(scheme, pe_kind_name: str) -> tuple[tuple[str, ...], bool]:
+    """``(formats, zero_points)`` of a core of ``pe_kind_name`` PEs built for ``scheme``:
+    whether it corrects by zero points (:func:`runs_zero_points`) and the weight formats it
+    holds then (:func:`scheme_formats`). ``ValueError`` as :func:`scheme_formats`."""
+    zero_points = runs_zero_points(scheme, pe_kind_name)
+    return scheme_formats(scheme, zero_points, pe_kind_name), zero_points
+
+
+def runs_as_is(scheme, pe_kind_name: str) -> bool:
+    """Whether PE kind ``pe_kind_name`` takes ``scheme``'s weight formats as they are: its
+    check accepts the core's formats, and a mixture is not run as its integer values
+    (:func:`folds_mixture`; those are wider codes than the scheme's)."""
+    from .quantize import get_scheme  # quantize is a peer; imported when asked
+
+    try:
+        if folds_mixture(get_scheme(scheme).formats, pe_kind_name):
+            return False
+        formats, zero_points = core_weights(scheme, pe_kind_name)
+        ArrayConfig(formats=formats, pe_kind=pe_kind_name, zero_points=zero_points)
+    except ValueError:
+        return False
+    return True
+
+
 MX_SCALE_SPAN = 7  # binades an INT8 group-scale code 2**j (j = 0 .. 7) spans
 
 

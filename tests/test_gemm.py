@@ -302,6 +302,16 @@ def test_mixtures_run_as_their_integer_values_on_kinds_without_mixtures(scheme, 
         np.testing.assert_array_equal(ggemm.gemm(x, ct, cfg).codes, native)
 
 
+def test_runs_as_is_and_core_weights():
+    """A kind takes a scheme as it is unless its check refuses the formats or it would run a
+    mixture as wider integer values; core_weights pairs the formats with the zero-point flag."""
+    assert ggemm.runs_as_is("bitmod4", "bitserial") and ggemm.runs_as_is("int4", "int")
+    assert not ggemm.runs_as_is("bitmod4", "int") and not ggemm.runs_as_is("fp4", "int")
+    assert ggemm.core_weights("bitmod4", "int") == (("int6",), False)
+    assert ggemm.core_weights("int4_asym", "bitserial") == (("int4",), True)
+    assert ggemm.core_weights("int4_asym", "int") == (("int5",), False)
+
+
 def test_formats_with_fractions_are_not_folded():
     """FP4 E2M1 has 0.5 and 1.5: no integer levels, so the int PE still refuses the scheme."""
     assert ggemm.integer_levels_format(("fp4_e2m1",)) is None

@@ -464,8 +464,7 @@ def verify(*, layer: str | None = None, random: tuple[int, int, int] | None = No
     # Asymmetric schemes on PEs that take zero points run MixPE's per-group correction (the
     # codes offset, the zero points in the group metadata); other PEs multiply by the
     # levels with the zero point folded in (golden.gemm.core_tensor).
-    zero_points = ggemm.runs_zero_points(scheme, pe)
-    formats = ggemm.scheme_formats(scheme, zero_points, pe)
+    formats, zero_points = ggemm.core_weights(scheme, pe)
     rng = np.random.default_rng(seed)
     progress("loading the layer")
     name, w, x = _verify_problem(layer, random, weights, activations, tokens, rng)

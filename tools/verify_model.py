@@ -169,8 +169,7 @@ def verify_model(model: str = "minilm", *, sentences: list[str] | None = None, t
     rows, cols = (check_int("array rows", v, 1) for v in array)
     check_choice("act", act, bfp.ACT_FORMATS)
     check_choice("out", out, ggemm.OUT_FORMATS)
-    zero_points = ggemm.runs_zero_points(scheme, pe)  # corrected per group, as bitmod verify
-    formats = ggemm.scheme_formats(scheme, zero_points, pe)
+    formats, zero_points = ggemm.core_weights(scheme, pe)  # as bitmod verify
     cluster = ClusterSpec() if cluster is None else cluster
 
     progress("loading MiniLM-L6 and tokenizing")

@@ -232,6 +232,11 @@ class Board:
     kind_arrays : tuple
         ``(pe, rows, cols, lanes, clock_mhz)`` for PE kinds other than :attr:`pe` whose
         largest array (and clock) differ from the defaults above (:meth:`defaults_for`).
+    split_link : bool
+        When a PLL makes the core clock, the UART bridge runs on the input clock in a domain
+        of its own (``fpga.top.AcceleratorTop``), so its paths never bound the core clock.
+        The ECP5 boards (their input clock can feed the fabric beside the PLL); the
+        iCEBreaker's PLL takes its pad.
     """
 
     name: str
@@ -252,6 +257,7 @@ class Board:
     pe: str = DEFAULT_PE
     scheme: str = DEFAULT_SCHEME
     kind_arrays: tuple = ()
+    split_link: bool = False
 
     def defaults_for(self, pe: str | None = None) -> dict:
         """``rows``, ``cols``, ``lanes`` and ``clock_mhz`` a build of PE kind ``pe`` (default
@@ -312,15 +318,15 @@ BOARDS: dict[str, Board] = {
               # 10x10 PEs x 8 lanes meet 40 MHz on seeds 1 and 2 (41.96 and 49.18 MHz,
               # 69 % of the logic cells): 400 MACs per cycle (docs/boards.md).
               clock_mhz=40.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
-              router="router2"),
+              router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),
               "clk", 48.0, clock_mhz=48.0, rows=10, cols=10, lanes=4, max_m=64, max_n=64,
-              max_k=256, uart=_ORANGECRAB_UART, router="router2"),
+              max_k=256, uart=_ORANGECRAB_UART, router="router2", split_link=True),
         Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-25f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform"),
               "clk", 48.0, clock_mhz=48.0, rows=8, cols=6, lanes=4, max_m=32, max_n=32,
-              max_k=128, uart=_ORANGECRAB_UART, router="router2"),
+              max_k=128, uart=_ORANGECRAB_UART, router="router2", split_link=True),
     )
 }
 BOARDS.update({

@@ -160,8 +160,13 @@ class BuildConfig:
 
     @functools.cached_property
     def link(self) -> LinkConfig:
-        """The UART link at the achieved clock."""
-        return LinkConfig(clk_freq=self.achieved_mhz * 1e6, baud=self.baud)
+        """The UART link: at the achieved core clock, or on the board's input clock beside the
+        core's PLL (:attr:`fpga.boards.Board.split_link`)."""
+        core_hz = self.achieved_mhz * 1e6
+        if self.target.split_link and self.pll is not None:
+            return LinkConfig(clk_freq=self.target.input_mhz * 1e6, baud=self.baud,
+                              core_clk_freq=core_hz)
+        return LinkConfig(clk_freq=core_hz, baud=self.baud)
 
     def params(self) -> dict:
         """Every field, board defaults filled in (JSON-ready)."""

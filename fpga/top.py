@@ -25,9 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth import Array, ClockDomain, Const, Elaboratable, Instance, Module, Mux, Signal
+from amaranth import (
+    Array,
+    ClockDomain,
+    Const,
+    DomainRenamer,
+    Elaboratable,
+    Instance,
+    Module,
+    Mux,
+    Signal,
+    Value,
+)
 from amaranth.lib import data, io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import core as gcore
@@ -38,7 +50,11 @@ from bitmod.hdl.link.bridge import UartBridge, bus_signature
 
 from .boards import Board, PLLConfig
 
-__all__ = ["AcceleratorTop", "BoardTop", "BusAdapter"]
+__all__ = ["CDC_DEPTH", "AcceleratorTop", "BoardTop", "BusAdapter"]
+
+# Entries of each clock-domain-crossing FIFO of a split top (AcceleratorTop). The adapter keeps
+# one transaction outstanding, so neither FIFO ever holds more than one entry.
+CDC_DEPTH = 2
 
 
 class BusAdapter(wiring.Component):
@@ -163,8 +179,15 @@ class BusAdapter(wiring.Component):
 class AcceleratorTop(wiring.Component):
     """:class:`~hdl.link.bridge.UartBridge` + :class:`BusAdapter` + :class:`AcceleratorCore`.
 
-    Clock-agnostic (the ``sync`` domain): the board top supplies clock and reset; the bare
-    flow and the end-to-end simulation use it as the top module.
+    Clock-agnostic: the board top supplies clocks and resets; the bare flow and the
+    end-to-end simulation use it as the top module. With one clock (``link.core_clk_freq``
+    None) everything runs in ``sync``. With ``link.core_clk_freq`` set, the bridge and the
+    bus adapter run in the ``link`` domain (at ``link.clk_freq``, e.g. the board's
+    oscillator) and the core in ``sync`` (at ``core_clk_freq``): commands cross in an
+    :class:`~amaranth.lib.fifo.AsyncFIFO` of :data:`CDC_DEPTH` entries and responses in
+    another, so none of the link's paths has to meet the core's clock. The adapter keeps one
+    transaction outstanding, so the FIFOs never fill; each crossing adds about three cycles
+    of the receiving clock per transaction, nothing next to a UART byte time.
 
     Parameters
     ----------
@@ -195,14 +218,29 @@ class AcceleratorTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.link = link = UartBridge(self._link)
-        m.submodules.adapter = adapter = BusAdapter(
-            self._core.addr_bits, gcore.encode_config(self._core, self._link))
+        split = self._link.split
+        in_link = DomainRenamer("link") if split else (lambda block: block)
+        m.submodules.link = link = in_link(UartBridge(self._link))
+        m.submodules.adapter = adapter = in_link(BusAdapter(
+            self._core.addr_bits, gcore.encode_config(self._core, self._link)))
         m.submodules.core = core = AcceleratorCore(self._core)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         wiring.connect(m, link.bus, adapter.bus)
-        wiring.connect(m, adapter.cmd, core.i_cmd)
-        wiring.connect(m, core.o_resp, adapter.resp)
+        if not split:
+            wiring.connect(m, adapter.cmd, core.i_cmd)
+            wiring.connect(m, core.o_resp, adapter.resp)
+            return m
+        # Two clocks: a FIFO per direction; payloads cross as flat bit vectors.
+        for name, src, dst, w_domain, r_domain in (
+                ("cmd_cdc", adapter.cmd, core.i_cmd, "link", "sync"),
+                ("resp_cdc", core.o_resp, adapter.resp, "sync", "link")):
+            width = len(Value.cast(src.payload))
+            m.submodules[name] = fifo = AsyncFIFO(width=width, depth=CDC_DEPTH,
+                                                  w_domain=w_domain, r_domain=r_domain)
+            m.d.comb += [fifo.w_data.eq(src.payload), fifo.w_en.eq(src.valid),
+                         src.ready.eq(fifo.w_rdy),
+                         dst.payload.eq(fifo.r_data), dst.valid.eq(fifo.r_rdy),
+                         fifo.r_en.eq(dst.ready)]
         return m
 
 
@@ -248,17 +286,24 @@ class BoardTop(Elaboratable):
         The board clock's PLL (``None``: the core runs at the board's input clock).
     core : golden.core.CoreConfig
     link : golden.protocol.LinkConfig
-        Its ``clk_freq`` is the achieved core clock (the PLL's output), which the timing
-        constraint uses.
+        Its :attr:`~golden.protocol.LinkConfig.core_clock` is the achieved core clock (the
+        PLL's output), which the timing constraint uses. A split link
+        (``core_clk_freq`` set) runs in a ``link`` domain on the board's input clock, which
+        must then be its ``clk_freq``.
     """
 
     def __init__(self, board: Board, pll: PLLConfig | None, core: gcore.CoreConfig,
                  link: LinkConfig):
         if board.bare:
             raise ValueError(f"board {board.name!r} is a bare device; build AcceleratorTop")
+        if link.split and (pll is None or board.family != "ecp5"
+                           or abs(link.clk_freq - board.input_mhz * 1e6) > 1.0):
+            raise ValueError(f"a split link runs on the ECP5 board's input clock "
+                             f"({board.input_mhz} MHz) beside a PLL, not at "
+                             f"{link.clk_freq / 1e6:g} MHz on {board.name!r}")
         self.board = board
         self.pll = pll
-        self.clock_mhz = link.clk_freq / 1e6
+        self.clock_mhz = link.core_clock / 1e6
         self.accel = AcceleratorTop(core, link)
 
     def elaborate(self, platform):
@@ -282,6 +327,10 @@ class BoardTop(Elaboratable):
         if self.pll is not None:
             platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        if self.accel.link.split:  # the bridge on the oscillator (its pin is constrained)
+            m.domains.link = cd_link = ClockDomain("link")
+            m.d.comb += cd_link.clk.eq(clk_buf.i)
+            m.submodules.link_reset_sync = ResetSynchronizer(~locked, domain="link")
 
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)

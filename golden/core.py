@@ -299,7 +299,7 @@ class DeviceConfig:
         6   act_format (7..0)  | out_format (15..8) | rounding (23..16) | formats (31..24)
         7   mant_width (7..0)  | act_exp_bits (15..8) | scale_bits (23..16) | code_bits (31..24)
         8   formats_crc: CRC-32 of the weight formats' names, comma-joined
-        9   clock in Hz (rounded)
+        9   the core's clock in Hz (rounded; the link's may differ, LinkConfig.core_clock)
         10  baud
         11  PE kind (7..0): bitserial 0, int 1, minifloat 2, lut 3, bitplane 4
             (:data:`golden.gemm.PE_KINDS` order) | zero points (8): the core corrects by
@@ -346,7 +346,7 @@ class DeviceConfig:
                    act_exp_bits=core.act_exp_bits, scale_bits=core.scale_bits,
                    code_bits=core.code_bits, formats_crc=formats_crc(core.formats),
                    max_m=core.max_m, max_n=core.max_n, max_k=core.max_k,
-                   clock_hz=round(link.clk_freq) if link else 0, baud=link.baud if link else 0,
+                   clock_hz=round(link.core_clock) if link else 0, baud=link.baud if link else 0,
                    pe_kind=core.pe_kind, zero_points=core.zero_points)
 
     def words(self) -> tuple[int, ...]:

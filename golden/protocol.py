@@ -150,7 +150,8 @@ class LinkConfig:
     Attributes
     ----------
     clk_freq : float
-        Clock of the link in Hz (a board's achieved core clock).
+        Clock of the link in Hz: the core's clock, or the board's input clock when the link
+        runs in a clock domain of its own (``core_clk_freq``).
     baud : int
         UART bit rate; :func:`baud_divisor` must accept it at ``clk_freq``.
     max_payload : int
@@ -161,6 +162,10 @@ class LinkConfig:
         normal gaps never time out.
     rx_fifo_depth : int
         Receive FIFO depth in bytes.
+    core_clk_freq : float or None
+        The core's clock in Hz when it differs from the link's: the bridge then runs at
+        ``clk_freq`` and passes commands to the core through clock-domain-crossing FIFOs
+        (``fpga.top.AcceleratorTop``). ``None``: one clock, ``clk_freq``.
     """
 
     clk_freq: float = 12e6
@@ -168,10 +173,14 @@ class LinkConfig:
     max_payload: int = 256
     timeout_cycles: int | None = None
     rx_fifo_depth: int = 16
+    core_clk_freq: float | None = None
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
         put("clk_freq", check_number("clk_freq", self.clk_freq, positive=True))
+        if self.core_clk_freq is not None:
+            put("core_clk_freq", check_number("core_clk_freq", self.core_clk_freq,
+                                              positive=True))
         put("baud", check_int("baud", self.baud, 1))
         divisor = baud_divisor(self.clk_freq, self.baud)
         timeout = self.timeout_cycles
@@ -190,6 +199,16 @@ class LinkConfig:
     def divisor(self) -> int:
         """Clock cycles per UART bit (:func:`baud_divisor`)."""
         return baud_divisor(self.clk_freq, self.baud)
+
+    @property
+    def core_clock(self) -> float:
+        """The core's clock in Hz: ``core_clk_freq``, else the link's own ``clk_freq``."""
+        return self.clk_freq if self.core_clk_freq is None else self.core_clk_freq
+
+    @property
+    def split(self) -> bool:
+        """The link and the core run on clocks of their own (``core_clk_freq`` is set)."""
+        return self.core_clk_freq is not None
 
 
 def _crc_table() -> list[int]:

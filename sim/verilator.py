@@ -441,8 +441,13 @@ def get_model(component_class: type, params=None, *, engine: str = "harness",
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
         component = factory(**params) if factory is not None else construct(component_class)
-        model.ports = ports_of(component, uart_divisor)
         verilog = export_verilog(component, "top")
+        model.ports = dataclasses.replace(ports_of(component, uart_divisor),
+                                          domains=clock_domains(verilog))
+        if model.ports.domains and engine == "harness":
+            raise ValueError(f"{component_class.__name__} has clock domains besides sync "
+                             f"({', '.join(model.ports.domains)}): the compiled harness "
+                             f"drives one clock; use engine='cocotb'")
         # Vendor cells (an SB_MAC16 pair of lane products) simulate with Yosys' own models.
         models = vendor_cell_models(verilog)
         model.verilog_path.write_text(verilog + (f"\n{models}\n" if models else ""))
@@ -468,7 +473,17 @@ def _load_ports(build_dir: Path):
         tuple(StreamPort(**p) for p in record["inputs"]),
         tuple(StreamPort(**p) for p in record["outputs"]),
         tuple(tuple(s) for s in record["statics"]), tuple(tuple(s) for s in record["outs"]),
-        record["uart_divisor"])
+        record["uart_divisor"], tuple(record.get("domains", ())))
+
+
+def clock_domains(verilog: str, top: str = "top") -> tuple[str, ...]:
+    """The clock domains besides ``sync`` of module ``top`` in Amaranth's Verilog: its
+    ``<name>_clk`` inputs that have a ``<name>_rst`` beside them."""
+    match = re.search(rf"^module {top}\((.*?)^endmodule", verilog, re.MULTILINE | re.DOTALL)
+    inputs = set(re.findall(r"^\s*input\s+(?:\[[^]]*\]\s*)?(\w+)\s*;", match[1] if match else "",
+                            re.MULTILINE))
+    return tuple(sorted(name[:-4] for name in inputs
+                        if name.endswith("_clk") and f"{name[:-4]}_rst" in inputs))
 
 
 COCOTB_TIME_LIMIT = 1200.0  # default wall-clock seconds of one cocotb run

@@ -150,13 +150,26 @@ def test_orangecrab_top_elaborates_with_uart_and_pll():
                          clock_mhz=60.0)
     top = BoardTop(board, config.pll, config.core, config.link)
     assert top.pll is not None and top.clock_mhz == 60.0
+    # The bridge runs on the 48 MHz input clock, the core on the PLL's 60 MHz.
+    assert config.link.split and config.link.clk_freq == 48e6
+    assert config.link.core_clock == 60e6
+    assert gcore.DeviceConfig.of(config.core, config.link).clock_hz == 60_000_000
     plan = platform.build(top, name="top", do_build=False)
     lpf = plan.files["top.lpf"]
     assert f'SITE "{rx}"' in lpf and f'SITE "{tx}"' in lpf
-    assert "60000000.0 HZ" in lpf
-    assert "EHXPLLL" in plan.files["top.il"]
+    assert "60000000.0 HZ" in lpf and "48000000.0 HZ" in lpf
+    rtlil = plan.files["top.il"]
+    assert "EHXPLLL" in rtlil and "cmd_cdc" in rtlil and "resp_cdc" in rtlil
     with pytest.raises(ValueError, match="bare device"):
         BoardTop(get_board("bare-ecp5-25f"), None, CoreConfig(), LinkConfig(50e6))
+    # Without a PLL (the core at the input clock) and on the iCE40: one clock.
+    assert not BuildConfig(board.name, rows=1, cols=1, clock_mhz=48.0).link.split
+    assert not BuildConfig("icebreaker").link.split
+    with pytest.raises(ValueError, match="split link runs on the ECP5 board's input clock"):
+        BoardTop(board, None, config.core, config.link)
+    with pytest.raises(ValueError, match="split link"):
+        BoardTop(get_board("icebreaker"), get_board("icebreaker").pll(), config.core,
+                 LinkConfig(12e6, core_clk_freq=25.125e6))
 
 
 # --- bus adapter -------------------------------------------------------------------------

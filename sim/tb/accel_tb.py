@@ -19,7 +19,9 @@ import random
 
 import cocotb
 import numpy as np
+from cocotb.clock import Clock
 from cocotb.task import bridge
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
@@ -34,19 +36,45 @@ from bitmod.sim.tb.link_tb import SimTransport
 
 def configure() -> gcore.CoreConfig:
     """Set link_tb's UART timing from the top's link (link_tb derives it from the
-    UartBridgeTestTop parameters, which name no core); returns the core's configuration."""
+    UartBridgeTestTop parameters, which name no core); returns the core's configuration.
+
+    A split link (``core_clk_freq`` set) runs the bridge on ``link_clk``: its period is
+    ``CLOCK_NS * core_clk_freq / clk_freq`` (a whole number of ns), the core's ``CLOCK_NS``.
+    """
     params = json.loads(os.environ["BITMOD_MODEL_PARAMS"])
     link = protocol.LinkConfig(**link_tb._fields(params["link"]))
     cfg = link_tb.CFG
+    cfg.link_clock, cfg.link_ns = "clk", CLOCK_NS
+    if link.split:
+        link_ns = CLOCK_NS * link.core_clk_freq / link.clk_freq
+        if link_ns != int(link_ns):
+            raise ValueError(f"a split link's clock period must be a whole number of ns "
+                             f"here, not {link_ns}")
+        cfg.link_clock, cfg.link_ns = "link_clk", int(link_ns)
     cfg.divisor = link.divisor
-    cfg.bit_ns = link.divisor * CLOCK_NS
+    cfg.bit_ns = link.divisor * cfg.link_ns
     cfg.max_payload = link.max_payload
     cfg.timeout_cycles = link.timeout_cycles
     cfg.depth = 0
     # A reply part may wait for a whole job behind a READ of ``wait``: generous.
-    cfg.host_timeout = ((link.max_payload + 8) * 10 * link.divisor + 3 * link.timeout_cycles
-                        + 50_000) * CLOCK_NS * 1e-9
+    cfg.host_timeout = (((link.max_payload + 8) * 10 * link.divisor + 3 * link.timeout_cycles)
+                        * cfg.link_ns + 50_000 * CLOCK_NS) * 1e-9
     return gcore.CoreConfig(**link_tb._fields(params["core"]))
+
+
+async def start(dut) -> link_tb.UartModel:
+    """link_tb's start (the core's clock and reset, the UART model), with a split top's link
+    clock running and its reset held over the core's."""
+    cfg = link_tb.CFG
+    if cfg.link_clock == "clk":
+        return await link_tb.start(dut)
+    Clock(dut.link_clk, cfg.link_ns, unit="ns").start()
+    dut.link_rst.value = 1
+    uart = await link_tb.start(dut)
+    await ClockCycles(dut.link_clk, 2)
+    dut.link_rst.value = 0
+    await RisingEdge(dut.link_clk)
+    return uart
 
 
 class NoBus(protocol.Backend):
@@ -91,7 +119,7 @@ def fuzz_item(rng: random.Random, seq: int) -> tuple[str, bytes]:
 @cocotb.test()
 async def gemm_fuzz_gemm(dut):
     core = configure()
-    uart = await link_tb.start(dut)
+    uart = await start(dut)
     link = HostLink(SimTransport(uart), timeout=link_tb.CFG.host_timeout, retries=3)
     accel = Accelerator(link, core)
     dims = [tuple(int(v) for v in d.split("x")) for d in os.environ["ACCEL_DIMS"].split(",")]

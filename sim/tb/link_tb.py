@@ -52,15 +52,18 @@ class _Config:
     def __getattr__(self, name):
         params = json.loads(os.environ["BITMOD_MODEL_PARAMS"])
         link = protocol.LinkConfig(**_fields(params["config"]))
+        # The bridge's clock: the top's only one (a split top's: accel_tb sets these).
+        self.link_clock = "clk"
+        self.link_ns = CLOCK_NS
         self.divisor = link.divisor
-        self.bit_ns = self.divisor * CLOCK_NS
+        self.bit_ns = self.divisor * self.link_ns
         self.max_payload = link.max_payload
         self.timeout_cycles = link.timeout_cycles
         self.depth = params["depth"]
         # The host waits for each part of a reply at most this long (simulated seconds): a
         # longest reply plus the bridge's own receive timeout, with margin.
         self.host_timeout = ((self.max_payload + 8) * 10 * self.divisor
-                             + 3 * self.timeout_cycles) * CLOCK_NS * 1e-9
+                             + 3 * self.timeout_cycles) * self.link_ns * 1e-9
         return object.__getattribute__(self, name)
 
 
@@ -89,7 +92,7 @@ class UartModel:
 
     async def send(self, data: bytes, *, stop: int = 1) -> None:
         # Change the pin at falling clock edges, half a cycle away from the sampling edges.
-        await FallingEdge(self.dut.clk)
+        await FallingEdge(getattr(self.dut, CFG.link_clock))
         for byte in bytes(data):
             for level in [0, *((byte >> i) & 1 for i in range(8)), stop]:
                 self.dut.rx.value = level
@@ -99,16 +102,16 @@ class UartModel:
                 await Timer(self.bit_ns, "ns")
 
     async def hold_low(self, bits: int) -> None:
-        await FallingEdge(self.dut.clk)
+        await FallingEdge(getattr(self.dut, CFG.link_clock))
         self.dut.rx.value = 0
         await Timer(bits * self.bit_ns, "ns")
         self.dut.rx.value = 1
         await Timer(self.bit_ns, "ns")
 
     async def glitch(self) -> None:
-        await FallingEdge(self.dut.clk)
+        await FallingEdge(getattr(self.dut, CFG.link_clock))
         self.dut.rx.value = 0
-        await Timer(CLOCK_NS, "ns")
+        await Timer(CFG.link_ns, "ns")
         self.dut.rx.value = 1
         await Timer(self.bit_ns, "ns")
 
@@ -143,17 +146,17 @@ class UartModel:
         :func:`settle_limit_cycles`) raises ``SimulationFailed``, so a bridge that never stops
         sending fails the test instead of hanging it.
         """
-        window = (CFG.timeout_cycles + 30 * CFG.divisor) * CLOCK_NS
+        window = (CFG.timeout_cycles + 30 * CFG.divisor) * CFG.link_ns
         limit = settle_limit_cycles() if limit_cycles is None else int(limit_cycles)
         began = get_sim_time("ns")
-        windows = -(-limit * CLOCK_NS // window)
+        windows = -(-limit * CFG.link_ns // window)
         for _ in range(max(1, windows)):
             start = get_sim_time("ns")
             await Timer(window, "ns")
             if not self.busy and self.last_byte_ns < start:
                 break
         else:
-            cycles = round((get_sim_time("ns") - began) / CLOCK_NS)
+            cycles = round((get_sim_time("ns") - began) / CFG.link_ns)
             raise SimulationFailed(
                 f"the line never went silent: the bridge still sent bytes after {cycles} "
                 f"cycles (bound {limit}), {len(self.received)} bytes received meanwhile")
@@ -466,7 +469,7 @@ async def never_silent_line(dut):
         raise AssertionError("settle() returned although the line never went silent")
     finally:
         task.cancel()
-    cycles = round((get_sim_time("ns") - began) / CLOCK_NS)
+    cycles = round((get_sim_time("ns") - began) / CFG.link_ns)
     window = CFG.timeout_cycles + 30 * CFG.divisor
     assert settle_limit_cycles() <= cycles <= settle_limit_cycles() + window, cycles
     report([f"never-silent line: settle() failed after {cycles} cycles (bound "
@@ -529,7 +532,7 @@ async def reset_mid_frame(dut):
     await tb.reset()
     # 2: a reply cut by a reset after a few bytes.
     await uart.send(protocol.read_request(10, 0, CFG.max_payload // 4))
-    head = await uart.read(5, settle_limit_cycles() * CLOCK_NS * 1e-9)
+    head = await uart.read(5, settle_limit_cycles() * CFG.link_ns * 1e-9)
     if len(head) < 5:
         raise SimulationFailed("no reply to the READ before the reset")
     uart.resetting = True

@@ -120,8 +120,12 @@ def test_words_and_schedule(params, credits):
             ctx.set(dut.out_last, int(out_last[step]))
             await ctx.tick().until(dut.ready)
         ctx.set(dut.valid, 0)
-        for _ in range(4 * T + 2 * cfg.dequant_cycles):
+        # The last steps wait in the serializer's entries (a gated credit comes every seventh
+        # cycle): until every word has left, bounded.
+        for _ in range(4 * T + 2 * cfg.dequant_cycles + 8 * tiles):
             await ctx.tick()
+            if len(seen) == n_steps * T:
+                break
 
     tile_ends = []
 

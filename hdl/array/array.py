@@ -285,7 +285,10 @@ class SystolicArray(wiring.Component):
                         m.d.comb += p.scale.eq(col_scale)
                     if row_shift is not None:
                         m.d.comb += p.exp.eq(row_shift)
-                refused.append(valid & ~pe.i_stream.ready)
+                # A paced PE (no stall enable) loses a group whenever it is not ready, with a
+                # payload offered or not; another loses only a payload it refuses.
+                paced = getattr(pe, "paced", False)
+                refused.append(~pe.i_stream.ready if paced else valid & ~pe.i_stream.ready)
         with m.If(Cat(*refused).any()):
             m.d.sync += self.overrun.eq(1)
 

@@ -154,7 +154,11 @@ class CommandPort(wiring.Component):
         x_status = Signal(gcore.STATUS_BITS)
         m.d.comb += [
             self.i_cmd.ready.eq(checked),
-            accept.eq(self.i_cmd.valid & self.i_cmd.ready),
+            # ``checked`` is set only with ``valid`` high, and the stream contract keeps an
+            # offered command until it is taken: so the transfer is ``checked`` alone, and
+            # the execute stage's enables start at a flip-flop, not at the sender's valid
+            # (a clock-domain crossing FIFO's empty compare on the ECP5 boards).
+            accept.eq(checked),
             self.o_resp.valid.eq(resp_valid),
             self.o_resp.payload.status.eq(resp_status),
             self.o_resp.payload.data.eq(Mux(resp_from_mem, self.output_read.data, resp_data)),
@@ -226,8 +230,10 @@ class CommandPort(wiring.Component):
         # (write enables, response data) starts at these flip-flops, not at the sender's
         # registers across the chip (the ULX3S 10 x 10 build's critical path, 14.6 ns routing).
         x_cmd = Signal.like(cmd, name="x_cmd")
+        x_start = Signal()  # an ``ok`` start: the controller's job reset starts at this FF
         with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
-            m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd)]
+            m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd),
+                         x_start.eq((op == OPS["start"]) & (status == ST["ok"]))]
         with m.If(accept):
             m.d.sync += checked.eq(0)
 
@@ -287,8 +293,7 @@ class CommandPort(wiring.Component):
                 for idx, reg in enumerate((job.m, job.n, job.k)):
                     with m.Case(idx):
                         m.d.sync += reg.eq(dat)
-            with m.Case(OPS["start"]):
-                m.d.comb += self.start.eq(1)
+        m.d.comb += self.start.eq(accept & x_start)
         m.d.comb += [self.output_read.addr.eq(addr),
                      self.output_read.en.eq(ok & (op == OPS["read_output"]))]
         return m

@@ -221,13 +221,18 @@ class CoreController(wiring.Component):
                         advance_k(feed_tile_end)
                 with m.If(step.ready & ~s1["valid"] & feeding):
                     m.d.sync += cnt_stall.eq(cnt_stall + 1)
-                with m.If(step.valid & step.ready):
-                    m.d.sync += cnt_busy.eq(cnt_busy + s1["rv"] * s1["cv"] * T)
                 with m.If(self.job_end):
                     m.next = "IDLE"
         in_prepass = fsm.ongoing("PREPASS") if fp else Const(0)
         with m.If(busy):
             m.d.sync += cnt_cycles.eq(cnt_cycles + 1)
+        # busy_pe_cycles: a taken step's T * rows_valid * cols_valid is registered and added a
+        # cycle later (the multiplier and the 48-bit adder in separate cycles). The last step
+        # is taken long before the job ends, so the count is whole when the host can read it.
+        busy_inc = Signal(range(R * C * T + 1))
+        m.d.sync += busy_inc.eq(Mux(step.valid & step.ready, s1["rv"] * s1["cv"] * T, 0))
+        with m.If((busy_inc != 0) & ~self.start):  # (start clears the counters)
+            m.d.sync += cnt_busy.eq(cnt_busy + busy_inc)
         # After the FSM: the job's end takes priority over the loop's own updates.
         with m.If(self.job_end):
             m.d.sync += [busy.eq(0), done.eq(1), feeding.eq(0)]

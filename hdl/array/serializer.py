@@ -57,6 +57,11 @@ class StepSerializer(wiring.Component):
     as the PE adds it on every plane), then its group shift (:attr:`shift_width` bits; none
     for INT8 activations).
 
+    Steps wait in two entries, taken while one is free (``ready`` is a flip-flop: not both
+    held) and written in turn; the head entry is read through a multiplexer. So the wide
+    registers' enables are the offer and a flip-flop, never the spacing rules or the
+    credit, which reach only the small state (the term counter and the entry pointers).
+
     Latency: 1 cycle from a taken step to its first column word (a register). Throughput:
     one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
 
@@ -67,7 +72,7 @@ class StepSerializer(wiring.Component):
     Members
     -------
     valid, ready : In(1), Out(1)
-        A step is offered; it is taken this cycle (the previous step's last cycle leaves).
+        A step is offered; it is taken this cycle (an entry is free: a flip-flop).
     codes : In(ArrayLayout(ArrayLayout(code_bits, L), C))
     sel : In(ArrayLayout(2, C))
     scale : In(C * scale_bits)
@@ -142,15 +147,29 @@ class StepSerializer(wiring.Component):
         lane_bits, row_bits = self._lane_bits, self._row_operand.size
         words = self._lane_words(m)
 
-        valid = Signal()
         t = Signal(range(max(T, 2)))
-        # The data registers need no reset (``valid`` says what they hold).
         stored = self._stored_bits
-        terms = [Signal(L * stored, name=f"st_terms{c}", reset_less=True) for c in range(C)]
-        acts = Signal(R * row_bits, reset_less=True)
-        shift = Signal(len(self.shift), reset_less=True)
-        scale = Signal(len(self.scale), reset_less=True)
-        gl, ol = Signal(reset_less=True), Signal(reset_less=True)
+        # Two entries, written in turn (``wp``) and read in turn (``rp``): a step is written
+        # into the free one (enable: the offer and a flip-flop), the serializer reads the
+        # head through a multiplexer, so no wide register's enable waits for the spacing
+        # rules below. The data registers need no reset (the counts say what they hold).
+        entries = []
+        for k in range(2):
+            entries.append({
+                "terms": [Signal(L * stored, name=f"e{k}_terms{c}", reset_less=True)
+                          for c in range(C)],
+                "acts": Signal(R * row_bits, name=f"e{k}_acts", reset_less=True),
+                "shift": Signal(len(self.shift), name=f"e{k}_shift", reset_less=True),
+                "scale": Signal(len(self.scale), name=f"e{k}_scale", reset_less=True),
+                "gl": Signal(name=f"e{k}_gl", reset_less=True),
+                "ol": Signal(name=f"e{k}_ol", reset_less=True),
+            })
+        wp, rp = Signal(), Signal()
+        valid = Signal()  # the head entry holds a step (one or two are held)
+        full = Signal()  # both are
+        terms = [Mux(rp, entries[1]["terms"][c], entries[0]["terms"][c]) for c in range(C)]
+        acts, shift, scale, gl, ol = (Mux(rp, entries[1][name], entries[0][name])
+                                      for name in ("acts", "shift", "scale", "gl", "ol"))
 
         d = cfg.dequant_cycles
         gap = Signal(range(d + 3), init=d + 2)  # cycles since the last group end, saturating
@@ -166,12 +185,23 @@ class StepSerializer(wiring.Component):
         out_gl, out_ol = Signal(), Signal()
         m.d.comb += [self.emit.eq(valid & emit_ok), out_gl.eq(gl & last_t),
                      out_ol.eq(ol & last_t), self.tile_end.eq(self.emit & out_ol)]
-        m.d.comb += self.ready.eq(~valid | (emit_ok & last_t))
-        with m.If(self.ready):
-            m.d.sync += [valid.eq(self.valid), t.eq(0), acts.eq(self.acts),
-                         shift.eq(self.shift), gl.eq(self.group_last), ol.eq(self.out_last),
-                         scale.eq(self.scale)]
-            m.d.sync += [terms[c].eq(words[c]) for c in range(C)]
+        pop = valid & emit_ok & last_t  # the head step's last cycle leaves
+        push = self.valid & ~full
+        m.d.comb += self.ready.eq(~full)
+        for k, entry in enumerate(entries):
+            with m.If(push & (wp == k)):
+                m.d.sync += [entry["acts"].eq(self.acts), entry["shift"].eq(self.shift),
+                             entry["scale"].eq(self.scale), entry["gl"].eq(self.group_last),
+                             entry["ol"].eq(self.out_last)]
+                m.d.sync += [entry["terms"][c].eq(words[c]) for c in range(C)]
+        m.d.sync += [wp.eq(wp ^ push), rp.eq(rp ^ pop)]
+        # Held after this cycle: valid + full (0, 1 or 2), plus push, minus pop.
+        with m.If(push & ~pop):
+            m.d.sync += [valid.eq(1), full.eq(valid)]
+        with m.Elif(pop & ~push):
+            m.d.sync += [valid.eq(full), full.eq(0)]
+        with m.If(pop):
+            m.d.sync += t.eq(0)
         with m.Elif(self.emit):
             m.d.sync += t.eq(t + 1)
         with m.If(self.emit & out_gl):

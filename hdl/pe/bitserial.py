@@ -215,6 +215,12 @@ class BitSerialPE(wiring.Component):
         Lanes ``L``, activation width ``A``, group size ``G``, formats, scale and exponent
         bits, groups per output, accumulator width, adder-tree levels per stage (validated by
         the config; the widths are derived there).
+    paced : bool
+        The sender keeps group ends far enough apart (the array's column tops,
+        :class:`~hdl.array.serializer.StepSerializer`): the pipeline registers load every
+        cycle, with no enable, so no stall net reaches them. ``i_stream.ready`` still says
+        whether a payload could be taken (the array checks it never refuses one); a payload
+        offered while it is low is lost. Default False: the PE stalls as described above.
 
     Members
     -------
@@ -226,10 +232,13 @@ class BitSerialPE(wiring.Component):
     o_stream : Out(stream.Signature(StructLayout({"acc": signed(acc_width)})))
     """
 
-    def __init__(self, config: PEConfig | None = None):
+    def __init__(self, config: PEConfig | None = None, *, paced: bool = False):
         self._cfg = cfg = PEConfig() if config is None else config
         if not isinstance(cfg, PEConfig):
             raise TypeError(f"config must be a PEConfig, not {cfg!r}")
+        if not isinstance(paced, bool):
+            raise TypeError(f"paced must be a bool, not {paced!r}")
+        self._paced = paced
         geo = cfg.geometry
         self._levels = _ceil_log2(cfg.tree_lanes)
         self._lane_width = cfg.act_width + (1 << geo.exp_bits) - 1
@@ -253,8 +262,12 @@ class BitSerialPE(wiring.Component):
     @classmethod
     def for_array(cls, config) -> BitSerialPE:
         """The PE every position of an array built with ``config`` (a
-        :class:`golden.gemm.ArrayConfig` of kind ``"bitserial"``) holds: ``config.pe``."""
-        return cls(config.pe)
+        :class:`golden.gemm.ArrayConfig` of kind ``"bitserial"``) holds: ``config.pe``,
+        ``paced`` (the column tops space the group ends)."""
+        return cls(config.pe, paced=True)
+
+    paced = property(lambda self: self._paced,
+                     doc="The pipeline loads every cycle (the sender paces group ends).")
 
     config = property(lambda self: self._cfg, doc="The :class:`golden.pe.PEConfig`.")
     lane_width = property(lambda self: self._lane_width,
@@ -316,6 +329,8 @@ class BitSerialPE(wiring.Component):
         geo = cfg.geometry
         payload = self.i_stream.payload
         adv = Signal()  # the whole pipeline advances together; low only on a dequant stall
+        # The registers' enable: ``adv``, or none when the sender paces the group ends.
+        load = Const(1) if self._paced else adv
 
         # Index of the bsig of term t among the distinct bsig values (looked up once).
         values = sorted(set(geo.bsig))
@@ -330,7 +345,7 @@ class BitSerialPE(wiring.Component):
             # Datapath registers need no reset (only ``valid`` says what they hold); that keeps
             # reset multiplexers out of the logic and out of every simulated cycle.
             reg = Signal.like(sig, name=name, reset_less=not name.endswith("_valid"))
-            with m.If(adv):
+            with m.If(load):
                 m.d.sync += reg.eq(sig)
             return reg
 
@@ -386,7 +401,7 @@ class BitSerialPE(wiring.Component):
         m.d.comb += gacc_next.eq(gacc + shifted + carry)
         hand_off_group(m, dq, control, gacc_next, adv)
         m.d.comb += self.i_stream.ready.eq(adv)
-        with m.If(adv & control["valid"]):
+        with m.If(load & control["valid"]):
             m.d.sync += gacc.eq(Mux(control["group_last"], 0, gacc_next))
         wiring.connect(m, wiring.flipped(self.o_stream), dq.o_stream)
         return m

@@ -333,9 +333,9 @@ class ArrayConfig(DatapathParams):
     @property
     def latency(self) -> int:
         """Cycles from PE (0, 0) receiving a tile's last term to the tile's first output valid:
-        PE latency, the column FIFO (write to readable: 2 cycles) and the drain converter
-        (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
-        return self.kind.latency(self) + 2 + TO_FLOAT_LATENCY
+        PE latency, the column FIFO (write to readable: 2 cycles), the merger's register (1)
+        and the drain converter (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
+        return self.kind.latency(self) + 3 + TO_FLOAT_LATENCY
 
     @property
     def drain_tiles(self) -> int:

@@ -18,7 +18,6 @@ from ..registry import array_pe_class
 from .drain import ArrayDrain
 from .front_end import RowFrontEnd, step_layout
 from .serializer import StepSerializer
-from .skid import SkidBuffer
 
 __all__ = ["SystolicArray", "step_layout"]
 
@@ -40,8 +39,6 @@ class SystolicArray(wiring.Component):
 
     Edge logic, in order:
 
-    * input skid buffer (:class:`~hdl.array.skid.SkidBuffer`): ``i_stream.ready`` is a
-      register, so the sender's enables do not depend on the column tops' pacing (no latency);
     * front end (:class:`~hdl.array.front_end.RowFrontEnd`): per row an
       :class:`~hdl.arith.act_block.ActBlockAligner` that aligns the row's ``L`` activations
       to the anchor ``max(gexp, base)`` (FP16/BF16; golden.gemm step 2) and the row shift
@@ -170,11 +167,10 @@ class SystolicArray(wiring.Component):
         # ---- row front end and drain (the drain holds the tiles' row floors) -------------------
         m.submodules.front_end = fe = RowFrontEnd(cfg)
         m.submodules.drain = drain = ArrayDrain(cfg)
-        # The sender (the core's controller) sees a registered ready: the column tops' pacing
-        # and the front end's enables stay inside the array.
-        m.submodules.input_skid = skid = SkidBuffer(self._in_layout)
-        wiring.connect(m, wiring.flipped(self.i_stream), skid.i_stream)
-        wiring.connect(m, skid.o_stream, fe.i_stream)
+        # The sender (the core's controller) sees the front end's ready, one LUT from
+        # flip-flops (the serializer's ``full`` and the front end's valid), so no skid buffer
+        # (a second wide register bank with its own enable) is needed between them.
+        wiring.connect(m, wiring.flipped(self.i_stream), fe.i_stream)
         m.d.comb += [drain.base_w_en.eq(fe.base_w_en), drain.base_w_data.eq(fe.base_w_data),
                      fe.base_w_rdy.eq(drain.base_w_rdy)]
         front = fe.o_stream.payload

@@ -136,9 +136,32 @@ class CoreController(wiring.Component):
         loop = [f_m0, f_n0, f_mt, f_k0, f_kstep, f_sg, f_g, f_abase, f_wbase, f_metabase,
                 f_gxbase]
 
-        last_step = f_k0 + L >= job_k
-        last_n = f_n0 + C >= job_n
-        last_m = f_m0 + R >= job_m
+        # The loop's end flags are flip-flops kept equal to ``f_k0 + L >= K``, ``f_n0 + C >= N``
+        # and ``f_m0 + R >= M``: each is written with its counter (``loop_reset``, ``set_k0``,
+        # ``set_n0``, ``set_m0``), so the loop's enables start at registers, not at adders and
+        # comparators (the job registers do not change during a job).
+        last_step = Signal(name="last_step")
+        last_n = Signal(name="last_n")
+        last_m = Signal(name="last_m")
+
+        def loop_reset():
+            m.d.sync += [reg.eq(0) for reg in loop]
+            m.d.sync += [last_step.eq(job_k <= L), last_n.eq(job_n <= C),
+                         last_m.eq(job_m <= R)]
+
+        def set_k0(first: bool):
+            """``f_k0`` back to 0, or on by ``L``."""
+            if first:
+                m.d.sync += [f_k0.eq(0), last_step.eq(job_k <= L)]
+            else:
+                m.d.sync += [f_k0.eq(f_k0 + L), last_step.eq(f_k0 + 2 * L >= job_k)]
+
+        def set_n0(first: bool):
+            if first:
+                m.d.sync += [f_n0.eq(0), last_n.eq(job_n <= C)]
+            else:
+                m.d.sync += [f_n0.eq(f_n0 + C), last_n.eq(f_n0 + 2 * C >= job_n)]
+
         lane_mask = Cat(*[f_k0 + lane < job_k for lane in range(L)])
         row_ok = Cat(*[f_m0 + r < job_m for r in range(R)])
         col_ok = Cat(*[f_n0 + c < job_n for c in range(C)])
@@ -150,10 +173,12 @@ class CoreController(wiring.Component):
         def advance_k(on_tile_end):
             """Step the (group, step) loop; ``on_tile_end`` runs after a tile's last step."""
             with m.If(last_step):
-                m.d.sync += [f_k0.eq(0), f_kstep.eq(0), f_sg.eq(0), f_g.eq(0)]
+                set_k0(first=True)
+                m.d.sync += [f_kstep.eq(0), f_sg.eq(0), f_g.eq(0)]
                 on_tile_end()
             with m.Else():
-                m.d.sync += [f_k0.eq(f_k0 + L), f_kstep.eq(f_kstep + 1)]
+                set_k0(first=False)
+                m.d.sync += f_kstep.eq(f_kstep + 1)
                 with m.If(f_sg == steps_per_group - 1):
                     m.d.sync += [f_sg.eq(0), f_g.eq(f_g + 1)]
                 with m.Else():
@@ -164,7 +189,8 @@ class CoreController(wiring.Component):
             with m.If(last_m):
                 m.d.sync += feeding.eq(0)
             with m.Else():
-                m.d.sync += [f_m0.eq(f_m0 + R), f_mt.eq(f_mt + 1),
+                m.d.sync += [f_m0.eq(f_m0 + R), last_m.eq(f_m0 + 2 * R >= job_m),
+                             f_mt.eq(f_mt + 1),
                              f_abase.eq(f_abase + mp.k_steps),
                              f_gxbase.eq(f_gxbase + mp.max_groups)]
 
@@ -185,7 +211,8 @@ class CoreController(wiring.Component):
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"), m.If(self.start):
                 m.d.sync += [busy.eq(1), done.eq(0), feeding.eq(1)]
-                m.d.sync += [reg.eq(0) for reg in loop + counters]
+                m.d.sync += [reg.eq(0) for reg in counters]
+                loop_reset()
                 m.next = "PREPASS" if fp else "FEED"
             if fp:
                 with m.State("PREPASS"):
@@ -200,7 +227,7 @@ class CoreController(wiring.Component):
                     with m.Else():
                         # The last read lands this cycle; the feed restarts from tile 0.
                         m.d.sync += [s1["valid"].eq(0), feeding.eq(1)]
-                        m.d.sync += [reg.eq(0) for reg in loop]
+                        loop_reset()
                         m.next = "FEED"
             with m.State("FEED"):
                 with m.If(adv):
@@ -212,11 +239,12 @@ class CoreController(wiring.Component):
                     with m.If(feeding):
                         def feed_tile_end():
                             with m.If(last_n):
-                                m.d.sync += [f_n0.eq(0), f_wbase.eq(0), f_metabase.eq(0)]
+                                set_n0(first=True)
+                                m.d.sync += [f_wbase.eq(0), f_metabase.eq(0)]
                                 next_m_tile()
                             with m.Else():
-                                m.d.sync += [f_n0.eq(f_n0 + C),
-                                             f_wbase.eq(f_wbase + mp.k_steps),
+                                set_n0(first=False)
+                                m.d.sync += [f_wbase.eq(f_wbase + mp.k_steps),
                                              f_metabase.eq(f_metabase + mp.max_groups)]
                         advance_k(feed_tile_end)
                 with m.If(step.ready & ~s1["valid"] & feeding):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,6 +12,14 @@ from bitmod.hdl.arith.to_float import ToFloat
 from ..common import is_ice40, read_only
 
 __all__ = ["ArrayDrain"]
+
+
+def _or_all(values):
+    """The OR of ``values`` as a balanced tree."""
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
 
 
 @read_only("config")
@@ -35,8 +43,12 @@ class ArrayDrain(wiring.Component):
     PE's output arrives, so the PEs never wait on the drain whatever the output port does; the
     tiles' ends ``R`` cycles apart (the serializer) keep the row pointer ahead of the PEs.
 
-    Latency: 2 cycles from a PE output to its column FIFO's read side, then the converter's
-    :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`. Throughput: one code per cycle.
+    The merger selects its column with a one-hot register (each column FIFO's read enable is
+    local to it) and registers the head before the converter.
+
+    Latency: 2 cycles from a PE output to its column FIFO's read side, 1 in the merger's
+    register, then the converter's :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`.
+    Throughput: one code per cycle.
 
     Parameters
     ----------
@@ -86,19 +98,18 @@ class ArrayDrain(wiring.Component):
                                              out_format=cfg.out_format,
                                              exp_width=(cfg.exp_width + 1) if self._fp else 1,
                                              round_carry_in=is_ice40(platform))
+        # The merger: a one-hot column select (a flip-flop beside each column FIFO, so a
+        # column's read enable is local) and the head registered before the converter (the
+        # FIFOs lie along the array's edge: the gathering multiplexer is the long path).
         mr = Signal(range(max(R, 2)))
         mc = Signal(range(max(C, 2)))
-        head_valid = Signal()
-        head_data = Signal(cfg.acc_width)
-        with m.Switch(mc):
-            for c in range(C):
-                with m.Case(c):
-                    m.d.comb += [head_valid.eq(col_fifos[c].r_rdy),
-                                 head_data.eq(col_fifos[c].r_data),
-                                 col_fifos[c].r_en.eq(tf.i_stream.ready & tf.i_stream.valid)]
+        sel = Signal(C, init=1)
+        stage = tf.i_stream
+        free = ~stage.valid | stage.ready  # the register can take the head
         tile_end = (mr == R - 1) & (mc == C - 1)
-        tile_read = tf.i_stream.valid & tf.i_stream.ready & tile_end
-        self._credits(m, tile_read)
+        head_data = Signal(cfg.acc_width)
+        m.d.comb += head_data.eq(_or_all([Mux(sel[c], col_fifos[c].r_data, 0)
+                                          for c in range(C)]))
         if self._fp:
             # A tile's floors enter with its last step at the front end and leave with its
             # last output: at most the Q credited tiles and the front end's and serializer's
@@ -107,17 +118,27 @@ class ArrayDrain(wiring.Component):
                 width=R * cfg.exp_width, depth=cfg.drain_tiles + cfg.front_latency + 1)
             row_base = data.View(data.ArrayLayout(unsigned(cfg.exp_width), R), offsets.r_data)
             m.d.comb += [offsets.w_en.eq(self.base_w_en), offsets.w_data.eq(self.base_w_data),
-                         self.base_w_rdy.eq(offsets.w_rdy),
-                         tf.i_stream.valid.eq(head_valid & offsets.r_rdy),
-                         tf.i_stream.payload.exp_offset.eq(row_base[mr]),
-                         offsets.r_en.eq(tile_read)]
+                         self.base_w_rdy.eq(offsets.w_rdy)]
+            go = free & offsets.r_rdy
         else:
-            m.d.comb += [tf.i_stream.valid.eq(head_valid), self.base_w_rdy.eq(1)]
-        m.d.comb += tf.i_stream.payload.acc.eq(head_data)
-        with m.If(tf.i_stream.valid & tf.i_stream.ready):
-            m.d.sync += mc.eq(Mux(mc == C - 1, 0, mc + 1))
+            m.d.comb += self.base_w_rdy.eq(1)
+            go = free
+        reads = [sel[c] & col_fifos[c].r_rdy & go for c in range(C)]
+        m.d.comb += [col_fifos[c].r_en.eq(reads[c]) for c in range(C)]
+        take = Cat(*reads).any()
+        tile_read = take & tile_end
+        self._credits(m, tile_read)
+        with m.If(take):
+            m.d.sync += [stage.valid.eq(1), stage.payload.acc.eq(head_data),
+                         sel.eq(sel.rotate_left(1)), mc.eq(Mux(mc == C - 1, 0, mc + 1))]
+            if self._fp:
+                m.d.sync += stage.payload.exp_offset.eq(row_base[mr])
             with m.If(mc == C - 1):
                 m.d.sync += mr.eq(Mux(mr == R - 1, 0, mr + 1))
+        with m.Elif(stage.ready):
+            m.d.sync += stage.valid.eq(0)
+        if self._fp:
+            m.d.comb += offsets.r_en.eq(tile_read)
         m.d.comb += [self.o_stream.valid.eq(tf.o_stream.valid),
                      self.o_stream.payload.code.eq(tf.o_stream.payload.code),
                      tf.o_stream.ready.eq(self.o_stream.ready)]

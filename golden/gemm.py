@@ -105,6 +105,7 @@ from .pe_kind import PEKind
 from .pe_lut import LUT_PE_KIND
 
 __all__ = [
+    "MERGE_LATENCY",
     "OUT_FORMATS",
     "PE_KINDS",
     "ArrayConfig",
@@ -129,6 +130,9 @@ __all__ = [
 ]
 
 OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
+# Cycles from a PE's output to the drain converter's input: its column FIFO (write to
+# readable, 2) and the merger's register (1).
+MERGE_LATENCY = 3
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
@@ -333,9 +337,9 @@ class ArrayConfig(DatapathParams):
     @property
     def latency(self) -> int:
         """Cycles from PE (0, 0) receiving a tile's last term to the tile's first output valid:
-        PE latency, the column FIFO (write to readable: 2 cycles), the merger's register (1)
-        and the drain converter (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
-        return self.kind.latency(self) + 3 + TO_FLOAT_LATENCY
+        PE latency, :data:`MERGE_LATENCY` and the drain converter
+        (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
+        return self.kind.latency(self) + MERGE_LATENCY + TO_FLOAT_LATENCY
 
     @property
     def drain_tiles(self) -> int:

@@ -442,7 +442,7 @@ def test_int_pe_kind_parameters(formats, act_format, scale_bits, max_groups):
                group_size=cfg.group_size, scale_bits=scale_bits, exp_bits=cfg.act_exp_bits,
                max_groups=max_groups)
     assert cfg.acc_width == pe.acc_width
-    assert cfg.latency == pe.latency + 2 + ggemm.TO_FLOAT_LATENCY
+    assert cfg.latency == pe.latency + ggemm.MERGE_LATENCY + ggemm.TO_FLOAT_LATENCY
     # Two groups of 4 one-cycle steps: the schedule waits for the dequantizer when it is
     # slower (the first group of a tile after another: D + 2).
     d = scale_bits + 1

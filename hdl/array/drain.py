@@ -46,8 +46,9 @@ class ArrayDrain(wiring.Component):
     The merger selects its column with a one-hot register (each column FIFO's read enable is
     local to it) and registers the head before the converter.
 
-    Latency: 2 cycles from a PE output to its column FIFO's read side, 1 in the merger's
-    register, then the converter's :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`.
+    Latency: :data:`golden.gemm.MERGE_LATENCY` cycles from a PE output to the converter's
+    input (2 to its column FIFO's read side, 1 in the merger's register), then the
+    converter's :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`.
     Throughput: one code per cycle.
 
     Parameters

@@ -133,8 +133,15 @@ class CoreController(wiring.Component):
         f_metabase = counter("f_metabase", mp.meta_depth)
         f_gxbase = counter("f_gxbase", mp.gexp_depth)
         feeding = Signal()  # steps remain to be read
+        # The buffers' read addresses as registers kept equal to base + index (weights and
+        # activations ``base + f_kstep``, meta and group exponents ``base + f_g``), written
+        # with the counters they sum, so no adder sits between a counter and a block RAM.
+        a_w = counter("a_w", mp.weight_depth)
+        a_meta = counter("a_meta", mp.meta_depth)
+        a_act = counter("a_act", mp.act_depth)
+        a_gx = counter("a_gx", mp.gexp_depth)
         loop = [f_m0, f_n0, f_mt, f_k0, f_kstep, f_sg, f_g, f_abase, f_wbase, f_metabase,
-                f_gxbase]
+                f_gxbase, a_w, a_meta, a_act, a_gx]
 
         # The loop's end flags are flip-flops kept equal to ``f_k0 + L >= K``, ``f_n0 + C >= N``
         # and ``f_m0 + R >= M``: each is written with its counter (``loop_reset``, ``set_k0``,
@@ -175,12 +182,16 @@ class CoreController(wiring.Component):
             with m.If(last_step):
                 set_k0(first=True)
                 m.d.sync += [f_kstep.eq(0), f_sg.eq(0), f_g.eq(0)]
+                # Back to the bases (on_tile_end moves those that change, and their address).
+                m.d.sync += [a_w.eq(f_wbase), a_act.eq(f_abase), a_meta.eq(f_metabase),
+                             a_gx.eq(f_gxbase)]
                 on_tile_end()
             with m.Else():
                 set_k0(first=False)
-                m.d.sync += f_kstep.eq(f_kstep + 1)
+                m.d.sync += [f_kstep.eq(f_kstep + 1), a_w.eq(a_w + 1), a_act.eq(a_act + 1)]
                 with m.If(f_sg == steps_per_group - 1):
-                    m.d.sync += [f_sg.eq(0), f_g.eq(f_g + 1)]
+                    m.d.sync += [f_sg.eq(0), f_g.eq(f_g + 1), a_meta.eq(a_meta + 1),
+                                 a_gx.eq(a_gx + 1)]
                 with m.Else():
                     m.d.sync += f_sg.eq(f_sg + 1)
 
@@ -192,7 +203,9 @@ class CoreController(wiring.Component):
                 m.d.sync += [f_m0.eq(f_m0 + R), last_m.eq(f_m0 + 2 * R >= job_m),
                              f_mt.eq(f_mt + 1),
                              f_abase.eq(f_abase + mp.k_steps),
-                             f_gxbase.eq(f_gxbase + mp.max_groups)]
+                             a_act.eq(f_abase + mp.k_steps),
+                             f_gxbase.eq(f_gxbase + mp.max_groups),
+                             a_gx.eq(f_gxbase + mp.max_groups)]
 
         # Pipeline stage 1: buffer read data plus the step's flags and masks.
         s1 = {
@@ -220,7 +233,7 @@ class CoreController(wiring.Component):
                     m.d.sync += [s1["valid"].eq(feeding), s1["lanes"].eq(lane_mask),
                                  s1["rows"].eq(row_ok),
                                  s1["gend"].eq(last_step | (f_sg == steps_per_group - 1)),
-                                 s1["tend"].eq(last_step), s1["gxaddr"].eq(f_gxbase + f_g),
+                                 s1["tend"].eq(last_step), s1["gxaddr"].eq(a_gx),
                                  s1["mt"].eq(f_mt)]
                     with m.If(feeding):
                         advance_k(next_m_tile)
@@ -240,12 +253,15 @@ class CoreController(wiring.Component):
                         def feed_tile_end():
                             with m.If(last_n):
                                 set_n0(first=True)
-                                m.d.sync += [f_wbase.eq(0), f_metabase.eq(0)]
+                                m.d.sync += [f_wbase.eq(0), f_metabase.eq(0), a_w.eq(0),
+                                             a_meta.eq(0)]
                                 next_m_tile()
                             with m.Else():
                                 set_n0(first=False)
                                 m.d.sync += [f_wbase.eq(f_wbase + mp.k_steps),
-                                             f_metabase.eq(f_metabase + mp.max_groups)]
+                                             a_w.eq(f_wbase + mp.k_steps),
+                                             f_metabase.eq(f_metabase + mp.max_groups),
+                                             a_meta.eq(f_metabase + mp.max_groups)]
                         advance_k(feed_tile_end)
                 with m.If(step.ready & ~s1["valid"] & feeding):
                     m.d.sync += cnt_stall.eq(cnt_stall + 1)
@@ -268,14 +284,14 @@ class CoreController(wiring.Component):
         # Buffer reads: the address of the step being issued; data arrive in stage 1.
         for c in range(C):
             w_rd, meta_rd = self.weight_read[c], self.meta_read[c]
-            m.d.comb += [w_rd.addr.eq(f_wbase + f_kstep), w_rd.en.eq(adv),
-                         meta_rd.addr.eq(f_metabase + f_g), meta_rd.en.eq(adv)]
+            m.d.comb += [w_rd.addr.eq(a_w), w_rd.en.eq(adv),
+                         meta_rd.addr.eq(a_meta), meta_rd.en.eq(adv)]
         for r in range(R):
             a_rd = self.act_read[r]
-            m.d.comb += [a_rd.addr.eq(f_abase + f_kstep), a_rd.en.eq(in_prepass | adv)]
+            m.d.comb += [a_rd.addr.eq(a_act), a_rd.en.eq(in_prepass | adv)]
             if fp:
                 gx_rd, base_rd = self.gexp_read[r], self.base_read[r]
-                m.d.comb += [gx_rd.addr.eq(f_gxbase + f_g), gx_rd.en.eq(adv),
+                m.d.comb += [gx_rd.addr.eq(a_gx), gx_rd.en.eq(adv),
                              base_rd.addr.eq(f_mt), base_rd.en.eq(adv)]
         if fp:
             self._exponent_fold(m, s1, in_prepass)

@@ -386,3 +386,72 @@ def test_packed_controls_read_back_as_written():
     assert registers == ["s1_controls", "s1_valid"]
     for name, value in control.items():
         assert out[name].shape() == value.shape(), name
+
+
+def run_paced(dut, flat, n_out, group_gap, deadline):
+    """Offer ``flat`` to a paced PE one payload per cycle (it never holds one), leaving a
+    group end ``group_gap(out_last)`` cycles after the previous one at least (idle cycles in
+    between); the first ``n_out`` outputs and whether the PE was ever not ready."""
+    got, refused = [], []
+    at_gl, at_ol = (dut.in_layout[name].offset for name in ("group_last", "out_last"))
+
+    async def producer(ctx):
+        since_end, gap = 10**6, 0
+        for value in flat:
+            group_last, out_last = int(value) >> at_gl & 1, int(value) >> at_ol & 1
+            while group_last and since_end < gap:
+                ctx.set(dut.i_stream.valid, 0)
+                await ctx.tick()
+                since_end += 1
+            ctx.set(dut.i_stream.valid, 1)
+            ctx.set(Value.cast(dut.i_stream.payload), int(value))
+            await ctx.tick()
+            since_end += 1
+            if group_last:
+                since_end, gap = 1, group_gap(out_last)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        while len(got) < n_out:
+            *_, payload, valid, ready = await ctx.tick().sample(
+                dut.o_stream.payload, dut.o_stream.valid, dut.i_stream.ready)
+            refused.append(not ready)
+            if valid:
+                got.append(payload.acc)
+
+    run_simulation(dut, [producer, consumer], deadline=deadline)
+    return got, any(refused)
+
+
+@pytest.mark.parametrize("spaced", [True, False])
+def test_paced_pe_needs_spaced_group_ends(spaced):
+    """The array's PE (``paced``: no stall enable) is bit-exact when its group ends are D
+    apart (D + 2 after an output's last group) and never not-ready; groups of 4 cycles sent
+    back to back against D = 8 make it refuse (the array's overrun check) and lose sums."""
+    params = {"lanes": 4, "group_size": 8, "formats": "int4", "scale_bits": 8}
+    cfg = PEConfig(**params)
+    dut = BitSerialPE(cfg, paced=True)
+    assert dut.paced and not BitSerialPE(cfg).paced
+    rng = np.random.default_rng(11)
+    case = {"codes": rng.integers(0, 16, (3, 24)), "selectors": None,
+            "acts": rng.integers(-128, 128, (3, 24)), "scales": rng.integers(0, 256, (3, 3)),
+            "exps": None}
+    cycles = pe_cycles(**case, formats="int4", lanes=4, group_size=8)
+    ref = list(pe_reference(**case, formats="int4", group_size=8))
+    flat = pack_pe_payload(cycles, cfg)
+    d = max(cfg.scale_bits, 1)
+    gap = (lambda out_last: d + 2 if out_last else d) if spaced else (lambda out_last: 0)
+    if spaced:
+        got, refused = run_paced(dut, flat, len(ref), gap, deadline=1e-4)
+        assert got == ref and not refused
+    else:  # sums lost: wrong outputs, or too few (the run never ends)
+        try:
+            got, refused = run_paced(dut, flat, len(ref), gap, deadline=2e-5)
+        except AssertionError as error:
+            assert "still running" in str(error)
+        else:
+            assert refused and got != ref
+    with pytest.raises(TypeError, match="paced must be a bool"):
+        BitSerialPE(cfg, paced=1)
+    print(f"checked {len(ref)} outputs, spaced={spaced}")

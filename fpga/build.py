@@ -395,7 +395,8 @@ def board_plan(config: BuildConfig, workdir: Path):
     synth_opts = board.fpga.synth_command.split(" ", 1)[1]
     plan = platform.build(
         top, name="top", build_dir=str(workdir), do_build=False, do_program=False,
-        synth_opts=synth_opts, script_after_synth="tee -q -o stat.json stat -json",
+        synth_opts=synth_opts, script_after_read=board.fpga.pre_synth,
+        script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {config.seed} "
                       f"--router {config.router}"))
     plan.extract(str(workdir))

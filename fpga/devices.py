@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bitmod.hdl.common import KEEP_APART
+
 __all__ = ["DEVICES", "Device", "get_device"]
 
 
@@ -45,6 +47,13 @@ class Device:
         if self.family == "ice40":
             return f"iCE40{size}"
         return f"LFE5U-{size[:-1]}F"
+
+    @property
+    def pre_synth(self) -> str:
+        """Yosys commands between reading the design and synthesis: the flip-flops of registers
+        marked :data:`hdl.common.KEEP_APART` get ``keep``, so identical copies stay apart
+        (after ``proc``: a Verilog source has no flip-flop cells before it)."""
+        return f"proc; setattr -set keep 1 a:{KEEP_APART} %ci1:+$dff[Q]"
 
     @property
     def synth_command(self) -> str:

@@ -20,7 +20,21 @@ from amaranth import Signal
 
 from bitmod.golden.checks import check_int
 
-__all__ = ["pipeline_enable", "read_only"]
+__all__ = ["KEEP_APART", "keep_apart", "pipeline_enable", "read_only"]
+
+# A register attribute: the FPGA flows keep such flip-flops (Yosys ``keep``) so that identical
+# copies are not merged (fpga.devices.Device.pre_synth). The array's skew chains and its PEs'
+# control registers hold the same values in every column at the same depth (a systolic array's
+# control is uniform); merged, one flip-flop would drive a whole anti-diagonal of PEs across
+# the chip (135 valid-skew registers of the ULX3S 10 x 10 array became 18 nets).
+KEEP_APART = "bitmod_keep_apart"
+
+
+def keep_apart(signal: Signal) -> Signal:
+    """``signal`` with the :data:`KEEP_APART` attribute set (a register that must stay a flip-flop
+    of its own beside identical ones)."""
+    signal.attrs[KEEP_APART] = 1
+    return signal
 
 
 def read_only(*names: str):

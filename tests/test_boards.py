@@ -434,3 +434,57 @@ def test_board_default_pe_kind_and_scheme():
     assert (lut.lanes, lut.clock_mhz) == (2, 22.5)
     ulx3s = BuildConfig("ulx3s-85f")
     assert (ulx3s.pe, ulx3s.scheme, ulx3s.lanes) == ("bitserial", "bitmod4", 8)
+
+
+def test_keep_apart_registers_stay_apart(tmp_path):
+    """Registers marked hdl.common.KEEP_APART keep their own flip-flops through the flows'
+    synthesis (Device.pre_synth), where Yosys would merge equal copies; the array marks its
+    skew chains and its paced PEs' control registers."""
+    from amaranth import Cat, Signal
+    from amaranth.back import rtlil
+
+    from bitmod.fpga.devices import get_device
+    from bitmod.golden.gemm import ArrayConfig
+    from bitmod.hdl.array.array import SystolicArray
+    from bitmod.hdl.common import KEEP_APART, keep_apart
+    from bitmod.toolchain import apply_tool_environment, find_tool
+
+    class Chains(wiring.Component):  # four equal chains of 2..5 registers, 4 bits each
+        def __init__(self, marked):
+            self.marked = marked
+            super().__init__({"a": wiring.In(4), "o": wiring.Out(16)})
+
+        def elaborate(self, platform):
+            m = Module()
+            ends = []
+            for c in range(4):
+                value = self.a
+                for k in range(c + 2):
+                    reg = Signal(4, name=f"col{c}_d{k}")
+                    if self.marked:
+                        keep_apart(reg)
+                    m.d.sync += reg.eq(value)
+                    value = reg
+                ends.append(value)
+            m.d.comb += self.o.eq(Cat(*ends))
+            return m
+
+    apply_tool_environment()
+    device = get_device("ecp5-25f")
+    counts = {}
+    for marked in (False, True):
+        (tmp_path / "t.il").write_text(rtlil.convert(Chains(marked), name="top"))
+        script = f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; stat"
+        out = subprocess.run([find_tool("yosys"), "-p", script], cwd=tmp_path, check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+        counts[marked] = int(re.findall(r"(\d+)\s+TRELLIS_FF", out)[-1])
+    # Merged: one chain of 5 registers serves all four; apart: 2 + 3 + 4 + 5 of 4 bits.
+    assert counts == {False: 4 * 5, True: 4 * (2 + 3 + 4 + 5)}
+    # Every skew register of an array carries the mark (each wire's attributes precede it).
+    cfg = ArrayConfig(rows=3, cols=3, lanes=2, group_size=4, formats=("int4",), scale_bits=2)
+    text = rtlil.convert(SystolicArray(cfg), name="top")
+    wires = re.findall(r"((?:\s*attribute [^\n]*\n)*)\s*wire (?:width \d+ )?\\(\S+)\n", text)
+    skew = {name: attrs for attrs, name in wires
+            if re.fullmatch(r"(col|row)\d+_(valid_)?(skew|pe\d+)_d\d+", name)}
+    assert len(skew) == 2 * (1 + 2) + 3 * 2 * 2 + (1 + 2) + 3 * 2  # cols (data, valid), rows
+    assert all(KEEP_APART in attrs for attrs in skew.values())

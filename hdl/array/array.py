@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 
-from ..common import read_only
+from ..common import keep_apart, read_only
 from ..registry import array_pe_class
 from .drain import ArrayDrain
 from .front_end import RowFrontEnd, step_layout
@@ -207,9 +207,12 @@ class SystolicArray(wiring.Component):
         # ---- skew ---------------------------------------------------------------------------
         # Only the ``emit`` (valid) bits are reset; the data beside them need not be. No
         # enable: every register moves every cycle.
+        # Kept apart (hdl.common.KEEP_APART): the columns' control bits are equal at equal
+        # depth, and merged registers would each drive an anti-diagonal of PEs.
         def delayed(value, count, name, reset_less=True):
             for k in range(count):
-                reg = Signal(len(value), name=f"{name}_d{k}", reset_less=reset_less)
+                reg = keep_apart(Signal(len(value), name=f"{name}_d{k}",
+                                        reset_less=reset_less))
                 m.d.sync += reg.eq(value)
                 value = reg
             return value

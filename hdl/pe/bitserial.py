@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.pe import PEConfig
 from bitmod.hdl.arith.term_encoder import term_layout
 
-from ..common import read_only
+from ..common import keep_apart, read_only
 
 __all__ = ["BitSerialPE", "GroupDequantizer", "hand_off_group"]
 
@@ -97,9 +97,12 @@ class GroupDequantizer(wiring.Component):
         m = Module()
         d = self._steps
         load = self.i_stream.payload
-        remaining = Signal(range(d + 1))
-        flush_pending = Signal()
-        cur_last = Signal()
+        # Kept apart (hdl.common.KEEP_APART): in an array these follow the same group ends in
+        # every PE of an anti-diagonal.
+        remaining = keep_apart(Signal(range(d + 1)))
+        flush_pending = keep_apart(Signal())
+        cur_last = keep_apart(Signal())
+        keep_apart(self.o_stream.valid)
         gs = Signal(signed(self._gs_width))
         # Scale bits stored reversed and read by the step counter: a small D:1 multiplexer
         # instead of a D-bit shift register with a load multiplexer.
@@ -345,6 +348,8 @@ class BitSerialPE(wiring.Component):
             # Datapath registers need no reset (only ``valid`` says what they hold); that keeps
             # reset multiplexers out of the logic and out of every simulated cycle.
             reg = Signal.like(sig, name=name, reset_less=not name.endswith("_valid"))
+            if self._paced and ("_valid" in name or "_controls" in name):
+                keep_apart(reg)  # equal in every PE of an anti-diagonal (hdl.common)
             with m.If(load):
                 m.d.sync += reg.eq(sig)
             return reg

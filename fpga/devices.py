@@ -50,9 +50,14 @@ class Device:
 
     @property
     def pre_synth(self) -> str:
-        """Yosys commands between reading the design and synthesis: the flip-flops of registers
-        marked :data:`hdl.common.KEEP_APART` get ``keep``, so identical copies stay apart
-        (after ``proc``: a Verilog source has no flip-flop cells before it)."""
+        """Yosys commands between reading the design and synthesis. On the ECP5: the
+        flip-flops of registers marked :data:`hdl.common.KEEP_APART` get ``keep``, so
+        identical copies stay apart (after ``proc``: a Verilog source has no flip-flop cells
+        before it). On the iCE40 parts, whose arrays are 2 x 2, merging costs no long nets
+        and saves the logic cells the iCEBreaker's default needs (with ``keep`` it did not
+        place): nothing."""
+        if self.family == "ice40":
+            return "proc"
         return f"proc; setattr -set keep 1 a:{KEEP_APART} %ci1:+$dff[Q]"
 
     @property

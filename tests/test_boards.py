@@ -480,6 +480,7 @@ def test_keep_apart_registers_stay_apart(tmp_path):
         counts[marked] = int(re.findall(r"(\d+)\s+TRELLIS_FF", out)[-1])
     # Merged: one chain of 5 registers serves all four; apart: 2 + 3 + 4 + 5 of 4 bits.
     assert counts == {False: 4 * 5, True: 4 * (2 + 3 + 4 + 5)}
+    assert KEEP_APART not in get_device("ice40-up5k").pre_synth  # 2 x 2 arrays: merged
     # Every skew register of an array carries the mark (each wire's attributes precede it).
     cfg = ArrayConfig(rows=3, cols=3, lanes=2, group_size=4, formats=("int4",), scale_bits=2)
     text = rtlil.convert(SystolicArray(cfg), name="top")

@@ -1,4 +1,5 @@
-"""What the project's components share: read-only parameters and stream pipeline control.
+"""What the project's components share: read-only parameters, stream pipeline control and the
+mark of registers the FPGA flows keep apart (:data:`KEEP_APART`).
 
 :func:`read_only` exposes constructor parameters (stored as ``self._<name>``) as read-only
 properties, so a component's parameters are inspectable and cannot be changed after the

@@ -163,16 +163,23 @@ def test_amaranth_sim_one_short_group():
     print(f"checked 1 output ({len(cycles)} cycles), latency {dut.latency}")
 
 
+def int4_payloads(cfg: PEConfig, seed: int, n_out: int, k: int):
+    """Random int4 outputs of ``k`` weights each for ``cfg``: the packed payloads and golden's
+    output accumulators."""
+    rng = np.random.default_rng(seed)
+    groups = k // cfg.group_size
+    case = {"codes": rng.integers(0, 16, (n_out, k)), "selectors": None,
+            "acts": rng.integers(-128, 128, (n_out, k)),
+            "scales": rng.integers(0, 1 << cfg.scale_bits, (n_out, groups)), "exps": None}
+    cycles = pe_cycles(**case, formats="int4", lanes=cfg.lanes, group_size=cfg.group_size)
+    ref = list(pe_reference(**case, formats="int4", group_size=cfg.group_size))
+    return pack_pe_payload(cycles, cfg), ref
+
+
 def test_amaranth_sim_odd_lane_count():
     params = {"lanes": 3, "group_size": 6, "formats": "int4", "scale_bits": 2}
     dut = BitSerialPE(PEConfig(**params))
-    rng = np.random.default_rng(4)
-    case = {"codes": rng.integers(0, 16, (3, 12)), "selectors": None,
-            "acts": rng.integers(-128, 128, (3, 12)), "scales": rng.integers(0, 4, (3, 2)),
-            "exps": None}
-    cycles = pe_cycles(**case, formats="int4", lanes=3, group_size=6)
-    ref = list(pe_reference(**case, formats="int4", group_size=6))
-    flat = pack_pe_payload(cycles, PEConfig(**params))
+    flat, ref = int4_payloads(PEConfig(**params), seed=4, n_out=3, k=12)
     got = run_payloads(dut, flat, len(ref), deadline=1e-5)
     assert got == ref
     print(f"checked {len(ref)} outputs")
@@ -433,14 +440,8 @@ def test_paced_pe_needs_spaced_group_ends(spaced):
     cfg = PEConfig(**params)
     dut = BitSerialPE(cfg, paced=True)
     assert dut.paced and not BitSerialPE(cfg).paced
-    rng = np.random.default_rng(11)
-    case = {"codes": rng.integers(0, 16, (3, 24)), "selectors": None,
-            "acts": rng.integers(-128, 128, (3, 24)), "scales": rng.integers(0, 256, (3, 3)),
-            "exps": None}
-    cycles = pe_cycles(**case, formats="int4", lanes=4, group_size=8)
-    ref = list(pe_reference(**case, formats="int4", group_size=8))
-    flat = pack_pe_payload(cycles, cfg)
-    d = max(cfg.scale_bits, 1)
+    flat, ref = int4_payloads(cfg, seed=11, n_out=3, k=24)
+    d = cfg.dequant_cycles
     gap = (lambda out_last: d + 2 if out_last else d) if spaced else (lambda out_last: 0)
     if spaced:
         got, refused = run_paced(dut, flat, len(ref), gap, deadline=1e-4)

@@ -108,6 +108,7 @@ __all__ = [
     "MERGE_LATENCY",
     "OUT_FORMATS",
     "PE_KINDS",
+    "SERIALIZER_LATENCY",
     "ArrayConfig",
     "DatapathParams",
     "GemmResult",
@@ -133,6 +134,9 @@ OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 # Cycles from a PE's output to the drain converter's input: its column FIFO (write to
 # readable, 2) and the merger's register (1).
 MERGE_LATENCY = 3
+# Cycles from a step the column tops take to its first column word at PE (0, 0): the entry
+# it waits in and the output register it leaves from (hdl/array/serializer.py).
+SERIALIZER_LATENCY = 2
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
@@ -331,8 +335,8 @@ class ArrayConfig(DatapathParams):
     @property
     def front_latency(self) -> int:
         """Cycles from an accepted step (empty pipeline) to its first term reaching PE (0, 0):
-        the front end and the serializer register."""
-        return self.front_end_latency + 1
+        the front end and the column tops (:data:`SERIALIZER_LATENCY`)."""
+        return self.front_end_latency + SERIALIZER_LATENCY
 
     @property
     def latency(self) -> int:
@@ -340,6 +344,23 @@ class ArrayConfig(DatapathParams):
         PE latency, :data:`MERGE_LATENCY` and the drain converter
         (:data:`golden.minifloat_arith.TO_FLOAT_LATENCY`)."""
         return self.kind.latency(self) + MERGE_LATENCY + TO_FLOAT_LATENCY
+
+    @property
+    def feed_entries(self) -> int:
+        """``N``: steps the column tops hold, ``ceil((F + 1) / T) + 1`` with ``F`` =
+        :attr:`front_end_latency`. The array takes a step only with a credit (one per free
+        entry, the front end's steps counted against them) and can use it again the cycle
+        after the step's last term leaves its entry: a credit goes round in ``F + T + 1``
+        cycles, so ``N`` of them give at least one step per ``T`` cycles and the feed never
+        slows the column tops (the cycle model holds)."""
+        return -(-(self.front_end_latency + 1) // self.terms) + 1
+
+    @property
+    def feed_entries_early(self) -> int:
+        """:attr:`feed_entries` of an array whose credits come back in the cycle the step's
+        last term leaves (not registered; the iCE40 form, where the logic after it is not
+        the bound): the round takes ``F + T`` cycles, so ``ceil(F / T) + 1`` entries."""
+        return -(-self.front_end_latency // self.terms) + 1
 
     @property
     def drain_tiles(self) -> int:

@@ -75,9 +75,9 @@ __all__ = [
 
 # Pipeline stages of the RTL units this module defines (the RTL asserts them when it elaborates):
 # the multiplier decodes, multiplies and registers the product; the converter normalises,
-# rounds and packs in five.
+# rounds, packs and checks overflow in six.
 EXACT_PRODUCT_LATENCY = 3
-TO_FLOAT_LATENCY = 5
+TO_FLOAT_LATENCY = 6
 
 FLAG_NAN = 1
 FLAG_INF = 2

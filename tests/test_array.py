@@ -178,6 +178,49 @@ def test_output_port_bound_cycles_equal_the_model(params, scheme, m, n, k):
     assert measured == model["cycles"]
 
 
+class _EarlyCreditArray(SystolicArray):
+    """The iCE40 form of the feed credits, in the simulator (no platform there)."""
+
+    def __init__(self, config):
+        super().__init__(config, early_credits=True)
+
+
+@pytest.mark.parametrize("early", [False, True])
+@pytest.mark.parametrize(("params", "scheme"), [
+    # Groups of 64 (16 steps, more than the dequantizers' spacing D): feed-bound.
+    (dict(INT8_INT8_INTPE, group_size=64), "int8"),  # T = 1, F = 1: N = 3 (early 2)
+    (dict(FP16_INT4_INTPE, group_size=64), "int4"),  # T = 1, F = 4: N = 6 (early 5)
+    (dict(FP16_INT8W, group_size=64), "int8"),  # bit-serial int8: T = 4, F = 4: N = 3 (2)
+])
+def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
+    """A compute-bound GEMM (K of 2 groups, one tile row): with its N feed credits
+    (ArrayConfig.feed_entries, or feed_entries_early when credits come back a cycle early)
+    the cycles equal golden's model; with one credit fewer the feed slows the column tops."""
+    from bitmod.sim.vectors import run_stream
+
+    m, n, k = params["rows"], 2 * params["cols"], 128
+    cfg, qt, acts, result = make_case(params, m, n, k, 3, scheme)
+    model = ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
+    name = "feed_entries_early" if early else "feed_entries"
+    entries = getattr(cfg, name)
+
+    def measured():
+        steps, tiles = gemm_stream(cfg, acts, qt)
+        stats = {}
+        out = run_stream(_EarlyCreditArray if early else SystolicArray, cfg,
+                         pack_steps(cfg, steps), ports={"special_values": special_register(cfg)},
+                         n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats,
+                         engine="amaranth", cycles_per_input=cfg.terms, idle=0.0,
+                         backpressure=0.0)
+        assert (out == expected_codes(cfg, result, tiles)).all()
+        return stats["output_cycles"][-1] + 1
+
+    assert measured() == model
+    if entries - 1 >= 2:  # the serializer needs two
+        monkeypatch.setattr(ArrayConfig, name, property(lambda self: entries - 1))
+        assert measured() > model
+
+
 @pytest.mark.parametrize(("params", "scheme", "k"), [
     (INT8_BITMOD, "bitmod4", 8),
     (dict(FP16_INT4_INTPE, rows=2, cols=2), "int4", 8),

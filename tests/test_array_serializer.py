@@ -132,12 +132,14 @@ def test_words_and_schedule(params, credits):
     async def drain_credit(ctx):
         cycle = 0
         ctx.set(dut.credit, credit(0))
-        async for _clk, _rst, emit, tile_end, cols, rows in ctx.tick().sample(
-                dut.emit, dut.tile_end, dut.cols, dut.rows):
-            if emit:
+        async for _clk, _rst, col_valid, tile_end, cols, rows in ctx.tick().sample(
+                dut.col_valid, dut.tile_end, dut.cols, dut.rows):
+            # Every column's registered copy of the decision, in the same cycle.
+            assert col_valid in (0, (1 << C) - 1), (cycle, col_valid)
+            if col_valid:
                 seen.append((cycle, int(cols), int(rows)))
-            if tile_end:
-                tile_ends.append(cycle)
+            if tile_end:  # decided a cycle before its word leaves
+                tile_ends.append(cycle + 1)
             cycle += 1
             ctx.set(dut.credit, credit(cycle))
 
@@ -187,9 +189,12 @@ def test_words_and_schedule(params, credits):
     # Group ends on golden's schedule; tile ends only with a credit, R cycles apart.
     first = decoded[0][0]
     group_ends = [cycle for cycle, fields, _ in decoded if fields[1]]
-    assert group_ends == _expected_group_ends(cfg, k, tiles, credit, first)
+    # A tile's end is decided (and the credit taken) a cycle before its word leaves.
+    def credit_before(cycle):
+        return credit(cycle - 1)
+    assert group_ends == _expected_group_ends(cfg, k, tiles, credit_before, first)
     assert tile_ends == [cycle for cycle, fields, _ in decoded if fields[2]]
-    assert all(credit(cycle) for cycle in tile_ends)
+    assert all(credit_before(cycle) for cycle in tile_ends)
     if credits == "free":  # the tile ends are golden.gemm.tile_cycles apart
         spacing = [ggemm.tile_cycles(k, cfg, first=tile == 0) for tile in range(tiles)]
         assert [e - first + 1 for e in tile_ends] == list(np.cumsum(spacing))

@@ -160,6 +160,14 @@ def test_orangecrab_top_elaborates_with_uart_and_pll():
     assert "60000000.0 HZ" in lpf and "48000000.0 HZ" in lpf
     rtlil = plan.files["top.il"]
     assert "EHXPLLL" in rtlil and "cmd_cdc" in rtlil and "resp_cdc" in rtlil
+    # The synchronised reset reaches the core through a global buffer (nextpnr-ecp5 puts
+    # only clocks on the global network by itself); on the iCE40 nextpnr promotes it.
+    assert re.search(r"cell \\DCCA \\reset_buf\n", rtlil)
+    ice = get_board("icebreaker")
+    ice_config = BuildConfig(ice.name)
+    ice_plan = ice.platform().build(BoardTop(ice, ice_config.pll, ice_config.core,
+                                             ice_config.link), name="top", do_build=False)
+    assert "reset_buf" not in ice_plan.files["top.il"]
     with pytest.raises(ValueError, match="bare device"):
         BoardTop(get_board("bare-ecp5-25f"), None, CoreConfig(), LinkConfig(50e6))
     # Without a PLL (the core at the input clock) and on the iCE40: one clock.
@@ -489,3 +497,11 @@ def test_keep_apart_registers_stay_apart(tmp_path):
             if re.fullmatch(r"(col|row)\d+_(valid_)?(skew|pe\d+)_d\d+", name)}
     assert len(skew) == 2 * (1 + 2) + 3 * 2 * 2 + (1 + 2) + 3 * 2  # cols (data, valid), rows
     assert all(KEEP_APART in attrs for attrs in skew.values())
+    # And so does the column tops' state and its copies at every column and row (equal
+    # next values: merged, one copy would drive every site).
+    copies = {name: attrs for attrs, name in wires
+              if re.fullmatch(r"((col|row)\d+_)?(t|rp|wp|full)", name)}
+    assert set(copies) == {f"{site}{reg}" for site in ["", "col0_", "col1_", "col2_"]
+                           for reg in ("t", "rp", "wp", "full")} | {
+        f"row{r}_{reg}" for r in range(3) for reg in ("rp", "wp", "full")}
+    assert all(KEEP_APART in attrs for attrs in copies.values())

@@ -162,8 +162,8 @@ def expected_responses(mp, cases, outputs, counters):
 class _PortWithOutputs(Elaboratable):
     """The command port with an output buffer holding ``outputs`` behind its read port."""
 
-    def __init__(self, mp, outputs):
-        self.port = CommandPort(mp)
+    def __init__(self, mp, outputs, register_command=None):
+        self.port = CommandPort(mp, register_command=register_command)
         self._mp, self._outputs = mp, outputs
 
     def elaborate(self, platform):
@@ -188,15 +188,16 @@ def _writes(ctx, ports, lane_bits, *, lanes=True):
     return sorted(found)
 
 
+@pytest.mark.parametrize("register_command", [True, False])  # the iCE40 form: no copy
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_command_port_matches_golden_model(name):
+def test_command_port_matches_golden_model(name, register_command):
     mp = CoreConfig(**CONFIGS[name])
     rng = random.Random(1)
     outputs = [rng.getrandbits(mp.out_bits) for _ in range(mp.out_depth)]
     counters = [rng.getrandbits(gcore.COUNTER_BITS) for _ in gcore.COUNTERS]
     cases = make_cases(mp, seed=2)
     want = expected_responses(mp, cases, outputs, counters)
-    dut = _PortWithOutputs(mp, outputs)
+    dut = _PortWithOutputs(mp, outputs, register_command)
     port = dut.port
     got = []
     holds = random.Random(3)

@@ -102,7 +102,7 @@ def test_rejects_bad_parameters(kwargs, error, match):
 @pytest.mark.parametrize("params", UNITS)
 def test_properties(params):
     dut = ToFloat(**params)
-    assert dut.latency == 5
+    assert dut.latency == 6
     assert (dut.in_width, dut.in_frac, dut.out_format) == (
         params["in_width"], params["in_frac"], params["out_format"])
     assert dut.exp_width == params.get("exp_width", 8)

@@ -44,10 +44,11 @@ class ToFloat(wiring.Component):
 
     Pipeline (one register per stage): magnitude and sign -> leading-one detector (priority
     encoder) -> normalising left shift and exponent adjust -> subnormal right shift and round ->
-    code assembly with overflow. With ``round_carry_in`` stage 4 registers only the
+    code assembly -> overflow and the code. With ``round_carry_in`` stage 4 registers only the
     round-to-nearest-even decision and stage 5 adds it as the carry-in of its addition: no
-    carry chain after the shift (faster on the iCE40, whose drain this takes; the ECP5 boards
-    keep the form their measured builds routed with). The codes are the same. Latency 5
+    carry chain after the shift (the array's drain takes this form: on the iCE40 and at
+    100 MHz on the ECP5 the shift and the addition together were a critical path). The codes
+    are the same. Latency 6
     cycles, throughput one conversion per cycle; the whole pipeline stalls while ``o_stream``
     is valid and not ready.
 
@@ -111,7 +112,7 @@ class ToFloat(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """:data:`golden.minifloat_arith.TO_FLOAT_LATENCY` (the five stages above)."""
+        """:data:`golden.minifloat_arith.TO_FLOAT_LATENCY` (the six stages above)."""
         return TO_FLOAT_LATENCY
 
     def elaborate(self, platform):
@@ -211,14 +212,21 @@ class ToFloat(wiring.Component):
         total = (s4_ebc - 1) << M
         for addend in addends:  # left to right: the round-up is the last addition's carry-in
             total = total + addend
+        s5_neg, s5_zero = Signal(reset_less=True), Signal(reset_less=True)
+        s5_mag = Signal.like(code_mag, reset_less=True)
+        with m.If(en):
+            m.d.sync += [s5_neg.eq(s4_neg), s5_zero.eq(s4_zero), s5_mag.eq(code_mag)]
         m.d.comb += code_mag.eq(total)
+
+        # Stage 6: the overflow compare and the code (a second carry chain, so a stage of its
+        # own: after the addition's it was an ECP5 critical path at 100 MHz).
         out = Signal(self._out_layout, reset_less=True)  # data: the valid chain says when
         with m.If(en):
-            with m.If(s4_zero):
+            with m.If(s5_zero):
                 m.d.sync += out.code.eq(0)
-            with m.Elif(code_mag > cmax):
-                m.d.sync += out.code.eq(Cat(Const(over_code, E + M), s4_neg))
+            with m.Elif(s5_mag > cmax):
+                m.d.sync += out.code.eq(Cat(Const(over_code, E + M), s5_neg))
             with m.Else():
-                m.d.sync += out.code.eq(Cat(code_mag[:E + M], s4_neg))
+                m.d.sync += out.code.eq(Cat(s5_mag[:E + M], s5_neg))
         m.d.comb += self.o_stream.payload.eq(out)
         return m

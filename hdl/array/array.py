@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 
-from ..common import keep_apart, read_only
+from ..common import is_ice40, keep_apart, read_only
 from ..registry import array_pe_class
 from .drain import ArrayDrain
 from .front_end import RowFrontEnd, step_layout
@@ -53,8 +53,9 @@ class SystolicArray(wiring.Component):
     * input skew: column ``c`` data reach PE ``(r, c)`` through ``c + r`` registers (skew, then
       one per PE down the column), row ``r`` data through ``r + c`` (skew, then one per PE
       along the row);
-    * drain (:class:`~hdl.array.drain.ArrayDrain`): per column a row pointer takes the
-      finished outputs of PE ``(0, c) .. (R-1, c)`` in order into a FIFO; a merger reads the
+    * drain (:class:`~hdl.array.drain.ArrayDrain`): per column the finished outputs of PE
+      ``(0, c) .. (R-1, c)``, which the schedule offers in that order and one per cycle at
+      most, enter a FIFO (every PE's output ``ready`` is 1); a merger reads the
       column FIFOs in row-major order and one :class:`~hdl.arith.to_float.ToFloat` converts
       them (one output per cycle: a converter per column would sit idle ``(C-1)/C`` of the
       time behind the single output port).
@@ -83,8 +84,11 @@ class SystolicArray(wiring.Component):
     pace group ends for the dequantizers and end a tile only ``R`` cycles after the previous
     one and with a drain credit (room in the column FIFOs for its outputs,
     :attr:`golden.gemm.ArrayConfig.drain_tiles` tiles), so output backpressure stops the
-    column tops and the front end, never the grid. ``overrun`` is set (and stays set) if a PE
-    was ever offered a payload it could not take; the tests check it never is.
+    column tops, never the grid. The input takes a step only with a feed credit, one per
+    entry of the column tops (:attr:`golden.gemm.ArrayConfig.feed_entries`, the front end's
+    steps counted against them), so the front end runs free and its ``ready`` is one LUT
+    from flip-flops. ``overrun`` is set (and stays set) if a PE was ever offered a payload
+    it could not take, or a step found no free entry; the tests check it never is.
 
     Output: ``R * C`` codes of ``out_format`` per tile (FP32 or FP16, RNE, IEEE overflow to
     +-Inf), row-major, padding rows/columns included; ``B = out_bits`` = 32 (FP32) or 16 (FP16)
@@ -99,6 +103,11 @@ class SystolicArray(wiring.Component):
     ----------
     config : golden.gemm.ArrayConfig
         Rows, columns, the PE parameters, activation and output formats (validated there).
+    early_credits : bool or None
+        Return a feed credit in the cycle a step leaves its entry rather than the next
+        (:attr:`golden.gemm.ArrayConfig.feed_entries_early` entries instead of
+        :attr:`~golden.gemm.ArrayConfig.feed_entries`). ``None`` (default): on an iCE40
+        platform only.
 
     Members
     -------
@@ -114,10 +123,13 @@ class SystolicArray(wiring.Component):
         expected; unused outside the tests, so synthesis removes it).
     """
 
-    def __init__(self, config: ArrayConfig | None = None):
+    def __init__(self, config: ArrayConfig | None = None, early_credits: bool | None = None):
         self._cfg = cfg = ArrayConfig() if config is None else config
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
+        if early_credits not in (None, False, True):
+            raise TypeError(f"early_credits must be a bool or None, not {early_credits!r}")
+        self._early_credits = early_credits
         self._in_layout = step_layout(cfg)
         self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
         super().__init__({
@@ -167,10 +179,25 @@ class SystolicArray(wiring.Component):
         # ---- row front end and drain (the drain holds the tiles' row floors) -------------------
         m.submodules.front_end = fe = RowFrontEnd(cfg)
         m.submodules.drain = drain = ArrayDrain(cfg)
-        # The sender (the core's controller) sees the front end's ready, one LUT from
-        # flip-flops (the serializer's ``full`` and the front end's valid), so no skid buffer
-        # (a second wide register bank with its own enable) is needed between them.
-        wiring.connect(m, wiring.flipped(self.i_stream), fe.i_stream)
+        # Credits: a step enters only with a credit for a free entry of the column tops
+        # (golden.gemm.ArrayConfig.feed_entries), so the front end and the column tops'
+        # entries never refuse one and the front end runs free (no enable on its registers);
+        # the sender (the core's controller) sees ``ready`` one LUT from flip-flops. A credit
+        # comes back with the serializer's registered ``freed``, usable in the same cycle;
+        # with early credits (the iCE40 form: one entry fewer for T = 1, the LCs the
+        # iCEBreaker default needs) with its ``popping``, a cycle earlier.
+        early = is_ice40(platform) if self._early_credits is None else self._early_credits
+        n_entries = cfg.feed_entries_early if early else cfg.feed_entries
+        m.submodules.serializer = ser = StepSerializer(cfg, entries=n_entries)
+        back = ser.popping if early else ser.freed
+        credits = Signal(range(n_entries + 1), init=n_entries)
+        has_credit = Signal()
+        m.d.comb += [has_credit.eq((credits != 0) | back),
+                     self.i_stream.ready.eq(has_credit & fe.i_stream.ready),
+                     fe.i_stream.valid.eq(self.i_stream.valid & has_credit),
+                     fe.i_stream.payload.eq(self.i_stream.payload)]
+        taken = self.i_stream.valid & self.i_stream.ready
+        m.d.sync += credits.eq(credits - taken + back)
         m.d.comb += [drain.base_w_en.eq(fe.base_w_en), drain.base_w_data.eq(fe.base_w_data),
                      fe.base_w_rdy.eq(drain.base_w_rdy)]
         front = fe.o_stream.payload
@@ -184,9 +211,8 @@ class SystolicArray(wiring.Component):
         fe_shift = front.shift if fp and X else None
 
         # ---- column tops: encoders and the serializer -----------------------------------------
-        m.submodules.serializer = ser = StepSerializer(cfg)
         m.d.comb += [
-            ser.valid.eq(fe_valid), fe_ready.eq(ser.ready),
+            ser.valid.eq(fe_valid), fe_ready.eq(1),
             ser.credit.eq(drain.credit), drain.tile_in.eq(ser.tile_end),
             ser.codes.eq(fe_codes), ser.sel.eq(fe_sel), ser.group_last.eq(fe_gl),
             ser.out_last.eq(fe_ol), ser.acts.eq(fe_acts),
@@ -198,14 +224,13 @@ class SystolicArray(wiring.Component):
             m.d.comb += ser.zp.eq(front.zp)
         if fe_shift is not None:
             m.d.comb += ser.shift.eq(fe_shift)
-        emit = ser.emit
         col_bits = sum(ser.col_widths)
         col_data = [(ser.cols[c * col_bits:(c + 1) * col_bits], list(ser.col_widths))
                     for c in range(C)]
         row_data = [ser.rows[r * ser.row_width:(r + 1) * ser.row_width] for r in range(R)]
 
         # ---- skew ---------------------------------------------------------------------------
-        # Only the ``emit`` (valid) bits are reset; the data beside them need not be. No
+        # Only the valid bits are reset; the data beside them need not be. No
         # enable: every register moves every cycle.
         # Kept apart (hdl.common.KEEP_APART): the columns' control bits are equal at equal
         # depth, and merged registers would each drive an anti-diagonal of PEs.
@@ -221,7 +246,7 @@ class SystolicArray(wiring.Component):
         valid_at = [[None] * C for _ in range(R)]
         for c in range(C):
             value = delayed(col_data[c][0], c, f"col{c}_skew")
-            valid = delayed(emit, c, f"col{c}_valid_skew", reset_less=False)
+            valid = delayed(ser.col_valid[c], c, f"col{c}_valid_skew", reset_less=False)
             for r in range(R):
                 col_at[r][c], valid_at[r][c] = value, valid
                 if r < R - 1:
@@ -288,6 +313,8 @@ class SystolicArray(wiring.Component):
                 # payload offered or not; another loses only a payload it refuses.
                 paced = getattr(pe, "paced", False)
                 refused.append(~pe.i_stream.ready if paced else valid & ~pe.i_stream.ready)
+        refused.append(fe_valid & ~ser.ready)  # a step without a free entry: lost
+        refused.append(drain.lost.any())  # a PE output the drain could not take
         with m.If(Cat(*refused).any()):
             m.d.sync += self.overrun.eq(1)
 

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import read_only
+from ..common import is_ice40, read_only
 from .buffers import read_signature, write_signature
 
 __all__ = ["CommandPort", "cmd_layout", "counters_layout", "job_layout", "resp_layout"]
@@ -87,6 +87,10 @@ class CommandPort(wiring.Component):
     Parameters
     ----------
     config : golden.core.CoreConfig
+    register_command : bool or None
+        Register the checked command for the execute stage (its decode then starts at
+        flip-flops beside it). ``None`` (default): on every platform but the iCE40, where the
+        execute stage decodes the offered command (held by the stream contract until taken).
 
     Members
     -------
@@ -111,9 +115,13 @@ class CommandPort(wiring.Component):
         The output buffer's read port (``read_output``).
     """
 
-    def __init__(self, config: gcore.CoreConfig):
+    def __init__(self, config: gcore.CoreConfig, register_command: bool | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        if register_command not in (None, False, True):
+            raise TypeError(f"register_command must be a bool or None, not "
+                            f"{register_command!r}")
+        self._register_command = register_command
         self._config = mp = config
         R, C, L = mp.rows, mp.cols, mp.lanes
         super().__init__({
@@ -231,28 +239,38 @@ class CommandPort(wiring.Component):
         # registers across the chip (the ULX3S 10 x 10 build's critical path, 14.6 ns routing).
         x_cmd = Signal.like(cmd, name="x_cmd")
         x_start = Signal()  # an ``ok`` start: the controller's job reset starts at this FF
+        # The response's source, picked at the check too: one flip-flop per source (status,
+        # wait, each counter half), all low unless the command is ``ok``, so the execute
+        # stage's response data is an AND-OR of flip-flops, not a decode of the command.
+        sources = [Cat(busy, done), Cat(Const(0, 1), done)]
+        picks = [op == OPS["status"], op == OPS["wait"]]
+        for i in range(len(gcore.COUNTERS)):
+            for half in range(2):
+                sources.append(self.counters[i][32 * half:32 * half + 32])
+                picks.append((op == OPS["read_counter"]) & (addr == 2 * i + half))
+        x_pick = Signal(len(sources))
         with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
             m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd),
-                         x_start.eq((op == OPS["start"]) & (status == ST["ok"]))]
+                         x_start.eq((op == OPS["start"]) & (status == ST["ok"])),
+                         x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0))]
         with m.If(accept):
             m.d.sync += checked.eq(0)
 
         # ---- execute stage: the accepted command ------------------------------------------
-        op, addr, dat = x_cmd.op, x_cmd.addr, x_cmd.data
+        # Without the copy (the iCE40 form: the LCs the iCEBreaker default needs) the execute
+        # stage decodes the offered command, which the stream contract keeps until taken.
+        registered = (not is_ice40(platform) if self._register_command is None
+                      else self._register_command)
+        executed = x_cmd if registered else cmd
+        op, addr, dat = executed.op, executed.addr, executed.data
         f_w, _ = _split(addr, mp.fields["write_weight"])
         f_meta, _ = _split(addr, mp.fields["write_meta"])
         f_a, _ = _split(addr, mp.fields["write_act"])
-        imm = Signal(gcore.DATA_BITS)
-        with m.Switch(op):
-            with m.Case(OPS["status"]):
-                m.d.comb += imm.eq(Cat(busy, done))
-            with m.Case(OPS["wait"]):
-                m.d.comb += imm.eq(Cat(Const(0, 1), done))
-            with m.Case(OPS["read_counter"]), m.Switch(addr):
-                for i in range(len(gcore.COUNTERS)):
-                    for half in range(2):
-                        with m.Case(2 * i + half):
-                            m.d.comb += imm.eq(self.counters[i][32 * half:32 * half + 32])
+        imm = Signal(gcore.DATA_BITS)  # the picked source (0 for a refused command)
+        picked = Const(0, gcore.DATA_BITS)
+        for i, source in enumerate(sources):
+            picked = picked | Mux(x_pick[i], source, 0)
+        m.d.comb += imm.eq(picked)
         x_ok = x_status == ST["ok"]
         ok = accept & x_ok
 
@@ -261,7 +279,7 @@ class CommandPort(wiring.Component):
                 m.d.sync += waiting.eq(1)
             with m.Else():
                 m.d.sync += [resp_valid.eq(1), resp_status.eq(x_status),
-                             resp_data.eq(Mux(x_ok, imm, 0)),
+                             resp_data.eq(imm),
                              resp_from_mem.eq((op == OPS["read_output"]) & x_ok)]
         with m.If(waiting & ~busy):
             m.d.sync += [waiting.eq(0), resp_valid.eq(1), resp_status.eq(ST["ok"]),

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.to_float import ToFloat
 
-from ..common import is_ice40, read_only
+from ..common import read_only
 
 __all__ = ["ArrayDrain"]
 
@@ -26,10 +26,14 @@ def _or_all(values):
 class ArrayDrain(wiring.Component):
     """Collects the ``R x C`` accumulators of each tile and emits their float codes row-major.
 
-    Per column ``c`` a row pointer takes the finished outputs of PE ``(0, c) .. (R-1, c)`` in
-    that order into a FIFO of ``Q * R`` entries (``Q`` =
-    :attr:`golden.gemm.ArrayConfig.drain_tiles`; a PE's ``o_stream.ready`` is the FIFO's
-    ``w_rdy`` while the pointer is on its row); a merger reads the column FIFOs in row-major
+    Per column ``c`` the finished outputs of PE ``(0, c) .. (R-1, c)`` enter a FIFO of
+    ``Q * R`` entries (``Q`` = :attr:`golden.gemm.ArrayConfig.drain_tiles`). The array's
+    schedule offers them in that order, at most one per column per cycle (PE ``(r, c)``
+    finishes a tile ``r`` cycles after PE ``(0, c)``, and tile ends are ``R`` cycles apart),
+    so the FIFO takes whichever is valid (an OR of the ``R`` outputs) and every PE's
+    ``o_stream.ready`` is 1: no row pointer, and nothing from the drain reaches back into
+    the PEs (at 10 x 10 x 8 the pointer's net to a column's PEs was the critical path). A
+    merger reads the column FIFOs in row-major
     order into one :class:`~hdl.arith.to_float.ToFloat`, which rounds
     ``acc * 2**(base[r] - in_frac)`` (FP activations: the tile's row floors ``base``, held in a
     FIFO of ``Q + front_latency + 1`` tiles written by the front end when a tile's last step
@@ -40,8 +44,9 @@ class ArrayDrain(wiring.Component):
     Credits: the drain starts with ``Q`` and the array's column tops take one with each tile
     end (``tile_in``); one comes back when a tile's last output leaves the column FIFOs. With
     at most ``Q`` tiles between a tile end and the merger, a column FIFO is never full when a
-    PE's output arrives, so the PEs never wait on the drain whatever the output port does; the
-    tiles' ends ``R`` cycles apart (the serializer) keep the row pointer ahead of the PEs.
+    PE's output arrives, so the PEs never wait on the drain whatever the output port does.
+    ``lost`` (per column; unused outside the tests, which check it never rises) flags two
+    outputs in one cycle or a full FIFO.
 
     The merger selects its column with a one-hot register (each column FIFO's read enable is
     local to it) and registers the head before the converter.
@@ -69,6 +74,8 @@ class ArrayDrain(wiring.Component):
         A tile's last term left the column tops: it takes a credit.
     credit : Out(1)
         A credit is free: the column FIFOs have room for one more tile's outputs.
+    lost : Out(C)
+        Column ``c`` lost an output this cycle (two at once, or its FIFO full).
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
     """
 
@@ -85,6 +92,7 @@ class ArrayDrain(wiring.Component):
             "base_w_rdy": Out(1),
             "tile_in": In(1),
             "credit": Out(1),
+            "lost": Out(cfg.cols),
             "o_stream": Out(stream.Signature(
                 data.StructLayout({"code": unsigned(cfg.out_bits)}))),
         })
@@ -98,7 +106,7 @@ class ArrayDrain(wiring.Component):
         m.submodules.to_float = tf = ToFloat(in_width=cfg.acc_width, in_frac=cfg.in_frac,
                                              out_format=cfg.out_format,
                                              exp_width=(cfg.exp_width + 1) if self._fp else 1,
-                                             round_carry_in=is_ice40(platform))
+                                             round_carry_in=True)
         # The merger: a one-hot column select (a flip-flop beside each column FIFO, so a
         # column's read enable is local) and the head registered before the converter (the
         # FIFOs lie along the array's edge: the gathering multiplexer is the long path).
@@ -157,19 +165,18 @@ class ArrayDrain(wiring.Component):
             m.d.sync += free.eq(free + 1)
 
     def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
-        """Column ``c``'s FIFO (``Q * R`` entries) and the row pointer that fills it in row
-        order."""
+        """Column ``c``'s FIFO (``Q * R`` entries), written with the one finished output of
+        the column in a cycle (the array's schedule offers at most one, in row order: no
+        row pointer, and no ready back into the PEs)."""
         cfg = self._config
         R = cfg.rows
         q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=max(2, cfg.drain_tiles * R))
         m.submodules[f"drain{c}"] = q
-        rp = Signal(range(max(R, 2)), name=f"drain{c}_row")
-        with m.Switch(rp):
-            for r in range(R):
-                with m.Case(r):
-                    src = self.i_acc[r][c]
-                    m.d.comb += [q.w_en.eq(src.valid), q.w_data.eq(src.payload),
-                                 src.ready.eq(q.w_rdy)]
-        with m.If(q.w_en & q.w_rdy):
-            m.d.sync += rp.eq(Mux(rp == R - 1, 0, rp + 1))
+        ports = [self.i_acc[r][c] for r in range(R)]
+        valids = Cat(*(port.valid for port in ports))
+        m.d.comb += [q.w_en.eq(valids.any()),
+                     q.w_data.eq(_or_all([Mux(port.valid, port.payload, 0) for port in ports]))]
+        m.d.comb += [port.ready.eq(1) for port in ports]
+        # Lost: two outputs in one cycle, or no room (neither happens on the schedule).
+        m.d.comb += self.lost[c].eq((valids & (valids - 1)).any() | (q.w_en & ~q.w_rdy))
         return q

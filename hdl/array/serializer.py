@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +11,7 @@ from bitmod.golden.pe_bitplane import BitPlaneConfig, array_bitplane_params
 from bitmod.golden.pe_lut import array_lut_params
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 
-from ..common import read_only
+from ..common import keep_apart, read_only
 from .front_end import row_operand_layout
 
 __all__ = ["StepSerializer"]
@@ -36,7 +36,7 @@ class StepSerializer(wiring.Component):
     cycle leaves; the group-end rule keeps the PEs' dequantizers from stalling: the
     last cycle of a group leaves only when the previous group end is at least ``D`` cycles
     back (``D + 2`` after a tile's end), ``D`` = :attr:`golden.gemm.ArrayConfig.dequant_cycles`,
-    idle cycles (``emit`` low) filling the gap. The last cycle of a tile (``out_last``) also
+    idle cycles (``col_valid`` low) filling the gap. The last cycle of a tile (``out_last``) also
     waits until the previous tile's end is at least ``R`` cycles back (a column's drain takes
     one output per cycle) and for a drain ``credit`` (room for the tile's outputs). Nothing
     else waits: the serializer, like the whole array, never stalls on the PEs.
@@ -57,17 +57,29 @@ class StepSerializer(wiring.Component):
     as the PE adds it on every plane), then its group shift (:attr:`shift_width` bits; none
     for INT8 activations).
 
-    Steps wait in two entries, taken while one is free (``ready`` is a flip-flop: not both
-    held) and written in turn; the head entry is read through a multiplexer. So the wide
-    registers' enables are the offer and a flip-flop, never the spacing rules or the
-    credit, which reach only the small state (the term counter and the entry pointers).
+    Steps wait in ``N`` entries (``entries``, by default
+    :attr:`golden.gemm.ArrayConfig.feed_entries`), taken while
+    one is free (``ready`` is a flip-flop: not all held) and written in turn; the head entry
+    is read through a multiplexer, and the words leave from output registers. The array
+    admits a step only with a credit for a free entry, so in the array ``ready`` is never low
+    when a step arrives; ``freed`` returns the credit. The spacing rules and the drain credit
+    reach only the central state (the term counter and the entry pointers, a few
+    flip-flops). Every column and row (a *site*) holds its own slice of the entries and its
+    own copies of the pointers and the term counter, loaded with the central next values and
+    kept apart (:data:`hdl.common.KEEP_APART`): so the wide enables and multiplexer selects
+    are local to the site, and a central net reaches a few flip-flops per site instead of
+    every entry bit across the array's edge.
 
-    Latency: 1 cycle from a taken step to its first column word (a register). Throughput:
-    one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
+    Latency: :data:`golden.gemm.SERIALIZER_LATENCY` = 2 cycles from a taken step to its
+    first column word (the entry, then the output register); ``tile_end`` is decided a
+    cycle before its word leaves. Throughput: one step per ``T`` cycles plus the group-end
+    gaps (:func:`golden.gemm.tile_cycles`).
 
     Parameters
     ----------
     config : golden.gemm.ArrayConfig
+    entries : int, optional
+        ``N``, at least 2 (default :attr:`golden.gemm.ArrayConfig.feed_entries`).
 
     Members
     -------
@@ -85,17 +97,27 @@ class StepSerializer(wiring.Component):
     credit : In(1)
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
-    emit : Out(1)
-        This cycle's column and row words are a real step (not an idle gap).
+    col_valid : Out(C)
+        Column ``c``'s word (and the rows' words) this cycle are a real step, not an idle
+        gap: one registered copy per column, all equal.
     tile_end : Out(1)
-        This cycle's words end a tile (``emit`` and ``out_last``): it takes the drain credit.
+        The words leaving next cycle end a tile (their ``out_last``): it takes the drain
+        credit.
+    freed : Out(1)
+        A step's last term left its entry in the previous cycle (registered): the entry is
+        free again.
+    popping : Out(1)
+        A step's last term leaves its entry this cycle (``freed`` a cycle early).
     cols : Out(C * sum(col_widths)); rows : Out(R * row_width)
     """
 
-    def __init__(self, config: ArrayConfig):
+    def __init__(self, config: ArrayConfig, entries: int | None = None):
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
         self._config = cfg = config
+        self._entries = config.feed_entries if entries is None else entries
+        if not isinstance(self._entries, int) or self._entries < 2:
+            raise ValueError(f"entries must be an int of at least 2, not {entries!r}")
         geo = cfg.geometry
         self._lane_bits = {"codes": geo.code_bits, "terms": geo.exp_bits + 2,
                            "planes": 1, "bitplanes": 1}[cfg.kind.operand]
@@ -134,7 +156,7 @@ class StepSerializer(wiring.Component):
             "shift": In(max(cfg.rows * cfg.act_exp_bits, 1)),
             "group_last": In(1), "out_last": In(1), "credit": In(1),
             "special_values": In(REGISTER_LAYOUT.size),
-            "emit": Out(1), "tile_end": Out(1),
+            "col_valid": Out(cfg.cols), "tile_end": Out(1), "freed": Out(1), "popping": Out(1),
             "cols": Out(cfg.cols * sum(self._col_widths)),
             "rows": Out(cfg.rows * self._row_width),
         })
@@ -142,69 +164,96 @@ class StepSerializer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, C, T = cfg.rows, cfg.cols, cfg.terms
-        L = self._lanes  # the weight lanes and the zero point's
-        lane_bits, row_bits = self._lane_bits, self._row_operand.size
+        R, C = cfg.rows, cfg.cols
+        row_bits = self._row_operand.size
+        ctl = self._control(m)
         words = self._lane_words(m)
+        # The sites: per column its lanes, scale and step-end bits, per row its operand and
+        # shift; each holds its slice of the entries and its own copies of the pointers.
+        sb, X = cfg.scale_bits, self._shift_width
+        cols = []
+        for c in range(C):
+            site = self._site(m, ctl, f"col{c}", {
+                "terms": (words[c], self._lanes * self._stored_bits),
+                "scale": (self.scale[c * sb:(c + 1) * sb], sb),
+                "gl": (self.group_last, 1), "ol": (self.out_last, 1)}, with_t=True)
+            cols.append(self._column_word(m, site, f"col{c}"))
+            valid = keep_apart(Signal(name=f"col{c}_valid"))
+            m.d.sync += valid.eq(ctl["emit"])
+            m.d.comb += self.col_valid[c].eq(valid)
+        rows = []
+        for r in range(R):
+            site = self._site(m, ctl, f"row{r}", {
+                "acts": (self.acts[r * row_bits:(r + 1) * row_bits], row_bits),
+                "shift": (self.shift[r * X:(r + 1) * X], X)},
+                with_t=cfg.kind.row_operand in ("tables", "planes"))
+            pairs = (self._pair_rom(m, site["t"], f"row{r}")
+                     if cfg.kind.row_operand == "planes" else None)
+            rows.append(Cat(self._row_operand_word(site["acts"], site["last_t"], pairs),
+                            site["shift"]))
+        # The output registers: every word leaves from a flip-flop beside its column or row.
+        for name, words_out, port in (("cols", cols, self.cols), ("rows", rows, self.rows)):
+            reg = Signal(len(port), name=f"{name}_out", reset_less=True)
+            m.d.sync += reg.eq(Cat(*words_out))
+            m.d.comb += port.eq(reg)
+        return m
 
-        t = Signal(range(max(T, 2)))
-        stored = self._stored_bits
-        # Two entries, written in turn (``wp``) and read in turn (``rp``): a step is written
-        # into the free one (enable: the offer and a flip-flop), the serializer reads the
-        # head through a multiplexer, so no wide register's enable waits for the spacing
-        # rules below. The data registers need no reset (the counts say what they hold).
-        entries = []
-        for k in range(2):
-            entries.append({
-                "terms": [Signal(L * stored, name=f"e{k}_terms{c}", reset_less=True)
-                          for c in range(C)],
-                "acts": Signal(R * row_bits, name=f"e{k}_acts", reset_less=True),
-                "shift": Signal(len(self.shift), name=f"e{k}_shift", reset_less=True),
-                "scale": Signal(len(self.scale), name=f"e{k}_scale", reset_less=True),
-                "gl": Signal(name=f"e{k}_gl", reset_less=True),
-                "ol": Signal(name=f"e{k}_ol", reset_less=True),
-            })
-        wp, rp = Signal(), Signal()
-        valid = Signal()  # the head entry holds a step (one or two are held)
-        full = Signal()  # both are
-        terms = [Mux(rp, entries[1]["terms"][c], entries[0]["terms"][c]) for c in range(C)]
-        acts, shift, scale, gl, ol = (Mux(rp, entries[1][name], entries[0][name])
-                                      for name in ("acts", "shift", "scale", "gl", "ol"))
-
+    def _control(self, m: Module) -> dict:
+        """The central state: the entries' occupancy and pointers, the term counter and the
+        spacing rules. Returns this cycle's ``emit`` and the next values of the pointers, the
+        term counter and ``full``, which every site copies."""
+        cfg = self._config
+        R, T, N = cfg.rows, cfg.terms, self._entries
+        # The term counter (none for one term per step: its copies would be dead logic).
+        t = Signal(range(T), name="t") if T > 1 else Const(0, 1)
+        wp, rp = Signal(range(N), name="wp"), Signal(range(N), name="rp")
+        held = Signal(range(N + 1), name="held")  # steps held
+        valid = Signal(name="valid")  # held != 0, and full: held == N (flip-flops)
+        full = Signal(name="full")
+        gls = Signal(N, name="entry_gl")  # the entries' group and tile ends
+        ols = Signal(N, name="entry_ol")
+        gl, ol = gls.bit_select(rp, 1), ols.bit_select(rp, 1)
         d = cfg.dequant_cycles
         gap = Signal(range(d + 3), init=d + 2)  # cycles since the last group end, saturating
         tile_gap = Signal(range(max(R, 2)), init=max(R - 1, 1))  # since the last tile end
         prev_ol = Signal()
         last_t = t == T - 1
         # The spacing rules as flags registered one cycle ahead (group_ok: gap + 1 >= D, or
-        # D + 2 after a tile end; spaced: tile_gap + 1 >= R): no compare on the ready path.
+        # D + 2 after a tile end; spaced: tile_gap + 1 >= R): no compare on the emit path.
         group_ok = Signal(init=1)
         spaced = Signal(init=1)
         tile_ok = self.credit & spaced
         emit_ok = ~(valid & gl & last_t) | (group_ok & (~ol | tile_ok))
-        out_gl, out_ol = Signal(), Signal()
-        m.d.comb += [self.emit.eq(valid & emit_ok), out_gl.eq(gl & last_t),
-                     out_ol.eq(ol & last_t), self.tile_end.eq(self.emit & out_ol)]
+        emit = Signal(name="emit")
+        out_gl, out_ol = gl & last_t, ol & last_t
+        m.d.comb += [emit.eq(valid & emit_ok), self.tile_end.eq(emit & out_ol)]
         pop = valid & emit_ok & last_t  # the head step's last cycle leaves
-        push = self.valid & ~full
+        push = valid_in = self.valid & ~full
         m.d.comb += self.ready.eq(~full)
-        for k, entry in enumerate(entries):
+        m.d.comb += self.popping.eq(pop)
+        m.d.sync += self.freed.eq(pop)
+
+        def step(pointer, on):
+            return Mux(on, Mux(pointer == N - 1, 0, pointer + 1), pointer)
+        nxt = {"t": Signal.like(t, name="t_next") if T > 1 else t,
+               "rp": Signal.like(rp, name="rp_next"),
+               "wp": Signal.like(wp, name="wp_next"), "full": Signal(name="full_next")}
+        held_next = Signal.like(held, name="held_next")
+        if T > 1:
+            m.d.comb += nxt["t"].eq(Mux(pop, 0, Mux(emit, t + 1, t)))
+            m.d.sync += t.eq(nxt["t"])
+        m.d.comb += [
+                     nxt["rp"].eq(step(rp, pop)), nxt["wp"].eq(step(wp, push)),
+                     held_next.eq(held + valid_in - pop), nxt["full"].eq(held_next == N)]
+        m.d.sync += [rp.eq(nxt["rp"]), wp.eq(nxt["wp"]), full.eq(nxt["full"]),
+                     held.eq(held_next), valid.eq(held_next != 0)]
+        for reg in (t, rp, wp, full):  # else merged with a site's copy (equal next values)
+            if isinstance(reg, Signal):
+                keep_apart(reg)
+        for k in range(N):
             with m.If(push & (wp == k)):
-                m.d.sync += [entry["acts"].eq(self.acts), entry["shift"].eq(self.shift),
-                             entry["scale"].eq(self.scale), entry["gl"].eq(self.group_last),
-                             entry["ol"].eq(self.out_last)]
-                m.d.sync += [entry["terms"][c].eq(words[c]) for c in range(C)]
-        m.d.sync += [wp.eq(wp ^ push), rp.eq(rp ^ pop)]
-        # Held after this cycle: valid + full (0, 1 or 2), plus push, minus pop.
-        with m.If(push & ~pop):
-            m.d.sync += [valid.eq(1), full.eq(valid)]
-        with m.Elif(pop & ~push):
-            m.d.sync += [valid.eq(full), full.eq(0)]
-        with m.If(pop):
-            m.d.sync += t.eq(0)
-        with m.Elif(self.emit):
-            m.d.sync += t.eq(t + 1)
-        with m.If(self.emit & out_gl):
+                m.d.sync += [gls[k].eq(self.group_last), ols[k].eq(self.out_last)]
+        with m.If(emit & out_gl):
             m.d.sync += [gap.eq(0), prev_ol.eq(out_ol), group_ok.eq(Mux(out_ol, d + 2, d) <= 1)]
         with m.Elif(gap != d + 2):
             m.d.sync += [gap.eq(gap + 1), group_ok.eq(gap + 2 >= Mux(prev_ol, d + 2, d))]
@@ -212,43 +261,70 @@ class StepSerializer(wiring.Component):
             m.d.sync += [tile_gap.eq(0), spaced.eq(R <= 1)]
         with m.Elif(tile_gap != max(R - 1, 1)):
             m.d.sync += [tile_gap.eq(tile_gap + 1), spaced.eq(tile_gap + 2 >= R)]
+        return {"emit": emit, "next": nxt}
 
-        pairs = self._pair_rom(m, t) if cfg.kind.operand == "bitplanes" else None
-        cols = []
-        for c in range(C):
-            if pairs is not None:  # bit w_plane of every lane's code
-                lanes = Cat(*(terms[c].word_select(lane, stored).bit_select(pairs["w"], 1)
-                              for lane in range(L)))
-            else:
-                lanes = Cat(*(terms[c].word_select(lane * T + t, lane_bits) if T > 1
-                              else terms[c][lane * lane_bits:(lane + 1) * lane_bits]
-                              for lane in range(L)))
-            if pairs is not None:
-                index = Cat(last_t, pairs["negate"], pairs["shift"])
-            elif cfg.kind.operand == "planes":
+    def _site(self, m: Module, ctl: dict, name: str, fields: dict, with_t: bool) -> dict:
+        """One column's or row's slice of the entries, read and written through its own
+        copies of the pointers (``wp``, ``full``, ``rp``) and the term counter ``t``, kept
+        apart: each copy is loaded with the central next value, so the wide enables and
+        multiplexer selects are local and the central nets reach a few flip-flops per site.
+        ``fields``: name -> (value offered, width); ``with_t``: the site reads ``t`` (no copy
+        otherwise). Returns the head entry's fields, ``t`` and ``last_t`` of this cycle."""
+        T = self._config.terms
+        copy = {}
+        for key, value in ctl["next"].items():
+            if isinstance(value, Const) or (key == "t" and not with_t):
+                copy[key] = Const(0, 1)  # kept apart, an unused copy would stay
+                continue
+            reg = keep_apart(Signal.like(value, name=f"{name}_{key}"))
+            m.d.sync += reg.eq(value)
+            copy[key] = reg
+        push = self.valid & ~copy["full"]
+        head = {}
+        for field, (value, width) in fields.items():
+            # The data registers need no reset (the counts say what they hold).
+            regs = [Signal(width, name=f"{name}_e{k}_{field}", reset_less=True)
+                    for k in range(self._entries)]
+            for k, reg in enumerate(regs):
+                with m.If(push & (copy["wp"] == k)):
+                    m.d.sync += reg.eq(value)
+            head[field] = Array(regs)[copy["rp"]]
+        head["t"], head["last_t"] = copy["t"], copy["t"] == T - 1
+        return head
+
+    def _column_word(self, m: Module, site: dict, name: str):
+        """Column word of this cycle (:attr:`col_widths`) from a column site."""
+        cfg = self._config
+        T, L, lane_bits, stored = cfg.terms, self._lanes, self._lane_bits, self._stored_bits
+        t, last_t, terms = site["t"], site["last_t"], site["terms"]
+        pairs = self._pair_rom(m, t, name) if cfg.kind.operand == "bitplanes" else None
+        if pairs is not None:  # bit w_plane of every lane's code
+            lanes = Cat(*(terms.word_select(lane, stored).bit_select(pairs["w"], 1)
+                          for lane in range(L)))
+            index = Cat(last_t, pairs["negate"], pairs["shift"])
+        else:
+            lanes = Cat(*(terms.word_select(lane * T + t, lane_bits) if T > 1
+                          else terms[lane * lane_bits:(lane + 1) * lane_bits]
+                          for lane in range(L)))
+            if cfg.kind.operand == "planes":
                 index = last_t  # step_last
             else:
                 index = t[:self._col_widths[0]] if T > 1 else Const(0, 0)
-            sb = cfg.scale_bits
-            code = scale[c * sb:(c + 1) * sb]
-            if self._scale_shift:
-                code = self._exponent(m, code, self._col_widths[4], f"scale_exp{c}")
-            cols.append(Cat(index, out_gl, out_ol, lanes, code))
-        X = self._shift_width
-        rows = [Cat(self._row_operand_word(acts[r * row_bits:(r + 1) * row_bits], last_t, pairs),
-                    shift[r * X:(r + 1) * X]) for r in range(R)]
-        m.d.comb += [self.cols.eq(Cat(*cols)), self.rows.eq(Cat(*rows))]
-        return m
+        code = site["scale"]
+        if self._scale_shift:
+            code = self._exponent(m, code, self._col_widths[4], f"{name}_scale_exp")
+        return Cat(index, site["gl"] & last_t, site["ol"] & last_t, lanes, code)
 
-    def _pair_rom(self, m: Module, t) -> dict:
+    def _pair_rom(self, m: Module, t, name: str) -> dict:
         """The bit-plane PE's plane pair of cycle ``t``
         (:func:`golden.pe_bitplane.pair_schedule`): weight plane ``w``, activation plane
-        ``a``, ``negate`` and ``shift``, a small ROM on ``t``."""
+        ``a``, ``negate`` and ``shift``, a small ROM on ``t`` (one per site)."""
         cfg = BitPlaneConfig(**array_bitplane_params(self._config))
         schedule = cfg.schedule
-        out = {"w": Signal(range(max(cfg.w_enc.n_planes, 2)), name="pair_w"),
-               "a": Signal(range(max(cfg.a_enc.n_planes, 2)), name="pair_a"),
-               "negate": Signal(name="pair_negate"), "shift": Signal(name="pair_shift")}
+        out = {"w": Signal(range(max(cfg.w_enc.n_planes, 2)), name=f"{name}_pair_w"),
+               "a": Signal(range(max(cfg.a_enc.n_planes, 2)), name=f"{name}_pair_a"),
+               "negate": Signal(name=f"{name}_pair_negate"),
+               "shift": Signal(name=f"{name}_pair_shift")}
         with m.Switch(t):
             for k, pair in enumerate(schedule):
                 with m.Case(k):

@@ -73,6 +73,11 @@ def test_parameters_are_validated():
         SystolicArray(ArrayConfig(rows=0))
     with pytest.raises(ValueError, match="out_format"):
         SystolicArray(ArrayConfig(out_format="bf16"))
+    with pytest.raises(TypeError, match="early_credits must be a bool or None, not 'yes'"):
+        SystolicArray(ArrayConfig(), early_credits="yes")
+    from bitmod.hdl.array.serializer import StepSerializer
+    with pytest.raises(ValueError, match="entries must be an int of at least 2, not 1"):
+        StepSerializer(ArrayConfig(), entries=1)
 
 
 @pytest.mark.parametrize(("params", "scheme", "k"), [

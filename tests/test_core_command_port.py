@@ -247,3 +247,10 @@ def test_command_port_matches_golden_model(name, register_command):
     n_writes = sum(len(w) for _, _, ws, *_ in want for w in ws.values())
     print(f"{len(cases)} commands ({n_writes} buffer writes, statuses {sorted(statuses)}) "
           "equal golden.core.CoreModel")
+
+
+def test_command_port_parameters_are_validated():
+    with pytest.raises(TypeError, match="config must be a CoreConfig"):
+        CommandPort({"rows": 2})
+    with pytest.raises(TypeError, match="register_command must be a bool or None, not 1"):
+        CommandPort(CoreConfig(), register_command=1)

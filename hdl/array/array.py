@@ -127,7 +127,7 @@ class SystolicArray(wiring.Component):
         self._cfg = cfg = ArrayConfig() if config is None else config
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
-        if early_credits not in (None, False, True):
+        if early_credits is not None and not isinstance(early_credits, bool):
             raise TypeError(f"early_credits must be a bool or None, not {early_credits!r}")
         self._early_credits = early_credits
         self._in_layout = step_layout(cfg)

@@ -118,7 +118,7 @@ class CommandPort(wiring.Component):
     def __init__(self, config: gcore.CoreConfig, register_command: bool | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
-        if register_command not in (None, False, True):
+        if register_command is not None and not isinstance(register_command, bool):
             raise TypeError(f"register_command must be a bool or None, not "
                             f"{register_command!r}")
         self._register_command = register_command

@@ -228,7 +228,7 @@ class StepSerializer(wiring.Component):
         out_gl, out_ol = gl & last_t, ol & last_t
         m.d.comb += [emit.eq(valid & emit_ok), self.tile_end.eq(emit & out_ol)]
         pop = valid & emit_ok & last_t  # the head step's last cycle leaves
-        push = valid_in = self.valid & ~full
+        push = self.valid & ~full
         m.d.comb += self.ready.eq(~full)
         m.d.comb += self.popping.eq(pop)
         m.d.sync += self.freed.eq(pop)
@@ -242,9 +242,8 @@ class StepSerializer(wiring.Component):
         if T > 1:
             m.d.comb += nxt["t"].eq(Mux(pop, 0, Mux(emit, t + 1, t)))
             m.d.sync += t.eq(nxt["t"])
-        m.d.comb += [
-                     nxt["rp"].eq(step(rp, pop)), nxt["wp"].eq(step(wp, push)),
-                     held_next.eq(held + valid_in - pop), nxt["full"].eq(held_next == N)]
+        m.d.comb += [nxt["rp"].eq(step(rp, pop)), nxt["wp"].eq(step(wp, push)),
+                     held_next.eq(held + push - pop), nxt["full"].eq(held_next == N)]
         m.d.sync += [rp.eq(nxt["rp"]), wp.eq(nxt["wp"]), full.eq(nxt["full"]),
                      held.eq(held_next), valid.eq(held_next != 0)]
         for reg in (t, rp, wp, full):  # else merged with a site's copy (equal next values)

@@ -326,7 +326,8 @@ class BoardTop(Elaboratable):
         m.d.comb += cd_sync.clk.eq(clk)
         if self.pll is not None:
             platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
-        if board.family == "ecp5":
+        if board.family == "ecp5" and board.device != "ecp5-25f":
+            # (On the LFE5U-25F nextpnr failed to route the buffer's input, 2026-12-05.)
             # The synchronised reset reaches every register of the core. nextpnr-ecp5 puts only
             # clocks on the global network, so routed as a plain net it crossed the chip (one net
             # of 18.3 ns in a 10 x 10 x 8 build at 60 MHz); a DCCA global buffer gives it the

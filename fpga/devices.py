@@ -27,6 +27,12 @@ class Device:
         A dedicated clock input of the package: where an out-of-context ECP5 build routed by
         nextpnr's ``router2`` puts ``clk`` (router2 cannot reach the global clock network from
         an arbitrary pin the placer chose: "Failed to route arc ... G_CLKI").
+    reset_buffer : bool
+        A board top drives the core's synchronised reset through a global buffer (``DCCA``):
+        nextpnr-ecp5 puts only clocks on the global network by itself, and on the LFE5U-85F
+        the plain reset net crossed the chip (18.3 ns at 10 x 10 x 8). Not on the LFE5U-25F
+        (nextpnr failed to route the buffer's input at 8 x 5, 2026-12-05) nor the iCE40
+        (nextpnr-ice40 promotes a high-fanout reset itself).
     """
 
     name: str
@@ -36,6 +42,7 @@ class Device:
     dsps: int
     brams: int
     clock_pin: str | None = None
+    reset_buffer: bool = False
 
     @property
     def device(self) -> str:
@@ -75,7 +82,8 @@ DEVICES = {
         Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 8, 30),
         Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 0, 32),
         Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 24288, 28, 56, "G2"),
-        Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 156, 208, "G2"),
+        Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 156, 208, "G2",
+               reset_buffer=True),
     )
 }
 

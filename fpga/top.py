@@ -326,18 +326,16 @@ class BoardTop(Elaboratable):
         m.d.comb += cd_sync.clk.eq(clk)
         if self.pll is not None:
             platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
-        if board.family == "ecp5" and board.device != "ecp5-25f":
-            # (On the LFE5U-25F nextpnr failed to route the buffer's input, 2026-12-05.)
-            # The synchronised reset reaches every register of the core. nextpnr-ecp5 puts only
-            # clocks on the global network, so routed as a plain net it crossed the chip (one net
-            # of 18.3 ns in a 10 x 10 x 8 build at 60 MHz); a DCCA global buffer gives it the
-            # clock tree. The synchroniser runs in a local domain on the same clock.
+        if board.fpga.reset_buffer:
+            # The synchronised reset reaches every register of the core: through a global
+            # buffer on the parts that need one (fpga.devices.Device.reset_buffer). The
+            # synchroniser runs in a local domain on the same clock.
             m.domains.reset_src = cd_reset_src = ClockDomain("reset_src", local=True)
             m.d.comb += cd_reset_src.clk.eq(clk)
             m.submodules.reset_sync = ResetSynchronizer(~locked, domain="reset_src")
             m.submodules.reset_buf = Instance("DCCA", i_CLKI=cd_reset_src.rst, i_CE=1,
                                               o_CLKO=cd_sync.rst)
-        else:  # nextpnr-ice40 promotes a high-fanout reset to a global buffer itself
+        else:
             m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         if self.accel.link.split:  # the bridge on the oscillator (its pin is constrained)
             m.domains.link = cd_link = ClockDomain("link")

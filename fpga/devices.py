@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bitmod.hdl.common import KEEP_APART
+from bitmod.hdl.common import KEEP_APART, NO_COLLISION
 
 __all__ = ["DEVICES", "Device", "get_device"]
 
@@ -57,15 +57,26 @@ class Device:
 
     @property
     def pre_synth(self) -> str:
-        """Yosys commands between reading the design and synthesis. On the ECP5: the
-        flip-flops of registers marked :data:`hdl.common.KEEP_APART` get ``keep``, so
-        identical copies stay apart (after ``proc``: a Verilog source has no flip-flop cells
-        before it). On the iCE40 parts, whose arrays are 2 x 2, merging costs no long nets
-        and saves the logic cells the iCEBreaker's default needs (with ``keep`` it did not
-        place): nothing."""
+        """Yosys commands between reading the design and synthesis.
+
+        Memories marked :data:`hdl.common.NO_COLLISION` (one read and one write port each) may
+        return anything for a read in its word's write cycle (their ``$mem_v2`` cell gets
+        ``RD_COLLISION_X_MASK``), so the block RAM needs no read-first emulation: on the
+        iCEBreaker default that emulation took 188 logic cells. This holds for the board
+        flows, which read Amaranth's RTLIL; the Verilog flows (bare devices, ``bitmod
+        synth``) see the read ports as asynchronous until synthesis and keep it. On the
+        ECP5 the flip-flops of registers marked :data:`hdl.common.KEEP_APART` also get
+        ``keep``, so identical copies stay apart (after ``proc``: a Verilog source has no
+        flip-flop cells before it); on the iCE40 parts, whose arrays are 2 x 2, merging
+        costs no long nets and saves the logic cells the iCEBreaker's default needs (with
+        ``keep`` it did not place)."""
+        # (Only a synchronous read port may collide: the Verilog flows' ports are asynchronous
+        # with a register until synthesis merges them, and keep their emulation.)
+        memories = (f"memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 "
+                    f"r:RD_PORTS=1 %i r:WR_PORTS=1 %i r:RD_CLK_ENABLE=1'1 %i a:{NO_COLLISION} %i")
         if self.family == "ice40":
-            return "proc"
-        return f"proc; setattr -set keep 1 a:{KEEP_APART} %ci1:+$dff[Q]"
+            return f"proc; {memories}"
+        return f"proc; setattr -set keep 1 a:{KEEP_APART} %ci1:+$dff[Q]; {memories}"
 
     @property
     def synth_command(self) -> str:

@@ -571,27 +571,35 @@ def read_commands(mp: CoreConfig, m: int, n: int) -> list[tuple[str, int, int]]:
     return cmds
 
 
+#: Cycles from the feed's start to the array's first step on offer: the step's cycle in the
+#: controller's queue (between the loop counters and the buffer reads), its buffer read and
+#: the read data's register.
+FEED_LATENCY = 3
+
+
 def job_counters(mp: CoreConfig, m: int, n: int, k: int) -> dict[str, int]:
     """The core's counters after a job.
 
     ``cycles`` counts the cycles the core is busy, from the cycle after ``start`` is accepted
     to the cycle the last output is written (inclusive)::
 
-        cycles = prepass + 1 + gemm_cycles(m, n, k, array)["cycles"]
+        cycles = prepass + FEED_LATENCY + gemm_cycles(m, n, k, array)["cycles"]
         prepass = ceil(m / R) * ceil(k / L) + 1     (FP16/BF16; 0 for INT8)
 
     ``prepass``: the controller reads every activation word once (one word per row bank per
-    cycle) to find the group exponents, plus one cycle for its last read to land; the ``+ 1``
-    is the buffer read of the first weight-step. ``busy_pe_cycles`` equals golden's
-    ``busy_pe_cycles`` (term-cycles of real outputs); ``stall_cycles`` is 1: the cycle the
-    array waits for the first buffer read (no other bubble: the controller streams one step per
-    cycle when the array takes one and the output buffer takes every result at once).
+    cycle) to find the group exponents, plus one cycle for its last read to land.
+    :data:`FEED_LATENCY` (3): the first weight-step's cycle in the controller's step queue,
+    its buffer read and its read data's register. ``busy_pe_cycles`` equals golden's
+    ``busy_pe_cycles`` (term-cycles of real outputs); ``stall_cycles`` is ``FEED_LATENCY``:
+    the cycles the array waits for the first step (no other bubble: the controller streams
+    one step per cycle when the array takes one and the output buffer takes every result at
+    once).
     """
     cfg = mp.array
     model = ggemm.gemm_cycles(m, n, k, cfg)  # the array's fill: ArrayConfig.fill
     prepass = 0 if cfg.act_format == "int8" else _cdiv(m, cfg.rows) * _cdiv(k, cfg.lanes) + 1
-    return {"cycles": prepass + 1 + model["cycles"], "busy_pe_cycles": model["busy_pe_cycles"],
-            "stall_cycles": 1}
+    return {"cycles": prepass + FEED_LATENCY + model["cycles"],
+            "busy_pe_cycles": model["busy_pe_cycles"], "stall_cycles": FEED_LATENCY}
 
 
 @dataclass

@@ -21,7 +21,8 @@ from amaranth import Signal
 
 from bitmod.golden.checks import check_int
 
-__all__ = ["KEEP_APART", "keep_apart", "pipeline_enable", "read_only"]
+__all__ = ["KEEP_APART", "NO_COLLISION", "check_form", "is_ice40", "keep_apart",
+           "pipeline_enable", "platform_form", "read_only"]
 
 # A register attribute: the FPGA flows keep such flip-flops (Yosys ``keep``) so that identical
 # copies are not merged (fpga.devices.Device.pre_synth). The array's skew chains and its PEs'
@@ -29,6 +30,16 @@ __all__ = ["KEEP_APART", "keep_apart", "pipeline_enable", "read_only"]
 # control is uniform); merged, one flip-flop would drive a whole anti-diagonal of PEs across
 # the chip (135 valid-skew registers of the ULX3S 10 x 10 array became 18 nets).
 KEEP_APART = "bitmod_keep_apart"
+
+
+# A memory attribute (memories of one read and one write port): the design never uses a read of
+# a word in the cycle it is written, so the FPGA flows may let such a read return anything
+# (Yosys ``RD_COLLISION_X_MASK``, fpga.devices.Device.pre_synth). Amaranth asks for the old
+# word, which the ECP5's block RAM gives only within one port: Yosys emulates it with a
+# delayed write and an address compare per bank, and with the banks' shared addresses the
+# compare became one net across the chip (the ULX3S 10 x 10 build's critical path at 65 MHz,
+# seed 2).
+NO_COLLISION = "bitmod_no_collision"
 
 
 def keep_apart(signal: Signal) -> Signal:
@@ -103,3 +114,19 @@ def is_ice40(platform) -> bool:
     ``None`` for generic RTL) is an iCE40 part: RTL that has a faster form for the iCE40's
     LUT4s and carry chains picks it here."""
     return str(getattr(platform, "family", "")).lower() == "ice40"
+
+
+def check_form(name: str, choice) -> bool | None:
+    """``choice`` if it is ``None`` (the platform picks, :func:`platform_form`) or a bool."""
+    if choice is not None and not isinstance(choice, bool):
+        raise TypeError(f"{name} must be a bool or None, not {choice!r}")
+    return choice
+
+
+def platform_form(choice: bool | None, platform, *, on_ice40: bool) -> bool:
+    """A component's two-form option: ``choice``, or when it is ``None`` ``on_ice40`` on an
+    iCE40 part (:func:`is_ice40`: its forms save the LCs the iCEBreaker default needs) and
+    the other form elsewhere."""
+    if choice is not None:
+        return choice
+    return on_ice40 if is_ice40(platform) else not on_ice40

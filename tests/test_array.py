@@ -336,3 +336,19 @@ def test_zero_points_need_an_array_built_with_them():
         run_array_gemm(plain, acts, ct, engine="amaranth")
     with pytest.raises(ValueError, match="lut PE takes no zero points"):
         dataclasses.replace(cfg, pe_kind="lut")
+
+
+@pytest.mark.parametrize("early", [False, True])
+def test_ready_is_a_register_without_early_credits(early):
+    """The array's input ``ready`` is a flip-flop of its own (``has_credit_q``, the credit of
+    the next cycle registered) unless credits come back early; the cycles are the same
+    (test_feed_credits_keep_up)."""
+    import re
+
+    from amaranth.back import rtlil
+
+    cfg = ArrayConfig(rows=2, cols=2, lanes=2, group_size=4, formats=("int4",), scale_bits=2)
+    text = rtlil.convert(SystolicArray(cfg, early_credits=early), name="top")
+    # (Amaranth names the flip-flop after the credit signal it drives.)
+    registered = re.findall(r"connect \\Q \\(has_credit\S*)\n", text)
+    assert registered == ([] if early else ["has_credit"])

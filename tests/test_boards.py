@@ -453,6 +453,19 @@ def test_board_default_pe_kind_and_scheme():
     assert (ulx3s.pe, ulx3s.scheme, ulx3s.lanes) == ("bitserial", "bitmod4", 8)
 
 
+def _synth_stat(device, folder):
+    """Cell counts of ``folder/t.il`` after the device's pre-synthesis commands and synthesis
+    (Yosys's ``stat`` into a file: its stdout after ABC is not kept)."""
+    from bitmod.toolchain import find_tool
+
+    script = (f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; "
+              "tee -q -o stat.json stat -json")  # (as fpga.synth.run_flow reads it)
+    subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=folder, check=True,
+                   capture_output=True, text=True, timeout=300)
+    stat = json.loads((folder / "stat.json").read_text())
+    return {kind: int(n) for kind, n in stat["design"].get("num_cells_by_type", {}).items()}
+
+
 def test_keep_apart_registers_stay_apart(tmp_path):
     """Registers marked hdl.common.KEEP_APART keep their own flip-flops through the flows'
     synthesis (Device.pre_synth), where Yosys would merge equal copies; the array marks its
@@ -464,7 +477,7 @@ def test_keep_apart_registers_stay_apart(tmp_path):
     from bitmod.golden.gemm import ArrayConfig
     from bitmod.hdl.array.array import SystolicArray
     from bitmod.hdl.common import KEEP_APART, keep_apart
-    from bitmod.toolchain import apply_tool_environment, find_tool
+    from bitmod.toolchain import apply_tool_environment
 
     class Chains(wiring.Component):  # four equal chains of 2..5 registers, 4 bits each
         def __init__(self, marked):
@@ -491,10 +504,7 @@ def test_keep_apart_registers_stay_apart(tmp_path):
     counts = {}
     for marked in (False, True):
         (tmp_path / "t.il").write_text(rtlil.convert(Chains(marked), name="top"))
-        script = f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; stat"
-        out = subprocess.run([find_tool("yosys"), "-p", script], cwd=tmp_path, check=True,
-                             capture_output=True, text=True, timeout=300).stdout
-        counts[marked] = int(re.findall(r"(\d+)\s+TRELLIS_FF", out)[-1])
+        counts[marked] = _synth_stat(device, tmp_path)["TRELLIS_FF"]
     # Merged: one chain of 5 registers serves all four; apart: 2 + 3 + 4 + 5 of 4 bits.
     assert counts == {False: 4 * 5, True: 4 * (2 + 3 + 4 + 5)}
     assert KEEP_APART not in get_device("ice40-up5k").pre_synth  # 2 x 2 arrays: merged
@@ -514,3 +524,53 @@ def test_keep_apart_registers_stay_apart(tmp_path):
                            for reg in ("t", "rp", "wp", "full")} | {
         f"row{r}_{reg}" for r in range(3) for reg in ("rp", "wp", "full")}
     assert all(KEEP_APART in attrs for attrs in copies.values())
+
+
+def test_no_collision_memories_skip_the_read_first_logic(tmp_path):
+    """A memory marked hdl.common.NO_COLLISION maps to block RAM alone on the ECP5
+    (Device.pre_synth lets a read in its word's write cycle return anything); unmarked, Yosys
+    emulates Amaranth's old-word read with flip-flops and an address compare. The core's
+    buffers carry the mark (every memory of CoreBuffers)."""
+    from amaranth.back import rtlil
+    from amaranth.lib.memory import Memory
+
+    from bitmod.fpga.devices import get_device
+    from bitmod.golden.core import CoreConfig
+    from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
+    from bitmod.hdl.common import NO_COLLISION
+    from bitmod.toolchain import apply_tool_environment
+
+    class OneRam(wiring.Component):  # one write and one read port, as in the core's buffers
+        def __init__(self, marked):
+            self.marked = marked
+            super().__init__({"wa": wiring.In(9), "wd": wiring.In(16), "we": wiring.In(1),
+                              "ra": wiring.In(9), "re": wiring.In(1), "rd": wiring.Out(16)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=16, depth=512, init=[],
+                                            attrs={NO_COLLISION: 1} if self.marked else None)
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [wr.addr.eq(self.wa), wr.data.eq(self.wd), wr.en.eq(self.we),
+                         rd.addr.eq(self.ra), rd.en.eq(self.re), self.rd.eq(rd.data)]
+            return m
+
+    apply_tool_environment()
+    for name, ram, ff, lut in (("ecp5-85f", "DP16KD", "TRELLIS_FF", "LUT4"),
+                               ("ice40-up5k", "SB_RAM40_4K", "SB_DFF\\w*", "SB_LUT4")):
+        device = get_device(name)
+        cells = {}
+        for marked in (False, True):
+            (tmp_path / "t.il").write_text(rtlil.convert(OneRam(marked), name="top"))
+            stat = _synth_stat(device, tmp_path)
+            cells[marked] = [sum(n for kind, n in stat.items() if re.fullmatch(pattern, kind))
+                             for pattern in (ram, ff, lut)]
+        # The same block RAMs; marked nothing else, unmarked at least the delayed address.
+        assert cells[True][0] == cells[False][0] >= 1, (name, cells)
+        assert cells[True][1:] == [0, 0] and cells[False][1] > 9, (name, cells)
+    mp = CoreConfig(rows=2, cols=3, lanes=2, group_size=4, act_format="fp16",
+                    formats="int8_sym", max_m=5, max_n=5, max_k=11)
+    text = rtlil.convert(CoreBuffers(mp), name="top")
+    memories = re.findall(r"((?:\s*attribute [^\n]*\n)*)\s*memory [^\n]*\\(\S+)\n", text)
+    assert len(memories) == sum(banks for banks, *_ in buffer_shapes(mp).values())
+    assert all(NO_COLLISION in attrs for attrs, _ in memories)

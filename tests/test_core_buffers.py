@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from bitmod.golden import core as gcore
 from bitmod.golden.core import CoreConfig
 from bitmod.golden.quantize import quantize
-from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
+from bitmod.hdl.array.buffers import HOST_WRITE_STAGES, CoreBuffers, buffer_shapes
 from bitmod.hdl.array.command_port import CommandPort
 from bitmod.sim.amaranth_sim import run_simulation
 
@@ -31,9 +31,9 @@ SCHEMES = {"int8": "bitmod4", "fp16": "int8"}
 class _PortAndBuffers(Elaboratable):
     """The command port writing the buffers and reading the output buffer, as in the core."""
 
-    def __init__(self, mp):
+    def __init__(self, mp, register_writes):
         self.port = CommandPort(mp)
-        self.buffers = CoreBuffers(mp)
+        self.buffers = CoreBuffers(mp, register_writes=register_writes)
 
     def elaborate(self, platform):
         m = Module()
@@ -69,15 +69,16 @@ def load_items(mp, seed):
     return items
 
 
+@pytest.mark.parametrize("register_writes", [True, False])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_buffers_hold_the_golden_layout(name):
+def test_buffers_hold_the_golden_layout(name, register_writes):
     mp = CoreConfig(**CONFIGS[name])
     shapes = buffer_shapes(mp)
     items = load_items(mp, seed=5)
     model = gcore.CoreModel(mp)
     statuses = [model.command(gcore.OPS[op], addr, data)[0] for op, addr, data in items]
     assert statuses.count(gcore.STATUS["ok"]) == len(items) - 4
-    dut = _PortAndBuffers(mp)
+    dut = _PortAndBuffers(mp, register_writes)
     port, buffers = dut.port, dut.buffers
     rng = np.random.default_rng(9)
     direct = {name: rng.integers(0, 1 << width, size=(banks, depth)).tolist()
@@ -163,3 +164,41 @@ def test_buffers_hold_the_golden_layout(name):
     assert (shapes["weight"][1], shapes["meta"][1], shapes["act"][1], shapes["output"][1]) == (
         mp.weight_depth, mp.meta_depth, mp.act_depth, mp.out_depth)
     print(f"{len(items)} load commands; every word of {len(shapes)} buffers equals the model")
+
+
+@pytest.mark.parametrize("register_writes", [True, False])
+def test_host_writes_land_after_their_stages(register_writes):
+    """A weight word read in each cycle after its write's enable: the new word from the next
+    cycle unregistered, from HOST_WRITE_STAGES cycles later with registered writes (before,
+    the old word: the simulator's read of a word in its write's cycle)."""
+    mp = CoreConfig(**CONFIGS["int8"])
+    buffers = CoreBuffers(mp, register_writes=register_writes)
+    write, read = buffers.weight_write[1], buffers.weight_read[1]
+    width = mp.array.lanes * mp.code_bits
+    values = [0x1234 & ((1 << width) - 1), 0xBEEF & ((1 << width) - 1)]
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(read.addr, 3)
+        ctx.set(read.en, 1)
+        for value in values:
+            ctx.set(write.addr, 3)
+            ctx.set(write.data, value)
+            ctx.set(write.en, -1)
+            await ctx.tick()
+            ctx.set(write.en, 0)
+            for _ in range(HOST_WRITE_STAGES + 2):  # data one cycle after each read
+                await ctx.tick()
+                seen.append(ctx.get(read.data))
+
+    run_simulation(buffers, [bench], deadline=1e-5)
+    later = HOST_WRITE_STAGES if register_writes else 0
+    steps = HOST_WRITE_STAGES + 2
+    for i, (old, new) in enumerate(zip([0, *values[:-1]], values, strict=True)):
+        got = seen[i * steps:(i + 1) * steps]
+        assert got == [old] * later + [new] * (steps - later), (i, got)
+
+
+def test_register_writes_is_validated():
+    with pytest.raises(TypeError, match="register_writes must be a bool or None, not 1"):
+        CoreBuffers(CoreConfig(**CONFIGS["int8"]), register_writes=1)

@@ -43,8 +43,8 @@ class _ControllerOnBuffers(Elaboratable):
     """The controller with its buffers, connected as in the core; the buffers' command-side
     write ports are left to the testbench."""
 
-    def __init__(self, mp):
-        self.ctrl = CoreController(mp)
+    def __init__(self, mp, queue_steps=None):
+        self.ctrl = CoreController(mp, queue_steps=queue_steps)
         self.buffers = CoreBuffers(mp)
         self._fp = mp.act_format != "int8"
 
@@ -154,8 +154,9 @@ def _ints(value):
     return [_ints(v) for v in value] if isinstance(value, list) else int(value)
 
 
+@pytest.mark.parametrize("queue_steps", [True, False])
 @pytest.mark.parametrize("name", list(CASES))
-def test_controller_steps_and_counters_match_golden(name):
+def test_controller_steps_and_counters_match_golden(name, queue_steps):
     params, scheme, jobs = CASES[name]
     mp = CoreConfig(**params)
     cfg = mp.array
@@ -172,7 +173,7 @@ def test_controller_steps_and_counters_match_golden(name):
     loads = [{buf: [[list(w) if isinstance(w, list) else w for w in bank] for bank in banks]
               for buf, banks in buffer_words(mp, *job_data, words).items()}
              for job_data in data]
-    dut = _ControllerOnBuffers(mp)
+    dut = _ControllerOnBuffers(mp, queue_steps)
     ctrl, buffers = dut.ctrl, dut.buffers
     chooser = random.Random(5)
     results = []
@@ -250,8 +251,14 @@ def test_controller_steps_and_counters_match_golden(name):
         assert counters["busy_pe_cycles"] == model["busy_pe_cycles"]
         if index == 0:
             assert counters == model, (counters, model)
-        else:  # the busy window and the one bubble: the first feed cycle, if the array was ready
-            prepass = model["cycles"] - 1 - ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
+        else:  # the busy window and the bubbles: the first feed cycles, if the array was ready
+            latency = gcore.FEED_LATENCY
+            prepass = model["cycles"] - latency - ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
             assert counters["cycles"] == cycles
-            assert counters["stall_cycles"] == int(readies[prepass])
+            assert counters["stall_cycles"] == sum(readies[prepass:prepass + latency])
         print(f"job {m}x{n}x{k}: {len(steps)} steps equal golden's; counters {counters}")
+
+
+def test_queue_steps_is_validated():
+    with pytest.raises(TypeError, match="queue_steps must be a bool or None, not 'yes'"):
+        CoreController(CoreConfig(**CASES["int8"][0]), queue_steps="yes")

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 
-from ..common import is_ice40, keep_apart, read_only
+from ..common import check_form, keep_apart, platform_form, read_only
 from ..registry import array_pe_class
 from .drain import ArrayDrain
 from .front_end import RowFrontEnd, step_layout
@@ -86,9 +86,10 @@ class SystolicArray(wiring.Component):
     :attr:`golden.gemm.ArrayConfig.drain_tiles` tiles), so output backpressure stops the
     column tops, never the grid. The input takes a step only with a feed credit, one per
     entry of the column tops (:attr:`golden.gemm.ArrayConfig.feed_entries`, the front end's
-    steps counted against them), so the front end runs free and its ``ready`` is one LUT
-    from flip-flops. ``overrun`` is set (and stays set) if a PE was ever offered a payload
-    it could not take, or a step found no free entry; the tests check it never is.
+    steps counted against them), so the front end runs free and its ``ready`` is a
+    flip-flop (one LUT from flip-flops with ``early_credits``). ``overrun`` is set (and
+    stays set) if a PE was ever offered a payload it could not take, or a step found no free
+    entry; the tests check it never is.
 
     Output: ``R * C`` codes of ``out_format`` per tile (FP32 or FP16, RNE, IEEE overflow to
     +-Inf), row-major, padding rows/columns included; ``B = out_bits`` = 32 (FP32) or 16 (FP16)
@@ -127,9 +128,7 @@ class SystolicArray(wiring.Component):
         self._cfg = cfg = ArrayConfig() if config is None else config
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
-        if early_credits is not None and not isinstance(early_credits, bool):
-            raise TypeError(f"early_credits must be a bool or None, not {early_credits!r}")
-        self._early_credits = early_credits
+        self._early_credits = check_form("early_credits", early_credits)
         self._in_layout = step_layout(cfg)
         self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
         super().__init__({
@@ -182,22 +181,33 @@ class SystolicArray(wiring.Component):
         # Credits: a step enters only with a credit for a free entry of the column tops
         # (golden.gemm.ArrayConfig.feed_entries), so the front end and the column tops'
         # entries never refuse one and the front end runs free (no enable on its registers);
-        # the sender (the core's controller) sees ``ready`` one LUT from flip-flops. A credit
-        # comes back with the serializer's registered ``freed``, usable in the same cycle;
-        # with early credits (the iCE40 form: one entry fewer for T = 1, the LCs the
-        # iCEBreaker default needs) with its ``popping``, a cycle earlier.
-        early = is_ice40(platform) if self._early_credits is None else self._early_credits
+        # the sender (the core's controller) sees ``ready`` straight from a flip-flop. A
+        # credit comes back with the serializer's registered ``freed``, usable in the same
+        # cycle; with early credits (the iCE40 form: one entry fewer for T = 1, the LCs the
+        # iCEBreaker default needs) with its ``popping``, a cycle earlier, and ``ready`` is
+        # then one LUT from the count and the serializer's pop.
+        early = platform_form(self._early_credits, platform, on_ice40=True)
         n_entries = cfg.feed_entries_early if early else cfg.feed_entries
         m.submodules.serializer = ser = StepSerializer(cfg, entries=n_entries)
         back = ser.popping if early else ser.freed
         credits = Signal(range(n_entries + 1), init=n_entries)
         has_credit = Signal()
-        m.d.comb += [has_credit.eq((credits != 0) | back),
-                     self.i_stream.ready.eq(has_credit & fe.i_stream.ready),
+        taken = self.i_stream.valid & self.i_stream.ready
+        credits_next = Signal.like(credits)  # (truncated: the count never leaves its range)
+        m.d.comb += credits_next.eq(credits - taken + back)
+        m.d.sync += credits.eq(credits_next)
+        if early:
+            m.d.comb += has_credit.eq((credits != 0) | back)
+        else:
+            # Registered: next cycle's ``(credits != 0) | freed`` is this cycle's count after
+            # its update, or this cycle's ``popping`` (next cycle's ``freed``), so ``ready``
+            # leaves a flip-flop and the same cycles as the combinational form follow.
+            has_credit_q = Signal(init=1, name="has_credit_q")
+            m.d.sync += has_credit_q.eq((credits_next != 0) | ser.popping)
+            m.d.comb += has_credit.eq(has_credit_q)
+        m.d.comb += [self.i_stream.ready.eq(has_credit & fe.i_stream.ready),
                      fe.i_stream.valid.eq(self.i_stream.valid & has_credit),
                      fe.i_stream.payload.eq(self.i_stream.payload)]
-        taken = self.i_stream.valid & self.i_stream.ready
-        m.d.sync += credits.eq(credits - taken + back)
         m.d.comb += [drain.base_w_en.eq(fe.base_w_en), drain.base_w_data.eq(fe.base_w_data),
                      fe.base_w_rdy.eq(drain.base_w_rdy)]
         front = fe.o_stream.payload

@@ -7,7 +7,7 @@ Depths and word widths: :class:`golden.core.CoreConfig` (module docstring of
 
 from __future__ import annotations
 
-from amaranth import Module, Shape, unsigned
+from amaranth import Module, Shape, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -15,9 +15,14 @@ from amaranth.lib.wiring import Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import read_only
+from ..common import NO_COLLISION, check_form, platform_form, read_only
 
-__all__ = ["CoreBuffers", "read_signature", "write_signature"]
+__all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature", "write_signature"]
+
+#: The buffers the command port writes (the others: the pre-pass and the drain).
+HOST_WRITTEN = ("weight", "meta", "act")
+#: Register stages on their write ports with ``register_writes``.
+HOST_WRITE_STAGES = 2
 
 
 def write_signature(depth: int, width: int, granularity: int | None = None):
@@ -51,7 +56,7 @@ def buffer_shapes(config: gcore.CoreConfig) -> dict[str, tuple[int, int, int, in
     return shapes
 
 
-@read_only("config")
+@read_only("config", "register_writes")
 class CoreBuffers(wiring.Component):
     """The core's buffers, one memory per bank, each with one write and one read port.
 
@@ -75,12 +80,22 @@ class CoreBuffers(wiring.Component):
     have no initial contents and are not reset (a reset keeps the loaded data).
 
     Latency: read data 1 cycle after an enabled read address (synchronous read ports, inferred
-    as block RAM; a write and a read of the same word in one cycle read the old word).
-    Throughput: one write and one read per bank per cycle.
+    as block RAM; a write and a read of the same word in one cycle read the old word in
+    simulation, and anything on the FPGAs: :data:`hdl.common.NO_COLLISION`, no such read is
+    used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
+    :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, data and
+    enable pass two registers, so the command port's decode and the banks across the chip
+    are three nets apart, not one (the ULX3S 10 x 10 builds' paths at 65 and 100 MHz: 12.6
+    ns of routing through the decode, and 10 ns into a bank's registered enable). The
+    command port's writes come long before a job that reads them (``start`` is a later
+    command). Throughput: one write and one read per bank per cycle.
 
     Parameters
     ----------
     config : golden.core.CoreConfig
+    register_writes : bool or None
+        Register the host-written buffers' write ports; ``None`` (default): on every platform
+        but the iCE40 (whose LCs the iCEBreaker default needs).
 
     Members
     -------
@@ -92,10 +107,11 @@ class CoreBuffers(wiring.Component):
     output_write, output_read : Out(WritePort / ReadPort.Signature)
     """
 
-    def __init__(self, config: gcore.CoreConfig):
+    def __init__(self, config: gcore.CoreConfig, register_writes: bool | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         self._config = config
+        self._register_writes = check_form("register_writes", register_writes)
         members = {}
         for name, (banks, depth, width, granularity) in buffer_shapes(config).items():
             write = Out(write_signature(depth, width, granularity))
@@ -107,15 +123,33 @@ class CoreBuffers(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        registered = platform_form(self._register_writes, platform, on_ice40=False)
         for name, (banks, depth, width, granularity) in buffer_shapes(self._config).items():
             for bank in range(banks):
                 label = {"weight": f"weights{bank}", "act": f"acts{bank}",
                          "output": "outputs"}.get(name, f"{name}{bank}")
-                mem = Memory(shape=unsigned(width), depth=depth, init=[])
+                # No read of a word in its write's cycle is used: the host writes only between
+                # jobs (golden.core.CoreModel refuses buffer commands while busy), the
+                # controller reads only in a job, and the pre-pass's words are read cycles
+                # after their writes.
+                mem = Memory(shape=unsigned(width), depth=depth, init=[],
+                             attrs={NO_COLLISION: 1})
                 m.submodules[label] = mem
                 write, read = getattr(self, f"{name}_write"), getattr(self, f"{name}_read")
                 if name != "output":
                     write, read = write[bank], read[bank]
-                wiring.connect(m, wiring.flipped(write), mem.write_port(granularity=granularity))
+                port = mem.write_port(granularity=granularity)
+                if registered and name in HOST_WRITTEN:
+                    sources = (write.addr, write.data, write.en)
+                    for stage in range(HOST_WRITE_STAGES):
+                        regs = [Signal.like(sig, name=f"{label}_w{stage}_{part}")
+                                for sig, part in zip(sources, ("addr", "data", "en"),
+                                                     strict=True)]
+                        m.d.sync += [reg.eq(sig) for reg, sig in zip(regs, sources, strict=True)]
+                        sources = regs
+                    m.d.comb += [port.addr.eq(sources[0]), port.data.eq(sources[1]),
+                                 port.en.eq(sources[2])]
+                else:
+                    wiring.connect(m, wiring.flipped(write), port)
                 wiring.connect(m, wiring.flipped(read), mem.read_port())
         return m

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import is_ice40, read_only
+from ..common import check_form, platform_form, read_only
 from .buffers import read_signature, write_signature
 
 __all__ = ["CommandPort", "cmd_layout", "counters_layout", "job_layout", "resp_layout"]
@@ -118,10 +118,7 @@ class CommandPort(wiring.Component):
     def __init__(self, config: gcore.CoreConfig, register_command: bool | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
-        if register_command is not None and not isinstance(register_command, bool):
-            raise TypeError(f"register_command must be a bool or None, not "
-                            f"{register_command!r}")
-        self._register_command = register_command
+        self._register_command = check_form("register_command", register_command)
         self._config = mp = config
         R, C, L = mp.rows, mp.cols, mp.lanes
         super().__init__({
@@ -259,8 +256,7 @@ class CommandPort(wiring.Component):
         # ---- execute stage: the accepted command ------------------------------------------
         # Without the copy (the iCE40 form: the LCs the iCEBreaker default needs) the execute
         # stage decodes the offered command, which the stream contract keeps until taken.
-        registered = (not is_ice40(platform) if self._register_command is None
-                      else self._register_command)
+        registered = platform_form(self._register_command, platform, on_ice40=False)
         executed = x_cmd if registered else cmd
         op, addr, dat = executed.op, executed.addr, executed.data
         f_w, _ = _split(addr, mp.fields["write_weight"])

@@ -9,21 +9,26 @@ the exponents of :func:`golden.gemm.act_mantissas`, the counters of
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import read_only
+from ..common import check_form, platform_form, read_only
 from .buffers import buffer_shapes, read_signature, write_signature
 from .command_port import counters_layout, job_layout
 from .front_end import step_layout
+from .step_queue import StepQueue
 
 __all__ = ["CoreController"]
 
+# The step's flags that stage 2 carries, and the buffers whose read data it registers.
+_OFFERED = ("valid", "gl", "ol", "lanes", "rows", "cols", "rv", "cv")
+_READ_DATA = ("weight", "meta", "act", "gexp", "base")
 
-@read_only("config")
+
+@read_only("config", "queue_steps")
 class CoreController(wiring.Component):
     """Runs a job: reads the buffers in tile order and gives the array one weight-step per
     cycle it takes one.
@@ -40,10 +45,13 @@ class CoreController(wiring.Component):
     group's last step) and the token floor ``base = max(1, max_g gexp - (2**X - 1))``
     (written at the tile's last step), as :func:`golden.gemm.act_mantissas` computes them.
 
-    Feed: loops ``m0`` (outer), ``n0``, groups and weight-steps. The step's buffer addresses
-    (``tile base + k // L``, no multiplier) go to the read ports; the read data arrive in a
-    one-stage pipeline that advances when the array takes a step or the stage is empty
-    (``adv = ~valid | ready``). The step (:func:`~hdl.array.front_end.step_layout`) carries
+    Feed: loops ``m0`` (outer), ``n0``, groups and weight-steps. The loop writes each step's
+    buffer addresses (``tile base + k // L``, no multiplier), flags and masks into a
+    two-entry queue while it has room (its count register says so, not ``ready``); the
+    head goes to the read ports, and the read data arrive in a two-stage pipeline (the
+    block RAMs' read registers, then flip-flops) whose stages advance when the next one does
+    or they are empty (``adv2 = ~valid2 | ready``, ``adv = ~valid1 | adv2``), the first one
+    taking the head. The step (:func:`~hdl.array.front_end.step_layout`) carries
     the weight words of the ``C`` columns with their selectors and scales (and zero points),
     the activation
     words of the ``R`` rows with their ``gexp`` and ``base``, ``group_last`` (the group's last
@@ -56,15 +64,21 @@ class CoreController(wiring.Component):
     :attr:`busy` high (from the cycle after ``start`` to the one with ``job_end``);
     ``busy_pe_cycles``, ``T * rows * cols`` of real rows and columns per step the array takes;
     ``stall_cycles``, feed cycles in which the array is ready, no step is on offer and steps
-    remain (the first buffer read of a job).
+    remain (the first step's cycle in the queue and its buffer read).
 
-    Latency: the first step is offered ``prepass + 2`` cycles after ``start``, ``prepass =
+    Latency: the first step is offered ``prepass + 4`` cycles after ``start``, ``prepass =
     ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8 (so :func:`golden.core.
-    job_counters` ``cycles = prepass + 1 + gemm_cycles``). Throughput: one step per cycle.
+    job_counters` ``cycles = prepass + FEED_LATENCY + gemm_cycles``, ``FEED_LATENCY`` = 3).
+    Throughput: one step per cycle.
 
     Parameters
     ----------
     config : golden.core.CoreConfig
+    queue_steps : bool or None
+        Put the step queue between the loop and the reads and a register stage after them;
+        ``None`` (default): on every platform but the iCE40 (whose LCs the iCEBreaker
+        default needs), where the loop advances with stage 1 instead, from the feed's third
+        cycle, and stage 1 offers the step. The cycles are the same.
 
     Members
     -------
@@ -83,9 +97,10 @@ class CoreController(wiring.Component):
         To the array's ``i_stream``.
     """
 
-    def __init__(self, config: gcore.CoreConfig):
+    def __init__(self, config: gcore.CoreConfig, queue_steps: bool | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._queue_steps = check_form("queue_steps", queue_steps)
         self._config = mp = config
         members = {
             "start": In(1),
@@ -132,7 +147,7 @@ class CoreController(wiring.Component):
         f_wbase = counter("f_wbase", mp.weight_depth)
         f_metabase = counter("f_metabase", mp.meta_depth)
         f_gxbase = counter("f_gxbase", mp.gexp_depth)
-        feeding = Signal()  # steps remain to be read
+        feeding = Signal()  # steps remain to be queued (feed) or read (pre-pass)
         # The buffers' read addresses as registers kept equal to base + index (weights and
         # activations ``base + f_kstep``, meta and group exponents ``base + f_g``), written
         # with the counters they sum, so no adder sits between a counter and a block RAM.
@@ -218,8 +233,54 @@ class CoreController(wiring.Component):
             "gxaddr": Signal.like(f_gxbase, name="s1_gxaddr"),
             "mt": Signal.like(f_mt, name="s1_mt"),
         }
-        adv = Signal()
-        m.d.comb += adv.eq(~s1["valid"] | step.ready)
+        queued = platform_form(self._queue_steps, platform, on_ice40=False)
+        offer = s1  # the stage whose step is on offer
+        adv = Signal()  # stage 1 advances (a buffer read)
+        if queued:
+            # Stage 2: the read data in flip-flops, so no block RAM output (5.8 ns clock to
+            # data on the ECP5-6) drives logic or a long net in the same cycle. (At 10 x 10 x 8
+            # it puts a second LUT level before the read enables, which bounds the clock;
+            # without it Yosys's ABC9 fails on the ECP5 designs: docs/boards.md.)
+            offer = {name: Signal.like(sig, name=f"s2_{sig.name[3:]}")
+                     for name, sig in s1.items() if name in _OFFERED}
+            s2_data = {name: [Signal.like(port.data, name=f"s2_{name}{i}")
+                              for i, port in enumerate(getattr(self, f"{name}_read"))]
+                       for name in _READ_DATA if hasattr(self, f"{name}_read")}
+            adv2 = ~offer["valid"] | step.ready
+            m.d.comb += adv.eq(~s1["valid"] | adv2)
+        else:
+            s2_data = None
+            m.d.comb += adv.eq(~s1["valid"] | step.ready)
+
+        # The step queue (feed only): the loop writes a step's read addresses, flags and masks
+        # here while there is room, which its count register says, and the read stage takes
+        # the head, a register, when it advances. So the array's ``ready`` reaches the read
+        # enables, stage 1 and the queue's entries, never the loop's counters and their
+        # carries (the ULX3S 10 x 10 build's critical path, five LUT levels behind ``ready``),
+        # and the read addresses leave flip-flops. Without it (the iCE40 form) the loop
+        # advances with stage 1 and the read addresses are its registers, from the feed's
+        # third cycle (``started``) and stage 1 offers the step: the same cycles either way
+        # (golden.core.FEED_LATENCY).
+        step_fields = {"a_w": a_w, "a_meta": a_meta, "a_act": a_act, "a_gx": a_gx, "mt": f_mt,
+                       "lanes": lane_mask, "rows": row_ok, "cols": col_ok,
+                       "gl": last_step | (f_sg == steps_per_group - 1), "ol": last_step,
+                       "rv": rows_valid, "cv": cols_valid}
+        if queued:
+            entry = data.StructLayout({name: len(v) for name, v in step_fields.items()})
+            m.submodules.queue = queue = StepQueue(entry)
+            head = queue.o_stream.payload
+            advance = queue.i_stream.valid & queue.i_stream.ready  # the loop's enable
+            pending = queue.o_stream.valid  # a step is ready to be read
+            m.d.comb += [queue.i_stream.payload.eq(Cat(*step_fields.values())),
+                         queue.o_stream.ready.eq(adv)]
+        else:
+            head = step_fields
+            lead = Signal(range(gcore.FEED_LATENCY))  # feed cycles so far, up to 2
+            started = lead == gcore.FEED_LATENCY - 1
+            m.d.sync += lead.eq(0)  # (the feed state counts)
+            advance = Signal()
+            pending = feeding & started
+        read = {name: head[name] for name in ("a_w", "a_meta", "a_act", "a_gx", "mt")}
 
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"), m.If(self.start):
@@ -244,58 +305,68 @@ class CoreController(wiring.Component):
                         m.next = "FEED"
             with m.State("FEED"):
                 with m.If(adv):
-                    m.d.sync += [s1["valid"].eq(feeding), s1["lanes"].eq(lane_mask),
-                                 s1["rows"].eq(row_ok), s1["cols"].eq(col_ok),
-                                 s1["gl"].eq(last_step | (f_sg == steps_per_group - 1)),
-                                 s1["ol"].eq(last_step), s1["rv"].eq(rows_valid),
-                                 s1["cv"].eq(cols_valid)]
-                    with m.If(feeding):
-                        def feed_tile_end():
-                            with m.If(last_n):
-                                set_n0(first=True)
-                                m.d.sync += [f_wbase.eq(0), f_metabase.eq(0), a_w.eq(0),
-                                             a_meta.eq(0)]
-                                next_m_tile()
-                            with m.Else():
-                                set_n0(first=False)
-                                m.d.sync += [f_wbase.eq(f_wbase + mp.k_steps),
-                                             a_w.eq(f_wbase + mp.k_steps),
-                                             f_metabase.eq(f_metabase + mp.max_groups),
-                                             a_meta.eq(f_metabase + mp.max_groups)]
-                        advance_k(feed_tile_end)
-                with m.If(step.ready & ~s1["valid"] & feeding):
+                    m.d.sync += [s1["valid"].eq(pending)]
+                    m.d.sync += [s1[name].eq(head[name])
+                                 for name in ("lanes", "rows", "cols", "gl", "ol", "rv", "cv")]
+                if queued:
+                    m.d.comb += queue.i_stream.valid.eq(feeding)
+                else:
+                    m.d.sync += lead.eq(Mux(started, lead, lead + 1))
+                    m.d.comb += advance.eq(adv & feeding & started)
+                with m.If(advance):
+                    def feed_tile_end():
+                        with m.If(last_n):
+                            set_n0(first=True)
+                            m.d.sync += [f_wbase.eq(0), f_metabase.eq(0), a_w.eq(0),
+                                         a_meta.eq(0)]
+                            next_m_tile()
+                        with m.Else():
+                            set_n0(first=False)
+                            m.d.sync += [f_wbase.eq(f_wbase + mp.k_steps),
+                                         a_w.eq(f_wbase + mp.k_steps),
+                                         f_metabase.eq(f_metabase + mp.max_groups),
+                                         a_meta.eq(f_metabase + mp.max_groups)]
+                    advance_k(feed_tile_end)
+                with m.If(step.ready & ~offer["valid"] & (feeding | pending | s1["valid"])):
                     m.d.sync += cnt_stall.eq(cnt_stall + 1)
                 with m.If(self.job_end):
                     m.next = "IDLE"
         in_prepass = fsm.ongoing("PREPASS") if fp else Const(0)
+        if queued:  # stage 2 takes the feed's steps only (the pre-pass's reads end at stage 1)
+            with m.If(adv2 & ~in_prepass):
+                m.d.sync += [offer[name].eq(s1[name]) for name in offer]
+                m.d.sync += [reg.eq(getattr(self, f"{name}_read")[i].data)
+                             for name, regs in s2_data.items() for i, reg in enumerate(regs)]
         with m.If(busy):
             m.d.sync += cnt_cycles.eq(cnt_cycles + 1)
         # busy_pe_cycles: a taken step's T * rows_valid * cols_valid is registered and added a
         # cycle later (the multiplier and the 48-bit adder in separate cycles). The last step
         # is taken long before the job ends, so the count is whole when the host can read it.
         busy_inc = Signal(range(R * C * T + 1))
-        m.d.sync += busy_inc.eq(Mux(step.valid & step.ready, s1["rv"] * s1["cv"] * T, 0))
+        m.d.sync += busy_inc.eq(Mux(step.valid & step.ready, offer["rv"] * offer["cv"] * T, 0))
         with m.If((busy_inc != 0) & ~self.start):  # (start clears the counters)
             m.d.sync += cnt_busy.eq(cnt_busy + busy_inc)
         # After the FSM: the job's end takes priority over the loop's own updates.
         with m.If(self.job_end):
             m.d.sync += [busy.eq(0), done.eq(1), feeding.eq(0)]
 
-        # Buffer reads: the address of the step being issued; data arrive in stage 1.
+        # Buffer reads: the address of the queue's head (the loop's, in the pre-pass); data
+        # arrive in stage 1.
         for c in range(C):
             w_rd, meta_rd = self.weight_read[c], self.meta_read[c]
-            m.d.comb += [w_rd.addr.eq(a_w), w_rd.en.eq(adv),
-                         meta_rd.addr.eq(a_meta), meta_rd.en.eq(adv)]
+            m.d.comb += [w_rd.addr.eq(read["a_w"]), w_rd.en.eq(adv),
+                         meta_rd.addr.eq(read["a_meta"]), meta_rd.en.eq(adv)]
         for r in range(R):
             a_rd = self.act_read[r]
-            m.d.comb += [a_rd.addr.eq(a_act), a_rd.en.eq(in_prepass | adv)]
+            act_addr = Mux(in_prepass, a_act, read["a_act"]) if fp and queued else read["a_act"]
+            m.d.comb += [a_rd.addr.eq(act_addr), a_rd.en.eq(in_prepass | adv)]
             if fp:
                 gx_rd, base_rd = self.gexp_read[r], self.base_read[r]
-                m.d.comb += [gx_rd.addr.eq(a_gx), gx_rd.en.eq(adv),
-                             base_rd.addr.eq(f_mt), base_rd.en.eq(adv)]
+                m.d.comb += [gx_rd.addr.eq(read["a_gx"]), gx_rd.en.eq(adv),
+                             base_rd.addr.eq(read["mt"]), base_rd.en.eq(adv)]
         if fp:
             self._exponent_fold(m, s1, in_prepass)
-        self._array_input(m, s1, in_prepass)
+        self._array_input(m, offer, s2_data, in_prepass)
         return m
 
     def _exponent_fold(self, m: Module, s1: dict, in_prepass) -> None:
@@ -338,15 +409,17 @@ class CoreController(wiring.Component):
                     m.d.comb += base_wr.en.eq(1)
                     m.d.sync += t_run.eq(0)
 
-    def _array_input(self, m: Module, s1: dict, in_prepass) -> None:
-        """The step on offer: stage 1's read data, zeroed for padding rows, columns, lanes."""
+    def _array_input(self, m: Module, s1: dict, registered: dict | None, in_prepass) -> None:
+        """The step on offer: the read data (stage 1's, or stage 2's ``registered`` copy) with
+        the offering stage's flags ``s1``, zeroed for padding rows, columns, lanes."""
         mp = self._config
         cfg = mp.array
         R, C = cfg.rows, cfg.cols
         CB, AB, SB = mp.code_bits, mp.act_bits, cfg.scale_bits
         p = self.o_step.payload
-        w_data = [self.weight_read[c].data for c in range(C)]
-        meta_data = [self.meta_read[c].data for c in range(C)]
+        read = registered or {name: [port.data for port in getattr(self, f"{name}_read")]
+                              for name in _READ_DATA if hasattr(self, f"{name}_read")}
+        w_data, meta_data, act_data = read["weight"], read["meta"], read["act"]
 
         def spread(mask, width):
             return Cat(*[Mux(mask[i], Const((1 << width) - 1, width), 0)
@@ -359,8 +432,7 @@ class CoreController(wiring.Component):
             self.o_step.valid.eq(s1["valid"] & ~in_prepass),
             p.codes.eq(Cat(*[Mux(cols[c], w_data[c] & lane_code_mask, 0) for c in range(C)])),
             p.sel.eq(Cat(*[Mux(cols[c], meta_data[c][SB:SB + 2], 0) for c in range(C)])),
-            p.acts.eq(Cat(*[Mux(rows[r], self.act_read[r].data & lane_act_mask, 0)
-                            for r in range(R)])),
+            p.acts.eq(Cat(*[Mux(rows[r], act_data[r] & lane_act_mask, 0) for r in range(R)])),
             p.group_last.eq(s1["gl"]),
             p.out_last.eq(s1["ol"]),
         ]
@@ -372,6 +444,6 @@ class CoreController(wiring.Component):
                                       for c in range(C)]))
         if cfg.act_format != "int8":
             m.d.comb += [
-                p.gexp.eq(Cat(*[Mux(rows[r], self.gexp_read[r].data, 0) for r in range(R)])),
-                p.base.eq(Cat(*[Mux(rows[r], self.base_read[r].data, 0) for r in range(R)])),
+                p.gexp.eq(Cat(*[Mux(rows[r], read["gexp"][r], 0) for r in range(R)])),
+                p.base.eq(Cat(*[Mux(rows[r], read["base"][r], 0) for r in range(R)])),
             ]

@@ -95,14 +95,15 @@ class AcceleratorCore(wiring.Component):
     Counters (48 bits, cleared by ``start``):
 
     * ``cycles``: cycles the core is busy, from the cycle after ``start`` is accepted to the
-      last output write (:func:`golden.core.job_counters`: ``prepass + 1 +
+      last output write (:func:`golden.core.job_counters`: ``prepass + FEED_LATENCY +
       gemm_cycles(...)`` with the array's fill :attr:`golden.gemm.ArrayConfig.fill`,
       ``prepass = ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8);
     * ``busy_pe_cycles``: ``T * rows_valid * cols_valid`` per step the array takes: the
       term-cycles of real outputs, :func:`golden.gemm.gemm_cycles` ``busy_pe_cycles``;
     * ``stall_cycles``: cycles of the feed phase in which the array would take a step but the
-      controller has none ready although steps remain (1 per job: the first buffer read); the
-      array is never held by backpressure (the output buffer takes a result every cycle).
+      controller has none ready although steps remain (3 per job: the first step's cycle in
+      the controller's queue, its buffer read and its data's register); the array is never
+      held by backpressure (the output buffer takes a result every cycle).
 
     Latency: a command offered (``valid``) is checked for one cycle, then accepted
     (``ready``) and executed; :attr:`latency` (1) from accepted to its response valid;

@@ -1,0 +1,66 @@
+"""A two-entry stream queue whose ``ready`` and output are flip-flops: the core controller's
+step queue, between its loop counters and its buffer reads."""
+
+from __future__ import annotations
+
+from amaranth import Module, Shape, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..common import read_only
+
+__all__ = ["StepQueue"]
+
+
+@read_only("shape")
+class StepQueue(wiring.Component):
+    """Two entries in order; the head is a register and the input's ``ready`` is a compare of
+    the entry count, so neither depends on ``o_stream.ready`` in the same cycle.
+
+    The sender's enables then start at the count register rather than behind the receiver's
+    ``ready``, and the head drives its loads (the core's block-RAM read addresses) straight
+    from flip-flops. ``o_stream.ready`` only moves the entries: the head takes the second
+    entry, or the input in a cycle that both pops and pushes one entry.
+
+    Latency: an entry pushed in cycle ``t`` is offered from cycle ``t + 1``. Throughput: one
+    entry per cycle in and out (two entries: a push and a pop in every cycle leave one).
+    ``i_stream.ready = count != 2``, ``o_stream.valid = count != 0``.
+
+    Parameters
+    ----------
+    shape : ShapeLike
+        The entries' shape (a ``lib.data`` layout or a plain width).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(shape))
+    o_stream : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, shape):
+        try:
+            Shape.cast(shape)
+        except TypeError as error:
+            raise TypeError(f"shape must be a shape-castable, not {shape!r}") from error
+        self._shape = shape
+        super().__init__({"i_stream": In(stream.Signature(shape)),
+                          "o_stream": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        head = Signal(self._shape, name="head")
+        second = Signal(self._shape, name="second")
+        count = Signal(range(3))
+        push = self.i_stream.valid & self.i_stream.ready
+        pop = self.o_stream.valid & self.o_stream.ready
+        m.d.comb += [self.i_stream.ready.eq(count != 2), self.o_stream.valid.eq(count != 0),
+                     self.o_stream.payload.eq(head)]
+        m.d.sync += count.eq(count + push - pop)
+        incoming = self.i_stream.payload
+        with m.If(pop & (count == 2)):
+            m.d.sync += head.eq(second)
+        with m.Elif(push & ((count == 0) | pop)):  # empty, or its one entry leaves
+            m.d.sync += head.eq(incoming)
+        with m.Elif(push):  # one entry stays
+            m.d.sync += second.eq(incoming)
+        return m

@@ -233,7 +233,8 @@ def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
 def test_no_pe_ever_waits_under_backpressure(params, scheme, k):
     """The array has no stall: under heavy output backpressure and input idles, no PE is ever
     offered a payload it cannot take (``overrun`` stays low, checked every cycle) and every
-    output equals golden's (nothing lost or reordered)."""
+    output equals golden's (nothing lost or reordered). Where the array announces its input
+    ``ready`` a cycle ahead (INT8), ``ready_next`` is the next cycle's ``ready`` every cycle."""
     # 16 tiles: several times the Q tiles the drain holds.
     cfg, qt, acts, result = make_case(params, 4 * params["rows"], 4 * params["cols"], k, 29,
                                       scheme)
@@ -242,7 +243,7 @@ def test_no_pe_ever_waits_under_backpressure(params, scheme, k):
     expected = list(expected_codes(cfg, result, tiles))
     dut = SystolicArray(cfg)
     chooser = np.random.default_rng(4)
-    got, overruns = [], []
+    got, overruns, readies = [], [], []
 
     async def source(ctx):
         ctx.set(dut.special_values, special_register(cfg))
@@ -257,16 +258,23 @@ def test_no_pe_ever_waits_under_backpressure(params, scheme, k):
             await ctx.tick()
 
     async def monitor(ctx):
-        async for _clk, _rst, valid, ready, code, overrun in ctx.tick().sample(
+        async for _clk, _rst, valid, ready, code, overrun, *ahead in ctx.tick().sample(
                 dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload.code,
-                dut.overrun):
+                dut.overrun, dut.i_stream.ready, dut.ready_next):
             overruns.append(overrun)
+            readies.append(tuple(ahead))
             if valid and ready:
                 got.append(int(code))
 
     run_simulation(dut, [source, sink], processes=[monitor], deadline=1e-2)
     assert not any(overruns)
     assert got == [int(e) for e in expected]
+    if dut.ready_ahead(None):
+        assert len({ready for ready, _ in readies}) == 2  # it fell and rose
+        wrong = [t for t in range(len(readies) - 1) if readies[t][1] != readies[t + 1][0]]
+        assert not wrong, f"cycle {wrong[0]}: ready_next is not the next cycle's ready"
+    else:
+        assert not any(nxt for _, nxt in readies)
     print(f"{len(got)} outputs of {len(tiles)} tiles in {len(overruns)} cycles, no PE waited")
 
 

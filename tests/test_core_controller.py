@@ -43,8 +43,8 @@ class _ControllerOnBuffers(Elaboratable):
     """The controller with its buffers, connected as in the core; the buffers' command-side
     write ports are left to the testbench."""
 
-    def __init__(self, mp, queue_steps=None):
-        self.ctrl = CoreController(mp, queue_steps=queue_steps)
+    def __init__(self, mp, queue_steps=None, ready_ahead=False):
+        self.ctrl = CoreController(mp, queue_steps=queue_steps, ready_ahead=ready_ahead)
         self.buffers = CoreBuffers(mp)
         self._fp = mp.act_format != "int8"
 
@@ -154,9 +154,15 @@ def _ints(value):
     return [_ints(v) for v in value] if isinstance(value, list) else int(value)
 
 
-@pytest.mark.parametrize("queue_steps", [True, False])
-@pytest.mark.parametrize("name", list(CASES))
-def test_controller_steps_and_counters_match_golden(name, queue_steps):
+# The forms: the step queue with the array's ready (the ECP5's, for FP activations), with it
+# announced a cycle ahead (the ECP5's, INT8), and the direct form (the iCE40's).
+FORMS = {"queued": dict(queue_steps=True), "ahead": dict(queue_steps=True, ready_ahead=True),
+         "direct": dict(queue_steps=False)}
+
+
+@pytest.mark.parametrize(("name", "form"), [(name, form) for name in CASES for form in FORMS
+                                            if form != "ahead" or name == "int8"])
+def test_controller_steps_and_counters_match_golden(name, form):
     params, scheme, jobs = CASES[name]
     mp = CoreConfig(**params)
     cfg = mp.array
@@ -173,7 +179,7 @@ def test_controller_steps_and_counters_match_golden(name, queue_steps):
     loads = [{buf: [[list(w) if isinstance(w, list) else w for w in bank] for bank in banks]
               for buf, banks in buffer_words(mp, *job_data, words).items()}
              for job_data in data]
-    dut = _ControllerOnBuffers(mp, queue_steps)
+    dut = _ControllerOnBuffers(mp, **FORMS[form])
     ctrl, buffers = dut.ctrl, dut.buffers
     chooser = random.Random(5)
     results = []
@@ -195,6 +201,11 @@ def test_controller_steps_and_counters_match_golden(name, queue_steps):
                 ctx.set(port.en, 0)
 
     async def bench(ctx):
+        # The array's ready, set a cycle ahead on step_ready_next as well (the ready_ahead
+        # form's input, ignored by the others): it changes only in the job loop.
+        ready = True
+        ctx.set(ctrl.o_step.ready, ready)
+        ctx.set(ctrl.step_ready_next, ready)
         for index, ((m, n, k), content) in enumerate(zip(jobs, loads, strict=True)):
             await load(ctx, content)
             always_ready = index == 0
@@ -209,9 +220,10 @@ def test_controller_steps_and_counters_match_golden(name, queue_steps):
             while True:
                 cycle += 1  # cycle 1 is the first after start was taken
                 assert ctx.get(ctrl.busy) and not ctx.get(ctrl.done)
-                ready = always_ready or chooser.random() < 0.5
+                upcoming = always_ready or chooser.random() < 0.5
                 readies.append(ready)
                 ctx.set(ctrl.o_step.ready, ready)
+                ctx.set(ctrl.step_ready_next, upcoming)
                 ctx.set(ctrl.job_end, cycle == end_at)
                 valid = ctx.get(ctrl.o_step.valid)
                 payload = _plain(ctx.get(ctrl.o_step.payload), fp) if valid else None
@@ -227,7 +239,9 @@ def test_controller_steps_and_counters_match_golden(name, queue_steps):
                     if len(steps) == n_steps and not always_ready:
                         end_at = cycle + chooser.randrange(1, 6)
                 await ctx.tick()
+                ready = upcoming
                 if cycle == end_at:
+                    ctx.set(ctrl.o_step.ready, ready)
                     break
                 assert cycle < 10 * (gemm + m * k), "the job does not end"
             ctx.set(ctrl.job_end, 0)
@@ -262,3 +276,14 @@ def test_controller_steps_and_counters_match_golden(name, queue_steps):
 def test_queue_steps_is_validated():
     with pytest.raises(TypeError, match="queue_steps must be a bool or None, not 'yes'"):
         CoreController(CoreConfig(**CASES["int8"][0]), queue_steps="yes")
+
+
+def test_ready_ahead_is_validated():
+    mp = CoreConfig(**CASES["int8"][0])
+    with pytest.raises(TypeError, match="ready_ahead must be a bool, not 1"):
+        CoreController(mp, ready_ahead=1)
+    with pytest.raises(ValueError, match="ready_ahead needs the step queue and INT8 activations, "
+                                         "not queue_steps=False with int8 activations"):
+        CoreController(mp, queue_steps=False, ready_ahead=True)
+    with pytest.raises(ValueError, match="not queue_steps=None with fp16 activations"):
+        CoreController(CoreConfig(**CASES["fp16"][0]), ready_ahead=True)

@@ -119,6 +119,10 @@ class SystolicArray(wiring.Component):
     special_values : In(32)
         Special-value register (:func:`golden.terms.pack_special_register`), static.
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(B)})))
+    ready_next : Out(1)
+        ``i_stream.ready`` of the next cycle, where :meth:`ready_ahead` says it is known (0
+        elsewhere): the core's controller registers its read enables from it, so that
+        ``ready`` need not reach its block RAMs in the cycle it rises or falls.
     overrun : Out(1)
         Sticky: a PE was offered a payload with its ``ready`` low (a design error, never
         expected; unused outside the tests, so synthesis removes it).
@@ -135,6 +139,7 @@ class SystolicArray(wiring.Component):
             "i_stream": In(stream.Signature(self._in_layout)),
             "special_values": In(REGISTER_LAYOUT.size),
             "o_stream": Out(stream.Signature(self._out_layout)),
+            "ready_next": Out(1),
             "overrun": Out(1),
         })
 
@@ -151,6 +156,16 @@ class SystolicArray(wiring.Component):
         """Cycles from PE (0, 0) receiving a tile's last term to its first output valid
         (:attr:`golden.gemm.ArrayConfig.latency`)."""
         return self._cfg.latency
+
+    def ready_ahead(self, platform) -> bool:
+        """Whether :attr:`ready_next` announces ``i_stream.ready`` a cycle ahead on
+        ``platform``: without early credits (``ready`` is then the credit flip-flop) and with a
+        front end that takes every step (INT8 activations, no table builders), so that
+        ``ready`` is that flip-flop alone."""
+        cfg = self._cfg
+        early = platform_form(self._early_credits, platform, on_ice40=True)
+        return (not early and cfg.act_format == "int8"
+                and cfg.kind.row_operand != "tables")
 
     def _make_pe(self):
         """One PE of the array's kind: the class registered for it (``hdl/registry.py``,
@@ -203,8 +218,11 @@ class SystolicArray(wiring.Component):
             # its update, or this cycle's ``popping`` (next cycle's ``freed``), so ``ready``
             # leaves a flip-flop and the same cycles as the combinational form follow.
             has_credit_q = Signal(init=1, name="has_credit_q")
-            m.d.sync += has_credit_q.eq((credits_next != 0) | ser.popping)
+            credit_next = (credits_next != 0) | ser.popping
+            m.d.sync += has_credit_q.eq(credit_next)
             m.d.comb += has_credit.eq(has_credit_q)
+            if self.ready_ahead(platform):  # ``ready`` is has_credit_q: its input is next's
+                m.d.comb += self.ready_next.eq(credit_next)
         m.d.comb += [self.i_stream.ready.eq(has_credit & fe.i_stream.ready),
                      fe.i_stream.valid.eq(self.i_stream.valid & has_credit),
                      fe.i_stream.payload.eq(self.i_stream.payload)]

@@ -147,7 +147,10 @@ class AcceleratorCore(wiring.Component):
         m.submodules.array = array = SystolicArray(mp.array)
         m.submodules.command_port = port = CommandPort(mp)
         m.submodules.buffers = buffers = CoreBuffers(mp)
-        m.submodules.controller = ctrl = CoreController(mp)
+        # Where the array announces its ``ready`` a cycle ahead the controller registers its
+        # read enables from that (CoreController.ready_ahead).
+        ahead = array.ready_ahead(platform)
+        m.submodules.controller = ctrl = CoreController(mp, ready_ahead=ahead)
         m.submodules.output_writer = writer = OutputWriter(mp)
 
         # Host side: commands in, responses out; registers and job state across the blocks.
@@ -181,5 +184,6 @@ class AcceleratorCore(wiring.Component):
 
         # The array: steps from the controller, results to the output buffer.
         wiring.connect(m, ctrl.o_step, array.i_stream)
+        m.d.comb += ctrl.step_ready_next.eq(array.ready_next)
         wiring.connect(m, array.o_stream, writer.i_result)
         return m

@@ -1,0 +1,161 @@
+"""The core controller's loops: a job's tiles, groups and weight-steps in golden's order, each
+step as its buffer addresses, flags and masks.
+
+Twin: the step order of :func:`golden.gemm.gemm` (module docstring, steps 2-3: ``m0``
+outer, ``n0``, groups, steps).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden import core as gcore
+
+from ..common import read_only
+from .command_port import job_layout
+from .step_reader import read_entry_layout
+
+__all__ = ["StepLoop"]
+
+
+@read_only("config")
+class StepLoop(wiring.Component):
+    """Walks a job's weight-steps: ``m0`` (outer, by ``R``), ``n0`` (by ``C``, with
+    :attr:`n_tiles`), groups and steps (``k0`` by ``L``), one step per :attr:`advance`.
+
+    :attr:`step` is the current step (:func:`~hdl.array.step_reader.read_entry_layout`):
+    the word addresses ``weight = n_tile * k_steps + k0 / L``, ``act = m_tile * k_steps +
+    k0 / L``, ``meta = n_tile * max_groups + g``, ``gexp = m_tile * max_groups + g`` and
+    ``base = m_tile`` (the buffer map of :mod:`golden.core`); the masks ``lanes`` (``k0 +
+    lane < K``), ``rows`` (``m0 + r < M``) and ``cols`` (``n0 + c < N``); ``group_last`` (the
+    group's last step or K's), ``out_last`` (K's last step); ``rows_valid`` and
+    ``cols_valid``, the real rows and columns of the tile.
+
+    Every address is a register kept equal to its base plus index, and the loops' end flags
+    (``k0 + L >= K``, ``n0 + C >= N``, ``m0 + R >= M``) registers written with their counters,
+    so no adder or comparator sits between a counter and a block RAM or the loop's enables
+    (the job registers do not change during a job).
+
+    Latency: :attr:`restart` or :attr:`advance` in cycle ``t``, the step in ``t + 1``.
+    Throughput: one step per cycle.
+
+    Parameters
+    ----------
+    config : golden.core.CoreConfig
+
+    Members
+    -------
+    job : In(job_layout(config))
+        ``m``, ``n``, ``k``; held during the job.
+    restart : In(1)
+        Back to the job's first step; :attr:`remain` rises.
+    advance : In(1)
+        On to the next step (while :attr:`remain`); after the last one :attr:`remain` falls.
+    n_tiles : In(1)
+        Walk the n-tiles within each m-tile (the feed); low, one pass over K per m-tile (the
+        pre-pass over the activations).
+    stop : In(1)
+        No step remains (the job's end), over :attr:`restart`.
+    remain : Out(1)
+        :attr:`step` is a step of the job.
+    step : Out(read_entry_layout(config))
+    """
+
+    def __init__(self, config: gcore.CoreConfig):
+        if not isinstance(config, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._config = config
+        super().__init__({"job": In(job_layout(config)), "restart": In(1), "advance": In(1),
+                          "n_tiles": In(1), "stop": In(1), "remain": Out(1),
+                          "step": Out(read_entry_layout(config))})
+
+    def elaborate(self, platform):
+        m = Module()
+        mp = self._config
+        R, C, L = mp.rows, mp.cols, mp.lanes
+        steps_per_group = mp.group_size // L
+        job_m, job_n, job_k = self.job.m, self.job.n, self.job.k
+
+        def counter(name, bound):
+            return Signal(range(bound + 1), name=name)
+
+        m0, n0, k0 = (counter("m0", mp.max_m + R), counter("n0", mp.max_n + C),
+                      counter("k0", mp.max_k + L))
+        m_tile = counter("m_tile", mp.m_tiles)
+        sg = counter("sg", steps_per_group)  # the step within its group
+        # Bases of the current tiles, and the addresses (base + index).
+        act_base, w_base = counter("act_base", mp.act_depth), counter("w_base", mp.weight_depth)
+        meta_base, gx_base = (counter("meta_base", mp.meta_depth),
+                              counter("gx_base", mp.gexp_depth))
+        a_w, a_meta = counter("a_w", mp.weight_depth), counter("a_meta", mp.meta_depth)
+        a_act, a_gx = counter("a_act", mp.act_depth), counter("a_gx", mp.gexp_depth)
+        registers = [m0, n0, k0, m_tile, sg, act_base, w_base, meta_base, gx_base,
+                     a_w, a_meta, a_act, a_gx]
+        last_k, last_n, last_m = (Signal(name="last_k"), Signal(name="last_n"),
+                                  Signal(name="last_m"))
+
+        def first_k():
+            m.d.sync += [k0.eq(0), sg.eq(0), last_k.eq(job_k <= L)]
+
+        def first_n():
+            m.d.sync += [n0.eq(0), last_n.eq(job_n <= C), w_base.eq(0), meta_base.eq(0),
+                         a_w.eq(0), a_meta.eq(0)]
+
+        def next_m_tile():
+            with m.If(last_m):
+                m.d.sync += self.remain.eq(0)
+            with m.Else():
+                m.d.sync += [m0.eq(m0 + R), last_m.eq(m0 + 2 * R >= job_m),
+                             m_tile.eq(m_tile + 1),
+                             act_base.eq(act_base + mp.k_steps), a_act.eq(act_base + mp.k_steps),
+                             gx_base.eq(gx_base + mp.max_groups),
+                             a_gx.eq(gx_base + mp.max_groups)]
+
+        def tile_end():
+            """After a tile's last step: the next n-tile, or the next m-tile's first."""
+            with m.If(self.n_tiles & ~last_n):
+                m.d.sync += [n0.eq(n0 + C), last_n.eq(n0 + 2 * C >= job_n),
+                             w_base.eq(w_base + mp.k_steps), a_w.eq(w_base + mp.k_steps),
+                             meta_base.eq(meta_base + mp.max_groups),
+                             a_meta.eq(meta_base + mp.max_groups)]
+            with m.Else():
+                first_n()
+                next_m_tile()
+
+        with m.If(self.restart):
+            m.d.sync += [reg.eq(0) for reg in registers]
+            m.d.sync += [last_k.eq(job_k <= L), last_n.eq(job_n <= C), last_m.eq(job_m <= R),
+                         self.remain.eq(1)]
+        with m.Elif(self.advance & self.remain):
+            with m.If(last_k):
+                first_k()
+                # Back to the bases (tile_end moves those that change, and their address).
+                m.d.sync += [a_w.eq(w_base), a_act.eq(act_base), a_meta.eq(meta_base),
+                             a_gx.eq(gx_base)]
+                tile_end()
+            with m.Else():
+                m.d.sync += [k0.eq(k0 + L), last_k.eq(k0 + 2 * L >= job_k),
+                             a_w.eq(a_w + 1), a_act.eq(a_act + 1)]
+                with m.If(sg == steps_per_group - 1):
+                    m.d.sync += [sg.eq(0), a_meta.eq(a_meta + 1), a_gx.eq(a_gx + 1)]
+                with m.Else():
+                    m.d.sync += sg.eq(sg + 1)
+        with m.If(self.stop):
+            m.d.sync += self.remain.eq(0)
+
+        step = self.step
+        m.d.comb += [
+            step.weight.eq(a_w), step.meta.eq(a_meta), step.act.eq(a_act),
+            step.lanes.eq(Cat(*[k0 + lane < job_k for lane in range(L)])),
+            step.rows.eq(Cat(*[m0 + r < job_m for r in range(R)])),
+            step.cols.eq(Cat(*[n0 + c < job_n for c in range(C)])),
+            step.group_last.eq(last_k | (sg == steps_per_group - 1)),
+            step.out_last.eq(last_k),
+            step.rows_valid.eq(Mux(last_m, job_m - m0, R)),
+            step.cols_valid.eq(Mux(last_n, job_n - n0, C)),
+        ]
+        if mp.act_format != "int8":
+            m.d.comb += [step.gexp.eq(a_gx), step.base.eq(m_tile)]
+        return m

@@ -1,0 +1,218 @@
+"""The core controller's read stages: from a step's buffer addresses, flags and masks to the
+weight-step the array takes (:func:`~hdl.array.front_end.step_layout`), padded with zeros.
+
+Twin: the padding of :func:`golden.gemm.gemm`'s steps (module docstring, steps 2-3).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Shape, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitmod.golden import core as gcore
+
+from ..common import keep_apart, read_only
+from .buffers import buffer_shapes, read_signature
+from .front_end import step_layout
+
+__all__ = ["StepReader", "read_entry_layout"]
+
+# The buffers the feed reads, and the step flags that travel beside their read data.
+_READ = ("weight", "meta", "act", "gexp", "base")
+_FLAGS = ("lanes", "rows", "cols", "group_last", "out_last", "rows_valid", "cols_valid")
+
+
+def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
+    """One step to read: a word address per buffer (the same in every bank; ``gexp`` and
+    ``base`` for FP16/BF16 activations only), the masks of real lanes (``k < K``), rows
+    (``m < M``) and columns (``n < N``), ``group_last``, ``out_last`` and the counts of real
+    rows and columns."""
+    mp = config
+    fields = {name: Shape.cast(range(depth)).width
+              for name, (_, depth, _, _) in buffer_shapes(mp).items() if name in _READ}
+    fields.update(lanes=mp.lanes, rows=mp.rows, cols=mp.cols, group_last=1, out_last=1,
+                  rows_valid=range(mp.rows + 1), cols_valid=range(mp.cols + 1))
+    return data.StructLayout(fields)
+
+
+def _flags_layout(config: gcore.CoreConfig) -> data.StructLayout:
+    entry = read_entry_layout(config)
+    return data.StructLayout({name: entry[name].shape for name in _FLAGS})
+
+
+def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming: Signal | None, buffer: str,
+               bank: int):
+    """``enable`` for one buffer bank, or with its next value ``upcoming`` (the registered
+    form) a flip-flop copy of it loaded alike and kept apart, one per column (``weight`` and
+    ``meta``) or row bank, so each drives its own bank's loads and can sit beside it
+    (``copies``: those made so far, by name)."""
+    if upcoming is None:
+        return enable
+    label = f"{enable.name}_{'col' if buffer in ('weight', 'meta') else 'row'}{bank}"
+    if label not in copies:
+        copies[label] = keep_apart(Signal(init=1, name=label))
+        m.d.sync += copies[label].eq(upcoming)
+    return copies[label]
+
+
+@read_only("config", "registered", "ready_ahead")
+class StepReader(wiring.Component):
+    """Reads each step's words from the buffer banks and offers the array the weight-step.
+
+    Stage 1 takes an entry (``i_stream``) when it advances: its addresses go to every bank's
+    read port, whose block-RAM read register holds the data a cycle later, and its flags to
+    flip-flops. With :attr:`registered` a stage 2 holds the read data in flip-flops (an ECP5
+    block RAM's data come 5.8 ns after the clock, so none drives logic or a long net in the
+    cycle it arrives) and offers the step; otherwise stage 1 offers it. The stages advance
+    when the next one does or they are empty: ``adv2 = ~valid2 | ready``, ``adv = ~valid1 |
+    adv2`` (``adv = ~valid1 | ready`` with one stage); ``i_stream.ready = adv``.
+
+    With :attr:`ready_ahead`, :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead
+    (the array's :attr:`~hdl.array.SystolicArray.ready_next`), and ``adv`` and ``adv2`` are
+    flip-flops loaded with their next values (from the stages' next valids and
+    ``step_ready_next``), one copy per column and per row bank, kept apart
+    (:data:`hdl.common.KEEP_APART`): the same values in the same cycles, but ``ready`` no
+    longer crosses the chip to every bank's read enable and every stage-2 register in the
+    cycle it changes.
+
+    The step (:func:`~hdl.array.front_end.step_layout`) carries per column ``c`` the weight
+    word (its ``L`` codes, lanes at ``k >= K`` zeroed) and the meta word's selector, scale
+    and zero point, all zero for a column at ``n >= N``; per row ``r`` the activation word
+    (lanes at ``k >= K`` zeroed) and the group exponent and token floor, all zero for a row
+    at ``m >= M``; ``group_last`` and ``out_last``. So stale buffer contents never reach the
+    array.
+
+    Latency: an entry taken in cycle ``t`` is offered from ``t + 1`` (one stage) or ``t + 2``
+    (:attr:`registered`). Throughput: one step per cycle.
+
+    Parameters
+    ----------
+    config : golden.core.CoreConfig
+    registered : bool
+        Stage 2, the read data in flip-flops.
+    ready_ahead : bool
+        ``step_ready_next`` announces ``o_step.ready`` (needs :attr:`registered`).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(read_entry_layout(config)))
+    weight_read, meta_read : In(ReadPort.Signature).array(C)
+    act_read : In(ReadPort.Signature).array(R)
+    gexp_read, base_read : In(ReadPort.Signature).array(R)
+        FP16/BF16 activations only.
+    o_step : Out(stream.Signature(step_layout(config.array)))
+    step_ready_next : In(1)
+        With :attr:`ready_ahead`: ``o_step.ready`` of the next cycle (unused otherwise).
+    pending : Out(1)
+        Stage 1 holds a step that is not on offer (:attr:`registered` only: stage 2 offers).
+    rows_valid, cols_valid : Out(range(R + 1)), Out(range(C + 1))
+        The real rows and columns of the step on offer.
+    """
+
+    def __init__(self, config: gcore.CoreConfig, *, registered: bool, ready_ahead: bool):
+        if not isinstance(config, gcore.CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        for name, value in (("registered", registered), ("ready_ahead", ready_ahead)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
+        if ready_ahead and not registered:
+            raise ValueError("ready_ahead needs the registered form (stage 2)")
+        self._config = mp = config
+        self._registered, self._ready_ahead = registered, ready_ahead
+        members = {"i_stream": In(stream.Signature(read_entry_layout(mp)))}
+        for name, (banks, depth, width, _) in buffer_shapes(mp).items():
+            if name in _READ:
+                members[f"{name}_read"] = In(read_signature(depth, width)).array(banks)
+        members.update(o_step=Out(stream.Signature(step_layout(mp.array))),
+                       step_ready_next=In(1), pending=Out(1),
+                       rows_valid=Out(range(mp.rows + 1)), cols_valid=Out(range(mp.cols + 1)))
+        super().__init__(members)
+
+    def _ports(self):
+        """``(buffer, bank, read port)`` of every bank the reader reads."""
+        return [(name, bank, port) for name in _READ if hasattr(self, f"{name}_read")
+                for bank, port in enumerate(getattr(self, f"{name}_read"))]
+
+    def elaborate(self, platform):
+        m = Module()
+        entry, step = self.i_stream.payload, self.o_step
+        flags = _flags_layout(self._config)
+        s1_valid, s1 = Signal(), Signal(flags)
+        adv = Signal(init=1)  # stage 1 advances: it takes an entry, the banks read
+        copies = {}  # the registered enables' per-bank copies (ready_ahead)
+        upcoming = {}  # ready_ahead: the enables' next values, which the copies load
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(self.i_stream.valid),
+                         s1.eq(Cat(*(entry[name] for name in _FLAGS)))]
+        m.d.comb += self.i_stream.ready.eq(adv)
+        if self._registered:
+            s2_valid, s2 = Signal(), Signal(flags)
+            adv2 = Signal(init=1)  # stage 2 advances: it takes stage 1's step and data
+            if self._ready_ahead:
+                s1_next = Mux(adv, self.i_stream.valid, s1_valid)
+                s2_next = Mux(adv2, s1_valid, s2_valid)
+                upcoming = {"adv": Signal(name="adv_next"), "adv2": Signal(name="adv2_next")}
+                m.d.comb += [upcoming["adv2"].eq(~s2_next | self.step_ready_next),
+                             upcoming["adv"].eq(~s1_next | ~s2_next | self.step_ready_next)]
+                m.d.sync += [adv.eq(upcoming["adv"]), adv2.eq(upcoming["adv2"])]
+            else:
+                m.d.comb += [adv2.eq(~s2_valid | step.ready), adv.eq(~s1_valid | adv2)]
+            with m.If(adv2):
+                m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1)]
+            held = {}
+            for name, bank, port in self._ports():
+                held[name, bank] = reg = Signal.like(port.data, name=f"s2_{name}{bank}")
+                with m.If(_bank_copy(m, copies, adv2, upcoming.get("adv2"), name, bank)):
+                    m.d.sync += reg.eq(port.data)
+            offer_valid, offer = s2_valid, s2
+            m.d.comb += self.pending.eq(s1_valid)
+        else:
+            m.d.comb += adv.eq(~s1_valid | step.ready)
+            held = {(name, bank): port.data for name, bank, port in self._ports()}
+            offer_valid, offer = s1_valid, s1
+        for name, bank, port in self._ports():
+            m.d.comb += [port.addr.eq(entry[name]),
+                         port.en.eq(_bank_copy(m, copies, adv, upcoming.get("adv"), name,
+                                               bank))]
+        m.d.comb += [step.valid.eq(offer_valid), self.rows_valid.eq(offer.rows_valid),
+                     self.cols_valid.eq(offer.cols_valid)]
+        self._step(m, offer, held)
+        return m
+
+    def _step(self, m: Module, offer, held: dict) -> None:
+        """The step on offer: the read data ``held[buffer, bank]`` with the offering stage's
+        flags ``offer``, zeroed for padding rows, columns and lanes."""
+        mp = self._config
+        cfg = mp.array
+        R, C = cfg.rows, cfg.cols
+        CB, AB, SB = mp.code_bits, mp.act_bits, cfg.scale_bits
+        p = self.o_step.payload
+
+        def spread(mask, width):
+            return Cat(*[Mux(mask[i], Const((1 << width) - 1, width), 0)
+                         for i in range(len(mask))])
+
+        cols, rows = offer.cols, offer.rows
+        lane_code_mask = spread(offer.lanes, CB)
+        lane_act_mask = spread(offer.lanes, AB)
+        meta = [held["meta", c] for c in range(C)]
+        m.d.comb += [
+            p.codes.eq(Cat(*[Mux(cols[c], held["weight", c] & lane_code_mask, 0)
+                             for c in range(C)])),
+            p.sel.eq(Cat(*[Mux(cols[c], meta[c][SB:SB + 2], 0) for c in range(C)])),
+            p.acts.eq(Cat(*[Mux(rows[r], held["act", r] & lane_act_mask, 0)
+                            for r in range(R)])),
+            p.group_last.eq(offer.group_last),
+            p.out_last.eq(offer.out_last),
+        ]
+        if SB:
+            m.d.comb += p.scale.eq(Cat(*[Mux(cols[c], meta[c][:SB], 0) for c in range(C)]))
+        if cfg.zero_points:  # the meta word's top field (golden.core.CoreConfig.meta_bits)
+            m.d.comb += p.zp.eq(Cat(*[Mux(cols[c], meta[c][SB + 2:SB + 2 + CB], 0)
+                                      for c in range(C)]))
+        if cfg.act_format != "int8":
+            m.d.comb += [
+                p.gexp.eq(Cat(*[Mux(rows[r], held["gexp", r], 0) for r in range(R)])),
+                p.base.eq(Cat(*[Mux(rows[r], held["base", r], 0) for r in range(R)])),
+            ]

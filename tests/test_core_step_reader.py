@@ -1,0 +1,168 @@
+"""The controller's read stages (hdl/array/step_reader.py) on the core's buffers, beside a
+model: random entries (addresses anywhere in the banks, random lane, row and column masks and
+flags) offered in random cycles, the array's ``ready`` random (and announced a cycle ahead in
+the ``ready_ahead`` form); in all three forms every step comes out once, in order, held while
+not taken, from the cycle after its entry is taken (two with stage 2), and equals the banks'
+words at its addresses with padding lanes, rows and columns zeroed."""
+
+import random
+
+import pytest
+from amaranth import Elaboratable, Module, Shape
+from amaranth.lib import wiring
+
+from bitmod.golden.core import CoreConfig
+from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
+from bitmod.hdl.array.step_reader import StepReader, read_entry_layout
+from bitmod.sim.amaranth_sim import run_simulation
+
+CONFIGS = {
+    "int8": dict(rows=2, cols=3, lanes=4, group_size=8, act_format="int8",
+                 formats=("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"),
+                 max_m=5, max_n=7, max_k=24),
+    "fp16": dict(rows=3, cols=2, lanes=2, group_size=4, act_format="fp16", act_exp_bits=2,
+                 mant_width=10, formats="int8_sym", max_m=7, max_n=5, max_k=10),
+}
+
+FORMS = {"one stage": dict(registered=False, ready_ahead=False),
+         "registered": dict(registered=True, ready_ahead=False),
+         "ready ahead": dict(registered=True, ready_ahead=True)}
+
+
+class _ReaderOnBuffers(Elaboratable):
+    """The reader wired to the core's buffers (their write ports left to the testbench)."""
+
+    def __init__(self, mp, **form):
+        self.reader = StepReader(mp, **form)
+        self.buffers = CoreBuffers(mp)
+        self.names = [name for name in ("weight", "meta", "act", "gexp", "base")
+                      if hasattr(self.reader, f"{name}_read")]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader, m.submodules.buffers = self.reader, self.buffers
+        for name in self.names:
+            for ours, theirs in zip(getattr(self.reader, f"{name}_read"),
+                                    getattr(self.buffers, f"{name}_read"), strict=True):
+                wiring.connect(m, ours, theirs)
+        return m
+
+
+def expected_step(mp, entry, words):
+    """The step the reader offers for ``entry`` over bank contents ``words``."""
+    cfg = mp.array
+    L, CB, AB, SB = mp.lanes, mp.code_bits, mp.act_bits, cfg.scale_bits
+
+    def lanes(word, bits, signed):
+        values = [(word >> (i * bits)) & ((1 << bits) - 1) for i in range(L)]
+        values = [v - (1 << bits) if signed and v >> (bits - 1) else v for v in values]
+        return [v if entry["lanes"] >> i & 1 else 0 for i, v in enumerate(values)]
+
+    col = [entry["cols"] >> c & 1 for c in range(mp.cols)]
+    row = [entry["rows"] >> r & 1 for r in range(mp.rows)]
+    meta = [words["meta"][c][entry["meta"]] if col[c] else 0 for c in range(mp.cols)]
+    step = {"codes": [lanes(words["weight"][c][entry["weight"]], CB, False) if col[c]
+                      else [0] * L for c in range(mp.cols)],
+            "sel": [mt >> SB & 3 for mt in meta], "scale": [mt & ((1 << SB) - 1) for mt in meta],
+            "acts": [lanes(words["act"][r][entry["act"]], AB, cfg.act_format == "int8")
+                     if row[r] else [0] * L for r in range(mp.rows)],
+            "group_last": entry["group_last"], "out_last": entry["out_last"]}
+    if cfg.act_format != "int8":
+        step["gexp"] = [words["gexp"][r][entry["gexp"]] if row[r] else 0
+                        for r in range(mp.rows)]
+        step["base"] = [words["base"][r][entry["base"]] if row[r] else 0
+                        for r in range(mp.rows)]
+    return step
+
+
+def plain(payload, fp):
+    step = {"codes": [[int(v) for v in col] for col in payload.codes],
+            "sel": [int(v) for v in payload.sel], "scale": [int(v) for v in payload.scale],
+            "acts": [[int(v) for v in row] for row in payload.acts],
+            "group_last": int(payload.group_last), "out_last": int(payload.out_last)}
+    if fp:
+        step["gexp"] = [int(v) for v in payload.gexp]
+        step["base"] = [int(v) for v in payload.base]
+    return step
+
+
+# (The ready_ahead form is the INT8 core's: only there does the array announce its ready.)
+@pytest.mark.parametrize(("name", "form"), [(name, form) for name in CONFIGS for form in FORMS
+                                            if name == "int8" or not FORMS[form]["ready_ahead"]])
+def test_step_reader_offers_the_banks_words_padded(name, form):
+    mp = CoreConfig(**CONFIGS[name])
+    fp = mp.act_format != "int8"
+    dut = _ReaderOnBuffers(mp, **FORMS[form])
+    reader = dut.reader
+    shapes = buffer_shapes(mp)
+    rng = random.Random(17)
+    words = {name: [[rng.randrange(1 << shapes[name][2]) for _ in range(shapes[name][1])]
+                    for _ in range(shapes[name][0])] for name in dut.names}
+    layout = read_entry_layout(mp)
+    entries = []
+    for _ in range(400):
+        entry = {f: rng.randrange(1 << Shape.cast(layout[f].shape).width) for f in layout.members}
+        entry.update({name: rng.randrange(shapes[name][1]) for name in dut.names},
+                     rows_valid=rng.randrange(mp.rows + 1),
+                     cols_valid=rng.randrange(mp.cols + 1))
+        entries.append(entry)
+    latency = 2 if FORMS[form]["registered"] else 1
+    got, taken_at = [], []
+
+    async def bench(ctx):
+        for name in dut.names:
+            for bank, port in enumerate(getattr(dut.buffers, f"{name}_write")):
+                for addr, value in enumerate(words[name][bank]):
+                    ctx.set(port.addr, addr)
+                    ctx.set(port.data, value)
+                    ctx.set(port.en, (1 << len(port.en)) - 1)
+                    await ctx.tick()
+                ctx.set(port.en, 0)
+        for _ in range(3):  # the writes' register stages
+            await ctx.tick()
+        ready = True
+        ctx.set(reader.o_step.ready, ready)
+        ctx.set(reader.step_ready_next, ready)
+        index, held, cycle = 0, None, 0
+        while len(got) < len(entries):
+            cycle += 1
+            upcoming = rng.random() < 0.6
+            ctx.set(reader.o_step.ready, ready)
+            ctx.set(reader.step_ready_next, upcoming)
+            offer = index < len(entries) and rng.random() < 0.8
+            ctx.set(reader.i_stream.valid, offer)
+            if offer:
+                ctx.set(reader.i_stream.payload, entries[index])
+            valid = ctx.get(reader.o_step.valid)
+            payload = plain(ctx.get(reader.o_step.payload), fp) if valid else None
+            if held is not None:
+                assert payload == held, f"cycle {cycle}: a step changed before it was taken"
+            held = payload if valid and not ready else None
+            if valid:
+                assert taken_at[len(got)] + latency <= cycle, "a step came out early"
+                want = entries[len(got)]
+                assert (int(ctx.get(reader.rows_valid)), int(ctx.get(reader.cols_valid))) == (
+                    want["rows_valid"], want["cols_valid"])
+            if valid and ready:
+                got.append(payload)
+            if offer and ctx.get(reader.i_stream.ready):
+                taken_at.append(cycle)
+                index += 1
+            await ctx.tick()
+            ready = upcoming
+            assert cycle < 20 * len(entries), "the reader stalls"
+
+    run_simulation(dut, [bench], deadline=1e-2)
+    bad = [i for i, (g, e) in enumerate(zip(got, entries, strict=True))
+           if g != expected_step(mp, e, words)]
+    assert not bad, f"step {bad[0]}: {got[bad[0]]} != {expected_step(mp, entries[bad[0]], words)}"
+
+
+def test_step_reader_is_validated():
+    mp = CoreConfig(**CONFIGS["int8"])
+    with pytest.raises(TypeError, match="registered must be a bool, not 'yes'"):
+        StepReader(mp, registered="yes", ready_ahead=False)
+    with pytest.raises(ValueError, match="ready_ahead needs the registered form"):
+        StepReader(mp, registered=False, ready_ahead=True)
+    with pytest.raises(TypeError, match="config must be a CoreConfig, not 3"):
+        StepReader(3, registered=True, ready_ahead=False)

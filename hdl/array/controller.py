@@ -71,17 +71,17 @@ class CoreController(wiring.Component):
     ----------
     config : golden.core.CoreConfig
     queue_steps : bool or None
-        Put the step queue between the loop and the reads and a register stage after them;
-        ``None`` (default): on every platform but the iCE40 (whose LCs the iCEBreaker
-        default needs), where the loop advances with stage 1 instead, from the feed's third
-        cycle, and stage 1 offers the step. The cycles are the same.
+        Put the step queue between the loop and the reader, and the reader's second stage
+        after the reads; ``None`` (default): on every platform but the iCE40 (whose LCs the
+        iCEBreaker default needs), where the loop advances with the reader's first stage
+        instead, from the feed's third cycle, and that stage offers the step. The cycles are
+        the same.
     ready_ahead : bool
         :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead (the array's
-        :meth:`~hdl.array.SystolicArray.ready_ahead`): the stages' enables ``adv`` and
-        ``adv2`` are then flip-flops loaded with their next values, one copy per buffer bank
-        (kept apart), so ``ready`` no longer crosses the chip to the block RAMs' read enables
-        and the stage-2 registers in the cycle it changes. The same cycles. Needs the step
-        queue and INT8 activations (no pre-pass); default ``False``.
+        :meth:`~hdl.array.SystolicArray.ready_ahead`), and the reader's stage enables are
+        flip-flops loaded with their next values (:class:`~hdl.array.step_reader.
+        StepReader` ``ready_ahead``). The same cycles. Needs the step queue and INT8
+        activations (no pre-pass); default ``False``.
 
     Members
     -------

@@ -41,6 +41,11 @@ def _flags_layout(config: gcore.CoreConfig) -> data.StructLayout:
     return data.StructLayout({name: entry[name].shape for name in _FLAGS})
 
 
+def _side(buffer: str) -> str:
+    """The banks of ``buffer`` are the columns' (``weight``, ``meta``) or the rows'."""
+    return "col" if buffer in ("weight", "meta") else "row"
+
+
 def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming: Signal | None, buffer: str,
                bank: int):
     """``enable`` for one buffer bank, or with its next value ``upcoming`` (the registered
@@ -49,7 +54,7 @@ def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming: Signal | None,
     (``copies``: those made so far, by name)."""
     if upcoming is None:
         return enable
-    label = f"{enable.name}_{'col' if buffer in ('weight', 'meta') else 'row'}{bank}"
+    label = f"{enable.name}_{_side(buffer)}{bank}"
     if label not in copies:
         copies[label] = keep_apart(Signal(init=1, name=label))
         m.d.sync += copies[label].eq(upcoming)
@@ -64,7 +69,9 @@ class StepReader(wiring.Component):
     read port, whose block-RAM read register holds the data a cycle later, and its flags to
     flip-flops. With :attr:`registered` a stage 2 holds the read data in flip-flops (an ECP5
     block RAM's data come 5.8 ns after the clock, so none drives logic or a long net in the
-    cycle it arrives) and offers the step; otherwise stage 1 offers it. The stages advance
+    cycle it arrives) and offers the step, with a copy of the step's lane mask per column and
+    per row bank (kept apart: each zeroes its own bank's words); otherwise stage 1 offers
+    it. The stages advance
     when the next one does or they are empty: ``adv2 = ~valid2 | ready``, ``adv = ~valid1 |
     adv2`` (``adv = ~valid1 | ready`` with one stage); ``i_stream.ready = adv``.
 
@@ -160,16 +167,27 @@ class StepReader(wiring.Component):
                 m.d.comb += [adv2.eq(~s2_valid | step.ready), adv.eq(~s1_valid | adv2)]
             with m.If(adv2):
                 m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1)]
-            held = {}
+            held, lanes = {}, {}
             for name, bank, port in self._ports():
                 held[name, bank] = reg = Signal.like(port.data, name=f"s2_{name}{bank}")
-                with m.If(_bank_copy(m, copies, adv2, upcoming.get("adv2"), name, bank)):
+                bank_adv2 = _bank_copy(m, copies, adv2, upcoming.get("adv2"), name, bank)
+                with m.If(bank_adv2):
                     m.d.sync += reg.eq(port.data)
+                # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside
+                # its words, not one register driving all of them (the ULX3S 10 x 10 x 8
+                # build's path at 100 MHz asked: one lane bit's net, 12.0 ns).
+                side = _side(name)
+                if (side, bank) not in lanes:
+                    lanes[side, bank] = keep_apart(Signal(self._config.lanes,
+                                                          name=f"s2_lanes_{side}{bank}"))
+                    with m.If(bank_adv2):
+                        m.d.sync += lanes[side, bank].eq(s1.lanes)
             offer_valid, offer = s2_valid, s2
             m.d.comb += self.pending.eq(s1_valid)
         else:
             m.d.comb += adv.eq(~s1_valid | step.ready)
             held = {(name, bank): port.data for name, bank, port in self._ports()}
+            lanes = {(_side(name), bank): s1.lanes for name, bank, _ in self._ports()}
             offer_valid, offer = s1_valid, s1
         for name, bank, port in self._ports():
             m.d.comb += [port.addr.eq(entry[name]),
@@ -177,12 +195,13 @@ class StepReader(wiring.Component):
                                                bank))]
         m.d.comb += [step.valid.eq(offer_valid), self.rows_valid.eq(offer.rows_valid),
                      self.cols_valid.eq(offer.cols_valid)]
-        self._step(m, offer, held)
+        self._step(m, offer, held, lanes)
         return m
 
-    def _step(self, m: Module, offer, held: dict) -> None:
+    def _step(self, m: Module, offer, held: dict, lanes: dict) -> None:
         """The step on offer: the read data ``held[buffer, bank]`` with the offering stage's
-        flags ``offer``, zeroed for padding rows, columns and lanes."""
+        flags ``offer``, zeroed for padding rows, columns and lanes (the lane mask of each
+        bank ``lanes[side, bank]``)."""
         mp = self._config
         cfg = mp.array
         R, C = cfg.rows, cfg.cols
@@ -194,14 +213,12 @@ class StepReader(wiring.Component):
                          for i in range(len(mask))])
 
         cols, rows = offer.cols, offer.rows
-        lane_code_mask = spread(offer.lanes, CB)
-        lane_act_mask = spread(offer.lanes, AB)
         meta = [held["meta", c] for c in range(C)]
         m.d.comb += [
-            p.codes.eq(Cat(*[Mux(cols[c], held["weight", c] & lane_code_mask, 0)
+            p.codes.eq(Cat(*[Mux(cols[c], held["weight", c] & spread(lanes["col", c], CB), 0)
                              for c in range(C)])),
             p.sel.eq(Cat(*[Mux(cols[c], meta[c][SB:SB + 2], 0) for c in range(C)])),
-            p.acts.eq(Cat(*[Mux(rows[r], held["act", r] & lane_act_mask, 0)
+            p.acts.eq(Cat(*[Mux(rows[r], held["act", r] & spread(lanes["row", r], AB), 0)
                             for r in range(R)])),
             p.group_last.eq(offer.group_last),
             p.out_last.eq(offer.out_last),

@@ -247,11 +247,13 @@ class CommandPort(wiring.Component):
                 picks.append((op == OPS["read_counter"]) & (addr == 2 * i + half))
         x_pick = Signal(len(sources))
         # The buffer write's bank and lane, picked at the check too (with the copy): a
-        # flip-flop per bank of each buffer, set for an ``ok`` write to it only, and the lane
-        # one-hot, so a bank's write enables are one LUT of flip-flops (``accept``, its pick,
-        # the lane) before the write registers beside the bank, not the decode of the op,
-        # status, bank and lane (the ULX3S 10 x 10 x 8 build's path at 100 MHz asked: four
-        # LUTs and 11.4 ns of routing into an activation bank's first write register).
+        # flip-flop per bank of each buffer, set for an ``ok`` write to it only and cleared
+        # with ``accept`` (the next cycle), and the lane one-hot, so a bank's write enables
+        # are one LUT of two flip-flops (its pick, the lane) before the write registers
+        # beside the bank, not the decode of the op, status, bank and lane (the ULX3S
+        # 10 x 10 x 8 build's path at 100 MHz asked: four LUTs and 11.4 ns of routing into an
+        # activation bank's first write register), nor ``accept``'s one net to every bank
+        # (the next build's path: 9.9 ns).
         write_ok = status == ST["ok"]
         bank_picks = Cat(*[write_ok & (op == OPS[name]) & (fields["bank"] == bank)
                            for name, fields, banks in (("write_weight", f_w, C),
@@ -268,7 +270,7 @@ class CommandPort(wiring.Component):
                          x_lanes.eq(Cat((Const(1, L) << f_w["lane"])[:L],
                                         (Const(1, L) << f_a["lane"])[:L]))]
         with m.If(accept):
-            m.d.sync += checked.eq(0)
+            m.d.sync += [checked.eq(0), x_banks.eq(0)]  # (a pick stands in ``accept`` only)
 
         # ---- execute stage: the accepted command ------------------------------------------
         # Without the copy (the iCE40 form: the LCs the iCEBreaker default needs) the execute
@@ -303,7 +305,7 @@ class CommandPort(wiring.Component):
         # offered command here.
         lane_en = [Signal(L, name=f"lane_en_{n}") for n in ("w", "a")]
         if registered:
-            picked_bank = [accept & x_banks[i] for i in range(2 * C + R)]
+            picked_bank = [x_banks[i] for i in range(2 * C + R)]
             m.d.comb += [lane_en[0].eq(x_lanes[:L]), lane_en[1].eq(x_lanes[L:])]
         else:
             picked_bank = [ok & (op == OPS[name]) & (fields["bank"] == bank)

@@ -10,19 +10,12 @@ import random
 import pytest
 from amaranth import Elaboratable, Module, Shape
 from amaranth.lib import wiring
+from test_core_step_loop import CONFIGS
 
 from bitmod.golden.core import CoreConfig
 from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
 from bitmod.hdl.array.step_reader import StepReader, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
-
-CONFIGS = {
-    "int8": dict(rows=2, cols=3, lanes=4, group_size=8, act_format="int8",
-                 formats=("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"),
-                 max_m=5, max_n=7, max_k=24),
-    "fp16": dict(rows=3, cols=2, lanes=2, group_size=4, act_format="fp16", act_exp_bits=2,
-                 mant_width=10, formats="int8_sym", max_m=7, max_n=5, max_k=10),
-}
 
 FORMS = {"one stage": dict(registered=False, ready_ahead=False),
          "registered": dict(registered=True, ready_ahead=False),

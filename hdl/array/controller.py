@@ -25,9 +25,6 @@ from .step_reader import StepReader, read_entry_layout
 
 __all__ = ["CoreController"]
 
-# The buffers the feed reads (through the StepReader).
-_READ_DATA = ("weight", "meta", "act", "gexp", "base")
-
 
 @read_only("config", "queue_steps", "ready_ahead")
 class CoreController(wiring.Component):
@@ -238,9 +235,11 @@ class CoreController(wiring.Component):
             m.d.sync += [busy.eq(0), done.eq(1)]
 
         # Buffer reads: the reader's, and in the pre-pass the loop's activation words.
-        for name in _READ_DATA:
-            for ours, theirs in zip(getattr(self, f"{name}_read", []),
-                                    getattr(reader, f"{name}_read", []), strict=True):
+        for name in buffer_shapes(mp):
+            if name == "output":
+                continue
+            for ours, theirs in zip(getattr(self, f"{name}_read"),
+                                    getattr(reader, f"{name}_read"), strict=True):
                 addr, en = theirs.addr, theirs.en
                 if fp and name == "act":
                     addr, en = Mux(in_prepass, fields.act, addr), in_prepass | en

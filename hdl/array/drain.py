@@ -30,7 +30,8 @@ class ArrayDrain(wiring.Component):
     ``Q * R`` entries (``Q`` = :attr:`golden.gemm.ArrayConfig.drain_tiles`). The array's
     schedule offers them in that order, at most one per column per cycle (PE ``(r, c)``
     finishes a tile ``r`` cycles after PE ``(0, c)``, and tile ends are ``R`` cycles apart),
-    so the FIFO takes whichever is valid (an OR of the ``R`` outputs) and every PE's
+    so the FIFO takes whichever is valid (an OR of the ``R`` outputs, registered in two
+    halves of the column) and every PE's
     ``o_stream.ready`` is 1: no row pointer, and nothing from the drain reaches back into
     the PEs (at 10 x 10 x 8 the pointer's net to a column's PEs was the critical path). A
     merger reads the column FIFOs in row-major
@@ -52,7 +53,8 @@ class ArrayDrain(wiring.Component):
     local to it) and registers the head before the converter.
 
     Latency: :data:`golden.gemm.MERGE_LATENCY` cycles from a PE output to the converter's
-    input (2 to its column FIFO's read side, 1 in the merger's register), then the
+    input (1 in the column's gather registers, 2 to its column FIFO's read side, 1 in the
+    merger's register), then the
     converter's :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`.
     Throughput: one code per cycle.
 
@@ -167,16 +169,29 @@ class ArrayDrain(wiring.Component):
     def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
         """Column ``c``'s FIFO (``Q * R`` entries), written with the one finished output of
         the column in a cycle (the array's schedule offers at most one, in row order: no
-        row pointer, and no ready back into the PEs)."""
+        row pointer, and no ready back into the PEs).
+
+        The gather is registered in two halves of the column (rows ``0 .. ceil(R/2) - 1``
+        and the rest), each an OR of its outputs into a register among its rows, so the
+        FIFO's write is an OR of two flip-flops (at 10 x 10 x 8 the column-long OR into
+        the write enable was a 13 ns net)."""
         cfg = self._config
         R = cfg.rows
         q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=max(2, cfg.drain_tiles * R))
         m.submodules[f"drain{c}"] = q
         ports = [self.i_acc[r][c] for r in range(R)]
-        valids = Cat(*(port.valid for port in ports))
-        m.d.comb += [q.w_en.eq(valids.any()),
-                     q.w_data.eq(_or_all([Mux(port.valid, port.payload, 0) for port in ports]))]
+        half = (R + 1) // 2
+        gathered = []
+        for h, part in enumerate(p for p in (ports[:half], ports[half:]) if p):
+            valid = Signal(name=f"gather{c}_{h}_valid")
+            acc = Signal(cfg.acc_width, name=f"gather{c}_{h}_acc")
+            m.d.sync += [valid.eq(Cat(*(port.valid for port in part)).any()),
+                         acc.eq(_or_all([Mux(port.valid, port.payload, 0) for port in part]))]
+            gathered.append((valid, acc))
+        m.d.comb += [q.w_en.eq(_or_all([valid for valid, _ in gathered])),
+                     q.w_data.eq(_or_all([acc for _, acc in gathered]))]
         m.d.comb += [port.ready.eq(1) for port in ports]
         # Lost: two outputs in one cycle, or no room (neither happens on the schedule).
+        valids = Cat(*(port.valid for port in ports))
         m.d.comb += self.lost[c].eq((valids & (valids - 1)).any() | (q.w_en & ~q.w_rdy))
         return q

@@ -25,12 +25,19 @@ Harnesses (the properties are stated as formulas in each docstring):
   per accepted command, in order, with ``o_resp`` and the core's streams to and from its
   array obeying the stream rules;
 * :class:`PEOverflowProof` (bounded): the bit-serial PE's group and output accumulators hold
-  the exact (unbounded) sums for every legal input stream of ``max_groups`` groups.
+  the exact (unbounded) sums for every legal input stream of ``max_groups`` groups;
+* :class:`DrainProof`: the array's drain (:class:`~hdl.array.drain.ArrayDrain`) loses no PE
+  output and passes them to its float converter in row-major order, none kept longer than
+  :data:`golden.gemm.MERGE_LATENCY` cycles but by backpressure, under any output
+  backpressure, when its inputs keep the array's schedule contract (the test-only
+  :class:`_ExtraCreditDrain` and :class:`_MirroredDrain` must fail).
 
 Measured modes, depths and run times: docs/verification.md; the tests: tests/test_proofs.py.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 from amaranth import (
     Assert,
@@ -46,14 +53,17 @@ from amaranth import (
     signed,
 )
 from amaranth.lib import data, stream, wiring
+from amaranth.lib import fifo as fifo_module
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden.checks import check_int
 from bitmod.golden.core import DATA_BITS, OP_BITS, OPS, STATUS_BITS, CoreConfig
+from bitmod.golden.gemm import MERGE_LATENCY, ArrayConfig
 from bitmod.golden.pe import PEConfig
 from bitmod.golden.protocol import CRC_INIT, CRC_POLY, SYNC, Cmd
 from bitmod.hdl.arith.term_encoder import TermEncoderCore
 from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.hdl.array.drain import ArrayDrain
 from bitmod.hdl.link import bridge as bridge_module
 from bitmod.hdl.link.bridge import Bridge
 from bitmod.hdl.pe.bitserial import BitSerialPE
@@ -63,6 +73,7 @@ __all__ = [
     "BrokenResponder",
     "BrokenStage",
     "CommandPortProof",
+    "DrainProof",
     "PEOverflowProof",
     "StreamRulesProof",
     "crc16_bitwise",
@@ -140,11 +151,15 @@ def _submodule(fragment: Fragment, name: str):
 
 
 class _Harness(wiring.Component):
-    """A harness with the ports of its DUT: every DUT input is a free input of the proof."""
+    """A harness with the ports of its DUT: every DUT input is a free input of the proof.
 
-    def __init__(self, dut: wiring.Component):
+    ``extra`` adds ports of the harness's own (free inputs that only the monitor reads, such
+    as the choice of a watched item).
+    """
+
+    def __init__(self, dut: wiring.Component, extra: dict | None = None):
         self._dut = dut
-        super().__init__(dict(dut.signature.members))
+        super().__init__({**dut.signature.members, **(extra or {})})
 
     dut = property(lambda self: self._dut, doc="The design under test.")
 
@@ -152,8 +167,9 @@ class _Harness(wiring.Component):
         """Elaborate the DUT into ``m`` (as submodule ``dut``), wired to the harness's ports."""
         fragment = Fragment.get(self._dut, platform)
         m.submodules.dut = fragment
-        ours = self.signature.flatten(self)
         theirs = self._dut.signature.flatten(self._dut)
+        ours = [port for port in self.signature.flatten(self)
+                if port[0][0] in self._dut.signature.members]
         for (_, member, outer), (_, _, inner) in zip(ours, theirs, strict=True):
             if member.flow == In:
                 m.d.comb += inner.eq(outer)
@@ -852,3 +868,348 @@ class PEOverflowProof(wiring.Component):
             output_ok,
         ]
         return m
+
+
+# ---- array drain --------------------------------------------------------------------------------
+
+class _ExtraCreditDrain(ArrayDrain):
+    """Test-only broken drain: its credit counter starts at ``Q + 1``, one tile more than its
+    column FIFOs (``Q * R`` entries each) hold."""
+
+    def _credits(self, m: Module, tile_read) -> None:
+        q = self.config.drain_tiles + 1
+        free = Signal(range(q + 1), init=q)
+        m.d.comb += self.credit.eq(free != 0)
+        with m.If(self.tile_in & ~tile_read):
+            m.d.sync += free.eq(free - 1)
+        with m.Elif(tile_read & ~self.tile_in):
+            m.d.sync += free.eq(free + 1)
+
+
+class _MirroredDrain(ArrayDrain):
+    """Test-only broken drain: the merger reads the column FIFOs right to left (column
+    ``C - 1 - c`` in column ``c``'s turn), so each row leaves mirrored; nothing is lost."""
+
+    def _column(self, m: Module, c: int):
+        return super()._column(m, self.config.cols - 1 - c)
+
+
+_DRAIN_FAULTS = {None: ArrayDrain, "extra_credit": _ExtraCreditDrain,
+                 "mirrored_columns": _MirroredDrain}
+
+
+class DrainProof(_Harness):
+    """Formal harness: the array's drain loses no PE output, keeps them in row-major order and
+    passes each on within its latency, under any output backpressure, on the array's schedule.
+
+    The environment (:class:`~hdl.array.drain.ArrayDrain`'s contract as the array keeps it;
+    everything else is free: payloads, ``o_stream.ready`` in every cycle, resets)::
+
+        tile_in  ->  credit                             (a tile only on a credit)
+        at most one i_acc[r][c].valid per column c per cycle
+        arrival_c  ->  owed_c > 0 | tile_in             (no output before its tile)
+
+    with ``arrival_c`` an output in column ``c`` and ``owed_c`` = ``R`` x (tiles admitted)
+    - (outputs arrived in column ``c``): each admitted tile brings ``R`` outputs per column,
+    one of them possibly in the cycle it is admitted. No timing is assumed: admissions need not
+    be ``R`` cycles apart, and outputs may come any time after their tile, the columns skewed
+    any way (the array's fixed PE latency and ``R``-cycle tile spacing are how it keeps the
+    one-per-column rule, which is what the drain relies on). Which row's port carries an
+    output is free too: the drain ORs a column's ports, and the array's rows finish in order,
+    so column ``c``'s ``k``-th output is PE ``(k mod R, c)``'s of tile ``k div R``. FP
+    activations add the front end's side of the row floors: written only with
+    ``base_w_rdy``, a tile's before or with its ``tile_in``.
+
+    With ``pos_c`` = ``C`` x (outputs arrived in column ``c``) ``+ c -`` (outputs taken by the
+    float converter), the place of column ``c``'s next output in row-major order (tile by
+    tile, row by row, column by column) counted from the converter's next input, asserted in
+    every cycle::
+
+        lost == 0                                    (no output dropped at a column FIFO)
+        taken  ->  pos_c > 0 for every c              (nothing taken ahead of its output)
+        taken & watching & w == 0  ->  acc == v      (order)
+        waited < MERGE_LATENCY                       (progress)
+
+    ``taken`` is a transfer into the drain's :class:`~hdl.arith.to_float.ToFloat`
+    (``to_float.i_stream``): the properties are on the accumulators, before the converter
+    turns them into float codes (a code does not give its accumulator back; the converter, a
+    pipeline that stalls as a whole, is checked bit-exact under backpressure in
+    tests/test_array_drain.py and tests/test_to_float.py, and the stream rule on the array's
+    ``o_stream`` is :class:`StreamRulesProof`'s). The order property is the one-watched-item
+    trick: the harness's free input ``watch`` (a bit per column) picks any
+    arriving output, whose value ``v`` and place ``w = pos_c`` it records; ``w`` counts down
+    with each transfer, and the transfer at ``w == 0`` must carry ``v``; then another output
+    can be watched. The payloads being free, an output lost, doubled or put in another place
+    puts another value in some watched output's place. ``waited`` counts the cycles in which
+    the next output due has arrived (the column with ``pos_c = 0 mod C``, ``pos_c > 0``) and
+    the converter's input register is empty (reset by any other cycle): the drain hands an
+    output on within :data:`golden.gemm.MERGE_LATENCY` cycles unless the output port holds it
+    back, so it neither sits on one nor stops (waiting ``MERGE_LATENCY - 1`` cycles is
+    reachable: the bound is tight).
+
+    Auxiliary invariants (``aux=True``, white-box: the merger's ``mr``, ``mc``, ``sel``, the
+    credit counter ``free``, per column FIFO its ``level`` ``L_c``, write ``g_c`` (the gather
+    registers' output) and registers, the converter's input register)::
+
+        sel == 1 << mc,   mc < C,   mr < R
+        R * free + owed_c + g_c + L_c + mr + (c < mc) == R * Q              (the credits)
+        pos_c == to_float.i_stream.valid + (c - mc) mod C + C * (L_c + g_c)   (the merger)
+
+    and ``SyncFIFOBuffered``'s own (its memory pointers agree with its level; an empty output
+    register fills in the next cycle). The credit equation is the drain's argument: with
+    ``owed_c >= 0`` it bounds ``L_c + g_c`` by ``R * Q``, so a gathered output always finds
+    room. The merger equation: the column FIFOs are read round-robin from ``(mr, mc)``, none
+    skipped, so the output at index ``i`` of column ``c`` leaves at place ``valid + (c - mc)
+    mod C + C * i``. For the order property, where the watched output is (the gather
+    registers, its index in the column FIFO, the converter's input register), with its value:
+    a word in the FIFO's memory is read through one more asynchronous read port that the
+    harness adds to each FIFO memory (Amaranth reads memory rows in simulation only). FP
+    activations: floors held in the floor FIFO == tiles admitted and not read out + floors
+    written ahead.
+
+    k-induction closes at depth 4 (the progress counter needs it; the rest at 2). Broken
+    variants must FAIL (BMC, ``aux=False``), each on its property's own assertion:
+    ``fault="extra_credit"``, credits from ``Q + 1`` (``lost``: the other column's outputs
+    late, so the merger waits on it, a column's ``R * Q + 1``-th output one per cycle from
+    reset finds its FIFO full at step ``R * Q + 1``), and
+    ``fault="mirrored_columns"``, a merger that reads each row's columns right to left
+    (``order`` or ``ahead``, from step :data:`~golden.gemm.MERGE_LATENCY`; ``lost`` stays 0).
+
+    Parameters
+    ----------
+    config : golden.gemm.ArrayConfig
+        The drain's configuration (rows, columns, accumulator width, activation format,
+        ``drain_tiles``).
+    aux : bool
+        Assert the auxiliary invariants too (needed for k-induction).
+    fault : {None, "extra_credit", "mirrored_columns"}
+        Prove a broken drain instead.
+
+    Members
+    -------
+    (the drain's ports)
+    watch : In(C)
+        Free: watch column ``c``'s output arriving in this cycle (the lowest ``c`` set, when no
+        output is being watched).
+    """
+
+    def __init__(self, config: ArrayConfig, *, aux: bool = True, fault: str | None = None):
+        if not isinstance(config, ArrayConfig):
+            raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        if fault not in _DRAIN_FAULTS:
+            raise ValueError(f"fault must be one of {sorted(map(str, _DRAIN_FAULTS))}, "
+                             f"not {fault!r}")
+        self._config = config
+        self._aux = aux
+        super().__init__(_DRAIN_FAULTS[fault](config), extra={"watch": In(config.cols)})
+        # {"lost", "ahead", "order", "progress"}: (file, line) of each property, set by
+        # elaborate (a test checks which one a broken variant breaks).
+        self.property_src = None
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, Q = cfg.rows, cfg.cols, cfg.drain_tiles
+        if self._aux:
+            with _fifo_memories_readable():
+                frag = self._instantiate(m, platform)
+        else:
+            frag = self._instantiate(m, platform)
+        stage = _submodule(frag, "to_float").i_stream
+        taken = stage.valid & stage.ready
+
+        # ---- environment: the array's contract ----------------------------------------------
+        arrival, value = [], []
+        owed = [Signal(range(R * (Q + 2) + 1), name=f"owed{c}") for c in range(C)]
+        for c in range(C):
+            ports = [self.i_acc[r][c] for r in range(R)]
+            valids = Cat(*(port.valid for port in ports))
+            arrival.append(valids.any())
+            value.append(_select([port.payload for port in ports],
+                                 [port.valid for port in ports]))
+            m.d.comb += [Assume((valids & (valids - 1)) == 0),
+                         Assume(~arrival[c] | (owed[c] != 0) | self.tile_in)]
+            m.d.sync += owed[c].eq(owed[c] + Mux(self.tile_in, R, 0) - arrival[c])
+        m.d.comb += Assume(~self.tile_in | self.credit)
+        floors = None
+        if cfg.act_format != "int8":
+            # Row floors written and not yet matched by a tile_in.
+            floors = Signal(range(Q + cfg.front_latency + 3), name="floors_ahead")
+            m.d.comb += [Assume(~self.base_w_en | self.base_w_rdy),
+                         Assume(~self.tile_in | (floors != 0) | self.base_w_en)]
+            m.d.sync += floors.eq(floors + self.base_w_en - self.tile_in)
+
+        # ---- properties: row-major places, the watched output, progress ---------------------
+        pos = [Signal(range(C * (R * (Q + 2) + 2)), init=c, name=f"pos{c}") for c in range(C)]
+        for c in range(C):
+            m.d.sync += pos[c].eq(pos[c] + Mux(arrival[c], C, 0) - taken)
+        watching = Signal()
+        watched = Signal(signed(cfg.acc_width))
+        offset = Signal.like(pos[0], name="watched_offset")
+        due = watching & (offset == 0)
+        # pick[c]: column c's arriving output becomes the watched one.
+        pick = [~watching & self.watch[c] & arrival[c]
+                & ~Cat(*(self.watch[k] & arrival[k] for k in range(c))).any()
+                for c in range(C)]
+        with m.If(watching & taken):
+            m.d.sync += [offset.eq(offset - 1), watching.eq(~due)]
+        for c in range(C):
+            with m.If(pick[c]):
+                m.d.sync += [watching.eq(1), watched.eq(value[c]), offset.eq(pos[c] - taken)]
+        arrived = Cat(*(((p % C) == 0) & (p != 0) for p in pos)).any()
+        waited = Signal(range(MERGE_LATENCY + 1))
+        m.d.sync += waited.eq(Mux(arrived & ~stage.valid,
+                                  Mux(waited == MERGE_LATENCY, waited, waited + 1), 0))
+        props = {
+            "lost": Assert(self.lost == 0, "a column lost an output"),
+            "ahead": Assert(~taken | Cat(*(p != 0 for p in pos)).all(),
+                            "an output taken before the one due there arrived"),
+            "order": Assert(~(taken & due) | (stage.payload.acc == watched),
+                            "another output in a watched output's row-major place"),
+            "progress": Assert(waited < MERGE_LATENCY,
+                               "the next output due arrived and the drain does not pass it on"),
+        }
+        m.d.comb += list(props.values())
+        self.property_src = {name: prop.src_loc for name, prop in props.items()}
+        if self._aux:
+            columns = self._columns(frag)
+            self._invariants(m, frag, columns, stage, owed, pos, floors)
+            self._order_invariants(m, columns, stage, pick, watching, watched, offset)
+        return m
+
+    def _columns(self, frag: Fragment) -> list:
+        """Per column: its FIFO, the FIFO's registers, and its merger turn and queue."""
+        C = self._config.cols
+        mc = probe(frag, "mc")["mc"]
+        columns = []
+        for c in range(C):
+            name = f"drain{c}"
+            fifo = _submodule(frag, name)
+            regs = probe(_subfragment(frag, name), "inner_level", "produce", "consume")
+            turn = Const(0, range(C))  # (c - mc) mod C: merger reads before column c's head
+            for k in range(C):
+                turn = Mux(mc == k, (c - k) % C, turn)
+            memory = _submodule(_subfragment(frag, name), "storage")
+            columns.append({
+                "fifo": fifo, **regs, "turn": turn,
+                "probe": memory.probe_port,  # made by _fifo_memories_readable
+                # Outputs in the column: its FIFO and (the FIFO's write) the gather registers.
+                "held": fifo.level + fifo.w_en,
+                "read": fifo.r_en & fifo.r_rdy,
+            })
+        return columns
+
+    def _invariants(self, m: Module, frag: Fragment, columns, stage, owed, pos,
+                    floors) -> None:
+        """The credit and merger invariants, and the column FIFOs' own (docstring)."""
+        cfg = self._config
+        R, C, Q = cfg.rows, cfg.cols, cfg.drain_tiles
+        p = probe(frag, "mr", "mc", "sel", "free")
+        mr, mc, sel = p["mr"], p["mc"], p["sel"]
+        m.d.comb += [Assert((mc < C) & (mr < R), "aux: merger position in range"),
+                     Assert(Cat(*(sel[c] == (mc == c) for c in range(C))).all(),
+                            "aux: the one-hot column select equals mc")]
+        if floors is not None:
+            offsets = _submodule(frag, "offsets")
+            inner = probe(_subfragment(frag, "offsets"), "inner_level")["inner_level"]
+            m.d.comb += [
+                Assert(offsets.level + p["free"] == floors + Q,
+                       "aux: row floors held == tiles admitted or ahead, not read out"),
+                Assert((offsets.r_rdy | (inner <= 1)) & (inner < offsets.depth),
+                       "aux: floor FIFO output register fills at once, level in range"),
+            ]
+        for c, col in enumerate(columns):
+            depth = col["fifo"].depth - 1  # the memory's; the output register is one more
+            m.d.comb += [
+                Assert(R * p["free"] + owed[c] + col["held"] + mr + (mc > c) == R * Q,
+                       f"aux: column {c}: credits == tiles in the drain"),
+                Assert(pos[c] == stage.valid + col["turn"] + C * col["held"],
+                       f"aux: column {c}: the merger reads it at its row-major offsets"),
+                # SyncFIFOBuffered's: an empty output register is filled in the next cycle,
+                # and its memory pointers agree with its level.
+                Assert(col["fifo"].r_rdy | (col["inner_level"] <= 1),
+                       f"aux: column {c}: FIFO output register fills at once"),
+                Assert((col["produce"] < depth) & (col["consume"] < depth)
+                       & (col["inner_level"] <= depth)
+                       & (_wrap(col["consume"] + col["inner_level"], depth) == col["produce"]),
+                       f"aux: column {c}: FIFO pointers agree with its level"),
+            ]
+
+    def _order_invariants(self, m: Module, columns, stage, pick, watching, watched,
+                          offset) -> None:
+        """Where the watched output is, and that it holds the watched value there: the column
+        (``wcol``), its index in the column's FIFO and gather registers (``index``), or the
+        converter's input register (``~queued``)."""
+        C = self._config.cols
+        wcol = Signal(range(max(C, 2)), name="watched_col")
+        index = Signal(range(self._config.rows * self._config.drain_tiles + 2),
+                       name="watched_index")
+        queued = Signal(name="watched_queued")
+        this = [wcol == c for c in range(C)]
+
+        def of(key):
+            return _select([col[key] for col in columns], this)
+
+        for c, col in enumerate(columns):
+            with m.If(pick[c]):
+                # Behind the outputs the column holds after this cycle's read.
+                m.d.sync += [wcol.eq(c), index.eq(col["held"] - col["read"]), queued.eq(1)]
+        with m.If(watching & queued & of("read")):
+            m.d.sync += [index.eq(index - 1), queued.eq(index != 0)]
+        fifo_level = _select([col["fifo"].level for col in columns], this)
+        r_rdy = _select([col["fifo"].r_rdy for col in columns], this)
+        r_data = _select([col["fifo"].r_data for col in columns], this)
+        w_data = _select([col["fifo"].w_data for col in columns], this)
+        # The memory word of the watched output (index - r_rdy in the memory, from consume).
+        for col in columns:
+            m.d.comb += col["probe"].addr.eq(_wrap(col["consume"] + index - col["fifo"].r_rdy,
+                                                   col["fifo"].depth - 1))
+        word = _select([col["probe"].data for col in columns], this)
+        bits = watched.as_unsigned()  # the FIFO's words are unsigned
+        in_column = watching & queued
+        m.d.comb += [
+            Assert(~in_column | ((offset == stage.valid + of("turn") + C * index)
+                                 & (index < of("held"))),
+                   "aux: the watched output's offset is its merger turn"),
+            Assert(~(in_column & (index == fifo_level)) | (w_data == bits),
+                   "aux: the watched output in the gather registers"),
+            Assert(~(in_column & (index < fifo_level))
+                   | (Mux((index == 0) & r_rdy, r_data, word) == bits),
+                   "aux: the watched output in the column FIFO"),
+            Assert(~(watching & ~queued) | (stage.valid & (offset == 0)
+                                            & (stage.payload.acc == watched)),
+                   "aux: the watched output in the converter's input register"),
+        ]
+
+
+def _select(values, conditions):
+    """``values[i]`` for the first true ``conditions[i]`` (the last value if none is)."""
+    chosen = values[-1]
+    for v, cond in zip(reversed(values[:-1]), reversed(conditions[:-1]), strict=True):
+        chosen = Mux(cond, v, chosen)
+    return chosen
+
+
+def _wrap(value, modulus: int):
+    """``value mod modulus`` for ``0 <= value < 2 * modulus``."""
+    return Mux(value >= modulus, value - modulus, value)
+
+
+@contextmanager
+def _fifo_memories_readable():
+    """Within the block, each memory an ``amaranth.lib.fifo`` FIFO makes has one more read port,
+    asynchronous, as its ``probe_port`` (an address the harness drives, the word it reads):
+    memory rows are readable in simulation only, and an invariant about a word in a FIFO needs
+    a port. The FIFO's behaviour is unchanged (a read port writes nothing)."""
+    original = fifo_module.Memory
+
+    class ProbedMemory(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.probe_port = self.read_port(domain="comb")
+
+    fifo_module.Memory = ProbedMemory
+    try:
+        yield
+    finally:
+        fifo_module.Memory = original

@@ -21,6 +21,7 @@ from bitmod.golden.core import CoreConfig
 from bitmod.golden.quantize import quantize
 from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
 from bitmod.hdl.array.controller import CoreController
+from bitmod.hdl.array.step_reader import FeedForm
 from bitmod.sim.amaranth_sim import run_simulation
 
 BITMOD = ("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg")
@@ -43,8 +44,8 @@ class _ControllerOnBuffers(Elaboratable):
     """The controller with its buffers, connected as in the core; the buffers' command-side
     write ports are left to the testbench."""
 
-    def __init__(self, mp, queue_steps=None, ready_ahead=False):
-        self.ctrl = CoreController(mp, queue_steps=queue_steps, ready_ahead=ready_ahead)
+    def __init__(self, mp, form=None):
+        self.ctrl = CoreController(mp, form)
         self.buffers = CoreBuffers(mp)
         self._fp = mp.act_format != "int8"
 
@@ -156,8 +157,8 @@ def _ints(value):
 
 # The forms: the step queue with the array's ready (the ECP5's, for FP activations), with it
 # announced a cycle ahead (the ECP5's, INT8), and the direct form (the iCE40's).
-FORMS = {"queued": dict(queue_steps=True), "ahead": dict(queue_steps=True, ready_ahead=True),
-         "direct": dict(queue_steps=False)}
+FORMS = {"queued": FeedForm(queued=True), "ahead": FeedForm(queued=True, ready_ahead=True),
+         "direct": FeedForm(queued=False)}
 
 
 @pytest.mark.parametrize(("name", "form"), [(name, form) for name in CASES for form in FORMS
@@ -179,7 +180,7 @@ def test_controller_steps_and_counters_match_golden(name, form):
     loads = [{buf: [[list(w) if isinstance(w, list) else w for w in bank] for bank in banks]
               for buf, banks in buffer_words(mp, *job_data, words).items()}
              for job_data in data]
-    dut = _ControllerOnBuffers(mp, **FORMS[form])
+    dut = _ControllerOnBuffers(mp, FORMS[form])
     ctrl, buffers = dut.ctrl, dut.buffers
     chooser = random.Random(5)
     results = []
@@ -273,17 +274,11 @@ def test_controller_steps_and_counters_match_golden(name, form):
         print(f"job {m}x{n}x{k}: {len(steps)} steps equal golden's; counters {counters}")
 
 
-def test_queue_steps_is_validated():
-    with pytest.raises(TypeError, match="queue_steps must be a bool or None, not 'yes'"):
-        CoreController(CoreConfig(**CASES["int8"][0]), queue_steps="yes")
-
-
-def test_ready_ahead_is_validated():
-    mp = CoreConfig(**CASES["int8"][0])
-    with pytest.raises(TypeError, match="ready_ahead must be a bool, not 1"):
-        CoreController(mp, ready_ahead=1)
-    with pytest.raises(ValueError, match="ready_ahead needs the step queue and INT8 activations, "
-                                         "not queue_steps=False with int8 activations"):
-        CoreController(mp, queue_steps=False, ready_ahead=True)
-    with pytest.raises(ValueError, match="not queue_steps=None with fp16 activations"):
-        CoreController(CoreConfig(**CASES["fp16"][0]), ready_ahead=True)
+def test_feed_form_is_validated():
+    with pytest.raises(TypeError, match="form must be a FeedForm or None, not 'queued'"):
+        CoreController(CoreConfig(**CASES["int8"][0]), "queued")
+    with pytest.raises(TypeError, match=r"FeedForm\.ready_ahead must be a bool, not 1"):
+        FeedForm(ready_ahead=1)
+    with pytest.raises(ValueError, match=r"FeedForm\.ready_ahead needs INT8 activations "
+                                         r"\(no pre-pass\), not fp16"):
+        CoreController(CoreConfig(**CASES["fp16"][0]), FeedForm(ready_ahead=True))

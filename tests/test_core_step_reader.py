@@ -14,19 +14,18 @@ from test_core_step_loop import CONFIGS
 
 from bitmod.golden.core import CoreConfig
 from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
-from bitmod.hdl.array.step_reader import StepReader, read_entry_layout
+from bitmod.hdl.array.step_reader import FeedForm, StepReader, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
 
-FORMS = {"one stage": dict(registered=False, ready_ahead=False),
-         "registered": dict(registered=True, ready_ahead=False),
-         "ready ahead": dict(registered=True, ready_ahead=True)}
+FORMS = {"one stage": FeedForm(queued=False), "registered": FeedForm(queued=True),
+         "ready ahead": FeedForm(queued=True, ready_ahead=True)}
 
 
 class _ReaderOnBuffers(Elaboratable):
     """The reader wired to the core's buffers (their write ports left to the testbench)."""
 
-    def __init__(self, mp, **form):
-        self.reader = StepReader(mp, **form)
+    def __init__(self, mp, form):
+        self.reader = StepReader(mp, form)
         self.buffers = CoreBuffers(mp)
         self.names = [name for name in ("weight", "meta", "act", "gexp", "base")
                       if hasattr(self.reader, f"{name}_read")]
@@ -81,11 +80,11 @@ def plain(payload, fp):
 
 # (The ready_ahead form is the INT8 core's: only there does the array announce its ready.)
 @pytest.mark.parametrize(("name", "form"), [(name, form) for name in CONFIGS for form in FORMS
-                                            if name == "int8" or not FORMS[form]["ready_ahead"]])
+                                            if name == "int8" or not FORMS[form].ready_ahead])
 def test_step_reader_offers_the_banks_words_padded(name, form):
     mp = CoreConfig(**CONFIGS[name])
     fp = mp.act_format != "int8"
-    dut = _ReaderOnBuffers(mp, **FORMS[form])
+    dut = _ReaderOnBuffers(mp, FORMS[form])
     reader = dut.reader
     shapes = buffer_shapes(mp)
     rng = random.Random(17)
@@ -99,7 +98,7 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
                      rows_valid=rng.randrange(mp.rows + 1),
                      cols_valid=rng.randrange(mp.cols + 1))
         entries.append(entry)
-    latency = 2 if FORMS[form]["registered"] else 1
+    latency = 2 if FORMS[form].queued else 1
     got, taken_at = [], []
 
     async def bench(ctx):
@@ -153,9 +152,11 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
 
 def test_step_reader_is_validated():
     mp = CoreConfig(**CONFIGS["int8"])
-    with pytest.raises(TypeError, match="registered must be a bool, not 'yes'"):
-        StepReader(mp, registered="yes", ready_ahead=False)
-    with pytest.raises(ValueError, match="ready_ahead needs the registered form"):
-        StepReader(mp, registered=False, ready_ahead=True)
+    with pytest.raises(TypeError, match=r"FeedForm\.queued must be a bool, not 'yes'"):
+        FeedForm(queued="yes")
+    with pytest.raises(ValueError, match=r"FeedForm\.ready_ahead needs queued=True"):
+        FeedForm(queued=False, ready_ahead=True)
+    with pytest.raises(TypeError, match="form must be a FeedForm, not True"):
+        StepReader(mp, True)
     with pytest.raises(TypeError, match="config must be a CoreConfig, not 3"):
-        StepReader(3, registered=True, ready_ahead=False)
+        StepReader(3, FeedForm())

@@ -15,18 +15,18 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import check_form, platform_form, read_only
+from ..common import read_only
 from .buffers import buffer_shapes, read_signature, write_signature
 from .command_port import counters_layout, job_layout
 from .front_end import step_layout
 from .step_loop import StepLoop
 from .step_queue import StepQueue
-from .step_reader import StepReader, read_entry_layout
+from .step_reader import FeedForm, StepReader, read_entry_layout
 
 __all__ = ["CoreController"]
 
 
-@read_only("config", "queue_steps", "ready_ahead")
+@read_only("config", "form")
 class CoreController(wiring.Component):
     """Runs a job: reads the buffers in tile order and gives the array one weight-step per
     cycle it takes one.
@@ -50,8 +50,8 @@ class CoreController(wiring.Component):
     says so, not ``ready``), whose head the :class:`~hdl.array.step_reader.StepReader`
     takes: it reads the banks, holds the data in a second stage and offers the array the
     step, padded with zeros for rows, columns and lanes beyond the job (stale buffer
-    contents never reach the array). Without the queue (:attr:`queue_steps`) the reader
-    takes the loop's step directly and offers it from its first stage.
+    contents never reach the array). Without the queue (:attr:`form` ``queued`` false) the
+    reader takes the loop's step directly and offers it from its first stage.
 
     Counters (48 bits, :data:`golden.core.COUNTERS` order): ``cycles``, cycles with
     :attr:`busy` high (from the cycle after ``start`` to the one with ``job_end``);
@@ -67,18 +67,16 @@ class CoreController(wiring.Component):
     Parameters
     ----------
     config : golden.core.CoreConfig
-    queue_steps : bool or None
-        Put the step queue between the loop and the reader, and the reader's second stage
-        after the reads; ``None`` (default): on every platform but the iCE40 (whose LCs the
-        iCEBreaker default needs), where the loop advances with the reader's first stage
-        instead, from the feed's third cycle, and that stage offers the step. The cycles are
-        the same.
-    ready_ahead : bool
-        :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead (the array's
-        :meth:`~hdl.array.SystolicArray.ready_ahead`), and the reader's stage enables are
-        flip-flops loaded with their next values (:class:`~hdl.array.step_reader.
-        StepReader` ``ready_ahead``). The same cycles. Needs the step queue and INT8
-        activations (no pre-pass); default ``False``.
+    form : hdl.array.step_reader.FeedForm or None
+        How the feed is built (the cycles are the same in every form): ``queued``, the step
+        queue between the loop and the reader and the reader's second stage after the reads
+        (otherwise the loop advances with the reader's first stage, from the feed's third
+        cycle, and that stage offers the step); ``ready_ahead``, :attr:`step_ready_next`
+        gives ``o_step.ready`` a cycle ahead (the array's
+        :meth:`~hdl.array.SystolicArray.ready_ahead`) and the reader's stage enables are
+        flip-flops loaded with their next values (INT8 activations only: no pre-pass).
+        ``None`` (default): :meth:`FeedForm.for_platform`, queued on every platform but the
+        iCE40 (whose LCs the iCEBreaker default needs), without ``ready_ahead``.
 
     Members
     -------
@@ -96,20 +94,18 @@ class CoreController(wiring.Component):
     o_step : Out(stream.Signature(step_layout(config.array)))
         To the array's ``i_stream``.
     step_ready_next : In(1)
-        With :attr:`ready_ahead`: ``o_step.ready`` of the next cycle (unused otherwise).
+        With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
     """
 
-    def __init__(self, config: gcore.CoreConfig, queue_steps: bool | None = None,
-                 ready_ahead: bool = False):
+    def __init__(self, config: gcore.CoreConfig, form: FeedForm | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
-        self._queue_steps = check_form("queue_steps", queue_steps)
-        if not isinstance(ready_ahead, bool):
-            raise TypeError(f"ready_ahead must be a bool, not {ready_ahead!r}")
-        if ready_ahead and (queue_steps is False or config.act_format != "int8"):
-            raise ValueError(f"ready_ahead needs the step queue and INT8 activations, not "
-                             f"queue_steps={queue_steps!r} with {config.act_format} activations")
-        self._ready_ahead = ready_ahead
+        if form is not None and not isinstance(form, FeedForm):
+            raise TypeError(f"form must be a FeedForm or None, not {form!r}")
+        if form is not None and form.ready_ahead and config.act_format != "int8":
+            raise ValueError(f"FeedForm.ready_ahead needs INT8 activations (no pre-pass), not "
+                             f"{config.act_format}")
+        self._form = form
         self._config = mp = config
         members = {
             "start": In(1),
@@ -145,15 +141,11 @@ class CoreController(wiring.Component):
         feeding = loop.remain  # steps remain to be queued (feed) or read (pre-pass)
         fields = loop.step
 
-        queued = platform_form(self._queue_steps, platform, on_ice40=False)
-        if self._ready_ahead and not queued:
-            raise ValueError("ready_ahead needs the step queue, which this platform's form "
-                             "(queue_steps=None on an iCE40) leaves out")
+        form = self._form or FeedForm.for_platform(platform)
         # The read stages (StepReader): stage 2 with the queue, so no block RAM output (5.8 ns
         # clock to data on the ECP5-6) drives logic or a long net in the same cycle (without
         # it Yosys's ABC9 also fails on the ECP5 designs: docs/boards.md).
-        m.submodules.reader = reader = StepReader(mp, registered=queued,
-                                                  ready_ahead=self._ready_ahead)
+        m.submodules.reader = reader = StepReader(mp, form)
         # The step queue (feed only): the loop writes a step's read addresses, flags and masks
         # here while there is room, which its count register says, and the reader takes the
         # head, a register, when it advances. So the array's ``ready`` reaches the read
@@ -163,7 +155,7 @@ class CoreController(wiring.Component):
         # loop advances with the reader's stage 1 and the read addresses are its registers,
         # from the feed's third cycle (``started``) and stage 1 offers the step: the same
         # cycles either way (golden.core.FEED_LATENCY).
-        if queued:
+        if form.queued:
             m.submodules.queue = queue = StepQueue(read_entry_layout(mp))
             advance = queue.i_stream.valid & queue.i_stream.ready  # the loop's enable
             m.d.comb += queue.i_stream.payload.eq(fields)
@@ -206,7 +198,7 @@ class CoreController(wiring.Component):
                         m.next = "FEED"
             with m.State("FEED"):
                 m.d.comb += [loop.n_tiles.eq(1), loop.advance.eq(advance)]
-                if queued:
+                if form.queued:
                     m.d.comb += queue.i_stream.valid.eq(feeding)
                 else:
                     m.d.sync += lead.eq(Mux(started, lead, lead + 1))

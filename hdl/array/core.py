@@ -20,6 +20,7 @@ from .buffers import CoreBuffers
 from .command_port import CommandPort, cmd_layout, resp_layout
 from .controller import CoreController
 from .output_writer import OutputWriter
+from .step_reader import FeedForm
 
 __all__ = ["AcceleratorCore"]
 
@@ -148,9 +149,9 @@ class AcceleratorCore(wiring.Component):
         m.submodules.command_port = port = CommandPort(mp)
         m.submodules.buffers = buffers = CoreBuffers(mp)
         # Where the array announces its ``ready`` a cycle ahead the controller registers its
-        # read enables from that (CoreController.ready_ahead).
-        ahead = array.ready_ahead(platform)
-        m.submodules.controller = ctrl = CoreController(mp, ready_ahead=ahead)
+        # read enables from that (FeedForm.ready_ahead).
+        form = FeedForm.for_platform(platform, ready_ahead=array.ready_ahead(platform))
+        m.submodules.controller = ctrl = CoreController(mp, form)
         m.submodules.output_writer = writer = OutputWriter(mp)
 
         # Host side: commands in, responses out; registers and job state across the blocks.

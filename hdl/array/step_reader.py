@@ -6,21 +6,60 @@ Twin: the padding of :func:`golden.gemm.gemm`'s steps (module docstring, steps 2
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import core as gcore
 
-from ..common import keep_apart, read_only
+from ..common import is_ice40, keep_apart, read_only
 from .buffers import buffer_shapes, read_signature
 from .front_end import step_layout
 
-__all__ = ["StepReader", "read_entry_layout"]
+__all__ = ["FeedForm", "StepReader", "read_entry_layout"]
 
 # The buffers the feed reads, and the step flags that travel beside their read data.
 _READ = ("weight", "meta", "act", "gexp", "base")
 _FLAGS = ("lanes", "rows", "cols", "group_last", "out_last", "rows_valid", "cols_valid")
+
+
+@dataclass(frozen=True)
+class FeedForm:
+    """How the controller's feed is built; every form takes the same cycles.
+
+    Parameters
+    ----------
+    queued : bool
+        A step queue between the step loop and the reader, and the reader's second stage
+        (the read data in flip-flops, so no block-RAM output drives logic in the cycle it
+        arrives). Without it, the iCE40 form, the reader's first stage offers the step and
+        the loop advances with it (fewer LCs).
+    ready_ahead : bool
+        The reader's stage enables are flip-flops loaded from the array's ``ready`` a cycle
+        ahead (:meth:`~hdl.array.SystolicArray.ready_ahead`), one kept-apart copy per bank.
+        Needs :attr:`queued`.
+    """
+
+    queued: bool = True
+    ready_ahead: bool = False
+
+    def __post_init__(self):
+        for name in ("queued", "ready_ahead"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"FeedForm.{name} must be a bool, not {getattr(self, name)!r}")
+        if self.ready_ahead and not self.queued:
+            raise ValueError("FeedForm.ready_ahead needs queued=True (the reader's second "
+                             "stage holds the enables it registers)")
+
+    @classmethod
+    def for_platform(cls, platform, *, ready_ahead: bool = False) -> FeedForm:
+        """The queued form everywhere but on an iCE40 part (whose LCs the iCEBreaker default
+        needs), with ``ready_ahead`` where the queue is (the array's announcement of its
+        ``ready`` is used only there)."""
+        queued = not is_ice40(platform)
+        return cls(queued=queued, ready_ahead=ready_ahead and queued)
 
 
 def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -61,13 +100,13 @@ def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming: Signal | None,
     return copies[label]
 
 
-@read_only("config", "registered", "ready_ahead")
+@read_only("config", "form")
 class StepReader(wiring.Component):
     """Reads each step's words from the buffer banks and offers the array the weight-step.
 
     Stage 1 takes an entry (``i_stream``) when it advances: its addresses go to every bank's
     read port, whose block-RAM read register holds the data a cycle later, and its flags to
-    flip-flops. With :attr:`registered` a stage 2 holds the read data in flip-flops (an ECP5
+    flip-flops. With :attr:`form` ``queued`` a stage 2 holds the read data in flip-flops (an ECP5
     block RAM's data come 5.8 ns after the clock, so none drives logic or a long net in the
     cycle it arrives) and offers the step, with a copy of the step's lane mask per column and
     per row bank (kept apart: each zeroes its own bank's words); otherwise stage 1 offers
@@ -75,7 +114,7 @@ class StepReader(wiring.Component):
     when the next one does or they are empty: ``adv2 = ~valid2 | ready``, ``adv = ~valid1 |
     adv2`` (``adv = ~valid1 | ready`` with one stage); ``i_stream.ready = adv``.
 
-    With :attr:`ready_ahead`, :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead
+    With :attr:`form` ``ready_ahead``, :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead
     (the array's :attr:`~hdl.array.SystolicArray.ready_next`), and ``adv`` and ``adv2`` are
     flip-flops loaded with their next values (from the stages' next valids and
     ``step_ready_next``), one copy per column and per row bank, kept apart
@@ -91,15 +130,14 @@ class StepReader(wiring.Component):
     array.
 
     Latency: an entry taken in cycle ``t`` is offered from ``t + 1`` (one stage) or ``t + 2``
-    (:attr:`registered`). Throughput: one step per cycle.
+    (``queued``). Throughput: one step per cycle.
 
     Parameters
     ----------
     config : golden.core.CoreConfig
-    registered : bool
-        Stage 2, the read data in flip-flops.
-    ready_ahead : bool
-        ``step_ready_next`` announces ``o_step.ready`` (needs :attr:`registered`).
+    form : FeedForm
+        ``queued``: stage 2, the read data in flip-flops; ``ready_ahead``:
+        ``step_ready_next`` announces ``o_step.ready``.
 
     Members
     -------
@@ -110,23 +148,20 @@ class StepReader(wiring.Component):
         FP16/BF16 activations only.
     o_step : Out(stream.Signature(step_layout(config.array)))
     step_ready_next : In(1)
-        With :attr:`ready_ahead`: ``o_step.ready`` of the next cycle (unused otherwise).
+        With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
     pending : Out(1)
-        Stage 1 holds a step that is not on offer (:attr:`registered` only: stage 2 offers).
+        Stage 1 holds a step that is not on offer (``queued`` only: stage 2 offers).
     rows_valid, cols_valid : Out(range(R + 1)), Out(range(C + 1))
         The real rows and columns of the step on offer.
     """
 
-    def __init__(self, config: gcore.CoreConfig, *, registered: bool, ready_ahead: bool):
+    def __init__(self, config: gcore.CoreConfig, form: FeedForm):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
-        for name, value in (("registered", registered), ("ready_ahead", ready_ahead)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, not {value!r}")
-        if ready_ahead and not registered:
-            raise ValueError("ready_ahead needs the registered form (stage 2)")
+        if not isinstance(form, FeedForm):
+            raise TypeError(f"form must be a FeedForm, not {form!r}")
         self._config = mp = config
-        self._registered, self._ready_ahead = registered, ready_ahead
+        self._form = form
         members = {"i_stream": In(stream.Signature(read_entry_layout(mp)))}
         for name, (banks, depth, width, _) in buffer_shapes(mp).items():
             if name in _READ:
@@ -153,10 +188,10 @@ class StepReader(wiring.Component):
             m.d.sync += [s1_valid.eq(self.i_stream.valid),
                          s1.eq(Cat(*(entry[name] for name in _FLAGS)))]
         m.d.comb += self.i_stream.ready.eq(adv)
-        if self._registered:
+        if self._form.queued:
             s2_valid, s2 = Signal(), Signal(flags)
             adv2 = Signal(init=1)  # stage 2 advances: it takes stage 1's step and data
-            if self._ready_ahead:
+            if self._form.ready_ahead:
                 s1_next = Mux(adv, self.i_stream.valid, s1_valid)
                 s2_next = Mux(adv2, s1_valid, s2_valid)
                 upcoming = {"adv": Signal(name="adv_next"), "adv2": Signal(name="adv2_next")}

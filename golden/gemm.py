@@ -78,8 +78,8 @@ The PEs never wait: the array has no stall. A tile may end (its last term leave 
 tops) only with a drain credit, one of :attr:`ArrayConfig.drain_tiles` ``Q``: room for the
 tile's ``R`` outputs in every column FIFO, returned when the tile's last output has left the
 FIFOs. ``Q`` is sized from the latency so that credits never delay the output port:
-with ``lat`` = the PE latency plus 5 (gather registers: 1, column FIFO write to read: 2,
-credit return: 2), a tile end waiting for the credit of the tile ``Q`` before it comes at
+with ``lat`` = the PE latency plus 6 (gather registers: 1, column FIFO write to read: 2,
+credit return: 3), a tile end waiting for the credit of the tile ``Q`` before it comes at
 most ``lat`` cycles after that tile's last output was read, while the ``Q - 1`` tiles between
 still hold ``(Q - 1) R C`` outputs for the port; ``(Q - 1) R C >= lat`` keeps the port busy, so
 the model above is exact whether or not a tile end waits for a credit.
@@ -365,10 +365,10 @@ class ArrayConfig(DatapathParams):
     @property
     def drain_tiles(self) -> int:
         """``Q``: tiles whose outputs the drain has room for (column FIFOs of ``Q * R``
-        entries), ``1 + ceil((pe_latency + 5) / (R * C))``, the fewest for which waiting for
+        entries), ``1 + ceil((pe_latency + 6) / (R * C))``, the fewest for which waiting for
         a drain credit never delays the output port (module docstring, cycle model)."""
         outputs = self.rows * self.cols
-        return 1 + -(-(self.kind.latency(self) + 5) // outputs)
+        return 1 + -(-(self.kind.latency(self) + 6) // outputs)
 
     @property
     def fill(self) -> int:

@@ -879,10 +879,12 @@ class _ExtraCreditDrain(ArrayDrain):
     def _credits(self, m: Module, tile_read) -> None:
         q = self.config.drain_tiles + 1
         free = Signal(range(q + 1), init=q)
+        returning = Signal()
+        m.d.sync += returning.eq(tile_read)
         m.d.comb += self.credit.eq(free != 0)
-        with m.If(self.tile_in & ~tile_read):
+        with m.If(self.tile_in & ~returning):
             m.d.sync += free.eq(free - 1)
-        with m.Elif(tile_read & ~self.tile_in):
+        with m.Elif(returning & ~self.tile_in):
             m.d.sync += free.eq(free + 1)
 
 
@@ -890,8 +892,8 @@ class _MirroredDrain(ArrayDrain):
     """Test-only broken drain: the merger reads the column FIFOs right to left (column
     ``C - 1 - c`` in column ``c``'s turn), so each row leaves mirrored; nothing is lost."""
 
-    def _column(self, m: Module, c: int):
-        return super()._column(m, self.config.cols - 1 - c)
+    def _column(self, m: Module, c: int, split: bool):
+        return super()._column(m, self.config.cols - 1 - c, split)
 
 
 _DRAIN_FAULTS = {None: ArrayDrain, "extra_credit": _ExtraCreditDrain,
@@ -948,11 +950,12 @@ class DrainProof(_Harness):
     reachable: the bound is tight).
 
     Auxiliary invariants (``aux=True``, white-box: the merger's ``mr``, ``mc``, ``sel``, the
-    credit counter ``free``, per column FIFO its ``level`` ``L_c``, write ``g_c`` (the gather
-    registers' output) and registers, the converter's input register)::
+    credit counter ``free`` and the credit on its way back ``returning``, per column FIFO its
+    ``level`` ``L_c``, write ``g_c`` (the gather registers' output) and registers, the
+    converter's input register)::
 
         sel == 1 << mc,   mc < C,   mr < R
-        R * free + owed_c + g_c + L_c + mr + (c < mc) == R * Q              (the credits)
+        R * (free + returning) + owed_c + g_c + L_c + mr + (c < mc) == R * Q   (the credits)
         pos_c == to_float.i_stream.valid + (c - mc) mod C + C * (L_c + g_c)   (the merger)
 
     and ``SyncFIFOBuffered``'s own (its memory pointers agree with its level; an empty output
@@ -984,6 +987,9 @@ class DrainProof(_Harness):
         Assert the auxiliary invariants too (needed for k-induction).
     fault : {None, "extra_credit", "mirrored_columns"}
         Prove a broken drain instead.
+    split_gather : bool or None
+        The drain's gather form (:class:`~hdl.array.drain.ArrayDrain`); ``None``: as on a
+        platform that is not an iCE40, two halves.
 
     Members
     -------
@@ -993,7 +999,8 @@ class DrainProof(_Harness):
         output is being watched).
     """
 
-    def __init__(self, config: ArrayConfig, *, aux: bool = True, fault: str | None = None):
+    def __init__(self, config: ArrayConfig, *, aux: bool = True, fault: str | None = None,
+                 split_gather: bool | None = None):
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
         if fault not in _DRAIN_FAULTS:
@@ -1001,7 +1008,8 @@ class DrainProof(_Harness):
                              f"not {fault!r}")
         self._config = config
         self._aux = aux
-        super().__init__(_DRAIN_FAULTS[fault](config), extra={"watch": In(config.cols)})
+        super().__init__(_DRAIN_FAULTS[fault](config, split_gather),
+                         extra={"watch": In(config.cols)})
         # {"lost", "ahead", "order", "progress"}: (file, line) of each property, set by
         # elaborate (a test checks which one a broken variant breaks).
         self.property_src = None
@@ -1104,7 +1112,8 @@ class DrainProof(_Harness):
         """The credit and merger invariants, and the column FIFOs' own (docstring)."""
         cfg = self._config
         R, C, Q = cfg.rows, cfg.cols, cfg.drain_tiles
-        p = probe(frag, "mr", "mc", "sel", "free")
+        p = probe(frag, "mr", "mc", "sel", "free", "returning")
+        credits = p["free"] + p["returning"]  # returning: a credit on its way back
         mr, mc, sel = p["mr"], p["mc"], p["sel"]
         m.d.comb += [Assert((mc < C) & (mr < R), "aux: merger position in range"),
                      Assert(Cat(*(sel[c] == (mc == c) for c in range(C))).all(),
@@ -1113,7 +1122,7 @@ class DrainProof(_Harness):
             offsets = _submodule(frag, "offsets")
             inner = probe(_subfragment(frag, "offsets"), "inner_level")["inner_level"]
             m.d.comb += [
-                Assert(offsets.level + p["free"] == floors + Q,
+                Assert(offsets.level + credits == floors + Q,
                        "aux: row floors held == tiles admitted or ahead, not read out"),
                 Assert((offsets.r_rdy | (inner <= 1)) & (inner < offsets.depth),
                        "aux: floor FIFO output register fills at once, level in range"),
@@ -1121,7 +1130,7 @@ class DrainProof(_Harness):
         for c, col in enumerate(columns):
             depth = col["fifo"].depth - 1  # the memory's; the output register is one more
             m.d.comb += [
-                Assert(R * p["free"] + owed[c] + col["held"] + mr + (mc > c) == R * Q,
+                Assert(R * credits + owed[c] + col["held"] + mr + (mc > c) == R * Q,
                        f"aux: column {c}: credits == tiles in the drain"),
                 Assert(pos[c] == stage.valid + col["turn"] + C * col["held"],
                        f"aux: column {c}: the merger reads it at its row-major offsets"),

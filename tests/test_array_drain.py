@@ -13,7 +13,7 @@ from bitmod.hdl.array.drain import ArrayDrain
 from bitmod.sim.amaranth_sim import run_simulation
 
 
-def _run_on_schedule(cfg, accs, bases, ready_odds, seed):
+def _run_on_schedule(cfg, accs, bases, ready_odds, seed, split_gather=None):
     """Drive ``ArrayDrain(cfg)`` as the array does: a tile is admitted (``tile_in``, its
     floors written) only with a credit, a random 0-3 cycles after ``R`` have passed since
     the previous one, and PE ``(r, c)`` offers its output ``r + c`` cycles after its tile's
@@ -22,7 +22,7 @@ def _run_on_schedule(cfg, accs, bases, ready_odds, seed):
     R, C = cfg.rows, cfg.cols
     tiles = len(accs)
     fp = cfg.act_format != "int8"
-    dut = ArrayDrain(cfg)
+    dut = ArrayDrain(cfg, split_gather)
     got, lost, admitted, in_flight = [], [], [], []
     chooser = random.Random(seed)
 
@@ -98,18 +98,21 @@ def _case(cfg, tiles, seed):
     return accs, bases
 
 
+@pytest.mark.parametrize("split_gather", [True, False])
 @pytest.mark.parametrize("params", [
     dict(rows=3, cols=2, act_format="fp16", formats=("int4_sym",), out_format="fp32"),
     dict(rows=2, cols=3, act_format="int8", formats=("fp4",), out_format="fp16"),
     dict(rows=1, cols=1, act_format="bf16", formats=("int8_sym",), out_format="fp32"),
 ])
-def test_drain_orders_and_rounds_like_golden(params):
+def test_drain_orders_and_rounds_like_golden(params, split_gather):
     """Outputs on the array's schedule (tiles R or more cycles apart, on credits) leave
     row-major, rounded like golden (the floors of FP activations, the accumulator's
-    extremes and zero), under backpressure; no column ever loses one."""
+    extremes and zero), under backpressure, in both gather forms (two halves of the column,
+    the ECP5's, or one register, the iCE40's); no column ever loses one."""
     cfg = ArrayConfig(**params)
     accs, bases = _case(cfg, 5, 3)
-    got, lost, _ = _run_on_schedule(cfg, accs, bases, ready_odds=0.6, seed=11)
+    got, lost, _ = _run_on_schedule(cfg, accs, bases, ready_odds=0.6, seed=11,
+                                    split_gather=split_gather)
     assert got == _expected(cfg, accs, bases)
     assert not any(lost)
     print(f"{len(got)} codes of 5 {cfg.rows}x{cfg.cols} tiles in row-major order, equal golden")

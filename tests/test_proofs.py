@@ -133,9 +133,16 @@ def test_pe_overflow_proof_catches_oversized_stream(what, tmp_path):
 
 # ---- array drain: nothing lost or out of row-major order, under any backpressure --------------
 
-@pytest.mark.parametrize("name", sorted(ARRAYS))
-def test_drain_loses_nothing_and_keeps_order(name, tmp_path):
-    result = prove(DrainProof(ARRAYS[name]), tmp_path, mode="prove", depth=4)
+# Both gather forms; three rows split the column unevenly (two rows and one).
+DRAINS = {**ARRAYS, "int8 3x2": ArrayConfig(rows=3, cols=2, lanes=2, group_size=4,
+                                           formats=("fp4",), scale_bits=2, max_groups=2)}
+
+
+@pytest.mark.parametrize(("name", "split"), [(name, None) for name in sorted(DRAINS)]
+                         + [("int8 3x2", False)])
+def test_drain_loses_nothing_and_keeps_order(name, split, tmp_path):
+    result = prove(DrainProof(DRAINS[name], split_gather=split), tmp_path, mode="prove",
+                   depth=4)
     assert result.status == "PASS", result.log_tail
 
 

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.to_float import ToFloat
 
-from ..common import read_only
+from ..common import check_form, platform_form, read_only
 
 __all__ = ["ArrayDrain"]
 
@@ -22,7 +22,7 @@ def _or_all(values):
     return values[0]
 
 
-@read_only("config")
+@read_only("config", "split_gather")
 class ArrayDrain(wiring.Component):
     """Collects the ``R x C`` accumulators of each tile and emits their float codes row-major.
 
@@ -30,8 +30,8 @@ class ArrayDrain(wiring.Component):
     ``Q * R`` entries (``Q`` = :attr:`golden.gemm.ArrayConfig.drain_tiles`). The array's
     schedule offers them in that order, at most one per column per cycle (PE ``(r, c)``
     finishes a tile ``r`` cycles after PE ``(0, c)``, and tile ends are ``R`` cycles apart),
-    so the FIFO takes whichever is valid (an OR of the ``R`` outputs, registered in two
-    halves of the column) and every PE's
+    so the FIFO takes whichever is valid (an OR of the ``R`` outputs, registered: in two
+    halves of the column with :attr:`split_gather`) and every PE's
     ``o_stream.ready`` is 1: no row pointer, and nothing from the drain reaches back into
     the PEs (at 10 x 10 x 8 the pointer's net to a column's PEs was the critical path). A
     merger reads the column FIFOs in row-major
@@ -43,7 +43,9 @@ class ArrayDrain(wiring.Component):
     converters would sit idle ``(C - 1) / C`` of the time.
 
     Credits: the drain starts with ``Q`` and the array's column tops take one with each tile
-    end (``tile_in``); one comes back when a tile's last output leaves the column FIFOs. With
+    end (``tile_in``); one comes back a cycle after a tile's last output leaves the column
+    FIFOs (the merger's pulse is registered beside it, so the counter, which the column tops
+    read, need not sit at the merger: on the ULX3S the two are the array's height apart). With
     at most ``Q`` tiles between a tile end and the merger, a column FIFO is never full when a
     PE's output arrives, so the PEs never wait on the drain whatever the output port does.
     ``lost`` (per column; unused outside the tests, which check it never rises) flags two
@@ -53,7 +55,7 @@ class ArrayDrain(wiring.Component):
     local to it) and registers the head before the converter.
 
     Latency: :data:`golden.gemm.MERGE_LATENCY` cycles from a PE output to the converter's
-    input (1 in the column's gather registers, 2 to its column FIFO's read side, 1 in the
+    input (1 in the column's gather register(s), 2 to its column FIFO's read side, 1 in the
     merger's register), then the
     converter's :data:`golden.minifloat_arith.TO_FLOAT_LATENCY`.
     Throughput: one code per cycle.
@@ -63,6 +65,13 @@ class ArrayDrain(wiring.Component):
     config : golden.gemm.ArrayConfig
         Rows, columns, accumulator width, output format and the activation format (whether
         rows carry a base exponent).
+    split_gather : bool or None
+        Register a column's gather in two halves (rows ``0 .. ceil(R/2) - 1`` and the rest),
+        each a register among its rows, so the FIFO's write is an OR of two flip-flops;
+        otherwise one register after the column's OR, which packs with the OR's last LUT (the
+        iCE40 form: the halves cost the iCEBreaker default 100 LCs it does not have). The
+        latency is one cycle either way. ``None`` (default): by platform, halves everywhere
+        but on an iCE40.
 
     Members
     -------
@@ -81,9 +90,10 @@ class ArrayDrain(wiring.Component):
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
     """
 
-    def __init__(self, config: ArrayConfig):
+    def __init__(self, config: ArrayConfig, split_gather: bool | None = None):
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        self._split_gather = check_form("split_gather", split_gather)
         self._config = cfg = config
         self._fp = cfg.act_format != "int8"
         base_bits = cfg.rows * cfg.exp_width if self._fp else 1
@@ -103,7 +113,8 @@ class ArrayDrain(wiring.Component):
         m = Module()
         cfg = self._config
         R, C = cfg.rows, cfg.cols
-        col_fifos = [self._column(m, c) for c in range(C)]
+        split = platform_form(self._split_gather, platform, on_ice40=False)
+        col_fifos = [self._column(m, c, split) for c in range(C)]
 
         m.submodules.to_float = tf = ToFloat(in_width=cfg.acc_width, in_frac=cfg.in_frac,
                                              out_format=cfg.out_format,
@@ -156,31 +167,35 @@ class ArrayDrain(wiring.Component):
         return m
 
     def _credits(self, m: Module, tile_read) -> None:
-        """The credit counter: ``Q`` at reset, one taken per ``tile_in``, one returned per
-        tile read out of the column FIFOs (``tile_read``)."""
+        """The credit counter: ``Q`` at reset, one taken per ``tile_in``, one returned a cycle
+        after each tile read out of the column FIFOs (``tile_read``, registered as
+        ``returning`` beside the merger)."""
         q = self._config.drain_tiles
         free = Signal(range(q + 1), init=q)
+        returning = Signal()
+        m.d.sync += returning.eq(tile_read)
         m.d.comb += self.credit.eq(free != 0)
-        with m.If(self.tile_in & ~tile_read):
+        with m.If(self.tile_in & ~returning):
             m.d.sync += free.eq(free - 1)
-        with m.Elif(tile_read & ~self.tile_in):
+        with m.Elif(returning & ~self.tile_in):
             m.d.sync += free.eq(free + 1)
 
-    def _column(self, m: Module, c: int) -> fifo.SyncFIFOBuffered:
+    def _column(self, m: Module, c: int, split: bool) -> fifo.SyncFIFOBuffered:
         """Column ``c``'s FIFO (``Q * R`` entries), written with the one finished output of
         the column in a cycle (the array's schedule offers at most one, in row order: no
         row pointer, and no ready back into the PEs).
 
-        The gather is registered in two halves of the column (rows ``0 .. ceil(R/2) - 1``
-        and the rest), each an OR of its outputs into a register among its rows, so the
-        FIFO's write is an OR of two flip-flops (at 10 x 10 x 8 the column-long OR into
-        the write enable was a 13 ns net)."""
+        The gather is registered: with ``split`` in two halves of the column (rows
+        ``0 .. ceil(R/2) - 1`` and the rest), each an OR of its outputs into a register among
+        its rows, so the FIFO's write is an OR of two flip-flops (at 10 x 10 x 8 the
+        column-long OR into the write enable was a 13 ns net); otherwise in one register
+        after the column's OR."""
         cfg = self._config
         R = cfg.rows
         q = fifo.SyncFIFOBuffered(width=cfg.acc_width, depth=max(2, cfg.drain_tiles * R))
         m.submodules[f"drain{c}"] = q
         ports = [self.i_acc[r][c] for r in range(R)]
-        half = (R + 1) // 2
+        half = (R + 1) // 2 if split else R
         gathered = []
         for h, part in enumerate(p for p in (ports[:half], ports[half:]) if p):
             valid = Signal(name=f"gather{c}_{h}_valid")

@@ -158,3 +158,12 @@ def test_lost_flags_two_outputs_at_once():
 
     run_simulation(dut, [bench], deadline=1e-5)
     assert seen == [1, 0]
+
+
+def test_drain_form_is_validated():
+    cfg = ArrayConfig(rows=2, cols=1, act_format="int8", formats=("fp4",))
+    with pytest.raises(TypeError, match="split_gather must be a bool or None, not 1"):
+        ArrayDrain(cfg, 1)
+    with pytest.raises(TypeError, match="config must be an ArrayConfig, not 3"):
+        ArrayDrain(3)
+    assert ArrayDrain(cfg).split_gather is None and ArrayDrain(cfg, False).split_gather is False

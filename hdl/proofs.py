@@ -876,16 +876,7 @@ class _ExtraCreditDrain(ArrayDrain):
     """Test-only broken drain: its credit counter starts at ``Q + 1``, one tile more than its
     column FIFOs (``Q * R`` entries each) hold."""
 
-    def _credits(self, m: Module, tile_read) -> None:
-        q = self.config.drain_tiles + 1
-        free = Signal(range(q + 1), init=q)
-        returning = Signal()
-        m.d.sync += returning.eq(tile_read)
-        m.d.comb += self.credit.eq(free != 0)
-        with m.If(self.tile_in & ~returning):
-            m.d.sync += free.eq(free - 1)
-        with m.Elif(returning & ~self.tile_in):
-            m.d.sync += free.eq(free + 1)
+    _extra_credits = 1
 
 
 class _MirroredDrain(ArrayDrain):

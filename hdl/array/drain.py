@@ -90,6 +90,9 @@ class ArrayDrain(wiring.Component):
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
     """
 
+    # Credits beyond drain_tiles: 0; only a test-only broken drain (hdl.proofs) sets it.
+    _extra_credits = 0
+
     def __init__(self, config: ArrayConfig, split_gather: bool | None = None):
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
@@ -170,7 +173,7 @@ class ArrayDrain(wiring.Component):
         """The credit counter: ``Q`` at reset, one taken per ``tile_in``, one returned a cycle
         after each tile read out of the column FIFOs (``tile_read``, registered as
         ``returning`` beside the merger)."""
-        q = self._config.drain_tiles
+        q = self._config.drain_tiles + self._extra_credits
         free = Signal(range(q + 1), init=q)
         returning = Signal()
         m.d.sync += returning.eq(tile_read)

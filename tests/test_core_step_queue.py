@@ -14,7 +14,6 @@ from amaranth.lib import data
 from bitmod.hdl.array.step_queue import StepQueue
 from bitmod.sim.amaranth_sim import run_simulation
 
-
 LAYOUT = data.StructLayout({"addr": 7, "last": 1, "mask": 4})
 
 

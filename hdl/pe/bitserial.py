@@ -106,31 +106,35 @@ class GroupDequantizer(wiring.Component):
         # ``acc`` is cleared the cycle after its flush, when no step can run (a load is taken
         # at the earliest in that cycle), so its clear (an ECP5 flip-flop's LSR) comes straight
         # from this register of its own and never from logic: the ULX3S 10 x 10 x 8 build at
-        # 80 MHz placed the clear's LUT 70 tiles from its PE (12.9 ns).
-        clearing = keep_apart(Signal(name="clearing"))
+        # 80 MHz placed the clear's LUT 70 tiles from its PE (12.9 ns). ``acc`` has no reset
+        # of its own (which would put a LUT of the domain's reset and ``clearing`` there):
+        # ``clearing`` is 1 in reset, so ``acc`` is 0 from the second cycle after it, before
+        # any step (the first load is taken in the first cycle at the earliest).
+        clearing = keep_apart(Signal(init=1, name="clearing"))
         keep_apart(self.o_stream.valid)
         gs = Signal(signed(self._gs_width))
         # Scale bits stored reversed and read by the step counter: a small D:1 multiplexer
         # instead of a D-bit shift register with a load multiplexer.
         scale_rev = Signal(self._scale_bits + 1)  # bit r is read when ``remaining == r``
-        acc = Signal(signed(self._acc_width))
+        acc = Signal(signed(self._acc_width), reset_less=True)
         bit = scale_rev.bit_select(remaining, 1) if self._scale_bits else Const(1)
 
         with m.If(remaining != 0):
             m.d.sync += [remaining.eq(remaining - 1), gs.eq(gs << 1)]
             with m.If(bit):
                 m.d.sync += acc.eq(acc + gs)
-            with m.If((remaining == 1) & cur_last):
-                m.d.sync += flush_pending.eq(1)
 
         out_free = ~self.o_stream.valid | self.o_stream.ready
         flush = (remaining == 0) & flush_pending & out_free
-        m.d.sync += clearing.eq(flush)
+        # Set at a ``last`` group's last step, cleared by its flush: written as data (not a
+        # constant under a condition, which Yosys maps to the LSR, as with ``acc``: the next
+        # 82 MHz build's path was ``flush_pending``'s own clear, placed 64 tiles away).
+        m.d.sync += [clearing.eq(flush),
+                     flush_pending.eq(((remaining == 1) & cur_last) | (flush_pending & ~flush))]
         with m.If(clearing):
             m.d.sync += acc.eq(0)
         with m.If(flush):
-            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1),
-                         flush_pending.eq(0)]
+            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1)]
         with m.Elif(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
 

@@ -41,8 +41,7 @@ class _ReaderOnBuffers(Elaboratable):
 
 
 def expected_step(mp, entry, words):
-    """The step the reader offers for ``entry`` over bank contents ``words`` (bank ``b`` of
-    buffer ``name`` read at ``entry["banks"][name][b]``)."""
+    """The step the reader offers for ``entry`` over bank contents ``words``."""
     cfg = mp.array
     L, CB, AB, SB = mp.lanes, mp.code_bits, mp.act_bits, cfg.scale_bits
 
@@ -53,18 +52,17 @@ def expected_step(mp, entry, words):
 
     col = [entry["cols"] >> c & 1 for c in range(mp.cols)]
     row = [entry["rows"] >> r & 1 for r in range(mp.rows)]
-    at = entry["banks"]
-    meta = [words["meta"][c][at["meta"][c]] if col[c] else 0 for c in range(mp.cols)]
-    step = {"codes": [lanes(words["weight"][c][at["weight"][c]], CB, False) if col[c]
+    meta = [words["meta"][c][entry["meta"]] if col[c] else 0 for c in range(mp.cols)]
+    step = {"codes": [lanes(words["weight"][c][entry["weight"]], CB, False) if col[c]
                       else [0] * L for c in range(mp.cols)],
             "sel": [mt >> SB & 3 for mt in meta], "scale": [mt & ((1 << SB) - 1) for mt in meta],
-            "acts": [lanes(words["act"][r][at["act"][r]], AB, cfg.act_format == "int8")
+            "acts": [lanes(words["act"][r][entry["act"]], AB, cfg.act_format == "int8")
                      if row[r] else [0] * L for r in range(mp.rows)],
             "group_last": entry["group_last"], "out_last": entry["out_last"]}
     if cfg.act_format != "int8":
-        step["gexp"] = [words["gexp"][r][at["gexp"][r]] if row[r] else 0
+        step["gexp"] = [words["gexp"][r][entry["gexp"]] if row[r] else 0
                         for r in range(mp.rows)]
-        step["base"] = [words["base"][r][at["base"][r]] if row[r] else 0
+        step["base"] = [words["base"][r][entry["base"]] if row[r] else 0
                         for r in range(mp.rows)]
     return step
 
@@ -99,12 +97,6 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
         entry.update({name: rng.randrange(shapes[name][1]) for name in dut.names},
                      rows_valid=rng.randrange(mp.rows + 1),
                      cols_valid=rng.randrange(mp.cols + 1))
-        # Queued, each bank reads its own address copy (the step queue's, all equal to the
-        # entry's there): here each a different one, so a bank reading another's copy or the
-        # entry's address shows.
-        entry["banks"] = {name: [rng.randrange(shapes[name][1]) if FORMS[form].queued
-                                 else entry[name] for _ in range(shapes[name][0])]
-                          for name in dut.names}
         entries.append(entry)
     latency = 2 if FORMS[form].queued else 1
     got, taken_at = [], []
@@ -132,10 +124,7 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
             offer = index < len(entries) and rng.random() < 0.8
             ctx.set(reader.i_stream.valid, offer)
             if offer:
-                ctx.set(reader.i_stream.payload, {f: v for f, v in entries[index].items()
-                                                  if f != "banks"})
-                if FORMS[form].queued:
-                    ctx.set(reader.bank_addrs, entries[index]["banks"])
+                ctx.set(reader.i_stream.payload, entries[index])
             valid = ctx.get(reader.o_step.valid)
             payload = plain(ctx.get(reader.o_step.payload), fp) if valid else None
             if held is not None:

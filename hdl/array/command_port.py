@@ -254,14 +254,8 @@ class CommandPort(wiring.Component):
         # 10 x 10 x 8 build's path at 100 MHz asked: four LUTs and 11.4 ns of routing into an
         # activation bank's first write register), nor ``accept``'s one net to every bank
         # (the next build's path: 9.9 ns).
-        # A write's ``ok`` is taken from its own checks, not from ``status == ok``: the
-        # same value, but the picks' logic is not behind the whole status decode (the ULX3S
-        # 10 x 10 x 8 build at 82 MHz: the command → the status → a pick beside its bank,
-        # eight LUTs and 13.9 ns).
-        write_ok = {"write_weight": ~bad_w_addr & (dat[CB:] == 0),
-                    "write_meta": ~bad_meta_addr & ~bad_meta,
-                    "write_act": ~bad_a_addr & ~bad_act}
-        bank_picks = Cat(*[~busy & (op == OPS[name]) & write_ok[name] & (fields["bank"] == bank)
+        write_ok = status == ST["ok"]
+        bank_picks = Cat(*[write_ok & (op == OPS[name]) & (fields["bank"] == bank)
                            for name, fields, banks in (("write_weight", f_w, C),
                                                        ("write_meta", f_meta, C),
                                                        ("write_act", f_a, R))

@@ -21,7 +21,7 @@ from .command_port import counters_layout, job_layout
 from .front_end import step_layout
 from .step_loop import StepLoop
 from .step_queue import StepQueue
-from .step_reader import FeedForm, StepReader, bank_copies, read_entry_layout
+from .step_reader import FeedForm, StepReader, read_entry_layout
 
 __all__ = ["CoreController"]
 
@@ -156,14 +156,10 @@ class CoreController(wiring.Component):
         # from the feed's third cycle (``started``) and stage 1 offers the step: the same
         # cycles either way (golden.core.FEED_LATENCY).
         if form.queued:
-            # Each bank reads its own copy of the head's address (a net per bank, not one
-            # across the chip: the ULX3S 10 x 10 x 8 build at 80 MHz, head to a meta bank's
-            # distributed RAM, 8.6 ns).
-            m.submodules.queue = queue = StepQueue(read_entry_layout(mp), bank_copies(mp))
+            m.submodules.queue = queue = StepQueue(read_entry_layout(mp))
             advance = queue.i_stream.valid & queue.i_stream.ready  # the loop's enable
             m.d.comb += queue.i_stream.payload.eq(fields)
             wiring.connect(m, queue.o_stream, reader.i_stream)
-            m.d.comb += reader.bank_addrs.eq(queue.head_copies)
         else:
             lead = Signal(range(gcore.FEED_LATENCY))  # feed cycles so far, up to 2
             started = lead == gcore.FEED_LATENCY - 1

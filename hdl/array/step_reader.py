@@ -18,7 +18,7 @@ from ..common import is_ice40, keep_apart, read_only
 from .buffers import buffer_shapes, read_signature
 from .front_end import step_layout
 
-__all__ = ["FeedForm", "StepReader", "bank_copies", "read_entry_layout"]
+__all__ = ["FeedForm", "StepReader", "read_entry_layout"]
 
 # The buffers the feed reads, and the step flags that travel beside their read data.
 _READ = ("weight", "meta", "act", "gexp", "base")
@@ -73,13 +73,6 @@ def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
     fields.update(lanes=mp.lanes, rows=mp.rows, cols=mp.cols, group_last=1, out_last=1,
                   rows_valid=range(mp.rows + 1), cols_valid=range(mp.cols + 1))
     return data.StructLayout(fields)
-
-
-def bank_copies(config: gcore.CoreConfig) -> tuple[tuple[str, int], ...]:
-    """``(buffer, banks)`` of every buffer the reader reads: the step queue's copies of the
-    head's addresses (:class:`~hdl.array.step_queue.StepQueue` ``copies``), one per bank."""
-    return tuple((name, banks) for name, (banks, _, _, _) in buffer_shapes(config).items()
-                 if name in _READ)
 
 
 def _flags_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -153,10 +146,6 @@ class StepReader(wiring.Component):
     act_read : In(ReadPort.Signature).array(R)
     gexp_read, base_read : In(ReadPort.Signature).array(R)
         FP16/BF16 activations only.
-    bank_addrs : In(StructLayout({buffer: ArrayLayout(address, banks)}))
-        ``queued`` only: each bank's own copy of ``i_stream``'s address for it (the step
-        queue's :attr:`~hdl.array.step_queue.StepQueue.head_copies`, :func:`bank_copies`),
-        which it reads instead, so no one register drives every bank's address.
     o_step : Out(stream.Signature(step_layout(config.array)))
     step_ready_next : In(1)
         With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
@@ -173,12 +162,7 @@ class StepReader(wiring.Component):
             raise TypeError(f"form must be a FeedForm, not {form!r}")
         self._config = mp = config
         self._form = form
-        entry = read_entry_layout(mp)
-        members = {"i_stream": In(stream.Signature(entry))}
-        if form.queued:
-            members["bank_addrs"] = In(data.StructLayout({
-                name: data.ArrayLayout(entry.members[name], banks)
-                for name, banks in bank_copies(mp)}))
+        members = {"i_stream": In(stream.Signature(read_entry_layout(mp)))}
         for name, (banks, depth, width, _) in buffer_shapes(mp).items():
             if name in _READ:
                 members[f"{name}_read"] = In(read_signature(depth, width)).array(banks)
@@ -241,8 +225,7 @@ class StepReader(wiring.Component):
             lanes = {(_side(name), bank): s1.lanes for name, bank, _ in self._ports()}
             offer_valid, offer = s1_valid, s1
         for name, bank, port in self._ports():
-            address = self.bank_addrs[name][bank] if self._form.queued else entry[name]
-            m.d.comb += [port.addr.eq(address),
+            m.d.comb += [port.addr.eq(entry[name]),
                          port.en.eq(_bank_copy(m, copies, adv, upcoming.get("adv"), name,
                                                bank))]
         m.d.comb += [step.valid.eq(offer_valid), self.rows_valid.eq(offer.rows_valid),

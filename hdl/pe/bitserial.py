@@ -52,8 +52,7 @@ class GroupDequantizer(wiring.Component):
     accumulator:
     ``gs`` is a shift register and ``scale[i]`` the clock enable of ``acc``. After the last
     step of a ``last`` group one flush cycle copies ``acc`` into the output register (when it
-    is free); ``acc`` is cleared in the next cycle, in which no step can run (the next load is
-    taken then at the earliest), by a flip-flop (``clearing``) rather than logic.
+    is free) and clears ``acc``.
 
     Latency ``D + 2`` cycles from the load to the output being valid. Throughput: a load is
     accepted when idle, or in the last step cycle of a group without ``last``; so groups
@@ -100,41 +99,28 @@ class GroupDequantizer(wiring.Component):
         load = self.i_stream.payload
         # Kept apart (hdl.common.KEEP_APART): in an array these follow the same group ends in
         # every PE of an anti-diagonal.
-        remaining = keep_apart(Signal(range(d + 1), name="remaining"))
-        flush_pending = keep_apart(Signal(name="flush_pending"))
-        cur_last = keep_apart(Signal(name="cur_last"))
-        # ``acc`` is cleared the cycle after its flush, when no step can run (a load is taken
-        # at the earliest in that cycle), so its clear (an ECP5 flip-flop's LSR) comes straight
-        # from this register of its own and never from logic: the ULX3S 10 x 10 x 8 build at
-        # 80 MHz placed the clear's LUT 70 tiles from its PE (12.9 ns). ``acc`` has no reset
-        # of its own (which would put a LUT of the domain's reset and ``clearing`` there):
-        # ``clearing`` is 1 in reset, so ``acc`` is 0 from the second cycle after it, before
-        # any step (the first load is taken in the first cycle at the earliest).
-        clearing = keep_apart(Signal(init=1, name="clearing"))
+        remaining = keep_apart(Signal(range(d + 1)))
+        flush_pending = keep_apart(Signal())
+        cur_last = keep_apart(Signal())
         keep_apart(self.o_stream.valid)
         gs = Signal(signed(self._gs_width))
         # Scale bits stored reversed and read by the step counter: a small D:1 multiplexer
         # instead of a D-bit shift register with a load multiplexer.
         scale_rev = Signal(self._scale_bits + 1)  # bit r is read when ``remaining == r``
-        acc = Signal(signed(self._acc_width), reset_less=True)
+        acc = Signal(signed(self._acc_width))
         bit = scale_rev.bit_select(remaining, 1) if self._scale_bits else Const(1)
 
         with m.If(remaining != 0):
             m.d.sync += [remaining.eq(remaining - 1), gs.eq(gs << 1)]
             with m.If(bit):
                 m.d.sync += acc.eq(acc + gs)
+            with m.If((remaining == 1) & cur_last):
+                m.d.sync += flush_pending.eq(1)
 
         out_free = ~self.o_stream.valid | self.o_stream.ready
-        flush = (remaining == 0) & flush_pending & out_free
-        # Set at a ``last`` group's last step, cleared by its flush: written as data (not a
-        # constant under a condition, which Yosys maps to the LSR, as with ``acc``: the next
-        # 82 MHz build's path was ``flush_pending``'s own clear, placed 64 tiles away).
-        m.d.sync += [clearing.eq(flush),
-                     flush_pending.eq(((remaining == 1) & cur_last) | (flush_pending & ~flush))]
-        with m.If(clearing):
-            m.d.sync += acc.eq(0)
-        with m.If(flush):
-            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1)]
+        with m.If((remaining == 0) & flush_pending & out_free):
+            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1),
+                         acc.eq(0), flush_pending.eq(0)]
         with m.Elif(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
 

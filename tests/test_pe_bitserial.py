@@ -20,7 +20,7 @@ from bitmod.golden.pe import (
     pe_cycles,
     pe_reference,
 )
-from bitmod.hdl.pe.bitserial import BitSerialPE
+from bitmod.hdl.pe.bitserial import BitSerialPE, GroupDequantizer
 from bitmod.sim.amaranth_sim import measure_latency, run_simulation
 from bitmod.sim.bank import LockstepBank
 from bitmod.sim.vectors import pack_fields, run_stream, unpack_fields
@@ -456,3 +456,56 @@ def test_paced_pe_needs_spaced_group_ends(spaced):
     with pytest.raises(TypeError, match="paced must be a bool"):
         BitSerialPE(cfg, paced=1)
     print(f"checked {len(ref)} outputs, spaced={spaced}")
+
+
+def dequantize_overlapped(paced: bool, first: dict, second: dict, offset: int):
+    """Load ``first`` into a :class:`GroupDequantizer`, offer ``second`` for one cycle
+    ``offset`` cycles later, and return ``i_stream.ready`` in that cycle and every output
+    within 40 cycles."""
+    dut = GroupDequantizer(gsum_width=8, scale_bits=4, exp_bits=2, acc_width=24, paced=paced)
+    seen = {"outputs": []}
+
+    def offer(ctx, group):
+        for name, value in group.items():
+            ctx.set(getattr(dut.i_stream.payload, name), value)
+        ctx.set(dut.i_stream.valid, 1)
+
+    async def producer(ctx):
+        offer(ctx, first)
+        await ctx.tick()
+        ctx.set(dut.i_stream.valid, 0)
+        await ctx.tick().repeat(offset - 1)
+        offer(ctx, second)
+        seen["ready"] = ctx.get(dut.i_stream.ready)
+        await ctx.tick()
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for _ in range(40):
+            *_, valid, acc = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload.acc)
+            if valid:
+                seen["outputs"].append(acc)
+
+    run_simulation(dut, [producer, consumer], deadline=1e-5)
+    return seen
+
+
+def test_paced_dequantizer_loads_whatever_ready_says():
+    """A paced dequantizer loads every valid input (its load is not behind the ready decode):
+    a group offered two cycles into the previous one's four scale steps (``ready`` low)
+    replaces it after the two steps taken, where the unpaced one ignores it."""
+    first = {"gsum": -77, "scale": 0b1011, "exp": 3, "last": 1}
+    second = {"gsum": 101, "scale": 0b0110, "exp": 1, "last": 1}
+    whole = [(-77 << 3) * 0b1011, (101 << 1) * 0b0110]
+    assert dequantize_overlapped(False, first, second, offset=2) == {
+        "ready": 0, "outputs": whole[:1]}
+    # Scale bits 0 and 1 of the first group were stepped before the second replaced it.
+    assert dequantize_overlapped(True, first, second, offset=2) == {
+        "ready": 0, "outputs": [(-77 << 3) * (0b1011 & 0b11) + whole[1]]}
+    # Offered once the first group's output is out (D + 2 = 6 cycles), both take it.
+    for paced in (False, True):
+        assert dequantize_overlapped(paced, first, second, offset=6) == {
+            "ready": 1, "outputs": whole}
+    with pytest.raises(TypeError, match="paced must be a bool"):
+        GroupDequantizer(8, 4, 2, 24, paced="yes")

@@ -52,7 +52,8 @@ class GroupDequantizer(wiring.Component):
     accumulator:
     ``gs`` is a shift register and ``scale[i]`` the clock enable of ``acc``. After the last
     step of a ``last`` group one flush cycle copies ``acc`` into the output register (when it
-    is free) and clears ``acc``.
+    is free); ``acc`` is cleared in the next cycle, in which no step runs, by a flip-flop
+    (``clearing``, 1 in reset) rather than by logic.
 
     Latency ``D + 2`` cycles from the load to the output being valid. Throughput: a load is
     accepted when idle, or in the last step cycle of a group without ``last``; so groups
@@ -114,28 +115,41 @@ class GroupDequantizer(wiring.Component):
         load = self.i_stream.payload
         # Kept apart (hdl.common.KEEP_APART): in an array these follow the same group ends in
         # every PE of an anti-diagonal.
-        remaining = keep_apart(Signal(range(d + 1)))
-        flush_pending = keep_apart(Signal())
-        cur_last = keep_apart(Signal())
+        remaining = keep_apart(Signal(range(d + 1), name="remaining"))
+        flush_pending = keep_apart(Signal(name="flush_pending"))
+        cur_last = keep_apart(Signal(name="cur_last"))
+        # ``acc`` is cleared the cycle after its flush, in which no step runs (a load is taken
+        # in that cycle at the earliest), by this register of its own: the clear is an ECP5
+        # flip-flop's LSR, and from logic (the flush condition with the reset) its LUT was
+        # placed 35-70 tiles from the PE in four ULX3S 10 x 10 x 8 builds (up to 12.9 ns).
+        # ``acc`` has no reset of its own (it would put a LUT of the reset and ``clearing``
+        # back in front of the LSR): ``clearing`` is 1 in reset, so ``acc`` is 0 before the
+        # first step.
+        clearing = keep_apart(Signal(init=1, name="clearing"))
         keep_apart(self.o_stream.valid)
         gs = Signal(signed(self._gs_width))
         # Scale bits stored reversed and read by the step counter: a small D:1 multiplexer
         # instead of a D-bit shift register with a load multiplexer.
         scale_rev = Signal(self._scale_bits + 1)  # bit r is read when ``remaining == r``
-        acc = Signal(signed(self._acc_width))
+        acc = Signal(signed(self._acc_width), reset_less=True)
         bit = scale_rev.bit_select(remaining, 1) if self._scale_bits else Const(1)
 
         with m.If(remaining != 0):
             m.d.sync += [remaining.eq(remaining - 1), gs.eq(gs << 1)]
             with m.If(bit):
                 m.d.sync += acc.eq(acc + gs)
-            with m.If((remaining == 1) & cur_last):
-                m.d.sync += flush_pending.eq(1)
 
         out_free = ~self.o_stream.valid | self.o_stream.ready
-        with m.If((remaining == 0) & flush_pending & out_free):
-            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1),
-                         acc.eq(0), flush_pending.eq(0)]
+        flush = (remaining == 0) & flush_pending & out_free
+        # Set at a ``last`` group's last step, cleared by its flush, written as data: a
+        # constant under a condition becomes the LSR again (its own clear was the path of a
+        # ULX3S 82 MHz build, placed 64 tiles away).
+        m.d.sync += [clearing.eq(flush),
+                     flush_pending.eq(((remaining == 1) & cur_last) | (flush_pending & ~flush))]
+        with m.If(clearing):
+            m.d.sync += acc.eq(0)
+        with m.If(flush):
+            m.d.sync += [self.o_stream.payload.acc.eq(acc), self.o_stream.valid.eq(1)]
         with m.Elif(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
 

@@ -526,6 +526,37 @@ def test_keep_apart_registers_stay_apart(tmp_path):
     assert all(KEEP_APART in attrs for attrs in copies.values())
 
 
+def test_dequantizer_clear_is_a_flip_flop_lsr(tmp_path):
+    """On the ECP5 the dequantizer's ``acc`` is cleared through its flip-flops' LSR, and that
+    LSR is the ``clearing`` flip-flop's output with no LUT between (a LUT there was placed
+    35-70 tiles from its PE in the ULX3S builds)."""
+    from amaranth.back import rtlil
+
+    from bitmod.fpga.devices import get_device
+    from bitmod.hdl.pe.bitserial import GroupDequantizer
+    from bitmod.toolchain import apply_tool_environment
+
+    apply_tool_environment()
+    device = get_device("ecp5-25f")
+    dq = GroupDequantizer(gsum_width=20, scale_bits=4, exp_bits=2, acc_width=32, paced=True)
+    (tmp_path / "t.il").write_text(rtlil.convert(dq, name="top"))
+    script = (f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; "
+              "write_json t.json")
+    subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=tmp_path, check=True,
+                   capture_output=True, text=True, timeout=300)
+    module = json.loads((tmp_path / "t.json").read_text())["modules"]["top"]
+    owner = {bit: name for name, net in module["netnames"].items() for bit in net["bits"]}
+    flops = [cell["connections"] for cell in module["cells"].values()
+             if cell["type"] == "TRELLIS_FF"]
+    lsr_of = {}
+    for ports in flops:
+        lsr_of.setdefault(owner[ports["Q"][0]], set()).add(ports["LSR"][0])
+    assert len(lsr_of["acc"]) == 1
+    (clear,) = lsr_of["acc"]
+    # The net is a flip-flop's Q: the clearing register's.
+    assert [owner[p["Q"][0]] for p in flops if p["Q"][0] == clear] == ["clearing"]
+
+
 def test_no_collision_memories_skip_the_read_first_logic(tmp_path):
     """A memory marked hdl.common.NO_COLLISION maps to block RAM alone on the ECP5
     (Device.pre_synth lets a read in its word's write cycle return anything); unmarked, Yosys

@@ -203,7 +203,7 @@ class SystolicArray(wiring.Component):
         # then one LUT from the count and the serializer's pop.
         early = platform_form(self._early_credits, platform, on_ice40=True)
         n_entries = cfg.feed_entries_early if early else cfg.feed_entries
-        m.submodules.serializer = ser = StepSerializer(cfg, entries=n_entries)
+        m.submodules.serializer = ser = StepSerializer(cfg, entries=n_entries, site_copies=True)
         back = ser.popping if early else ser.freed
         credits = Signal(range(n_entries + 1), init=n_entries)
         has_credit = Signal()
@@ -239,7 +239,20 @@ class SystolicArray(wiring.Component):
         fe_shift = front.shift if fp and X else None
 
         # ---- column tops: encoders and the serializer -----------------------------------------
+        # The front end runs free (its ``ready`` is 1), so its ``valid`` is the step taken
+        # ``front_end_latency`` cycles before: each serializer site gets its own kept-apart
+        # register of that, beside the front end's one (which drives the central state).
+        if cfg.front_end_latency < 1:
+            raise AssertionError("the site valid copies need a front end register")
+        site_valid = fe.i_stream.valid & fe.i_stream.ready
+        for k in range(cfg.front_end_latency - 1):
+            stage = Signal(name=f"site_valid_d{k}")
+            m.d.sync += stage.eq(site_valid)
+            site_valid = stage
+        copies = [keep_apart(Signal(name=f"site{i}_valid")) for i in range(C + R)]
+        m.d.sync += [copy.eq(site_valid) for copy in copies]
         m.d.comb += [
+            ser.site_valid.eq(Cat(*copies)),
             ser.valid.eq(fe_valid), fe_ready.eq(1),
             ser.credit.eq(drain.credit), drain.tile_in.eq(ser.tile_end),
             ser.codes.eq(fe_codes), ser.sel.eq(fe_sel), ser.group_last.eq(fe_gl),

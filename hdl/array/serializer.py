@@ -17,7 +17,7 @@ from .front_end import row_operand_layout
 __all__ = ["StepSerializer"]
 
 
-@read_only("config", "col_widths", "row_width", "shift_width")
+@read_only("config", "col_widths", "row_width", "shift_width", "site_copies")
 class StepSerializer(wiring.Component):
     """Turns one weight-step into ``T`` cycles of column and row words (the column tops).
 
@@ -80,11 +80,20 @@ class StepSerializer(wiring.Component):
     config : golden.gemm.ArrayConfig
     entries : int, optional
         ``N``, at least 2 (default :attr:`golden.gemm.ArrayConfig.feed_entries`).
+    site_copies : bool
+        The sites take ``valid`` from :attr:`site_valid`, one copy each, which the sender
+        keeps equal to ``valid`` in every cycle (the array: kept-apart registers of its own
+        beside the front end's, so that no one flip-flop drives the entry enables of every
+        site: the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2, had the front end's ``valid``
+        → one net of 10.8 ns → row 1's write enables). Default False: ``valid`` alone.
 
     Members
     -------
     valid, ready : In(1), Out(1)
         A step is offered; it is taken this cycle (an entry is free: a flip-flop).
+    site_valid : In(C + R)
+        With ``site_copies``: ``valid``'s copy for column site ``c`` (bit ``c``) and row site
+        ``r`` (bit ``C + r``).
     codes : In(ArrayLayout(ArrayLayout(code_bits, L), C))
     sel : In(ArrayLayout(2, C))
     scale : In(C * scale_bits)
@@ -111,9 +120,13 @@ class StepSerializer(wiring.Component):
     cols : Out(C * sum(col_widths)); rows : Out(R * row_width)
     """
 
-    def __init__(self, config: ArrayConfig, entries: int | None = None):
+    def __init__(self, config: ArrayConfig, entries: int | None = None, *,
+                 site_copies: bool = False):
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
+        if not isinstance(site_copies, bool):
+            raise TypeError(f"site_copies must be a bool, not {site_copies!r}")
+        self._site_copies = site_copies
         self._config = cfg = config
         self._entries = config.feed_entries if entries is None else entries
         if not isinstance(self._entries, int) or self._entries < 2:
@@ -159,6 +172,7 @@ class StepSerializer(wiring.Component):
             "col_valid": Out(cfg.cols), "tile_end": Out(1), "freed": Out(1), "popping": Out(1),
             "cols": Out(cfg.cols * sum(self._col_widths)),
             "rows": Out(cfg.rows * self._row_width),
+            **({"site_valid": In(cfg.cols + cfg.rows)} if site_copies else {}),
         })
 
     def elaborate(self, platform):
@@ -172,8 +186,10 @@ class StepSerializer(wiring.Component):
         # shift; each holds its slice of the entries and its own copies of the pointers.
         sb, X = cfg.scale_bits, self._shift_width
         cols = []
+        site_valid = (self.site_valid if self._site_copies
+                      else Cat(*[self.valid] * (C + R)))
         for c in range(C):
-            site = self._site(m, ctl, f"col{c}", {
+            site = self._site(m, ctl, f"col{c}", site_valid[c], {
                 "terms": (words[c], self._lanes * self._stored_bits),
                 "scale": (self.scale[c * sb:(c + 1) * sb], sb),
                 "gl": (self.group_last, 1), "ol": (self.out_last, 1)}, with_t=True)
@@ -183,7 +199,7 @@ class StepSerializer(wiring.Component):
             m.d.comb += self.col_valid[c].eq(valid)
         rows = []
         for r in range(R):
-            site = self._site(m, ctl, f"row{r}", {
+            site = self._site(m, ctl, f"row{r}", site_valid[C + r], {
                 "acts": (self.acts[r * row_bits:(r + 1) * row_bits], row_bits),
                 "shift": (self.shift[r * X:(r + 1) * X], X)},
                 with_t=cfg.kind.row_operand in ("tables", "planes"))
@@ -262,8 +278,10 @@ class StepSerializer(wiring.Component):
             m.d.sync += [tile_gap.eq(tile_gap + 1), spaced.eq(tile_gap + 2 >= R)]
         return {"emit": emit, "next": nxt}
 
-    def _site(self, m: Module, ctl: dict, name: str, fields: dict, with_t: bool) -> dict:
-        """One column's or row's slice of the entries, read and written through its own
+    def _site(self, m: Module, ctl: dict, name: str, valid, fields: dict,
+              with_t: bool) -> dict:
+        """One column's or row's slice of the entries (pushed on ``valid``, the site's copy
+        of the offer), read and written through its own
         copies of the pointers (``wp``, ``full``, ``rp``) and the term counter ``t``, kept
         apart: each copy is loaded with the central next value, so the wide enables and
         multiplexer selects are local and the central nets reach a few flip-flops per site.
@@ -278,7 +296,7 @@ class StepSerializer(wiring.Component):
             reg = keep_apart(Signal.like(value, name=f"{name}_{key}"))
             m.d.sync += reg.eq(value)
             copy[key] = reg
-        push = self.valid & ~copy["full"]
+        push = valid & ~copy["full"]
         head = {}
         for field, (value, width) in fields.items():
             # The data registers need no reset (the counts say what they hold).

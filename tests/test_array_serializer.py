@@ -54,8 +54,9 @@ def _expected_group_ends(cfg, k, tiles, credit=lambda cycle: True, first=0):
     # Tiles shorter than R cycles: their ends R apart (a column drains one output per cycle).
     dict(rows=4, cols=1, lanes=4, group_size=4, formats=("int4_sym",), scale_bits=0, k=4),
 ])
-@pytest.mark.parametrize("credits", ["free", "gated"])
-def test_words_and_schedule(params, credits):
+@pytest.mark.parametrize(("credits", "site_copies"),
+                         [("free", False), ("gated", False), ("gated", True)])
+def test_words_and_schedule(params, credits, site_copies):
     params = dict(params)
     k = params.pop("k", None)
     cfg = ArrayConfig(**params, act_format="int8")
@@ -102,13 +103,16 @@ def test_words_and_schedule(params, credits):
         tr = gterms.decompose(codes[step, c, lane], list(cfg.formats), sel[step, c], special)
         return int(gterms.pack_terms(tr)) >> (t * lane_bits) & ((1 << lane_bits) - 1)
 
-    dut = StepSerializer(cfg)
+    dut = StepSerializer(cfg, site_copies=site_copies)
+    assert dut.site_copies == site_copies
     seen = []  # (cycle, t, group_last, out_last, lanes, scale) of every emitted column word
 
     async def feed(ctx):
         ctx.set(dut.special_values, gterms.pack_special_register(special) if special else 0)
         for step in range(n_steps):
             ctx.set(dut.valid, 1)
+            if site_copies:  # the sites push on their copies (the array keeps them equal)
+                ctx.set(dut.site_valid, (1 << (C + R)) - 1)
             cb = geo.code_bits
             ctx.set(dut.codes.as_value(), sum(int(codes[step, c, lane]) << ((c * L + lane) * cb)
                                               for c in range(C) for lane in range(L)))
@@ -120,6 +124,8 @@ def test_words_and_schedule(params, credits):
             ctx.set(dut.out_last, int(out_last[step]))
             await ctx.tick().until(dut.ready)
         ctx.set(dut.valid, 0)
+        if site_copies:
+            ctx.set(dut.site_valid, 0)
         # The last steps wait in the serializer's entries (a gated credit comes every seventh
         # cycle): until every word has left, bounded.
         for _ in range(4 * T + 2 * cfg.dequant_cycles + 8 * tiles):
@@ -200,3 +206,36 @@ def test_words_and_schedule(params, credits):
         assert [e - first + 1 for e in tile_ends] == list(np.cumsum(spacing))
     else:
         assert group_ends != _expected_group_ends(cfg, k, tiles, first=first), "no tile waited"
+
+
+def test_site_copies_are_what_the_sites_push_on():
+    """With ``site_copies`` a site takes a step on its own copy of ``valid``: a step offered
+    with one row site's copy low leaves that row's word out (zero) while the others carry it;
+    a non-bool is refused."""
+    cfg = ArrayConfig(rows=2, cols=1, lanes=2, group_size=2, formats=("int4_sym",),
+                      scale_bits=0, act_format="int8")
+    dut = StepSerializer(cfg, site_copies=True)
+    row_bits = row_operand_layout(cfg).size
+    rows_seen = []
+
+    async def feed(ctx):
+        ctx.set(dut.credit, 1)
+        ctx.set(dut.acts, 0x5A | 0x3C << row_bits)
+        ctx.set(dut.group_last, 1)
+        ctx.set(dut.out_last, 1)
+        ctx.set(dut.valid, 1)
+        ctx.set(dut.site_valid, 0b011)  # column 0 and row 0 take it; row 1's copy is low
+        await ctx.tick()
+        ctx.set(dut.valid, 0)
+        ctx.set(dut.site_valid, 0)
+        for _ in range(8):
+            *_, col_valid, rows = await ctx.tick().sample(dut.col_valid, dut.rows)
+            if col_valid:
+                rows_seen.append(int(rows))
+
+    run_simulation(dut, [feed], deadline=1e-5)
+    width = dut.row_width
+    assert rows_seen and rows_seen[0] & ((1 << width) - 1) == 0x5A
+    assert rows_seen[0] >> width == 0  # row 1's entry was never written
+    with pytest.raises(TypeError, match="site_copies must be a bool"):
+        StepSerializer(cfg, site_copies=1)

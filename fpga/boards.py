@@ -317,7 +317,7 @@ BOARDS: dict[str, Board] = {
               "ecp5-85f", _platform("ulx3s", "ULX3S_85F_Platform"), "clk25", 25.0,
               # 10x10 PEs x 8 lanes meet 75 MHz on seeds 1 and 2 (82.08 and 75.21 MHz,
               # 50,098 LUT4 of 83,640): 400 MACs per cycle, 30.0 GMAC/s. Asked for 82 MHz
-              # (3x the DSP INT8 ceiling) it and the trees around it reached 73-85 MHz,
+              # (3x the DSP INT8 ceiling) the trees of 2026-12-06 reached 73-85 MHz,
               # never on both seeds (docs/boards.md).
               clock_mhz=75.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
               router="router2", split_link=True),

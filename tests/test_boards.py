@@ -453,15 +453,19 @@ def test_board_default_pe_kind_and_scheme():
     assert (ulx3s.pe, ulx3s.scheme, ulx3s.lanes) == ("bitserial", "bitmod4", 8)
 
 
+def _synthesize(device, folder, then: str) -> None:
+    """``folder/t.il`` (top module ``top``) through the device's pre-synthesis commands and
+    synthesis, then the Yosys commands ``then``."""
+    script = (f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; "
+              f"{then}")
+    subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=folder, check=True,
+                   capture_output=True, text=True, timeout=300)
+
+
 def _synth_stat(device, folder):
     """Cell counts of ``folder/t.il`` after the device's pre-synthesis commands and synthesis
     (Yosys's ``stat`` into a file: its stdout after ABC is not kept)."""
-    from bitmod.toolchain import find_tool
-
-    script = (f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; "
-              "tee -q -o stat.json stat -json")  # (as fpga.synth.run_flow reads it)
-    subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=folder, check=True,
-                   capture_output=True, text=True, timeout=300)
+    _synthesize(device, folder, "tee -q -o stat.json stat -json")  # (as fpga.synth reads it)
     stat = json.loads((folder / "stat.json").read_text())
     return {kind: int(n) for kind, n in stat["design"].get("num_cells_by_type", {}).items()}
 
@@ -540,10 +544,7 @@ def test_dequantizer_clear_is_a_flip_flop_lsr(tmp_path):
     device = get_device("ecp5-25f")
     dq = GroupDequantizer(gsum_width=20, scale_bits=4, exp_bits=2, acc_width=32, paced=True)
     (tmp_path / "t.il").write_text(rtlil.convert(dq, name="top"))
-    script = (f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; "
-              "write_json t.json")
-    subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=tmp_path, check=True,
-                   capture_output=True, text=True, timeout=300)
+    _synthesize(device, tmp_path, "write_json t.json")
     module = json.loads((tmp_path / "t.json").read_text())["modules"]["top"]
     owner = {bit: name for name, net in module["netnames"].items() for bit in net["bits"]}
     flops = [cell["connections"] for cell in module["cells"].values()

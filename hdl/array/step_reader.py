@@ -109,7 +109,8 @@ class StepReader(wiring.Component):
     flip-flops. With :attr:`form` ``queued`` a stage 2 holds the read data in flip-flops (an ECP5
     block RAM's data come 5.8 ns after the clock, so none drives logic or a long net in the
     cycle it arrives) and offers the step, with a copy of the step's lane mask per column and
-    per row bank (kept apart: each zeroes its own bank's words); otherwise stage 1 offers
+    per row bank in both stages (kept apart: each zeroes its own bank's words, and the head's
+    mask reaches a bank in two register hops); otherwise stage 1 offers
     it. The stages advance
     when the next one does or they are empty: ``adv2 = ~valid2 | ready``, ``adv = ~valid1 |
     adv2`` (``adv = ~valid1 | ready`` with one stage); ``i_stream.ready = adv``.
@@ -210,13 +211,18 @@ class StepReader(wiring.Component):
                     m.d.sync += reg.eq(port.data)
                 # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside
                 # its words, not one register driving all of them (the ULX3S 10 x 10 x 8
-                # build's path at 100 MHz asked: one lane bit's net, 12.0 ns).
+                # build's path at 100 MHz asked: one lane bit's net, 12.0 ns), loaded from a
+                # stage-1 copy per bank too, not from stage 1's one mask (at 82 MHz: 12.2 ns
+                # to row 4's copy): the head's mask reaches each bank in two hops.
                 side = _side(name)
                 if (side, bank) not in lanes:
-                    lanes[side, bank] = keep_apart(Signal(self._config.lanes,
-                                                          name=f"s2_lanes_{side}{bank}"))
+                    L = self._config.lanes
+                    s1_lanes = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
+                    with m.If(_bank_copy(m, copies, adv, upcoming.get("adv"), name, bank)):
+                        m.d.sync += s1_lanes.eq(entry.lanes)
+                    lanes[side, bank] = keep_apart(Signal(L, name=f"s2_lanes_{side}{bank}"))
                     with m.If(bank_adv2):
-                        m.d.sync += lanes[side, bank].eq(s1.lanes)
+                        m.d.sync += lanes[side, bank].eq(s1_lanes)
             offer_valid, offer = s2_valid, s2
             m.d.comb += self.pending.eq(s1_valid)
         else:

@@ -84,7 +84,8 @@ class ArrayDrain(wiring.Component):
     tile_in : In(1)
         A tile's last term left the column tops: it takes a credit.
     credit : Out(1)
-        A credit is free: the column FIFOs have room for one more tile's outputs.
+        A credit is free: the column FIFOs have room for one more tile's outputs (a
+        flip-flop).
     lost : Out(C)
         Column ``c`` lost an output this cycle (two at once, or its FIFO full).
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
@@ -175,13 +176,16 @@ class ArrayDrain(wiring.Component):
         ``returning`` beside the merger)."""
         q = self._config.drain_tiles + self._extra_credits
         free = Signal(range(q + 1), init=q)
+        free_next = Signal.like(free)
         returning = Signal()
         m.d.sync += returning.eq(tile_read)
-        m.d.comb += self.credit.eq(free != 0)
-        with m.If(self.tile_in & ~returning):
-            m.d.sync += free.eq(free - 1)
-        with m.Elif(returning & ~self.tile_in):
-            m.d.sync += free.eq(free + 1)
+        m.d.comb += free_next.eq(Mux(self.tile_in & ~returning, free - 1,
+                                     Mux(returning & ~self.tile_in, free + 1, free)))
+        # ``credit`` (free != 0) is a flip-flop: it joins the serializer's pop decision, one
+        # LUT before the nets to every column and row site.
+        credit = Signal(init=q != 0, name="credit_q")
+        m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
+        m.d.comb += self.credit.eq(credit)
 
     def _column(self, m: Module, c: int, split: bool) -> fifo.SyncFIFOBuffered:
         """Column ``c``'s FIFO (``Q * R`` entries), written with the one finished output of

@@ -174,16 +174,17 @@ def test_host_writes_land_after_their_stages(register_writes):
     mp = CoreConfig(**CONFIGS["int8"])
     buffers = CoreBuffers(mp, register_writes=register_writes)
     write, read = buffers.weight_write[1], buffers.weight_read[1]
-    width = mp.array.lanes * mp.code_bits
-    values = [0x1234 & ((1 << width) - 1), 0xBEEF & ((1 << width) - 1)]
+    L, CB = mp.array.lanes, mp.code_bits
+    elements = [0x9, 0x6]  # each into every lane
+    values = [sum(e << (lane * CB) for lane in range(L)) for e in elements]
     seen = []
 
     async def bench(ctx):
         ctx.set(read.addr, 3)
         ctx.set(read.en, 1)
-        for value in values:
+        for element in elements:
             ctx.set(write.addr, 3)
-            ctx.set(write.data, value)
+            ctx.set(write.data, element)
             ctx.set(write.en, -1)
             await ctx.tick()
             ctx.set(write.en, 0)
@@ -197,6 +198,50 @@ def test_host_writes_land_after_their_stages(register_writes):
     for i, (old, new) in enumerate(zip([0, *values[:-1]], values, strict=True)):
         got = seen[i * steps:(i + 1) * steps]
         assert got == [old] * later + [new] * (steps - later), (i, got)
+
+
+@pytest.mark.parametrize("register_writes", [True, False])
+def test_host_writes_store_the_element_in_the_enabled_lanes(register_writes):
+    """A host-written bank stores its write data's element (lane 0's bits) in every enabled
+    lane and keeps the others, whatever the other lanes' bits; meta words are stored whole."""
+    mp = CoreConfig(**CONFIGS["int8"])
+    buffers = CoreBuffers(mp, register_writes=register_writes)
+    L, AB = mp.array.lanes, mp.act_bits
+    rng = np.random.default_rng(3)
+    writes = [(int(rng.integers(0, 1 << (L * AB))), int(rng.integers(1, 1 << L)))
+              for _ in range(6)]
+    meta = int(rng.integers(0, 1 << mp.meta_bits))
+    got = {}
+
+    async def bench(ctx):
+        act, meta_port = buffers.act_write[2], buffers.meta_write[1]
+        for data, en in writes:
+            ctx.set(act.addr, 5)
+            ctx.set(act.data, data)
+            ctx.set(act.en, en)
+            await ctx.tick()
+        ctx.set(act.en, 0)
+        ctx.set(meta_port.addr, 4)
+        ctx.set(meta_port.data, meta)
+        ctx.set(meta_port.en, 1)
+        await ctx.tick()
+        ctx.set(meta_port.en, 0)
+        for _ in range(HOST_WRITE_STAGES + 1):
+            await ctx.tick()
+        for name, bank, word in (("act", 2, 5), ("meta", 1, 4)):
+            read = getattr(buffers, f"{name}_read")[bank]
+            ctx.set(read.addr, word)
+            ctx.set(read.en, 1)
+            await ctx.tick()
+            got[name] = ctx.get(read.data)
+
+    run_simulation(buffers, [bench], deadline=1e-5)
+    lanes = [0] * L
+    for data, en in writes:
+        for lane in range(L):
+            if en >> lane & 1:
+                lanes[lane] = data & ((1 << AB) - 1)
+    assert got == {"act": sum(v << (lane * AB) for lane, v in enumerate(lanes)), "meta": meta}
 
 
 def test_register_writes_is_validated():

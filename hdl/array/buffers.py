@@ -7,7 +7,7 @@ Depths and word widths: :class:`golden.core.CoreConfig` (module docstring of
 
 from __future__ import annotations
 
-from amaranth import Module, Shape, Signal, unsigned
+from amaranth import Cat, Module, Shape, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -15,7 +15,7 @@ from amaranth.lib.wiring import Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import NO_COLLISION, check_form, platform_form, read_only
+from ..common import NO_COLLISION, check_form, keep_apart, platform_form, read_only
 
 __all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature", "write_signature"]
 
@@ -77,16 +77,20 @@ class CoreBuffers(wiring.Component):
     (``A`` = 8 for INT8 activations, 16 for FP16/BF16; ``gexp`` and ``base`` exist for FP
     activations only; :func:`buffer_shapes`.) ``weight`` and ``act`` words are written one
     lane at a time (granularity ``code_bits`` / ``A``: one enable bit per lane). The memories
-    have no initial contents and are not reset (a reset keeps the loaded data).
+    have no initial contents and are not reset (a reset keeps the loaded data). A write to a
+    :data:`HOST_WRITTEN` buffer stores one element, its ``data``'s lowest word (lane 0's bits;
+    the whole word for ``meta``), in every enabled lane: the command port writes one element
+    per command, and the banks' write registers hold that element, not ``L`` copies.
 
     Latency: read data 1 cycle after an enabled read address (synchronous read ports, inferred
     as block RAM; a write and a read of the same word in one cycle read the old word in
     simulation, and anything on the FPGAs: :data:`hdl.common.NO_COLLISION`, no such read is
     used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
-    :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, data and
-    enable pass two registers, so the command port's decode and the banks across the chip
-    are three nets apart, not one (the ULX3S 10 x 10 builds' paths at 65 and 100 MHz: 12.6
-    ns of routing through the decode, and 10 ns into a bank's registered enable). The
+    :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, element and
+    enables pass two registers of the bank's own (kept apart), so the command port's decode
+    and the banks across the chip are three nets apart, not one (the ULX3S 10 x 10 builds'
+    paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a bank's
+    registered enable). The
     command port's writes come long before a job that reads them (``start`` is a later
     command). Throughput: one write and one read per bank per cycle.
 
@@ -139,17 +143,30 @@ class CoreBuffers(wiring.Component):
                 if name != "output":
                     write, read = write[bank], read[bank]
                 port = mem.write_port(granularity=granularity)
-                if registered and name in HOST_WRITTEN:
-                    sources = (write.addr, write.data, write.en)
-                    for stage in range(HOST_WRITE_STAGES):
-                        regs = [Signal.like(sig, name=f"{label}_w{stage}_{part}")
-                                for sig, part in zip(sources, ("addr", "data", "en"),
-                                                     strict=True)]
-                        m.d.sync += [reg.eq(sig) for reg, sig in zip(regs, sources, strict=True)]
-                        sources = regs
-                    m.d.comb += [port.addr.eq(sources[0]), port.data.eq(sources[1]),
-                                 port.en.eq(sources[2])]
+                if name in HOST_WRITTEN:
+                    self._host_write(m, label, write, port, registered, granularity)
                 else:
                     wiring.connect(m, wiring.flipped(write), port)
                 wiring.connect(m, wiring.flipped(read), mem.read_port())
         return m
+
+    @staticmethod
+    def _host_write(m: Module, label: str, write, port, registered: bool,
+                    granularity: int | None) -> None:
+        """A host-written bank's write: the element (``data``'s lowest ``granularity`` bits,
+        the whole word without granularity) into every enabled lane, through
+        :data:`HOST_WRITE_STAGES` registers of the address, the element and the enables with
+        ``registered``. The registers are the bank's own (kept apart): every bank's hold the
+        same values, and merged, one register drove the write ports of banks across the chip
+        (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: 11.3 ns from the merged data register
+        to activation bank 6's block RAM)."""
+        lanes = len(port.data) // granularity if granularity else 1
+        sources = (write.addr, write.data[:granularity or len(write.data)], write.en)
+        if registered:
+            for stage in range(HOST_WRITE_STAGES):
+                regs = [keep_apart(Signal(len(sig), name=f"{label}_w{stage}_{part}"))
+                        for sig, part in zip(sources, ("addr", "element", "en"), strict=True)]
+                m.d.sync += [reg.eq(sig) for reg, sig in zip(regs, sources, strict=True)]
+                sources = regs
+        addr, element, en = sources
+        m.d.comb += [port.addr.eq(addr), port.data.eq(Cat(*[element] * lanes)), port.en.eq(en)]

@@ -106,6 +106,9 @@ class StepSerializer(wiring.Component):
     credit : In(1)
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
+        The special-value register, static while steps run: each column's encoders read a
+        copy of it registered beside them, so a change reaches the steps offered from the
+        next cycle on.
     col_valid : Out(C)
         Column ``c``'s word (and the rows' words) this cycle are a real step, not an idle
         gap: one registered copy per column, all equal.
@@ -425,6 +428,16 @@ class StepSerializer(wiring.Component):
                 words.append(Cat(*lanes))
             return words
         words = []
+        # The special-value register reaches each column's encoders through a kept-apart copy
+        # of its own (a cycle late: it is static while steps run), not one register driving
+        # the C * L encoders (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 1: the command
+        # port's register -> an encoder 20 columns away -> column 0's entry, 13.4 ns).
+        special = []
+        if cfg.kind.operand == "terms":
+            for c in range(cfg.cols):
+                copy = keep_apart(Signal(len(self.special_values), name=f"col{c}_special"))
+                m.d.sync += copy.eq(self.special_values)
+                special.append(copy)
         for c in range(cfg.cols):
             codes = [self.codes[c][lane] for lane in range(cfg.lanes)]
             if cfg.zero_points:  # the zero point's terms in a group's last step only
@@ -437,7 +450,7 @@ class StepSerializer(wiring.Component):
                 enc = TermEncoderCore(list(cfg.formats))
                 m.submodules[f"enc{c}_{lane}"] = enc
                 m.d.comb += [enc.code.eq(code), enc.selector.eq(self.sel[c]),
-                             enc.special_values.eq(self.special_values)]
+                             enc.special_values.eq(special[c])]
                 column.append(enc.terms)
             words.append(Cat(*column))
         return words

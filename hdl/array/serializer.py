@@ -14,7 +14,10 @@ from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 from ..common import keep_apart, read_only
 from .front_end import row_operand_layout
 
-__all__ = ["StepSerializer"]
+__all__ = ["SPECIAL_COPY_COLUMNS", "StepSerializer"]
+
+#: Columns whose term encoders share one registered copy of the special-value register.
+SPECIAL_COPY_COLUMNS = 2
 
 
 @read_only("config", "col_widths", "row_width", "shift_width", "site_copies")
@@ -106,9 +109,9 @@ class StepSerializer(wiring.Component):
     credit : In(1)
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
-        The special-value register, static while steps run: each column's encoders read a
-        copy of it registered beside them, so a change reaches the steps offered from the
-        next cycle on.
+        The special-value register, static while steps run: the encoders of every
+        :data:`SPECIAL_COPY_COLUMNS` columns read a copy of it registered beside them, so a
+        change reaches the steps offered from the next cycle on.
     col_valid : Out(C)
         Column ``c``'s word (and the rows' words) this cycle are a real step, not an idle
         gap: one registered copy per column, all equal.
@@ -428,15 +431,18 @@ class StepSerializer(wiring.Component):
                 words.append(Cat(*lanes))
             return words
         words = []
-        # The special-value register reaches each column's encoders through a kept-apart copy
-        # of its own (a cycle late: it is static while steps run), not one register driving
-        # the C * L encoders (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 1: the command
-        # port's register -> an encoder 20 columns away -> column 0's entry, 13.4 ns).
+        # The special-value register reaches the encoders through a kept-apart copy per
+        # SPECIAL_COPY_COLUMNS columns (a cycle late: it is static while steps run), not one
+        # register driving the C * L encoders (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 1:
+        # the command port's register -> an encoder 20 columns away -> column 0's entry, 13.4
+        # ns). Not one per column: each copy is 32 flip-flops with no LUT of their own, and
+        # one per column (320) left that build without a legal placement.
         special = []
         if cfg.kind.operand == "terms":
             for c in range(cfg.cols):
-                copy = keep_apart(Signal(len(self.special_values), name=f"col{c}_special"))
-                m.d.sync += copy.eq(self.special_values)
+                if c % SPECIAL_COPY_COLUMNS == 0:
+                    copy = keep_apart(Signal(len(self.special_values), name=f"col{c}_special"))
+                    m.d.sync += copy.eq(self.special_values)
                 special.append(copy)
         for c in range(cfg.cols):
             codes = [self.codes[c][lane] for lane in range(cfg.lanes)]

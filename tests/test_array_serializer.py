@@ -109,7 +109,6 @@ def test_words_and_schedule(params, credits, site_copies):
 
     async def feed(ctx):
         ctx.set(dut.special_values, gterms.pack_special_register(special) if special else 0)
-        await ctx.tick()  # the encoders' copies of the register load it
         for step in range(n_steps):
             ctx.set(dut.valid, 1)
             if site_copies:  # the sites push on their copies (the array keeps them equal)

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import Out
 from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
-from ..common import NO_COLLISION, check_form, platform_form, read_only
+from ..common import NO_COLLISION, check_form, keep_apart, platform_form, read_only
 
 __all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature", "write_signature"]
 
@@ -87,11 +87,12 @@ class CoreBuffers(wiring.Component):
     simulation, and anything on the FPGAs: :data:`hdl.common.NO_COLLISION`, no such read is
     used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
     :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, element and
-    enables pass two registers (the enables per bank), so the command port's decode and the
-    banks across the chip are three nets apart, not one (the ULX3S 10 x 10 builds' paths at
-    65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a bank's registered
-    enable). The command port's writes come long before a job that reads them (``start`` is
-    a later command). Throughput: one write and one read per bank per cycle.
+    enables pass two registers, the second the bank's own (kept apart), so the command port's
+    decode and the banks across the chip are three nets apart, not one (the ULX3S 10 x 10 builds'
+    paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a bank's
+    registered enable). The
+    command port's writes come long before a job that reads them (``start`` is a later
+    command). Throughput: one write and one read per bank per cycle.
 
     Parameters
     ----------
@@ -155,16 +156,21 @@ class CoreBuffers(wiring.Component):
         """A host-written bank's write: the element (``data``'s lowest ``granularity`` bits,
         the whole word without granularity) into every enabled lane, through
         :data:`HOST_WRITE_STAGES` registers of the address, the element and the enables with
-        ``registered``. The registers holding the same values in every bank (the address and
-        the element) are shared by the banks of a buffer: kept apart per bank in the last
-        stage, 470 flip-flops that a register feeds alone, the ULX3S 10 x 10 x 8 build found
-        no legal placement once 160 more such flip-flops were added elsewhere."""
+        ``registered``. The last stage's registers are the bank's own (kept apart): every
+        bank's hold the same address and element, and merged, one register drove the write
+        ports of banks across the chip (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: 11.3 ns
+        from the merged data register to activation bank 6's block RAM). The earlier stages
+        are shared by the banks (the same build with every stage kept apart, 860 flip-flops
+        more, found no legal placement on either seed)."""
         lanes = len(port.data) // granularity if granularity else 1
         sources = (write.addr, write.data[:granularity or len(write.data)], write.en)
         if registered:
             for stage in range(HOST_WRITE_STAGES):
+                last = stage == HOST_WRITE_STAGES - 1
                 regs = [Signal(len(sig), name=f"{label}_w{stage}_{part}")
                         for sig, part in zip(sources, ("addr", "element", "en"), strict=True)]
+                if last:
+                    regs = [keep_apart(reg) for reg in regs]
                 m.d.sync += [reg.eq(sig) for reg, sig in zip(regs, sources, strict=True)]
                 sources = regs
         addr, element, en = sources

@@ -14,10 +14,7 @@ from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT, TermEncoderCore
 from ..common import keep_apart, read_only
 from .front_end import row_operand_layout
 
-__all__ = ["SPECIAL_COPY_COLUMNS", "StepSerializer"]
-
-#: Columns whose term encoders share one registered copy of the special-value register.
-SPECIAL_COPY_COLUMNS = 2
+__all__ = ["StepSerializer"]
 
 
 @read_only("config", "col_widths", "row_width", "shift_width", "site_copies")
@@ -59,6 +56,12 @@ class StepSerializer(wiring.Component):
     tables and correction, the correction in the step's last cycle only and 0 in the others,
     as the PE adds it on every plane), then its group shift (:attr:`shift_width` bits; none
     for INT8 activations).
+
+    For ``"terms"`` the entries hold the codes and the selector, and each lane's encoder sits
+    between its site's head multiplexer and output register: half the flip-flops of holding
+    the terms, and the encoders beside their column (before the entries, an encoder of the
+    ULX3S 10 x 10 x 8 build at 82 MHz sat 20 columns from its column, pulled by the
+    special-value register: 13.4 ns into column 0's entry).
 
     Steps wait in ``N`` entries (``entries``, by default
     :attr:`golden.gemm.ArrayConfig.feed_entries`), taken while
@@ -109,9 +112,8 @@ class StepSerializer(wiring.Component):
     credit : In(1)
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
-        The special-value register, static while steps run: the encoders of every
-        :data:`SPECIAL_COPY_COLUMNS` columns read a copy of it registered beside them, so a
-        change reaches the steps offered from the next cycle on.
+        The special-value register, static while steps run (the encoders read it as the
+        head step's terms leave, so a change reaches the steps held too).
     col_valid : Out(C)
         Column ``c``'s word (and the rows' words) this cycle are a real step, not an idle
         gap: one registered copy per column, all equal.
@@ -141,8 +143,8 @@ class StepSerializer(wiring.Component):
         self._lane_bits = {"codes": geo.code_bits, "terms": geo.exp_bits + 2,
                            "planes": 1, "bitplanes": 1}[cfg.kind.operand]
         # Bits a lane's step word holds: its T words, or for "bitplanes" the code itself (the
-        # plane is picked per cycle).
-        self._stored_bits = (geo.code_bits if cfg.kind.operand == "bitplanes"
+        # plane is picked per cycle), and for "terms" the code too (encoded after the entries).
+        self._stored_bits = (geo.code_bits if cfg.kind.operand in ("bitplanes", "terms")
                              else cfg.terms * self._lane_bits)
         self._row_operand = row_operand_layout(cfg)
         # "planes" rows: one activation plane of the L lanes per cycle (row_operand_layout is
@@ -195,10 +197,12 @@ class StepSerializer(wiring.Component):
         site_valid = (self.site_valid if self._site_copies
                       else Cat(*[self.valid] * (C + R)))
         for c in range(C):
-            site = self._site(m, ctl, f"col{c}", site_valid[c], {
-                "terms": (words[c], self._lanes * self._stored_bits),
-                "scale": (self.scale[c * sb:(c + 1) * sb], sb),
-                "gl": (self.group_last, 1), "ol": (self.out_last, 1)}, with_t=True)
+            fields = {"terms": (words[c], self._lanes * self._stored_bits),
+                      "scale": (self.scale[c * sb:(c + 1) * sb], sb),
+                      "gl": (self.group_last, 1), "ol": (self.out_last, 1)}
+            if cfg.kind.operand == "terms":  # the encoders' selector, after the entries
+                fields["sel"] = (self.sel[c], 2)
+            site = self._site(m, ctl, f"col{c}", site_valid[c], fields, with_t=True)
             cols.append(self._column_word(m, site, f"col{c}"))
             valid = keep_apart(Signal(name=f"col{c}_valid"))
             m.d.sync += valid.eq(ctl["emit"])
@@ -355,6 +359,16 @@ class StepSerializer(wiring.Component):
         T, L, lane_bits, stored = cfg.terms, self._lanes, self._lane_bits, self._stored_bits
         t, last_t, terms = site["t"], site["last_t"], site["terms"]
         pairs = self._pair_rom(m, t, name) if cfg.kind.operand == "bitplanes" else None
+        if cfg.kind.operand == "terms":  # the head step's codes through the lanes' encoders
+            codes, terms = terms, []
+            for lane in range(L):
+                enc = TermEncoderCore(list(cfg.formats))
+                m.submodules[f"{name}_enc{lane}"] = enc
+                m.d.comb += [enc.code.eq(codes.word_select(lane, stored)),
+                             enc.selector.eq(site["sel"]),
+                             enc.special_values.eq(self.special_values)]
+                terms.append(enc.terms)
+            terms = Cat(*terms)
         if pairs is not None:  # bit w_plane of every lane's code
             lanes = Cat(*(terms.word_select(lane, stored).bit_select(pairs["w"], 1)
                           for lane in range(L)))
@@ -415,9 +429,10 @@ class StepSerializer(wiring.Component):
         return j
 
     def _lane_words(self, m: Module) -> list:
-        """Per column, the ``L`` lanes' words of this step: encoder terms, the codes (also for
-        ``"bitplanes"``, whose planes are picked per cycle), or the plane codes' bits MSB first
-        (bit ``t`` is plane ``B - 1 - t``)."""
+        """Per column, the ``L`` lanes' words of this step as the entries hold them: the codes
+        (for ``"terms"`` encoded as they leave the entries, for ``"bitplanes"`` their planes
+        picked per cycle), or the plane codes' bits MSB first (bit ``t`` is plane
+        ``B - 1 - t``)."""
         cfg = self._config
         if cfg.kind.operand == "planes":
             bits, signed = (array_lut_params(cfg)[k] for k in ("weight_bits", "signed_weights"))
@@ -431,32 +446,9 @@ class StepSerializer(wiring.Component):
                 words.append(Cat(*lanes))
             return words
         words = []
-        # The special-value register reaches the encoders through a kept-apart copy per
-        # SPECIAL_COPY_COLUMNS columns (a cycle late: it is static while steps run), not one
-        # register driving the C * L encoders (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 1:
-        # the command port's register -> an encoder 20 columns away -> column 0's entry, 13.4
-        # ns). Not one per column: each copy is 32 flip-flops with no LUT of their own, and
-        # one per column (320) left that build without a legal placement.
-        special = []
-        if cfg.kind.operand == "terms":
-            for c in range(cfg.cols):
-                if c % SPECIAL_COPY_COLUMNS == 0:
-                    copy = keep_apart(Signal(len(self.special_values), name=f"col{c}_special"))
-                    m.d.sync += copy.eq(self.special_values)
-                special.append(copy)
         for c in range(cfg.cols):
             codes = [self.codes[c][lane] for lane in range(cfg.lanes)]
             if cfg.zero_points:  # the zero point's terms in a group's last step only
                 codes.append(Mux(self.group_last, self.zp[c], 0))
-            column = []
-            for lane, code in enumerate(codes):
-                if cfg.kind.operand in ("codes", "bitplanes"):  # e.g. the int PE's codes
-                    column.append(code)
-                    continue
-                enc = TermEncoderCore(list(cfg.formats))
-                m.submodules[f"enc{c}_{lane}"] = enc
-                m.d.comb += [enc.code.eq(code), enc.selector.eq(self.sel[c]),
-                             enc.special_values.eq(special[c])]
-                column.append(enc.terms)
-            words.append(Cat(*column))
+            words.append(Cat(*codes))
         return words

@@ -315,11 +315,10 @@ BOARDS: dict[str, Board] = {
                                                     ("bitplane", 2, 2, 2, 22.5))),
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F, FTDI UART",
               "ecp5-85f", _platform("ulx3s", "ULX3S_85F_Platform"), "clk25", 25.0,
-              # 10x10 PEs x 8 lanes meet 75 MHz on seeds 1 and 2 (82.08 and 75.21 MHz,
-              # 50,098 LUT4 of 83,640): 400 MACs per cycle, 30.0 GMAC/s. Asked for 82 MHz
-              # (3x the DSP INT8 ceiling) the trees of 2026-12-06 reached 73-85 MHz,
-              # never on both seeds (docs/boards.md).
-              clock_mhz=75.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
+              # 10x10 PEs x 8 lanes meet 82 MHz (PLL 82.14) on seeds 1 and 2 (84.48 and
+              # 85.00 MHz, 49,516 LUT4 of 83,640): 400 MACs per cycle, 32.9 GMAC/s, 3.0x
+              # the DSP INT8 ceiling (docs/boards.md).
+              clock_mhz=82.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
               router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),

@@ -88,11 +88,11 @@ class CoreBuffers(wiring.Component):
     used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
     :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, element and
     enables pass two registers, the second the bank's own (kept apart), so the command port's
-    decode and the banks across the chip are three nets apart, not one (the ULX3S 10 x 10 builds'
-    paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a bank's
-    registered enable). The
-    command port's writes come long before a job that reads them (``start`` is a later
-    command). Throughput: one write and one read per bank per cycle.
+    decode and the banks across the chip are three nets apart, not one (the ULX3S 10 x 10
+    builds' paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a
+    bank's registered enable). The command port's writes come long before a job that reads
+    them (``start`` is a later command). Throughput: one write and one read per bank per
+    cycle.
 
     Parameters
     ----------

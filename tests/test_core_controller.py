@@ -19,7 +19,7 @@ from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.core import CoreConfig
 from bitmod.golden.quantize import quantize
-from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
+from bitmod.hdl.array.buffers import HOST_WRITTEN, CoreBuffers, buffer_shapes, element_writes
 from bitmod.hdl.array.controller import CoreController
 from bitmod.hdl.array.step_reader import FeedForm
 from bitmod.sim.amaranth_sim import run_simulation
@@ -190,14 +190,22 @@ def test_controller_steps_and_counters_match_golden(name, form):
             ports = getattr(buffers, f"{buf}_write")
             lane_bits = shapes[buf][2] // mp.lanes
             for word in range(shapes[buf][1]):
+                writes = []  # per bank: its (data, en) writes of this word
                 for bank, port in enumerate(ports):
                     value = banks[bank][word]
                     if isinstance(value, list):
                         value = sum(v << (lane * lane_bits) for lane, v in enumerate(value))
-                    ctx.set(port.addr, word)
-                    ctx.set(port.data, value)
-                    ctx.set(port.en, (1 << len(port.en)) - 1)
-                await ctx.tick()
+                    # A host-written bank stores one element per write (in its enabled lanes).
+                    writes.append(element_writes(value, len(port.en), lane_bits)
+                                  if buf in HOST_WRITTEN and len(port.en) > 1
+                                  else [(value, (1 << len(port.en)) - 1)])
+                for k in range(max(len(w) for w in writes)):
+                    for port, bank_writes in zip(ports, writes, strict=True):
+                        data, en = bank_writes[k] if k < len(bank_writes) else (0, 0)
+                        ctx.set(port.addr, word)
+                        ctx.set(port.data, data)
+                        ctx.set(port.en, en)
+                    await ctx.tick()
             for port in ports:
                 ctx.set(port.en, 0)
 

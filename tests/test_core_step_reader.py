@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from test_core_step_loop import CONFIGS
 
 from bitmod.golden.core import CoreConfig
-from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes
+from bitmod.hdl.array.buffers import HOST_WRITTEN, CoreBuffers, buffer_shapes, element_writes
 from bitmod.hdl.array.step_reader import FeedForm, StepReader, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
 
@@ -104,11 +104,16 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
     async def bench(ctx):
         for name in dut.names:
             for bank, port in enumerate(getattr(dut.buffers, f"{name}_write")):
+                lanes = len(port.en)
                 for addr, value in enumerate(words[name][bank]):
-                    ctx.set(port.addr, addr)
-                    ctx.set(port.data, value)
-                    ctx.set(port.en, (1 << len(port.en)) - 1)
-                    await ctx.tick()
+                    # A host-written bank stores one element per write (in its enabled lanes).
+                    writes = (element_writes(value, lanes, len(port.data) // lanes)
+                              if name in HOST_WRITTEN else [(value, (1 << lanes) - 1)])
+                    for data, en in writes:
+                        ctx.set(port.addr, addr)
+                        ctx.set(port.data, data)
+                        ctx.set(port.en, en)
+                        await ctx.tick()
                 ctx.set(port.en, 0)
         for _ in range(3):  # the writes' register stages
             await ctx.tick()

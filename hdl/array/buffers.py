@@ -17,7 +17,8 @@ from bitmod.golden import core as gcore
 
 from ..common import NO_COLLISION, check_form, keep_apart, platform_form, read_only
 
-__all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature", "write_signature"]
+__all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "element_writes", "read_signature",
+           "write_signature"]
 
 #: The buffers the command port writes (the others: the pre-pass and the drain).
 HOST_WRITTEN = ("weight", "meta", "act")
@@ -36,6 +37,15 @@ def read_signature(depth: int, width: int):
     """A buffer's synchronous read port (:class:`amaranth.lib.memory.ReadPort.Signature`:
     ``addr`` and ``en`` in, ``data`` out one cycle after an enabled address)."""
     return ReadPort.Signature(addr_width=Shape.cast(range(depth)).width, shape=unsigned(width))
+
+
+def element_writes(word: int, lanes: int, lane_bits: int) -> list[tuple[int, int]]:
+    """The ``(data, en)`` writes that store ``word`` (``lanes`` elements of ``lane_bits``
+    bits, lane 0 lowest) through a granular :data:`HOST_WRITTEN` bank's write port, which
+    stores its data's element in every enabled lane: one write per lane, the element in
+    ``data`` and the lane's bit in ``en``."""
+    mask = (1 << lane_bits) - 1
+    return [(word >> (lane * lane_bits) & mask, 1 << lane) for lane in range(lanes)]
 
 
 def buffer_shapes(config: gcore.CoreConfig) -> dict[str, tuple[int, int, int, int | None]]:

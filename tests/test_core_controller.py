@@ -19,7 +19,7 @@ from bitmod.golden import core as gcore
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.core import CoreConfig
 from bitmod.golden.quantize import quantize
-from bitmod.hdl.array.buffers import HOST_WRITTEN, CoreBuffers, buffer_shapes, element_writes
+from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes, word_writes
 from bitmod.hdl.array.controller import CoreController
 from bitmod.hdl.array.step_reader import FeedForm
 from bitmod.sim.amaranth_sim import run_simulation
@@ -196,9 +196,7 @@ def test_controller_steps_and_counters_match_golden(name, form):
                     if isinstance(value, list):
                         value = sum(v << (lane * lane_bits) for lane, v in enumerate(value))
                     # A host-written bank stores one element per write (in its enabled lanes).
-                    writes.append(element_writes(value, len(port.en), lane_bits)
-                                  if buf in HOST_WRITTEN and len(port.en) > 1
-                                  else [(value, (1 << len(port.en)) - 1)])
+                    writes.append(word_writes(buf, value, len(port.en), lane_bits))
                 for k in range(max(len(w) for w in writes)):
                     for port, bank_writes in zip(ports, writes, strict=True):
                         data, en = bank_writes[k] if k < len(bank_writes) else (0, 0)

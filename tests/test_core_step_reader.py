@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from test_core_step_loop import CONFIGS
 
 from bitmod.golden.core import CoreConfig
-from bitmod.hdl.array.buffers import HOST_WRITTEN, CoreBuffers, buffer_shapes, element_writes
+from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes, word_writes
 from bitmod.hdl.array.step_reader import FeedForm, StepReader, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
 
@@ -107,9 +107,7 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
                 lanes = len(port.en)
                 for addr, value in enumerate(words[name][bank]):
                     # A host-written bank stores one element per write (in its enabled lanes).
-                    writes = (element_writes(value, lanes, len(port.data) // lanes)
-                              if name in HOST_WRITTEN else [(value, (1 << lanes) - 1)])
-                    for data, en in writes:
+                    for data, en in word_writes(name, value, lanes, len(port.data) // lanes):
                         ctx.set(port.addr, addr)
                         ctx.set(port.data, data)
                         ctx.set(port.en, en)

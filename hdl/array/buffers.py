@@ -17,7 +17,7 @@ from bitmod.golden import core as gcore
 
 from ..common import NO_COLLISION, check_form, keep_apart, platform_form, read_only
 
-__all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "element_writes", "read_signature",
+__all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature", "word_writes",
            "write_signature"]
 
 #: The buffers the command port writes (the others: the pre-pass and the drain).
@@ -39,11 +39,14 @@ def read_signature(depth: int, width: int):
     return ReadPort.Signature(addr_width=Shape.cast(range(depth)).width, shape=unsigned(width))
 
 
-def element_writes(word: int, lanes: int, lane_bits: int) -> list[tuple[int, int]]:
+def word_writes(buffer: str, word: int, lanes: int, lane_bits: int) -> list[tuple[int, int]]:
     """The ``(data, en)`` writes that store ``word`` (``lanes`` elements of ``lane_bits``
-    bits, lane 0 lowest) through a granular :data:`HOST_WRITTEN` bank's write port, which
-    stores its data's element in every enabled lane: one write per lane, the element in
-    ``data`` and the lane's bit in ``en``."""
+    bits, lane 0 lowest; ``lanes`` = the port's enable bits) through a bank of ``buffer``'s
+    write port: a granular :data:`HOST_WRITTEN` bank stores its data's element in every
+    enabled lane, so one write per lane, the element in ``data`` and the lane's bit in ``en``;
+    any other bank, one write of the whole word."""
+    if buffer not in HOST_WRITTEN or lanes == 1:
+        return [(word, (1 << lanes) - 1)]
     mask = (1 << lane_bits) - 1
     return [(word >> (lane * lane_bits) & mask, 1 << lane) for lane in range(lanes)]
 

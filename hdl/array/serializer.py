@@ -189,7 +189,7 @@ class StepSerializer(wiring.Component):
         R, C = cfg.rows, cfg.cols
         row_bits = self._row_operand.size
         ctl = self._control(m)
-        words = self._lane_words(m)
+        words = self._lane_words()
         # The sites: per column its lanes, scale and step-end bits, per row its operand and
         # shift; each holds its slice of the entries and its own copies of the pointers.
         sb, X = cfg.scale_bits, self._shift_width
@@ -428,7 +428,7 @@ class StepSerializer(wiring.Component):
                 m.d.comb += j.eq(bit)
         return j
 
-    def _lane_words(self, m: Module) -> list:
+    def _lane_words(self) -> list:
         """Per column, the ``L`` lanes' words of this step as the entries hold them: the codes
         (for ``"terms"`` encoded as they leave the entries, for ``"bitplanes"`` their planes
         picked per cycle), or the plane codes' bits MSB first (bit ``t`` is plane

@@ -322,13 +322,17 @@ BOARDS: dict[str, Board] = {
               router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),
-              "clk", 48.0, clock_mhz=48.0, rows=10, cols=10, lanes=4, max_m=64, max_n=64,
+              # 10x10 PEs x 8 lanes meet 100 MHz (PLL 48 -> 100) on seeds 1 and 2 (109.83
+              # and 103.93 MHz, 49,510 LUT4 of 83,640): 400 MACs per cycle, 40 GMAC/s. The
+              # same array on the ULX3S's speed grade 6 stops at 85 MHz (docs/boards.md).
+              "clk", 48.0, clock_mhz=100.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64,
               max_k=256, uart=_ORANGECRAB_UART, router="router2", split_link=True),
         Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-25f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform"),
-              # 8x5 PEs x 4 lanes meet 48 MHz (110.48 and 115.73 MHz, seeds 1 and 2); 8x6
-              # no longer places since the feed credits and column-top sites (docs/boards.md).
-              "clk", 48.0, clock_mhz=48.0, rows=8, cols=5, lanes=4, max_m=32, max_n=32,
+              # 8x5 PEs x 4 lanes meet 100 MHz (PLL 48 -> 100) on seeds 1 and 2 (109.60 and
+              # 108.38 MHz): 80 MACs per cycle, 8.0 GMAC/s. 8x6 no longer places since the
+              # feed credits and column-top sites (docs/boards.md).
+              "clk", 48.0, clock_mhz=100.0, rows=8, cols=5, lanes=4, max_m=32, max_n=32,
               max_k=128, uart=_ORANGECRAB_UART, router="router2", split_link=True),
     )
 }

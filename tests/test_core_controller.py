@@ -197,9 +197,9 @@ def test_controller_steps_and_counters_match_golden(name, form):
                         value = sum(v << (lane * lane_bits) for lane, v in enumerate(value))
                     # A host-written bank stores one element per write (in its enabled lanes).
                     writes.append(word_writes(buf, value, len(port.en), lane_bits))
-                for k in range(max(len(w) for w in writes)):
-                    for port, bank_writes in zip(ports, writes, strict=True):
-                        data, en = bank_writes[k] if k < len(bank_writes) else (0, 0)
+                # The banks of one buffer take the same number of writes of a word.
+                for step in zip(*writes, strict=True):
+                    for port, (data, en) in zip(ports, step, strict=True):
                         ctx.set(port.addr, word)
                         ctx.set(port.data, data)
                         ctx.set(port.en, en)

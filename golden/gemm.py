@@ -135,8 +135,9 @@ OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 # its column FIFO (write to readable, 2) and the merger's register (1).
 MERGE_LATENCY = 4
 # Cycles from a step the column tops take to its first column word at PE (0, 0): the entry
-# it waits in and the output register it leaves from (hdl/array/serializer.py).
-SERIALIZER_LATENCY = 2
+# it waits in, the site's head register and the output register it leaves from
+# (hdl/array/serializer.py).
+SERIALIZER_LATENCY = 3
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the

@@ -144,8 +144,8 @@ def test_words_and_schedule(params, credits, site_copies):
             assert col_valid in (0, (1 << C) - 1), (cycle, col_valid)
             if col_valid:
                 seen.append((cycle, int(cols), int(rows)))
-            if tile_end:  # decided a cycle before its word leaves
-                tile_ends.append(cycle + 1)
+            if tile_end:  # decided two cycles before its word leaves (the head register)
+                tile_ends.append(cycle + 2)
             cycle += 1
             ctx.set(dut.credit, credit(cycle))
 
@@ -195,9 +195,9 @@ def test_words_and_schedule(params, credits, site_copies):
     # Group ends on golden's schedule; tile ends only with a credit, R cycles apart.
     first = decoded[0][0]
     group_ends = [cycle for cycle, fields, _ in decoded if fields[1]]
-    # A tile's end is decided (and the credit taken) a cycle before its word leaves.
+    # A tile's end is decided (and the credit taken) two cycles before its word leaves.
     def credit_before(cycle):
-        return credit(cycle - 1)
+        return credit(cycle - 2)
     assert group_ends == _expected_group_ends(cfg, k, tiles, credit_before, first)
     assert tile_ends == [cycle for cycle, fields, _ in decoded if fields[2]]
     assert all(credit_before(cycle) for cycle in tile_ends)

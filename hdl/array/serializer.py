@@ -76,10 +76,14 @@ class StepSerializer(wiring.Component):
     are local to the site, and a central net reaches a few flip-flops per site instead of
     every entry bit across the array's edge.
 
-    Latency: :data:`golden.gemm.SERIALIZER_LATENCY` = 2 cycles from a taken step to its
-    first column word (the entry, then the output register); ``tile_end`` is decided a
-    cycle before its word leaves. Throughput: one step per ``T`` cycles plus the group-end
-    gaps (:func:`golden.gemm.tile_cycles`).
+    Latency: :data:`golden.gemm.SERIALIZER_LATENCY` = 3 cycles from a taken step to its
+    first column word (the entry, the site's head register, then the output register);
+    ``tile_end`` is decided two cycles before its word leaves. The head register splits each
+    site's path from its pointer copies through the head multiplexer, the encoders and the
+    term select into two (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208 of the
+    110 and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one
+    encoder, 11 ns of it routing between the entries and the column's output register).
+    Throughput: one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
 
     Parameters
     ----------
@@ -113,7 +117,8 @@ class StepSerializer(wiring.Component):
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
         The special-value register, static while steps run (the encoders read it as the
-        head step's terms leave, so a change reaches the steps held too).
+        head step's terms leave, so a change reaches the steps held too). Each column's
+        encoders read a copy of their own, a cycle behind (kept apart).
     col_valid : Out(C)
         Column ``c``'s word (and the rows' words) this cycle are a real step, not an idle
         gap: one registered copy per column, all equal.
@@ -204,8 +209,10 @@ class StepSerializer(wiring.Component):
                 fields["sel"] = (self.sel[c], 2)
             site = self._site(m, ctl, f"col{c}", site_valid[c], fields, with_t=True)
             cols.append(self._column_word(m, site, f"col{c}"))
+            # ``emit`` a cycle behind for the head register, then the output register's.
+            emitted = keep_apart(Signal(name=f"col{c}_emitted"))
             valid = keep_apart(Signal(name=f"col{c}_valid"))
-            m.d.sync += valid.eq(ctl["emit"])
+            m.d.sync += [emitted.eq(ctl["emit"]), valid.eq(emitted)]
             m.d.comb += self.col_valid[c].eq(valid)
         rows = []
         for r in range(R):
@@ -330,7 +337,8 @@ class StepSerializer(wiring.Component):
         apart: each copy is loaded with the central next value, so the wide enables and
         multiplexer selects are local and the central nets reach a few flip-flops per site.
         ``fields``: name -> (value offered, width); ``with_t``: the site reads ``t`` (no copy
-        otherwise). Returns the head entry's fields, ``t`` and ``last_t`` of this cycle."""
+        otherwise). Returns the head entry's fields, ``t`` and ``last_t``, a cycle behind
+        (the head register: every field and the term counter's copy registered again)."""
         T = self._config.terms
         copy = {}
         for key, value in ctl["next"].items():
@@ -349,8 +357,13 @@ class StepSerializer(wiring.Component):
             for k, reg in enumerate(regs):
                 with m.If(push & (copy["wp"] == k)):
                     m.d.sync += reg.eq(value)
-            head[field] = Array(regs)[copy["rp"]]
-        head["t"], head["last_t"] = copy["t"], copy["t"] == T - 1
+            head[field] = Signal(width, name=f"{name}_head_{field}", reset_less=True)
+            m.d.sync += head[field].eq(Array(regs)[copy["rp"]])
+        t = copy["t"]
+        if isinstance(t, Signal):
+            t = keep_apart(Signal.like(t, name=f"{name}_head_t"))
+            m.d.sync += t.eq(copy["t"])
+        head["t"], head["last_t"] = t, t == T - 1
         return head
 
     def _column_word(self, m: Module, site: dict, name: str):
@@ -360,13 +373,20 @@ class StepSerializer(wiring.Component):
         t, last_t, terms = site["t"], site["last_t"], site["terms"]
         pairs = self._pair_rom(m, t, name) if cfg.kind.operand == "bitplanes" else None
         if cfg.kind.operand == "terms":  # the head step's codes through the lanes' encoders
+            # The column's own copy of the special values, a cycle behind the register (static
+            # while steps run; a job starts commands after a write): the one register fed
+            # every column's encoders (the ULX3S 10 x 9 x 8 build: the special-value register
+            # -> a column's encoders -> its output register, 12.3 ns).
+            special = keep_apart(Signal(len(self.special_values), name=f"{name}_special",
+                                        reset_less=True))
+            m.d.sync += special.eq(self.special_values)
             codes, terms = terms, []
             for lane in range(L):
                 enc = TermEncoderCore(list(cfg.formats))
                 m.submodules[f"{name}_enc{lane}"] = enc
                 m.d.comb += [enc.code.eq(codes.word_select(lane, stored)),
                              enc.selector.eq(site["sel"]),
-                             enc.special_values.eq(self.special_values)]
+                             enc.special_values.eq(special)]
                 terms.append(enc.terms)
             terms = Cat(*terms)
         if pairs is not None:  # bit w_plane of every lane's code

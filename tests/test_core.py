@@ -361,3 +361,36 @@ def test_new_pe_kinds_on_a_real_minilm_slice(params, scheme):
     np.testing.assert_array_equal(run["codes"], golden.astype(np.uint32), err_msg=layer)
     assert np.count_nonzero(golden) > golden.size // 2
     assert run["counters"] == gcore.job_counters(mp, m, n, k)
+
+
+@pytest.mark.parametrize("last", ["write_meta", "write_act", "write_weight"])
+def test_a_write_just_before_start_is_the_one_the_job_reads(last):
+    """Host writes land ``HOST_WRITE_STAGES`` cycles late (hdl.array.buffers): a write of the
+    first element the job reads (channel 0's group metadata, token 0's and channel 0's first
+    elements, changed from what was loaded), sent with no idle cycle before ``start``, is what
+    the job computes with: every response equals golden.core's model, which runs commands one
+    after the other."""
+    from bitmod.hdl.array.buffers import HOST_WRITE_STAGES
+
+    mp = CoreConfig(**INT8_BITMOD)
+    m, n, k = 4, 6, 32
+    x, qt, _ = make_job(mp.array, m, n, k, 5, "bitmod4")
+    loaded = {(op, addr): data for op, addr, data in gcore.load_commands(mp, x, qt)}
+    first = {"write_meta": mp.meta_address(0, 0), "write_act": mp.act_address(0, 0),
+             "write_weight": mp.weight_address(0, 0)}
+    # A different element at each address: the code's or value's lowest bit flipped, and for
+    # the metadata its scale (the lowest field, INT8 scales of at least 1) doubled.
+    changed = {op: loaded[op, addr] ^ 1 if op != "write_meta" else loaded[op, addr] * 2
+               for op, addr in first.items()}
+    writes = [(op, first[op], changed[op]) for op in first if op != last]
+    writes.append((last, first[last], changed[last]))
+    run = gcore.run_commands(m, n, k)
+    items = (gcore.load_commands(mp, x, qt) + run[:3] + writes + run[3:]
+             + gcore.read_commands(mp, m, n))
+    expected = model_responses(mp, items)
+    got = run_script(mp, items, timeout_cycles=20 * len(items) + 4 * 10_000).responses
+    assert got == expected
+    assert expected[-m * n - 2 * len(gcore.COUNTERS):] != model_responses(
+        mp, gcore.load_commands(mp, x, qt) + run + gcore.read_commands(mp, m, n))[
+        -m * n - 2 * len(gcore.COUNTERS):], "the changed elements change the outputs"
+    print(f"write before start landed ({HOST_WRITE_STAGES} stages); {len(items)} commands")

@@ -23,7 +23,7 @@ __all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature",
 #: The buffers the command port writes (the others: the pre-pass and the drain).
 HOST_WRITTEN = ("weight", "meta", "act")
 #: Register stages on their write ports with ``register_writes``.
-HOST_WRITE_STAGES = 2
+HOST_WRITE_STAGES = 3
 
 
 def write_signature(depth: int, width: int, granularity: int | None = None):
@@ -99,12 +99,14 @@ class CoreBuffers(wiring.Component):
     as block RAM; a write and a read of the same word in one cycle read the old word in
     simulation, and anything on the FPGAs: :data:`hdl.common.NO_COLLISION`, no such read is
     used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
-    :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, element and
-    enables pass two registers, the second the bank's own (kept apart), so the command port's
-    decode and the banks across the chip are three nets apart, not one (the ULX3S 10 x 10
-    builds' paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a
-    bank's registered enable). The command port's writes come long before a job that reads
-    them (``start`` is a later command). Throughput: one write and one read per bank per
+    :data:`HOST_WRITE_STAGES` (3) cycles after its port's enable: the address, element and
+    enables pass three registers, the second and third the bank's own (kept apart), so the
+    command port's decode and the banks across the chip are four nets apart, not one (the
+    ULX3S 10 x 10 builds' paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and
+    10 ns into a bank's registered enable). A job's first read comes at least a cycle after a
+    write sent right before its ``start`` lands (``start`` is a later command: tests/test_core.py
+    checks a write of the first element read, sent with no idle cycle; 6 stages would be too
+    many). Throughput: one write and one read per bank per
     cycle.
 
     Parameters
@@ -169,17 +171,19 @@ class CoreBuffers(wiring.Component):
         """A host-written bank's write: the element (``data``'s lowest ``granularity`` bits,
         the whole word without granularity) into every enabled lane, through
         :data:`HOST_WRITE_STAGES` registers of the address, the element and the enables with
-        ``registered``. The last stage's registers are the bank's own (kept apart): every
-        bank's hold the same address and element, and merged, one register drove the write
-        ports of banks across the chip (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: 11.3 ns
-        from the merged data register to activation bank 6's block RAM). The earlier stages
-        are shared by the banks (the same build with every stage kept apart, 860 flip-flops
-        more, found no legal placement on either seed)."""
+        ``registered``. The first stage is shared by the banks; the later ones are the bank's
+        own (kept apart): every bank's hold the same address and element, and merged, one
+        register drove the write ports of banks across the chip (the ULX3S 10 x 10 x 8 build
+        at 82 MHz, seed 2: 11.3 ns from the merged data register to activation bank 6's block
+        RAM), and with one stage of its own per bank the shared stage's net to them was the
+        next such path (ULX3S 7 x 6 x 16 at 100 MHz, seed 2: 11.6-12.4 ns, and 14.5 ns from the
+        command port's lane one-hot into a bank's first enable register). Two stages of its
+        own let placement put one between. (At 10 x 10 x 8 every stage kept apart, 860
+        flip-flops more, found no legal placement: that array is at nextpnr's cliff.)"""
         lanes = len(port.data) // granularity if granularity else 1
         sources = (write.addr, write.data[:granularity or len(write.data)], write.en)
         if registered:
             for stage in range(HOST_WRITE_STAGES):
-                last = stage == HOST_WRITE_STAGES - 1
                 # Only the enable needs a reset: with one, the address and element put a LUT
                 # of the reset before every bank's kept-apart copy, and Yosys merged those
                 # LUTs across banks (the critical path of two ULX3S 10 x 10 x 8 builds: one
@@ -187,7 +191,7 @@ class CoreBuffers(wiring.Component):
                 regs = [Signal(len(sig), name=f"{label}_w{stage}_{part}",
                                reset_less=part != "en")
                         for sig, part in zip(sources, ("addr", "element", "en"), strict=True)]
-                if last:
+                if stage:
                     regs = [keep_apart(reg) for reg in regs]
                 m.d.sync += [reg.eq(sig) for reg, sig in zip(regs, sources, strict=True)]
                 sources = regs

@@ -85,7 +85,7 @@ class BuildConfig:
     act : str
         Activation format (:data:`golden.bfp.ACT_FORMATS`).
     group_size, max_m, max_n, max_k : int
-        Weight group size and buffer bounds.
+        Weight group size and buffer bounds (default: the board's).
     baud, seed, router :
         UART bit rate, nextpnr placement seed and router.
     """
@@ -97,7 +97,7 @@ class BuildConfig:
     lanes: int | None = None
     clock_mhz: float | None = None
     act: str = "int8"
-    group_size: int = 16
+    group_size: int | None = None
     max_m: int | None = None
     max_n: int | None = None
     max_k: int | None = None
@@ -122,7 +122,7 @@ class BuildConfig:
         for name, value in board.defaults_for(self.pe).items():
             if getattr(self, name) is None:
                 put(name, value)
-        for name in ("max_m", "max_n", "max_k"):
+        for name in ("group_size", "max_m", "max_n", "max_k"):
             if getattr(self, name) is None:
                 put(name, getattr(board, name))
         put("clock_mhz", check_number("clock_mhz", self.clock_mhz, positive=True))
@@ -156,7 +156,8 @@ class BuildConfig:
         return CoreConfig(rows=self.rows, cols=self.cols, lanes=self.lanes,
                           group_size=self.group_size, formats=formats,
                           act_format=self.act, max_m=self.max_m, max_n=self.max_n,
-                          max_k=self.max_k, pe_kind=self.pe, zero_points=zero_points)
+                          max_k=self.max_k, pe_kind=self.pe, zero_points=zero_points,
+                          serializer_stages=self.target.serializer_stages)
 
     @functools.cached_property
     def link(self) -> LinkConfig:

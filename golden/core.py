@@ -303,7 +303,8 @@ class DeviceConfig:
         10  baud
         11  PE kind (7..0): bitserial 0, int 1, minifloat 2, lut 3, bitplane 4
             (:data:`golden.gemm.PE_KINDS` order) | zero points (8): the core corrects by
-            them (:class:`golden.gemm.DatapathParams` ``zero_points``)
+            them (:class:`golden.gemm.DatapathParams` ``zero_points``) | the column tops'
+            extra register stages (10..9, ``serializer_stages``: they change the cycles)
 
     Codes: act_format int8 0, fp16 1, bf16 2; out_format fp32 0, fp16 1; rounding 0 for INT8
     activations (no block converter), trunc 1, rne 2.
@@ -329,6 +330,7 @@ class DeviceConfig:
     baud: int
     pe_kind: str = "bitserial"
     zero_points: bool = False
+    serializer_stages: int = 0
     version: int = CONFIG_VERSION
 
     @classmethod
@@ -347,7 +349,8 @@ class DeviceConfig:
                    code_bits=core.code_bits, formats_crc=formats_crc(core.formats),
                    max_m=core.max_m, max_n=core.max_n, max_k=core.max_k,
                    clock_hz=round(link.core_clock) if link else 0, baud=link.baud if link else 0,
-                   pe_kind=core.pe_kind, zero_points=core.zero_points)
+                   pe_kind=core.pe_kind, zero_points=core.zero_points,
+                   serializer_stages=core.serializer_stages)
 
     def words(self) -> tuple[int, ...]:
         """The block (class docstring); ``ValueError`` if a field does not fit its bits."""
@@ -368,7 +371,8 @@ class DeviceConfig:
             f("mant_width", self.mant_width, 8) | f("act_exp_bits", self.act_exp_bits, 8) << 8
             | f("scale_bits", self.scale_bits, 8) << 16 | f("code_bits", self.code_bits, 8) << 24,
             self.formats_crc, f("clock", self.clock_hz, 32), f("baud", self.baud, 32),
-            ggemm.PE_KINDS.index(self.pe_kind) | int(self.zero_points) << 8,
+            ggemm.PE_KINDS.index(self.pe_kind) | int(self.zero_points) << 8
+            | f("serializer_stages", self.serializer_stages, 2) << 9,
         )
 
     @property
@@ -398,7 +402,8 @@ class DeviceConfig:
                           rounding=self.rounding or "rne", mant_width=self.mant_width,
                           act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
                           max_m=self.max_m, max_n=self.max_n, max_k=self.max_k,
-                          pe_kind=self.pe_kind, zero_points=self.zero_points)
+                          pe_kind=self.pe_kind, zero_points=self.zero_points,
+                          serializer_stages=self.serializer_stages)
 
     def describe(self) -> dict[str, str]:
         """Field label -> value as a user would write it (what :meth:`differences` names)."""
@@ -412,6 +417,7 @@ class DeviceConfig:
         return {
             "array": f"{self.rows}x{self.cols}", "lanes": str(self.lanes),
             "PE kind": self.pe_kind, "zero points": "yes" if self.zero_points else "no",
+            "column-top stages": str(self.serializer_stages),
             "group size": str(self.group_size), "weight formats": weights,
             "activation format": self.act_format, "output format": self.out_format,
             "rounding": self.rounding or "-", "mantissa width": str(self.mant_width),
@@ -463,7 +469,8 @@ def decode_config(words) -> DeviceConfig:
         rounding=_name(_ROUNDING_CODES, w[6] >> 16 & 0xFF), n_formats=w[6] >> 24,
         mant_width=w[7] & 0xFF, act_exp_bits=w[7] >> 8 & 0xFF, scale_bits=w[7] >> 16 & 0xFF,
         code_bits=w[7] >> 24, formats_crc=w[8], clock_hz=w[9], baud=w[10],
-        pe_kind=_pe_kind(w[11] & 0xFF), zero_points=bool(w[11] >> 8 & 1), version=version)
+        pe_kind=_pe_kind(w[11] & 0xFF), zero_points=bool(w[11] >> 8 & 1),
+        serializer_stages=w[11] >> 9 & 3, version=version)
 
 
 def _pe_kind(code: int) -> str:

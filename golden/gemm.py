@@ -105,6 +105,7 @@ from .pe_kind import PEKind
 from .pe_lut import LUT_PE_KIND
 
 __all__ = [
+    "MAX_SERIALIZER_STAGES",
     "MERGE_LATENCY",
     "OUT_FORMATS",
     "PE_KINDS",
@@ -134,10 +135,12 @@ OUT_FORMATS = {"fp32": 32, "fp16": 16}  # drain output format -> code bits
 # Cycles from a PE's output to the drain converter's input: the column's gather registers (1),
 # its column FIFO (write to readable, 2) and the merger's register (1).
 MERGE_LATENCY = 4
-# Cycles from a step the column tops take to its first column word at PE (0, 0): the entry
-# it waits in, the site's head register and the output register it leaves from
-# (hdl/array/serializer.py).
-SERIALIZER_LATENCY = 3
+# Cycles from a step the column tops take to its first column word at PE (0, 0) without
+# extra stages: the entry it waits in and the output register it leaves from
+# (hdl/array/serializer.py); DatapathParams.serializer_stages adds its stages to it.
+SERIALIZER_LATENCY = 2
+#: Most extra register stages of the column tops (DatapathParams.serializer_stages).
+MAX_SERIALIZER_STAGES = 2
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
@@ -192,6 +195,12 @@ class DatapathParams:
         one more lane per PE, a group sum per row at the row edge, the zero point in each
         column's group metadata. Needs a PE kind that takes them
         (:attr:`golden.pe_kind.PEKind.zero_points`) and one signed format ``int<B>``.
+    serializer_stages : int
+        Extra register stages in every site of the column tops
+        (:class:`hdl.array.serializer.StepSerializer`), 0 .. :data:`MAX_SERIALIZER_STAGES`:
+        1 reads the head entry into a register, 2 also registers the encoded terms. Each adds
+        a cycle to :attr:`ArrayConfig.serializer_latency` and flip-flops to every column and
+        row; large ECP5 arrays need them for their clock, the iCEBreaker has no room for them.
     """
 
     rows: int = 2
@@ -207,6 +216,7 @@ class DatapathParams:
     out_format: str = "fp32"
     pe_kind: str = "bitserial"
     zero_points: bool = False
+    serializer_stages: int = 0
 
     def datapath(self) -> dict:
         """The shared parameters as keyword arguments."""
@@ -239,6 +249,8 @@ class ArrayConfig(DatapathParams):
             put("mant_width", int(self.mant_width))
             put("act_exp_bits", check_int("act_exp_bits", self.act_exp_bits, 0, 6))
         check_choice("out_format", self.out_format, OUT_FORMATS)
+        put("serializer_stages", check_int("serializer_stages", self.serializer_stages, 0,
+                                           MAX_SERIALIZER_STAGES))
         kind = pe_kind(self.pe_kind)
         if not isinstance(self.zero_points, bool):
             raise TypeError(f"zero_points must be a bool, not {self.zero_points!r}")
@@ -336,8 +348,14 @@ class ArrayConfig(DatapathParams):
     @property
     def front_latency(self) -> int:
         """Cycles from an accepted step (empty pipeline) to its first term reaching PE (0, 0):
-        the front end and the column tops (:data:`SERIALIZER_LATENCY`)."""
-        return self.front_end_latency + SERIALIZER_LATENCY
+        the front end and the column tops (:attr:`serializer_latency`)."""
+        return self.front_end_latency + self.serializer_latency
+
+    @property
+    def serializer_latency(self) -> int:
+        """Cycles from a step the column tops take to its first column word:
+        :data:`SERIALIZER_LATENCY` plus :attr:`serializer_stages`."""
+        return SERIALIZER_LATENCY + self.serializer_stages
 
     @property
     def latency(self) -> int:

@@ -111,7 +111,13 @@ def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=
                                                (INT8_INT4_LUTPE, "int4"),
                                                (FP16_INT8W_LUTPE, "int8"),
                                                (INT8_INT4_BPPE, "int4"),
-                                               (FP16_INT8W_BPPE, "int8")])
+                                               (FP16_INT8W_BPPE, "int8"),
+                                               # the column tops' extra register stages
+                                               (dict(INT8_BITMOD, serializer_stages=1),
+                                                "bitmod4"),
+                                               (dict(FP16_INT8W, serializer_stages=2), "int8"),
+                                               (dict(FP16_INT8W_LUTPE, serializer_stages=2),
+                                                "int8")])
 def test_random_gemm_bit_exact(params, scheme):
     """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
     The FP16-output build drains 16-bit codes (overflow to Inf and subnormals included)."""
@@ -228,6 +234,7 @@ def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
 
 @pytest.mark.parametrize(("params", "scheme", "k"), [
     (INT8_BITMOD, "bitmod4", 8),
+    (dict(INT8_BITMOD, serializer_stages=2), "bitmod4", 8),
     (dict(FP16_INT4_INTPE, rows=2, cols=2), "int4", 8),
 ])
 def test_no_pe_ever_waits_under_backpressure(params, scheme, k):

@@ -56,10 +56,12 @@ def _expected_group_ends(cfg, k, tiles, credit=lambda cycle: True, first=0):
 ])
 @pytest.mark.parametrize(("credits", "site_copies"),
                          [("free", False), ("gated", False), ("gated", True)])
-def test_words_and_schedule(params, credits, site_copies):
+@pytest.mark.parametrize("stages", [0, 1, 2])
+def test_words_and_schedule(params, credits, site_copies, stages):
     params = dict(params)
     k = params.pop("k", None)
-    cfg = ArrayConfig(**params, act_format="int8")
+    cfg = ArrayConfig(**params, act_format="int8", serializer_stages=stages)
+    ahead = 1 + stages  # cycles from a tile's end decided to its word leaving
     R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
     geo = cfg.geometry
     rng = np.random.default_rng(9)
@@ -144,8 +146,8 @@ def test_words_and_schedule(params, credits, site_copies):
             assert col_valid in (0, (1 << C) - 1), (cycle, col_valid)
             if col_valid:
                 seen.append((cycle, int(cols), int(rows)))
-            if tile_end:  # decided two cycles before its word leaves (the head register)
-                tile_ends.append(cycle + 2)
+            if tile_end:  # decided ``ahead`` cycles before its word leaves
+                tile_ends.append(cycle + ahead)
             cycle += 1
             ctx.set(dut.credit, credit(cycle))
 
@@ -195,9 +197,9 @@ def test_words_and_schedule(params, credits, site_copies):
     # Group ends on golden's schedule; tile ends only with a credit, R cycles apart.
     first = decoded[0][0]
     group_ends = [cycle for cycle, fields, _ in decoded if fields[1]]
-    # A tile's end is decided (and the credit taken) two cycles before its word leaves.
+    # A tile's end is decided (and the credit taken) ``ahead`` cycles before its word leaves.
     def credit_before(cycle):
-        return credit(cycle - 2)
+        return credit(cycle - ahead)
     assert group_ends == _expected_group_ends(cfg, k, tiles, credit_before, first)
     assert tile_ends == [cycle for cycle, fields, _ in decoded if fields[2]]
     assert all(credit_before(cycle) for cycle in tile_ends)

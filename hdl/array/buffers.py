@@ -23,7 +23,7 @@ __all__ = ["HOST_WRITE_STAGES", "HOST_WRITTEN", "CoreBuffers", "read_signature",
 #: The buffers the command port writes (the others: the pre-pass and the drain).
 HOST_WRITTEN = ("weight", "meta", "act")
 #: Register stages on their write ports with ``register_writes``.
-HOST_WRITE_STAGES = 3
+HOST_WRITE_STAGES = 2
 
 
 def write_signature(depth: int, width: int, granularity: int | None = None):
@@ -99,14 +99,14 @@ class CoreBuffers(wiring.Component):
     as block RAM; a write and a read of the same word in one cycle read the old word in
     simulation, and anything on the FPGAs: :data:`hdl.common.NO_COLLISION`, no such read is
     used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
-    :data:`HOST_WRITE_STAGES` (3) cycles after its port's enable: the address, element and
-    enables pass three registers, the second and third the bank's own (kept apart), so the
-    command port's decode and the banks across the chip are four nets apart, not one (the
+    :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, element and
+    enables pass two registers, the second the bank's own (kept apart), so the command
+    port's decode and the banks across the chip are three nets apart, not one (the
     ULX3S 10 x 10 builds' paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and
     10 ns into a bank's registered enable). A job's first read comes at least a cycle after a
     write sent right before its ``start`` lands (``start`` is a later command: tests/test_core.py
-    checks a write of the first element read, sent with no idle cycle; 6 stages would be too
-    many). Throughput: one write and one read per bank per
+    checks a write of the first element read, sent with no idle cycle: 4 stages pass it, 6
+    would be too many). Throughput: one write and one read per bank per
     cycle.
 
     Parameters
@@ -175,11 +175,10 @@ class CoreBuffers(wiring.Component):
         own (kept apart): every bank's hold the same address and element, and merged, one
         register drove the write ports of banks across the chip (the ULX3S 10 x 10 x 8 build
         at 82 MHz, seed 2: 11.3 ns from the merged data register to activation bank 6's block
-        RAM), and with one stage of its own per bank the shared stage's net to them was the
-        next such path (ULX3S 7 x 6 x 16 at 100 MHz, seed 2: 11.6-12.4 ns, and 14.5 ns from the
-        command port's lane one-hot into a bank's first enable register). Two stages of its
-        own let placement put one between. (At 10 x 10 x 8 every stage kept apart, 860
-        flip-flops more, found no legal placement: that array is at nextpnr's cliff.)"""
+        RAM). (At 10 x 10 x 8 every stage kept apart, 860 flip-flops more, found no legal
+        placement: that array is at nextpnr's cliff; a third stage, the last two the bank's
+        own, did not remove the long nets into the banks' first registers at 7 x 6 x 16,
+        docs/boards.md.)"""
         lanes = len(port.data) // granularity if granularity else 1
         sources = (write.addr, write.data[:granularity or len(write.data)], write.en)
         if registered:

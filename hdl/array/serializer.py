@@ -76,13 +76,16 @@ class StepSerializer(wiring.Component):
     are local to the site, and a central net reaches a few flip-flops per site instead of
     every entry bit across the array's edge.
 
-    Latency: :data:`golden.gemm.SERIALIZER_LATENCY` = 3 cycles from a taken step to its
-    first column word (the entry, the site's head register, then the output register);
-    ``tile_end`` is decided two cycles before its word leaves. The head register splits each
-    site's path from its pointer copies through the head multiplexer, the encoders and the
-    term select into two (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208 of the
-    110 and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one
-    encoder, 11 ns of it routing between the entries and the column's output register).
+    Latency: :attr:`golden.gemm.ArrayConfig.serializer_latency` = 2 + ``S`` cycles from a
+    taken step to its first column word (the entry, ``S`` extra stages, then the output
+    register; ``S`` = :attr:`golden.gemm.DatapathParams.serializer_stages`); ``tile_end`` is
+    decided ``1 + S`` cycles before its word leaves. Extra stage 1 reads every site's head
+    entry into a register (and gives each column's encoders a copy of the special values of
+    their own), stage 2 registers the encoders' terms (and delays the rows alike): they split
+    each site's path from its pointer copies through the head multiplexer, the encoders and
+    the term select (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208 of the 110
+    and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one encoder,
+    11 ns of it routing between the entries and the column's output register).
     Throughput: one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
 
     Parameters
@@ -117,8 +120,8 @@ class StepSerializer(wiring.Component):
         The drain has room for one more tile's outputs (a tile's last cycle leaves only then).
     special_values : In(32)
         The special-value register, static while steps run (the encoders read it as the
-        head step's terms leave, so a change reaches the steps held too). Each column's
-        encoders read a copy of their own, a cycle behind (kept apart).
+        head step's terms leave, so a change reaches the steps held too). With extra stages
+        each column's encoders read a copy of their own, a cycle behind (kept apart).
     col_valid : Out(C)
         Column ``c``'s word (and the rows' words) this cycle are a real step, not an idle
         gap: one registered copy per column, all equal.
@@ -209,10 +212,15 @@ class StepSerializer(wiring.Component):
                 fields["sel"] = (self.sel[c], 2)
             site = self._site(m, ctl, f"col{c}", site_valid[c], fields, with_t=True)
             cols.append(self._column_word(m, site, f"col{c}"))
-            # ``emit`` a cycle behind for the head register, then the output register's.
-            emitted = keep_apart(Signal(name=f"col{c}_emitted"))
-            valid = keep_apart(Signal(name=f"col{c}_valid"))
-            m.d.sync += [emitted.eq(ctl["emit"]), valid.eq(emitted)]
+            # ``emit`` through one register per extra stage, then the output register's.
+            valid = ctl["emit"]
+            for stage in range(cfg.serializer_stages):
+                emitted = keep_apart(Signal(name=f"col{c}_emitted{stage}"))
+                m.d.sync += emitted.eq(valid)
+                valid = emitted
+            out_valid = keep_apart(Signal(name=f"col{c}_valid"))
+            m.d.sync += out_valid.eq(valid)
+            valid = out_valid
             m.d.comb += self.col_valid[c].eq(valid)
         rows = []
         for r in range(R):
@@ -220,6 +228,8 @@ class StepSerializer(wiring.Component):
                 "acts": (self.acts[r * row_bits:(r + 1) * row_bits], row_bits),
                 "shift": (self.shift[r * X:(r + 1) * X], X)},
                 with_t=cfg.kind.row_operand in ("tables", "planes"))
+            if cfg.serializer_stages >= 2:  # as the columns' term register
+                site = self._delay(m, site, f"row{r}_terms")
             pairs = (self._pair_rom(m, site["t"], f"row{r}")
                      if cfg.kind.row_operand == "planes" else None)
             rows.append(Cat(self._row_operand_word(site["acts"], site["last_t"], pairs),
@@ -357,38 +367,58 @@ class StepSerializer(wiring.Component):
             for k, reg in enumerate(regs):
                 with m.If(push & (copy["wp"] == k)):
                     m.d.sync += reg.eq(value)
-            head[field] = Signal(width, name=f"{name}_head_{field}", reset_less=True)
-            m.d.sync += head[field].eq(Array(regs)[copy["rp"]])
-        t = copy["t"]
-        if isinstance(t, Signal):
-            t = keep_apart(Signal.like(t, name=f"{name}_head_t"))
-            m.d.sync += t.eq(copy["t"])
-        head["t"], head["last_t"] = t, t == T - 1
+            head[field] = Array(regs)[copy["rp"]]
+        head["t"], head["last_t"] = copy["t"], copy["t"] == T - 1
+        if self._config.serializer_stages >= 1:
+            head = self._delay(m, head, f"{name}_head")
         return head
+
+    def _delay(self, m: Module, fields: dict, name: str) -> dict:
+        """A site's ``fields`` a cycle later (an extra stage, :attr:`golden.gemm.DatapathParams
+        .serializer_stages`): each value in a register (no reset; the term counter's copy kept
+        apart, as every site's is equal), ``last_t`` from the delayed ``t``."""
+        out = {}
+        for key, value in fields.items():
+            if key == "last_t" or isinstance(value, Const):
+                out[key] = value
+                continue
+            reg = Signal(len(value), name=f"{name}_{key}", reset_less=key != "t")
+            if key == "t":
+                keep_apart(reg)
+            m.d.sync += reg.eq(value)
+            out[key] = reg
+        if "t" in out:
+            out["last_t"] = out["t"] == self._config.terms - 1
+        return out
 
     def _column_word(self, m: Module, site: dict, name: str):
         """Column word of this cycle (:attr:`col_widths`) from a column site."""
         cfg = self._config
         T, L, lane_bits, stored = cfg.terms, self._lanes, self._lane_bits, self._stored_bits
-        t, last_t, terms = site["t"], site["last_t"], site["terms"]
-        pairs = self._pair_rom(m, t, name) if cfg.kind.operand == "bitplanes" else None
         if cfg.kind.operand == "terms":  # the head step's codes through the lanes' encoders
-            # The column's own copy of the special values, a cycle behind the register (static
-            # while steps run; a job starts commands after a write): the one register fed
-            # every column's encoders (the ULX3S 10 x 9 x 8 build: the special-value register
-            # -> a column's encoders -> its output register, 12.3 ns).
-            special = keep_apart(Signal(len(self.special_values), name=f"{name}_special",
-                                        reset_less=True))
-            m.d.sync += special.eq(self.special_values)
-            codes, terms = terms, []
+            special = self.special_values
+            if cfg.serializer_stages:
+                # The column's own copy of the special values, a cycle behind the register
+                # (static while steps run; a job starts commands after a write): the one
+                # register fed every column's encoders (the ULX3S 10 x 9 x 8 build: the
+                # special-value register -> a column's encoders -> its output register,
+                # 12.3 ns).
+                special = keep_apart(Signal(len(self.special_values), name=f"{name}_special",
+                                            reset_less=True))
+                m.d.sync += special.eq(self.special_values)
+            encoded = []
             for lane in range(L):
                 enc = TermEncoderCore(list(cfg.formats))
                 m.submodules[f"{name}_enc{lane}"] = enc
-                m.d.comb += [enc.code.eq(codes.word_select(lane, stored)),
+                m.d.comb += [enc.code.eq(site["terms"].word_select(lane, stored)),
                              enc.selector.eq(site["sel"]),
                              enc.special_values.eq(special)]
-                terms.append(enc.terms)
-            terms = Cat(*terms)
+                encoded.append(enc.terms)
+            site = {**{k: v for k, v in site.items() if k != "sel"}, "terms": Cat(*encoded)}
+        if cfg.serializer_stages >= 2:  # the term register: the encoders' terms, registered
+            site = self._delay(m, site, f"{name}_terms")
+        t, last_t, terms = site["t"], site["last_t"], site["terms"]
+        pairs = self._pair_rom(m, t, name) if cfg.kind.operand == "bitplanes" else None
         if pairs is not None:  # bit w_plane of every lane's code
             lanes = Cat(*(terms.word_select(lane, stored).bit_select(pairs["w"], 1)
                           for lane in range(L)))

@@ -347,8 +347,9 @@ class StepSerializer(wiring.Component):
         apart: each copy is loaded with the central next value, so the wide enables and
         multiplexer selects are local and the central nets reach a few flip-flops per site.
         ``fields``: name -> (value offered, width); ``with_t``: the site reads ``t`` (no copy
-        otherwise). Returns the head entry's fields, ``t`` and ``last_t``, a cycle behind
-        (the head register: every field and the term counter's copy registered again)."""
+        otherwise). Returns the head entry's fields, ``t`` and ``last_t`` of this cycle, or
+        with extra stages a cycle behind (the head register: every field and the term
+        counter's copy registered again)."""
         T = self._config.terms
         copy = {}
         for key, value in ctl["next"].items():

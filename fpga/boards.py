@@ -230,7 +230,8 @@ class Board:
         Default weight group size ``G`` the core is built for. The bit-serial PEs reach their
         peak ``R * C * L / T`` MACs per cycle only when a group's ``T * G / L`` cycles cover
         the dequantizer's ``D = 8`` (``G >= 8 * L / T``: 32 for 8 lanes, 64 for 16); a
-        shorter group waits for it (:func:`golden.gemm.gemm_cycles`).
+        shorter group waits for it (:func:`golden.gemm.gemm_cycles`). 16 on every board: G =
+        128 took the ULX3S 10 x 10 x 8 over nextpnr's placement cliff (docs/boards.md).
     router : str
         Default nextpnr router (``router2`` where ``router1`` does not converge on the
         default array).
@@ -330,7 +331,7 @@ BOARDS: dict[str, Board] = {
               # 85.00 MHz, 49,516 LUT4 of 83,640): 400 MACs per cycle, 32.9 GMAC/s, 3.0x
               # the DSP INT8 ceiling (docs/boards.md).
               clock_mhz=82.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
-              group_size=128, router="router2", split_link=True),
+              router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-85f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform"),
               # 10x10 PEs x 8 lanes meet 100 MHz (PLL 48 -> 100) on seeds 1 and 2 (109.83

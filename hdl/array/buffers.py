@@ -100,13 +100,11 @@ class CoreBuffers(wiring.Component):
     simulation, and anything on the FPGAs: :data:`hdl.common.NO_COLLISION`, no such read is
     used). With :attr:`register_writes` a write to a :data:`HOST_WRITTEN` buffer lands
     :data:`HOST_WRITE_STAGES` (2) cycles after its port's enable: the address, element and
-    enables pass two registers, the second the bank's own (kept apart), so the command
-    port's decode and the banks across the chip are three nets apart, not one (the
-    ULX3S 10 x 10 builds' paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and
-    10 ns into a bank's registered enable). A job's first read comes at least a cycle after a
-    write sent right before its ``start`` lands (``start`` is a later command: tests/test_core.py
-    checks a write of the first element read, sent with no idle cycle: 4 stages pass it, 6
-    would be too many). Throughput: one write and one read per bank per
+    enables pass two registers, the second the bank's own (kept apart), so the command port's
+    decode and the banks across the chip are three nets apart, not one (the ULX3S 10 x 10
+    builds' paths at 65 and 100 MHz: 12.6 ns of routing through the decode, and 10 ns into a
+    bank's registered enable). The command port's writes come long before a job that reads
+    them (``start`` is a later command). Throughput: one write and one read per bank per
     cycle.
 
     Parameters
@@ -171,26 +169,20 @@ class CoreBuffers(wiring.Component):
         """A host-written bank's write: the element (``data``'s lowest ``granularity`` bits,
         the whole word without granularity) into every enabled lane, through
         :data:`HOST_WRITE_STAGES` registers of the address, the element and the enables with
-        ``registered``. The first stage is shared by the banks; the later ones are the bank's
-        own (kept apart): every bank's hold the same address and element, and merged, one
-        register drove the write ports of banks across the chip (the ULX3S 10 x 10 x 8 build
-        at 82 MHz, seed 2: 11.3 ns from the merged data register to activation bank 6's block
-        RAM). (At 10 x 10 x 8 every stage kept apart, 860 flip-flops more, found no legal
-        placement: that array is at nextpnr's cliff; a third stage, the last two the bank's
-        own, did not remove the long nets into the banks' first registers at 7 x 6 x 16,
-        docs/boards.md.)"""
+        ``registered``. The last stage's registers are the bank's own (kept apart): every
+        bank's hold the same address and element, and merged, one register drove the write
+        ports of banks across the chip (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: 11.3 ns
+        from the merged data register to activation bank 6's block RAM). The earlier stages
+        are shared by the banks (the same build with every stage kept apart, 860 flip-flops
+        more, found no legal placement on either seed)."""
         lanes = len(port.data) // granularity if granularity else 1
         sources = (write.addr, write.data[:granularity or len(write.data)], write.en)
         if registered:
             for stage in range(HOST_WRITE_STAGES):
-                # Only the enable needs a reset: with one, the address and element put a LUT
-                # of the reset before every bank's kept-apart copy, and Yosys merged those
-                # LUTs across banks (the critical path of two ULX3S 10 x 10 x 8 builds: one
-                # net of 11.1 ns, and one of 9.5 ns).
-                regs = [Signal(len(sig), name=f"{label}_w{stage}_{part}",
-                               reset_less=part != "en")
+                last = stage == HOST_WRITE_STAGES - 1
+                regs = [Signal(len(sig), name=f"{label}_w{stage}_{part}")
                         for sig, part in zip(sources, ("addr", "element", "en"), strict=True)]
-                if stage:
+                if last:
                     regs = [keep_apart(reg) for reg in regs]
                 m.d.sync += [reg.eq(sig) for reg, sig in zip(regs, sources, strict=True)]
                 sources = regs

@@ -45,7 +45,9 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden import core as gcore
 from bitmod.golden.checks import check_int
 from bitmod.golden.protocol import OP_SHIFT, LinkConfig
+from bitmod.hdl.array.buffers import HOST_WRITTEN
 from bitmod.hdl.array.core import AcceleratorCore
+from bitmod.hdl.array.host_writes import HostWrites
 from bitmod.hdl.link.bridge import UartBridge, bus_signature
 
 from .boards import Board, PLLConfig
@@ -187,7 +189,10 @@ class AcceleratorTop(wiring.Component):
     :class:`~amaranth.lib.fifo.AsyncFIFO` of :data:`CDC_DEPTH` entries and responses in
     another, so none of the link's paths has to meet the core's clock. The adapter keeps one
     transaction outstanding, so the FIFOs never fill; each crossing adds about three cycles
-    of the receiving clock per transaction, nothing next to a UART byte time.
+    of the receiving clock per transaction, nothing next to a UART byte time. The buffer
+    writes are stored in the ``link`` domain too, by :class:`~hdl.array.host_writes.
+    HostWrites` once the core has answered them ``ok``, on the banks' link-clocked write ports,
+    so no path from a command to a bank is timed at the core's clock.
 
     Parameters
     ----------
@@ -223,7 +228,9 @@ class AcceleratorTop(wiring.Component):
         m.submodules.link = link = in_link(UartBridge(self._link))
         m.submodules.adapter = adapter = in_link(BusAdapter(
             self._core.addr_bits, gcore.encode_config(self._core, self._link)))
-        m.submodules.core = core = AcceleratorCore(self._core)
+        # Split: the buffers' host writes happen in the link domain (HostWrites, below).
+        m.submodules.core = core = AcceleratorCore(self._core,
+                                                   host_write_domain="link" if split else None)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         wiring.connect(m, link.bus, adapter.bus)
         if not split:
@@ -241,6 +248,18 @@ class AcceleratorTop(wiring.Component):
                          src.ready.eq(fifo.w_rdy),
                          dst.payload.eq(fifo.r_data), dst.valid.eq(fifo.r_rdy),
                          fifo.r_en.eq(dst.ready)]
+        # The weight, meta and activation writes: stored beside the adapter once the core has
+        # answered them ``ok`` (the adapter still holds the command), before the adapter takes
+        # its next request, so no path from the command to a bank is timed at the core's clock.
+        m.submodules.host_writes = writes = in_link(HostWrites(self._core))
+        resp = adapter.resp
+        m.d.comb += [writes.cmd.eq(adapter.cmd.payload),
+                     writes.commit.eq(resp.valid & resp.ready
+                                      & (resp.payload.status == gcore.STATUS["ok"]))]
+        for name in HOST_WRITTEN:
+            for ours, theirs in zip(getattr(writes, f"{name}_write"),
+                                    getattr(core, f"{name}_write"), strict=True):
+                wiring.connect(m, ours, theirs)
         return m
 
 

@@ -19,7 +19,7 @@ import numbers
 import os
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from amaranth import Elaboratable, Module, ResetInserter, Signal, Value
 from amaranth.sim import Simulator
@@ -47,13 +47,17 @@ async def stream_get(ctx, stream):
 def run_simulation(dut, testbenches: Iterable[Callable[..., Awaitable[None]]], *,
                    processes: Iterable[Callable[..., Awaitable[None]]] = (),
                    clock_period: float = 1e-8, name: str | None = None,
-                   deadline: float | None = None) -> None:
+                   deadline: float | None = None,
+                   other_clocks: Mapping[str, float] | None = None) -> None:
     """Simulate ``dut`` with a sync clock and the given async testbenches until they return.
 
-    ``deadline`` (seconds of simulated time) makes a hung testbench fail instead of looping.
+    ``deadline`` (seconds of simulated time) makes a hung testbench fail instead of looping;
+    ``other_clocks`` (domain name -> period in seconds) clocks more domains of ``dut``.
     """
     simulator = Simulator(dut)
     simulator.add_clock(clock_period)
+    for domain, period in (other_clocks or {}).items():
+        simulator.add_clock(period, domain=domain)
     for testbench in testbenches:
         simulator.add_testbench(testbench)
     for process in processes:

@@ -7,14 +7,15 @@ depths are golden's."""
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module
+from amaranth import ClockDomain, DomainRenamer, Elaboratable, Module
 from amaranth.lib import wiring
 
 from bitmod.golden import core as gcore
 from bitmod.golden.core import CoreConfig
 from bitmod.golden.quantize import quantize
-from bitmod.hdl.array.buffers import HOST_WRITE_STAGES, CoreBuffers, buffer_shapes
+from bitmod.hdl.array.buffers import HOST_WRITE_STAGES, HOST_WRITTEN, CoreBuffers, buffer_shapes
 from bitmod.hdl.array.command_port import CommandPort
+from bitmod.hdl.array.host_writes import HostWrites
 from bitmod.sim.amaranth_sim import run_simulation
 
 BITMOD = ("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg")
@@ -29,17 +30,29 @@ SCHEMES = {"int8": "bitmod4", "fp16": "int8"}
 
 
 class _PortAndBuffers(Elaboratable):
-    """The command port writing the buffers and reading the output buffer, as in the core."""
+    """The command port writing the buffers and reading the output buffer, as in the core;
+    with ``form`` ``"link"`` as in a split top: the port answers the writes and
+    :class:`HostWrites`, in a ``link`` domain, writes the banks on their ports in that
+    domain once a write is answered ``ok``."""
 
-    def __init__(self, mp, register_writes):
-        self.port = CommandPort(mp)
-        self.buffers = CoreBuffers(mp, register_writes=register_writes)
+    def __init__(self, mp, form):
+        self.form = form
+        self.port = CommandPort(mp, writes=form != "link")
+        if form == "link":
+            self.host_writes = DomainRenamer("link")(HostWrites(mp))
+            self.buffers = CoreBuffers(mp, host_domain="link")
+        else:
+            self.buffers = CoreBuffers(mp, register_writes=form == "registered")
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.port, m.submodules.buffers = port, buffers = self.port, self.buffers
-        for name in ("weight", "meta", "act"):
-            for ours, theirs in zip(getattr(port, f"{name}_write"),
+        writer = port
+        if self.form == "link":  # (the testbench plays the bus adapter: cmd and commit)
+            m.domains.link = ClockDomain("link")
+            m.submodules.host_writes = writer = self.host_writes
+        for name in HOST_WRITTEN:
+            for ours, theirs in zip(getattr(writer, f"{name}_write"),
                                     getattr(buffers, f"{name}_write"), strict=True):
                 wiring.connect(m, ours, theirs)
         wiring.connect(m, port.output_read, buffers.output_read)
@@ -69,16 +82,16 @@ def load_items(mp, seed):
     return items
 
 
-@pytest.mark.parametrize("register_writes", [True, False])
+@pytest.mark.parametrize("form", ["registered", "direct", "link"])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_buffers_hold_the_golden_layout(name, register_writes):
+def test_buffers_hold_the_golden_layout(name, form):
     mp = CoreConfig(**CONFIGS[name])
     shapes = buffer_shapes(mp)
     items = load_items(mp, seed=5)
     model = gcore.CoreModel(mp)
     statuses = [model.command(gcore.OPS[op], addr, data)[0] for op, addr, data in items]
     assert statuses.count(gcore.STATUS["ok"]) == len(items) - 4
-    dut = _PortAndBuffers(mp, register_writes)
+    dut = _PortAndBuffers(mp, form)
     port, buffers = dut.port, dut.buffers
     rng = np.random.default_rng(9)
     direct = {name: rng.integers(0, 1 << width, size=(banks, depth)).tolist()
@@ -92,8 +105,16 @@ def test_buffers_hold_the_golden_layout(name, register_writes):
             ctx.set(port.i_cmd.payload, {"op": gcore.OPS[op], "addr": addr, "data": data})
             ctx.set(port.i_cmd.valid, 1)
             await ctx.tick().until(port.i_cmd.ready)
+            status = ctx.get(port.o_resp.payload.status)  # the answer, taken in this cycle
             ctx.set(port.i_cmd.valid, 0)
             await ctx.tick()
+            if form == "link":  # as the adapter: the answer taken, in the link's clock
+                writes = dut.host_writes
+                ctx.set(writes.cmd, {"op": gcore.OPS[op], "addr": addr, "data": data})
+                ctx.set(writes.commit, status == gcore.STATUS["ok"])
+                await ctx.tick("link")
+                ctx.set(writes.commit, 0)
+                await ctx.tick("link")  # the write lands
         # The pre-pass's and the drain's buffers, written through their own ports.
         for name, words in direct.items():
             ports = getattr(buffers, f"{name}_write")
@@ -134,7 +155,9 @@ def test_buffers_hold_the_golden_layout(name, register_writes):
             got["output"].append((ctx.get(port.o_resp.payload.status),
                                   ctx.get(port.o_resp.payload.data)))
 
-    run_simulation(dut, [bench], deadline=1e-2)
+    # The link's clock: 2.5 core cycles, as on the ECP5 boards (25 against 60-100 MHz).
+    run_simulation(dut, [bench], deadline=1e-2,
+                   other_clocks={"link": 2.5e-8} if form == "link" else None)
 
     # The model's elements, laid out as words: lane l of word w of bank b.
     L = mp.lanes

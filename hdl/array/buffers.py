@@ -69,7 +69,7 @@ def buffer_shapes(config: gcore.CoreConfig) -> dict[str, tuple[int, int, int, in
     return shapes
 
 
-@read_only("config", "register_writes")
+@read_only("config", "register_writes", "host_domain")
 class CoreBuffers(wiring.Component):
     """The core's buffers, one memory per bank, each with one write and one read port.
 
@@ -112,7 +112,12 @@ class CoreBuffers(wiring.Component):
     config : golden.core.CoreConfig
     register_writes : bool or None
         Register the host-written buffers' write ports; ``None`` (default): on every platform
-        but the iCE40 (whose LCs the iCEBreaker default needs).
+        but the iCE40 (whose LCs the iCEBreaker default needs). Only in ``sync``.
+    host_domain : str
+        The clock domain of the host-written buffers' write ports (default ``sync``). A split
+        top's is ``link``: the block RAMs' write side runs on the link's clock, written by
+        :class:`~hdl.array.host_writes.HostWrites` from its registers, and the read side on the
+        core's (the controller reads only in a job, and no write is ``ok`` during one).
 
     Members
     -------
@@ -124,11 +129,15 @@ class CoreBuffers(wiring.Component):
     output_write, output_read : Out(WritePort / ReadPort.Signature)
     """
 
-    def __init__(self, config: gcore.CoreConfig, register_writes: bool | None = None):
+    def __init__(self, config: gcore.CoreConfig, register_writes: bool | None = None,
+                 host_domain: str = "sync"):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        if not isinstance(host_domain, str) or not host_domain:
+            raise TypeError(f"host_domain must be a clock domain's name, not {host_domain!r}")
         self._config = config
         self._register_writes = check_form("register_writes", register_writes)
+        self._host_domain = host_domain
         members = {}
         for name, (banks, depth, width, granularity) in buffer_shapes(config).items():
             write = Out(write_signature(depth, width, granularity))
@@ -155,10 +164,13 @@ class CoreBuffers(wiring.Component):
                 write, read = getattr(self, f"{name}_write"), getattr(self, f"{name}_read")
                 if name != "output":
                     write, read = write[bank], read[bank]
-                port = mem.write_port(granularity=granularity)
                 if name in HOST_WRITTEN:
-                    self._host_write(m, label, write, port, registered, granularity)
+                    port = mem.write_port(domain=self._host_domain, granularity=granularity)
+                    # In a domain of its own the sender registers the write (HostWrites).
+                    self._host_write(m, label, write, port,
+                                     registered and self._host_domain == "sync", granularity)
                 else:
+                    port = mem.write_port(granularity=granularity)
                     wiring.connect(m, wiring.flipped(write), port)
                 wiring.connect(m, wiring.flipped(read), mem.read_port())
         return m

@@ -16,7 +16,8 @@ from bitmod.golden import core as gcore
 from ..common import check_form, platform_form, read_only
 from .buffers import read_signature, write_signature
 
-__all__ = ["CommandPort", "cmd_layout", "counters_layout", "job_layout", "resp_layout"]
+__all__ = ["CommandPort", "address_fields", "cmd_layout", "counters_layout", "job_layout",
+           "resp_layout"]
 
 
 def cmd_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -43,7 +44,7 @@ def counters_layout() -> data.ArrayLayout:
     return data.ArrayLayout(unsigned(gcore.COUNTER_BITS), len(gcore.COUNTERS))
 
 
-@read_only("config")
+@read_only("config", "writes")
 class CommandPort(wiring.Component):
     """Checks each command, acts on it and answers it: the core's host-facing half.
 
@@ -91,6 +92,10 @@ class CommandPort(wiring.Component):
         Register the checked command for the execute stage (its decode then starts at
         flip-flops beside it). ``None`` (default): on every platform but the iCE40, where the
         execute stage decodes the offered command (held by the stream contract until taken).
+    writes : bool
+        Write the buffers (default). ``False``: an ``ok`` buffer write is answered as usual but
+        written elsewhere (a split top's :class:`~hdl.array.host_writes.HostWrites`, in the
+        link's clock domain), and the write ports stay idle.
 
     Members
     -------
@@ -115,10 +120,14 @@ class CommandPort(wiring.Component):
         The output buffer's read port (``read_output``).
     """
 
-    def __init__(self, config: gcore.CoreConfig, register_command: bool | None = None):
+    def __init__(self, config: gcore.CoreConfig, register_command: bool | None = None,
+                 writes: bool = True):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        if not isinstance(writes, bool):
+            raise TypeError(f"writes must be a bool, not {writes!r}")
         self._register_command = check_form("register_command", register_command)
+        self._writes = writes
         self._config = mp = config
         R, C, L = mp.rows, mp.cols, mp.lanes
         super().__init__({
@@ -144,7 +153,7 @@ class CommandPort(wiring.Component):
         mp = self._config
         cfg = mp.array
         R, C, L = cfg.rows, cfg.cols, cfg.lanes
-        CB, AB, SB = mp.code_bits, mp.act_bits, cfg.scale_bits
+        CB, SB = mp.code_bits, cfg.scale_bits
         OPS, ST = gcore.OPS, gcore.STATUS
         busy, done, job = self.busy, self.done, self.job
 
@@ -173,9 +182,9 @@ class CommandPort(wiring.Component):
 
         # ---- check stage: the offered command's status ------------------------------------
         op, addr, dat = cmd.op, cmd.addr, cmd.data
-        f_w, top_w = _split(addr, mp.fields["write_weight"])
-        f_meta, top_meta = _split(addr, mp.fields["write_meta"])
-        f_a, top_a = _split(addr, mp.fields["write_act"])
+        f_w, top_w = address_fields(addr, mp.fields["write_weight"])
+        f_meta, top_meta = address_fields(addr, mp.fields["write_meta"])
+        f_a, top_a = address_fields(addr, mp.fields["write_act"])
         bad_w_addr = ~top_w | (f_w["lane"] >= L) | (f_w["word"] >= mp.weight_depth) \
             | (f_w["bank"] >= C)
         bad_meta_addr = ~top_meta | (f_meta["word"] >= mp.meta_depth) | (f_meta["bank"] >= C)
@@ -267,10 +276,11 @@ class CommandPort(wiring.Component):
         with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
             m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd),
                          x_start.eq((op == OPS["start"]) & (status == ST["ok"])),
-                         x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0)),
-                         x_banks.eq(bank_picks),
-                         x_lanes.eq(Cat((Const(1, L) << f_w["lane"])[:L],
-                                        (Const(1, L) << f_a["lane"])[:L]))]
+                         x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0))]
+            if self._writes:
+                m.d.sync += [x_banks.eq(bank_picks),
+                             x_lanes.eq(Cat((Const(1, L) << f_w["lane"])[:L],
+                                            (Const(1, L) << f_a["lane"])[:L]))]
         with m.If(accept):
             m.d.sync += [checked.eq(0), x_banks.eq(0)]  # (a pick stands in ``accept`` only)
 
@@ -280,9 +290,6 @@ class CommandPort(wiring.Component):
         registered = platform_form(self._register_command, platform, on_ice40=False)
         executed = x_cmd if registered else cmd
         op, addr, dat = executed.op, executed.addr, executed.data
-        f_w, _ = _split(addr, mp.fields["write_weight"])
-        f_meta, _ = _split(addr, mp.fields["write_meta"])
-        f_a, _ = _split(addr, mp.fields["write_act"])
         imm = Signal(gcore.DATA_BITS)  # the picked source (0 for a refused command)
         picked = Const(0, gcore.DATA_BITS)
         for i, source in enumerate(sources):
@@ -302,11 +309,34 @@ class CommandPort(wiring.Component):
             m.d.sync += [waiting.eq(0), resp_valid.eq(1), resp_status.eq(ST["ok"]),
                          resp_data.eq(Cat(Const(0, 1), done)), resp_from_mem.eq(0)]
 
-        # Host writes: one element per command, the lane picked by the write enable. The
-        # registered form's enables come from the check's picks; the iCE40's decode the
-        # offered command here.
+        if self._writes:
+            self._write_buffers(m, executed, ok, x_banks if registered else None, x_lanes)
+        with m.If(ok), m.Switch(op):
+            with m.Case(OPS["write_special"]):
+                m.d.sync += self.special.eq(dat)
+            with m.Case(OPS["set_job"]), m.Switch(addr):
+                for idx, reg in enumerate((job.m, job.n, job.k)):
+                    with m.Case(idx):
+                        m.d.sync += reg.eq(dat)
+        m.d.comb += self.start.eq(accept & x_start)
+        m.d.comb += [self.output_read.addr.eq(addr),
+                     self.output_read.en.eq(ok & (op == OPS["read_output"]))]
+        return m
+
+
+    def _write_buffers(self, m: Module, executed, ok, x_banks, x_lanes) -> None:
+        """Host writes: one element per command, the lane picked by the write enable. The
+        registered form's enables come from the check's picks ``x_banks`` and lanes
+        ``x_lanes``; the iCE40's (``x_banks`` None) decode the ``executed`` command here."""
+        mp = self._config
+        R, C, L = mp.rows, mp.cols, mp.lanes
+        CB, AB, OPS = mp.code_bits, mp.act_bits, gcore.OPS
+        op, addr, dat = executed.op, executed.addr, executed.data
+        f_w, _ = address_fields(addr, mp.fields["write_weight"])
+        f_meta, _ = address_fields(addr, mp.fields["write_meta"])
+        f_a, _ = address_fields(addr, mp.fields["write_act"])
         lane_en = [Signal(L, name=f"lane_en_{n}") for n in ("w", "a")]
-        if registered:
+        if x_banks is not None:
             picked_bank = [x_banks[i] for i in range(2 * C + R)]
             m.d.comb += [lane_en[0].eq(x_lanes[:L]), lane_en[1].eq(x_lanes[L:])]
         else:
@@ -329,21 +359,11 @@ class CommandPort(wiring.Component):
             a_wr = self.act_write[r]
             m.d.comb += [a_wr.addr.eq(f_a["word"]), a_wr.data.eq(Cat(*[dat[:AB]] * L)),
                          a_wr.en.eq(Mux(picked_bank[2 * C + r], lane_en[1], 0))]
-        with m.If(ok), m.Switch(op):
-            with m.Case(OPS["write_special"]):
-                m.d.sync += self.special.eq(dat)
-            with m.Case(OPS["set_job"]), m.Switch(addr):
-                for idx, reg in enumerate((job.m, job.n, job.k)):
-                    with m.Case(idx):
-                        m.d.sync += reg.eq(dat)
-        m.d.comb += self.start.eq(accept & x_start)
-        m.d.comb += [self.output_read.addr.eq(addr),
-                     self.output_read.en.eq(ok & (op == OPS["read_output"]))]
-        return m
 
 
-def _split(value, fields):
-    """Address fields (low bits first) and whether the bits above them are zero."""
+def address_fields(value, fields):
+    """Address fields (low bits first: :attr:`golden.core.CoreConfig.fields`) of ``value`` and
+    whether the bits above them are zero."""
     out, pos = {}, 0
     for name, width in fields:
         out[name] = value[pos:pos + width] if width else Const(0, 1)

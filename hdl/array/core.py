@@ -16,7 +16,7 @@ from bitmod.golden import core as gcore
 
 from ..common import read_only
 from .array import SystolicArray
-from .buffers import CoreBuffers
+from .buffers import HOST_WRITTEN, CoreBuffers, buffer_shapes, write_signature
 from .command_port import CommandPort, cmd_layout, resp_layout
 from .controller import CoreController
 from .output_writer import OutputWriter
@@ -116,25 +116,48 @@ class AcceleratorCore(wiring.Component):
     config : golden.core.CoreConfig
         The array's parameters and the buffer bounds ``max_m``, ``max_n``, ``max_k``
         (validated there, with the buffer depths and the address map).
+    host_write_domain : str or None
+        ``None`` (default): the command port writes the weight, meta and activation banks.
+        A domain's name (a split top's ``link``): the command port checks and answers those
+        writes but the banks take them on the ``*_write`` ports, in that domain, from
+        :class:`~hdl.array.host_writes.HostWrites` (its docstring: why the order holds).
 
     Members
     -------
     i_cmd : In(stream.Signature(cmd_layout))
     o_resp : Out(stream.Signature(resp_layout))
+    weight_write, meta_write : Out(WritePort.Signature).array(C)
+    act_write : Out(WritePort.Signature).array(R)
+        With ``host_write_domain`` only: the host-written banks' write ports.
     """
 
-    def __init__(self, config: gcore.CoreConfig | None = None):
+    def __init__(self, config: gcore.CoreConfig | None = None,
+                 host_write_domain: str | None = None):
         self._cfg = mp = gcore.CoreConfig() if config is None else config
         if not isinstance(mp, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        if host_write_domain is not None and (not isinstance(host_write_domain, str)
+                                              or host_write_domain in ("", "sync")):
+            raise ValueError(f"host_write_domain must be None or the name of a domain other "
+                             f"than sync, not {host_write_domain!r}")
+        self._host_write_domain = host_write_domain
         self._cmd_layout = cmd_layout(mp)
         self._resp_layout = resp_layout()
-        super().__init__({
+        members = {
             "i_cmd": In(stream.Signature(self._cmd_layout)),
             "o_resp": Out(stream.Signature(self._resp_layout)),
-        })
+        }
+        if host_write_domain is not None:
+            for name, (banks, depth, width, granularity) in buffer_shapes(mp).items():
+                if name in HOST_WRITTEN:
+                    members[f"{name}_write"] = Out(write_signature(depth, width,
+                                                                   granularity)).array(banks)
+        super().__init__(members)
 
     config = property(lambda self: self._cfg, doc="The :class:`golden.core.CoreConfig`.")
+    host_write_domain = property(lambda self: self._host_write_domain,
+                                 doc="The host-written banks' write domain (None: the "
+                                     "command port writes them, in ``sync``).")
 
     @property
     def latency(self) -> int:
@@ -146,8 +169,10 @@ class AcceleratorCore(wiring.Component):
         mp = self._cfg
         fp = mp.act_format != "int8"
         m.submodules.array = array = SystolicArray(mp.array)
-        m.submodules.command_port = port = CommandPort(mp)
-        m.submodules.buffers = buffers = CoreBuffers(mp)
+        outside = self._host_write_domain is not None  # host writes come in on ports
+        m.submodules.command_port = port = CommandPort(mp, writes=not outside)
+        m.submodules.buffers = buffers = CoreBuffers(
+            mp, host_domain=self._host_write_domain or "sync")
         # Where the array announces its ``ready`` a cycle ahead the controller registers its
         # read enables from that (FeedForm.ready_ahead).
         form = FeedForm.for_platform(platform, ready_ahead=array.ready_ahead(platform))
@@ -175,11 +200,12 @@ class AcceleratorCore(wiring.Component):
             for ours, theirs in zip(getattr(ctrl, f"{name}_read"),
                                     getattr(buffers, f"{name}_read"), strict=True):
                 wiring.connect(m, ours, theirs)
-        for name, writer_block in [("weight", port), ("meta", port), ("act", port),
+        for name, writer_block in [*((name, self if outside else port) for name in HOST_WRITTEN),
                                    *([("gexp", ctrl), ("base", ctrl)] if fp else [])]:
             for ours, theirs in zip(getattr(writer_block, f"{name}_write"),
                                     getattr(buffers, f"{name}_write"), strict=True):
-                wiring.connect(m, ours, theirs)
+                # The core's own ports pass the writes on: the same direction as the buffers'.
+                wiring.connect(m, wiring.flipped(ours) if writer_block is self else ours, theirs)
         wiring.connect(m, port.output_read, buffers.output_read)
         wiring.connect(m, writer.output_write, buffers.output_write)
 

@@ -215,8 +215,9 @@ def test_command_port_matches_golden_model(name, register_command):
             writes = {"weight": _writes(ctx, port.weight_write, mp.code_bits),
                       "meta": _writes(ctx, port.meta_write, mp.meta_bits, lanes=False),
                       "act": _writes(ctx, port.act_write, mp.act_bits)}
-            started = bool(ctx.get(port.start))
+            assert not ctx.get(port.start), "start before the cycle after its acceptance"
             await ctx.tick()
+            started = bool(ctx.get(port.start))  # a flip-flop: the cycle after
             ctx.set(port.i_cmd.valid, 0)
             if case.op == OPS["wait"] and case.busy:
                 for _ in range(3):  # held while the job runs

@@ -105,7 +105,9 @@ class CommandPort(wiring.Component):
         The controller's job state (``busy`` may only fall while a command is in flight).
     counters : In(counters_layout())
     start : Out(1)
-        One cycle: an ``ok`` ``start`` was accepted.
+        One cycle, a flip-flop: an ``ok`` ``start`` was accepted in the previous cycle (so
+        the controller's job reset, which reaches its counters and loops across the chip,
+        starts at a flip-flop; the checks count the job as running from this cycle on).
     special : Out(32)
         The special-value register (reset 0).
     job : Out(job_layout(config))
@@ -155,7 +157,11 @@ class CommandPort(wiring.Component):
         R, C, L = cfg.rows, cfg.cols, cfg.lanes
         CB, SB = mp.code_bits, cfg.scale_bits
         OPS, ST = gcore.OPS, gcore.STATUS
-        busy, done, job = self.busy, self.done, self.job
+        # A job runs from the cycle ``start`` (a flip-flop) is high, before the controller's
+        # ``busy`` rises: the checks see both.
+        busy = Signal(name="job_running")
+        m.d.comb += busy.eq(self.busy | self.start)
+        done, job = self.done, self.job
 
         cmd = self.i_cmd.payload
         resp_valid = Signal()
@@ -318,7 +324,7 @@ class CommandPort(wiring.Component):
                 for idx, reg in enumerate((job.m, job.n, job.k)):
                     with m.Case(idx):
                         m.d.sync += reg.eq(dat)
-        m.d.comb += self.start.eq(accept & x_start)
+        m.d.sync += self.start.eq(accept & x_start)
         m.d.comb += [self.output_read.addr.eq(addr),
                      self.output_read.en.eq(ok & (op == OPS["read_output"]))]
         return m

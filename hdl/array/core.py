@@ -95,8 +95,8 @@ class AcceleratorCore(wiring.Component):
 
     Counters (48 bits, cleared by ``start``):
 
-    * ``cycles``: cycles the core is busy, from the cycle after ``start`` is accepted to the
-      last output write (:func:`golden.core.job_counters`: ``prepass + FEED_LATENCY +
+    * ``cycles``: cycles the core is busy, from the second cycle after ``start`` is accepted
+      (the command port registers the job's start) to the last output write (:func:`golden.core.job_counters`: ``prepass + FEED_LATENCY +
       gemm_cycles(...)`` with the array's fill :attr:`golden.gemm.ArrayConfig.fill`,
       ``prepass = ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8);
     * ``busy_pe_cycles``: ``T * rows_valid * cols_valid`` per step the array takes: the
@@ -108,7 +108,7 @@ class AcceleratorCore(wiring.Component):
 
     Latency: a command offered (``valid``) is checked for one cycle, then accepted
     (``ready``) and executed; :attr:`latency` (1) from accepted to its response valid;
-    ``start`` accepted to done = ``cycles`` + 1. Throughput: one weight-step per clock from
+    ``start`` accepted to done = ``cycles`` + 2. Throughput: one weight-step per clock from
     the buffers (the array takes one per ``T`` clocks); one command per 3 clocks.
 
     Parameters

@@ -18,9 +18,21 @@ CONFIGS = {
     "int8": dict(rows=2, cols=3, lanes=4, group_size=8, act_format="int8",
                  formats=("fp4_er_pos", "fp4_er_neg", "fp4_ea_pos", "fp4_ea_neg"),
                  max_m=5, max_n=7, max_k=24),
+    # Depths that are powers of two (16, 8, 16): the loop's counters, one bit wider than the
+    # addresses, must not shift the banks' copies.
+    "int8 pow2": dict(rows=2, cols=2, lanes=4, group_size=8, act_format="int8",
+                      formats="int4", max_m=8, max_n=8, max_k=16),
     "fp16": dict(rows=3, cols=2, lanes=2, group_size=4, act_format="fp16", act_exp_bits=2,
                  mant_width=10, formats="int8_sym", max_m=7, max_n=5, max_k=10),
 }
+
+
+def _plain(value):
+    """A step field as the model writes it: an int, or a list for a per-bank address."""
+    try:
+        return int(value)
+    except TypeError:
+        return [int(v) for v in value]
 
 
 def walk(mp, m, n, k, n_tiles):
@@ -33,8 +45,9 @@ def walk(mp, m, n, k, n_tiles):
         for nt, n0 in enumerate(range(0, n, C) if n_tiles else [0]):
             for ks in range(k_steps):
                 g = ks // steps_per_group
-                step = {"weight": nt * mp.k_steps + ks, "meta": nt * mp.max_groups + g,
-                        "act": mt * mp.k_steps + ks,
+                # (an address per buffer, repeated for every bank: read_entry_layout)
+                step = {"weight": [nt * mp.k_steps + ks] * C,
+                        "meta": [nt * mp.max_groups + g] * C, "act": [mt * mp.k_steps + ks] * R,
                         "lanes": sum(1 << i for i in range(L) if ks * L + i < k),
                         "rows": sum(1 << r for r in range(R) if m0 + r < m),
                         "cols": sum(1 << c for c in range(C) if n0 + c < n),
@@ -43,7 +56,7 @@ def walk(mp, m, n, k, n_tiles):
                         "out_last": int(ks == k_steps - 1),
                         "rows_valid": min(R, m - m0), "cols_valid": min(C, n - n0)}
                 if mp.act_format != "int8":
-                    step.update(gexp=mt * mp.max_groups + g, base=mt)
+                    step.update(gexp=[mt * mp.max_groups + g] * R, base=[mt] * R)
                 steps.append(step)
     return steps
 
@@ -73,7 +86,7 @@ def test_step_loop_walks_golden_order(name):
                     ctx.set(loop.advance, advance)
                     if advance:
                         value = ctx.get(loop.step)
-                        got.append({f: int(getattr(value, f)) for f in fields})
+                        got.append({f: _plain(getattr(value, f)) for f in fields})
                     await ctx.tick()
                     assert len(got) <= len(want), "the loop does not end"
                 ctx.set(loop.advance, 0)
@@ -89,7 +102,7 @@ def test_step_loop_walks_golden_order(name):
         ctx.set(loop.advance, 0)
         ctx.set(loop.restart, 1)
         await ctx.tick()
-        assert ctx.get(loop.remain) and int(ctx.get(loop.step).act) == 0
+        assert ctx.get(loop.remain) and _plain(ctx.get(loop.step).act) == [0] * mp.rows
         ctx.set(loop.stop, 1)
         await ctx.tick()
         assert not ctx.get(loop.remain)

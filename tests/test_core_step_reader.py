@@ -3,7 +3,7 @@ model: random entries (addresses anywhere in the banks, random lane, row and col
 flags) offered in random cycles, the array's ``ready`` random (and announced a cycle ahead in
 the ``ready_ahead`` form); in all three forms every step comes out once, in order, held while
 not taken, from the cycle after its entry is taken (two with stage 2), and equals the banks'
-words at its addresses with padding lanes, rows and columns zeroed."""
+words at its addresses (each bank's own) with padding lanes, rows and columns zeroed."""
 
 import random
 
@@ -52,17 +52,17 @@ def expected_step(mp, entry, words):
 
     col = [entry["cols"] >> c & 1 for c in range(mp.cols)]
     row = [entry["rows"] >> r & 1 for r in range(mp.rows)]
-    meta = [words["meta"][c][entry["meta"]] if col[c] else 0 for c in range(mp.cols)]
-    step = {"codes": [lanes(words["weight"][c][entry["weight"]], CB, False) if col[c]
+    meta = [words["meta"][c][entry["meta"][c]] if col[c] else 0 for c in range(mp.cols)]
+    step = {"codes": [lanes(words["weight"][c][entry["weight"][c]], CB, False) if col[c]
                       else [0] * L for c in range(mp.cols)],
             "sel": [mt >> SB & 3 for mt in meta], "scale": [mt & ((1 << SB) - 1) for mt in meta],
-            "acts": [lanes(words["act"][r][entry["act"]], AB, cfg.act_format == "int8")
+            "acts": [lanes(words["act"][r][entry["act"][r]], AB, cfg.act_format == "int8")
                      if row[r] else [0] * L for r in range(mp.rows)],
             "group_last": entry["group_last"], "out_last": entry["out_last"]}
     if cfg.act_format != "int8":
-        step["gexp"] = [words["gexp"][r][entry["gexp"]] if row[r] else 0
+        step["gexp"] = [words["gexp"][r][entry["gexp"][r]] if row[r] else 0
                         for r in range(mp.rows)]
-        step["base"] = [words["base"][r][entry["base"]] if row[r] else 0
+        step["base"] = [words["base"][r][entry["base"][r]] if row[r] else 0
                         for r in range(mp.rows)]
     return step
 
@@ -94,7 +94,9 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
     entries = []
     for _ in range(400):
         entry = {f: rng.randrange(1 << Shape.cast(layout[f].shape).width) for f in layout.members}
-        entry.update({name: rng.randrange(shapes[name][1]) for name in dut.names},
+        # Each bank its own address (the loop gives them all one: each bank reads its own).
+        entry.update({name: [rng.randrange(shapes[name][1]) for _ in range(shapes[name][0])]
+                      for name in dut.names},
                      rows_valid=rng.randrange(mp.rows + 1),
                      cols_valid=rng.randrange(mp.cols + 1))
         entries.append(entry)

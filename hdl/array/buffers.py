@@ -158,8 +158,11 @@ class CoreBuffers(wiring.Component):
                 # jobs (golden.core.CoreModel refuses buffer commands while busy), the
                 # controller reads only in a job, and the pre-pass's words are read cycles
                 # after their writes.
+                # (Ports on two clocks: no same-cycle read to rule out, and Yosys asserts on a
+                # collision mask between them.)
+                two_clocks = name in HOST_WRITTEN and self._host_domain != "sync"
                 mem = Memory(shape=unsigned(width), depth=depth, init=[],
-                             attrs={NO_COLLISION: 1})
+                             attrs={} if two_clocks else {NO_COLLISION: 1})
                 m.submodules[label] = mem
                 write, read = getattr(self, f"{name}_write"), getattr(self, f"{name}_read")
                 if name != "output":

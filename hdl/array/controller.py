@@ -174,8 +174,9 @@ class CoreController(wiring.Component):
                "rows": Signal(R, name="pre_rows"), "gend": Signal(name="pre_gend"),
                "tend": Signal(name="pre_tend")}
         if fp:
-            pre.update(gxaddr=Signal.like(fields.gexp, name="pre_gxaddr"),
-                       mt=Signal.like(fields.base, name="pre_mt"))
+            # (the addresses are the same in every bank: bank 0's)
+            pre.update(gxaddr=Signal.like(fields.gexp[0], name="pre_gxaddr"),
+                       mt=Signal.like(fields.base[0], name="pre_mt"))
 
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"), m.If(self.start):
@@ -188,8 +189,8 @@ class CoreController(wiring.Component):
                     # Reads every activation word once; _exponent_fold folds the exponents.
                     m.d.sync += [pre["valid"].eq(feeding), pre["lanes"].eq(fields.lanes),
                                  pre["rows"].eq(fields.rows), pre["gend"].eq(fields.group_last),
-                                 pre["tend"].eq(fields.out_last), pre["gxaddr"].eq(fields.gexp),
-                                 pre["mt"].eq(fields.base)]
+                                 pre["tend"].eq(fields.out_last), pre["gxaddr"].eq(fields.gexp[0]),
+                                 pre["mt"].eq(fields.base[0])]
                     m.d.comb += loop.advance.eq(1)
                     with m.If(~feeding):
                         # The last read lands this cycle; the feed restarts from tile 0.
@@ -230,11 +231,12 @@ class CoreController(wiring.Component):
         for name in buffer_shapes(mp):
             if name == "output":
                 continue
-            for ours, theirs in zip(getattr(self, f"{name}_read"),
-                                    getattr(reader, f"{name}_read"), strict=True):
+            for bank, (ours, theirs) in enumerate(zip(getattr(self, f"{name}_read"),
+                                                      getattr(reader, f"{name}_read"),
+                                                      strict=True)):
                 addr, en = theirs.addr, theirs.en
                 if fp and name == "act":
-                    addr, en = Mux(in_prepass, fields.act, addr), in_prepass | en
+                    addr, en = Mux(in_prepass, fields.act[bank], addr), in_prepass | en
                 m.d.comb += [ours.addr.eq(addr), ours.en.eq(en), theirs.data.eq(ours.data)]
         if fp:
             self._exponent_fold(m, pre, in_prepass)

@@ -96,8 +96,9 @@ class AcceleratorCore(wiring.Component):
     Counters (48 bits, cleared by ``start``):
 
     * ``cycles``: cycles the core is busy, from the second cycle after ``start`` is accepted
-      (the command port registers the job's start) to the last output write (:func:`golden.core.job_counters`: ``prepass + FEED_LATENCY +
-      gemm_cycles(...)`` with the array's fill :attr:`golden.gemm.ArrayConfig.fill`,
+      (the command port registers the job's start) to the last output write
+      (:func:`golden.core.job_counters`: ``prepass + FEED_LATENCY + gemm_cycles(...)``
+      with the array's fill :attr:`golden.gemm.ArrayConfig.fill`,
       ``prepass = ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8);
     * ``busy_pe_cycles``: ``T * rows_valid * cols_valid`` per step the array takes: the
       term-cycles of real outputs, :func:`golden.gemm.gemm_cycles` ``busy_pe_cycles``;

@@ -147,7 +147,9 @@ class StepLoop(wiring.Component):
 
         step = self.step
         m.d.comb += [
-            step.weight.eq(a_w), step.meta.eq(a_meta), step.act.eq(a_act),
+            # (every bank's copy of a buffer's address: read_entry_layout)
+            step.weight.eq(_repeat(step.weight, a_w)), step.meta.eq(_repeat(step.meta, a_meta)),
+            step.act.eq(_repeat(step.act, a_act)),
             step.lanes.eq(Cat(*[k0 + lane < job_k for lane in range(L)])),
             step.rows.eq(Cat(*[m0 + r < job_m for r in range(R)])),
             step.cols.eq(Cat(*[n0 + c < job_n for c in range(C)])),
@@ -157,5 +159,13 @@ class StepLoop(wiring.Component):
             step.cols_valid.eq(Mux(last_n, job_n - n0, C)),
         ]
         if mp.act_format != "int8":
-            m.d.comb += [step.gexp.eq(a_gx), step.base.eq(m_tile)]
+            m.d.comb += [step.gexp.eq(_repeat(step.gexp, a_gx)),
+                         step.base.eq(_repeat(step.base, m_tile))]
         return m
+
+
+def _repeat(field, value):
+    """``value`` in every element of the per-bank array ``field`` (each element's width: the
+    counters are one bit wider than the addresses they hold)."""
+    width = len(field[0])
+    return Cat(*[value[:width]] * len(field))

@@ -63,13 +63,14 @@ class FeedForm:
 
 
 def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
-    """One step to read: a word address per buffer (the same in every bank; ``gexp`` and
-    ``base`` for FP16/BF16 activations only), the masks of real lanes (``k < K``), rows
-    (``m < M``) and columns (``n < N``), ``group_last``, ``out_last`` and the counts of real
-    rows and columns."""
+    """One step to read: a word address per buffer and bank (the same in every bank of a
+    buffer, held once per bank so that each bank's read address can leave a flip-flop of its
+    own: the step queue keeps them apart; ``gexp`` and ``base`` for FP16/BF16 activations
+    only), the masks of real lanes (``k < K``), rows (``m < M``) and columns (``n < N``),
+    ``group_last``, ``out_last`` and the counts of real rows and columns."""
     mp = config
-    fields = {name: Shape.cast(range(depth)).width
-              for name, (_, depth, _, _) in buffer_shapes(mp).items() if name in _READ}
+    fields = {name: data.ArrayLayout(Shape.cast(range(depth)).width, banks)
+              for name, (banks, depth, _, _) in buffer_shapes(mp).items() if name in _READ}
     fields.update(lanes=mp.lanes, rows=mp.rows, cols=mp.cols, group_last=1, out_last=1,
                   rows_valid=range(mp.rows + 1), cols_valid=range(mp.cols + 1))
     return data.StructLayout(fields)
@@ -237,7 +238,7 @@ class StepReader(wiring.Component):
             lanes = {(_side(name), bank): s1.lanes for name, bank, _ in self._ports()}
             offer_valid, offer = s1_valid, s1
         for name, bank, port in self._ports():
-            m.d.comb += [port.addr.eq(entry[name]),
+            m.d.comb += [port.addr.eq(entry[name][bank]),
                          port.en.eq(_bank_copy(m, copies, adv, upcoming.get("adv"), name,
                                                bank))]
         m.d.comb += [step.valid.eq(offer_valid), self.rows_valid.eq(offer.rows_valid),

@@ -25,7 +25,9 @@ class OutputWriter(wiring.Component):
     ``(m0 + r, n0 + c)`` when ``m0 + r < M`` and ``n0 + c < N``; padding results are dropped.
     :attr:`job_end` is high in the cycle the job's last result (of the last tile) arrives.
     ``start`` returns the position to the first result. The write address is kept as running
-    sums (``d_row = (m0 + r) * max_n``), so no multiplier.
+    sums (``d_row = (m0 + r) * max_n``), so no multiplier, and whether the position is inside
+    the job, and its tile the last of its tile row or of the job, as flip-flops updated with
+    it (one adder before the write address, no compare before an enable).
 
     Latency: the write happens in the cycle a result is on offer (combinational write
     enable). Throughput: one result per cycle; ``i_result.ready`` is always 1, so the array
@@ -70,32 +72,51 @@ class OutputWriter(wiring.Component):
         d_n0 = Signal(range(mp.max_n + C + 1))
         d_row = Signal(range((mp.max_m + R) * mp.max_n + 1))  # (d_m0 + d_r) * max_n
         d_tile_row = Signal(range((mp.max_m + R) * mp.max_n + 1))  # d_m0 * max_n
+        # The position's compares as flip-flops, each loaded with its next value where the
+        # position moves, so the write enable and the counters' enables are a LUT or two of
+        # flip-flops (the adders and compares of the running position into the counters'
+        # enables were the path of a ULX3S 7 x 6 x 16 build at 100 MHz: 11.7 ns).
+        row_pos = Signal(range(mp.max_m + R + 1))  # d_m0 + d_r
+        col_pos = Signal(range(mp.max_n + C + 1))  # d_n0 + d_c
+        row_in = Signal()  # row_pos < M
+        col_in = Signal()  # col_pos < N
+        n_last = Signal()  # d_n0 + C >= N: the tile is the last of its tile row
+        m_last = Signal()  # d_m0 + R >= M: the tile row is the job's last
         with m.If(self.start):
             m.d.sync += [d_r.eq(0), d_c.eq(0), d_m0.eq(0), d_n0.eq(0), d_row.eq(0),
-                         d_tile_row.eq(0)]
+                         d_tile_row.eq(0), row_pos.eq(0), col_pos.eq(0),
+                         row_in.eq(job_m > 0), col_in.eq(job_n > 0),
+                         n_last.eq(job_n <= C), m_last.eq(job_m <= R)]
         out, wr = self.i_result, self.output_write
         m.d.comb += [
             out.ready.eq(1),
-            wr.addr.eq(d_row + d_n0 + d_c),
+            wr.addr.eq(d_row + col_pos),
             wr.data.eq(out.payload.code),
-            wr.en.eq(out.valid & (d_m0 + d_r < job_m) & (d_n0 + d_c < job_n)),
+            wr.en.eq(out.valid & row_in & col_in),
         ]
         with m.If(out.valid):
             with m.If(d_c == C - 1):
-                m.d.sync += d_c.eq(0)
+                # The next result is at column d_n0 of a tile inside the job (or none comes
+                # before the next start).
+                m.d.sync += [d_c.eq(0), col_pos.eq(d_n0), col_in.eq(1)]
                 with m.If(d_r == R - 1):
-                    m.d.sync += d_r.eq(0)
-                    with m.If(d_n0 + C >= job_n):
-                        with m.If(d_m0 + R >= job_m):
+                    m.d.sync += [d_r.eq(0), row_in.eq(1)]
+                    with m.If(n_last):
+                        with m.If(m_last):
                             m.d.comb += self.job_end.eq(1)
                         with m.Else():
-                            m.d.sync += [d_n0.eq(0), d_m0.eq(d_m0 + R),
+                            m.d.sync += [d_n0.eq(0), d_m0.eq(d_m0 + R), row_pos.eq(d_m0 + R),
+                                         col_pos.eq(0), n_last.eq(job_n <= C),
+                                         m_last.eq(d_m0 + 2 * R >= job_m),
                                          d_tile_row.eq(d_tile_row + R * mp.max_n),
                                          d_row.eq(d_tile_row + R * mp.max_n)]
                     with m.Else():
-                        m.d.sync += [d_n0.eq(d_n0 + C), d_row.eq(d_tile_row)]
+                        m.d.sync += [d_n0.eq(d_n0 + C), col_pos.eq(d_n0 + C), row_pos.eq(d_m0),
+                                     n_last.eq(d_n0 + 2 * C >= job_n), d_row.eq(d_tile_row)]
                 with m.Else():
-                    m.d.sync += [d_r.eq(d_r + 1), d_row.eq(d_row + mp.max_n)]
+                    m.d.sync += [d_r.eq(d_r + 1), d_row.eq(d_row + mp.max_n),
+                                 row_pos.eq(row_pos + 1), row_in.eq(row_pos + 1 < job_m)]
             with m.Else():
-                m.d.sync += d_c.eq(d_c + 1)
+                m.d.sync += [d_c.eq(d_c + 1), col_pos.eq(col_pos + 1),
+                             col_in.eq(col_pos + 1 < job_n)]
         return m

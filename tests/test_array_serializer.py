@@ -54,10 +54,11 @@ def _expected_group_ends(cfg, k, tiles, credit=lambda cycle: True, first=0):
     # Tiles shorter than R cycles: their ends R apart (a column drains one output per cycle).
     dict(rows=4, cols=1, lanes=4, group_size=4, formats=("int4_sym",), scale_bits=0, k=4),
 ])
-@pytest.mark.parametrize(("credits", "site_copies"),
-                         [("free", False), ("gated", False), ("gated", True)])
+@pytest.mark.parametrize(("credits", "site_copies", "site_lanes"),
+                         [("free", False, None), ("gated", False, None), ("gated", True, None),
+                          ("gated", True, 1), ("free", False, 3)])
 @pytest.mark.parametrize("stages", [0, 1, 2])
-def test_words_and_schedule(params, credits, site_copies, stages):
+def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
     params = dict(params)
     k = params.pop("k", None)
     cfg = ArrayConfig(**params, act_format="int8", serializer_stages=stages)
@@ -105,8 +106,9 @@ def test_words_and_schedule(params, credits, site_copies, stages):
         tr = gterms.decompose(codes[step, c, lane], list(cfg.formats), sel[step, c], special)
         return int(gterms.pack_terms(tr)) >> (t * lane_bits) & ((1 << lane_bits) - 1)
 
-    dut = StepSerializer(cfg, site_copies=site_copies)
-    assert dut.site_copies == site_copies
+    # (site_lanes 1: every lane a site of its own; 3: slices of unequal lanes)
+    dut = StepSerializer(cfg, site_copies=site_copies, site_lanes=site_lanes)
+    assert (dut.site_copies, dut.site_lanes) == (site_copies, site_lanes)
     seen = []  # (cycle, t, group_last, out_last, lanes, scale) of every emitted column word
 
     async def feed(ctx):
@@ -114,7 +116,7 @@ def test_words_and_schedule(params, credits, site_copies, stages):
         for step in range(n_steps):
             ctx.set(dut.valid, 1)
             if site_copies:  # the sites push on their copies (the array keeps them equal)
-                ctx.set(dut.site_valid, (1 << (C + R)) - 1)
+                ctx.set(dut.site_valid, (1 << dut.site_count) - 1)
             cb = geo.code_bits
             ctx.set(dut.codes.as_value(), sum(int(codes[step, c, lane]) << ((c * L + lane) * cb)
                                               for c in range(C) for lane in range(L)))
@@ -241,3 +243,6 @@ def test_site_copies_are_what_the_sites_push_on():
     assert rows_seen[0] >> width == 0  # row 1's entry was never written
     with pytest.raises(TypeError, match="site_copies must be a bool"):
         StepSerializer(cfg, site_copies=1)
+    with pytest.raises(ValueError, match="site_lanes must be None or an int of at least 1, "
+                                         "not 0"):
+        StepSerializer(cfg, site_lanes=0)

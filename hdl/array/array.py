@@ -13,13 +13,17 @@ from amaranth.lib.wiring import In, Out
 from bitmod.golden.gemm import ArrayConfig
 from bitmod.hdl.arith.term_encoder import REGISTER_LAYOUT
 
-from ..common import check_form, keep_apart, platform_form, read_only
+from ..common import check_form, is_ice40, keep_apart, platform_form, read_only
 from ..registry import array_pe_class
 from .drain import ArrayDrain
 from .front_end import RowFrontEnd, step_layout
 from .serializer import StepSerializer
 
-__all__ = ["SystolicArray", "step_layout"]
+__all__ = ["SITE_LANES", "SystolicArray", "step_layout"]
+
+#: Lanes per serializer site off the iCE40 (StepSerializer ``site_lanes``).
+SITE_LANES = 4
+
 
 @read_only("in_layout", "out_layout")
 class SystolicArray(wiring.Component):
@@ -203,7 +207,11 @@ class SystolicArray(wiring.Component):
         # then one LUT from the count and the serializer's pop.
         early = platform_form(self._early_credits, platform, on_ice40=True)
         n_entries = cfg.feed_entries_early if early else cfg.feed_entries
-        m.submodules.serializer = ser = StepSerializer(cfg, entries=n_entries, site_copies=True)
+        # Off the iCE40, sites of at most 4 lanes (16-lane columns and rows spread across the
+        # chip; the iCE40 arrays have 4 lanes or fewer).
+        m.submodules.serializer = ser = StepSerializer(
+            cfg, entries=n_entries, site_copies=True,
+            site_lanes=None if is_ice40(platform) else SITE_LANES)
         back = ser.popping if early else ser.freed
         credits = Signal(range(n_entries + 1), init=n_entries)
         has_credit = Signal()
@@ -249,7 +257,7 @@ class SystolicArray(wiring.Component):
             stage = Signal(name=f"site_valid_d{k}")
             m.d.sync += stage.eq(site_valid)
             site_valid = stage
-        copies = [keep_apart(Signal(name=f"site{i}_valid")) for i in range(C + R)]
+        copies = [keep_apart(Signal(name=f"site{i}_valid")) for i in range(ser.site_count)]
         m.d.sync += [copy.eq(site_valid) for copy in copies]
         m.d.comb += [
             ser.site_valid.eq(Cat(*copies)),

@@ -279,16 +279,24 @@ class CommandPort(wiring.Component):
                            for bank in range(banks)])
         x_banks = Signal(len(bank_picks))
         x_lanes = Signal(2 * L)  # the lane one-hot of a weight write, then an activation's
+        # The registers an ``ok`` command loads (special, M, N, K), picked at the check too
+        # and cleared with ``accept``: their enables are flip-flops, not the decode of the op
+        # and address behind ``accept`` (the ULX3S 7 x 6 x 16 build at 100 MHz: 11.1 ns into
+        # the job registers, read by the controller across the chip).
+        x_regs = Signal(4)
+        reg_picks = Cat(op == OPS["write_special"],
+                        *[(op == OPS["set_job"]) & (addr == idx) for idx in range(3)])
         with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
             m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd),
                          x_start.eq((op == OPS["start"]) & (status == ST["ok"])),
-                         x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0))]
+                         x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0)),
+                         x_regs.eq(Mux(status == ST["ok"], reg_picks, 0))]
             if self._writes:
                 m.d.sync += [x_banks.eq(bank_picks),
                              x_lanes.eq(Cat((Const(1, L) << f_w["lane"])[:L],
                                             (Const(1, L) << f_a["lane"])[:L]))]
-        with m.If(accept):
-            m.d.sync += [checked.eq(0), x_banks.eq(0)]  # (a pick stands in ``accept`` only)
+        with m.If(accept):  # (a pick stands in ``accept`` only)
+            m.d.sync += [checked.eq(0), x_banks.eq(0), x_regs.eq(0)]
 
         # ---- execute stage: the accepted command ------------------------------------------
         # Without the copy (the iCE40 form: the LCs the iCEBreaker default needs) the execute
@@ -317,13 +325,12 @@ class CommandPort(wiring.Component):
 
         if self._writes:
             self._write_buffers(m, executed, ok, x_banks if registered else None, x_lanes)
-        with m.If(ok), m.Switch(op):
-            with m.Case(OPS["write_special"]):
-                m.d.sync += self.special.eq(dat)
-            with m.Case(OPS["set_job"]), m.Switch(addr):
-                for idx, reg in enumerate((job.m, job.n, job.k)):
-                    with m.Case(idx):
-                        m.d.sync += reg.eq(dat)
+        loads = (x_regs if registered
+                 else Cat(ok & (op == OPS["write_special"]),
+                          *[ok & (op == OPS["set_job"]) & (addr == idx) for idx in range(3)]))
+        for i, reg in enumerate((self.special, job.m, job.n, job.k)):
+            with m.If(loads[i]):
+                m.d.sync += reg.eq(dat)
         m.d.sync += self.start.eq(accept & x_start)
         m.d.comb += [self.output_read.addr.eq(addr),
                      self.output_read.en.eq(ok & (op == OPS["read_output"]))]

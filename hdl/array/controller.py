@@ -69,7 +69,8 @@ class CoreController(wiring.Component):
     config : golden.core.CoreConfig
     form : hdl.array.step_reader.FeedForm or None
         How the feed is built (the cycles are the same in every form): ``queued``, the step
-        queue between the loop and the reader and the reader's second stage after the reads
+        queue between the loop and the reader, the counters cleared by a register of
+        ``start``, and the reader's second stage after the reads
         (otherwise the loop advances with the reader's first stage, from the feed's third
         cycle, and that stage offers the step); ``ready_ahead``, :attr:`step_ready_next`
         gives ``o_step.ready`` a cycle ahead (the array's
@@ -219,14 +220,24 @@ class CoreController(wiring.Component):
                 with m.If(self.job_end):
                     m.next = "IDLE"
         in_prepass = fsm.ongoing("PREPASS") if fp else Const(0)
-        # The counters are cleared a cycle after ``start``, by a register of it beside them
-        # (kept apart), and add that cycle's increment to 0: the same counts as clearing them
-        # at ``start``, whose decode reached every counter bit in one net (7 ns at 7 x 6 x 16).
-        clear = keep_apart(Signal(name="counters_clear"))
-        m.d.sync += clear.eq(self.start)
+        # In the queued form (off the iCE40) the counters are cleared a cycle after ``start``,
+        # by a register of it beside them (kept apart), and add that cycle's increment to 0:
+        # the same counts as clearing them at ``start``, whose decode reached every counter bit
+        # in one net (7 ns at 7 x 6 x 16). The direct form (the iCE40's) clears them at
+        # ``start`` with the flip-flops' own reset (no multiplexer before the adders: the LCs
+        # the iCEBreaker default needs).
+        if not form.queued:
+            def count(reg, increment):
+                with m.If(self.start):
+                    m.d.sync += reg.eq(0)
+                with m.Elif(increment != 0):
+                    m.d.sync += reg.eq(reg + increment)
+        else:
+            clear = keep_apart(Signal(name="counters_clear"))
+            m.d.sync += clear.eq(self.start)
 
-        def count(reg, increment):
-            m.d.sync += reg.eq(Mux(clear, 0, reg) + increment)
+            def count(reg, increment):
+                m.d.sync += reg.eq(Mux(clear, 0, reg) + increment)
 
         count(cnt_cycles, busy)
         # busy_pe_cycles: a taken step's T * rows_valid * cols_valid is registered and added a

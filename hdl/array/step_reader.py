@@ -34,8 +34,9 @@ class FeedForm:
     queued : bool
         A step queue between the step loop and the reader, and the reader's second stage
         (the read data in flip-flops, so no block-RAM output drives logic in the cycle it
-        arrives). Without it, the iCE40 form, the reader's first stage offers the step and
-        the loop advances with it (fewer LCs).
+        arrives), and the controller's counters cleared by a register of ``start`` beside
+        them. Without it, the iCE40 form, the reader's first stage offers the step, the loop
+        advances with it and ``start`` clears the counters (fewer LCs).
     ready_ahead : bool
         The reader's stage enables are flip-flops loaded from the array's ``ready`` a cycle
         ahead (:meth:`~hdl.array.SystolicArray.ready_ahead`), one kept-apart copy per bank.

@@ -34,14 +34,15 @@ def golden_writes(mp, m, n, codes):
     return writes
 
 
+@pytest.mark.parametrize("register_position", [True, False])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_output_writer_follows_golden_output_map(name):
+def test_output_writer_follows_golden_output_map(name, register_position):
     mp = CoreConfig(**CONFIGS[name])
     R, C = mp.rows, mp.cols
     rng = random.Random(7)
     jobs = [(mp.max_m, mp.max_n), (1, 1), (max(1, mp.max_m - 1), max(1, mp.max_n - 2)),
             (mp.rows, mp.cols)]
-    dut = OutputWriter(mp)
+    dut = OutputWriter(mp, register_position=register_position)
     seen = []
 
     async def bench(ctx):

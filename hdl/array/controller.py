@@ -136,10 +136,14 @@ class CoreController(wiring.Component):
         # and as the counters' own copies: loaded alike but kept apart, so that each can sit
         # beside its loads (one flip-flop, next to the counters, was 4.7 ns from the command
         # port's answer registers in the ULX3S 7 x 6 x 16 build at 100 MHz).
-        busy = keep_apart(Signal(name="busy_count"))
-        job_state = [(busy, self.busy), (self.done,)]
-        for reg in (self.busy, self.done):
-            keep_apart(reg)
+        # (The direct form, the iCE40's, keeps one of each: its LCs.)
+        form = self._form or FeedForm.for_platform(platform)
+        busy, job_state = self.busy, [(self.busy,), (self.done,)]
+        if form.queued:
+            busy = keep_apart(Signal(name="busy_count"))
+            job_state = [(busy, self.busy), (self.done,)]
+            for reg in (self.busy, self.done):
+                keep_apart(reg)
         counters = [self.counters[i] for i in range(len(gcore.COUNTERS))]
         cnt_cycles, cnt_busy, cnt_stall = counters
         step = self.o_step
@@ -149,7 +153,6 @@ class CoreController(wiring.Component):
         feeding = loop.remain  # steps remain to be queued (feed) or read (pre-pass)
         fields = loop.step
 
-        form = self._form or FeedForm.for_platform(platform)
         # The read stages (StepReader): stage 2 with the queue, so no block RAM output (5.8 ns
         # clock to data on the ECP5-6) drives logic or a long net in the same cycle (without
         # it Yosys's ABC9 also fails on the ECP5 designs: docs/boards.md).

@@ -8,14 +8,14 @@ from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import core as gcore
 
-from ..common import read_only
+from ..common import check_form, platform_form, read_only
 from .buffers import write_signature
 from .command_port import job_layout
 
 __all__ = ["OutputWriter"]
 
 
-@read_only("config")
+@read_only("config", "register_position")
 class OutputWriter(wiring.Component):
     """Writes the array's results to the output buffer at ``m * max_n + n`` and ends the job.
 
@@ -36,6 +36,9 @@ class OutputWriter(wiring.Component):
     Parameters
     ----------
     config : golden.core.CoreConfig
+    register_position : bool or None
+        The position's compares as flip-flops; ``None`` (default): on every platform but the
+        iCE40, which compares the position where it is used (fewer LCs).
 
     Members
     -------
@@ -49,9 +52,10 @@ class OutputWriter(wiring.Component):
     job_end : Out(1)
     """
 
-    def __init__(self, config: gcore.CoreConfig):
+    def __init__(self, config: gcore.CoreConfig, register_position: bool | None = None):
         if not isinstance(config, gcore.CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._register_position = check_form("register_position", register_position)
         self._config = mp = config
         super().__init__({
             "i_result": In(stream.Signature(data.StructLayout({"code": unsigned(mp.out_bits)}))),
@@ -87,12 +91,20 @@ class OutputWriter(wiring.Component):
                          d_tile_row.eq(0), row_pos.eq(0), col_pos.eq(0),
                          row_in.eq(job_m > 0), col_in.eq(job_n > 0),
                          n_last.eq(job_n <= C), m_last.eq(job_m <= R)]
+        # The iCE40 form compares the position where it is used (the flags' registers are
+        # left without loads, and synthesis drops them): the LCs the iCEBreaker default needs.
+        use = {"row_in": row_in, "col_in": col_in, "n_last": n_last, "m_last": m_last,
+               "col_pos": col_pos}
+        if not platform_form(self._register_position, platform, on_ice40=False):
+            use = {"row_in": d_m0 + d_r < job_m, "col_in": d_n0 + d_c < job_n,
+                   "n_last": d_n0 + C >= job_n, "m_last": d_m0 + R >= job_m,
+                   "col_pos": d_n0 + d_c}
         out, wr = self.i_result, self.output_write
         m.d.comb += [
             out.ready.eq(1),
-            wr.addr.eq(d_row + col_pos),
+            wr.addr.eq(d_row + use["col_pos"]),
             wr.data.eq(out.payload.code),
-            wr.en.eq(out.valid & row_in & col_in),
+            wr.en.eq(out.valid & use["row_in"] & use["col_in"]),
         ]
         with m.If(out.valid):
             with m.If(d_c == C - 1):
@@ -101,8 +113,8 @@ class OutputWriter(wiring.Component):
                 m.d.sync += [d_c.eq(0), col_pos.eq(d_n0), col_in.eq(1)]
                 with m.If(d_r == R - 1):
                     m.d.sync += [d_r.eq(0), row_in.eq(1)]
-                    with m.If(n_last):
-                        with m.If(m_last):
+                    with m.If(use["n_last"]):
+                        with m.If(use["m_last"]):
                             m.d.comb += self.job_end.eq(1)
                         with m.Else():
                             m.d.sync += [d_n0.eq(0), d_m0.eq(d_m0 + R), row_pos.eq(d_m0 + R),

@@ -6,6 +6,8 @@ Twin: :meth:`golden.core.CoreModel.command` (status and response data of every c
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -14,10 +16,10 @@ from bitmod.golden import bfp
 from bitmod.golden import core as gcore
 
 from ..common import check_form, platform_form, read_only
-from .buffers import read_signature, write_signature
+from .buffers import HOST_WRITTEN, read_signature, write_signature
 
-__all__ = ["CommandPort", "address_fields", "cmd_layout", "counters_layout", "job_layout",
-           "resp_layout"]
+__all__ = ["CommandPort", "WriteDecode", "address_fields", "cmd_layout", "counters_layout",
+           "decode_writes", "job_layout", "resp_layout"]
 
 
 def cmd_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -188,9 +190,11 @@ class CommandPort(wiring.Component):
 
         # ---- check stage: the offered command's status ------------------------------------
         op, addr, dat = cmd.op, cmd.addr, cmd.data
-        f_w, top_w = address_fields(addr, mp.fields["write_weight"])
-        f_meta, top_meta = address_fields(addr, mp.fields["write_meta"])
-        f_a, top_a = address_fields(addr, mp.fields["write_act"])
+        # (``go`` per buffer: each write's own ``ok``, below; the fields need none.)
+        write_ok = {name: Signal(name=f"{name}_write_ok") for name in HOST_WRITTEN}
+        decoded = decode_writes(mp, cmd, write_ok)
+        (f_w, top_w), (f_meta, top_meta), (f_a, top_a) = (
+            (decoded[name].fields, decoded[name].fits) for name in HOST_WRITTEN)
         bad_w_addr = ~top_w | (f_w["lane"] >= L) | (f_w["word"] >= mp.weight_depth) \
             | (f_w["bank"] >= C)
         bad_meta_addr = ~top_meta | (f_meta["word"] >= mp.meta_depth) | (f_meta["bank"] >= C)
@@ -270,15 +274,13 @@ class CommandPort(wiring.Component):
         # A write's ``ok`` comes from its own checks: the value of ``status == ok`` for it,
         # but the picks are not behind the whole status decode (the ULX3S 10 x 10 x 8 builds
         # at 65 and 82 MHz: the command → the status → a pick, eight LUTs, 12.5-13.9 ns).
-        write_ok = {name: ~busy & ~bad_addr & ~bad_data
-                    for name, (bad_addr, bad_data) in write_checks.items()}
-        bank_picks = Cat(*[write_ok[name] & (op == OPS[name]) & (fields["bank"] == bank)
-                           for name, fields, banks in (("write_weight", f_w, C),
-                                                       ("write_meta", f_meta, C),
-                                                       ("write_act", f_a, R))
-                           for bank in range(banks)])
-        x_banks = Signal(len(bank_picks))
-        x_lanes = Signal(2 * L)  # the lane one-hot of a weight write, then an activation's
+        for name in HOST_WRITTEN:
+            bad_addr, bad_data = write_checks[f"write_{name}"]
+            m.d.comb += write_ok[name].eq(~busy & ~bad_addr & ~bad_data)
+        if self._writes:
+            bank_picks = Cat(*[hit for name in HOST_WRITTEN for hit in decoded[name].hits])
+            x_banks = Signal(len(bank_picks))
+            x_lanes = Signal(2 * L)  # the lane one-hot of a weight write, then an activation's
         # The registers an ``ok`` command loads (special, M, N, K), picked at the check too
         # and cleared with ``accept``: their enables are flip-flops, not the decode of the op
         # and address behind ``accept`` (the ULX3S 7 x 6 x 16 build at 100 MHz: 11.1 ns into
@@ -293,10 +295,11 @@ class CommandPort(wiring.Component):
                          x_regs.eq(Mux(status == ST["ok"], reg_picks, 0))]
             if self._writes:
                 m.d.sync += [x_banks.eq(bank_picks),
-                             x_lanes.eq(Cat((Const(1, L) << f_w["lane"])[:L],
-                                            (Const(1, L) << f_a["lane"])[:L]))]
+                             x_lanes.eq(Cat(decoded["weight"].lanes, decoded["act"].lanes))]
         with m.If(accept):  # (a pick stands in ``accept`` only)
-            m.d.sync += [checked.eq(0), x_banks.eq(0), x_regs.eq(0)]
+            m.d.sync += [checked.eq(0), x_regs.eq(0)]
+            if self._writes:
+                m.d.sync += x_banks.eq(0)
 
         # ---- execute stage: the accepted command ------------------------------------------
         # Without the copy (the iCE40 form: the LCs the iCEBreaker default needs) the execute
@@ -324,7 +327,15 @@ class CommandPort(wiring.Component):
                          resp_data.eq(Cat(Const(0, 1), done)), resp_from_mem.eq(0)]
 
         if self._writes:
-            self._write_buffers(m, executed, ok, x_banks if registered else None, x_lanes)
+            if registered:
+                picked_banks = [x_banks[i] for i in range(len(x_banks))]
+                lane_ens = [x_lanes[:L], x_lanes[L:]]
+            else:
+                executed_writes = decode_writes(mp, executed, ok)
+                picked_banks = [hit for name in HOST_WRITTEN
+                                for hit in executed_writes[name].hits]
+                lane_ens = [executed_writes["weight"].lanes, executed_writes["act"].lanes]
+            self._write_buffers(m, executed, picked_banks, lane_ens)
         loads = (x_regs if registered
                  else Cat(ok & (op == OPS["write_special"]),
                           *[ok & (op == OPS["set_job"]) & (addr == idx) for idx in range(3)]))
@@ -337,29 +348,21 @@ class CommandPort(wiring.Component):
         return m
 
 
-    def _write_buffers(self, m: Module, executed, ok, x_banks, x_lanes) -> None:
-        """Host writes: one element per command, the lane picked by the write enable. The
-        registered form's enables come from the check's picks ``x_banks`` and lanes
-        ``x_lanes``; the iCE40's (``x_banks`` None) decode the ``executed`` command here."""
+    def _write_buffers(self, m: Module, executed, picked_bank, lane_ens) -> None:
+        """Host writes: one element per command, the lane picked by the write enable.
+        ``picked_bank``: one enable per bank (the weight banks, the meta banks, then the
+        activation banks); ``lane_ens``: the lane one-hots of a weight and an activation
+        write. The registered form's are the check's flip-flops; the iCE40's the decode of
+        the ``executed`` command (:func:`decode_writes`)."""
         mp = self._config
         R, C, L = mp.rows, mp.cols, mp.lanes
-        CB, AB, OPS = mp.code_bits, mp.act_bits, gcore.OPS
-        op, addr, dat = executed.op, executed.addr, executed.data
+        CB, AB = mp.code_bits, mp.act_bits
+        addr, dat = executed.addr, executed.data
         f_w, _ = address_fields(addr, mp.fields["write_weight"])
         f_meta, _ = address_fields(addr, mp.fields["write_meta"])
         f_a, _ = address_fields(addr, mp.fields["write_act"])
         lane_en = [Signal(L, name=f"lane_en_{n}") for n in ("w", "a")]
-        if x_banks is not None:
-            picked_bank = [x_banks[i] for i in range(2 * C + R)]
-            m.d.comb += [lane_en[0].eq(x_lanes[:L]), lane_en[1].eq(x_lanes[L:])]
-        else:
-            picked_bank = [ok & (op == OPS[name]) & (fields["bank"] == bank)
-                           for name, fields, banks in (("write_weight", f_w, C),
-                                                       ("write_meta", f_meta, C),
-                                                       ("write_act", f_a, R))
-                           for bank in range(banks)]
-            m.d.comb += [lane_en[0].eq((Const(1, L) << f_w["lane"])[:L]),
-                         lane_en[1].eq((Const(1, L) << f_a["lane"])[:L])]
+        m.d.comb += [lane_en[0].eq(lane_ens[0]), lane_en[1].eq(lane_ens[1])]
         for c in range(C):
             w_wr, meta_wr = self.weight_write[c], self.meta_write[c]
             m.d.comb += [
@@ -382,6 +385,51 @@ def address_fields(value, fields):
         out[name] = value[pos:pos + width] if width else Const(0, 1)
         pos += width
     return out, value[pos:] == 0 if pos < len(value) else Const(1)
+
+
+class WriteDecode(NamedTuple):
+    """One host-written buffer's decode of a write command (:func:`decode_writes`).
+
+    Members
+    -------
+    fields : dict[str, Value]
+        The address fields (``lane``, ``word``, ``bank``; ``lane`` a 1-bit 0 without lanes).
+    fits : Value
+        The address bits above the fields are zero.
+    hits : list[Value]
+        Per bank: ``go``, the op is this buffer's write and the bank field names this bank.
+    lanes : Value
+        The lane one-hot (``L`` bits) of a per-lane buffer; 1 (one bit) for ``meta``, whose
+        words are written whole.
+    """
+
+    fields: dict
+    fits: object
+    hits: list
+    lanes: object
+
+
+def decode_writes(config: gcore.CoreConfig, cmd, go) -> dict[str, WriteDecode]:
+    """The decode of a write command for each :data:`~hdl.array.buffers.HOST_WRITTEN` buffer:
+    its address fields, per-bank hits and lane one-hot (:class:`WriteDecode`).
+
+    ``go`` gates the hits: one value for every buffer, or a dict ``buffer -> value`` (the
+    command port's check: each buffer's own "this write is ``ok``"). The command port (its
+    check stage, and the iCE40 form's execute stage) and a split top's
+    :class:`~hdl.array.host_writes.HostWrites` decode a write with this one function.
+    """
+    mp = config
+    out = {}
+    for name in HOST_WRITTEN:
+        fields, fits = address_fields(cmd.addr, mp.fields[f"write_{name}"])
+        banks = mp.rows if name == "act" else mp.cols
+        gate = go[name] if isinstance(go, dict) else go
+        ours = gate & (cmd.op == gcore.OPS[f"write_{name}"])
+        hits = [ours & (fields["bank"] == bank) for bank in range(banks)]
+        per_lane = any(field == "lane" for field, _ in mp.fields[f"write_{name}"])
+        lanes = (Const(1, mp.lanes) << fields["lane"])[:mp.lanes] if per_lane else Const(1, 1)
+        out[name] = WriteDecode(fields, fits, hits, lanes)
+    return out
 
 
 def _first(*conds):

@@ -7,7 +7,7 @@ Semantics: :meth:`golden.core.CoreModel.command` (an ``ok`` ``write_weight`` / `
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module
+from amaranth import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -15,7 +15,7 @@ from bitmod.golden import core as gcore
 
 from ..common import read_only
 from .buffers import HOST_WRITTEN, buffer_shapes, write_signature
-from .command_port import address_fields, cmd_layout
+from .command_port import cmd_layout, decode_writes
 
 __all__ = ["HostWrites"]
 
@@ -78,18 +78,13 @@ class HostWrites(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         mp = self._config
-        L = mp.lanes
-        op, addr, dat = self.cmd.op, self.cmd.addr, self.cmd.data
         shapes = buffer_shapes(mp)
+        decoded = decode_writes(mp, self.cmd, self.commit)
         for name in HOST_WRITTEN:
             _, _, width, granularity = shapes[name]
-            fields, _ = address_fields(addr, mp.fields[f"write_{name}"])
-            ours = op == gcore.OPS[f"write_{name}"]
-            element = dat[:granularity or width]
-            # A lane one-hot for the granular (per-lane) banks; meta words are written whole.
-            lanes = (Const(1, L) << fields["lane"])[:L] if granularity else Const(1, 1)
-            for bank, port in enumerate(getattr(self, f"{name}_write")):
-                hit = self.commit & ours & (fields["bank"] == bank)
+            fields, _, hits, lanes = decoded[name]
+            element = self.cmd.data[:granularity or width]
+            for port, hit in zip(getattr(self, f"{name}_write"), hits, strict=True):
                 m.d.sync += [port.addr.eq(fields["word"]), port.data.eq(element),
                              port.en.eq(Cat(*[hit & lanes[i] for i in range(len(lanes))]))]
         return m

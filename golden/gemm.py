@@ -372,17 +372,7 @@ class ArrayConfig(DatapathParams):
         after the step's last term leaves its entry: a credit goes round in ``F + T + 1``
         cycles, so ``N`` of them give at least one step per ``T`` cycles and the feed never
         slows the column tops (the cycle model holds)."""
-        return self.feed_entries_ahead(0)
-
-    def feed_entries_ahead(self, lead: int) -> int:
-        """:attr:`feed_entries` of an array whose sender takes a credit ``lead`` cycles before
-        the step reaches the array's input (the core's reader in its credited form, which
-        takes the credit where it reads the block RAMs and then moves the step through its
-        two stages without an enable): the credit goes round in ``F + lead + T + 1`` cycles,
-        so ``ceil((F + lead + 1) / T) + 1`` entries."""
-        if not isinstance(lead, int) or isinstance(lead, bool) or lead < 0:
-            raise ValueError(f"lead must be an int >= 0, not {lead!r}")
-        return -(-(self.front_end_latency + lead + 1) // self.terms) + 1
+        return -(-(self.front_end_latency + 1) // self.terms) + 1
 
     @property
     def feed_entries_early(self) -> int:

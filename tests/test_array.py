@@ -4,9 +4,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.gemm import ArrayConfig
@@ -78,14 +75,6 @@ def test_parameters_are_validated():
         SystolicArray(ArrayConfig(out_format="bf16"))
     with pytest.raises(TypeError, match="early_credits must be a bool or None, not 'yes'"):
         SystolicArray(ArrayConfig(), early_credits="yes")
-    with pytest.raises(ValueError, match="feed_lead must be an int >= 0, not -1"):
-        SystolicArray(ArrayConfig(), feed_lead=-1)
-    with pytest.raises(ValueError, match="lead must be an int >= 0, not True"):
-        ArrayConfig().feed_entries_ahead(True)
-    from amaranth.back import rtlil
-    fp16 = SystolicArray(ArrayConfig(**FP16_INT8W), feed_lead=2)
-    with pytest.raises(ValueError, match="feed_lead 2 needs a front end that takes every step"):
-        rtlil.convert(fp16)
     from bitmod.hdl.array.serializer import StepSerializer
     with pytest.raises(ValueError, match="entries must be an int of at least 2, not 1"):
         StepSerializer(ArrayConfig(), entries=1)
@@ -207,69 +196,29 @@ class _EarlyCreditArray(SystolicArray):
         super().__init__(config, early_credits=True)
 
 
-class _CreditedSender(wiring.Component):
-    """The array with a feed lead of 2 behind a sender that takes its credits and moves each
-    step through two stages without an enable (the core's credited reader), as a stream
-    unit: ``i_stream.ready`` is the array's credit."""
-
-    def __init__(self, config):
-        self.array = SystolicArray(config, feed_lead=2)
-        super().__init__({"i_stream": In(stream.Signature(self.array.in_layout)),
-                          "special_values": In(len(self.array.special_values)),
-                          "o_stream": Out(stream.Signature(self.array.out_layout)),
-                          "overrun": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.array = array = self.array
-        take = self.i_stream.valid & array.credit
-        stages = [(Signal(name=f"valid{i}"), Signal(self.array.in_layout, name=f"step{i}"))
-                  for i in range(2)]
-        m.d.sync += [stages[0][0].eq(take), stages[0][1].eq(self.i_stream.payload),
-                     stages[1][0].eq(stages[0][0]), stages[1][1].eq(stages[0][1])]
-        m.d.comb += [self.i_stream.ready.eq(array.credit), array.credit_take.eq(take),
-                     array.i_stream.valid.eq(stages[1][0]),
-                     array.i_stream.payload.eq(stages[1][1]),
-                     array.special_values.eq(self.special_values),
-                     self.overrun.eq(array.overrun)]
-        wiring.connect(m, array.o_stream, wiring.flipped(self.o_stream))
-        return m
-
-
-_FEED_CASES = [
+@pytest.mark.parametrize("early", [False, True])
+@pytest.mark.parametrize(("params", "scheme"), [
     # Groups of 64 (16 steps, more than the dequantizers' spacing D): feed-bound.
-    (dict(INT8_INT8_INTPE, group_size=64), "int8"),  # T = 1, F = 1: N = 3 (early 2, lead 5)
+    (dict(INT8_INT8_INTPE, group_size=64), "int8"),  # T = 1, F = 1: N = 3 (early 2)
     (dict(FP16_INT4_INTPE, group_size=64), "int4"),  # T = 1, F = 4: N = 6 (early 5)
     (dict(FP16_INT8W, group_size=64), "int8"),  # bit-serial int8: T = 4, F = 4: N = 3 (2)
-    (dict(INT8_BITMOD, group_size=64), "bitmod4"),  # T = 2, F = 1: N = 2 (early 2, lead 3)
-]
-
-
-# (A feed lead needs a front end that takes every step: INT8 activations.)
-@pytest.mark.parametrize(("params", "scheme", "form"), [
-    (params, scheme, form) for params, scheme in _FEED_CASES
-    for form in ("registered", "early", "lead")
-    if form != "lead" or params["act_format"] == "int8"])
-def test_feed_credits_keep_up(params, scheme, form, monkeypatch):
+])
+def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
     """A compute-bound GEMM (K of 2 groups, one tile row): with its N feed credits
-    (ArrayConfig.feed_entries; feed_entries_early when credits come back a cycle early;
-    feed_entries_ahead(2) when the sender takes them two cycles before its step arrives) the
-    cycles equal golden's model; with one credit fewer the feed slows the column tops."""
+    (ArrayConfig.feed_entries, or feed_entries_early when credits come back a cycle early)
+    the cycles equal golden's model; with one credit fewer the feed slows the column tops."""
     from bitmod.sim.vectors import run_stream
 
     m, n, k = params["rows"], 2 * params["cols"], 128
     cfg, qt, acts, result = make_case(params, m, n, k, 3, scheme)
     model = ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
-    name = {"registered": "feed_entries", "early": "feed_entries_early",
-            "lead": "feed_entries_ahead"}[form]
-    entries = cfg.feed_entries_ahead(2) if form == "lead" else getattr(cfg, name)
-    unit = {"registered": SystolicArray, "early": _EarlyCreditArray,
-            "lead": _CreditedSender}[form]
+    name = "feed_entries_early" if early else "feed_entries"
+    entries = getattr(cfg, name)
 
     def measured():
         steps, tiles = gemm_stream(cfg, acts, qt)
         stats = {}
-        out = run_stream(unit, cfg,
+        out = run_stream(_EarlyCreditArray if early else SystolicArray, cfg,
                          pack_steps(cfg, steps), ports={"special_values": special_register(cfg)},
                          n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats,
                          engine="amaranth", cycles_per_input=cfg.terms, idle=0.0,
@@ -277,13 +226,9 @@ def test_feed_credits_keep_up(params, scheme, form, monkeypatch):
         assert (out == expected_codes(cfg, result, tiles)).all()
         return stats["output_cycles"][-1] + 1
 
-    # (The lead's sender takes the first step two cycles before the array does.)
-    model += 2 if form == "lead" else 0
     assert measured() == model
     if entries - 1 >= 2:  # the serializer needs two
-        fewer = ((lambda self, lead: entries - 1) if form == "lead"
-                 else property(lambda self: entries - 1))
-        monkeypatch.setattr(ArrayConfig, name, fewer)
+        monkeypatch.setattr(ArrayConfig, name, property(lambda self: entries - 1))
         assert measured() > model
 
 

@@ -156,15 +156,13 @@ def _ints(value):
 
 
 # The forms: the step queue with the array's ready (the ECP5's, for FP activations), with it
-# announced a cycle ahead, the reader on the array's credits (the ECP5's, INT8), and the
-# direct form (the iCE40's).
+# announced a cycle ahead (the ECP5's, INT8), and the direct form (the iCE40's).
 FORMS = {"queued": FeedForm(queued=True), "ahead": FeedForm(queued=True, ready_ahead=True),
-         "credited": FeedForm(queued=True, credited=True), "direct": FeedForm(queued=False)}
+         "direct": FeedForm(queued=False)}
 
 
 @pytest.mark.parametrize(("name", "form"), [(name, form) for name in CASES for form in FORMS
-                                            if form not in ("ahead", "credited")
-                                            or name == "int8"])
+                                            if form != "ahead" or name == "int8"])
 def test_controller_steps_and_counters_match_golden(name, form):
     params, scheme, jobs = CASES[name]
     mp = CoreConfig(**params)
@@ -183,7 +181,6 @@ def test_controller_steps_and_counters_match_golden(name, form):
               for buf, banks in buffer_words(mp, *job_data, words).items()}
              for job_data in data]
     dut = _ControllerOnBuffers(mp, FORMS[form])
-    credited = FORMS[form].credited
     ctrl, buffers = dut.ctrl, dut.buffers
     chooser = random.Random(5)
     results = []
@@ -212,12 +209,10 @@ def test_controller_steps_and_counters_match_golden(name, form):
 
     async def bench(ctx):
         # The array's ready, set a cycle ahead on step_ready_next as well (the ready_ahead
-        # form's input, ignored by the others): it changes only in the job loop. In the
-        # credited form it is the array's free credit, and a step on offer is taken.
+        # form's input, ignored by the others): it changes only in the job loop.
         ready = True
-        ctx.set(ctrl.o_step.ready, ready and not credited)
+        ctx.set(ctrl.o_step.ready, ready)
         ctx.set(ctrl.step_ready_next, ready)
-        ctx.set(ctrl.step_credit, ready)
         for index, ((m, n, k), content) in enumerate(zip(jobs, loads, strict=True)):
             await load(ctx, content)
             always_ready = index == 0
@@ -234,16 +229,15 @@ def test_controller_steps_and_counters_match_golden(name, form):
                 assert ctx.get(ctrl.busy) and not ctx.get(ctrl.done)
                 upcoming = always_ready or chooser.random() < 0.5
                 readies.append(ready)
-                ctx.set(ctrl.o_step.ready, ready and not credited)  # (credited: not read)
+                ctx.set(ctrl.o_step.ready, ready)
                 ctx.set(ctrl.step_ready_next, upcoming)
-                ctx.set(ctrl.step_credit, ready)
                 ctx.set(ctrl.job_end, cycle == end_at)
                 valid = ctx.get(ctrl.o_step.valid)
                 payload = _plain(ctx.get(ctrl.o_step.payload), fp) if valid else None
                 if held is not None:
                     assert valid and payload == held, "a step changed before it was taken"
-                held = payload if valid and not ready and not credited else None
-                if valid and (ready or credited):
+                held = payload if valid and not ready else None
+                if valid and ready:
                     steps.append(payload)
                     if first is None:
                         first = cycle
@@ -254,8 +248,7 @@ def test_controller_steps_and_counters_match_golden(name, form):
                 await ctx.tick()
                 ready = upcoming
                 if cycle == end_at:
-                    ctx.set(ctrl.o_step.ready, ready and not credited)
-                    ctx.set(ctrl.step_credit, ready)
+                    ctx.set(ctrl.o_step.ready, ready)
                     break
                 assert cycle < 10 * (gemm + m * k), "the job does not end"
             ctx.set(ctrl.job_end, 0)

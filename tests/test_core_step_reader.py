@@ -1,11 +1,9 @@
 """The controller's read stages (hdl/array/step_reader.py) on the core's buffers, beside a
 model: random entries (addresses anywhere in the banks, random lane, row and column masks and
 flags) offered in random cycles, the array's ``ready`` random (and announced a cycle ahead in
-the ``ready_ahead`` form; in the credited form the array's credit is random instead); in all
-four forms every step comes out once, in order, held while not taken, from the cycle after its
-entry is taken (two with stage 2; exactly two in the credited form, which takes every step
-with a credit), and equals the banks' words at its addresses (each bank's own) with padding
-lanes, rows and columns zeroed."""
+the ``ready_ahead`` form); in all three forms every step comes out once, in order, held while
+not taken, from the cycle after its entry is taken (two with stage 2), and equals the banks'
+words at its addresses (each bank's own) with padding lanes, rows and columns zeroed."""
 
 import random
 
@@ -20,8 +18,7 @@ from bitmod.hdl.array.step_reader import FeedForm, StepReader, lane_copy, read_e
 from bitmod.sim.amaranth_sim import run_simulation
 
 FORMS = {"one stage": FeedForm(queued=False), "registered": FeedForm(queued=True),
-         "ready ahead": FeedForm(queued=True, ready_ahead=True),
-         "credited": FeedForm(queued=True, credited=True)}
+         "ready ahead": FeedForm(queued=True, ready_ahead=True)}
 
 
 class _ReaderOnBuffers(Elaboratable):
@@ -84,11 +81,9 @@ def plain(payload, fp):
     return step
 
 
-# (The ready_ahead and credited forms are the INT8 core's: only there does the array's input
-# take every step.)
-@pytest.mark.parametrize(("name", "form"), [
-    (name, form) for name in CONFIGS for form in FORMS
-    if name == "int8" or not (FORMS[form].ready_ahead or FORMS[form].credited)])
+# (The ready_ahead form is the INT8 core's: only there does the array announce its ready.)
+@pytest.mark.parametrize(("name", "form"), [(name, form) for name in CONFIGS for form in FORMS
+                                            if name == "int8" or not FORMS[form].ready_ahead])
 def test_step_reader_offers_the_banks_words_padded(name, form):
     mp = CoreConfig(**CONFIGS[name])
     fp = mp.act_format != "int8"
@@ -111,7 +106,6 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
                      cols_valid=rng.randrange(mp.cols + 1))
         entries.append(entry)
     latency = 2 if FORMS[form].queued else 1
-    credited = FORMS[form].credited  # ``ready`` is the credit; a step on offer is taken
     got, taken_at = [], []
 
     async def bench(ctx):
@@ -131,14 +125,12 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
         ready = True
         ctx.set(reader.o_step.ready, ready)
         ctx.set(reader.step_ready_next, ready)
-        ctx.set(reader.credit, ready)
         index, held, cycle = 0, None, 0
         while len(got) < len(entries):
             cycle += 1
             upcoming = rng.random() < 0.6
-            ctx.set(reader.o_step.ready, ready and not credited)  # (credited: not read)
+            ctx.set(reader.o_step.ready, ready)
             ctx.set(reader.step_ready_next, upcoming)
-            ctx.set(reader.credit, ready)
             offer = index < len(entries) and rng.random() < 0.8
             ctx.set(reader.i_stream.valid, offer)
             if offer:
@@ -147,19 +139,15 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
             payload = plain(ctx.get(reader.o_step.payload), fp) if valid else None
             if held is not None:
                 assert payload == held, f"cycle {cycle}: a step changed before it was taken"
-            held = payload if valid and not ready and not credited else None
+            held = payload if valid and not ready else None
             if valid:
                 assert taken_at[len(got)] + latency <= cycle, "a step came out early"
-                if credited:
-                    assert taken_at[len(got)] + latency == cycle, "a credited step was late"
                 want = entries[len(got)]
                 assert (int(ctx.get(reader.rows_valid)), int(ctx.get(reader.cols_valid))) == (
                     want["rows_valid"], want["cols_valid"])
-            if valid and (ready or credited):
+            if valid and ready:
                 got.append(payload)
-            taken = offer and ctx.get(reader.i_stream.ready)
-            assert ctx.get(reader.credit_take) == (taken if credited else 0)
-            if taken:
+            if offer and ctx.get(reader.i_stream.ready):
                 taken_at.append(cycle)
                 index += 1
             await ctx.tick()
@@ -180,11 +168,6 @@ def test_step_reader_is_validated():
         FeedForm(queued="yes")
     with pytest.raises(ValueError, match=r"FeedForm\.ready_ahead needs queued=True"):
         FeedForm(queued=False, ready_ahead=True)
-    with pytest.raises(ValueError, match=r"FeedForm\.credited needs queued=True"):
-        FeedForm(queued=False, credited=True)
-    with pytest.raises(ValueError, match=r"FeedForm\.ready_ahead and credited exclude each"):
-        FeedForm(ready_ahead=True, credited=True)
-    assert FeedForm(credited=True).credit_lead == 2 and FeedForm().credit_lead == 0
     with pytest.raises(TypeError, match="form must be a FeedForm, not True"):
         StepReader(mp, True)
     with pytest.raises(TypeError, match="config must be a CoreConfig, not 3"):

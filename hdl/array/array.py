@@ -25,7 +25,7 @@ __all__ = ["SITE_LANES", "SystolicArray", "step_layout"]
 SITE_LANES = 4
 
 
-@read_only("in_layout", "out_layout", "feed_lead")
+@read_only("in_layout", "out_layout")
 class SystolicArray(wiring.Component):
     """``R x C`` output-stationary array: rows = tokens, columns = output channels.
 
@@ -93,10 +93,7 @@ class SystolicArray(wiring.Component):
     steps counted against them), so the front end runs free and its ``ready`` is a
     flip-flop (one LUT from flip-flops with ``early_credits``). ``overrun`` is set (and
     stays set) if a PE was ever offered a payload it could not take, or a step found no free
-    entry; the tests check it never is. With a ``feed_lead`` the sender holds the credits:
-    it takes one (:attr:`credit_take`, while :attr:`credit`) ``feed_lead`` cycles before its
-    step arrives, and the input takes every step (``ready`` is 1), so the sender's stages
-    between the credit and the array need no enable (the core's reader, credited form).
+    entry; the tests check it never is.
 
     Output: ``R * C`` codes of ``out_format`` per tile (FP32 or FP16, RNE, IEEE overflow to
     +-Inf), row-major, padding rows/columns included; ``B = out_bits`` = 32 (FP32) or 16 (FP16)
@@ -116,12 +113,6 @@ class SystolicArray(wiring.Component):
         (:attr:`golden.gemm.ArrayConfig.feed_entries_early` entries instead of
         :attr:`~golden.gemm.ArrayConfig.feed_entries`). ``None`` (default): on an iCE40
         platform only.
-    feed_lead : int
-        Cycles from a credit taken (:attr:`credit_take`) to its step on ``i_stream`` (0, the
-        default: the input takes a step with its credit, ``ready`` is the credit). Above 0
-        the column tops hold :meth:`golden.gemm.ArrayConfig.feed_entries_ahead` steps; it
-        needs the form :meth:`ready_ahead` names (a front end that takes every step, credits
-        not early).
 
     Members
     -------
@@ -136,25 +127,16 @@ class SystolicArray(wiring.Component):
         ``i_stream.ready`` of the next cycle, where :meth:`ready_ahead` says it is known (0
         elsewhere): the core's controller registers its read enables from it, so that
         ``ready`` need not reach its block RAMs in the cycle it rises or falls.
-    credit : Out(1)
-        With a ``feed_lead``: a credit is free this cycle (a flip-flop). 0 otherwise.
-    credit_take : In(1)
-        With a ``feed_lead``: the sender takes a credit (only while :attr:`credit`); its step
-        comes ``feed_lead`` cycles later. Unused otherwise.
     overrun : Out(1)
         Sticky: a PE was offered a payload with its ``ready`` low (a design error, never
         expected; unused outside the tests, so synthesis removes it).
     """
 
-    def __init__(self, config: ArrayConfig | None = None, early_credits: bool | None = None,
-                 feed_lead: int = 0):
+    def __init__(self, config: ArrayConfig | None = None, early_credits: bool | None = None):
         self._cfg = cfg = ArrayConfig() if config is None else config
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
         self._early_credits = check_form("early_credits", early_credits)
-        if not isinstance(feed_lead, int) or isinstance(feed_lead, bool) or feed_lead < 0:
-            raise ValueError(f"feed_lead must be an int >= 0, not {feed_lead!r}")
-        self._feed_lead = feed_lead
         self._in_layout = step_layout(cfg)
         self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
         super().__init__({
@@ -162,8 +144,6 @@ class SystolicArray(wiring.Component):
             "special_values": In(REGISTER_LAYOUT.size),
             "o_stream": Out(stream.Signature(self._out_layout)),
             "ready_next": Out(1),
-            "credit": Out(1),
-            "credit_take": In(1),
             "overrun": Out(1),
         })
 
@@ -226,12 +206,7 @@ class SystolicArray(wiring.Component):
         # iCEBreaker default needs) with its ``popping``, a cycle earlier, and ``ready`` is
         # then one LUT from the count and the serializer's pop.
         early = platform_form(self._early_credits, platform, on_ice40=True)
-        lead = self._feed_lead
-        if lead and not self.ready_ahead(platform):
-            raise ValueError(f"feed_lead {lead} needs a front end that takes every step "
-                             f"(INT8 activations, no table builders) and credits not early")
-        n_entries = (cfg.feed_entries_early if early else
-                     cfg.feed_entries_ahead(lead) if lead else cfg.feed_entries)
+        n_entries = cfg.feed_entries_early if early else cfg.feed_entries
         # Off the iCE40, sites of at most 4 lanes (16-lane columns and rows spread across the
         # chip; the iCE40 arrays have 4 lanes or fewer).
         m.submodules.serializer = ser = StepSerializer(
@@ -240,8 +215,7 @@ class SystolicArray(wiring.Component):
         back = ser.popping if early else ser.freed
         credits = Signal(range(n_entries + 1), init=n_entries)
         has_credit = Signal()
-        # (With a lead the sender takes the credit; its step arrives ``lead`` cycles later.)
-        taken = self.credit_take if lead else self.i_stream.valid & self.i_stream.ready
+        taken = self.i_stream.valid & self.i_stream.ready
         credits_next = Signal.like(credits)  # (truncated: the count never leaves its range)
         m.d.comb += credits_next.eq(credits - taken + back)
         m.d.sync += credits.eq(credits_next)
@@ -257,13 +231,9 @@ class SystolicArray(wiring.Component):
             m.d.comb += has_credit.eq(has_credit_q)
             if self.ready_ahead(platform):  # ``ready`` is has_credit_q: its input is next's
                 m.d.comb += self.ready_next.eq(credit_next)
-        if lead:  # (the front end takes every step: ready_ahead)
-            m.d.comb += [self.credit.eq(has_credit), self.i_stream.ready.eq(1),
-                         fe.i_stream.valid.eq(self.i_stream.valid)]
-        else:
-            m.d.comb += [self.i_stream.ready.eq(has_credit & fe.i_stream.ready),
-                         fe.i_stream.valid.eq(self.i_stream.valid & has_credit)]
-        m.d.comb += fe.i_stream.payload.eq(self.i_stream.payload)
+        m.d.comb += [self.i_stream.ready.eq(has_credit & fe.i_stream.ready),
+                     fe.i_stream.valid.eq(self.i_stream.valid & has_credit),
+                     fe.i_stream.payload.eq(self.i_stream.payload)]
         m.d.comb += [drain.base_w_en.eq(fe.base_w_en), drain.base_w_data.eq(fe.base_w_data),
                      fe.base_w_rdy.eq(drain.base_w_rdy)]
         front = fe.o_stream.payload

@@ -57,9 +57,7 @@ class CoreController(wiring.Component):
     :attr:`busy` high (from the cycle after ``start`` to the one with ``job_end``);
     ``busy_pe_cycles``, ``T * rows * cols`` of real rows and columns per step the array takes;
     ``stall_cycles``, feed cycles in which the array is ready, no step is on offer and steps
-    remain (the first step's cycle in the queue and its buffer read); in the credited form
-    "ready" is a free credit, and a cycle whose step waited for one is not a stall (the
-    other forms hold that step on offer instead).
+    remain (the first step's cycle in the queue and its buffer read).
 
     Latency: the first step is offered ``prepass + 4`` cycles after ``start``, ``prepass =
     ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8 (so :func:`golden.core.
@@ -77,12 +75,9 @@ class CoreController(wiring.Component):
         cycle, and that stage offers the step); ``ready_ahead``, :attr:`step_ready_next`
         gives ``o_step.ready`` a cycle ahead (the array's
         :meth:`~hdl.array.SystolicArray.ready_ahead`) and the reader's stage enables are
-        flip-flops loaded with their next values (INT8 activations only: no pre-pass);
-        ``credited``, the reader takes the array's feed credit (:attr:`step_credit`) with
-        each entry and moves the step without enables; the array takes every step (INT8
-        activations only). ``None`` (default): :meth:`FeedForm.for_platform`, queued on
-        every platform but the iCE40 (whose LCs the iCEBreaker default needs), neither
-        ``ready_ahead`` nor ``credited``.
+        flip-flops loaded with their next values (INT8 activations only: no pre-pass).
+        ``None`` (default): :meth:`FeedForm.for_platform`, queued on every platform but the
+        iCE40 (whose LCs the iCEBreaker default needs), without ``ready_ahead``.
 
     Members
     -------
@@ -101,11 +96,6 @@ class CoreController(wiring.Component):
         To the array's ``i_stream``.
     step_ready_next : In(1)
         With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
-    step_credit : In(1)
-        With ``credited``: the array's ``credit`` (unused otherwise; ``o_step.ready`` is
-        then not read).
-    step_credit_take : Out(1)
-        With ``credited``: the reader takes a credit (the array's ``credit_take``).
     """
 
     def __init__(self, config: gcore.CoreConfig, form: FeedForm | None = None):
@@ -113,10 +103,9 @@ class CoreController(wiring.Component):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         if form is not None and not isinstance(form, FeedForm):
             raise TypeError(f"form must be a FeedForm or None, not {form!r}")
-        for name in ("ready_ahead", "credited"):
-            if form is not None and getattr(form, name) and config.act_format != "int8":
-                raise ValueError(f"FeedForm.{name} needs INT8 activations (no pre-pass), not "
-                                 f"{config.act_format}")
+        if form is not None and form.ready_ahead and config.act_format != "int8":
+            raise ValueError(f"FeedForm.ready_ahead needs INT8 activations (no pre-pass), not "
+                             f"{config.act_format}")
         self._form = form
         self._config = mp = config
         members = {
@@ -134,7 +123,7 @@ class CoreController(wiring.Component):
             if name in ("gexp", "base"):
                 members[f"{name}_write"] = In(write_signature(depth, width)).array(banks)
         members["o_step"] = Out(stream.Signature(step_layout(mp.array)))
-        members.update(step_ready_next=In(1), step_credit=In(1), step_credit_take=Out(1))
+        members["step_ready_next"] = In(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -189,16 +178,7 @@ class CoreController(wiring.Component):
             advance = reader.i_stream.valid & reader.i_stream.ready
             m.d.comb += reader.i_stream.payload.eq(fields)
         wiring.connect(m, reader.o_step, wiring.flipped(self.o_step))
-        m.d.comb += [reader.step_ready_next.eq(self.step_ready_next),
-                     reader.credit.eq(self.step_credit),
-                     self.step_credit_take.eq(reader.credit_take)]
-        # The array takes a step when offered and ready; in the credited form, when offered
-        # (its credit was taken two cycles before, and ``ready`` is not read), and the feed
-        # is "ready" (for the stall count) while a credit is free.
-        if form.credited:
-            step_taken, feed_ready = step.valid, self.step_credit & ~reader.blocked
-        else:
-            step_taken, feed_ready = step.valid & step.ready, step.ready
+        m.d.comb += reader.step_ready_next.eq(self.step_ready_next)
 
         # The pre-pass's stage 1: the flags of the activation words being read.
         pre = {"valid": Signal(name="pre_valid"), "lanes": Signal(L, name="pre_lanes"),
@@ -239,7 +219,7 @@ class CoreController(wiring.Component):
                 # Steps remain: to queue, in the queue (or the loop's, about to be read), or
                 # read and not yet on offer.
                 remain = feeding | reader.i_stream.valid | reader.pending
-                m.d.comb += stalled.eq(feed_ready & ~step.valid & remain)
+                m.d.comb += stalled.eq(step.ready & ~step.valid & remain)
                 with m.If(self.job_end):
                     m.next = "IDLE"
         in_prepass = fsm.ongoing("PREPASS") if fp else Const(0)
@@ -267,7 +247,7 @@ class CoreController(wiring.Component):
         # cycle later (the multiplier and the 48-bit adder in separate cycles). The last step
         # is taken long before the job ends, so the count is whole when the host can read it.
         busy_inc = Signal(range(R * C * T + 1))
-        m.d.sync += busy_inc.eq(Mux(step_taken,
+        m.d.sync += busy_inc.eq(Mux(step.valid & step.ready,
                                     reader.rows_valid * reader.cols_valid * T, 0))
         count(cnt_busy, busy_inc)
         # stall_cycles likewise: the stall decode and the 48-bit adder in separate cycles (the

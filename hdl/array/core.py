@@ -169,16 +169,14 @@ class AcceleratorCore(wiring.Component):
         m = Module()
         mp = self._cfg
         fp = mp.act_format != "int8"
-        # The reader takes the array's feed credits where the array's input takes every step
-        # (SystolicArray.ready_ahead): then no enable reaches the banks' reads or the read
-        # data's registers (FeedForm.credited); the array holds the steps in flight.
-        takes_every_step = SystolicArray(mp.array).ready_ahead(platform)
-        form = FeedForm.for_platform(platform, credited=takes_every_step)
-        m.submodules.array = array = SystolicArray(mp.array, feed_lead=form.credit_lead)
+        m.submodules.array = array = SystolicArray(mp.array)
         outside = self._host_write_domain is not None  # host writes come in on ports
         m.submodules.command_port = port = CommandPort(mp, writes=not outside)
         m.submodules.buffers = buffers = CoreBuffers(
             mp, host_domain=self._host_write_domain or "sync")
+        # Where the array announces its ``ready`` a cycle ahead the controller registers its
+        # read enables from that (FeedForm.ready_ahead).
+        form = FeedForm.for_platform(platform, ready_ahead=array.ready_ahead(platform))
         m.submodules.controller = ctrl = CoreController(mp, form)
         m.submodules.output_writer = writer = OutputWriter(mp)
 
@@ -214,8 +212,6 @@ class AcceleratorCore(wiring.Component):
 
         # The array: steps from the controller, results to the output buffer.
         wiring.connect(m, ctrl.o_step, array.i_stream)
-        m.d.comb += [ctrl.step_ready_next.eq(array.ready_next),
-                     ctrl.step_credit.eq(array.credit),
-                     array.credit_take.eq(ctrl.step_credit_take)]
+        m.d.comb += ctrl.step_ready_next.eq(array.ready_next)
         wiring.connect(m, array.o_stream, writer.i_result)
         return m

@@ -41,46 +41,26 @@ class FeedForm:
         The reader's stage enables are flip-flops loaded from the array's ``ready`` a cycle
         ahead (:meth:`~hdl.array.SystolicArray.ready_ahead`), one kept-apart copy per bank.
         Needs :attr:`queued`.
-    credited : bool
-        The reader takes the array's feed credit where it takes an entry (``i_stream.ready``
-        is the array's ``credit``), and its stages, the block RAMs' reads included, move
-        every cycle without an enable: the step reaches the array :attr:`credit_lead` cycles
-        later and the array takes it (:class:`~hdl.array.SystolicArray` ``feed_lead``). So
-        no enable reaches the banks' words or read ports at all. Needs :attr:`queued`; not
-        with :attr:`ready_ahead`.
     """
 
     queued: bool = True
     ready_ahead: bool = False
-    credited: bool = False
 
     def __post_init__(self):
-        for name in ("queued", "ready_ahead", "credited"):
+        for name in ("queued", "ready_ahead"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"FeedForm.{name} must be a bool, not {getattr(self, name)!r}")
-        for name in ("ready_ahead", "credited"):
-            if getattr(self, name) and not self.queued:
-                raise ValueError(f"FeedForm.{name} needs queued=True (the reader's second "
-                                 f"stage)")
-        if self.ready_ahead and self.credited:
-            raise ValueError("FeedForm.ready_ahead and credited exclude each other (a "
-                             "credited reader has no enables to register)")
-
-    @property
-    def credit_lead(self) -> int:
-        """Cycles from a credit the reader takes to its step on ``o_step`` (the two stages),
-        the array's ``feed_lead``; 0 unless :attr:`credited`."""
-        return 2 if self.credited else 0
+        if self.ready_ahead and not self.queued:
+            raise ValueError("FeedForm.ready_ahead needs queued=True (the reader's second "
+                             "stage holds the enables it registers)")
 
     @classmethod
-    def for_platform(cls, platform, *, ready_ahead: bool = False,
-                     credited: bool = False) -> FeedForm:
+    def for_platform(cls, platform, *, ready_ahead: bool = False) -> FeedForm:
         """The queued form everywhere but on an iCE40 part (whose LCs the iCEBreaker default
-        needs), with ``ready_ahead`` or ``credited`` where the queue is (both need an array
-        input that takes every step, and are used only there)."""
+        needs), with ``ready_ahead`` where the queue is (the array's announcement of its
+        ``ready`` is used only there)."""
         queued = not is_ice40(platform)
-        return cls(queued=queued, ready_ahead=ready_ahead and queued and not credited,
-                   credited=credited and queued)
+        return cls(queued=queued, ready_ahead=ready_ahead and queued)
 
 
 def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -153,13 +133,6 @@ class StepReader(wiring.Component):
     longer crosses the chip to every bank's read enable and every stage-2 register in the
     cycle it changes.
 
-    With :attr:`form` ``credited`` there are no enables: stage 1 takes an entry while the
-    array has a feed credit (:attr:`credit`; taking it is :attr:`credit_take`), and the read
-    ports (enabled every cycle), stage 2's words, flags and lane masks load every cycle, so
-    the step is on ``o_step`` exactly two cycles later and the array, which counted the
-    credit, takes it (``o_step.ready`` is not read). Stage 2's registers can then sit
-    anywhere between a bank and the array's edge: no enable net reaches them.
-
     The step (:func:`~hdl.array.front_end.step_layout`) carries per column ``c`` the weight
     word (its ``L`` codes, lanes at ``k >= K`` zeroed) and the meta word's selector, scale
     and zero point, all zero for a column at ``n >= N``; per row ``r`` the activation word
@@ -187,13 +160,6 @@ class StepReader(wiring.Component):
     o_step : Out(stream.Signature(step_layout(config.array)))
     step_ready_next : In(1)
         With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
-    credit : In(1)
-        With ``credited``: the array has a feed credit free (unused otherwise).
-    credit_take : Out(1)
-        With ``credited``: an entry is taken, with one of the credits (0 otherwise).
-    blocked : Out(1)
-        With ``credited``: the entry of the step that would be on offer now waited for a
-        credit instead (0 otherwise).
     pending : Out(1)
         Stage 1 holds a step that is not on offer (``queued`` only: stage 2 offers).
     rows_valid, cols_valid : Out(range(R + 1)), Out(range(C + 1))
@@ -212,8 +178,7 @@ class StepReader(wiring.Component):
             if name in _READ:
                 members[f"{name}_read"] = In(read_signature(depth, width)).array(banks)
         members.update(o_step=Out(stream.Signature(step_layout(mp.array))),
-                       step_ready_next=In(1), credit=In(1), credit_take=Out(1),
-                       blocked=Out(1), pending=Out(1),
+                       step_ready_next=In(1), pending=Out(1),
                        rows_valid=Out(range(mp.rows + 1)), cols_valid=Out(range(mp.cols + 1)))
         super().__init__(members)
 
@@ -224,13 +189,6 @@ class StepReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self._form.credited:
-            offer_valid, offer, held, lanes = self._credited_stages(m)
-            m.d.comb += [self.o_step.valid.eq(offer_valid),
-                         self.rows_valid.eq(offer.rows_valid),
-                         self.cols_valid.eq(offer.cols_valid)]
-            self._step(m, offer, held, lanes)
-            return m
         entry, step = self.i_stream.payload, self.o_step
         flags = _flags_layout(self._config)
         s1_valid, s1 = Signal(), Signal(flags)
@@ -299,37 +257,6 @@ class StepReader(wiring.Component):
                      self.cols_valid.eq(offer.cols_valid)]
         self._step(m, offer, held, lanes)
         return m
-
-    def _credited_stages(self, m: Module):
-        """The credited form's stages: an entry taken with a credit, then every register
-        loaded every cycle (no enable): the read addresses at the banks with their read
-        enables high, the read data into stage 2, the flags and lane masks beside them. A
-        stage's ``blocked`` bit marks the cycle an entry waited for a credit, so the
-        controller's stall count leaves that cycle's bubble out (as the enabled forms hold
-        the step instead). Returns the offering stage's ``(valid, flags, held data, lane
-        masks)``."""
-        entry, flags = self.i_stream.payload, _flags_layout(self._config)
-        take = self.i_stream.valid & self.credit
-        m.d.comb += [self.i_stream.ready.eq(self.credit), self.credit_take.eq(take)]
-        s1_valid, s1, s1_blocked = Signal(), Signal(flags), Signal()
-        s2_valid, s2, s2_blocked = Signal(), Signal(flags), Signal()
-        m.d.sync += [s1_valid.eq(take), s1.eq(Cat(*(entry[name] for name in _FLAGS))),
-                     s1_blocked.eq(self.i_stream.valid & ~self.credit),
-                     s2_valid.eq(s1_valid), s2.eq(s1), s2_blocked.eq(s1_blocked)]
-        m.d.comb += [self.pending.eq(s1_valid), self.blocked.eq(s2_blocked)]
-        held, lanes = {}, {}
-        for name, bank, port in self._ports():
-            m.d.comb += [port.addr.eq(entry[name][bank]), port.en.eq(1)]
-            held[name, bank] = reg = Signal.like(port.data, name=f"s2_{name}{bank}")
-            m.d.sync += reg.eq(port.data)
-            side = _side(name)
-            if (side, bank) not in lanes:  # a mask copy per bank, as the enabled forms'
-                L = self._config.lanes
-                s1_lanes = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
-                lanes[side, bank] = keep_apart(Signal(L, name=f"s2_lanes_{side}{bank}"))
-                m.d.sync += [s1_lanes.eq(entry.lanes[lane_copy(self._config, name, bank)]),
-                             lanes[side, bank].eq(s1_lanes)]
-        return s2_valid, s2, held, lanes
 
     def _step(self, m: Module, offer, held: dict, lanes: dict) -> None:
         """The step on offer: the read data ``held[buffer, bank]`` with the offering stage's

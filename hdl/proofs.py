@@ -379,6 +379,8 @@ class BridgeProof(_Harness):
         super().__init__(cls(max_payload, timeout_cycles, rx_fifo_depth,
                              registered_decode=registered_decode))
         self._max_payload = max_payload - 4 if fault == "long_payload" else max_payload
+        self._built_max_payload = max_payload
+        self._registered_decode = registered_decode
         self._aux = aux
         self._steady = steady
         self.property_src = None  # (file, line) of the main Assert, set by elaborate
@@ -470,6 +472,13 @@ class BridgeProof(_Harness):
         invariant("CRC0", fits & (n == end), "position")
         invariant("CRC1", fits & (n == end + 1) & (p["crc_low"] == cur["rcrc"][:8]),
                   "position, CRC low byte")
+        if self._registered_decode:  # the compares' low halves, registered a byte earlier
+            half = probe(frag, "low_above", "low_zero", "crc_low_ok")
+            limit_low = self._built_max_payload & 0xFF
+            invariant("LEN1", (half["low_above"] == (length[:8] > limit_low))
+                      & (half["low_zero"] == (length[:8] == 0)), "the length's low half")
+            invariant("CRC1", half["crc_low_ok"] == (p["crc_low"] == p["crc"][:8]),
+                      "the CRC's low half")
         invariant("DECODE", good & (p["cmd"] == mcmd) & (p["length"] == length),
                   "a good frame")
         for state, command in _EXEC_STATES.items():

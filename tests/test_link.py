@@ -359,6 +359,17 @@ def bridge_script(max_payload, depth, rng):
         W(23, 0xFFFFFFFF, [7]),                    # address wraps? no: out of range
         protocol.status_request(24),
     ]
+    # The length compare's halves (the registered decode splits it at the byte): one above the
+    # limit in the low byte, and a high byte above the limit's with a low byte below it.
+    for seq, length in ((25, max_payload + 1), (26, (max_payload & ~0xFF) + 0x100)):
+        script.append(protocol.SYNC + bytes([protocol.Cmd.WRITE, seq])
+                      + struct.pack("<H", length) + b"\2" * 12)
+    # The CRC compare's halves: a good frame with only its low, then only its high CRC byte
+    # wrong (BAD_CRC, nothing written), then a read of what it would have written.
+    for seq, at in ((27, -2), (28, -1)):
+        frame = bytearray(W(seq, 1, [0x5A5A5A5A]))
+        frame[at] ^= 0x01
+        script += [bytes(frame), R(seq + 2, 1, 1)]
     return script
 
 

@@ -239,6 +239,16 @@ class Bridge(wiring.Component):
         def next_crc():
             m.d.sync += crc.eq(crc16_update(crc, rx_byte))
 
+        # With the registered decode (the iCE40's) the 16-bit compares of the length and the
+        # CRC take their low byte's half a byte earlier, from flip-flops loaded with it: the
+        # high byte's cycle compares 8 bits (the iCEBreaker default's critical path was the
+        # received byte → the 16-bit compares → the reply registers' enables).
+        split = self._registered_decode
+        top_byte, low_byte = self._max_payload >> 8, self._max_payload & 0xFF
+        low_above = Signal()  # LEN0's byte > the limit's low byte
+        low_zero = Signal()  # LEN0's byte == 0
+        crc_low_ok = Signal()  # CRC0's byte == the CRC's low byte
+
         def receive(state):
             if state == "CMD":
                 m.d.sync += cmd.eq(rx_byte)
@@ -246,14 +256,21 @@ class Bridge(wiring.Component):
                 m.d.sync += seq.eq(rx_byte)
             elif state == "LEN0":
                 m.d.sync += length[:8].eq(rx_byte)
+                if split:
+                    m.d.sync += [low_above.eq(rx_byte > low_byte), low_zero.eq(rx_byte == 0)]
             if state in ("CMD", "SEQ", "LEN0", "LEN1", "PAYLOAD"):
                 next_crc()
             if state == "LEN1":
                 full = Cat(length[:8], rx_byte)
                 m.d.sync += [length[8:].eq(rx_byte), left.eq(full)]
-                with m.If(full > self._max_payload):
+                if split:
+                    too_long = (rx_byte > top_byte) | ((rx_byte == top_byte) & low_above)
+                    empty = (rx_byte == 0) & low_zero
+                else:
+                    too_long, empty = full > self._max_payload, full == 0
+                with m.If(too_long):
                     reply_error(ErrorCode.BAD_LENGTH)
-                with m.Elif(full == 0):
+                with m.Elif(empty):
                     m.next = "CRC0"
                 with m.Else():
                     m.next = "PAYLOAD"
@@ -273,8 +290,12 @@ class Bridge(wiring.Component):
                     m.next = "CRC0"
             elif state == "CRC0":
                 m.d.sync += crc_low.eq(rx_byte)
+                if split:  # (the CRC is final here: the CRC bytes do not update it)
+                    m.d.sync += crc_low_ok.eq(rx_byte == crc[:8])
             elif state == "CRC1":
-                with m.If(Cat(crc_low, rx_byte) != crc):
+                bad = (~crc_low_ok | (rx_byte != crc[8:]) if split
+                       else Cat(crc_low, rx_byte) != crc)
+                with m.If(bad):
                     reply_error(ErrorCode.BAD_CRC)
                 with m.Else():
                     m.next = "DECODE"

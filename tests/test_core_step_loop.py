@@ -48,7 +48,7 @@ def walk(mp, m, n, k, n_tiles):
                 # (an address per buffer, repeated for every bank: read_entry_layout)
                 step = {"weight": [nt * mp.k_steps + ks] * C,
                         "meta": [nt * mp.max_groups + g] * C, "act": [mt * mp.k_steps + ks] * R,
-                        "lanes": [sum(1 << i for i in range(L) if ks * L + i < k)] * (C + R),
+                        "lanes": sum(1 << i for i in range(L) if ks * L + i < k),
                         "rows": sum(1 << r for r in range(R) if m0 + r < m),
                         "cols": sum(1 << c for c in range(C) if n0 + c < n),
                         "group_last": int(ks == k_steps - 1

@@ -14,7 +14,7 @@ from test_core_step_loop import CONFIGS
 
 from bitmod.golden.core import CoreConfig
 from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes, word_writes
-from bitmod.hdl.array.step_reader import FeedForm, StepReader, lane_copy, read_entry_layout
+from bitmod.hdl.array.step_reader import FeedForm, StepReader, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
 
 FORMS = {"one stage": FeedForm(queued=False), "registered": FeedForm(queued=True),
@@ -40,27 +40,24 @@ class _ReaderOnBuffers(Elaboratable):
         return m
 
 
-def expected_step(mp, entry, words, own_masks=True):
-    """The step the reader offers for ``entry`` over bank contents ``words``: each bank's lanes
-    zeroed by its own copy of the lane mask (``own_masks``), or all by copy 0 (the one-stage
-    form's; the step loop writes equal copies)."""
+def expected_step(mp, entry, words):
+    """The step the reader offers for ``entry`` over bank contents ``words``."""
     cfg = mp.array
     L, CB, AB, SB = mp.lanes, mp.code_bits, mp.act_bits, cfg.scale_bits
 
-    def lanes(word, bits, signed, buffer, bank):
-        mask = entry["lanes"][lane_copy(mp, buffer, bank) if own_masks else 0]
+    def lanes(word, bits, signed):
         values = [(word >> (i * bits)) & ((1 << bits) - 1) for i in range(L)]
         values = [v - (1 << bits) if signed and v >> (bits - 1) else v for v in values]
-        return [v if mask >> i & 1 else 0 for i, v in enumerate(values)]
+        return [v if entry["lanes"] >> i & 1 else 0 for i, v in enumerate(values)]
 
     col = [entry["cols"] >> c & 1 for c in range(mp.cols)]
     row = [entry["rows"] >> r & 1 for r in range(mp.rows)]
     meta = [words["meta"][c][entry["meta"][c]] if col[c] else 0 for c in range(mp.cols)]
-    step = {"codes": [lanes(words["weight"][c][entry["weight"][c]], CB, False, "weight", c)
-                      if col[c] else [0] * L for c in range(mp.cols)],
+    step = {"codes": [lanes(words["weight"][c][entry["weight"][c]], CB, False) if col[c]
+                      else [0] * L for c in range(mp.cols)],
             "sel": [mt >> SB & 3 for mt in meta], "scale": [mt & ((1 << SB) - 1) for mt in meta],
-            "acts": [lanes(words["act"][r][entry["act"][r]], AB, cfg.act_format == "int8",
-                           "act", r) if row[r] else [0] * L for r in range(mp.rows)],
+            "acts": [lanes(words["act"][r][entry["act"][r]], AB, cfg.act_format == "int8")
+                     if row[r] else [0] * L for r in range(mp.rows)],
             "group_last": entry["group_last"], "out_last": entry["out_last"]}
     if cfg.act_format != "int8":
         step["gexp"] = [words["gexp"][r][entry["gexp"][r]] if row[r] else 0
@@ -98,10 +95,8 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
     for _ in range(400):
         entry = {f: rng.randrange(1 << Shape.cast(layout[f].shape).width) for f in layout.members}
         # Each bank its own address (the loop gives them all one: each bank reads its own).
-        # Each bank its own lane mask too (a bank zeroing by another's copy fails).
         entry.update({name: [rng.randrange(shapes[name][1]) for _ in range(shapes[name][0])]
                       for name in dut.names},
-                     lanes=[rng.randrange(1 << mp.lanes) for _ in range(mp.cols + mp.rows)],
                      rows_valid=rng.randrange(mp.rows + 1),
                      cols_valid=rng.randrange(mp.cols + 1))
         entries.append(entry)
@@ -155,11 +150,9 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
             assert cycle < 20 * len(entries), "the reader stalls"
 
     run_simulation(dut, [bench], deadline=1e-2)
-    own = FORMS[form].queued
     bad = [i for i, (g, e) in enumerate(zip(got, entries, strict=True))
-           if g != expected_step(mp, e, words, own)]
-    assert not bad, (f"step {bad[0]}: {got[bad[0]]} != "
-                     f"{expected_step(mp, entries[bad[0]], words, own)}")
+           if g != expected_step(mp, e, words)]
+    assert not bad, f"step {bad[0]}: {got[bad[0]]} != {expected_step(mp, entries[bad[0]], words)}"
 
 
 def test_step_reader_is_validated():

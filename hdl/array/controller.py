@@ -199,7 +199,7 @@ class CoreController(wiring.Component):
             if fp:
                 with m.State("PREPASS"):
                     # Reads every activation word once; _exponent_fold folds the exponents.
-                    m.d.sync += [pre["valid"].eq(feeding), pre["lanes"].eq(fields.lanes[0]),
+                    m.d.sync += [pre["valid"].eq(feeding), pre["lanes"].eq(fields.lanes),
                                  pre["rows"].eq(fields.rows), pre["gend"].eq(fields.group_last),
                                  pre["tend"].eq(fields.out_last), pre["gxaddr"].eq(fields.gexp[0]),
                                  pre["mt"].eq(fields.base[0])]

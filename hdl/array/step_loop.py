@@ -28,11 +28,10 @@ class StepLoop(wiring.Component):
     :attr:`step` is the current step (:func:`~hdl.array.step_reader.read_entry_layout`):
     the word addresses ``weight = n_tile * k_steps + k0 / L``, ``act = m_tile * k_steps +
     k0 / L``, ``meta = n_tile * max_groups + g``, ``gexp = m_tile * max_groups + g`` and
-    ``base = m_tile`` (the buffer map of :mod:`golden.core`), each once per bank; the masks
-    ``lanes`` (``k0 + lane < K``, once per column and row bank), ``rows`` (``m0 + r < M``)
-    and ``cols`` (``n0 + c < N``); ``group_last`` (the group's last step or K's),
-    ``out_last`` (K's last step); ``rows_valid`` and ``cols_valid``, the real rows and
-    columns of the tile.
+    ``base = m_tile`` (the buffer map of :mod:`golden.core`); the masks ``lanes`` (``k0 +
+    lane < K``), ``rows`` (``m0 + r < M``) and ``cols`` (``n0 + c < N``); ``group_last`` (the
+    group's last step or K's), ``out_last`` (K's last step); ``rows_valid`` and
+    ``cols_valid``, the real rows and columns of the tile.
 
     Every address is a register kept equal to its base plus index, and the loops' end flags
     (``k0 + L >= K``, ``n0 + C >= N``, ``m0 + R >= M``) registers written with their counters,
@@ -151,7 +150,7 @@ class StepLoop(wiring.Component):
             # (every bank's copy of a buffer's address: read_entry_layout)
             step.weight.eq(_repeat(step.weight, a_w)), step.meta.eq(_repeat(step.meta, a_meta)),
             step.act.eq(_repeat(step.act, a_act)),
-            step.lanes.eq(_repeat(step.lanes, Cat(*[k0 + lane < job_k for lane in range(L)]))),
+            step.lanes.eq(Cat(*[k0 + lane < job_k for lane in range(L)])),
             step.rows.eq(Cat(*[m0 + r < job_m for r in range(R)])),
             step.cols.eq(Cat(*[n0 + c < job_n for c in range(C)])),
             step.group_last.eq(last_k | (sg == steps_per_group - 1)),

@@ -18,7 +18,7 @@ from ..common import is_ice40, keep_apart, read_only
 from .buffers import buffer_shapes, read_signature
 from .front_end import step_layout
 
-__all__ = ["FeedForm", "StepReader", "lane_copy", "read_entry_layout"]
+__all__ = ["FeedForm", "StepReader", "read_entry_layout"]
 
 # The buffers the feed reads, and the step flags that travel beside their read data.
 _READ = ("weight", "meta", "act", "gexp", "base")
@@ -67,22 +67,14 @@ def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
     """One step to read: a word address per buffer and bank (the same in every bank of a
     buffer, held once per bank so that each bank's read address can leave a flip-flop of its
     own: the step queue keeps them apart; ``gexp`` and ``base`` for FP16/BF16 activations
-    only), the mask of real lanes (``k < K``) likewise once per column bank and per row bank
-    (:func:`lane_copy`), the masks of real rows (``m < M``) and columns (``n < N``),
+    only), the masks of real lanes (``k < K``), rows (``m < M``) and columns (``n < N``),
     ``group_last``, ``out_last`` and the counts of real rows and columns."""
     mp = config
     fields = {name: data.ArrayLayout(Shape.cast(range(depth)).width, banks)
               for name, (banks, depth, _, _) in buffer_shapes(mp).items() if name in _READ}
-    fields.update(lanes=data.ArrayLayout(mp.lanes, mp.cols + mp.rows), rows=mp.rows,
-                  cols=mp.cols, group_last=1, out_last=1,
+    fields.update(lanes=mp.lanes, rows=mp.rows, cols=mp.cols, group_last=1, out_last=1,
                   rows_valid=range(mp.rows + 1), cols_valid=range(mp.cols + 1))
     return data.StructLayout(fields)
-
-
-def lane_copy(config: gcore.CoreConfig, buffer: str, bank: int) -> int:
-    """The index in :func:`read_entry_layout`'s ``lanes`` of the copy that zeroes ``bank`` of
-    ``buffer``: column ``c``'s (``weight``, ``meta``) is ``c``, row ``r``'s ``C + r``."""
-    return bank if _side(buffer) == "col" else config.cols + bank
 
 
 def _flags_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -235,8 +227,7 @@ class StepReader(wiring.Component):
                     L = self._config.lanes
                     s1_lanes = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
                     with m.If(_bank_copy(m, copies, adv, upcoming.get("adv"), name, bank)):
-                        m.d.sync += s1_lanes.eq(entry.lanes[lane_copy(self._config, name,
-                                                                      bank)])
+                        m.d.sync += s1_lanes.eq(entry.lanes)
                     lanes[side, bank] = keep_apart(Signal(L, name=f"s2_lanes_{side}{bank}"))
                     with m.If(bank_adv2):
                         m.d.sync += lanes[side, bank].eq(s1_lanes)
@@ -245,9 +236,7 @@ class StepReader(wiring.Component):
         else:
             m.d.comb += adv.eq(~s1_valid | step.ready)
             held = {(name, bank): port.data for name, bank, port in self._ports()}
-            # (one mask for every bank: the copies are equal, and the iCE40 has no LCs for
-            # more flip-flops)
-            lanes = {(_side(name), bank): s1.lanes[0] for name, bank, _ in self._ports()}
+            lanes = {(_side(name), bank): s1.lanes for name, bank, _ in self._ports()}
             offer_valid, offer = s1_valid, s1
         for name, bank, port in self._ports():
             m.d.comb += [port.addr.eq(entry[name][bank]),

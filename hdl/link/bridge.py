@@ -240,14 +240,26 @@ class Bridge(wiring.Component):
             m.d.sync += crc.eq(crc16_update(crc, rx_byte))
 
         # With the registered decode (the iCE40's) the 16-bit compares of the length and the
-        # CRC take their low byte's half a byte earlier, from flip-flops loaded with it: the
-        # high byte's cycle compares 8 bits (the iCEBreaker default's critical path was the
-        # received byte → the 16-bit compares → the reply registers' enables).
+        # CRC take their low byte's half a byte earlier, from flip-flops loaded with it, and
+        # the high byte's compares are flip-flops loaded beside ``rx_word`` with the byte
+        # (``rx_is``), so no compare of the received byte feeds the reply registers' enables
+        # (the iCEBreaker default's critical path: the received byte → the 16-bit compares →
+        # the reply enables, 41.9 ns; with only the low halves split, the high byte's 8-bit
+        # compare → the enables, 39.9 ns). ``crc`` is final from the cycle after the last
+        # payload (or length) byte is taken, before the CRC's high byte is loaded.
         split = self._registered_decode
         top_byte, low_byte = self._max_payload >> 8, self._max_payload & 0xFF
         low_above = Signal()  # LEN0's byte > the limit's low byte
         low_zero = Signal()  # LEN0's byte == 0
         crc_low_ok = Signal()  # CRC0's byte == the CRC's low byte
+        rx_is = Signal(data.StructLayout({"above_top": 1, "at_top": 1, "above_low": 1,
+                                          "zero": 1, "crc_high": 1}))  # of rx_word's byte
+        if split:
+            incoming = fifo.r_data[:8]
+            with m.If(load):
+                m.d.sync += rx_is.eq(Cat(incoming > top_byte, incoming == top_byte,
+                                         incoming > low_byte, incoming == 0,
+                                         incoming == crc[8:]))
 
         def receive(state):
             if state == "CMD":
@@ -257,15 +269,15 @@ class Bridge(wiring.Component):
             elif state == "LEN0":
                 m.d.sync += length[:8].eq(rx_byte)
                 if split:
-                    m.d.sync += [low_above.eq(rx_byte > low_byte), low_zero.eq(rx_byte == 0)]
+                    m.d.sync += [low_above.eq(rx_is.above_low), low_zero.eq(rx_is.zero)]
             if state in ("CMD", "SEQ", "LEN0", "LEN1", "PAYLOAD"):
                 next_crc()
             if state == "LEN1":
                 full = Cat(length[:8], rx_byte)
                 m.d.sync += [length[8:].eq(rx_byte), left.eq(full)]
                 if split:
-                    too_long = (rx_byte > top_byte) | ((rx_byte == top_byte) & low_above)
-                    empty = (rx_byte == 0) & low_zero
+                    too_long = rx_is.above_top | (rx_is.at_top & low_above)
+                    empty = rx_is.zero & low_zero
                 else:
                     too_long, empty = full > self._max_payload, full == 0
                 with m.If(too_long):
@@ -293,7 +305,7 @@ class Bridge(wiring.Component):
                 if split:  # (the CRC is final here: the CRC bytes do not update it)
                     m.d.sync += crc_low_ok.eq(rx_byte == crc[:8])
             elif state == "CRC1":
-                bad = (~crc_low_ok | (rx_byte != crc[8:]) if split
+                bad = (~crc_low_ok | ~rx_is.crc_high if split
                        else Cat(crc_low, rx_byte) != crc)
                 with m.If(bad):
                     reply_error(ErrorCode.BAD_CRC)

@@ -249,12 +249,12 @@ class Bridge(wiring.Component):
         # payload (or length) byte is taken, before the CRC's high byte is loaded.
         split = self._registered_decode
         top_byte, low_byte = self._max_payload >> 8, self._max_payload & 0xFF
-        low_above = Signal()  # LEN0's byte > the limit's low byte
-        low_zero = Signal()  # LEN0's byte == 0
-        crc_low_ok = Signal()  # CRC0's byte == the CRC's low byte
-        rx_is = Signal(data.StructLayout({"above_top": 1, "at_top": 1, "above_low": 1,
-                                          "zero": 1, "crc_high": 1}))  # of rx_word's byte
         if split:
+            low_above = Signal()  # LEN0's byte > the limit's low byte
+            low_zero = Signal()  # LEN0's byte == 0
+            crc_low_ok = Signal()  # CRC0's byte == the CRC's low byte
+            rx_is = Signal(data.StructLayout({"above_top": 1, "at_top": 1, "above_low": 1,
+                                              "zero": 1, "crc_high": 1}))  # of rx_word's byte
             incoming = fifo.r_data[:8]
             with m.If(load):
                 m.d.sync += rx_is.eq(Cat(incoming > top_byte, incoming == top_byte,

@@ -358,22 +358,22 @@ class CommandPort(wiring.Component):
         R, C, L = mp.rows, mp.cols, mp.lanes
         CB, AB = mp.code_bits, mp.act_bits
         addr, dat = executed.addr, executed.data
-        f_w, _ = address_fields(addr, mp.fields["write_weight"])
-        f_meta, _ = address_fields(addr, mp.fields["write_meta"])
-        f_a, _ = address_fields(addr, mp.fields["write_act"])
+        # Every bank of a buffer takes the word field of the executed command's address.
+        word = {name: address_fields(addr, mp.fields[f"write_{name}"])[0]["word"]
+                for name in HOST_WRITTEN}
         lane_en = [Signal(L, name=f"lane_en_{n}") for n in ("w", "a")]
         m.d.comb += [lane_en[0].eq(lane_ens[0]), lane_en[1].eq(lane_ens[1])]
         for c in range(C):
             w_wr, meta_wr = self.weight_write[c], self.meta_write[c]
             m.d.comb += [
-                w_wr.addr.eq(f_w["word"]), w_wr.data.eq(Cat(*[dat[:CB]] * L)),
-                meta_wr.addr.eq(f_meta["word"]), meta_wr.data.eq(dat[:mp.meta_bits]),
+                w_wr.addr.eq(word["weight"]), w_wr.data.eq(Cat(*[dat[:CB]] * L)),
+                meta_wr.addr.eq(word["meta"]), meta_wr.data.eq(dat[:mp.meta_bits]),
                 w_wr.en.eq(Mux(picked_bank[c], lane_en[0], 0)),
                 meta_wr.en.eq(picked_bank[C + c]),
             ]
         for r in range(R):
             a_wr = self.act_write[r]
-            m.d.comb += [a_wr.addr.eq(f_a["word"]), a_wr.data.eq(Cat(*[dat[:AB]] * L)),
+            m.d.comb += [a_wr.addr.eq(word["act"]), a_wr.data.eq(Cat(*[dat[:AB]] * L)),
                          a_wr.en.eq(Mux(picked_bank[2 * C + r], lane_en[1], 0))]
 
 

@@ -27,6 +27,7 @@ against the datapath's codes bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -142,19 +143,37 @@ class RecordTask:
     layers: tuple[str, ...]
 
 
+class _AllRecorded(Exception):
+    """Every chosen layer of :func:`record_first_window` has been called: the rest of the
+    forward pass computes nothing the RTL check uses."""
+
+
 def record_first_window(task: RecordTask) -> list:
     """The datapath's :class:`bitmod.models.datapath.LayerCall` of ``task.layers`` on the
-    first window, with their quantized weights: ``[(call, qt), ...]`` (a task)."""
+    first window, with their quantized weights: ``[(call, qt), ...]`` (a task).
+
+    The forward pass stops once every chosen layer has been called (each Linear of the
+    model runs once per window): ``--rtl 1`` computes one layer's inputs, not the window.
+    """
     from bitmod.models import datapath
     from bitmod.models.eval import perplexity
     from bitmod.models.smollm2 import load_smollm2_model
 
     qts, template = _datapath_weights(task.settings, task.scheme)
     calls: list = []
-    backend = datapath.datapath_backend(qts, template, record=calls)
-    perplexity(load_smollm2_model()[0], _windows(task.settings.windows, task.settings.ctx)[:1],
-               backend)
-    keep = set(task.layers)
+    keep, seen = set(task.layers), set()
+    compute = datapath.datapath_backend(qts, template, record=calls)
+
+    def backend(name: str, x):
+        y = compute(name, x)
+        seen.add(name)
+        if keep <= seen:
+            raise _AllRecorded
+        return y
+
+    with contextlib.suppress(_AllRecorded):
+        perplexity(load_smollm2_model()[0],
+                   _windows(task.settings.windows, task.settings.ctx)[:1], backend)
     return [(call, qts[call.name]) for call in calls if call.name in keep]
 
 

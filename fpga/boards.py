@@ -343,12 +343,11 @@ BOARDS: dict[str, Board] = {
               max_k=256, uart=_ORANGECRAB_UART, router="router2", split_link=True),
         Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "
               "and 1 (TX)", "ecp5-25f", _platform("orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform"),
-              # 8x5 PEs x 4 lanes met 100 MHz (PLL 48 -> 100) on seeds 1 and 2 (109.60 and
-              # 108.38 MHz, 2026-12-06): 80 MACs per cycle, 8.0 GMAC/s. 8x6 no longer places
-              # since the feed credits and column-top sites. On the 2026-12-07 RTL Yosys
-              # 0.69's ABC9 leaves three flip-flop outputs multiply driven in this netlist
-              # (docs/synthesis.md): the build stops at nextpnr (open, docs/boards.md).
-              "clk", 48.0, clock_mhz=100.0, rows=8, cols=5, lanes=4, max_m=32, max_n=32,
+              # 7x5 PEs x 4 lanes meet 100 MHz (PLL 48 -> 100) on seeds 1 and 2 (115.58 and
+              # 116.86 MHz, 2026-12-07): 70 MACs per cycle, 7.0 GMAC/s. 8x5 (8.0 GMAC/s, met
+              # on 2026-12-06) no longer synthesizes correctly: Yosys 0.69's ABC9 leaves three
+              # flip-flop outputs multiply driven in its netlist (docs/synthesis.md).
+              "clk", 48.0, clock_mhz=100.0, rows=7, cols=5, lanes=4, max_m=32, max_n=32,
               max_k=128, uart=_ORANGECRAB_UART, router="router2", split_link=True),
     )
 }

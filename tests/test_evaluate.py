@@ -29,9 +29,24 @@ def _strict(text: str) -> dict:
 
 
 @pytest.mark.slow
-def test_eval_cli_on_a_cluster_equals_serial(reduced, tmp_path, capsys):
+def test_eval_cli_on_a_cluster_equals_serial(reduced, tmp_path, capsys, monkeypatch):
     """``bitmod eval --json --plot`` on a LocalCluster of 2 workers, then the same evaluation
-    in process: identical window NLLs in every column."""
+    in process: identical window NLLs in every column. The RTL check's recording (in this
+    process; the windows run on the workers) computes only up to its chosen layer."""
+    from bitmod.models import datapath
+
+    in_process_gemms = []
+    real_backend = datapath.datapath_backend
+
+    def counting_backend(*args, **kwargs):
+        compute = real_backend(*args, **kwargs)
+
+        def backend(name, x):
+            in_process_gemms.append(name)
+            return compute(name, x)
+        return backend
+
+    monkeypatch.setattr(datapath, "datapath_backend", counting_backend)
     args = REDUCED_ARGS if reduced else FULL_ARGS
     png = tmp_path / "ppl.png"
     rtl = ["--rtl", "1"] if reduced else []
@@ -54,6 +69,9 @@ def test_eval_cli_on_a_cluster_equals_serial(reduced, tmp_path, capsys):
     if reduced:
         assert [r["layer"] for r in report["rtl"]] == ["model.layers.0.self_attn.q_proj"]
         assert report["rtl"][0]["bit_exact"] and report["rtl"][0]["m"] == int(args[5])
+        # The first Linear of the forward pass is the chosen one: the recording stops there
+        # (before, it ran the whole window).
+        assert in_process_gemms == ["model.layers.0.self_attn.q_proj"]
     # In process, the same windows give the same NLLs (reduced: the fake-quantized column,
     # the datapath column's window costs a minute more here).
     columns = ("fake_quant",) if reduced else ("fake_quant", "datapath")

@@ -161,13 +161,12 @@ def record_first_window(task: RecordTask) -> list:
 
     qts, template = _datapath_weights(task.settings, task.scheme)
     calls: list = []
-    keep, seen = set(task.layers), set()
+    keep = set(task.layers)
     compute = datapath.datapath_backend(qts, template, record=calls)
 
     def backend(name: str, x):
         y = compute(name, x)
-        seen.add(name)
-        if keep <= seen:
+        if keep <= {call.name for call in calls}:
             raise _AllRecorded
         return y
 

@@ -82,11 +82,12 @@ class StepSerializer(wiring.Component):
     register; ``S`` = :attr:`golden.gemm.DatapathParams.serializer_stages`); ``tile_end`` is
     decided ``1 + S`` cycles before its word leaves. Extra stage 1 reads every site's head
     entry into a register (and gives each column's encoders a copy of the special values of
-    their own), stage 2 registers the encoders' terms (and delays the rows alike): they split
-    each site's path from its pointer copies through the head multiplexer, the encoders and
-    the term select (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208 of the 110
-    and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one encoder,
-    11 ns of it routing between the entries and the column's output register).
+    their own), stage 2 registers the encoders' terms (and delays the rows alike; with
+    ``site_lanes`` the term counter once more per site's lanes, :meth:`_lane_term_copies`):
+    they split each site's path from its pointer copies through the head multiplexer, the
+    encoders and the term select (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208
+    of the 110 and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one
+    encoder, 11 ns of it routing between the entries and the column's output register).
     Throughput: one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
 
     Parameters
@@ -464,16 +465,19 @@ class StepSerializer(wiring.Component):
                              enc.special_values.eq(special)]
                 encoded.append(enc.terms)
             site = {**{k: v for k, v in site.items() if k != "sel"}, "terms": Cat(*encoded)}
+        lane_t = None
         if cfg.serializer_stages >= 2:  # the term register: the encoders' terms, registered
+            lane_t = self._lane_term_copies(m, site["t"], name)
             site = self._delay(m, site, f"{name}_terms")
         t, last_t, terms = site["t"], site["last_t"], site["terms"]
+        lane_t = lane_t or [t] * L
         pairs = self._pair_rom(m, t, name) if cfg.kind.operand == "bitplanes" else None
         if pairs is not None:  # bit w_plane of every lane's code
             lanes = Cat(*(terms.word_select(lane, stored).bit_select(pairs["w"], 1)
                           for lane in range(L)))
             index = Cat(last_t, pairs["negate"], pairs["shift"])
         else:
-            lanes = Cat(*(terms.word_select(lane * T + t, lane_bits) if T > 1
+            lanes = Cat(*(terms.word_select(lane * T + lane_t[lane], lane_bits) if T > 1
                           else terms[lane * lane_bits:(lane + 1) * lane_bits]
                           for lane in range(L)))
             if cfg.kind.operand == "planes":
@@ -484,6 +488,24 @@ class StepSerializer(wiring.Component):
         if self._scale_shift:
             code = self._exponent(m, code, self._col_widths[4], f"{name}_scale_exp")
         return Cat(index, site["gl"] & last_t, site["ol"] & last_t, lanes, code)
+
+    def _lane_term_copies(self, m: Module, t, name: str) -> list | None:
+        """The term register's copies of the term counter, one per ``site_lanes`` lanes of a
+        column (kept apart; each loaded from the head's ``t``, so equal to the term
+        register's own copy): each drives its lanes' term select only, not every lane of
+        the column (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz, the one copy sat 42
+        columns from half its loads: 14.5 ns into the column's output register). ``None``
+        (the term register's copy for every lane) with one term per step or no
+        ``site_lanes``."""
+        if self._config.terms == 1 or self._site_lanes is None:
+            return None
+        per = self._site_lanes
+        copies = []
+        for j in range(-(-self._lanes // per)):
+            reg = keep_apart(Signal.like(t, name=f"{name}_lanes{j}_t"))
+            m.d.sync += reg.eq(t)
+            copies.append(reg)
+        return [copies[lane // per] for lane in range(self._lanes)]
 
     def _pair_rom(self, m: Module, t, name: str) -> dict:
         """The bit-plane PE's plane pair of cycle ``t``

@@ -140,7 +140,7 @@ MERGE_LATENCY = 4
 # (hdl/array/serializer.py); DatapathParams.serializer_stages adds its stages to it.
 SERIALIZER_LATENCY = 2
 #: Most extra register stages of the column tops (DatapathParams.serializer_stages).
-MAX_SERIALIZER_STAGES = 2
+MAX_SERIALIZER_STAGES = 3
 MAX_ACC_WIDTH = 64  # the drain's float converter (and its golden twin) take at most 64 bits
 MAX_DIM = 64  # rows and columns of an array
 # The PE kinds an array holds, by name, in the host protocol's code order (golden.pe_kind): the
@@ -198,7 +198,10 @@ class DatapathParams:
     serializer_stages : int
         Extra register stages in every site of the column tops
         (:class:`hdl.array.serializer.StepSerializer`), 0 .. :data:`MAX_SERIALIZER_STAGES`:
-        1 reads the head entry into a register, 2 also registers the encoded terms. Each adds
+        1 reads the head entry into a register, 2 also registers the encoded terms, 3 also
+        lets every site's read pointer and term counter follow the central ones a cycle
+        behind (copies of flip-flops, not of their next values: no logic before the nets
+        that reach every site). Each adds
         a cycle to :attr:`ArrayConfig.serializer_latency` and flip-flops to every column and
         row (docs/boards.md: measured on 16-lane ULX3S arrays; the iCEBreaker has no room).
     """

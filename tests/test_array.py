@@ -116,7 +116,7 @@ def _run_rtl(params, cfg, qt, acts, result, *, backpressure=0.0, idle=0.0, seed=
                                                (dict(INT8_BITMOD, serializer_stages=1),
                                                 "bitmod4"),
                                                (dict(FP16_INT8W, serializer_stages=2), "int8"),
-                                               (dict(FP16_INT8W_LUTPE, serializer_stages=2),
+                                               (dict(FP16_INT8W_LUTPE, serializer_stages=3),
                                                 "int8")])
 def test_random_gemm_bit_exact(params, scheme):
     """M=5, N=13, K = 3 groups + a ragged group of 4 (G = 16): tiles padded on all sides.
@@ -234,7 +234,7 @@ def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
 
 @pytest.mark.parametrize(("params", "scheme", "k"), [
     (INT8_BITMOD, "bitmod4", 8),
-    (dict(INT8_BITMOD, serializer_stages=2), "bitmod4", 8),
+    (dict(INT8_BITMOD, serializer_stages=3), "bitmod4", 8),
     (dict(FP16_INT4_INTPE, rows=2, cols=2), "int4", 8),
 ])
 def test_no_pe_ever_waits_under_backpressure(params, scheme, k):

@@ -57,7 +57,7 @@ def _expected_group_ends(cfg, k, tiles, credit=lambda cycle: True, first=0):
 @pytest.mark.parametrize(("credits", "site_copies", "site_lanes"),
                          [("free", False, None), ("gated", False, None), ("gated", True, None),
                           ("gated", True, 1), ("free", False, 3)])
-@pytest.mark.parametrize("stages", [0, 1, 2])
+@pytest.mark.parametrize("stages", [0, 1, 2, 3])
 def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
     params = dict(params)
     k = params.pop("k", None)
@@ -114,6 +114,11 @@ def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
     async def feed(ctx):
         ctx.set(dut.special_values, gterms.pack_special_register(special) if special else 0)
         for step in range(n_steps):
+            if site_copies:  # offered only into a free entry, as the array's feed credits do
+                ctx.set(dut.valid, 0)
+                ctx.set(dut.site_valid, 0)
+                while not ctx.get(dut.ready):
+                    await ctx.tick()
             ctx.set(dut.valid, 1)
             if site_copies:  # the sites push on their copies (the array keeps them equal)
                 ctx.set(dut.site_valid, (1 << dut.site_count) - 1)

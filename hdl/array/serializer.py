@@ -72,10 +72,11 @@ class StepSerializer(wiring.Component):
     when a step arrives; ``freed`` returns the credit. The spacing rules and the drain credit
     reach only the central state (the term counter and the entry pointers, a few
     flip-flops). Every column and row (a *site*) holds its own slice of the entries and its
-    own copies of the pointers and the term counter, loaded with the central next values and
-    kept apart (:data:`hdl.common.KEEP_APART`): so the wide enables and multiplexer selects
-    are local to the site, and a central net reaches a few flip-flops per site instead of
-    every entry bit across the array's edge.
+    own copies of the pointers and the term counter, loaded with the central next values
+    (with ``site_copies`` a write pointer of its own; with stage 3 the read side's copies a
+    cycle behind) and kept apart (:data:`hdl.common.KEEP_APART`): so the wide enables and
+    multiplexer selects are local to the site, and a central net reaches a few flip-flops
+    per site instead of every entry bit across the array's edge.
 
     Latency: :attr:`golden.gemm.ArrayConfig.serializer_latency` = 2 + ``S`` cycles from a
     taken step to its first column word (the entry, ``S`` extra stages, then the output
@@ -88,6 +89,12 @@ class StepSerializer(wiring.Component):
     encoders and the term select (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208
     of the 110 and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one
     encoder, 11 ns of it routing between the entries and the column's output register).
+    Extra stage 3, the echo, loads every site's copies of the read pointer and the term
+    counter from the central flip-flops instead of their next values: each site reads its
+    head a cycle after the central state decided it (a write into a freed entry still comes
+    after its last read), and the nets that reach every site leave flip-flops, not the
+    two LUTs of the next values (the ULX3S 7 x 6 x 16 builds: 6-7 ns of such a net, 10.2 to
+    11.2 ns into a site's pointer copy).
     Throughput: one step per ``T`` cycles plus the group-end gaps (:func:`golden.gemm.tile_cycles`).
 
     Parameters
@@ -100,7 +107,11 @@ class StepSerializer(wiring.Component):
         keeps equal to ``valid`` in every cycle (the array: kept-apart registers of its own
         beside the front end's, so that no one flip-flop drives the entry enables of every
         site: the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2, had the front end's ``valid``
-        → one net of 10.8 ns → row 1's write enables). Default False: ``valid`` alone.
+        → one net of 10.8 ns → row 1's write enables). The sender then offers a step only
+        while ``ready`` (the array's feed credits): a site pushes on its copy alone and
+        steps a write pointer of its own, with no copy of ``full`` or of the central write
+        pointer (their nets from the central next values reached every site: 5.5-11.2 ns in
+        the 7 x 6 x 16 builds). Default False: ``valid`` alone, refused while full.
     site_lanes : int or None
         Lanes per site: a column's or row's entries are split into sites of at most this many
         lanes, each with its own copies of the pointers and of ``valid`` (:meth:`_sites`).
@@ -363,7 +374,7 @@ class StepSerializer(wiring.Component):
             case["group_pop"].eq(ends & gl & group_ok_next & ~ol),
             case["tile_pop"].eq(ends & gl & group_ok_next & ol & spaced_next),
         ]
-        return {"emit": emit, "next": nxt}
+        return {"emit": emit, "next": nxt, "now": {"t": t, "rp": rp}}
 
     def _sites(self, m: Module, ctl: dict, name: str, valids, fields: dict, wide: str,
                with_t: bool) -> dict:
@@ -399,16 +410,29 @@ class StepSerializer(wiring.Component):
         otherwise). Returns the head entry's fields, ``t`` and ``last_t`` of this cycle, or
         with extra stages a cycle behind (the head register: every field and the term
         counter's copy registered again)."""
-        T = self._config.terms
+        T, N = self._config.terms, self._entries
+        # With site copies the sender offers a step only into a free entry (the array's feed
+        # credits; its ``overrun`` says if it ever did otherwise): the site pushes on its
+        # ``valid`` alone and steps its own write pointer, no copy of ``full`` or ``wp``.
+        trusted = self._site_copies
+        # The echo stage: the read side's copies follow the central registers a cycle behind.
+        echo = self._config.serializer_stages >= 3
         copy = {}
         for key, value in ctl["next"].items():
             if isinstance(value, Const) or (key == "t" and not with_t):
                 copy[key] = Const(0, 1)  # kept apart, an unused copy would stay
                 continue
+            if trusted and key in ("wp", "full"):
+                continue
             reg = keep_apart(Signal.like(value, name=f"{name}_{key}"))
-            m.d.sync += reg.eq(value)
+            m.d.sync += reg.eq(ctl["now"][key] if echo and key in ("t", "rp") else value)
             copy[key] = reg
-        push = valid & ~copy["full"]
+        if trusted:
+            wp = keep_apart(Signal(range(N), name=f"{name}_wp"))
+            m.d.sync += wp.eq(Mux(valid, Mux(wp == N - 1, 0, wp + 1), wp))
+            copy["wp"], push = wp, valid
+        else:
+            push = valid & ~copy["full"]
         head = {}
         for field, (value, width) in fields.items():
             # The data registers need no reset (the counts say what they hold).

@@ -214,11 +214,13 @@ class CommandPort(wiring.Component):
         write_checks = {"write_weight": (bad_w_addr, dat[CB:] != 0),
                         "write_meta": (bad_meta_addr, bad_meta),
                         "write_act": (bad_a_addr, bad_act)}
+        # A set_job value fits its dimension (M, N, K at addresses 0, 1, 2).
+        value_fits = [(dat != 0) & (dat <= bound) for bound in (mp.max_m, mp.max_n, mp.max_k)]
         job_value_ok = Signal()
         with m.Switch(addr):
-            for idx, bound in enumerate((mp.max_m, mp.max_n, mp.max_k)):
+            for idx, fits in enumerate(value_fits):
                 with m.Case(idx):
-                    m.d.comb += job_value_ok.eq((dat != 0) & (dat <= bound))
+                    m.d.comb += job_value_ok.eq(fits)
 
         status = Signal(gcore.STATUS_BITS)
         with m.Switch(op):
@@ -285,14 +287,18 @@ class CommandPort(wiring.Component):
         # and cleared with ``accept``: their enables are flip-flops, not the decode of the op
         # and address behind ``accept`` (the ULX3S 7 x 6 x 16 build at 100 MHz: 11.1 ns into
         # the job registers, read by the controller across the chip).
+        # Each pick is its command's own ``ok`` (as the writes' are), not ``status == ok``
+        # behind the whole status decode (the ULX3S 7 x 6 x 16 build at 100 MHz, seed 1:
+        # the status decode → x_regs, 11.1 ns).
         x_regs = Signal(4)
-        reg_picks = Cat(op == OPS["write_special"],
-                        *[(op == OPS["set_job"]) & (addr == idx) for idx in range(3)])
+        reg_picks = Cat((op == OPS["write_special"]) & (addr == 0),
+                        *[(op == OPS["set_job"]) & (addr == idx) & fits
+                          for idx, fits in enumerate(value_fits)])
         with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
             m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd),
                          x_start.eq((op == OPS["start"]) & (status == ST["ok"])),
                          x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0)),
-                         x_regs.eq(Mux(status == ST["ok"], reg_picks, 0))]
+                         x_regs.eq(Mux(busy, 0, reg_picks))]
             if self._writes:
                 m.d.sync += [x_banks.eq(bank_picks),
                              x_lanes.eq(Cat(decoded["weight"].lanes, decoded["act"].lanes))]

@@ -247,8 +247,16 @@ class CoreController(wiring.Component):
         # cycle later (the multiplier and the 48-bit adder in separate cycles). The last step
         # is taken long before the job ends, so the count is whole when the host can read it.
         busy_inc = Signal(range(R * C * T + 1))
-        m.d.sync += busy_inc.eq(Mux(step.valid & step.ready,
-                                    reader.rows_valid * reader.cols_valid * T, 0))
+        taken, product = step.valid & step.ready, reader.rows_valid * reader.cols_valid * T
+        if form.queued:
+            # Queued form: the take and the product registered first (a cycle more), beside
+            # busy_inc: its clear was a LUT of the array's ready, one net of 10.9 ns away
+            # (the ULX3S 7 x 6 x 16 build at 100 MHz, seed 1).
+            taken_q = keep_apart(Signal(name="busy_taken"))
+            product_q = Signal.like(busy_inc, name="busy_product")
+            m.d.sync += [taken_q.eq(taken), product_q.eq(product)]
+            taken, product = taken_q, product_q
+        m.d.sync += busy_inc.eq(Mux(taken, product, 0))
         count(cnt_busy, busy_inc)
         # stall_cycles likewise: the stall decode and the 48-bit adder in separate cycles (the
         # ULX3S 7 x 6 x 16 build at 100 MHz: the feed's flags → the decode → one net of

@@ -235,6 +235,10 @@ class Board:
     router : str
         Default nextpnr router (``router2`` where ``router1`` does not converge on the
         default array).
+    timing_weight : int or None
+        Default timing weight of nextpnr's HeAP placer (``--placer-heap-timingweight``;
+        ``None``: nextpnr's own, 10), where a heavier one places the default array faster
+        (docs/boards.md).
     pe, scheme : str
         Default PE kind (:data:`golden.gemm.PE_KINDS`) and weight scheme: the fastest measured
         design on the board (the iCEBreaker's int PEs, two products per DSP block, run
@@ -266,6 +270,7 @@ class Board:
     serializer_stages: int = 0
     uart: tuple | None = None
     router: str = "router1"
+    timing_weight: int | None = None
     pe: str = DEFAULT_PE
     scheme: str = DEFAULT_SCHEME
     kind_arrays: tuple = ()

@@ -35,7 +35,7 @@ from bitmod.golden.protocol import LinkConfig
 from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
 from .boards import DEFAULT_PE, DEFAULT_SCHEME, Board, PLLConfig, get_board
-from .synth import ROUTERS, SynthError, SynthReport, _count_cells, run_flow
+from .synth import NEXTPNR_TIMING_WEIGHT, ROUTERS, SynthError, SynthReport, _count_cells, run_flow
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "StageWatcher", "board_plan", "build"]
 
@@ -88,6 +88,10 @@ class BuildConfig:
         Weight group size and buffer bounds (default: the board's).
     baud, seed, router :
         UART bit rate, nextpnr placement seed and router.
+    timing_weight : int, optional
+        nextpnr's placer timing weight (default the board's,
+        :attr:`fpga.boards.Board.timing_weight`; :data:`fpga.synth.NEXTPNR_TIMING_WEIGHT`
+        when neither gives one), 1 .. 1000.
     """
 
     board: str
@@ -104,6 +108,7 @@ class BuildConfig:
     baud: int = 115200
     seed: int = 1
     router: str | None = None
+    timing_weight: int | None = None
     pe: str | None = None
 
     def __post_init__(self):
@@ -129,6 +134,9 @@ class BuildConfig:
         if self.router is None:
             put("router", board.router)
         check_choice("router", self.router, ROUTERS)
+        if self.timing_weight is None:
+            put("timing_weight", board.timing_weight or NEXTPNR_TIMING_WEIGHT)
+        put("timing_weight", check_int("timing_weight", self.timing_weight, 1, 1000))
         put("seed", check_int("seed", self.seed, 0))
         board.pll(self.clock_mhz)  # an impossible clock fails here, before any work
         self.core  # noqa: B018 (validates the scheme and the core parameters)
@@ -399,7 +407,8 @@ def board_plan(config: BuildConfig, workdir: Path):
         synth_opts=synth_opts, script_after_read=board.fpga.pre_synth,
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {config.seed} "
-                      f"--router {config.router}"))
+                      f"--router {config.router} "
+                      f"--placer-heap-timingweight {config.timing_weight}"))
     plan.extract(str(workdir))
     return top
 
@@ -453,7 +462,8 @@ def _bare_flow(config: BuildConfig, workdir: Path, timeout: float, progress: Pro
         with watcher:
             report = run_flow(verilog, config.target.fpga, workdir,
                               target_mhz=config.achieved_mhz, seed=config.seed,
-                              timeout=timeout, pack=True, router=config.router)
+                              timeout=timeout, pack=True, router=config.router,
+                              timing_weight=config.timing_weight)
     except SynthError as error:
         raise _fail("bare flow", workdir, ["nextpnr.log", "nextpnr.out"]) from error
     suffix = "bin" if config.target.family == "ice40" else "bit"

@@ -143,12 +143,14 @@ def _count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
 
 
 ROUTERS = ("router1", "router2")  # nextpnr --router
+#: nextpnr's HeAP placer timing weight when none is given (``--placer-heap-timingweight``).
+NEXTPNR_TIMING_WEIGHT = 10
 
 
 def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
              target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800.0,
              pack: bool = False, constraints: Path | None = None,
-             router: str | None = None) -> SynthReport:
+             router: str | None = None, timing_weight: int | None = None) -> SynthReport:
     """Synthesise, place and route ``verilog`` for ``device`` in ``workdir``.
 
     Parameters
@@ -167,6 +169,10 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
     router : str, optional
         nextpnr's ``--router`` (``router1``, its default, or ``router2``). ECP5 with
         ``router2`` and no constraints: ``clk`` goes on :attr:`Device.clock_pin`.
+    timing_weight : int, optional
+        The HeAP placer's timing weight (``--placer-heap-timingweight``; nextpnr's default
+        :data:`NEXTPNR_TIMING_WEIGHT`): how strongly the critical connections pull their
+        cells together against the total wire length.
     """
     apply_tool_environment()
     started = time.monotonic()
@@ -189,6 +195,8 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
                "--timing-allow-fail"]
     if router is not None:
         command += ["--router", router]
+    if timing_weight is not None:
+        command += ["--placer-heap-timingweight", str(timing_weight)]
     if device.family == "ice40":
         command += ["--asc", f"{top}.asc"]
         command += ["--pcf", str(constraints)] if constraints else []

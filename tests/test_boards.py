@@ -23,6 +23,7 @@ from amaranth.lib import wiring
 from bitmod.fpga import boards as fboards
 from bitmod.fpga.boards import ClockError, ecp5_pll, get_board, ice40_pll, make_pll
 from bitmod.fpga.build import BuildConfig, board_plan
+from bitmod.fpga.synth import NEXTPNR_TIMING_WEIGHT
 from bitmod.fpga.top import BoardTop, BusAdapter
 from bitmod.golden import core as gcore
 from bitmod.golden.core import CoreConfig, bus_address
@@ -381,6 +382,8 @@ def test_cli_errors(build_dir, monkeypatch, capsys):
         (["--board", "icebreaker", "--array", "2by2"], "--array takes ROWSxCOLS"),
         (["--board", "icebreaker", "--clock", "300"], "ice40 PLL output 300 MHz is outside"),
         (["--board", "ulx3s-85f", "--clock", "48"], "cannot make 48 MHz from 25 MHz"),
+        (["--board", "icebreaker", "--timing-weight", "0"],
+         "timing_weight must be in 1..1000, not 0"),
     ]
     for argv, message in cases:
         assert cli.main(["build", *argv]) == 2
@@ -403,6 +406,27 @@ def test_router_choice(tmp_path):
     for config, folder in ((default, tmp_path / "r2"), (other, tmp_path / "r1")):
         board_plan(config, folder)
         assert f"--router {config.router}" in (folder / "build_top.sh").read_text()
+
+
+def test_timing_weight_choice(tmp_path):
+    """nextpnr's placer timing weight is a build parameter like the router: validated, the
+    board's unless given (nextpnr's own 10 when the board names none), hashed into the
+    folder and on nextpnr's command line."""
+    for bad, error in ((0, ValueError), (1001, ValueError), (True, TypeError),
+                       ("40", TypeError)):
+        with pytest.raises(error, match="timing_weight must be"):
+            BuildConfig("icebreaker", timing_weight=bad)
+    assert get_board("icebreaker").timing_weight is None
+    assert BuildConfig("icebreaker").timing_weight == NEXTPNR_TIMING_WEIGHT == 10
+    ulx3s = get_board("ulx3s-85f")
+    default = BuildConfig("ulx3s-85f", rows=1, cols=1)
+    other = BuildConfig("ulx3s-85f", rows=1, cols=1, timing_weight=7)
+    assert default.timing_weight == (ulx3s.timing_weight or NEXTPNR_TIMING_WEIGHT)
+    assert other.timing_weight == 7 and default.workdir() != other.workdir()
+    for config, folder in ((default, tmp_path / "default"), (other, tmp_path / "seven")):
+        board_plan(config, folder)
+        script = (folder / "build_top.sh").read_text()
+        assert f"--placer-heap-timingweight {config.timing_weight} " in script
 
 
 def test_router2_ecp5_clock_pin(build_dir):

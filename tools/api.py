@@ -593,7 +593,7 @@ class SynthResult(Result):
 
 def synth(component: str, params: dict | None = None, *, scheme: str | None = None,
           device: str = "ecp5-85f", clock_mhz: float = 100.0, seed: int = 1,
-          router: str | None = None) -> SynthResult:
+          router: str | None = None, timing_weight: int | None = None) -> SynthResult:
     """Synthesise, place and route one registered component out of context
     (:mod:`fpga.ooc`: registered inputs and outputs on four pins) and report its own LUT4s,
     flip-flops, DSPs, BRAMs and Fmax (the wrapper's exactly known cost subtracted)."""
@@ -611,6 +611,8 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
     seed = check_int("seed", seed, 0)
     if router is not None:
         check_choice("router", router, ROUTERS)
+    if timing_weight is not None:
+        timing_weight = check_int("timing_weight", timing_weight, 1, 1000)
     params = resolve_params(component, params, scheme)
     unit = build_component(component, params)
     in_bits, out_bits = port_widths(unit)
@@ -628,9 +630,10 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
         raise ValueError(f"{component} ({shown}) is too wide to synthesise: {error}") from None
     verilog = export_verilog(wrapper, platform=target)  # the part's primitives, as on a board
     key = hashlib.sha256(f"{component}|{json.dumps(params, sort_keys=True)}|{scheme}|"
-                         f"{verilog}|{router}".encode()).hexdigest()[:12]
+                         f"{verilog}|{router}|{timing_weight}".encode()).hexdigest()[:12]
     workdir = build_root() / "synth" / f"{component}-{target.name}-{key}"
-    report = run_flow(verilog, target, workdir, target_mhz=clock_mhz, seed=seed, router=router)
+    report = run_flow(verilog, target, workdir, target_mhz=clock_mhz, seed=seed, router=router,
+                      timing_weight=timing_weight)
     overhead = wrapper_cost(in_bits, out_bits)
     return SynthResult(
         component=component, params=params, scheme=scheme, device=target.name,

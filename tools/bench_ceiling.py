@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bitmod.fpga.devices import get_device
 from bitmod.fpga.synth import DoesNotFit, SynthError
-from bitmod.golden.checks import check_number
+from bitmod.golden.checks import check_int, check_number
 from bitmod.golden.dsp_array import DEFAULT_MAX_K, check_params
 from bitmod.tools.api import synth
 from bitmod.tools.bench import report
@@ -43,7 +43,7 @@ def plan(device_names, array_text: str | None, max_k: int) -> list[tuple]:
     return jobs
 
 
-def run(jobs, clock_mhz: float, seed: int = 1):
+def run(jobs, clock_mhz: float, seed: int = 1, timing_weight: int | None = None):
     """Yield one row per job (a dict; ``error`` set if the flow failed)."""
     for device, rows, cols, params in jobs:
         row = {"device": device.name, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
@@ -54,7 +54,7 @@ def run(jobs, clock_mhz: float, seed: int = 1):
             # (their fixed sites congest the columns around them); router2 takes ~4.
             router = "router2" if device.family == "ecp5" else None
             result = synth("dsp_array", params, device=device.name, clock_mhz=clock_mhz,
-                           seed=seed, router=router).to_dict()
+                           seed=seed, router=router, timing_weight=timing_weight).to_dict()
         except DoesNotFit as error:
             yield {**row, "over": error.over}
             continue
@@ -87,10 +87,13 @@ def format_row(row: dict) -> str:
 def _bench(args) -> int:
     jobs = plan(args.device or list(DEVICES), args.array, args.max_k)
     clock = check_number("--clock", args.clock, positive=True)
-    rows = report(run(jobs, clock, args.seed), HEADER, format_row, args.json)
+    weight = (None if args.timing_weight is None
+              else check_int("--timing-weight", args.timing_weight, 1, 1000))
+    rows = report(run(jobs, clock, args.seed, weight), HEADER, format_row, args.json)
     if not args.json:
+        shown = "" if weight is None else f", placer timing weight {weight}"
         print(f"(INT8 x INT8, accumulators for K <= {args.max_k}; out of context, wrapper "
-              f"cost subtracted; nextpnr target {args.clock:g} MHz, seed {args.seed})")
+              f"cost subtracted; nextpnr target {args.clock:g} MHz, seed {args.seed}{shown})")
     return 1 if any("error" in row for row in rows) else 0
 
 
@@ -106,5 +109,7 @@ def register(bench_subparsers) -> None:
     parser.add_argument("--clock", type=float, default=150.0, metavar="MHZ",
                         help="nextpnr clock target (default 150)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--timing-weight", type=int, metavar="W",
+                        help="nextpnr placer timing weight, 1-1000 (its default: 10)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=_bench)

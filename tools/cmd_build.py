@@ -84,7 +84,8 @@ def _build(args) -> int:
     from bitmod.tools.progress import Progress
 
     config = BuildConfig(args.board, **build_options(args), clock_mhz=args.clock,
-                         baud=args.baud, seed=args.seed, router=args.router)
+                         baud=args.baud, seed=args.seed, router=args.router,
+                         timing_weight=args.timing_weight)
     progress = Progress(not args.json)
     try:
         with progress:
@@ -125,5 +126,8 @@ def register(subparsers) -> None:
     parser.add_argument("--router", choices=ROUTERS,
                         help="nextpnr router (board default; router2 copes better with "
                              "congested large arrays)")
+    parser.add_argument("--timing-weight", type=int, metavar="W",
+                        help="nextpnr placer timing weight, 1-1000 (board default; nextpnr's "
+                             "own is 10)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_build)

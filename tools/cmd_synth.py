@@ -51,7 +51,8 @@ def _synth(args) -> int:
     from bitmod.tools.api import synth
 
     result = synth(args.component, parse_params(args.param), scheme=args.scheme,
-                   device=args.device, clock_mhz=args.clock, seed=args.seed, router=args.router)
+                   device=args.device, clock_mhz=args.clock, seed=args.seed, router=args.router,
+                   timing_weight=args.timing_weight)
     if args.json:
         print(result.to_json())
     else:
@@ -75,5 +76,7 @@ def register(subparsers) -> None:
                         help="clock target for nextpnr (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--router", choices=ROUTERS, help="nextpnr router (its default: router1)")
+    parser.add_argument("--timing-weight", type=int, metavar="W",
+                        help="nextpnr placer timing weight, 1-1000 (its default: 10)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_synth)

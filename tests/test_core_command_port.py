@@ -204,7 +204,7 @@ def test_command_port_matches_golden_model(name, register_command):
 
     async def host(ctx):
         ctx.set(port.counters, counters)
-        for case in cases:
+        for case, expected in zip(cases, want, strict=True):
             ctx.set(port.busy, case.busy)
             ctx.set(port.done, case.done)
             ctx.set(port.i_cmd.payload, {"op": case.op, "addr": case.addr, "data": case.data})
@@ -225,6 +225,10 @@ def test_command_port_matches_golden_model(name, register_command):
                     await ctx.tick()
                 ctx.set(port.busy, 0)  # the job ends
                 ctx.set(port.done, 1)
+                await ctx.tick()
+            if (register_command and case.op == OPS["read_output"]
+                    and expected[0] == gcore.STATUS["ok"]):  # its read data registered first
+                assert not ctx.get(port.o_resp.valid), "a read answered before its data landed"
                 await ctx.tick()
             assert ctx.get(port.o_resp.valid), "no response one cycle after the command"
             resp = ctx.get(port.o_resp.payload)

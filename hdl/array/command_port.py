@@ -84,7 +84,9 @@ class CommandPort(wiring.Component):
     the iCE40 board's critical path; acting on the sender's payload instead of the copy put the
     sender's registers, wherever they were placed, at the head of the execute stage's paths.
 
-    Latency: 1 cycle from a command accepted to its response valid (``wait``: from ``busy``
+    Latency: 1 cycle from a command accepted to its response valid (an ``ok`` ``read_output``
+    with the registered command: 2, its read data registered before it leaves; ``wait``: from
+    ``busy``
     falling). Throughput: one command per 3 cycles (check, accept, response taken).
 
     Parameters
@@ -170,6 +172,12 @@ class CommandPort(wiring.Component):
         resp_status = Signal(gcore.STATUS_BITS)
         resp_data = Signal(gcore.DATA_BITS)
         resp_from_mem = Signal()  # the response data is the output buffer's read data
+        # With the registered command (off the iCE40) a read's data goes to ``resp_data`` a
+        # cycle after the read (``fetch``), so no block-RAM output drives the response's
+        # multiplexer and net (the ULX3S 7 x 6 x 16 build at 100 MHz, seed 2: the output
+        # buffer -> the response multiplexer -> the clock crossing's register, 10.8 ns).
+        registered = platform_form(self._register_command, platform, on_ice40=False)
+        fetch = Signal()
         waiting = self.waiting
         accept = Signal()
         checked = Signal()  # the offered command's status is in ``x_status``
@@ -183,7 +191,9 @@ class CommandPort(wiring.Component):
             accept.eq(checked),
             self.o_resp.valid.eq(resp_valid),
             self.o_resp.payload.status.eq(resp_status),
-            self.o_resp.payload.data.eq(Mux(resp_from_mem, self.output_read.data, resp_data)),
+            self.o_resp.payload.data.eq(resp_data if registered
+                                        else Mux(resp_from_mem, self.output_read.data,
+                                                 resp_data)),
         ]
         with m.If(self.o_resp.valid & self.o_resp.ready):
             m.d.sync += resp_valid.eq(0)
@@ -294,7 +304,7 @@ class CommandPort(wiring.Component):
         reg_picks = Cat((op == OPS["write_special"]) & (addr == 0),
                         *[(op == OPS["set_job"]) & (addr == idx) & fits
                           for idx, fits in enumerate(value_fits)])
-        with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting):
+        with m.If(self.i_cmd.valid & ~checked & ~resp_valid & ~waiting & ~fetch):
             m.d.sync += [checked.eq(1), x_status.eq(status), x_cmd.eq(cmd),
                          x_start.eq((op == OPS["start"]) & (status == ST["ok"])),
                          x_pick.eq(Mux(status == ST["ok"], Cat(*picks), 0)),
@@ -310,7 +320,6 @@ class CommandPort(wiring.Component):
         # ---- execute stage: the accepted command ------------------------------------------
         # Without the copy (the iCE40 form: the LCs the iCEBreaker default needs) the execute
         # stage decodes the offered command, which the stream contract keeps until taken.
-        registered = platform_form(self._register_command, platform, on_ice40=False)
         executed = x_cmd if registered else cmd
         op, addr, dat = executed.op, executed.addr, executed.data
         imm = Signal(gcore.DATA_BITS)  # the picked source (0 for a refused command)
@@ -324,10 +333,15 @@ class CommandPort(wiring.Component):
         with m.If(accept):
             with m.If((op == OPS["wait"]) & busy):
                 m.d.sync += waiting.eq(1)
+            with m.Elif(registered & (op == OPS["read_output"]) & x_ok):
+                m.d.sync += fetch.eq(1)
             with m.Else():
                 m.d.sync += [resp_valid.eq(1), resp_status.eq(x_status),
                              resp_data.eq(imm),
                              resp_from_mem.eq((op == OPS["read_output"]) & x_ok)]
+        with m.If(fetch):  # the read's data arrived: the response, from a register
+            m.d.sync += [fetch.eq(0), resp_valid.eq(1), resp_status.eq(ST["ok"]),
+                         resp_data.eq(self.output_read.data)]
         with m.If(waiting & ~busy):
             m.d.sync += [waiting.eq(0), resp_valid.eq(1), resp_status.eq(ST["ok"]),
                          resp_data.eq(Cat(Const(0, 1), done)), resp_from_mem.eq(0)]

@@ -86,8 +86,8 @@ class CommandPort(wiring.Component):
 
     Latency: 1 cycle from a command accepted to its response valid (an ``ok`` ``read_output``
     with the registered command: 2, its read data registered before it leaves; ``wait``: from
-    ``busy``
-    falling). Throughput: one command per 3 cycles (check, accept, response taken).
+    ``busy`` falling). Throughput: one command per 3 cycles (check, accept, response taken;
+    an ``ok`` ``read_output`` with the registered command: 4).
 
     Parameters
     ----------

@@ -593,23 +593,31 @@ class CommandPortProof(_Harness):
         with m.If(delivered & ~accepted & (in_flight == 0)):
             m.d.sync += in_flight.eq(3)  # a response for no command: flagged below
         prompt = Signal()  # a command that must be answered in the next cycle was accepted
-        m.d.sync += prompt.eq(accepted & (cmd.payload.op != OPS["wait"]))
+        op = cmd.payload.op
+        m.d.sync += prompt.eq(accepted & (op != OPS["wait"]) & (op != OPS["read_output"]))
+        # A read_output is answered in the next cycle or the one after (its read data
+        # registered first, in the command port's registered form).
+        read, read_late = Signal(), Signal()
+        m.d.sync += [read.eq(accepted & (op == OPS["read_output"])),
+                     read_late.eq(read & ~resp.valid)]
         m.d.comb += [
             Assert(in_flight <= 1, "two commands in flight, or a response without a command"),
             Assert(~resp.valid | (in_flight == 1), "a response without a command in flight"),
             Assert(~cmd.ready | ((in_flight == 0) & ~resp.valid),
                    "a command accepted while another is in flight"),
             Assert(~prompt | resp.valid, "a command other than wait not answered at once"),
+            Assert(~read_late | resp.valid, "a read_output not answered within two cycles"),
             Assert(_stream_rule(m, resp, "o_resp"),
                    "o_resp: valid dropped or payload changed while not ready"),
         ]
         if isinstance(self._dut, AcceleratorCore):
             waiting = probe(frag, "waiting")["waiting"]
-            m.d.comb += Assert(in_flight == resp.valid + waiting,
-                               "aux: in flight == response pending + wait pending")
             # The command port executes its registered copy of the checked command; the
             # stream rule keeps the offered one equal to it until it is accepted.
-            port = probe(_subfragment(frag, "command_port"), "x_cmd", "checked")
+            port = probe(_subfragment(frag, "command_port"), "x_cmd", "checked", "fetch")
+            m.d.comb += Assert(in_flight == resp.valid + waiting + port["fetch"],
+                               "aux: in flight == response pending + wait pending + read "
+                               "pending")
             m.d.comb += Assert(~port["checked"] | (cmd.valid & (cmd.payload.as_value()
                                                                 == port["x_cmd"])),
                                "aux: a checked command is still offered, equal to its copy")

@@ -35,7 +35,15 @@ from bitmod.golden.protocol import LinkConfig
 from bitmod.toolchain import apply_tool_environment, build_root, export_verilog
 
 from .boards import DEFAULT_PE, DEFAULT_SCHEME, Board, PLLConfig, get_board
-from .synth import NEXTPNR_TIMING_WEIGHT, ROUTERS, SynthError, SynthReport, _count_cells, run_flow
+from .synth import (
+    NEXTPNR_TIMING_WEIGHT,
+    ROUTERS,
+    SynthError,
+    SynthReport,
+    _count_cells,
+    check_timing_weight,
+    run_flow,
+)
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "StageWatcher", "board_plan", "build"]
 
@@ -136,7 +144,7 @@ class BuildConfig:
         check_choice("router", self.router, ROUTERS)
         if self.timing_weight is None:
             put("timing_weight", board.timing_weight or NEXTPNR_TIMING_WEIGHT)
-        put("timing_weight", check_int("timing_weight", self.timing_weight, 1, 1000))
+        put("timing_weight", check_timing_weight(self.timing_weight))
         put("seed", check_int("seed", self.seed, 0))
         board.pll(self.clock_mhz)  # an impossible clock fails here, before any work
         self.core  # noqa: B018 (validates the scheme and the core parameters)

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bitmod.golden.checks import BitmodError
+from bitmod.golden.checks import BitmodError, check_int
 from bitmod.toolchain import apply_tool_environment, find_tool
 
 from .devices import Device
@@ -145,6 +145,11 @@ def _count_cells(cells: dict[str, int], family: str) -> dict[str, int]:
 ROUTERS = ("router1", "router2")  # nextpnr --router
 #: nextpnr's HeAP placer timing weight when none is given (``--placer-heap-timingweight``).
 NEXTPNR_TIMING_WEIGHT = 10
+
+
+def check_timing_weight(value) -> int:
+    """``value`` as a placer timing weight: an int in 1 .. 1000 (else a one-line error)."""
+    return check_int("timing_weight", value, 1, 1000)
 
 
 def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",

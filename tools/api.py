@@ -601,7 +601,7 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
 
     from bitmod.fpga.devices import get_device
     from bitmod.fpga.ooc import OOCWrapper, port_widths, wrapper_cost
-    from bitmod.fpga.synth import ROUTERS, run_flow
+    from bitmod.fpga.synth import ROUTERS, check_timing_weight, run_flow
     from bitmod.golden.checks import check_choice, check_int, check_number
     from bitmod.hdl.registry import build_component, resolve_params
     from bitmod.toolchain import build_root, export_verilog
@@ -612,7 +612,7 @@ def synth(component: str, params: dict | None = None, *, scheme: str | None = No
     if router is not None:
         check_choice("router", router, ROUTERS)
     if timing_weight is not None:
-        timing_weight = check_int("timing_weight", timing_weight, 1, 1000)
+        timing_weight = check_timing_weight(timing_weight)
     params = resolve_params(component, params, scheme)
     unit = build_component(component, params)
     in_bits, out_bits = port_widths(unit)

@@ -12,8 +12,8 @@ back-to-back tiles of at least ``C`` steps). ``--array RxC`` overrides the shape
 from __future__ import annotations
 
 from bitmod.fpga.devices import get_device
-from bitmod.fpga.synth import DoesNotFit, SynthError
-from bitmod.golden.checks import check_int, check_number
+from bitmod.fpga.synth import DoesNotFit, SynthError, check_timing_weight
+from bitmod.golden.checks import check_number
 from bitmod.golden.dsp_array import DEFAULT_MAX_K, check_params
 from bitmod.tools.api import synth
 from bitmod.tools.bench import report
@@ -87,8 +87,7 @@ def format_row(row: dict) -> str:
 def _bench(args) -> int:
     jobs = plan(args.device or list(DEVICES), args.array, args.max_k)
     clock = check_number("--clock", args.clock, positive=True)
-    weight = (None if args.timing_weight is None
-              else check_int("--timing-weight", args.timing_weight, 1, 1000))
+    weight = None if args.timing_weight is None else check_timing_weight(args.timing_weight)
     rows = report(run(jobs, clock, args.seed, weight), HEADER, format_row, args.json)
     if not args.json:
         shown = "" if weight is None else f", placer timing weight {weight}"

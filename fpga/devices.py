@@ -67,7 +67,8 @@ class Device:
         synth``) see the read ports as asynchronous until synthesis and keep it. On the
         ECP5 the flip-flops of registers marked :data:`hdl.common.KEEP_APART` also get
         ``keep``, so identical copies stay apart (after ``proc``: a Verilog source has no
-        flip-flop cells before it); on the iCE40 parts, whose arrays are 2 x 2, merging
+        flip-flop cells before it), each with its reset and enable in the flip-flop (the
+        ECP5's ``LSR`` and ``CE``), so no shared LUT feeds the copies; on the iCE40 parts, whose arrays are 2 x 2, merging
         costs no long nets and saves the logic cells the iCEBreaker's default needs (with
         ``keep`` it did not place)."""
         # (Only a synchronous read port may collide: the Verilog flows' ports are asynchronous
@@ -76,7 +77,14 @@ class Device:
                     f"r:RD_PORTS=1 %i r:WR_PORTS=1 %i r:RD_CLK_ENABLE=1'1 %i a:{NO_COLLISION} %i")
         if self.family == "ice40":
             return f"proc; {memories}"
-        return f"proc; setattr -set keep 1 a:{KEEP_APART} %ci1:+$dff[Q]; {memories}"
+        # ``opt_dff`` (after the clean-up it needs) first folds each register's reset and
+        # enable into its flip-flop: kept as a bare ``$dff``, a free-running register's sync
+        # reset stayed a LUT before it, and the equal LUTs of equal copies were merged into
+        # one that drove every copy (the copies apart, their common input one net across the
+        # chip: the ULX3S 7 x 6 x 16 builds' lane-mask, site-valid and read-pointer copies).
+        kept = "$dff,$dffe,$sdff,$sdffe,$sdffce"
+        return (f"proc; opt_expr; opt_clean; opt_dff; "
+                f"setattr -set keep 1 a:{KEEP_APART} %ci1:+{kept}[Q]; {memories}")
 
     @property
     def synth_command(self) -> str:

@@ -239,6 +239,9 @@ class Board:
         Default timing weight of nextpnr's HeAP placer (``--placer-heap-timingweight``;
         ``None``: nextpnr's own, 10), where a heavier one places the default array faster
         (docs/boards.md).
+    fold_resets : bool
+        Fold the kept-apart registers' resets into their flip-flops before synthesis
+        (:meth:`fpga.devices.Device.pre_synth`); no board does by default.
     pe, scheme : str
         Default PE kind (:data:`golden.gemm.PE_KINDS`) and weight scheme: the fastest measured
         design on the board (the iCEBreaker's int PEs, two products per DSP block, run
@@ -271,6 +274,7 @@ class Board:
     uart: tuple | None = None
     router: str = "router1"
     timing_weight: int | None = None
+    fold_resets: bool = False
     pe: str = DEFAULT_PE
     scheme: str = DEFAULT_SCHEME
     kind_arrays: tuple = ()

@@ -100,6 +100,10 @@ class BuildConfig:
         nextpnr's placer timing weight (default the board's,
         :attr:`fpga.boards.Board.timing_weight`; :data:`fpga.synth.NEXTPNR_TIMING_WEIGHT`
         when neither gives one), 1 .. 1000.
+    fold_resets : bool, optional
+        Fold the kept-apart registers' resets into their flip-flops before synthesis
+        (:meth:`fpga.devices.Device.pre_synth`; default the board's,
+        :attr:`fpga.boards.Board.fold_resets`).
     """
 
     board: str
@@ -117,6 +121,7 @@ class BuildConfig:
     seed: int = 1
     router: str | None = None
     timing_weight: int | None = None
+    fold_resets: bool | None = None
     pe: str | None = None
 
     def __post_init__(self):
@@ -145,6 +150,10 @@ class BuildConfig:
         if self.timing_weight is None:
             put("timing_weight", board.timing_weight or NEXTPNR_TIMING_WEIGHT)
         put("timing_weight", check_timing_weight(self.timing_weight))
+        if self.fold_resets is None:
+            put("fold_resets", board.fold_resets)
+        if not isinstance(self.fold_resets, bool):
+            raise TypeError(f"fold_resets must be a bool, not {self.fold_resets!r}")
         put("seed", check_int("seed", self.seed, 0))
         board.pll(self.clock_mhz)  # an impossible clock fails here, before any work
         self.core  # noqa: B018 (validates the scheme and the core parameters)
@@ -412,7 +421,7 @@ def board_plan(config: BuildConfig, workdir: Path):
     synth_opts = board.fpga.synth_command.split(" ", 1)[1]
     plan = platform.build(
         top, name="top", build_dir=str(workdir), do_build=False, do_program=False,
-        synth_opts=synth_opts, script_after_read=board.fpga.pre_synth,
+        synth_opts=synth_opts, script_after_read=board.fpga.pre_synth(config.fold_resets),
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=(f"--report report.json --timing-allow-fail --seed {config.seed} "
                       f"--router {config.router} "

@@ -55,8 +55,7 @@ class Device:
             return f"iCE40{size}"
         return f"LFE5U-{size[:-1]}F"
 
-    @property
-    def pre_synth(self) -> str:
+    def pre_synth(self, fold_resets: bool = False) -> str:
         """Yosys commands between reading the design and synthesis.
 
         Memories marked :data:`hdl.common.NO_COLLISION` (one read and one write port each) may
@@ -67,21 +66,28 @@ class Device:
         synth``) see the read ports as asynchronous until synthesis and keep it. On the
         ECP5 the flip-flops of registers marked :data:`hdl.common.KEEP_APART` also get
         ``keep``, so identical copies stay apart (after ``proc``: a Verilog source has no
-        flip-flop cells before it), each with its reset and enable in the flip-flop (the
-        ECP5's ``LSR`` and ``CE``), so no shared LUT feeds the copies; on the iCE40 parts, whose arrays are 2 x 2, merging
+        flip-flop cells before it); on the iCE40 parts, whose arrays are 2 x 2, merging
         costs no long nets and saves the logic cells the iCEBreaker's default needs (with
-        ``keep`` it did not place)."""
+        ``keep`` it did not place).
+
+        A kept flip-flop is kept as ``proc`` leaves it, so a free-running copy's synchronous
+        reset stays a LUT before it, and Yosys merges the equal LUTs of equal copies: one LUT
+        then drives every copy. With ``fold_resets`` (ECP5), ``opt_dff`` first folds each
+        register's reset and enable into its flip-flop (``LSR``, ``CE``), so no LUT is
+        shared: 9.8-12.1 MHz more for the ULX3S 7 x 6 x 16 array, but the 10 x 10 x 8
+        default, at nextpnr's legalisation cliff, lost 15 MHz on seed 1 (docs/boards.md),
+        so no board folds them by default."""
+        if not isinstance(fold_resets, bool):
+            raise TypeError(f"fold_resets must be a bool, not {fold_resets!r}")
         # (Only a synchronous read port may collide: the Verilog flows' ports are asynchronous
         # with a register until synthesis merges them, and keep their emulation.)
         memories = (f"memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 "
                     f"r:RD_PORTS=1 %i r:WR_PORTS=1 %i r:RD_CLK_ENABLE=1'1 %i a:{NO_COLLISION} %i")
         if self.family == "ice40":
             return f"proc; {memories}"
-        # ``opt_dff`` (after the clean-up it needs) first folds each register's reset and
-        # enable into its flip-flop: kept as a bare ``$dff``, a free-running register's sync
-        # reset stayed a LUT before it, and the equal LUTs of equal copies were merged into
-        # one that drove every copy (the copies apart, their common input one net across the
-        # chip: the ULX3S 7 x 6 x 16 builds' lane-mask, site-valid and read-pointer copies).
+        if not fold_resets:
+            return f"proc; setattr -set keep 1 a:{KEEP_APART} %ci1:+$dff[Q]; {memories}"
+        # (opt_dff needs the clean-up before it to see the reset multiplexers.)
         kept = "$dff,$dffe,$sdff,$sdffe,$sdffce"
         return (f"proc; opt_expr; opt_clean; opt_dff; "
                 f"setattr -set keep 1 a:{KEEP_APART} %ci1:+{kept}[Q]; {memories}")

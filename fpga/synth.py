@@ -183,7 +183,7 @@ def run_flow(verilog: str, device: Device, workdir: Path, *, top: str = "top",
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / f"{top}.v").write_text(verilog)
-    script = (f"read_verilog -sv {top}.v; {device.pre_synth}; {device.synth_command} -top {top}; "
+    script = (f"read_verilog -sv {top}.v; {device.pre_synth()}; {device.synth_command} -top {top}; "
               f"tee -q -o stat.json stat -json; write_json {top}.json")
     _run("yosys", [find_tool("yosys"), "-q", "-l", "yosys.log", "-p", script],
          workdir / "yosys.out", workdir, timeout, tool_log=workdir / "yosys.log")

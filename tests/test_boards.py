@@ -429,6 +429,24 @@ def test_timing_weight_choice(tmp_path):
         assert f"--placer-heap-timingweight {config.timing_weight} " in script
 
 
+def test_fold_resets_choice(tmp_path):
+    """Folding the kept registers' resets (Device.pre_synth) is a build parameter: off on
+    every board unless asked for, validated, hashed into the folder and in the Yosys script."""
+    from bitmod.fpga.boards import BOARDS
+
+    assert not any(board.fold_resets for board in BOARDS.values())
+    with pytest.raises(TypeError, match="fold_resets must be a bool, not 'yes'"):
+        BuildConfig("ulx3s-85f", fold_resets="yes")
+    plain = BuildConfig("ulx3s-85f", rows=1, cols=1)
+    folded = BuildConfig("ulx3s-85f", rows=1, cols=1, fold_resets=True)
+    assert plain.fold_resets is False and plain.workdir() != folded.workdir()
+    for config, folder in ((plain, tmp_path / "plain"), (folded, tmp_path / "folded")):
+        board_plan(config, folder)
+        script = (folder / "top.ys").read_text()
+        assert ("opt_dff; setattr -set keep 1" in script) == config.fold_resets
+        assert "setattr -set keep 1 a:bitmod_keep_apart" in script
+
+
 def test_router2_ecp5_clock_pin(build_dir):
     """ECP5 + router2 out of context: ``clk`` goes on the package's clock pin through a
     constraint file nextpnr (sandboxed by YoWASP) can open from any build directory."""
@@ -484,19 +502,20 @@ def test_board_default_pe_kind_and_scheme():
     assert (ulx3s.pe, ulx3s.scheme, ulx3s.lanes) == ("bitserial", "bitmod4", 8)
 
 
-def _synthesize(device, folder, then: str) -> None:
-    """``folder/t.il`` (top module ``top``) through the device's pre-synthesis commands and
-    synthesis, then the Yosys commands ``then``."""
-    script = (f"read_rtlil t.il; {device.pre_synth}; {device.synth_command} -top top; "
-              f"{then}")
+def _synthesize(device, folder, then: str, fold_resets: bool = False) -> None:
+    """``folder/t.il`` (top module ``top``) through the device's pre-synthesis commands (with
+    ``fold_resets``) and synthesis, then the Yosys commands ``then``."""
+    script = (f"read_rtlil t.il; {device.pre_synth(fold_resets)}; {device.synth_command} "
+              f"-top top; {then}")
     subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=folder, check=True,
                    capture_output=True, text=True, timeout=300)
 
 
-def _synth_stat(device, folder):
+def _synth_stat(device, folder, fold_resets: bool = False):
     """Cell counts of ``folder/t.il`` after the device's pre-synthesis commands and synthesis
     (Yosys's ``stat`` into a file: its stdout after ABC is not kept)."""
-    _synthesize(device, folder, "tee -q -o stat.json stat -json")  # (as fpga.synth reads it)
+    # (as fpga.synth reads it)
+    _synthesize(device, folder, "tee -q -o stat.json stat -json", fold_resets)
     stat = json.loads((folder / "stat.json").read_text())
     return {kind: int(n) for kind, n in stat["design"].get("num_cells_by_type", {}).items()}
 
@@ -539,12 +558,18 @@ def test_keep_apart_registers_stay_apart(tmp_path):
     counts = {}
     for marked in (False, True):
         (tmp_path / "t.il").write_text(rtlil.convert(Chains(marked), name="top"))
-        stat = _synth_stat(device, tmp_path)
-        counts[marked] = stat["TRELLIS_FF"], stat.get("LUT4", 0)
-    # Merged: one chain of 5 registers serves all four; apart: 2 + 3 + 4 + 5 of 4 bits. Each
-    # register's reset is its flip-flop's own (LSR): no LUT, so none shared by the copies.
-    assert counts == {False: (4 * 5, 0), True: (4 * (2 + 3 + 4 + 5), 0)}
-    assert KEEP_APART not in get_device("ice40-up5k").pre_synth  # 2 x 2 arrays: merged
+        for fold in (False, True):
+            stat = _synth_stat(device, tmp_path, fold)
+            counts[marked, fold] = stat["TRELLIS_FF"], stat.get("LUT4", 0)
+    # Merged: one chain of 5 registers serves all four; apart: 2 + 3 + 4 + 5 of 4 bits. Kept,
+    # the first registers' resets are one LUT per bit shared by the four copies, unless
+    # folded into the flip-flops (LSR): then no LUT at all.
+    assert counts == {(False, False): (4 * 5, 0), (False, True): (4 * 5, 0),
+                      (True, False): (4 * (2 + 3 + 4 + 5), 4),
+                      (True, True): (4 * (2 + 3 + 4 + 5), 0)}
+    with pytest.raises(TypeError, match="fold_resets must be a bool, not 1"):
+        device.pre_synth(1)
+    assert KEEP_APART not in get_device("ice40-up5k").pre_synth()  # 2 x 2 arrays: merged
     # Every skew register of an array carries the mark (each wire's attributes precede it).
     cfg = ArrayConfig(rows=3, cols=3, lanes=2, group_size=4, formats=("int4",), scale_bits=2)
     text = rtlil.convert(SystolicArray(cfg), name="top")

@@ -85,7 +85,7 @@ def _build(args) -> int:
 
     config = BuildConfig(args.board, **build_options(args), clock_mhz=args.clock,
                          baud=args.baud, seed=args.seed, router=args.router,
-                         timing_weight=args.timing_weight)
+                         timing_weight=args.timing_weight, fold_resets=args.fold_resets)
     progress = Progress(not args.json)
     try:
         with progress:
@@ -129,5 +129,8 @@ def register(subparsers) -> None:
     parser.add_argument("--timing-weight", type=int, metavar="W",
                         help="nextpnr placer timing weight, 1-1000 (board default; nextpnr's "
                              "own is 10)")
+    parser.add_argument("--fold-resets", action="store_true", default=None,
+                        help="fold the kept-apart registers' resets into their flip-flops "
+                             "before synthesis (ECP5; docs/boards.md)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_build)

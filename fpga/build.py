@@ -154,6 +154,9 @@ class BuildConfig:
             put("fold_resets", board.fold_resets)
         if not isinstance(self.fold_resets, bool):
             raise TypeError(f"fold_resets must be a bool, not {self.fold_resets!r}")
+        if self.fold_resets and board.fpga.family != "ecp5":
+            raise ValueError(f"fold_resets applies to ECP5 builds only, not {board.name} "
+                             f"({board.fpga.name}: its flow keeps no copies apart)")
         put("seed", check_int("seed", self.seed, 0))
         board.pll(self.clock_mhz)  # an impossible clock fails here, before any work
         self.core  # noqa: B018 (validates the scheme and the core parameters)

@@ -75,8 +75,9 @@ class Device:
         then drives every copy. With ``fold_resets`` (ECP5), ``opt_dff`` first folds each
         register's reset and enable into its flip-flop (``LSR``, ``CE``), so no LUT is
         shared: 9.8-12.1 MHz more for the ULX3S 7 x 6 x 16 array, but the 10 x 10 x 8
-        default, at nextpnr's legalisation cliff, lost 15 MHz on seed 1 (docs/boards.md),
-        so no board folds them by default."""
+        default missed its 82 MHz on both seeds (69.3 and 67.7 MHz: the long net moved to
+        before the copies; docs/boards.md), so no board folds them by default. (The iCE40
+        flow keeps no copies apart, so there is nothing to fold.)"""
         if not isinstance(fold_resets, bool):
             raise TypeError(f"fold_resets must be a bool, not {fold_resets!r}")
         # (Only a synchronous read port may collide: the Verilog flows' ports are asynchronous

@@ -437,6 +437,9 @@ def test_fold_resets_choice(tmp_path):
     assert not any(board.fold_resets for board in BOARDS.values())
     with pytest.raises(TypeError, match="fold_resets must be a bool, not 'yes'"):
         BuildConfig("ulx3s-85f", fold_resets="yes")
+    with pytest.raises(ValueError, match="fold_resets applies to ECP5 builds only, not "
+                                         "icebreaker"):
+        BuildConfig("icebreaker", fold_resets=True)
     plain = BuildConfig("ulx3s-85f", rows=1, cols=1)
     folded = BuildConfig("ulx3s-85f", rows=1, cols=1, fold_resets=True)
     assert plain.fold_resets is False and plain.workdir() != folded.workdir()

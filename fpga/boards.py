@@ -336,10 +336,11 @@ BOARDS: dict[str, Board] = {
                                                     ("bitplane", 2, 2, 2, 22.5))),
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F, FTDI UART",
               "ecp5-85f", _platform("ulx3s", "ULX3S_85F_Platform"), "clk25", 25.0,
-              # 10x10 PEs x 8 lanes meet 82 MHz (PLL 82.14) on seeds 1 and 2 (84.19 and
+              # 10x10 PEs x 8 lanes met 82 MHz (PLL 82.14) on seeds 1 and 2 (84.19 and
               # 83.63 MHz on the 2026-12-07 RTL, 49,672 LUT4 of 83,640, 58,581 FF: at
               # nextpnr's legalisation cliff): 400 MACs per cycle, 32.9 GMAC/s, 3.0x the
-              # DSP INT8 ceiling (docs/boards.md).
+              # DSP INT8 ceiling. On the RTL since e8d9dc6 seed 1 misses it (79.36 MHz; seed
+              # 2 82.84): docs/boards.md, "The kept copies' resets".
               clock_mhz=82.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
               router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "

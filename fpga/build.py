@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bitmod.golden.checks import BitmodError, check_choice, check_int, check_number
+from bitmod.golden.checks import BitmodError, check_bool, check_choice, check_int, check_number
 from bitmod.golden.core import CoreConfig
 from bitmod.golden.gemm import core_weights, runs_as_is
 from bitmod.golden.protocol import LinkConfig
@@ -152,8 +152,7 @@ class BuildConfig:
         put("timing_weight", check_timing_weight(self.timing_weight))
         if self.fold_resets is None:
             put("fold_resets", board.fold_resets)
-        if not isinstance(self.fold_resets, bool):
-            raise TypeError(f"fold_resets must be a bool, not {self.fold_resets!r}")
+        check_bool("fold_resets", self.fold_resets)
         if self.fold_resets and board.fpga.family != "ecp5":
             raise ValueError(f"fold_resets applies to ECP5 builds only, not {board.name} "
                              f"({board.fpga.name}: its flow keeps no copies apart)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bitmod.golden.checks import check_bool
 from bitmod.hdl.common import KEEP_APART, NO_COLLISION
 
 __all__ = ["DEVICES", "Device", "get_device"]
@@ -78,8 +79,7 @@ class Device:
         default missed its 82 MHz on both seeds (69.3 and 67.7 MHz: the long net moved to
         before the copies; docs/boards.md), so no board folds them by default. (The iCE40
         flow keeps no copies apart, so there is nothing to fold.)"""
-        if not isinstance(fold_resets, bool):
-            raise TypeError(f"fold_resets must be a bool, not {fold_resets!r}")
+        check_bool("fold_resets", fold_resets)
         # (Only a synchronous read port may collide: the Verilog flows' ports are asynchronous
         # with a register until synthesis merges them, and keep their emulation.)
         memories = (f"memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 t:$mem_v2 "

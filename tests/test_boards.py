@@ -435,7 +435,7 @@ def test_fold_resets_choice(tmp_path):
     from bitmod.fpga.boards import BOARDS
 
     assert not any(board.fold_resets for board in BOARDS.values())
-    with pytest.raises(TypeError, match="fold_resets must be a bool, not 'yes'"):
+    with pytest.raises(TypeError, match="fold_resets must be True or False, not 'yes'"):
         BuildConfig("ulx3s-85f", fold_resets="yes")
     with pytest.raises(ValueError, match="fold_resets applies to ECP5 builds only, not "
                                          "icebreaker"):
@@ -570,7 +570,7 @@ def test_keep_apart_registers_stay_apart(tmp_path):
     assert counts == {(False, False): (4 * 5, 0), (False, True): (4 * 5, 0),
                       (True, False): (4 * (2 + 3 + 4 + 5), 4),
                       (True, True): (4 * (2 + 3 + 4 + 5), 0)}
-    with pytest.raises(TypeError, match="fold_resets must be a bool, not 1"):
+    with pytest.raises(TypeError, match="fold_resets must be True or False, not 1"):
         device.pre_synth(1)
     assert KEEP_APART not in get_device("ice40-up5k").pre_synth()  # 2 x 2 arrays: merged
     # Every skew register of an array carries the mark (each wire's attributes precede it).

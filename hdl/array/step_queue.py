@@ -3,7 +3,7 @@ step queue, between its loop counters and its buffer reads."""
 
 from __future__ import annotations
 
-from amaranth import Module, Shape, Signal
+from amaranth import Module, Mux, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,7 +22,8 @@ class StepQueue(wiring.Component):
     from flip-flops, kept apart (:data:`hdl.common.KEEP_APART`): equal bits of the head (a
     value repeated per consumer) stay separate flip-flops. ``o_stream.ready`` only moves the
     entries: the head takes the second entry, or the input in a cycle that both pops and
-    pushes one entry.
+    pushes one entry. The payload is defined only with ``o_stream.valid`` (a free entry takes
+    the input whether or not it is pushed).
 
     Latency: an entry pushed in cycle ``t`` is offered from cycle ``t + 1``. Throughput: one
     entry per cycle in and out (two entries: a push and a pop in every cycle leave one).
@@ -63,10 +64,16 @@ class StepQueue(wiring.Component):
                      self.o_stream.payload.eq(head)]
         m.d.sync += count.eq(count + push - pop)
         incoming = self.i_stream.payload
-        with m.If(pop & (count == 2)):
-            m.d.sync += head.eq(second)
-        with m.Elif(push & ((count == 0) | pop)):  # empty, or its one entry leaves
-            m.d.sync += head.eq(incoming)
-        with m.Elif(push):  # one entry stays
+        # The loads do not look at ``push``: an entry that is not held may take any value, so
+        # the head loads whenever it is empty or leaves (``count == 0 | o_stream.ready``: the
+        # second entry if there is one, else the input, which is the pushed entry if one is
+        # pushed), and the second entry loads the input unless the queue is full (no push
+        # then: ``i_stream.ready`` is low). The head's enable, one net to every kept-apart
+        # copy, is then one LUT of the count and the receiver's ``ready``, not behind the
+        # sender's ``valid`` (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: the step loop's
+        # ``remain`` -> the count's decode -> the head's enables, 12.9 ns).
+        with m.If((count == 0) | self.o_stream.ready):
+            m.d.sync += head.eq(Mux(count == 2, second, incoming))
+        with m.If(count != 2):
             m.d.sync += second.eq(incoming)
         return m

@@ -3,13 +3,16 @@ step queue, between its loop counters and its buffer reads."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Shape, Signal
+from amaranth import Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common import keep_apart, read_only
 
 __all__ = ["StepQueue"]
+
+#: Bits of the head per copy of the count's flags (its load enable and multiplexer select).
+_CHUNK_BITS = 32
 
 
 @read_only("shape")
@@ -60,20 +63,33 @@ class StepQueue(wiring.Component):
         count = Signal(range(3))
         push = self.i_stream.valid & self.i_stream.ready
         pop = self.o_stream.valid & self.o_stream.ready
+        count_next = Signal.like(count, name="count_next")
+        m.d.comb += count_next.eq(count + push - pop)
         m.d.comb += [self.i_stream.ready.eq(count != 2), self.o_stream.valid.eq(count != 0),
                      self.o_stream.payload.eq(head)]
-        m.d.sync += count.eq(count + push - pop)
+        m.d.sync += count.eq(count_next)
         incoming = self.i_stream.payload
         # The loads do not look at ``push``: an entry that is not held may take any value, so
         # the head loads whenever it is empty or leaves (``count == 0 | o_stream.ready``: the
         # second entry if there is one, else the input, which is the pushed entry if one is
         # pushed), and the second entry loads the input unless the queue is full (no push
-        # then: ``i_stream.ready`` is low). The head's enable, one net to every kept-apart
-        # copy, is then one LUT of the count and the receiver's ``ready``, not behind the
-        # sender's ``valid`` (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: the step loop's
-        # ``remain`` -> the count's decode -> the head's enables, 12.9 ns).
-        with m.If((count == 0) | self.o_stream.ready):
-            m.d.sync += head.eq(Mux(count == 2, second, incoming))
+        # then: ``i_stream.ready`` is low). Each chunk of the head reads ``count == 0`` and
+        # ``count == 2`` from flip-flops of its own (kept apart, loaded from the next count),
+        # so its enable is one LUT of its flag and the receiver's ``ready`` and its select a
+        # flip-flop beside it: the count and the sender's ``valid`` reach the chunks' few
+        # flags, not the head's 200 enables and multiplexers across the chip (the ULX3S
+        # 10 x 10 x 8 builds at 82 MHz, seed 2: the step loop's ``remain`` -> the count's
+        # decode -> the head's enables, 12.9 ns; then the count -> ``count != 2`` -> the
+        # multiplexers -> the head, 12.3 ns).
+        width = len(head)
+        for start in range(0, width, _CHUNK_BITS):
+            end = min(start + _CHUNK_BITS, width)
+            empty = keep_apart(Signal(init=1, name=f"head{start}_empty"))
+            full = keep_apart(Signal(name=f"head{start}_full"))
+            m.d.sync += [empty.eq(count_next == 0), full.eq(count_next == 2)]
+            with m.If(empty | self.o_stream.ready):
+                m.d.sync += head[start:end].eq(Mux(full, Value.cast(second)[start:end],
+                                                   Value.cast(incoming)[start:end]))
         with m.If(count != 2):
             m.d.sync += second.eq(incoming)
         return m

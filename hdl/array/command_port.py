@@ -108,6 +108,8 @@ class CommandPort(wiring.Component):
     busy, done : In(1)
         The controller's job state (``busy`` may only fall while a command is in flight).
     counters : In(counters_layout())
+        The controller's counters; the registered form answers a read from its copy of them
+        a cycle behind (the same value once a job has ended).
     start : Out(1)
         One cycle, a flip-flop: an ``ok`` ``start`` was accepted in the previous cycle (so
         the controller's job reset, which reaches its counters and loops across the chip,

@@ -329,10 +329,14 @@ class StepSerializer(wiring.Component):
                "rp": Signal.like(rp, name="rp_next"),
                "wp": Signal.like(wp, name="wp_next"), "full": Signal(name="full_next")}
         held_next = Signal.like(held, name="held_next")
+        # How the term counter and read pointer step: the central ones and the columns' and
+        # rows' own copies (_echo_sources) alike.
+        advance = {"t": lambda now: Mux(pop, 0, Mux(case["run"], now + 1, now)),
+                   "rp": lambda now: step(now, pop)}
         if T > 1:  # (emit without pop is run)
-            m.d.comb += nxt["t"].eq(Mux(pop, 0, Mux(case["run"], t + 1, t)))
+            m.d.comb += nxt["t"].eq(advance["t"](t))
             m.d.sync += t.eq(nxt["t"])
-        m.d.comb += [nxt["rp"].eq(step(rp, pop)), nxt["wp"].eq(step(wp, push)),
+        m.d.comb += [nxt["rp"].eq(advance["rp"](rp)), nxt["wp"].eq(step(wp, push)),
                      held_next.eq(held + push - pop),
                      nxt["full"].eq(Mux(push & ~pop, almost, Mux(pop & ~push, 0, full)))]
         m.d.sync += [rp.eq(nxt["rp"]), wp.eq(nxt["wp"]), full.eq(nxt["full"]),
@@ -374,8 +378,6 @@ class StepSerializer(wiring.Component):
             case["group_pop"].eq(ends & gl & group_ok_next & ~ol),
             case["tile_pop"].eq(ends & gl & group_ok_next & ol & spaced_next),
         ]
-        advance = {"t": lambda now: Mux(pop, 0, Mux(case["run"], now + 1, now)),
-                   "rp": lambda now: step(now, pop)}
         return {"emit": emit, "next": nxt, "now": {"t": t, "rp": rp}, "advance": advance}
 
     def _sites(self, m: Module, ctl: dict, name: str, valids, fields: dict, wide: str,

@@ -54,3 +54,31 @@ def test_step_queue_keeps_order_and_flags(shape):
 def test_step_queue_shape_is_validated():
     with pytest.raises(TypeError, match="shape must be a shape-castable, not 'wide'"):
         StepQueue("wide")
+
+
+def test_step_queue_head_loads_do_not_follow_the_sender_valid():
+    """An empty head takes the input whether or not it is pushed (its enable starts at the
+    chunks' count flags and ``o_stream.ready``, never at ``i_stream.valid``), and a held head
+    keeps its entry while the receiver waits; every 32-bit chunk of a 70-bit head alike."""
+    queue = StepQueue(70)
+    words = [(0x15 << 64) | 0x0123_4567_89AB_CDEF, (0x2A << 64) | 0x0FED_CBA9_8765_4321,
+             (0x3F << 64) | 0x5555_AAAA_5555_AAAA]
+
+    async def bench(ctx):
+        ctx.set(queue.o_stream.ready, 0)
+        ctx.set(queue.i_stream.valid, 0)
+        ctx.set(queue.i_stream.payload, words[0])
+        await ctx.tick()
+        assert ctx.get(queue.o_stream.payload) == words[0]  # loaded, not pushed
+        assert not ctx.get(queue.o_stream.valid)
+        ctx.set(queue.i_stream.valid, 1)
+        ctx.set(queue.i_stream.payload, words[1])
+        await ctx.tick()  # pushed: the head holds it
+        ctx.set(queue.i_stream.valid, 0)
+        ctx.set(queue.i_stream.payload, words[2])
+        for _ in range(3):
+            await ctx.tick()
+            assert ctx.get(queue.o_stream.valid)
+            assert ctx.get(queue.o_stream.payload) == words[1]
+
+    run_simulation(queue, [bench], deadline=1e-3)

@@ -251,3 +251,22 @@ def test_site_copies_are_what_the_sites_push_on():
     with pytest.raises(ValueError, match="site_lanes must be None or an int of at least 1, "
                                          "not 0"):
         StepSerializer(cfg, site_lanes=0)
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_echo_sites_follow_their_own_column_or_row_pointer(stages):
+    """With the echo stage every column and row steps its own kept-apart copy of the read
+    pointer (and the columns of the term counter), which its sites follow: no one central
+    flip-flop drives the sites on both edges of the array. Without the echo there is none."""
+    from amaranth.back import rtlil
+
+    cfg = ArrayConfig(rows=3, cols=2, lanes=4, group_size=8, formats=BITMOD, scale_bits=8,
+                      act_format="int8", serializer_stages=stages)
+    text = rtlil.convert(StepSerializer(cfg, site_copies=True, site_lanes=2))
+    sources = {name for name in
+               (f"{edge}{i}_{key}_source" for edge, n in (("col", 2), ("row", 3))
+                for i in range(n) for key in ("rp", "t"))
+               if f"\\{name} " in text or f"\\{name}\n" in text}
+    expected = ({f"col{c}_{key}_source" for c in range(2) for key in ("rp", "t")}
+                | {f"row{r}_rp_source" for r in range(3)}) if stages >= 3 else set()
+    assert sources == expected

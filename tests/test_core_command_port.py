@@ -6,10 +6,12 @@ command is checked for one cycle, answered one cycle after it is taken (a wait d
 once busy falls) and its response held under backpressure."""
 
 import random
+import re
 from dataclasses import dataclass
 
 import pytest
 from amaranth import Elaboratable, Module, unsigned
+from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
@@ -203,7 +205,7 @@ def test_command_port_matches_golden_model(name, register_command):
     holds = random.Random(3)
 
     async def host(ctx):
-        ctx.set(port.counters, counters)
+        ctx.set(port.counters, dict(zip(gcore.COUNTERS, counters, strict=True)))
         for case, expected in zip(cases, want, strict=True):
             ctx.set(port.busy, case.busy)
             ctx.set(port.done, case.done)
@@ -259,3 +261,18 @@ def test_command_port_parameters_are_validated():
         CommandPort({"rows": 2})
     with pytest.raises(TypeError, match="register_command must be a bool or None, not 1"):
         CommandPort(CoreConfig(), register_command=1)
+
+
+@pytest.mark.parametrize("register_command", [True, False])
+def test_no_wire_is_named_like_a_bit_of_another(register_command):
+    """No wire ``x[i]`` beside a wire ``x``: ABC9's reintegration names bit ``i`` of ``x``
+    ``x[i]`` and Yosys 0.69 asserts where the two meet (``count_id(wire->name) == 0``,
+    docs/synthesis.md). The counters were an array layout, whose field wires are so named;
+    with the registered form's copy of them the ULX3S 7 x 6 x 16 netlist did not synthesize."""
+    text = rtlil.convert(CommandPort(CoreConfig(**CONFIGS["int8"]),
+                                     register_command=register_command), name="top")
+    wires = set(re.findall(r"^\s*wire .*?\\(\S+)$", text, re.M))
+    assert {"counters", "i_cmd__payload"} <= wires, "the pattern no longer reads the RTLIL"
+    bracketed = sorted(w for w in wires
+                       if (base := re.fullmatch(r"(.+)\[\d+\]", w)) and base.group(1) in wires)
+    assert not bracketed, f"wires named like a bit of another: {bracketed}"

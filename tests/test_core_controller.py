@@ -256,8 +256,8 @@ def test_controller_steps_and_counters_match_golden(name, form):
                 assert not ctx.get(ctrl.o_step.valid) and not ctx.get(ctrl.busy)
                 assert ctx.get(ctrl.done)
                 await ctx.tick()
-            counters = dict(zip(gcore.COUNTERS, [int(v) for v in ctx.get(ctrl.counters)],
-                                strict=True))
+            value = ctx.get(ctrl.counters)
+            counters = {name: int(value[name]) for name in gcore.COUNTERS}
             results.append((steps, counters, cycle, readies))
 
     run_simulation(dut, [bench], deadline=1e-2)

@@ -41,9 +41,15 @@ def job_layout(config: gcore.CoreConfig) -> data.StructLayout:
                               "k": range(config.max_k + 1)})
 
 
-def counters_layout() -> data.ArrayLayout:
-    """The performance counters, in :data:`golden.core.COUNTERS` order, 48 bits each."""
-    return data.ArrayLayout(unsigned(gcore.COUNTER_BITS), len(gcore.COUNTERS))
+def counters_layout() -> data.StructLayout:
+    """The performance counters, 48 bits each, one field per name of
+    :data:`golden.core.COUNTERS` in its order.
+
+    A struct, not an array: an array layout's fields are wires named ``counters[0]``, ... beside
+    ``counters``, and where both reach ABC9 (the 16-lane ULX3S netlist, whose command port copies
+    the counters) its reintegration names bit ``i`` of ``counters`` ``counters[i]`` too and
+    Yosys 0.69 asserts (``count_id(wire->name) == 0``, docs/synthesis.md)."""
+    return data.StructLayout({name: unsigned(gcore.COUNTER_BITS) for name in gcore.COUNTERS})
 
 
 @read_only("config", "writes")
@@ -287,9 +293,9 @@ class CommandPort(wiring.Component):
             m.d.sync += counters.eq(self.counters)
         sources = [Cat(busy, done), Cat(Const(0, 1), done)]
         picks = [op == OPS["status"], op == OPS["wait"]]
-        for i in range(len(gcore.COUNTERS)):
+        for i, counter in enumerate(gcore.COUNTERS):
             for half in range(2):
-                sources.append(counters[i][32 * half:32 * half + 32])
+                sources.append(counters[counter][32 * half:32 * half + 32])
                 picks.append((op == OPS["read_counter"]) & (addr == 2 * i + half))
         x_pick = Signal(len(sources))
         # The buffer write's bank and lane, picked at the check too (with the copy): a

@@ -144,7 +144,7 @@ class CoreController(wiring.Component):
             job_state = [(busy, self.busy), (self.done,)]
             for reg in (self.busy, self.done):
                 keep_apart(reg)
-        counters = [self.counters[i] for i in range(len(gcore.COUNTERS))]
+        counters = [self.counters[name] for name in gcore.COUNTERS]
         cnt_cycles, cnt_busy, cnt_stall = counters
         step = self.o_step
 

@@ -5,6 +5,8 @@ step_last and the row's table correction on the last plane only; group ends leav
 golden.gemm.tile_cycles' schedule (tile ends at least R cycles apart); a tile's last word
 waits for a drain credit and nothing else does."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -270,3 +272,25 @@ def test_echo_sites_follow_their_own_column_or_row_pointer(stages):
     expected = ({f"col{c}_{key}_source" for c in range(2) for key in ("rp", "t")}
                 | {f"row{r}_rp_source" for r in range(3)}) if stages >= 3 else set()
     assert sources == expected
+
+
+@pytest.mark.parametrize("stages", [0, 1, 3])
+def test_every_column_site_holds_its_lanes_selector_and_term_counter(stages):
+    """Each column site keeps the selector in its own entries and has its own copy of the term
+    counter, so its lanes' encoders and term selects read flip-flops of their own site, not
+    the first site's across the column; the rows' sites (no selector, no term counter for
+    activations) do not."""
+    from amaranth.back import rtlil
+
+    cfg = ArrayConfig(rows=3, cols=2, lanes=4, group_size=8, formats=BITMOD, scale_bits=8,
+                      act_format="int8", serializer_stages=stages)
+    ser = StepSerializer(cfg, site_copies=True, site_lanes=2)
+    text = rtlil.convert(ser)
+    wires = set(re.findall(r"^\s*wire .*?\\(\S+)$", text, re.M))
+    entries = cfg.feed_entries
+    for c in range(2):
+        for j in range(2):
+            assert {f"col{c}_{j}_e{k}_sel" for k in range(entries)} <= wires, (c, j)
+            assert f"col{c}_{j}_t" in wires, (c, j)
+    assert not {w for w in wires if re.fullmatch(r"row\d+_\d+_(t|e\d+_sel)", w)}
+

@@ -402,8 +402,16 @@ class StepSerializer(wiring.Component):
             part = {wide: (value[bounds[j]:bounds[j + 1]], bounds[j + 1] - bounds[j])}
             if j == 0:
                 part.update({key: v for key, v in fields.items() if key != wide})
-            heads.append(self._site(m, ctl, f"{name}_{j}", valids[j], part, with_t and j == 0))
-        return {**heads[0], wide: Cat(*(head[wide] for head in heads))}
+            elif "sel" in fields:  # each site's encoders read a selector of their own
+                part["sel"] = fields["sel"]
+            # A column's every site has its own term counter copy, for its lanes' term select.
+            heads.append(self._site(m, ctl, f"{name}_{j}", valids[j], part,
+                                    with_t and (j == 0 or wide == "terms")))
+        joined = {**heads[0], wide: Cat(*(head[wide] for head in heads))}
+        if wide == "terms":  # per lane, the head of the site holding it (_column_word)
+            joined["lane_heads"] = [heads[j] for j in range(n)
+                                    for _ in range(bounds[j] // unit, bounds[j + 1] // unit)]
+        return joined
 
     def _echo_sources(self, m: Module, ctl: dict, name: str, with_t: bool) -> dict:
         """A column's or row's own copies of the central term counter and read pointer, for
@@ -490,14 +498,20 @@ class StepSerializer(wiring.Component):
         """Column word of this cycle (:attr:`col_widths`) from a column site."""
         cfg = self._config
         T, L, lane_bits, stored = cfg.terms, self._lanes, self._lane_bits, self._stored_bits
+        # Per lane, its site's head: its encoder's selector and (before a term register) its
+        # term select come from its own site, not across the column from the first site's (the
+        # ULX3S 10 x 10 x 8 build at 78 MHz: the first site's selector -> one net of 5.8 ns
+        # into the column's other encoders -> the column's word, 13.9 ns).
+        lane_heads = site.get("lane_heads") or [site] * L
+        site = {k: v for k, v in site.items() if k != "lane_heads"}
         if cfg.kind.operand == "terms":  # the head step's codes through the lanes' encoders
             special = self.special_values
-            if cfg.serializer_stages:
+            if cfg.serializer_stages or self._site_lanes is not None:
                 # The column's own copy of the special values, a cycle behind the register
                 # (static while steps run; a job starts commands after a write): the one
                 # register fed every column's encoders (the ULX3S 10 x 9 x 8 build: the
                 # special-value register -> a column's encoders -> its output register,
-                # 12.3 ns).
+                # 12.3 ns; 10 x 10 x 8 without column-top stages, 12.2 ns).
                 special = keep_apart(Signal(len(self.special_values), name=f"{name}_special",
                                             reset_less=True))
                 m.d.sync += special.eq(self.special_values)
@@ -506,11 +520,11 @@ class StepSerializer(wiring.Component):
                 enc = TermEncoderCore(list(cfg.formats))
                 m.submodules[f"{name}_enc{lane}"] = enc
                 m.d.comb += [enc.code.eq(site["terms"].word_select(lane, stored)),
-                             enc.selector.eq(site["sel"]),
+                             enc.selector.eq(lane_heads[lane]["sel"]),
                              enc.special_values.eq(special)]
                 encoded.append(enc.terms)
             site = {**{k: v for k, v in site.items() if k != "sel"}, "terms": Cat(*encoded)}
-        lane_t = None
+        lane_t = [head["t"] for head in lane_heads]
         if cfg.serializer_stages >= 2:  # the term register: the encoders' terms, registered
             lane_t = self._lane_term_copies(m, site["t"], name)
             site = self._delay(m, site, f"{name}_terms")

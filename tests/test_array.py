@@ -367,3 +367,7 @@ def test_ready_is_a_register_without_early_credits(early):
     # (Amaranth names the flip-flop after the credit signal it drives.)
     registered = re.findall(r"connect \\Q \\(has_credit\S*)\n", text)
     assert registered == ([] if early else ["has_credit"])
+    # Its input, ``ready_next``, reads the count's ``>= 2`` and ``>= 1`` from flip-flops
+    # loaded from the next count, not the count through an adder and a compare.
+    flags = sorted(re.findall(r"connect \\Q \\(credits_(?:two|one)_or_more)\n", text))
+    assert flags == ([] if early else ["credits_one_or_more", "credits_two_or_more"])

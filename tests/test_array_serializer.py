@@ -294,3 +294,17 @@ def test_every_column_site_holds_its_lanes_selector_and_term_counter(stages):
             assert f"col{c}_{j}_t" in wires, (c, j)
     assert not {w for w in wires if re.fullmatch(r"row\d+_\d+_(t|e\d+_sel)", w)}
 
+
+def test_pop_reads_one_flip_flop_for_the_pops_that_need_no_credit():
+    """``popping`` is ``sure_pop | tile_pop & credit``: the pops that need no drain credit (a
+    step's last term off a group end, or at a group end with the spacing met) are one
+    flip-flop, so the array's ``ready_next`` is two LUTs from flip-flops. The schedule tests
+    above fail if ``sure_pop`` misses either case."""
+    from amaranth.back import rtlil
+
+    cfg = ArrayConfig(rows=3, cols=2, lanes=4, group_size=8, formats=BITMOD, scale_bits=8,
+                      act_format="int8")
+    text = rtlil.convert(StepSerializer(cfg, site_copies=True, site_lanes=2))
+    flops = set(re.findall(r"^\s*connect \\Q \\(\S+)$", text, re.M))
+    assert {"sure_pop", "tile_pop", "group_pop"} <= flops
+    assert "free_pop" not in flops

@@ -287,9 +287,10 @@ class StepSerializer(wiring.Component):
         its cases the next cycle is in (a term of a step that is not its last, ``run``; a
         step's last term that leaves unconditionally, ``free_pop``, at a group end with the
         group spacing met, ``group_pop``, or at a tile end with both spacings met,
-        ``tile_pop``, which waits for the drain ``credit`` too), computed from the next
-        values of the occupancy, the term counter, the head entry's ends and the spacing
-        flags. So ``pop`` is one LUT of four flip-flops and the sites' next values two LUTs
+        ``tile_pop``, which waits for the drain ``credit`` too; the first two also as one
+        flip-flop, ``sure_pop``), computed from the next values of the occupancy, the term
+        counter, the head entry's ends and the spacing flags. So ``pop`` is one LUT of three
+        flip-flops and the sites' next values two LUTs
         from flip-flops (at 10 x 10 x 8 the decision was about six LUTs before its nets to
         every site: the ULX3S builds' paths at 75 MHz, 12.2-13.3 ns)."""
         cfg = self._config
@@ -311,9 +312,13 @@ class StepSerializer(wiring.Component):
         group_ok = Signal(init=1)
         spaced = Signal(init=1)
         case = {name: Signal(name=name)
-                for name in ("run", "free_pop", "group_pop", "tile_pop", "free_tile")}
+                for name in ("run", "sure_pop", "group_pop", "tile_pop", "free_tile")}
+        # ``sure_pop`` is ``free_pop | group_pop`` in one flip-flop: ``popping`` is then one LUT
+        # of three flip-flops, and the array's ``ready_next`` after it one more (the ULX3S
+        # 7 x 6 x 16 build at 100 MHz, seed 1: the drain credit -> the pop -> ``popping`` ->
+        # ``ready_next`` -> the reader's next enables -> an enable copy, six LUTs, 11.4 ns).
         tile_go = case["tile_pop"] & self.credit
-        pop = case["free_pop"] | case["group_pop"] | tile_go  # the head step's last term leaves
+        pop = case["sure_pop"] | tile_go  # the head step's last term leaves
         emit = Signal(name="emit")
         group_end = case["group_pop"] | tile_go  # a group's last term leaves
         m.d.comb += [emit.eq(case["run"] | pop),
@@ -373,7 +378,7 @@ class StepSerializer(wiring.Component):
         ends = (held_next != 0) & (nxt["t"] == T - 1)  # a last term is offered
         m.d.sync += [
             case["run"].eq((held_next != 0) & (nxt["t"] != T - 1)),
-            case["free_pop"].eq(ends & ~gl),
+            case["sure_pop"].eq(ends & (~gl | group_ok_next & ~ol)),  # free_pop | group_pop
             case["free_tile"].eq(ends & ~gl & ol),
             case["group_pop"].eq(ends & gl & group_ok_next & ~ol),
             case["tile_pop"].eq(ends & gl & group_ok_next & ol & spaced_next),

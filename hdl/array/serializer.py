@@ -81,10 +81,11 @@ class StepSerializer(wiring.Component):
     Latency: :attr:`golden.gemm.ArrayConfig.serializer_latency` = 2 + ``S`` cycles from a
     taken step to its first column word (the entry, ``S`` extra stages, then the output
     register; ``S`` = :attr:`golden.gemm.DatapathParams.serializer_stages`); ``tile_end`` is
-    decided ``1 + S`` cycles before its word leaves. Extra stage 1 reads every site's head
-    entry into a register (and gives each column's encoders a copy of the special values of
-    their own), stage 2 registers the encoders' terms (and delays the rows alike; with
-    ``site_lanes`` the term counter once more per site's lanes, :meth:`_lane_term_copies`):
+    decided ``1 + S`` cycles before its word leaves. Each column's encoders read a copy of the
+    special values of their own (with extra stages or ``site_lanes``). Extra stage 1 reads
+    every site's head entry into a register, stage 2 registers the encoders' terms (and
+    delays the rows alike; with ``site_lanes`` the term counter once more per site's lanes,
+    :meth:`_lane_term_copies`):
     they split each site's path from its pointer copies through the head multiplexer, the
     encoders and the term select (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz: 80 and 208
     of the 110 and 333 endpoints over 10 ns were the column words, up to 12.5 ns through one
@@ -389,9 +390,12 @@ class StepSerializer(wiring.Component):
                with_t: bool) -> dict:
         """A column's or row's sites, one per bit of ``valids`` (their copies of the offer):
         the ``wide`` field in equal slices (by lanes for the columns' terms), one per site,
-        and the other fields with the first site's. All sites hold the same steps in the
-        same cycles (their pointer copies are equal), so the head is the slices' heads side
-        by side with the first site's other fields, term counter and ``last_t``. Each site's
+        and the other fields with the first site's (a column's selector with every site's,
+        and every column site has its own term counter copy). All sites hold the same steps
+        in the same cycles (their pointer copies are equal), so the head is the slices'
+        heads side by side with the first site's other fields, term counter and ``last_t``,
+        and for a column ``lane_heads``: per lane, its own site's head (its selector and
+        term counter for the lane's encoder and term select). Each site's
         entry enables then reach a slice of the lanes (at 7 x 6 x 16, one column site's
         enable net spanned 40 columns of the chip: 7 ns)."""
         n = len(valids)

@@ -292,7 +292,14 @@ def test_every_column_site_holds_its_lanes_selector_and_term_counter(stages):
         for j in range(2):
             assert {f"col{c}_{j}_e{k}_sel" for k in range(entries)} <= wires, (c, j)
             assert f"col{c}_{j}_t" in wires, (c, j)
+        # Each column's encoders read a special-value copy of their own, with sites (off the
+        # iCE40) at every stage count.
+        assert f"col{c}_special" in wires, c
     assert not {w for w in wires if re.fullmatch(r"row\d+_\d+_(t|e\d+_sel)", w)}
+    # Without sites (the iCE40 form) and without column-top stages: the register itself.
+    if stages == 0:
+        text = rtlil.convert(StepSerializer(cfg, site_copies=True))
+        assert not re.search(r"wire .*\\col\d+_special$", text, re.M)
 
 
 def test_pop_reads_one_flip_flop_for_the_pops_that_need_no_credit():

@@ -167,20 +167,3 @@ def test_drain_form_is_validated():
     with pytest.raises(TypeError, match="config must be an ArrayConfig, not 3"):
         ArrayDrain(3)
     assert ArrayDrain(cfg).split_gather is None and ArrayDrain(cfg, False).split_gather is False
-
-
-def test_the_row_counter_and_the_select_read_no_or_of_every_column():
-    """The merger's select is one-hot, so only column ``C - 1``'s read ends a row: the row
-    counter and the tile's end read that read alone, and each select bit its own column's and
-    its neighbour's, with no column counter and no OR of every column's read into them (the
-    OR along the array's edge into the row counter was a 15.0 ns path at 10 x 10 x 8). The
-    outputs and credits are the tests above and the drain's proof (tests/test_proofs.py)."""
-    import re
-
-    from amaranth.back import rtlil
-
-    cfg = ArrayConfig(rows=3, cols=4, lanes=2, group_size=4, formats=("int4",), scale_bits=2)
-    text = rtlil.convert(ArrayDrain(cfg), name="top")
-    flops = set(re.findall(r"^\s*connect \\Q \\(\S+)$", text, re.M))
-    assert {"mr", "sel", "returning"} <= flops
-    assert "mc" not in flops

@@ -128,15 +128,11 @@ class ArrayDrain(wiring.Component):
         # column's read enable is local) and the head registered before the converter (the
         # FIFOs lie along the array's edge: the gathering multiplexer is the long path).
         mr = Signal(range(max(R, 2)))
-        sel = Signal(C, init=1)
-        # The selected column's index, decoded from the select: no logic reads it (synthesis
-        # drops it); the drain's proof states its invariants with it (hdl/proofs.py).
         mc = Signal(range(max(C, 2)))
-        for c in range(C):
-            with m.If(sel[c]):
-                m.d.comb += mc.eq(c)
+        sel = Signal(C, init=1)
         stage = tf.i_stream
         free = ~stage.valid | stage.ready  # the register can take the head
+        tile_end = (mr == R - 1) & (mc == C - 1)
         head_data = Signal(cfg.acc_width)
         m.d.comb += head_data.eq(_or_all([Mux(sel[c], col_fifos[c].r_data, 0)
                                           for c in range(C)]))
@@ -156,23 +152,15 @@ class ArrayDrain(wiring.Component):
         reads = [sel[c] & col_fifos[c].r_rdy & go for c in range(C)]
         m.d.comb += [col_fifos[c].r_en.eq(reads[c]) for c in range(C)]
         take = Cat(*reads).any()
-        # The select is one-hot, so a read is of the selected column: the select moves on from
-        # each column's own read and its neighbour's (a flip-flop beside each FIFO, no OR of
-        # every column's read into it), and only column C - 1's read ends a row of the tile:
-        # the row counter and the tile's end (its credit's return) read that column's read
-        # alone (the ULX3S 10 x 10 x 8 build at 82 MHz, seed 2: a column FIFO's ready -> the
-        # OR along the array's edge -> one net of 8.5 ns -> the row counter and ``returning``
-        # across the chip, 15.0 ns).
-        row_done = reads[C - 1]
-        tile_read = row_done & (mr == R - 1)
+        tile_read = take & tile_end
         self._credits(m, tile_read)
-        m.d.sync += [sel[c].eq(reads[c - 1] | (sel[c] & ~reads[c])) for c in range(C)]
-        with m.If(row_done):
-            m.d.sync += mr.eq(Mux(mr == R - 1, 0, mr + 1))
         with m.If(take):
-            m.d.sync += [stage.valid.eq(1), stage.payload.acc.eq(head_data)]
+            m.d.sync += [stage.valid.eq(1), stage.payload.acc.eq(head_data),
+                         sel.eq(sel.rotate_left(1)), mc.eq(Mux(mc == C - 1, 0, mc + 1))]
             if self._fp:
                 m.d.sync += stage.payload.exp_offset.eq(row_base[mr])
+            with m.If(mc == C - 1):
+                m.d.sync += mr.eq(Mux(mr == R - 1, 0, mr + 1))
         with m.Elif(stage.ready):
             m.d.sync += stage.valid.eq(0)
         if self._fp:

@@ -535,7 +535,7 @@ class StepSerializer(wiring.Component):
             site = {**{k: v for k, v in site.items() if k != "sel"}, "terms": Cat(*encoded)}
         lane_t = [head["t"] for head in lane_heads]
         if cfg.serializer_stages >= 2:  # the term register: the encoders' terms, registered
-            lane_t = self._lane_term_copies(m, site["t"], name)
+            lane_t = self._lane_term_copies(m, lane_t, name)
             site = self._delay(m, site, f"{name}_terms")
         t, last_t, terms = site["t"], site["last_t"], site["terms"]
         lane_t = lane_t or [t] * L
@@ -557,21 +557,21 @@ class StepSerializer(wiring.Component):
             code = self._exponent(m, code, self._col_widths[4], f"{name}_scale_exp")
         return Cat(index, site["gl"] & last_t, site["ol"] & last_t, lanes, code)
 
-    def _lane_term_copies(self, m: Module, t, name: str) -> list | None:
+    def _lane_term_copies(self, m: Module, lane_t: list, name: str) -> list | None:
         """The term register's copies of the term counter, one per ``site_lanes`` lanes of a
-        column (kept apart; each loaded from the head's ``t``, so equal to the term
-        register's own copy): each drives its lanes' term select only, not every lane of
-        the column (at 7 x 6 x 16 on the ULX3S, asked for 100 MHz, the one copy sat 42
-        columns from half its loads: 14.5 ns into the column's output register). ``None``
-        (the term register's copy for every lane) with one term per step or no
-        ``site_lanes``."""
+        column (kept apart; each loaded from the head's ``t`` of its first lane's site,
+        ``lane_t``, so equal to the term register's own copy): each drives its lanes' term
+        select only, not every lane of the column (at 7 x 6 x 16 on the ULX3S, asked for
+        100 MHz, the one copy sat 42 columns from half its loads: 14.5 ns into the column's
+        output register). ``None`` (the term register's copy for every lane) with one term
+        per step or no ``site_lanes``."""
         if self._config.terms == 1 or self._site_lanes is None:
             return None
         per = self._site_lanes
         copies = []
         for j in range(-(-self._lanes // per)):
-            reg = keep_apart(Signal.like(t, name=f"{name}_lanes{j}_t"))
-            m.d.sync += reg.eq(t)
+            reg = keep_apart(Signal.like(lane_t[j * per], name=f"{name}_lanes{j}_t"))
+            m.d.sync += reg.eq(lane_t[j * per])
             copies.append(reg)
         return [copies[lane // per] for lane in range(self._lanes)]
 

@@ -226,6 +226,9 @@ class Board:
         The column tops' extra register stages
         (:attr:`golden.gemm.DatapathParams.serializer_stages`; 0 where the logic cells are
         scarce).
+    feed_stages : int
+        The feed's extra register stages between the block RAMs and the array
+        (:attr:`golden.core.CoreConfig.feed_stages`; a cycle more per job each).
     group_size : int
         Default weight group size ``G`` the core is built for. The bit-serial PEs reach their
         peak ``R * C * L / T`` MACs per cycle only when a group's ``T * G / L`` cycles cover
@@ -271,6 +274,7 @@ class Board:
     max_k: int = 64
     group_size: int = 16
     serializer_stages: int = 0
+    feed_stages: int = 0
     uart: tuple | None = None
     router: str = "router1"
     timing_weight: int | None = None

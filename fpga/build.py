@@ -184,7 +184,8 @@ class BuildConfig:
                           group_size=self.group_size, formats=formats,
                           act_format=self.act, max_m=self.max_m, max_n=self.max_n,
                           max_k=self.max_k, pe_kind=self.pe, zero_points=zero_points,
-                          serializer_stages=self.target.serializer_stages)
+                          serializer_stages=self.target.serializer_stages,
+                          feed_stages=self.target.feed_stages)
 
     @functools.cached_property
     def link(self) -> LinkConfig:

@@ -120,16 +120,23 @@ class CoreConfig(ggemm.DatapathParams):
     ----------
     max_m, max_n, max_k : int
         Largest job, 1 .. 65536 each; size the buffers.
+    feed_stages : int
+        Extra register stages of the read data between the buffers and the array, 0 ..
+        :data:`MAX_FEED_STAGES` (each one a cycle more per job: :attr:`feed_latency`). On a
+        large device they let the block RAMs' outputs land in flip-flops beside them before
+        the data cross the chip.
     """
 
     max_m: int = 16
     max_n: int = 16
     max_k: int = 64
+    feed_stages: int = 0
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
         for name in ("max_m", "max_n", "max_k"):
             put(name, check_int(name, getattr(self, name), 1, MAX_DIM))
+        put("feed_stages", check_int("feed_stages", self.feed_stages, 0, MAX_FEED_STAGES))
         check_int("group_size", self.group_size, 1)
         array = self.array  # validates the array parameters
         for name in ("lanes", "group_size", "formats", "mant_width", "act_exp_bits",
@@ -141,6 +148,12 @@ class CoreConfig(ggemm.DatapathParams):
         """The :class:`golden.gemm.ArrayConfig` of the array inside the core."""
         return ggemm.ArrayConfig(**self.datapath(),
                                  max_groups=_cdiv(self.max_k, self.group_size))
+
+    @property
+    def feed_latency(self) -> int:
+        """Cycles from the feed's start to the array's first step on offer:
+        :data:`FEED_LATENCY` plus :attr:`feed_stages`."""
+        return FEED_LATENCY + self.feed_stages
 
     k_steps = property(lambda self: _cdiv(self.max_k, self.lanes))
     max_groups = property(lambda self: _cdiv(self.max_k, self.group_size))
@@ -304,7 +317,8 @@ class DeviceConfig:
         11  PE kind (7..0): bitserial 0, int 1, minifloat 2, lut 3, bitplane 4
             (:data:`golden.gemm.PE_KINDS` order) | zero points (8): the core corrects by
             them (:class:`golden.gemm.DatapathParams` ``zero_points``) | the column tops'
-            extra register stages (10..9, ``serializer_stages``: they change the cycles)
+            extra register stages (10..9, ``serializer_stages``: they change the cycles) |
+            the feed's extra register stages (12..11, ``feed_stages``: they change the cycles)
 
     Codes: act_format int8 0, fp16 1, bf16 2; out_format fp32 0, fp16 1; rounding 0 for INT8
     activations (no block converter), trunc 1, rne 2.
@@ -331,6 +345,7 @@ class DeviceConfig:
     pe_kind: str = "bitserial"
     zero_points: bool = False
     serializer_stages: int = 0
+    feed_stages: int = 0
     version: int = CONFIG_VERSION
 
     @classmethod
@@ -350,7 +365,7 @@ class DeviceConfig:
                    max_m=core.max_m, max_n=core.max_n, max_k=core.max_k,
                    clock_hz=round(link.core_clock) if link else 0, baud=link.baud if link else 0,
                    pe_kind=core.pe_kind, zero_points=core.zero_points,
-                   serializer_stages=core.serializer_stages)
+                   serializer_stages=core.serializer_stages, feed_stages=core.feed_stages)
 
     def words(self) -> tuple[int, ...]:
         """The block (class docstring); ``ValueError`` if a field does not fit its bits."""
@@ -372,7 +387,8 @@ class DeviceConfig:
             | f("scale_bits", self.scale_bits, 8) << 16 | f("code_bits", self.code_bits, 8) << 24,
             self.formats_crc, f("clock", self.clock_hz, 32), f("baud", self.baud, 32),
             ggemm.PE_KINDS.index(self.pe_kind) | int(self.zero_points) << 8
-            | f("serializer_stages", self.serializer_stages, 2) << 9,
+            | f("serializer_stages", self.serializer_stages, 2) << 9
+            | f("feed_stages", self.feed_stages, 2) << 11,
         )
 
     @property
@@ -403,7 +419,8 @@ class DeviceConfig:
                           act_exp_bits=self.act_exp_bits, scale_bits=self.scale_bits,
                           max_m=self.max_m, max_n=self.max_n, max_k=self.max_k,
                           pe_kind=self.pe_kind, zero_points=self.zero_points,
-                          serializer_stages=self.serializer_stages)
+                          serializer_stages=self.serializer_stages,
+                          feed_stages=self.feed_stages)
 
     def describe(self) -> dict[str, str]:
         """Field label -> value as a user would write it (what :meth:`differences` names)."""
@@ -418,6 +435,7 @@ class DeviceConfig:
             "array": f"{self.rows}x{self.cols}", "lanes": str(self.lanes),
             "PE kind": self.pe_kind, "zero points": "yes" if self.zero_points else "no",
             "column-top stages": str(self.serializer_stages),
+            "feed stages": str(self.feed_stages),
             "group size": str(self.group_size), "weight formats": weights,
             "activation format": self.act_format, "output format": self.out_format,
             "rounding": self.rounding or "-", "mantissa width": str(self.mant_width),
@@ -470,7 +488,7 @@ def decode_config(words) -> DeviceConfig:
         mant_width=w[7] & 0xFF, act_exp_bits=w[7] >> 8 & 0xFF, scale_bits=w[7] >> 16 & 0xFF,
         code_bits=w[7] >> 24, formats_crc=w[8], clock_hz=w[9], baud=w[10],
         pe_kind=_pe_kind(w[11] & 0xFF), zero_points=bool(w[11] >> 8 & 1),
-        serializer_stages=w[11] >> 9 & 3, version=version)
+        serializer_stages=w[11] >> 9 & 3, feed_stages=w[11] >> 11 & 3, version=version)
 
 
 def _pe_kind(code: int) -> str:
@@ -578,10 +596,12 @@ def read_commands(mp: CoreConfig, m: int, n: int) -> list[tuple[str, int, int]]:
     return cmds
 
 
-#: Cycles from the feed's start to the array's first step on offer: the step's cycle in the
-#: controller's queue (between the loop counters and the buffer reads), its buffer read and
-#: the read data's register.
+#: Cycles from the feed's start to the array's first step on offer without extra feed stages
+#: (:attr:`CoreConfig.feed_latency`): the step's cycle in the controller's queue (between the
+#: loop counters and the buffer reads), its buffer read and the read data's register.
 FEED_LATENCY = 3
+#: Most extra register stages of the feed's read data (:attr:`CoreConfig.feed_stages`).
+MAX_FEED_STAGES = 3
 
 
 def job_counters(mp: CoreConfig, m: int, n: int, k: int) -> dict[str, int]:
@@ -590,14 +610,15 @@ def job_counters(mp: CoreConfig, m: int, n: int, k: int) -> dict[str, int]:
     ``cycles`` counts the cycles the core is busy, from the cycle after ``start`` is accepted
     to the cycle the last output is written (inclusive)::
 
-        cycles = prepass + FEED_LATENCY + gemm_cycles(m, n, k, array)["cycles"]
+        cycles = prepass + feed_latency + gemm_cycles(m, n, k, array)["cycles"]
         prepass = ceil(m / R) * ceil(k / L) + 1     (FP16/BF16; 0 for INT8)
 
     ``prepass``: the controller reads every activation word once (one word per row bank per
     cycle) to find the group exponents, plus one cycle for its last read to land.
-    :data:`FEED_LATENCY` (3): the first weight-step's cycle in the controller's step queue,
-    its buffer read and its read data's register. ``busy_pe_cycles`` equals golden's
-    ``busy_pe_cycles`` (term-cycles of real outputs); ``stall_cycles`` is ``FEED_LATENCY``:
+    ``feed_latency`` (:attr:`CoreConfig.feed_latency`, 3 + ``feed_stages``): the first
+    weight-step's cycle in the controller's step queue, its buffer read, its read data's
+    register and the extra feed stages. ``busy_pe_cycles`` equals golden's
+    ``busy_pe_cycles`` (term-cycles of real outputs); ``stall_cycles`` is ``feed_latency``:
     the cycles the array waits for the first step (no other bubble: the controller streams
     one step per cycle when the array takes one and the output buffer takes every result at
     once).
@@ -605,8 +626,8 @@ def job_counters(mp: CoreConfig, m: int, n: int, k: int) -> dict[str, int]:
     cfg = mp.array
     model = ggemm.gemm_cycles(m, n, k, cfg)  # the array's fill: ArrayConfig.fill
     prepass = 0 if cfg.act_format == "int8" else _cdiv(m, cfg.rows) * _cdiv(k, cfg.lanes) + 1
-    return {"cycles": prepass + FEED_LATENCY + model["cycles"],
-            "busy_pe_cycles": model["busy_pe_cycles"], "stall_cycles": FEED_LATENCY}
+    return {"cycles": prepass + mp.feed_latency + model["cycles"],
+            "busy_pe_cycles": model["busy_pe_cycles"], "stall_cycles": mp.feed_latency}
 
 
 @dataclass

@@ -194,7 +194,8 @@ CONFIGS = [
                       max_m=8, max_n=8, max_k=32, zero_points=True),  # word 11, bit 8
      protocol.LinkConfig(clk_freq=24e6, baud=115_200)),
     (gcore.CoreConfig(rows=7, cols=6, lanes=16, group_size=128, formats=BITMOD4, max_m=64,
-                      max_n=64, max_k=256, serializer_stages=3),  # word 11, bits 10..9
+                      max_n=64, max_k=256, serializer_stages=3,  # word 11, bits 10..9
+                      feed_stages=2),  # word 11, bits 12..11
      protocol.LinkConfig(clk_freq=100e6, baud=115_200)),
     (gcore.CoreConfig(rows=64, cols=1, lanes=1, group_size=1, formats=("fp4",),
                       act_format="bf16", max_m=1, max_n=1, max_k=1),

@@ -25,9 +25,11 @@ INT8_INT4_INTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym
                        act_format="int8",
                        max_m=8, max_n=16, max_k=64, pe_kind="int")
 FP16_INT8W_INTPE = dict(FP16_INT8W, pe_kind="int")
-# The exact minifloat PE: MX weights (power-of-two group scales as shifts), 32-element blocks.
+# The exact minifloat PE: MX weights (power-of-two group scales as shifts), 32-element blocks;
+# one extra feed stage (golden.core.CoreConfig.feed_stages: a cycle more per job).
 INT8_MXFP4_MFPE = dict(rows=2, cols=3, lanes=4, group_size=32, formats="fp4_e2m1",
-                       act_format="int8", max_m=8, max_n=16, max_k=96, pe_kind="minifloat")
+                       act_format="int8", max_m=8, max_n=16, max_k=96, pe_kind="minifloat",
+                       feed_stages=1)
 FP16_MXFP8_MFPE = dict(rows=2, cols=2, lanes=4, group_size=32, formats="fp8_e4m3",
                        act_format="fp16", mant_width=8, act_exp_bits=3, max_m=8, max_n=14,
                        max_k=96, pe_kind="minifloat")
@@ -35,8 +37,9 @@ FP16_MXFP8_MFPE = dict(rows=2, cols=2, lanes=4, group_size=32, formats="fp8_e4m3
 FP16_INT4_LUTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym",
                        act_format="fp16", mant_width=10, act_exp_bits=3, max_m=8, max_n=16,
                        max_k=64, pe_kind="lut")
-# The bit-plane PE (step-major): 4 x 8 plane pairs per weight-step, <= 8-bit mantissas.
-FP16_INT4_BPPE = dict(FP16_INT4_LUTPE, mant_width=8, pe_kind="bitplane")
+# The bit-plane PE (step-major): 4 x 8 plane pairs per weight-step, <= 8-bit mantissas; two
+# extra feed stages.
+FP16_INT4_BPPE = dict(FP16_INT4_LUTPE, mant_width=8, pe_kind="bitplane", feed_stages=2)
 OPS, ST = gcore.OPS, gcore.STATUS
 
 

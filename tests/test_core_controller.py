@@ -37,6 +37,10 @@ CASES = {
     "bf16_int_pe": (dict(rows=3, cols=2, lanes=2, group_size=4, act_format="bf16",
                          act_exp_bits=3, formats="int4_sym", pe_kind="int", max_m=7, max_n=5,
                          max_k=10), "int4", [(7, 3, 10), (4, 5, 3), (7, 3, 10)]),
+    # Two extra feed stages: a cycle more per stage, in every form.
+    "int8_feed_stages": (dict(rows=2, cols=3, lanes=4, group_size=8, act_format="int8",
+                              formats=BITMOD, max_m=5, max_n=7, max_k=24, feed_stages=2),
+                         "bitmod4", [(5, 7, 21), (3, 4, 6), (5, 7, 21)]),
 }
 
 
@@ -162,7 +166,7 @@ FORMS = {"queued": FeedForm(queued=True), "ahead": FeedForm(queued=True, ready_a
 
 
 @pytest.mark.parametrize(("name", "form"), [(name, form) for name in CASES for form in FORMS
-                                            if form != "ahead" or name == "int8"])
+                                            if form != "ahead" or name.startswith("int8")])
 def test_controller_steps_and_counters_match_golden(name, form):
     params, scheme, jobs = CASES[name]
     mp = CoreConfig(**params)
@@ -273,7 +277,7 @@ def test_controller_steps_and_counters_match_golden(name, form):
         if index == 0:
             assert counters == model, (counters, model)
         else:  # the busy window and the bubbles: the first feed cycles, if the array was ready
-            latency = gcore.FEED_LATENCY
+            latency = mp.feed_latency
             prepass = model["cycles"] - latency - ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
             assert counters["cycles"] == cycles
             assert counters["stall_cycles"] == sum(readies[prepass:prepass + latency])

@@ -1,9 +1,11 @@
 """The controller's read stages (hdl/array/step_reader.py) on the core's buffers, beside a
 model: random entries (addresses anywhere in the banks, random lane, row and column masks and
 flags) offered in random cycles, the array's ``ready`` random (and announced a cycle ahead in
-the ``ready_ahead`` form); in all three forms every step comes out once, in order, held while
-not taken, from the cycle after its entry is taken (two with stage 2), and equals the banks'
-words at its addresses (each bank's own) with padding lanes, rows and columns zeroed."""
+the ``ready_ahead`` form); in all three forms, and with extra feed stages, every step comes
+out once, in order, held while not taken, from the cycle after its entry is taken (two with
+stage 2, and one more per feed stage; exactly then when the stages were empty and the array
+ready), and equals the banks' words at its addresses (each bank's own) with padding lanes,
+rows and columns zeroed."""
 
 import random
 
@@ -79,10 +81,16 @@ def plain(payload, fp):
 
 
 # (The ready_ahead form is the INT8 core's: only there does the array announce its ready.)
-@pytest.mark.parametrize(("name", "form"), [(name, form) for name in CONFIGS for form in FORMS
-                                            if name == "int8" or not FORMS[form].ready_ahead])
-def test_step_reader_offers_the_banks_words_padded(name, form):
-    mp = CoreConfig(**CONFIGS[name])
+# Extra feed stages: the queued forms only (the one-stage form waits in the controller).
+CASES = [(name, form, 0) for name in CONFIGS for form in FORMS
+         if name == "int8" or not FORMS[form].ready_ahead]
+CASES += [("int8", "ready ahead", 1), ("int8", "registered", 2), ("fp16", "registered", 1),
+          ("int8", "ready ahead", 3)]
+
+
+@pytest.mark.parametrize(("name", "form", "feed_stages"), CASES)
+def test_step_reader_offers_the_banks_words_padded(name, form, feed_stages):
+    mp = CoreConfig(**CONFIGS[name], feed_stages=feed_stages)
     fp = mp.act_format != "int8"
     dut = _ReaderOnBuffers(mp, FORMS[form])
     reader = dut.reader
@@ -100,8 +108,8 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
                      rows_valid=rng.randrange(mp.rows + 1),
                      cols_valid=rng.randrange(mp.cols + 1))
         entries.append(entry)
-    latency = 2 if FORMS[form].queued else 1
-    got, taken_at = [], []
+    latency = 2 + feed_stages if FORMS[form].queued else 1
+    got, taken_at, offered_at = [], [], []
 
     async def bench(ctx):
         for name in dut.names:
@@ -137,6 +145,8 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
             held = payload if valid and not ready else None
             if valid:
                 assert taken_at[len(got)] + latency <= cycle, "a step came out early"
+                if len(offered_at) == len(got):
+                    offered_at.append(cycle)
                 want = entries[len(got)]
                 assert (int(ctx.get(reader.rows_valid)), int(ctx.get(reader.cols_valid))) == (
                     want["rows_valid"], want["cols_valid"])
@@ -150,6 +160,10 @@ def test_step_reader_offers_the_banks_words_padded(name, form):
             assert cycle < 20 * len(entries), "the reader stalls"
 
     run_simulation(dut, [bench], deadline=1e-2)
+    # No step comes out early, and some (taken when the stages could pass it straight on)
+    # in exactly ``latency`` cycles: the latency is the stated one, not more.
+    waits = [out - taken for out, taken in zip(offered_at, taken_at, strict=True)]
+    assert min(waits) == latency, (min(waits), latency)
     bad = [i for i, (g, e) in enumerate(zip(got, entries, strict=True))
            if g != expected_step(mp, e, words)]
     assert not bad, f"step {bad[0]}: {got[bad[0]]} != {expected_step(mp, entries[bad[0]], words)}"

@@ -59,9 +59,10 @@ class CoreController(wiring.Component):
     ``stall_cycles``, feed cycles in which the array is ready, no step is on offer and steps
     remain (the first step's cycle in the queue and its buffer read).
 
-    Latency: the first step is offered ``prepass + 4`` cycles after ``start``, ``prepass =
-    ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8 (so :func:`golden.core.
-    job_counters` ``cycles = prepass + FEED_LATENCY + gemm_cycles``, ``FEED_LATENCY`` = 3).
+    Latency: the first step is offered ``prepass + 1 + feed_latency`` cycles after ``start``,
+    ``prepass = ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8, and
+    ``feed_latency = 3 + feed_stages`` (:attr:`golden.core.CoreConfig.feed_latency`; so
+    :func:`golden.core.job_counters` ``cycles = prepass + feed_latency + gemm_cycles``).
     Throughput: one step per cycle.
 
     Parameters
@@ -70,10 +71,10 @@ class CoreController(wiring.Component):
     form : hdl.array.step_reader.FeedForm or None
         How the feed is built (the cycles are the same in every form): ``queued``, the step
         queue between the loop and the reader, the counters cleared by a register of
-        ``start``, and the reader's second stage after the reads
-        (otherwise the loop advances with the reader's first stage, from the feed's third
-        cycle, and that stage offers the step); ``ready_ahead``, :attr:`step_ready_next`
-        gives ``o_step.ready`` a cycle ahead (the array's
+        ``start``, and the reader's second stage after the reads and ``config.feed_stages``
+        more (otherwise the loop advances with the reader's first stage, from the feed's
+        ``feed_latency``-th cycle, and that stage offers the step); ``ready_ahead``,
+        :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead (the array's
         :meth:`~hdl.array.SystolicArray.ready_ahead`) and the reader's stage enables are
         flip-flops loaded with their next values (INT8 activations only: no pre-pass).
         ``None`` (default): :meth:`FeedForm.for_platform`, queued on every platform but the
@@ -164,16 +165,16 @@ class CoreController(wiring.Component):
         # their carries (the ULX3S 10 x 10 build's critical path, five LUT levels behind
         # ``ready``), and the read addresses leave flip-flops. Without it (the iCE40 form) the
         # loop advances with the reader's stage 1 and the read addresses are its registers,
-        # from the feed's third cycle (``started``) and stage 1 offers the step: the same
-        # cycles either way (golden.core.FEED_LATENCY).
+        # from the feed's ``feed_latency``-th cycle (``started``) and stage 1 offers the step:
+        # the same cycles either way (golden.core.CoreConfig.feed_latency).
         if form.queued:
             m.submodules.queue = queue = StepQueue(read_entry_layout(mp))
             advance = queue.i_stream.valid & queue.i_stream.ready  # the loop's enable
             m.d.comb += queue.i_stream.payload.eq(fields)
             wiring.connect(m, queue.o_stream, reader.i_stream)
         else:
-            lead = Signal(range(gcore.FEED_LATENCY))  # feed cycles so far, up to 2
-            started = lead == gcore.FEED_LATENCY - 1
+            lead = Signal(range(mp.feed_latency))  # feed cycles so far, up to feed_latency - 1
+            started = lead == mp.feed_latency - 1
             m.d.sync += lead.eq(0)  # (the feed state counts)
             advance = reader.i_stream.valid & reader.i_stream.ready
             m.d.comb += reader.i_stream.payload.eq(fields)

@@ -112,13 +112,15 @@ class StepReader(wiring.Component):
     block RAM's data come 5.8 ns after the clock, so none drives logic or a long net in the
     cycle it arrives) and offers the step, with a copy of the step's lane mask per column and
     per row bank in both stages (kept apart: each zeroes its own bank's words, and the head's
-    mask reaches a bank in two register hops); otherwise stage 1 offers
-    it. The stages advance
-    when the next one does or they are empty: ``adv2 = ~valid2 | ready``, ``adv = ~valid1 |
-    adv2`` (``adv = ~valid1 | ready`` with one stage); ``i_stream.ready = adv``.
+    mask reaches a bank in two register hops), and ``config.feed_stages`` more stages after it
+    (stages 3 .. S, ``S = 2 + feed_stages``) pass the read data and the flags on, so that the
+    block RAM's output register and the array can be a chip apart; otherwise stage 1 offers
+    it. The stages advance when the next one does or they are empty: ``adv_S = ~valid_S |
+    ready``, ``adv_k = ~valid_k | adv_(k+1)`` (``adv = ~valid1 | ready`` with one stage);
+    ``i_stream.ready = adv``.
 
-    With :attr:`form` ``ready_ahead``, :attr:`step_ready_next` gives ``o_step.ready`` a cycle ahead
-    (the array's :attr:`~hdl.array.SystolicArray.ready_next`), and ``adv`` and ``adv2`` are
+    With :attr:`form` ``ready_ahead``, :attr:`step_ready_next` gives ``o_step.ready`` a cycle
+    ahead (the array's :attr:`~hdl.array.SystolicArray.ready_next`), and the enables are
     flip-flops loaded with their next values (from the stages' next valids and
     ``step_ready_next``), one copy per column and per row bank, kept apart
     (:data:`hdl.common.KEEP_APART`): the same values in the same cycles, but ``ready`` no
@@ -132,12 +134,13 @@ class StepReader(wiring.Component):
     at ``m >= M``; ``group_last`` and ``out_last``. So stale buffer contents never reach the
     array.
 
-    Latency: an entry taken in cycle ``t`` is offered from ``t + 1`` (one stage) or ``t + 2``
-    (``queued``). Throughput: one step per cycle.
+    Latency: an entry taken in cycle ``t`` is offered from ``t + 1`` (one stage) or ``t + 2 +
+    feed_stages`` (``queued``). Throughput: one step per cycle.
 
     Parameters
     ----------
     config : golden.core.CoreConfig
+        Its ``feed_stages``: the queued form's stages after stage 2.
     form : FeedForm
         ``queued``: stage 2, the read data in flip-flops; ``ready_ahead``:
         ``step_ready_next`` announces ``o_step.ready``.
@@ -153,7 +156,7 @@ class StepReader(wiring.Component):
     step_ready_next : In(1)
         With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
     pending : Out(1)
-        Stage 1 holds a step that is not on offer (``queued`` only: stage 2 offers).
+        A stage holds a step that is not on offer (``queued`` only: the last stage offers).
     rows_valid, cols_valid : Out(range(R + 1)), Out(range(C + 1))
         The real rows and columns of the step on offer.
     """
@@ -192,47 +195,74 @@ class StepReader(wiring.Component):
                          s1.eq(Cat(*(entry[name] for name in _FLAGS)))]
         m.d.comb += self.i_stream.ready.eq(adv)
         if self._form.queued:
-            s2_valid, s2 = Signal(), Signal(flags)
-            adv2 = Signal(init=1)  # stage 2 advances: it takes stage 1's step and data
+            # Stages 2 .. S (S = 2 + feed_stages): each holds a step's flags and read data.
+            count = 2 + self._config.feed_stages
+            valids, stages, advs = [s1_valid], [s1], [adv]
+            for k in range(2, count + 1):
+                valids.append(Signal(name=f"s{k}_valid"))
+                stages.append(Signal(flags, name=f"s{k}"))
+                advs.append(Signal(init=1, name=f"adv{k}"))  # stage k takes stage k - 1's
             if self._form.ready_ahead:
-                s1_next = Mux(adv, self.i_stream.valid, s1_valid)
-                s2_next = Mux(adv2, s1_valid, s2_valid)
-                upcoming = {"adv": Signal(name="adv_next"), "adv2": Signal(name="adv2_next")}
-                m.d.comb += [upcoming["adv2"].eq(~s2_next | self.step_ready_next),
-                             upcoming["adv"].eq(~s1_next | ~s2_next | self.step_ready_next)]
-                m.d.sync += [adv.eq(upcoming["adv"]), adv2.eq(upcoming["adv2"])]
-                # Kept apart from the banks' copies, which are loaded alike: merged, a bank's
-                # copy drove the stages' flags too and sat far from its bank (the ULX3S
-                # 7 x 6 x 16 build at 100 MHz: column 0's copy, one net of 11.7 ns to its
-                # stage-2 words).
-                keep_apart(adv)
-                keep_apart(adv2)
+                # Each enable's next value from the stages' next valids and the array's ready
+                # of the next cycle: ``adv_k = ~valid_k | adv_(k+1)``, a cycle ahead.
+                after = self.step_ready_next
+                for k in range(count, 0, -1):
+                    before = self.i_stream.valid if k == 1 else valids[k - 2]
+                    valid_next = Mux(advs[k - 1], before, valids[k - 1])
+                    name = "adv_next" if k == 1 else f"adv{k}_next"
+                    upcoming[advs[k - 1].name] = nxt = Signal(name=name)
+                    m.d.comb += nxt.eq(~valid_next | after)
+                    m.d.sync += advs[k - 1].eq(nxt)
+                    # Kept apart from the banks' copies, which are loaded alike: merged, a
+                    # bank's copy drove the stages' flags too and sat far from its bank (the
+                    # ULX3S 7 x 6 x 16 build at 100 MHz: column 0's copy, one net of 11.7 ns
+                    # to its stage-2 words).
+                    keep_apart(advs[k - 1])
+                    after = nxt
             else:
-                m.d.comb += [adv2.eq(~s2_valid | step.ready), adv.eq(~s1_valid | adv2)]
-            with m.If(adv2):
-                m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1)]
+                after = step.ready
+                for k in range(count, 0, -1):
+                    m.d.comb += advs[k - 1].eq(~valids[k - 1] | after)
+                    after = advs[k - 1]
+            for k in range(2, count + 1):
+                with m.If(advs[k - 1]):
+                    m.d.sync += [valids[k - 1].eq(valids[k - 2]), stages[k - 1].eq(stages[k - 2])]
             held, lanes = {}, {}
             for name, bank, port in self._ports():
-                held[name, bank] = reg = Signal.like(port.data, name=f"s2_{name}{bank}")
-                bank_adv2 = _bank_copy(m, copies, adv2, upcoming.get("adv2"), name, bank)
-                with m.If(bank_adv2):
-                    m.d.sync += reg.eq(port.data)
-                # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside
-                # its words, not one register driving all of them (the ULX3S 10 x 10 x 8
-                # build's path at 100 MHz asked: one lane bit's net, 12.0 ns), loaded from a
-                # stage-1 copy per bank too, not from stage 1's one mask (at 82 MHz: 12.2 ns
-                # to row 4's copy): the head's mask reaches each bank in two hops.
+                # The read data, then the lane mask, stage by stage, each stage's registers
+                # loaded by their bank's own copy of the stage's enable.
                 side = _side(name)
+                data_in = port.data
                 if (side, bank) not in lanes:
                     L = self._config.lanes
-                    s1_lanes = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
-                    with m.If(_bank_copy(m, copies, adv, upcoming.get("adv"), name, bank)):
-                        m.d.sync += s1_lanes.eq(entry.lanes)
-                    lanes[side, bank] = keep_apart(Signal(L, name=f"s2_lanes_{side}{bank}"))
-                    with m.If(bank_adv2):
-                        m.d.sync += lanes[side, bank].eq(s1_lanes)
-            offer_valid, offer = s2_valid, s2
-            m.d.comb += self.pending.eq(s1_valid)
+                    # The lane mask zeroes every bank's words: a copy per bank (kept apart)
+                    # beside its words, not one register driving all of them (the ULX3S
+                    # 10 x 10 x 8 build's path at 100 MHz asked: one lane bit's net, 12.0 ns),
+                    # loaded from a stage-1 copy per bank too, not from stage 1's one mask (at
+                    # 82 MHz: 12.2 ns to row 4's copy): the head's mask reaches each bank in
+                    # two hops.
+                    mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
+                    with m.If(_bank_copy(m, copies, adv, upcoming.get(adv.name), name, bank)):
+                        m.d.sync += mask.eq(entry.lanes)
+                else:
+                    mask = None
+                for k in range(2, count + 1):
+                    bank_adv = _bank_copy(m, copies, advs[k - 1], upcoming.get(advs[k - 1].name),
+                                          name, bank)
+                    reg = Signal.like(port.data, name=f"s{k}_{name}{bank}")
+                    with m.If(bank_adv):
+                        m.d.sync += reg.eq(data_in)
+                    data_in = reg
+                    if mask is not None:
+                        copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))
+                        with m.If(bank_adv):
+                            m.d.sync += copy.eq(mask)
+                        mask = copy
+                held[name, bank] = data_in
+                if mask is not None:
+                    lanes[side, bank] = mask
+            offer_valid, offer = valids[-1], stages[-1]
+            m.d.comb += self.pending.eq(Cat(*valids[:-1]).any())
         else:
             m.d.comb += adv.eq(~s1_valid | step.ready)
             held = {(name, bank): port.data for name, bank, port in self._ports()}
@@ -240,7 +270,7 @@ class StepReader(wiring.Component):
             offer_valid, offer = s1_valid, s1
         for name, bank, port in self._ports():
             m.d.comb += [port.addr.eq(entry[name][bank]),
-                         port.en.eq(_bank_copy(m, copies, adv, upcoming.get("adv"), name,
+                         port.en.eq(_bank_copy(m, copies, adv, upcoming.get(adv.name), name,
                                                bank))]
         m.d.comb += [step.valid.eq(offer_valid), self.rows_valid.eq(offer.rows_valid),
                      self.cols_valid.eq(offer.cols_valid)]

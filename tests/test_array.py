@@ -354,6 +354,27 @@ def test_zero_points_need_an_array_built_with_them():
 
 
 @pytest.mark.parametrize("early", [False, True])
+def test_each_site_ands_its_own_valid_and_credit_flip_flops(early):
+    """With registered credits and a one-cycle front end, every serializer site has its own
+    flip-flops of the taken step's ``valid`` and of ``has_credit`` (ANDed at the site), not
+    one copy of the AND, which would leave one LUT driving every site; with early credits (the
+    iCE40 form) one flip-flop per site of the AND. The cycles are the same (the array's
+    backpressure tests)."""
+    import re
+
+    from amaranth.back import rtlil
+
+    cfg = ArrayConfig(**dict(INT8_BITMOD, lanes=8))
+    assert cfg.front_end_latency == 1
+    array = SystolicArray(cfg, early_credits=early)
+    text = rtlil.convert(array, name="top")
+    sites = len(re.findall(r"connect \\Q \\site\d+_valid\n", text))
+    credits = len(re.findall(r"connect \\Q \\site\d+_credit\n", text))
+    assert sites >= cfg.rows + cfg.cols
+    assert credits == (0 if early else sites)
+
+
+@pytest.mark.parametrize("early", [False, True])
 def test_ready_is_a_register_without_early_credits(early):
     """The array's input ``ready`` is a flip-flop of its own (``has_credit_q``, the credit of
     the next cycle registered) unless credits come back early; the cycles are the same

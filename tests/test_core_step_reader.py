@@ -179,3 +179,22 @@ def test_step_reader_is_validated():
         StepReader(mp, True)
     with pytest.raises(TypeError, match="config must be a CoreConfig, not 3"):
         StepReader(3, FeedForm())
+
+
+@pytest.mark.parametrize("form", ["registered", "ready ahead"])
+def test_each_bank_ors_its_own_copy_of_the_arrays_ready(form):
+    """With ``ready_ahead`` every column and row bank has a flip-flop of its own of the array's
+    next ``ready`` beside its copies of the stage enables' other part (the enable is their OR),
+    so ``ready`` reaches each bank's copy without the stages' LUTs after it; without it, none."""
+    import re
+
+    from amaranth.back import rtlil
+
+    mp = CoreConfig(**CONFIGS["int8"], feed_stages=1)
+    text = rtlil.convert(StepReader(mp, FORMS[form]), name="top")
+    ready = sorted(re.findall(r"connect \\Q \\(ready_(?:col|row)\d+)\n", text))
+    want = sorted([f"ready_col{c}" for c in range(mp.cols)]
+                  + [f"ready_row{r}" for r in range(mp.rows)])
+    assert ready == (want if FORMS[form].ready_ahead else [])
+    holds = re.findall(r"connect \\Q \\(adv\d?_(?:col|row)\d+)\n", text)
+    assert len(holds) == (3 * len(want) if FORMS[form].ready_ahead else 0)

@@ -208,76 +208,8 @@ class StepReader(wiring.Component):
                          s1.eq(Cat(*(entry[name] for name in _FLAGS)))]
         m.d.comb += self.i_stream.ready.eq(adv)
         if self._form.queued:
-            # Stages 2 .. S (S = 2 + feed_stages): each holds a step's flags and read data.
-            count = 2 + self._config.feed_stages
-            valids, stages, advs = [s1_valid], [s1], [adv]
-            for k in range(2, count + 1):
-                valids.append(Signal(name=f"s{k}_valid"))
-                stages.append(Signal(flags, name=f"s{k}"))
-                advs.append(Signal(init=1, name=f"adv{k}"))  # stage k takes stage k - 1's
-            if self._form.ready_ahead:
-                # Each enable's next value from the stages' next valids and the array's ready
-                # of the next cycle: ``adv_k = ~valid_k | adv_(k+1)``, a cycle ahead, as
-                # ``hold_k | ready``: ``hold_k = ~valid_k | hold_(k+1)`` of the next valids.
-                ready_next, after = self.step_ready_next, None
-                for k in range(count, 0, -1):
-                    before = self.i_stream.valid if k == 1 else valids[k - 2]
-                    valid_next = Mux(advs[k - 1], before, valids[k - 1])
-                    suffix = "" if k == 1 else str(k)
-                    hold = Signal(name=f"hold{suffix}_next")
-                    m.d.comb += hold.eq(~valid_next if after is None else ~valid_next | after)
-                    upcoming[advs[k - 1].name] = (hold, ready_next)
-                    nxt = Signal(name=f"adv{suffix}_next")
-                    m.d.comb += nxt.eq(hold | ready_next)
-                    m.d.sync += advs[k - 1].eq(nxt)
-                    # Kept apart from the banks' copies, which are loaded alike: merged, a
-                    # bank's copy drove the stages' flags too and sat far from its bank (the
-                    # ULX3S 7 x 6 x 16 build at 100 MHz: column 0's copy, one net of 11.7 ns
-                    # to its stage-2 words).
-                    keep_apart(advs[k - 1])
-                    after = hold
-            else:
-                after = step.ready
-                for k in range(count, 0, -1):
-                    m.d.comb += advs[k - 1].eq(~valids[k - 1] | after)
-                    after = advs[k - 1]
-            for k in range(2, count + 1):
-                with m.If(advs[k - 1]):
-                    m.d.sync += [valids[k - 1].eq(valids[k - 2]), stages[k - 1].eq(stages[k - 2])]
-            held, lanes = {}, {}
-            for name, bank, port in self._ports():
-                # The read data, then the lane mask, stage by stage, each stage's registers
-                # loaded by their bank's own copy of the stage's enable.
-                side = _side(name)
-                data_in = port.data
-                if (side, bank) not in lanes:
-                    L = self._config.lanes
-                    # The lane mask zeroes every bank's words: a copy per bank (kept apart)
-                    # beside its words, not one register driving all of them (the ULX3S
-                    # 10 x 10 x 8 build's path at 100 MHz asked: one lane bit's net, 12.0 ns),
-                    # loaded from a stage-1 copy per bank too, not from stage 1's one mask (at
-                    # 82 MHz: 12.2 ns to row 4's copy): the head's mask reaches each bank in
-                    # two hops.
-                    mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
-                    with m.If(_bank_copy(m, copies, adv, upcoming.get(adv.name), name, bank)):
-                        m.d.sync += mask.eq(entry.lanes)
-                else:
-                    mask = None
-                for k in range(2, count + 1):
-                    bank_adv = _bank_copy(m, copies, advs[k - 1], upcoming.get(advs[k - 1].name),
-                                          name, bank)
-                    reg = Signal.like(port.data, name=f"s{k}_{name}{bank}")
-                    with m.If(bank_adv):
-                        m.d.sync += reg.eq(data_in)
-                    data_in = reg
-                    if mask is not None:
-                        copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))
-                        with m.If(bank_adv):
-                            m.d.sync += copy.eq(mask)
-                        mask = copy
-                held[name, bank] = data_in
-                if mask is not None:
-                    lanes[side, bank] = mask
+            valids, stages, advs = self._later_stages(m, s1_valid, s1, adv, upcoming)
+            held, lanes = self._bank_registers(m, advs, upcoming, copies)
             offer_valid, offer = valids[-1], stages[-1]
             m.d.comb += self.pending.eq(Cat(*valids[:-1]).any())
         else:
@@ -293,6 +225,87 @@ class StepReader(wiring.Component):
                      self.cols_valid.eq(offer.cols_valid)]
         self._step(m, offer, held, lanes)
         return m
+
+    def _later_stages(self, m: Module, s1_valid, s1, adv, upcoming: dict):
+        """Stages 2 .. S (``S = 2 + feed_stages``) of the queued form: each stage's valid,
+        flags and enable (``adv_k = ~valid_k | adv_(k+1)``, or with ``ready_ahead`` flip-flops
+        loaded a cycle ahead, whose next values' two parts go into ``upcoming`` by enable
+        name). Returns the valids, the flags and the enables of stages 1 .. S."""
+        step = self.o_step
+        count = 2 + self._config.feed_stages
+        valids, stages, advs = [s1_valid], [s1], [adv]
+        for k in range(2, count + 1):
+            valids.append(Signal(name=f"s{k}_valid"))
+            stages.append(Signal(_flags_layout(self._config), name=f"s{k}"))
+            advs.append(Signal(init=1, name=f"adv{k}"))  # stage k takes stage k - 1's
+        if self._form.ready_ahead:
+            # Each enable's next value from the stages' next valids and the array's ready of
+            # the next cycle: ``adv_k = ~valid_k | adv_(k+1)``, a cycle ahead, as ``hold_k |
+            # ready``, ``hold_k = ~valid_k | hold_(k+1)`` of the next valids.
+            ready_next, after = self.step_ready_next, None
+            for k in range(count, 0, -1):
+                before = self.i_stream.valid if k == 1 else valids[k - 2]
+                valid_next = Mux(advs[k - 1], before, valids[k - 1])
+                suffix = "" if k == 1 else str(k)
+                hold = Signal(name=f"hold{suffix}_next")
+                m.d.comb += hold.eq(~valid_next if after is None else ~valid_next | after)
+                upcoming[advs[k - 1].name] = (hold, ready_next)
+                nxt = Signal(name=f"adv{suffix}_next")
+                m.d.comb += nxt.eq(hold | ready_next)
+                m.d.sync += advs[k - 1].eq(nxt)
+                # Kept apart from the banks' copies, which are loaded alike: merged, a bank's
+                # copy drove the stages' flags too and sat far from its bank (the ULX3S
+                # 7 x 6 x 16 build at 100 MHz: column 0's copy, one net of 11.7 ns to its
+                # stage-2 words).
+                keep_apart(advs[k - 1])
+                after = hold
+        else:
+            after = step.ready
+            for k in range(count, 0, -1):
+                m.d.comb += advs[k - 1].eq(~valids[k - 1] | after)
+                after = advs[k - 1]
+        for k in range(2, count + 1):
+            with m.If(advs[k - 1]):
+                m.d.sync += [valids[k - 1].eq(valids[k - 2]), stages[k - 1].eq(stages[k - 2])]
+        return valids, stages, advs
+
+    def _bank_registers(self, m: Module, advs: list, upcoming: dict, copies: dict):
+        """Per bank, its read data through stages 2 .. S and its copies of the lane mask through
+        stages 1 .. S, each stage's registers loaded by the bank's own copy of the stage's
+        enable (:func:`_bank_copy`). Returns the last stage's data by ``(buffer, bank)`` and
+        its lane masks by ``(side, bank)``."""
+        entry, L = self.i_stream.payload, self._config.lanes
+        held, lanes = {}, {}
+        for name, bank, port in self._ports():
+            side = _side(name)
+            mask = None
+            if (side, bank) not in lanes:
+                # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside
+                # its words, not one register driving all of them (the ULX3S 10 x 10 x 8
+                # build's path at 100 MHz asked: one lane bit's net, 12.0 ns), loaded from a
+                # stage-1 copy per bank too, not from stage 1's one mask (at 82 MHz: 12.2 ns
+                # to row 4's copy): the head's mask reaches each bank in two hops.
+                mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
+                with m.If(_bank_copy(m, copies, advs[0], upcoming.get(advs[0].name), name,
+                                     bank)):
+                    m.d.sync += mask.eq(entry.lanes)
+            data_in = port.data
+            for k in range(2, len(advs) + 1):
+                bank_adv = _bank_copy(m, copies, advs[k - 1], upcoming.get(advs[k - 1].name),
+                                      name, bank)
+                reg = Signal.like(port.data, name=f"s{k}_{name}{bank}")
+                with m.If(bank_adv):
+                    m.d.sync += reg.eq(data_in)
+                data_in = reg
+                if mask is not None:
+                    copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))
+                    with m.If(bank_adv):
+                        m.d.sync += copy.eq(mask)
+                    mask = copy
+            held[name, bank] = data_in
+            if mask is not None:
+                lanes[side, bank] = mask
+        return held, lanes
 
     def _step(self, m: Module, offer, held: dict, lanes: dict) -> None:
         """The step on offer: the read data ``held[buffer, bank]`` with the offering stage's

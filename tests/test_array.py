@@ -196,14 +196,25 @@ class _EarlyCreditArray(SystolicArray):
         super().__init__(config, early_credits=True)
 
 
-@pytest.mark.parametrize("early", [False, True])
+class _SiteCreditArray(SystolicArray):
+    """The sites' own credit flip-flops (the core's form with extra feed stages)."""
+
+    def __init__(self, config):
+        super().__init__(config, site_credits=True)
+
+
+ARRAY_FORMS = {"registered": SystolicArray, "early": _EarlyCreditArray,
+               "site credits": _SiteCreditArray}
+
+
+@pytest.mark.parametrize("form", list(ARRAY_FORMS))
 @pytest.mark.parametrize(("params", "scheme"), [
     # Groups of 64 (16 steps, more than the dequantizers' spacing D): feed-bound.
     (dict(INT8_INT8_INTPE, group_size=64), "int8"),  # T = 1, F = 1: N = 3 (early 2)
     (dict(FP16_INT4_INTPE, group_size=64), "int4"),  # T = 1, F = 4: N = 6 (early 5)
     (dict(FP16_INT8W, group_size=64), "int8"),  # bit-serial int8: T = 4, F = 4: N = 3 (2)
 ])
-def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
+def test_feed_credits_keep_up(params, scheme, form, monkeypatch):
     """A compute-bound GEMM (K of 2 groups, one tile row): with its N feed credits
     (ArrayConfig.feed_entries, or feed_entries_early when credits come back a cycle early)
     the cycles equal golden's model; with one credit fewer the feed slows the column tops."""
@@ -212,13 +223,14 @@ def test_feed_credits_keep_up(params, scheme, early, monkeypatch):
     m, n, k = params["rows"], 2 * params["cols"], 128
     cfg, qt, acts, result = make_case(params, m, n, k, 3, scheme)
     model = ggemm.gemm_cycles(m, n, k, cfg)["cycles"]
+    early = form == "early"
     name = "feed_entries_early" if early else "feed_entries"
     entries = getattr(cfg, name)
 
     def measured():
         steps, tiles = gemm_stream(cfg, acts, qt)
         stats = {}
-        out = run_stream(_EarlyCreditArray if early else SystolicArray, cfg,
+        out = run_stream(ARRAY_FORMS[form], cfg,
                          pack_steps(cfg, steps), ports={"special_values": special_register(cfg)},
                          n_outputs=len(tiles) * cfg.rows * cfg.cols, stats=stats,
                          engine="amaranth", cycles_per_input=cfg.terms, idle=0.0,
@@ -355,23 +367,27 @@ def test_zero_points_need_an_array_built_with_them():
 
 @pytest.mark.parametrize("early", [False, True])
 def test_each_site_ands_its_own_valid_and_credit_flip_flops(early):
-    """With registered credits and a one-cycle front end, every serializer site has its own
-    flip-flops of the taken step's ``valid`` and of ``has_credit`` (ANDed at the site), not
-    one copy of the AND, which would leave one LUT driving every site; with early credits (the
-    iCE40 form) one flip-flop per site of the AND. The cycles are the same (the array's
-    backpressure tests)."""
+    """With ``site_credits``, registered credits and a one-cycle front end, every serializer
+    site has its own flip-flops of the taken step's ``valid`` and of ``has_credit`` (ANDed at
+    the site), not one copy of the AND, which would leave one LUT driving every site; with
+    early credits (the iCE40 form) or without ``site_credits`` one flip-flop per site of the
+    AND. The cycles are the same (test_feed_credits_keep_up, the core's tests)."""
     import re
 
     from amaranth.back import rtlil
 
     cfg = ArrayConfig(**dict(INT8_BITMOD, lanes=8))
     assert cfg.front_end_latency == 1
-    array = SystolicArray(cfg, early_credits=early)
+    array = SystolicArray(cfg, early_credits=early, site_credits=True)
     text = rtlil.convert(array, name="top")
     sites = len(re.findall(r"connect \\Q \\site\d+_valid\n", text))
     credits = len(re.findall(r"connect \\Q \\site\d+_credit\n", text))
     assert sites >= cfg.rows + cfg.cols
     assert credits == (0 if early else sites)
+    plain = rtlil.convert(SystolicArray(cfg, early_credits=early), name="top")
+    assert re.findall(r"connect \\Q \\site\d+_credit\n", plain) == []
+    with pytest.raises(TypeError, match="site_credits must be a bool, not 1"):
+        SystolicArray(cfg, site_credits=1)
 
 
 @pytest.mark.parametrize("early", [False, True])

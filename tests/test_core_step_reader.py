@@ -20,7 +20,8 @@ from bitmod.hdl.array.step_reader import FeedForm, StepReader, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
 
 FORMS = {"one stage": FeedForm(queued=False), "registered": FeedForm(queued=True),
-         "ready ahead": FeedForm(queued=True, ready_ahead=True)}
+         "ready ahead": FeedForm(queued=True, ready_ahead=True),
+         "bank ready": FeedForm(queued=True, ready_ahead=True, bank_ready=True)}
 
 
 class _ReaderOnBuffers(Elaboratable):
@@ -85,7 +86,7 @@ def plain(payload, fp):
 CASES = [(name, form, 0) for name in CONFIGS for form in FORMS
          if name == "int8" or not FORMS[form].ready_ahead]
 CASES += [("int8", "ready ahead", 1), ("int8", "registered", 2), ("fp16", "registered", 1),
-          ("int8", "ready ahead", 3)]
+          ("int8", "bank ready", 1), ("int8", "bank ready", 3)]
 
 
 @pytest.mark.parametrize(("name", "form", "feed_stages"), CASES)
@@ -175,17 +176,22 @@ def test_step_reader_is_validated():
         FeedForm(queued="yes")
     with pytest.raises(ValueError, match=r"FeedForm\.ready_ahead needs queued=True"):
         FeedForm(queued=False, ready_ahead=True)
+    with pytest.raises(ValueError, match=r"FeedForm\.bank_ready needs ready_ahead=True"):
+        FeedForm(bank_ready=True)
+    with pytest.raises(TypeError, match=r"FeedForm\.bank_ready must be a bool, not 1"):
+        FeedForm(bank_ready=1)
     with pytest.raises(TypeError, match="form must be a FeedForm, not True"):
         StepReader(mp, True)
     with pytest.raises(TypeError, match="config must be a CoreConfig, not 3"):
         StepReader(3, FeedForm())
 
 
-@pytest.mark.parametrize("form", ["registered", "ready ahead"])
+@pytest.mark.parametrize("form", ["registered", "ready ahead", "bank ready"])
 def test_each_bank_ors_its_own_copy_of_the_arrays_ready(form):
-    """With ``ready_ahead`` every column and row bank has a flip-flop of its own of the array's
+    """With ``bank_ready`` every column and row bank has a flip-flop of its own of the array's
     next ``ready`` beside its copies of the stage enables' other part (the enable is their OR),
-    so ``ready`` reaches each bank's copy without the stages' LUTs after it; without it, none."""
+    so ``ready`` reaches each bank's copy without the stages' LUTs after it; without it, none
+    (with ``ready_ahead`` alone, one copy per bank of each enable)."""
     import re
 
     from amaranth.back import rtlil
@@ -195,6 +201,6 @@ def test_each_bank_ors_its_own_copy_of_the_arrays_ready(form):
     ready = sorted(re.findall(r"connect \\Q \\(ready_(?:col|row)\d+)\n", text))
     want = sorted([f"ready_col{c}" for c in range(mp.cols)]
                   + [f"ready_row{r}" for r in range(mp.rows)])
-    assert ready == (want if FORMS[form].ready_ahead else [])
-    holds = re.findall(r"connect \\Q \\(adv\d?_(?:col|row)\d+)\n", text)
+    assert ready == (want if FORMS[form].bank_ready else [])
+    holds = re.findall(r"wire width 1 \\(adv\d?_(?:col|row)\d+)\n", text)
     assert len(holds) == (3 * len(want) if FORMS[form].ready_ahead else 0)

@@ -113,6 +113,12 @@ class SystolicArray(wiring.Component):
         (:attr:`golden.gemm.ArrayConfig.feed_entries_early` entries instead of
         :attr:`~golden.gemm.ArrayConfig.feed_entries`). ``None`` (default): on an iCE40
         platform only.
+    site_credits : bool
+        With registered credits and a one-cycle front end, each serializer site ANDs its own
+        flip-flops of the taken step's ``valid`` and of ``has_credit`` instead of loading one
+        flip-flop from one LUT of the two (a flip-flop more per site; the same cycles). The
+        core sets it with extra feed stages (:attr:`golden.core.CoreConfig.feed_stages`), its
+        form for arrays spread across a large chip. Default ``False``.
 
     Members
     -------
@@ -132,11 +138,15 @@ class SystolicArray(wiring.Component):
         expected; unused outside the tests, so synthesis removes it).
     """
 
-    def __init__(self, config: ArrayConfig | None = None, early_credits: bool | None = None):
+    def __init__(self, config: ArrayConfig | None = None, early_credits: bool | None = None,
+                 site_credits: bool = False):
         self._cfg = cfg = ArrayConfig() if config is None else config
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
         self._early_credits = check_form("early_credits", early_credits)
+        if not isinstance(site_credits, bool):
+            raise TypeError(f"site_credits must be a bool, not {site_credits!r}")
+        self._site_credits = site_credits
         self._in_layout = step_layout(cfg)
         self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
         super().__init__({
@@ -262,7 +272,7 @@ class SystolicArray(wiring.Component):
         if cfg.front_end_latency < 1:
             raise AssertionError("the site valid copies need a front end register")
         copies = [keep_apart(Signal(name=f"site{i}_valid")) for i in range(ser.site_count)]
-        if cfg.front_end_latency == 1 and not early:
+        if self._site_credits and cfg.front_end_latency == 1 and not early:
             # The step taken in the last cycle: each site's ``valid`` and ``has_credit``
             # flip-flops (both kept apart), ANDed at the site, so no LUT that ANDs them drives
             # every site's copy across the chip (the ULX3S 7 x 6 x 16 build at 100 MHz, seed

@@ -169,14 +169,18 @@ class AcceleratorCore(wiring.Component):
         m = Module()
         mp = self._cfg
         fp = mp.act_format != "int8"
-        m.submodules.array = array = SystolicArray(mp.array)
+        # Extra feed stages are the form for arrays spread across a large chip: the array's
+        # sites then take their own credit copies, the reader's banks their own ready copies.
+        spread = mp.feed_stages > 0
+        m.submodules.array = array = SystolicArray(mp.array, site_credits=spread)
         outside = self._host_write_domain is not None  # host writes come in on ports
         m.submodules.command_port = port = CommandPort(mp, writes=not outside)
         m.submodules.buffers = buffers = CoreBuffers(
             mp, host_domain=self._host_write_domain or "sync")
         # Where the array announces its ``ready`` a cycle ahead the controller registers its
         # read enables from that (FeedForm.ready_ahead).
-        form = FeedForm.for_platform(platform, ready_ahead=array.ready_ahead(platform))
+        form = FeedForm.for_platform(platform, ready_ahead=array.ready_ahead(platform),
+                                     bank_ready=spread)
         m.submodules.controller = ctrl = CoreController(mp, form)
         m.submodules.output_writer = writer = OutputWriter(mp)
 

@@ -41,26 +41,37 @@ class FeedForm:
         The reader's stage enables are flip-flops loaded from the array's ``ready`` a cycle
         ahead (:meth:`~hdl.array.SystolicArray.ready_ahead`), one kept-apart copy per bank.
         Needs :attr:`queued`.
+    bank_ready : bool
+        With :attr:`ready_ahead`, each bank's copy of an enable is the OR of two flip-flops
+        of its own, the part from the stages' next valids and the array's next ``ready``
+        (one copy per bank for every stage), not one flip-flop loaded from their OR: a
+        flip-flop more per bank, the same cycles. Needs :attr:`ready_ahead`.
     """
 
     queued: bool = True
     ready_ahead: bool = False
+    bank_ready: bool = False
 
     def __post_init__(self):
-        for name in ("queued", "ready_ahead"):
+        for name in ("queued", "ready_ahead", "bank_ready"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"FeedForm.{name} must be a bool, not {getattr(self, name)!r}")
         if self.ready_ahead and not self.queued:
             raise ValueError("FeedForm.ready_ahead needs queued=True (the reader's second "
                              "stage holds the enables it registers)")
+        if self.bank_ready and not self.ready_ahead:
+            raise ValueError("FeedForm.bank_ready needs ready_ahead=True (it splits the "
+                             "enables registered a cycle ahead)")
 
     @classmethod
-    def for_platform(cls, platform, *, ready_ahead: bool = False) -> FeedForm:
+    def for_platform(cls, platform, *, ready_ahead: bool = False,
+                     bank_ready: bool = False) -> FeedForm:
         """The queued form everywhere but on an iCE40 part (whose LCs the iCEBreaker default
         needs), with ``ready_ahead`` where the queue is (the array's announcement of its
-        ``ready`` is used only there)."""
+        ``ready`` is used only there) and ``bank_ready`` where ``ready_ahead`` is."""
         queued = not is_ice40(platform)
-        return cls(queued=queued, ready_ahead=ready_ahead and queued)
+        ahead = ready_ahead and queued
+        return cls(queued=queued, ready_ahead=ahead, bank_ready=bank_ready and ahead)
 
 
 def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -87,26 +98,28 @@ def _side(buffer: str) -> str:
     return "col" if buffer in ("weight", "meta") else "row"
 
 
-def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming: tuple | None, buffer: str,
-               bank: int):
-    """``enable`` for one buffer bank, or with its next value (the registered form) the bank's
-    own flip-flops of it, loaded alike and kept apart, one set per column (``weight`` and
-    ``meta``) or row bank, so each drives its own bank's loads and can sit beside it
-    (``copies``: those made so far, by name).
+def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming, buffer: str, bank: int):
+    """``enable`` for one buffer bank, or with its next value ``upcoming`` (the registered
+    form) the bank's own flip-flop copy of it, loaded alike and kept apart, one per column
+    (``weight`` and ``meta``) or row bank, so each drives its own bank's loads and can sit
+    beside it (``copies``: those made so far, by name).
 
-    ``upcoming`` is the next value in two parts, ``(hold, ready)``: ``hold`` from the stages'
-    next valids alone and ``ready`` the array's ``ready`` of the next cycle (the same for every
-    stage); the bank ORs its copy of each. So the latest input, ``ready``, reaches each bank
-    from its LUT in the array without the stages' LUTs after it (the ULX3S 7 x 6 x 16 builds at
-    100 MHz: ``ready_next`` -> the enables' next values -> a bank's copy, 10.1-11.4 ns)."""
+    With :attr:`FeedForm.bank_ready` ``upcoming`` is the next value in two parts, ``(hold,
+    ready)``: ``hold`` from the stages' next valids alone and ``ready`` the array's ``ready``
+    of the next cycle (the same for every stage); the bank ORs its copy of each. So the latest
+    input, ``ready``, reaches each bank from its LUT in the array without the stages' LUTs
+    after it (the ULX3S 7 x 6 x 16 builds with a feed stage at 100 MHz: ``ready_next`` -> the
+    three stages' next enables -> a bank's copy, 12.0 and 14.5 ns)."""
     if upcoming is None:
         return enable
-    hold, ready = upcoming
     side = _side(buffer)
     label = f"{enable.name}_{side}{bank}"
+    hold, ready = upcoming if isinstance(upcoming, tuple) else (upcoming, None)
     if label not in copies:
         copies[label] = keep_apart(Signal(init=1, name=label))
         m.d.sync += copies[label].eq(hold)
+    if ready is None:
+        return copies[label]
     ready_label = f"ready_{side}{bank}"
     if ready_label not in copies:
         copies[ready_label] = keep_apart(Signal(name=ready_label))
@@ -211,7 +224,8 @@ class StepReader(wiring.Component):
             valids, stages, advs = self._later_stages(m, s1_valid, s1, adv, upcoming)
             held, lanes = self._bank_registers(m, advs, upcoming, copies)
             offer_valid, offer = valids[-1], stages[-1]
-            m.d.comb += self.pending.eq(Cat(*valids[:-1]).any())
+            m.d.comb += self.pending.eq(valids[0] if len(valids) == 2
+                                        else Cat(*valids[:-1]).any())
         else:
             m.d.comb += adv.eq(~s1_valid | step.ready)
             held = {(name, bank): port.data for name, bank, port in self._ports()}
@@ -229,44 +243,53 @@ class StepReader(wiring.Component):
     def _later_stages(self, m: Module, s1_valid, s1, adv, upcoming: dict):
         """Stages 2 .. S (``S = 2 + feed_stages``) of the queued form: each stage's valid,
         flags and enable (``adv_k = ~valid_k | adv_(k+1)``, or with ``ready_ahead`` flip-flops
-        loaded a cycle ahead, whose next values' two parts go into ``upcoming`` by enable
-        name). Returns the valids, the flags and the enables of stages 1 .. S."""
-        step = self.o_step
+        loaded a cycle ahead, whose next values go into ``upcoming`` by enable name). Returns
+        the valids, the flags and the enables of stages 1 .. S."""
+        step, flags = self.o_step, _flags_layout(self._config)
         count = 2 + self._config.feed_stages
         valids, stages, advs = [s1_valid], [s1], [adv]
         for k in range(2, count + 1):
-            valids.append(Signal(name=f"s{k}_valid"))
-            stages.append(Signal(_flags_layout(self._config), name=f"s{k}"))
+            # (Stage 2's valid keeps the automatic name it always had, and the statements
+            # below their order: the netlists of the boards' defaults, which have no extra
+            # stages, and so their measured placements, stay as they were.)
+            valids.append(Signal(name=f"s{k}_valid") if k > 2 else Signal())
+            stages.append(Signal(flags, name=f"s{k}"))
             advs.append(Signal(init=1, name=f"adv{k}"))  # stage k takes stage k - 1's
         if self._form.ready_ahead:
             # Each enable's next value from the stages' next valids and the array's ready of
-            # the next cycle: ``adv_k = ~valid_k | adv_(k+1)``, a cycle ahead, as ``hold_k |
-            # ready``, ``hold_k = ~valid_k | hold_(k+1)`` of the next valids.
-            ready_next, after = self.step_ready_next, None
-            for k in range(count, 0, -1):
-                before = self.i_stream.valid if k == 1 else valids[k - 2]
-                valid_next = Mux(advs[k - 1], before, valids[k - 1])
-                suffix = "" if k == 1 else str(k)
-                hold = Signal(name=f"hold{suffix}_next")
-                m.d.comb += hold.eq(~valid_next if after is None else ~valid_next | after)
-                upcoming[advs[k - 1].name] = (hold, ready_next)
-                nxt = Signal(name=f"adv{suffix}_next")
-                m.d.comb += nxt.eq(hold | ready_next)
-                m.d.sync += advs[k - 1].eq(nxt)
-                # Kept apart from the banks' copies, which are loaded alike: merged, a bank's
-                # copy drove the stages' flags too and sat far from its bank (the ULX3S
-                # 7 x 6 x 16 build at 100 MHz: column 0's copy, one net of 11.7 ns to its
-                # stage-2 words).
-                keep_apart(advs[k - 1])
-                after = hold
+            # the next cycle, a cycle ahead: ``adv_k = ~valid_k | ... | ~valid_S | ready``;
+            # with ``bank_ready`` as ``hold_k | ready``, ``hold_k = ~valid_k | hold_(k+1)``.
+            ready_next = self.step_ready_next
+            valid_next = [Mux(advs[k], self.i_stream.valid if k == 0 else valids[k - 1],
+                              valids[k]) for k in range(count)]
+            nxt = [Signal(name=f"adv{'' if k == 0 else k + 1}_next") for k in range(count)]
+            after = None
+            for k in reversed(range(count)):
+                if self._form.bank_ready:
+                    hold = Signal(name=f"hold{'' if k == 0 else k + 1}_next")
+                    m.d.comb += [hold.eq(~valid_next[k] if after is None
+                                         else ~valid_next[k] | after),
+                                 nxt[k].eq(hold | ready_next)]
+                    upcoming[advs[k].name] = (hold, ready_next)
+                    after = hold
+                else:
+                    term = ~valid_next[k]
+                    for later in valid_next[k + 1:]:
+                        term = term | ~later
+                    m.d.comb += nxt[k].eq(term | ready_next)
+                    upcoming[advs[k].name] = nxt[k]
+            m.d.sync += [advs[k].eq(nxt[k]) for k in range(count)]
+            # Kept apart from the banks' copies, which are loaded alike: merged, a bank's copy
+            # drove the stages' flags too and sat far from its bank (the ULX3S 7 x 6 x 16
+            # build at 100 MHz: column 0's copy, one net of 11.7 ns to its stage-2 words).
+            for enable in advs:
+                keep_apart(enable)
         else:
-            after = step.ready
-            for k in range(count, 0, -1):
-                m.d.comb += advs[k - 1].eq(~valids[k - 1] | after)
-                after = advs[k - 1]
-        for k in range(2, count + 1):
-            with m.If(advs[k - 1]):
-                m.d.sync += [valids[k - 1].eq(valids[k - 2]), stages[k - 1].eq(stages[k - 2])]
+            m.d.comb += [advs[k].eq(~valids[k] | (step.ready if k == count - 1 else advs[k + 1]))
+                         for k in reversed(range(count))]
+        for k in range(1, count):
+            with m.If(advs[k]):
+                m.d.sync += [valids[k].eq(valids[k - 1]), stages[k].eq(stages[k - 1])]
         return valids, stages, advs
 
     def _bank_registers(self, m: Module, advs: list, upcoming: dict, copies: dict):
@@ -277,34 +300,32 @@ class StepReader(wiring.Component):
         entry, L = self.i_stream.payload, self._config.lanes
         held, lanes = {}, {}
         for name, bank, port in self._ports():
-            side = _side(name)
-            mask = None
-            if (side, bank) not in lanes:
-                # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside
-                # its words, not one register driving all of them (the ULX3S 10 x 10 x 8
-                # build's path at 100 MHz asked: one lane bit's net, 12.0 ns), loaded from a
-                # stage-1 copy per bank too, not from stage 1's one mask (at 82 MHz: 12.2 ns
-                # to row 4's copy): the head's mask reaches each bank in two hops.
-                mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
-                with m.If(_bank_copy(m, copies, advs[0], upcoming.get(advs[0].name), name,
-                                     bank)):
-                    m.d.sync += mask.eq(entry.lanes)
+            enables = [_bank_copy(m, copies, enable, upcoming.get(enable.name), name, bank)
+                       for enable in advs[1:]]
             data_in = port.data
-            for k in range(2, len(advs) + 1):
-                bank_adv = _bank_copy(m, copies, advs[k - 1], upcoming.get(advs[k - 1].name),
-                                      name, bank)
+            for k, bank_adv in enumerate(enables, 2):
                 reg = Signal.like(port.data, name=f"s{k}_{name}{bank}")
                 with m.If(bank_adv):
                     m.d.sync += reg.eq(data_in)
                 data_in = reg
-                if mask is not None:
-                    copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))
-                    with m.If(bank_adv):
-                        m.d.sync += copy.eq(mask)
-                    mask = copy
             held[name, bank] = data_in
-            if mask is not None:
-                lanes[side, bank] = mask
+            side = _side(name)
+            if (side, bank) in lanes:
+                continue
+            # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside its
+            # words, not one register driving all of them (the ULX3S 10 x 10 x 8 build's path
+            # at 100 MHz asked: one lane bit's net, 12.0 ns), loaded from a stage-1 copy per
+            # bank too, not from stage 1's one mask (at 82 MHz: 12.2 ns to row 4's copy): the
+            # head's mask reaches each bank in two hops.
+            mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
+            with m.If(_bank_copy(m, copies, advs[0], upcoming.get(advs[0].name), name, bank)):
+                m.d.sync += mask.eq(entry.lanes)
+            for k, bank_adv in enumerate(enables, 2):
+                copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))
+                with m.If(bank_adv):
+                    m.d.sync += copy.eq(mask)
+                mask = copy
+            lanes[side, bank] = mask
         return held, lanes
 
     def _step(self, m: Module, offer, held: dict, lanes: dict) -> None:

@@ -356,7 +356,8 @@ BOARDS: dict[str, Board] = {
               # 10x10 PEs x 8 lanes meet 96 MHz (PLL 48 -> 96) on seeds 1 and 2 (111.26
               # and 102.96 MHz on the 2026-12-07 RTL, 49,791 LUT4 of 83,640): 400 MACs per
               # cycle, 38.4 GMAC/s. Asked for 100 MHz, seed 1 stopped at 99.54. The same
-              # array on the ULX3S's speed grade 6 stops at 85 MHz (docs/boards.md).
+              # array on the ULX3S's speed grade 6 stops at 85 MHz (docs/boards.md). On the
+              # RTL of 5e84b40 seed 1 misses 96 MHz (82.74, the drain's merger; "a feed stage").
               "clk", 48.0, clock_mhz=96.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64,
               max_k=256, uart=_ORANGECRAB_UART, router="router2", split_link=True),
         Board("orangecrab-25f", "OrangeCrab r0.2 with LFE5U-25F, UART on Feather pins 0 (RX) "

@@ -57,7 +57,8 @@ class CoreController(wiring.Component):
     :attr:`busy` high (from the cycle after ``start`` to the one with ``job_end``);
     ``busy_pe_cycles``, ``T * rows * cols`` of real rows and columns per step the array takes;
     ``stall_cycles``, feed cycles in which the array is ready, no step is on offer and steps
-    remain (the first step's cycle in the queue and its buffer read).
+    remain (the first step's cycles in the queue, its buffer read and the read stages: equal to
+    ``feed_latency``).
 
     Latency: the first step is offered ``prepass + 1 + feed_latency`` cycles after ``start``,
     ``prepass = ceil(M / R) * ceil(K / L) + 1`` for FP activations, 0 for INT8, and

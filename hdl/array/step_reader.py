@@ -224,6 +224,7 @@ class StepReader(wiring.Component):
             valids, stages, advs = self._later_stages(m, s1_valid, s1, adv, upcoming)
             held, lanes = self._bank_registers(m, advs, upcoming, copies)
             offer_valid, offer = valids[-1], stages[-1]
+            # (Stage 1's valid itself with two stages: the defaults' netlists as they were.)
             m.d.comb += self.pending.eq(valids[0] if len(valids) == 2
                                         else Cat(*valids[:-1]).any())
         else:

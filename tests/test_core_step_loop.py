@@ -2,8 +2,9 @@
 tile order: for ragged M, N, K (below, at and beyond a group; not multiples of R, C, L) and
 both walks (the feed's m-tiles, n-tiles, groups, steps; the pre-pass's m-tiles and steps),
 advanced in random cycles, every step's addresses, masks and flags equal golden.core's buffer
-map; ``remain`` falls after the last step, a restart goes back to the first and ``stop``
-ends the job over everything else."""
+map (with extra feed stages every bank's copy of the lane mask too); ``remain`` falls after
+the last step, a restart goes back to the first and ``stop`` ends the job over everything
+else."""
 
 import random
 
@@ -11,7 +12,7 @@ import pytest
 
 from bitmod.golden.core import CoreConfig
 from bitmod.hdl.array.step_loop import StepLoop
-from bitmod.hdl.array.step_reader import read_entry_layout
+from bitmod.hdl.array.step_reader import bank_lanes, read_entry_layout
 from bitmod.sim.amaranth_sim import run_simulation
 
 CONFIGS = {
@@ -57,13 +58,16 @@ def walk(mp, m, n, k, n_tiles):
                         "rows_valid": min(R, m - m0), "cols_valid": min(C, n - n0)}
                 if mp.act_format != "int8":
                     step.update(gexp=[mt * mp.max_groups + g] * R, base=[mt] * R)
+                if bank_lanes(mp):  # the lane mask again, once per column and row bank
+                    step["bank_lanes"] = [step["lanes"]] * (C + R)
                 steps.append(step)
     return steps
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_step_loop_walks_golden_order(name):
-    mp = CoreConfig(**CONFIGS[name])
+@pytest.mark.parametrize(("name", "feed_stages"), [(name, 0) for name in CONFIGS]
+                         + [("int8", 1), ("fp16", 2)])
+def test_step_loop_walks_golden_order(name, feed_stages):
+    mp = CoreConfig(**CONFIGS[name], feed_stages=feed_stages)
     fields = list(read_entry_layout(mp).members)
     jobs = [(mp.max_m, mp.max_n, mp.max_k), (1, 1, 1), (mp.rows + 1, mp.cols, mp.group_size),
             (mp.rows, mp.cols + 1, mp.group_size + mp.lanes - 1), (3, 4, mp.lanes + 1)]

@@ -5,7 +5,8 @@ the ``ready_ahead`` form); in all three forms, and with extra feed stages, every
 out once, in order, held while not taken, from the cycle after its entry is taken (two with
 stage 2, and one more per feed stage; exactly then when the stages were empty and the array
 ready), and equals the banks' words at its addresses (each bank's own) with padding lanes,
-rows and columns zeroed."""
+rows and columns zeroed (with extra feed stages, each bank's lanes by its own copy of the
+mask)."""
 
 import random
 
@@ -16,7 +17,13 @@ from test_core_step_loop import CONFIGS
 
 from bitmod.golden.core import CoreConfig
 from bitmod.hdl.array.buffers import CoreBuffers, buffer_shapes, word_writes
-from bitmod.hdl.array.step_reader import FeedForm, StepReader, read_entry_layout
+from bitmod.hdl.array.step_reader import (
+    FeedForm,
+    StepReader,
+    bank_index,
+    bank_lanes,
+    read_entry_layout,
+)
 from bitmod.sim.amaranth_sim import run_simulation
 
 FORMS = {"one stage": FeedForm(queued=False), "registered": FeedForm(queued=True),
@@ -48,19 +55,26 @@ def expected_step(mp, entry, words):
     cfg = mp.array
     L, CB, AB, SB = mp.lanes, mp.code_bits, mp.act_bits, cfg.scale_bits
 
-    def lanes(word, bits, signed):
+    def mask(side, bank):
+        """The bank's lane mask: its own copy with ``bank_lanes``, else the step's."""
+        if bank_lanes(mp):
+            return entry["bank_lanes"][bank_index(mp, side, bank)]
+        return entry["lanes"]
+
+    def lanes(word, bits, signed, side, bank):
         values = [(word >> (i * bits)) & ((1 << bits) - 1) for i in range(L)]
         values = [v - (1 << bits) if signed and v >> (bits - 1) else v for v in values]
-        return [v if entry["lanes"] >> i & 1 else 0 for i, v in enumerate(values)]
+        return [v if mask(side, bank) >> i & 1 else 0 for i, v in enumerate(values)]
 
     col = [entry["cols"] >> c & 1 for c in range(mp.cols)]
     row = [entry["rows"] >> r & 1 for r in range(mp.rows)]
     meta = [words["meta"][c][entry["meta"][c]] if col[c] else 0 for c in range(mp.cols)]
-    step = {"codes": [lanes(words["weight"][c][entry["weight"][c]], CB, False) if col[c]
+    step = {"codes": [lanes(words["weight"][c][entry["weight"][c]], CB, False, "col", c)
+                      if col[c]
                       else [0] * L for c in range(mp.cols)],
             "sel": [mt >> SB & 3 for mt in meta], "scale": [mt & ((1 << SB) - 1) for mt in meta],
-            "acts": [lanes(words["act"][r][entry["act"][r]], AB, cfg.act_format == "int8")
-                     if row[r] else [0] * L for r in range(mp.rows)],
+            "acts": [lanes(words["act"][r][entry["act"][r]], AB, cfg.act_format == "int8",
+                           "row", r) if row[r] else [0] * L for r in range(mp.rows)],
             "group_last": entry["group_last"], "out_last": entry["out_last"]}
     if cfg.act_format != "int8":
         step["gexp"] = [words["gexp"][r][entry["gexp"][r]] if row[r] else 0
@@ -108,6 +122,11 @@ def test_step_reader_offers_the_banks_words_padded(name, form, feed_stages):
                       for name in dut.names},
                      rows_valid=rng.randrange(mp.rows + 1),
                      cols_valid=rng.randrange(mp.cols + 1))
+        if bank_lanes(mp):
+            # Each bank's copy of the mask its own (the loop gives them all one): each bank
+            # zeroes its words by its own copy.
+            entry["bank_lanes"] = [rng.randrange(1 << mp.lanes)
+                                   for _ in range(mp.cols + mp.rows)]
         entries.append(entry)
     latency = 2 + feed_stages if FORMS[form].queued else 1
     got, taken_at, offered_at = [], [], []

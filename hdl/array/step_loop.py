@@ -15,7 +15,7 @@ from bitmod.golden import core as gcore
 
 from ..common import read_only
 from .command_port import job_layout
-from .step_reader import read_entry_layout
+from .step_reader import bank_lanes, read_entry_layout
 
 __all__ = ["StepLoop"]
 
@@ -29,7 +29,8 @@ class StepLoop(wiring.Component):
     the word addresses ``weight = n_tile * k_steps + k0 / L``, ``act = m_tile * k_steps +
     k0 / L``, ``meta = n_tile * max_groups + g``, ``gexp = m_tile * max_groups + g`` and
     ``base = m_tile`` (the buffer map of :mod:`golden.core`); the masks ``lanes`` (``k0 +
-    lane < K``), ``rows`` (``m0 + r < M``) and ``cols`` (``n0 + c < N``); ``group_last`` (the
+    lane < K``; with :func:`~hdl.array.step_reader.bank_lanes` again in ``bank_lanes``, once
+    per bank), ``rows`` (``m0 + r < M``) and ``cols`` (``n0 + c < N``); ``group_last`` (the
     group's last step or K's), ``out_last`` (K's last step); ``rows_valid`` and
     ``cols_valid``, the real rows and columns of the tile.
 
@@ -146,11 +147,14 @@ class StepLoop(wiring.Component):
             m.d.sync += self.remain.eq(0)
 
         step = self.step
+        lanes = Cat(*[k0 + lane < job_k for lane in range(L)])
+        if bank_lanes(mp):  # every bank's copy of the lane mask too
+            m.d.comb += step.bank_lanes.eq(Cat(*[step.lanes] * (C + R)))
         m.d.comb += [
             # (every bank's copy of a buffer's address: read_entry_layout)
             step.weight.eq(_repeat(step.weight, a_w)), step.meta.eq(_repeat(step.meta, a_meta)),
             step.act.eq(_repeat(step.act, a_act)),
-            step.lanes.eq(Cat(*[k0 + lane < job_k for lane in range(L)])),
+            step.lanes.eq(lanes),
             step.rows.eq(Cat(*[m0 + r < job_m for r in range(R)])),
             step.cols.eq(Cat(*[n0 + c < job_n for c in range(C)])),
             step.group_last.eq(last_k | (sg == steps_per_group - 1)),

@@ -18,7 +18,7 @@ from ..common import is_ice40, keep_apart, read_only
 from .buffers import buffer_shapes, read_signature
 from .front_end import step_layout
 
-__all__ = ["FeedForm", "StepReader", "read_entry_layout"]
+__all__ = ["FeedForm", "StepReader", "bank_index", "bank_lanes", "read_entry_layout"]
 
 # The buffers the feed reads, and the step flags that travel beside their read data.
 _READ = ("weight", "meta", "act", "gexp", "base")
@@ -79,13 +79,36 @@ def read_entry_layout(config: gcore.CoreConfig) -> data.StructLayout:
     buffer, held once per bank so that each bank's read address can leave a flip-flop of its
     own: the step queue keeps them apart; ``gexp`` and ``base`` for FP16/BF16 activations
     only), the masks of real lanes (``k < K``), rows (``m < M``) and columns (``n < N``),
-    ``group_last``, ``out_last`` and the counts of real rows and columns."""
+    ``group_last``, ``out_last`` and the counts of real rows and columns.
+
+    With :func:`bank_lanes` (extra feed stages) also ``bank_lanes``: the lane mask again, once
+    per column bank (``0 .. C - 1``) and row bank (``C .. C + R - 1``), so that each bank's
+    stage-1 copy of the mask loads from a flip-flop of the queue's head of its own, as its
+    read address does, not from one head bit whose net reaches every bank."""
     mp = config
     fields = {name: data.ArrayLayout(Shape.cast(range(depth)).width, banks)
               for name, (banks, depth, _, _) in buffer_shapes(mp).items() if name in _READ}
     fields.update(lanes=mp.lanes, rows=mp.rows, cols=mp.cols, group_last=1, out_last=1,
                   rows_valid=range(mp.rows + 1), cols_valid=range(mp.cols + 1))
+    if bank_lanes(mp):
+        fields["bank_lanes"] = data.ArrayLayout(mp.lanes, mp.cols + mp.rows)
     return data.StructLayout(fields)
+
+
+def bank_lanes(config: gcore.CoreConfig) -> bool:
+    """Whether the read entry carries a lane mask per bank (``bank_lanes``): with extra feed
+    stages (``config.feed_stages > 0``), the form for arrays spread across a large chip (the
+    ULX3S 7 x 6 x 16 build at 100 MHz asked, seed 1: the queue head's one lane-mask bit -> one
+    net of 10.6 ns -> row 3's stage-1 copy, 11.13 ns). Without them the entry, and so the
+    boards' default netlists, are as before (the ULX3S 10 x 10 x 8 default is at nextpnr's
+    legalisation cliff: 2 x 160 flip-flops more in the queue are not free there)."""
+    return config.feed_stages > 0
+
+
+def bank_index(config: gcore.CoreConfig, side: str, bank: int) -> int:
+    """The element of ``bank_lanes`` that column (``side`` ``"col"``) or row bank ``bank``
+    reads."""
+    return bank if side == "col" else config.cols + bank
 
 
 def _flags_layout(config: gcore.CoreConfig) -> data.StructLayout:
@@ -137,7 +160,8 @@ class StepReader(wiring.Component):
     block RAM's data come 5.8 ns after the clock, so none drives logic or a long net in the
     cycle it arrives) and offers the step, with a copy of the step's lane mask per column and
     per row bank in both stages (kept apart: each zeroes its own bank's words, and the head's
-    mask reaches a bank in two register hops), and ``config.feed_stages`` more stages after it
+    mask reaches a bank in two register hops; with :func:`bank_lanes` each bank's stage-1 copy
+    loads from the head's copy of its own), and ``config.feed_stages`` more stages after it
     (stages 3 .. S, ``S = 2 + feed_stages``) pass the read data and the flags on, so that the
     block RAM's output register and the array can be a chip apart; otherwise stage 1 offers
     it. The stages advance when the next one does or they are empty: ``adv_S = ~valid_S |
@@ -318,9 +342,12 @@ class StepReader(wiring.Component):
             # at 100 MHz asked: one lane bit's net, 12.0 ns), loaded from a stage-1 copy per
             # bank too, not from stage 1's one mask (at 82 MHz: 12.2 ns to row 4's copy): the
             # head's mask reaches each bank in two hops.
+            # With bank_lanes the head holds a mask per bank too: one hop from its own bit.
+            source = (entry.bank_lanes[bank_index(self._config, side, bank)]
+                      if bank_lanes(self._config) else entry.lanes)
             mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
             with m.If(_bank_copy(m, copies, advs[0], upcoming.get(advs[0].name), name, bank)):
-                m.d.sync += mask.eq(entry.lanes)
+                m.d.sync += mask.eq(source)
             for k, bank_adv in enumerate(enables, 2):
                 copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))
                 with m.If(bank_adv):

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth import Cat
 
 from bitmod.golden import gemm as ggemm
 from bitmod.golden.gemm import ArrayConfig
@@ -203,16 +204,40 @@ class _SiteCreditArray(SystolicArray):
         super().__init__(config, site_credits=True)
 
 
+class _SiteTakenArray(SystolicArray):
+    """The sites' valids from per-column and per-row copies of the step taken (the core's form
+    with extra feed stages, where its reader's banks give the copies): here each copy is the
+    array's own ``valid & ready``."""
+
+    def __init__(self, config):
+        super().__init__(config, site_taken=True)
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        taken = self.i_stream.valid & self.i_stream.ready
+        m.d.comb += self.site_taken.eq(Cat(*[taken] * len(self.site_taken)))
+        return m
+
+
 ARRAY_FORMS = {"registered": SystolicArray, "early": _EarlyCreditArray,
-               "site credits": _SiteCreditArray}
+               "site credits": _SiteCreditArray, "site taken": _SiteTakenArray}
 
 
-@pytest.mark.parametrize("form", list(ARRAY_FORMS))
-@pytest.mark.parametrize(("params", "scheme"), [
-    # Groups of 64 (16 steps, more than the dequantizers' spacing D): feed-bound.
+# Groups of 64 (16 steps, more than the dequantizers' spacing D): feed-bound.
+FEED_CASES = [
     (dict(INT8_INT8_INTPE, group_size=64), "int8"),  # T = 1, F = 1: N = 3 (early 2)
     (dict(FP16_INT4_INTPE, group_size=64), "int4"),  # T = 1, F = 4: N = 6 (early 5)
     (dict(FP16_INT8W, group_size=64), "int8"),  # bit-serial int8: T = 4, F = 4: N = 3 (2)
+]
+
+
+# The site-taken form needs a one-cycle front end (INT8 activations): the INT8 cases, and
+# BitMoD's bit-serial datapath (the form's target, the ULX3S 7 x 6 x 16).
+@pytest.mark.parametrize(("params", "scheme", "form"), [
+    *((params, scheme, form) for params, scheme in FEED_CASES for form in ARRAY_FORMS
+      if form != "site taken" or params["act_format"] == "int8"),
+    (dict(INT8_BITMOD, group_size=64), "bitmod4", "site taken"),
+    (dict(INT8_BITMOD, group_size=64), "bitmod4", "registered"),
 ])
 def test_feed_credits_keep_up(params, scheme, form, monkeypatch):
     """A compute-bound GEMM (K of 2 groups, one tile row): with its N feed credits
@@ -388,6 +413,35 @@ def test_each_site_ands_its_own_valid_and_credit_flip_flops(early):
     assert re.findall(r"connect \\Q \\site\d+_credit\n", plain) == []
     with pytest.raises(TypeError, match="site_credits must be a bool, not 1"):
         SystolicArray(cfg, site_credits=1)
+
+
+def test_each_site_loads_its_column_or_rows_copy_of_the_step_taken():
+    """With ``site_taken`` every serializer site's ``valid`` flip-flop loads its own column's
+    or row's bit of :attr:`site_taken` (the sites in the serializer's order: each column's,
+    then each row's) and nothing else, and no ``site<i>_credit`` flip-flop is made: no
+    ``valid`` or ``has_credit`` of one flip-flop reaches every site. The cycles and results
+    are the other forms' (test_feed_credits_keep_up, "site taken"). Validated: a bool, and
+    registered credits with a one-cycle front end."""
+    from amaranth.hdl import Fragment
+
+    cfg = ArrayConfig(**dict(INT8_BITMOD, lanes=8))
+    array = SystolicArray(cfg, early_credits=False, site_taken=True)
+    per_col, per_row = array_sites = (2, 2)  # 8 lanes in sites of 4 (SITE_LANES)
+    owners = ([c for c in range(cfg.cols) for _ in range(per_col)]
+              + [cfg.cols + r for r in range(cfg.rows) for _ in range(per_row)])
+    loads = {}
+    for statement in Fragment.get(array, None).statements["sync"]:
+        # (the sync domain's top-level assignments: an If or Switch has no ``lhs``)
+        name = getattr(getattr(statement, "lhs", None), "name", "")
+        if name.startswith("site"):
+            loads[name] = repr(statement.rhs)
+    want = {f"site{i}_valid": f"(slice (sig site_taken) {owner}:{owner + 1})"
+            for i, owner in enumerate(owners)}
+    assert loads == want, array_sites
+    with pytest.raises(TypeError, match="site_taken must be a bool, not 1"):
+        SystolicArray(cfg, site_taken=1)
+    with pytest.raises(ValueError, match="site_taken needs registered credits"):
+        SystolicArray(cfg, early_credits=True, site_taken=True)
 
 
 @pytest.mark.parametrize("early", [False, True])

@@ -6,7 +6,8 @@ out once, in order, held while not taken, from the cycle after its entry is take
 stage 2, and one more per feed stage; exactly then when the stages were empty and the array
 ready), and equals the banks' words at its addresses (each bank's own) with padding lanes,
 rows and columns zeroed (with extra feed stages, each bank's lanes by its own copy of the
-mask)."""
+mask, and with ``bank_ready`` every bank's copy of the step taken equals ``valid & ready`` in
+every cycle)."""
 
 import random
 
@@ -170,6 +171,9 @@ def test_step_reader_offers_the_banks_words_padded(name, form, feed_stages):
                 want = entries[len(got)]
                 assert (int(ctx.get(reader.rows_valid)), int(ctx.get(reader.cols_valid))) == (
                     want["rows_valid"], want["cols_valid"])
+            if FORMS[form].bank_ready:  # every bank's copy of the step taken, in its cycle
+                taken = (1 << (mp.cols + mp.rows)) - 1 if valid and ready else 0
+                assert ctx.get(reader.bank_taken) == taken, f"cycle {cycle}: bank_taken"
             if valid and ready:
                 got.append(payload)
             if offer and ctx.get(reader.i_stream.ready):

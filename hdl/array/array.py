@@ -119,6 +119,15 @@ class SystolicArray(wiring.Component):
         flip-flop from one LUT of the two (a flip-flop more per site; the same cycles). The
         core sets it with extra feed stages (:attr:`golden.core.CoreConfig.feed_stages`), its
         form for arrays spread across a large chip. Default ``False``.
+    site_taken : bool
+        With registered credits and a one-cycle front end, the sender gives, per column and
+        row, its own copy of the step taken (``i_stream.valid & i_stream.ready`` in the same
+        cycle, :attr:`site_taken`), and each serializer site of that column or row loads its
+        ``valid`` flip-flop from it: no flip-flop of the array's (``has_credit``) or the
+        sender's (``valid``) drives every site across the chip (the ULX3S 7 x 6 x 16 builds
+        with two feed stages at 100 MHz asked: 10.1 and 12.5 ns nets). The core sets it with
+        extra feed stages, from its reader's banks
+        (:attr:`~hdl.array.step_reader.StepReader` ``bank_taken``). Default ``False``.
 
     Members
     -------
@@ -129,6 +138,9 @@ class SystolicArray(wiring.Component):
     special_values : In(32)
         Special-value register (:func:`golden.terms.pack_special_register`), static.
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(B)})))
+    site_taken : In(C + R)
+        With ``site_taken``: column ``c``'s (bit ``c``) and row ``r``'s (bit ``C + r``) copy of
+        ``i_stream.valid & i_stream.ready``, equal to it in every cycle.
     ready_next : Out(1)
         ``i_stream.ready`` of the next cycle, where :meth:`ready_ahead` says it is known (0
         elsewhere): the core's controller registers its read enables from it, so that
@@ -139,7 +151,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, config: ArrayConfig | None = None, early_credits: bool | None = None,
-                 site_credits: bool = False):
+                 site_credits: bool = False, site_taken: bool = False):
         self._cfg = cfg = ArrayConfig() if config is None else config
         if not isinstance(cfg, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {cfg!r}")
@@ -147,12 +159,20 @@ class SystolicArray(wiring.Component):
         if not isinstance(site_credits, bool):
             raise TypeError(f"site_credits must be a bool, not {site_credits!r}")
         self._site_credits = site_credits
+        if not isinstance(site_taken, bool):
+            raise TypeError(f"site_taken must be a bool, not {site_taken!r}")
+        if site_taken and (self._early_credits or cfg.front_end_latency != 1):
+            raise ValueError(
+                f"site_taken needs registered credits and a one-cycle front end (early_credits "
+                f"{self._early_credits}, front end latency {cfg.front_end_latency})")
+        self._site_taken = site_taken
         self._in_layout = step_layout(cfg)
         self._out_layout = data.StructLayout({"code": unsigned(cfg.out_bits)})
         super().__init__({
             "i_stream": In(stream.Signature(self._in_layout)),
             "special_values": In(REGISTER_LAYOUT.size),
             "o_stream": Out(stream.Signature(self._out_layout)),
+            **({"site_taken": In(cfg.cols + cfg.rows)} if site_taken else {}),
             "ready_next": Out(1),
             "overrun": Out(1),
         })
@@ -176,10 +196,15 @@ class SystolicArray(wiring.Component):
         ``platform``: without early credits (``ready`` is then the credit flip-flop) and with a
         front end that takes every step (INT8 activations, no table builders), so that
         ``ready`` is that flip-flop alone."""
-        cfg = self._cfg
-        early = platform_form(self._early_credits, platform, on_ice40=True)
-        return (not early and cfg.act_format == "int8"
-                and cfg.kind.row_operand != "tables")
+        return self.announces_ready(self._cfg, platform, self._early_credits)
+
+    @staticmethod
+    def announces_ready(config: ArrayConfig, platform, early_credits: bool | None = None) -> bool:
+        """:meth:`ready_ahead` of an array of ``config`` with ``early_credits`` (before one is
+        made: the core chooses its feed's form, and from that the array's, with it)."""
+        early = platform_form(early_credits, platform, on_ice40=True)
+        return (not early and config.act_format == "int8"
+                and config.kind.row_operand != "tables")
 
     def _make_pe(self):
         """One PE of the array's kind: the class registered for it (``hdl/registry.py``,
@@ -272,7 +297,18 @@ class SystolicArray(wiring.Component):
         if cfg.front_end_latency < 1:
             raise AssertionError("the site valid copies need a front end register")
         copies = [keep_apart(Signal(name=f"site{i}_valid")) for i in range(ser.site_count)]
-        if self._site_credits and cfg.front_end_latency == 1 and not early:
+        if self._site_taken:
+            # Each site from its column's or row's copy of the step taken (site_taken).
+            if early:
+                raise ValueError("site_taken needs registered credits, not the early form of "
+                                 "this platform")
+            per_col, per_row = ser.site_split
+            owners = ([c for c in range(C) for _ in range(per_col)]
+                      + [C + r for r in range(R) for _ in range(per_row)])
+            m.d.sync += [copy.eq(self.site_taken[owner])
+                         for copy, owner in zip(copies, owners, strict=True)]
+            site_valids = copies
+        elif self._site_credits and cfg.front_end_latency == 1 and not early:
             # The step taken in the last cycle: each site's ``valid`` and ``has_credit``
             # flip-flops (both kept apart), ANDed at the site, so no LUT that ANDs them drives
             # every site's copy across the chip (the ULX3S 7 x 6 x 16 build at 100 MHz, seed

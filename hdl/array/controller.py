@@ -98,6 +98,10 @@ class CoreController(wiring.Component):
         To the array's ``i_stream``.
     step_ready_next : In(1)
         With ``ready_ahead``: ``o_step.ready`` of the next cycle (unused otherwise).
+    step_taken : Out(C + R)
+        With ``bank_ready``: per column and row bank, the step on offer is taken (the
+        reader's :attr:`~hdl.array.step_reader.StepReader` ``bank_taken``), for the array's
+        ``site_taken``.
     """
 
     def __init__(self, config: gcore.CoreConfig, form: FeedForm | None = None):
@@ -126,6 +130,8 @@ class CoreController(wiring.Component):
                 members[f"{name}_write"] = In(write_signature(depth, width)).array(banks)
         members["o_step"] = Out(stream.Signature(step_layout(mp.array)))
         members["step_ready_next"] = In(1)
+        if form is not None and form.bank_ready:
+            members["step_taken"] = Out(mp.cols + mp.rows)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -181,6 +187,8 @@ class CoreController(wiring.Component):
             m.d.comb += reader.i_stream.payload.eq(fields)
         wiring.connect(m, reader.o_step, wiring.flipped(self.o_step))
         m.d.comb += reader.step_ready_next.eq(self.step_ready_next)
+        if form.bank_ready:
+            m.d.comb += self.step_taken.eq(reader.bank_taken)
 
         # The pre-pass's stage 1: the flags of the activation words being read.
         pre = {"valid": Signal(name="pre_valid"), "lanes": Signal(L, name="pre_lanes"),

@@ -169,18 +169,21 @@ class AcceleratorCore(wiring.Component):
         m = Module()
         mp = self._cfg
         fp = mp.act_format != "int8"
-        # Extra feed stages are the form for arrays spread across a large chip: the array's
-        # sites then take their own credit copies, the reader's banks their own ready copies.
+        # Extra feed stages are the form for arrays spread across a large chip: the reader's
+        # banks then take their own ready copies and give each column's and row's sites their
+        # own copy of the step taken (or, where the array announces no ready, the sites take
+        # their own credit copies). Where the array announces its ``ready`` a cycle ahead the
+        # controller registers its read enables from that (FeedForm.ready_ahead).
         spread = mp.feed_stages > 0
-        m.submodules.array = array = SystolicArray(mp.array, site_credits=spread)
+        form = FeedForm.for_platform(
+            platform, ready_ahead=SystolicArray.announces_ready(mp.array, platform),
+            bank_ready=spread)
+        m.submodules.array = array = SystolicArray(
+            mp.array, site_credits=spread and not form.bank_ready, site_taken=form.bank_ready)
         outside = self._host_write_domain is not None  # host writes come in on ports
         m.submodules.command_port = port = CommandPort(mp, writes=not outside)
         m.submodules.buffers = buffers = CoreBuffers(
             mp, host_domain=self._host_write_domain or "sync")
-        # Where the array announces its ``ready`` a cycle ahead the controller registers its
-        # read enables from that (FeedForm.ready_ahead).
-        form = FeedForm.for_platform(platform, ready_ahead=array.ready_ahead(platform),
-                                     bank_ready=spread)
         m.submodules.controller = ctrl = CoreController(mp, form)
         m.submodules.output_writer = writer = OutputWriter(mp)
 
@@ -217,5 +220,7 @@ class AcceleratorCore(wiring.Component):
         # The array: steps from the controller, results to the output buffer.
         wiring.connect(m, ctrl.o_step, array.i_stream)
         m.d.comb += ctrl.step_ready_next.eq(array.ready_next)
+        if form.bank_ready:
+            m.d.comb += array.site_taken.eq(ctrl.step_taken)
         wiring.connect(m, array.o_stream, writer.i_result)
         return m

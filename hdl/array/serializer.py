@@ -219,6 +219,12 @@ class StepSerializer(wiring.Component):
         })
 
     @property
+    def site_split(self) -> tuple[int, int]:
+        """``(per_col, per_row)``: the sites of each column and of each row (``(1, 1)``
+        without ``site_lanes``)."""
+        return self._site_split
+
+    @property
     def site_count(self) -> int:
         """The sites (:attr:`site_valid`'s bits): ``C * ceil(L' / site_lanes) + R * ceil(L /
         site_lanes)`` (``L'`` = L, plus one with zero points), ``C + R`` without

@@ -209,6 +209,12 @@ class StepReader(wiring.Component):
         A stage holds a step that is not on offer (``queued`` only: the last stage offers).
     rows_valid, cols_valid : Out(range(R + 1)), Out(range(C + 1))
         The real rows and columns of the step on offer.
+    bank_taken : Out(C + R)
+        With ``bank_ready``: per column bank (bit ``c``) and row bank (bit ``C + r``) the step
+        on offer is taken (``o_step.valid & o_step.ready``), the AND of the bank's own
+        flip-flops of the last stage's valid and of ``ready`` (:func:`bank_index`), for the
+        array's sites of that column or row (:class:`~hdl.array.SystolicArray`'s
+        ``site_taken``).
     """
 
     def __init__(self, config: gcore.CoreConfig, form: FeedForm):
@@ -225,6 +231,8 @@ class StepReader(wiring.Component):
         members.update(o_step=Out(stream.Signature(step_layout(mp.array))),
                        step_ready_next=In(1), pending=Out(1),
                        rows_valid=Out(range(mp.rows + 1)), cols_valid=Out(range(mp.cols + 1)))
+        if form.bank_ready:
+            members["bank_taken"] = Out(mp.cols + mp.rows)
         super().__init__(members)
 
     def _ports(self):
@@ -246,7 +254,12 @@ class StepReader(wiring.Component):
         m.d.comb += self.i_stream.ready.eq(adv)
         if self._form.queued:
             valids, stages, advs = self._later_stages(m, s1_valid, s1, adv, upcoming)
-            held, lanes = self._bank_registers(m, advs, upcoming, copies)
+            held, lanes, bank_valids = self._bank_registers(m, valids, advs, upcoming, copies)
+            if self._form.bank_ready:
+                # Each bank's step taken: its copies of the last stage's valid and of ready.
+                for (side, bank), valid in bank_valids.items():
+                    m.d.comb += self.bank_taken[bank_index(self._config, side, bank)].eq(
+                        valid & copies[f"ready_{side}{bank}"])
             offer_valid, offer = valids[-1], stages[-1]
             # (Stage 1's valid itself with two stages: the defaults' netlists as they were.)
             m.d.comb += self.pending.eq(valids[0] if len(valids) == 2
@@ -317,13 +330,16 @@ class StepReader(wiring.Component):
                 m.d.sync += [valids[k].eq(valids[k - 1]), stages[k].eq(stages[k - 1])]
         return valids, stages, advs
 
-    def _bank_registers(self, m: Module, advs: list, upcoming: dict, copies: dict):
+    def _bank_registers(self, m: Module, valids: list, advs: list, upcoming: dict,
+                        copies: dict):
         """Per bank, its read data through stages 2 .. S and its copies of the lane mask through
-        stages 1 .. S, each stage's registers loaded by the bank's own copy of the stage's
-        enable (:func:`_bank_copy`). Returns the last stage's data by ``(buffer, bank)`` and
-        its lane masks by ``(side, bank)``."""
+        stages 1 .. S (with :attr:`FeedForm.bank_ready` of the stages' valids through stages
+        2 .. S too), each stage's registers loaded by the bank's own copy of the stage's
+        enable (:func:`_bank_copy`). Returns the last stage's data by ``(buffer, bank)``, its
+        lane masks by ``(side, bank)`` and its valid copies by ``(side, bank)`` (empty
+        without ``bank_ready``)."""
         entry, L = self.i_stream.payload, self._config.lanes
-        held, lanes = {}, {}
+        held, lanes, bank_valids = {}, {}, {}
         for name, bank, port in self._ports():
             enables = [_bank_copy(m, copies, enable, upcoming.get(enable.name), name, bank)
                        for enable in advs[1:]]
@@ -354,7 +370,20 @@ class StepReader(wiring.Component):
                     m.d.sync += copy.eq(mask)
                 mask = copy
             lanes[side, bank] = mask
-        return held, lanes
+            if self._form.bank_ready:
+                # The stages' valids, a copy per bank (kept apart, loaded alike), so that the
+                # bank's step taken (bank_taken) leaves flip-flops beside it for the array's
+                # sites of its column or row, not the last stage's one valid across the chip
+                # (the ULX3S 7 x 6 x 16 builds with two feed stages: the last valid -> one net
+                # of 10.1 ns -> a row site's copy; has_credit -> one of 12.5 ns).
+                valid = valids[0]
+                for k, bank_adv in enumerate(enables, 2):
+                    copy = keep_apart(Signal(name=f"s{k}_valid_{side}{bank}"))
+                    with m.If(bank_adv):
+                        m.d.sync += copy.eq(valid)
+                    valid = copy
+                bank_valids[side, bank] = valid
+        return held, lanes, bank_valids
 
     def _step(self, m: Module, offer, held: dict, lanes: dict) -> None:
         """The step on offer: the read data ``held[buffer, bank]`` with the offering stage's

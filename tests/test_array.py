@@ -237,6 +237,8 @@ FEED_CASES = [
     *((params, scheme, form) for params, scheme in FEED_CASES for form in ARRAY_FORMS
       if form != "site taken" or params["act_format"] == "int8"),
     (dict(INT8_BITMOD, group_size=64), "bitmod4", "site taken"),
+    # With the echo stage: each column and row decides its own pops (column_control).
+    (dict(INT8_BITMOD, group_size=64, serializer_stages=3), "bitmod4", "site taken"),
     (dict(INT8_BITMOD, group_size=64), "bitmod4", "registered"),
 ])
 def test_feed_credits_keep_up(params, scheme, form, monkeypatch):

@@ -56,14 +56,19 @@ def _expected_group_ends(cfg, k, tiles, credit=lambda cycle: True, first=0):
     # Tiles shorter than R cycles: their ends R apart (a column drains one output per cycle).
     dict(rows=4, cols=1, lanes=4, group_size=4, formats=("int4_sym",), scale_bits=0, k=4),
 ])
-@pytest.mark.parametrize(("credits", "site_copies", "site_lanes"),
-                         [("free", False, None), ("gated", False, None), ("gated", True, None),
-                          ("gated", True, 1), ("free", False, 3)])
+@pytest.mark.parametrize(("credits", "site_copies", "site_lanes", "column_control"),
+                         [("free", False, None, False), ("gated", False, None, False),
+                          ("gated", True, None, False), ("gated", True, 1, False),
+                          ("free", False, 3, False), ("gated", True, 2, True)])
 @pytest.mark.parametrize("stages", [0, 1, 2, 3])
-def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
+def test_words_and_schedule(params, credits, site_copies, site_lanes, column_control, stages):
     params = dict(params)
     k = params.pop("k", None)
     cfg = ArrayConfig(**params, act_format="int8", serializer_stages=stages)
+    if column_control and stages < 3:  # the columns' own pops follow their echo sources
+        with pytest.raises(ValueError, match="column_control needs serializer_stages >= 3"):
+            StepSerializer(cfg, site_copies=True, column_control=True)
+        return
     ahead = 1 + stages  # cycles from a tile's end decided to its word leaving
     R, C, L, T = cfg.rows, cfg.cols, cfg.lanes, cfg.terms
     geo = cfg.geometry
@@ -73,8 +78,10 @@ def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
         k = 2 * cfg.group_size + L  # two full groups and a short one per tile
 
     def credit(cycle):
-        """The drain's credit: always, or in every seventh cycle after a long gap."""
-        return credits == "free" or (cycle >= 40 and cycle % 7 == 2)
+        """The drain's credit: always, or in every seventh cycle after a long gap (and after
+        reset, as the drain's, with the columns' own credit copies)."""
+        return (credits == "free" or (cycle >= 40 and cycle % 7 == 2)
+                or (column_control and cycle == 0))
     steps_per_tile = sum(-(-n // L) for n in group_lengths(k, cfg.group_size))
     n_steps = tiles * steps_per_tile
     codes = rng.integers(0, 1 << geo.code_bits, size=(n_steps, C, L))
@@ -109,7 +116,8 @@ def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
         return int(gterms.pack_terms(tr)) >> (t * lane_bits) & ((1 << lane_bits) - 1)
 
     # (site_lanes 1: every lane a site of its own; 3: slices of unequal lanes)
-    dut = StepSerializer(cfg, site_copies=site_copies, site_lanes=site_lanes)
+    dut = StepSerializer(cfg, site_copies=site_copies, site_lanes=site_lanes,
+                         column_control=column_control)
     assert (dut.site_copies, dut.site_lanes) == (site_copies, site_lanes)
     seen = []  # (cycle, t, group_last, out_last, lanes, scale) of every emitted column word
 
@@ -149,6 +157,8 @@ def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
     async def drain_credit(ctx):
         cycle = 0
         ctx.set(dut.credit, credit(0))
+        if column_control:  # the columns' copies load next cycle's credit
+            ctx.set(dut.credit_next, credit(1))
         async for _clk, _rst, col_valid, tile_end, cols, rows in ctx.tick().sample(
                 dut.col_valid, dut.tile_end, dut.cols, dut.rows):
             # Every column's registered copy of the decision, in the same cycle.
@@ -159,6 +169,8 @@ def test_words_and_schedule(params, credits, site_copies, site_lanes, stages):
                 tile_ends.append(cycle + ahead)
             cycle += 1
             ctx.set(dut.credit, credit(cycle))
+            if column_control:
+                ctx.set(dut.credit_next, credit(cycle + 1))
 
     run_simulation(dut, [feed], processes=[drain_credit], deadline=1e-3)
     widths = dut.col_widths

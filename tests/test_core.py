@@ -40,6 +40,10 @@ FP16_INT4_LUTPE = dict(rows=2, cols=3, lanes=4, group_size=16, formats="int4_sym
 # The bit-plane PE (step-major): 4 x 8 plane pairs per weight-step, <= 8-bit mantissas; two
 # extra feed stages.
 FP16_INT4_BPPE = dict(FP16_INT4_LUTPE, mant_width=8, pe_kind="bitplane", feed_stages=2)
+# The form of arrays spread across a large chip (the ULX3S 7 x 6 x 16 at 100 MHz): a feed
+# stage, so the banks' own lane masks, ready copies and step-taken copies for the sites, and
+# the column tops' echo stage, so each column and row decides its own pops.
+INT8_BITMOD_SPREAD = dict(INT8_BITMOD, feed_stages=1, serializer_stages=3)
 OPS, ST = gcore.OPS, gcore.STATUS
 
 
@@ -190,6 +194,7 @@ def test_amaranth_sim_protocol_errors():
 
 
 @pytest.mark.parametrize(("params", "scheme"), [(INT8_BITMOD, "bitmod4"),
+                                               (INT8_BITMOD_SPREAD, "bitmod4"),
                                                (FP16_INT8W, "int8"),
                                                (INT8_INT4_INTPE, "int4"),
                                                (FP16_INT8W_INTPE, "int8"),

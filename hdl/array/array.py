@@ -127,7 +127,10 @@ class SystolicArray(wiring.Component):
         sender's (``valid``) drives every site across the chip (the ULX3S 7 x 6 x 16 builds
         with two feed stages at 100 MHz asked: 10.1 and 12.5 ns nets). The core sets it with
         extra feed stages, from its reader's banks
-        (:attr:`~hdl.array.step_reader.StepReader` ``bank_taken``). Default ``False``.
+        (:attr:`~hdl.array.step_reader.StepReader` ``bank_taken``). With the echo stage
+        (``serializer_stages >= 3``) the serializer's columns and rows then also decide their
+        own pops (:class:`~hdl.array.serializer.StepSerializer` ``column_control``, the
+        drain's ``credit_next``). Default ``False``.
 
     Members
     -------
@@ -231,7 +234,11 @@ class SystolicArray(wiring.Component):
 
         # ---- row front end and drain (the drain holds the tiles' row floors) -------------------
         m.submodules.front_end = fe = RowFrontEnd(cfg)
-        m.submodules.drain = drain = ArrayDrain(cfg)
+        # The site-taken form (arrays spread across a large chip) with the echo stage: each
+        # column and row of the serializer decides its own pop from copies of the case and
+        # of the drain's credit (StepSerializer column_control).
+        column_control = self._site_taken and cfg.serializer_stages >= 3
+        m.submodules.drain = drain = ArrayDrain(cfg, announce_credit=column_control)
         # Credits: a step enters only with a credit for a free entry of the column tops
         # (golden.gemm.ArrayConfig.feed_entries), so the front end and the column tops'
         # entries never refuse one and the front end runs free (no enable on its registers);
@@ -246,7 +253,9 @@ class SystolicArray(wiring.Component):
         # chip; the iCE40 arrays have 4 lanes or fewer).
         m.submodules.serializer = ser = StepSerializer(
             cfg, entries=n_entries, site_copies=True,
-            site_lanes=None if is_ice40(platform) else SITE_LANES)
+            site_lanes=None if is_ice40(platform) else SITE_LANES, column_control=column_control)
+        if column_control:
+            m.d.comb += ser.credit_next.eq(drain.credit_next)
         back = ser.popping if early else ser.freed
         credits = Signal(range(n_entries + 1), init=n_entries)
         has_credit = Signal()

@@ -72,6 +72,8 @@ class ArrayDrain(wiring.Component):
         iCE40 form: the halves cost the iCEBreaker default 100 LCs it does not have). The
         latency is one cycle either way. ``None`` (default): by platform, halves everywhere
         but on an iCE40.
+    announce_credit : bool
+        Give :attr:`credit_next` (default False).
 
     Members
     -------
@@ -85,7 +87,10 @@ class ArrayDrain(wiring.Component):
         A tile's last term left the column tops: it takes a credit.
     credit : Out(1)
         A credit is free: the column FIFOs have room for one more tile's outputs (a
-        flip-flop).
+        flip-flop, set after reset).
+    credit_next : Out(1)
+        With ``announce_credit``: ``credit`` of the next cycle (the next count is not zero),
+        for the serializer's columns' and rows' own copies.
     lost : Out(C)
         Column ``c`` lost an output this cycle (two at once, or its FIFO full).
     o_stream : Out(stream.Signature(StructLayout({"code": unsigned(out_bits)})))
@@ -94,10 +99,14 @@ class ArrayDrain(wiring.Component):
     # Credits beyond drain_tiles: 0; only a test-only broken drain (hdl.proofs) sets it.
     _extra_credits = 0
 
-    def __init__(self, config: ArrayConfig, split_gather: bool | None = None):
+    def __init__(self, config: ArrayConfig, split_gather: bool | None = None, *,
+                 announce_credit: bool = False):
         if not isinstance(config, ArrayConfig):
             raise TypeError(f"config must be an ArrayConfig, not {config!r}")
         self._split_gather = check_form("split_gather", split_gather)
+        if not isinstance(announce_credit, bool):
+            raise TypeError(f"announce_credit must be a bool, not {announce_credit!r}")
+        self._announce_credit = announce_credit
         self._config = cfg = config
         self._fp = cfg.act_format != "int8"
         base_bits = cfg.rows * cfg.exp_width if self._fp else 1
@@ -108,6 +117,7 @@ class ArrayDrain(wiring.Component):
             "base_w_rdy": Out(1),
             "tile_in": In(1),
             "credit": Out(1),
+            **({"credit_next": Out(1)} if announce_credit else {}),
             "lost": Out(cfg.cols),
             "o_stream": Out(stream.Signature(
                 data.StructLayout({"code": unsigned(cfg.out_bits)}))),
@@ -186,6 +196,8 @@ class ArrayDrain(wiring.Component):
         credit = Signal(init=q != 0, name="credit_q")
         m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
         m.d.comb += self.credit.eq(credit)
+        if self._announce_credit:
+            m.d.comb += self.credit_next.eq(free_next != 0)
 
     def _column(self, m: Module, c: int, split: bool) -> fifo.SyncFIFOBuffered:
         """Column ``c``'s FIFO (``Q * R`` entries), written with the one finished output of

@@ -13,16 +13,18 @@ from bitmod.hdl.array.drain import ArrayDrain
 from bitmod.sim.amaranth_sim import run_simulation
 
 
-def _run_on_schedule(cfg, accs, bases, ready_odds, seed, split_gather=None):
+def _run_on_schedule(cfg, accs, bases, ready_odds, seed, split_gather=None, announced=None):
     """Drive ``ArrayDrain(cfg)`` as the array does: a tile is admitted (``tile_in``, its
     floors written) only with a credit, a random 0-3 cycles after ``R`` have passed since
     the previous one, and PE ``(r, c)`` offers its output ``r + c`` cycles after its tile's
     admission. The sink takes a code with probability ``ready_odds``. Returns the codes, the
-    columns' ``lost`` per cycle and, per cycle, (tiles admitted, tiles out, credit)."""
+    columns' ``lost`` per cycle and, per cycle, (tiles admitted, tiles out, credit). With a
+    list ``announced``, the drain announces its credit and the list gets ``credit_next`` per
+    cycle."""
     R, C = cfg.rows, cfg.cols
     tiles = len(accs)
     fp = cfg.act_format != "int8"
-    dut = ArrayDrain(cfg, split_gather)
+    dut = ArrayDrain(cfg, split_gather, announce_credit=announced is not None)
     got, lost, admitted, in_flight = [], [], [], []
     chooser = random.Random(seed)
 
@@ -67,13 +69,16 @@ def _run_on_schedule(cfg, accs, bases, ready_odds, seed, split_gather=None):
             await ctx.tick()
 
     async def monitor(ctx):
-        async for _clk, _rst, valid, ready, code, credit, lost_now in ctx.tick().sample(
+        extra = [dut.credit_next] if announced is not None else []
+        async for _clk, _rst, valid, ready, code, credit, lost_now, *rest in ctx.tick().sample(
                 dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload.code,
-                dut.credit, dut.lost):
+                dut.credit, dut.lost, *extra):
             if valid and ready:
                 got.append(int(code))
             lost.append(lost_now)
             in_flight.append((len(admitted), len(got) // (R * C), credit))
+            if announced is not None:
+                announced.append(rest[0])
 
     run_simulation(dut, [column_tops, pes, sink], processes=[monitor], deadline=1e-2)
     return got, lost, in_flight
@@ -141,6 +146,22 @@ def test_credits_keep_the_pes_from_waiting(params):
     print(f"{len(accs)} tiles of {R}x{C}, Q = {Q}: no PE output lost")
 
 
+def test_credit_next_announces_the_credit():
+    """With ``announce_credit``, ``credit_next`` in every cycle is ``credit`` of the next
+    (the serializer's columns load their own copies from it), on a run whose slow sink
+    uses up the credits and frees them again; the outputs are the plain drain's."""
+    cfg = ArrayConfig(rows=2, cols=3, act_format="int8", formats=("fp4",), out_format="fp16")
+    accs, bases = _case(cfg, 8, 5)
+    announced = []
+    got, lost, in_flight = _run_on_schedule(cfg, accs, bases, ready_odds=0.2, seed=4,
+                                            announced=announced)
+    assert got == _expected(cfg, accs, bases) and not any(lost)
+    credits = [credit for _, _, credit in in_flight]
+    assert 0 in credits and 1 in credits, "the credits never ran out"
+    assert credits[0] == 1, "the credit is set after reset"
+    assert announced[:-1] == credits[1:]
+
+
 def test_lost_flags_two_outputs_at_once():
     """The schedule is the drain's contract: two outputs of a column in one cycle raise
     ``lost`` (the array's overrun)."""
@@ -167,3 +188,6 @@ def test_drain_form_is_validated():
     with pytest.raises(TypeError, match="config must be an ArrayConfig, not 3"):
         ArrayDrain(3)
     assert ArrayDrain(cfg).split_gather is None and ArrayDrain(cfg, False).split_gather is False
+    assert ArrayDrain(cfg).announce_credit is False
+    with pytest.raises(TypeError, match="announce_credit must be a bool, not 1"):
+        ArrayDrain(cfg, announce_credit=1)

@@ -118,7 +118,8 @@ def test_words_and_schedule(params, credits, site_copies, site_lanes, column_con
     # (site_lanes 1: every lane a site of its own; 3: slices of unequal lanes)
     dut = StepSerializer(cfg, site_copies=site_copies, site_lanes=site_lanes,
                          column_control=column_control)
-    assert (dut.site_copies, dut.site_lanes) == (site_copies, site_lanes)
+    assert (dut.site_copies, dut.site_lanes, dut.column_control) == (site_copies, site_lanes,
+                                                                     column_control)
     seen = []  # (cycle, t, group_last, out_last, lanes, scale) of every emitted column word
 
     async def feed(ctx):

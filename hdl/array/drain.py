@@ -22,7 +22,7 @@ def _or_all(values):
     return values[0]
 
 
-@read_only("config", "split_gather")
+@read_only("config", "split_gather", "announce_credit")
 class ArrayDrain(wiring.Component):
     """Collects the ``R x C`` accumulators of each tile and emits their float codes row-major.
 

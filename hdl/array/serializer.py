@@ -18,7 +18,7 @@ __all__ = ["StepSerializer"]
 
 
 @read_only("config", "col_widths", "row_width", "shift_width", "site_copies",
-           "site_lanes")
+           "site_lanes", "column_control")
 class StepSerializer(wiring.Component):
     """Turns one weight-step into ``T`` cycles of column and row words (the column tops).
 

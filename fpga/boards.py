@@ -348,7 +348,9 @@ BOARDS: dict[str, Board] = {
               # 90.91 (met), seed 2 66.84 (the drain's merger): docs/boards.md, "The
               # default's clock again" and "The 16-lane netlist through Yosys again"; the
               # same RTLIL on e0b5200. 7x6x16 with one feed stage (feed_stages=1) reached
-              # 96.56 MHz (seed 2) and 84.85 (seed 1) asked for 100: "a feed stage".
+              # 96.56 MHz (seed 2) and 84.85 (seed 1) asked for 100: "a feed stage"; with
+              # the banks' own lane masks and step taken and the columns' own pops (a24a36d)
+              # 56.02, 90.91, 92.42, 86.61 on seeds 1-4: "the columns' own pops".
               clock_mhz=82.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
               router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "

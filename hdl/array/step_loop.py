@@ -149,7 +149,7 @@ class StepLoop(wiring.Component):
         step = self.step
         lanes = Cat(*[k0 + lane < job_k for lane in range(L)])
         if bank_lanes(mp):  # every bank's copy of the lane mask too
-            m.d.comb += step.bank_lanes.eq(Cat(*[step.lanes] * (C + R)))
+            m.d.comb += step.bank_lanes.eq(_repeat(step.bank_lanes, step.lanes))
         m.d.comb += [
             # (every bank's copy of a buffer's address: read_entry_layout)
             step.weight.eq(_repeat(step.weight, a_w)), step.meta.eq(_repeat(step.meta, a_meta)),

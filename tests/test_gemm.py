@@ -455,3 +455,44 @@ def test_int_pe_kind_refuses_other_formats():
             ggemm.ArrayConfig(formats=formats, pe_kind="int")
     with pytest.raises(ValueError, match="pe_kind must be one of bitserial, int"):
         ggemm.ArrayConfig(pe_kind="lutt")
+
+
+def test_weight_levels_table_equals_the_decomposition_of_each_weight():
+    """weight_levels reads a (selector, code) table: on every quantizable scheme it gives the
+    levels that decomposing each weight into terms gives (with its group's selector and the
+    default special values), and codes or selectors outside the table are refused, not
+    used as an index."""
+    from bitmod.golden import terms as gterms
+    from bitmod.golden.quantize import group_index, scheme_names
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 200)) * rng.exponential(1.0, (24, 1)) + 0.2
+    checked = 0
+    for scheme in scheme_names():
+        qt = quantize(w, scheme, group_size=32)
+        names = list(qt.formats)
+        try:
+            geo = gterms.geometry(names)
+        except ValueError:  # a mixture the term encoder refuses (ANT): refused alike
+            with pytest.raises(ValueError, match="cannot be mixed"):
+                ggemm.weight_levels(qt)
+            continue
+        groups = group_index(200, 32)
+        sel = None if qt.selectors is None else qt.selectors.astype(np.int64)[:, groups]
+        special = gterms.default_special_values(names) if geo.has_register else None
+        each = gterms.terms_value(gterms.decompose(qt.codes.astype(np.int64), names, sel,
+                                                   special))
+        if qt.zero_points is not None:
+            each = each - qt.zero_points.astype(np.int64)[:, groups]
+        np.testing.assert_array_equal(ggemm.weight_levels(qt), each, err_msg=scheme)
+        checked += 1
+    assert checked >= 20
+    # A tensor's arrays are validated when it is made; one changed afterwards is refused here.
+    for field, value, message in (("codes", 16, "codes .* must be in 0..15, not 16"),
+                                  ("selectors", 4, "selectors .* must be in 0..3, not 4")):
+        qt = quantize(w, "bitmod4", group_size=32)
+        bad = getattr(qt, field).astype(np.int64)
+        bad.flat[5] = value
+        object.__setattr__(qt, field, bad)
+        with pytest.raises(ValueError, match=message):
+            ggemm.weight_levels(qt)

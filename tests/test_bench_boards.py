@@ -32,6 +32,7 @@ def test_grid_errors_before_any_build(build_dir, capsys, argv, message):
     assert not (build_dir / "boards").exists()  # nothing was built
 
 
+@pytest.mark.heavy
 def test_one_bare_point_with_int_pes(build_dir, capsys):
     """A bare iCE40UP5K core with int PEs (2 lanes: 2 multipliers on one SB_MAC16 in its 8x8
     mode, as on the iCEBreaker: the bare flow elaborates for the part): the row's figures are

@@ -328,6 +328,7 @@ def _check_bitstream(path: str, magic: bytes, root: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_build_icebreaker_through_cli(reduced, build_dir, capsys):
     """The board's default bitstream, as ``bitmod build --board icebreaker --json`` makes it:
     int PEs, int4, 2x2 x 4 lanes, 25.125 MHz; the 16 lanes' products take the 8 SB_MAC16
@@ -361,6 +362,7 @@ def test_build_icebreaker_through_cli(reduced, build_dir, capsys):
     assert record["board"] == "icebreaker" and record["params"]["scheme"] == "int4"
 
 
+@pytest.mark.heavy
 def test_build_ulx3s_through_cli(build_dir, monkeypatch, capsys):
     started = time.monotonic()
     status = cli.main(["build", "--board", "ulx3s-85f", "--array", "1x1", "--clock", "50",

@@ -29,6 +29,7 @@ def _strict(text: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_eval_cli_on_a_cluster_equals_serial(reduced, tmp_path, capsys, monkeypatch):
     """``bitmod eval --json --plot`` on a LocalCluster of 2 workers, then the same evaluation
     in process: identical window NLLs in every column. The RTL check's recording (in this

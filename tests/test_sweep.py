@@ -77,6 +77,7 @@ def brute_force_front(rows, x_key, metric, maximize_x):
                        for j in measured if rows[j]["device"] == rows[i]["device"])}
 
 
+@pytest.mark.heavy
 def test_sweep_measures_caches_and_computes_only_new_points(build_dir, tmp_path, capsys):
     csv_path, png_path = tmp_path / "results.csv", tmp_path / "pareto.png"
 

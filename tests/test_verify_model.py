@@ -26,6 +26,7 @@ def _strict(text: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_minilm_on_the_rtl(reduced):
     rtl_layers = 2 if reduced else "all"
     report = verify_model("minilm", tokens=TOKENS, rtl_layers=rtl_layers,

@@ -57,8 +57,17 @@ def bitmod(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture
 def build_dir(tmp_path, monkeypatch):
-    """A private build folder: the sweep's cache starts empty."""
+    """A private build folder: the sweep's cache starts empty. Its ``models/`` is the suite's
+    (SmolLM2's converted weights, which the model cache checks against the GGUF file on every
+    read): the sweep's own cache is what the test is about, and converting SmolLM2 again took
+    50 s."""
+    from bitmod.toolchain import build_root
+
+    models = build_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
     folder = tmp_path / "build"
+    folder.mkdir()
+    (folder / "models").symlink_to(models, target_is_directory=True)
     monkeypatch.setenv("BITMOD_BUILD_DIR", str(folder))
     return folder
 

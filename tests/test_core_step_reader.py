@@ -227,3 +227,39 @@ def test_each_bank_ors_its_own_copy_of_the_arrays_ready(form):
     assert ready == (want if FORMS[form].bank_ready else [])
     holds = re.findall(r"wire width 1 \\(adv\d?_(?:col|row)\d+)\n", text)
     assert len(holds) == (3 * len(want) if FORMS[form].ready_ahead else 0)
+
+
+def test_each_bank_computes_its_own_enables(tmp_path):
+    """With ``bank_ready`` each column and row bank loads its enables' copies from logic on its
+    own flip-flops (its copies of the stages' valids and enables; the queue head's valid), so
+    no flip-flop of a bank is in the forward cone of the stages' shared control (the enables'
+    next-value LUTs ``hold*_next``, the stages' valids and enables) before another flip-flop:
+    checked with Yosys's ``select`` on the elaborated reader (the banks' copies loaded from
+    the shared ``hold*_next``, the form before, fail it)."""
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from bitmod.toolchain import find_tool
+
+    mp = CoreConfig(**CONFIGS["int8"], feed_stages=2)
+    (tmp_path / "t.il").write_text(rtlil.convert(StepReader(mp, FORMS["bank ready"]),
+                                                 name="top"))
+    stages = range(1, 3 + mp.feed_stages)
+    shared = " ".join([*(f"w:hold{'' if k == 1 else k}_next" for k in stages),
+                       *(f"w:adv{'' if k == 1 else k}" for k in stages),
+                       *(f"w:s{k}_valid" for k in stages)])
+    unions = " %u" * (3 * len(stages) - 1)
+    # The flip-flops the shared control reaches without passing a flip-flop, their outputs,
+    # those of a bank (named *_col<c>, *_row<r>).
+    script = (f"read_rtlil t.il; proc; flatten; opt_clean; "
+              f"select -list {shared}{unions} %co*:-$dff[Q] t:$dff %i %co1:+$dff[Q] "
+              f"w:*_col* w:*_row* %u %i")
+    run = subprocess.run([find_tool("yosys"), "-p", script], cwd=tmp_path, check=True,
+                         capture_output=True, text=True, timeout=120)
+    reached = [line for line in run.stdout.splitlines() if line.startswith("top/")]
+    assert reached == [], reached
+    # The bank copies exist (the selection would be empty without them too).
+    text = (tmp_path / "t.il").read_text()
+    assert text.count("wire width 1 \\adv_col0\n") == 1
+    assert text.count("wire width 1 \\s1_valid_row1\n") == 1

@@ -341,6 +341,9 @@ class StepReader(wiring.Component):
         entry, L = self.i_stream.payload, self._config.lanes
         held, lanes, bank_valids = {}, {}, {}
         for name, bank, port in self._ports():
+            side = _side(name)
+            if self._form.bank_ready and (side, bank) not in bank_valids:
+                bank_valids[side, bank] = self._bank_control(m, side, bank, advs, copies)
             enables = [_bank_copy(m, copies, enable, upcoming.get(enable.name), name, bank)
                        for enable in advs[1:]]
             data_in = port.data
@@ -350,7 +353,6 @@ class StepReader(wiring.Component):
                     m.d.sync += reg.eq(data_in)
                 data_in = reg
             held[name, bank] = data_in
-            side = _side(name)
             if (side, bank) in lanes:
                 continue
             # The lane mask zeroes every bank's words: a copy per bank (kept apart) beside its
@@ -370,20 +372,44 @@ class StepReader(wiring.Component):
                     m.d.sync += copy.eq(mask)
                 mask = copy
             lanes[side, bank] = mask
-            if self._form.bank_ready:
-                # The stages' valids, a copy per bank (kept apart, loaded alike), so that the
-                # bank's step taken (bank_taken) leaves flip-flops beside it for the array's
-                # sites of its column or row, not the last stage's one valid across the chip
-                # (the ULX3S 7 x 6 x 16 builds with two feed stages: the last valid -> one net
-                # of 10.1 ns -> a row site's copy; has_credit -> one of 12.5 ns).
-                valid = valids[0]
-                for k, bank_adv in enumerate(enables, 2):
-                    copy = keep_apart(Signal(name=f"s{k}_valid_{side}{bank}"))
-                    with m.If(bank_adv):
-                        m.d.sync += copy.eq(valid)
-                    valid = copy
-                bank_valids[side, bank] = valid
         return held, lanes, bank_valids
+
+    def _bank_control(self, m: Module, side: str, bank: int, advs: list, copies: dict):
+        """With :attr:`FeedForm.bank_ready`, a column's or row bank's own copy of the stages'
+        control: its copies of the stages' valids (``s{k}_valid_{side}{bank}``, stages 1 .. S),
+        of the enables' two parts (``{adv}_{side}{bank}``, the part from the next valids, and
+        ``ready_{side}{bank}``, the array's next ``ready``) and the logic of the enables' next
+        values on them: ``hold_k = ~valid_next_k | hold_(k+1)``, ``valid_next_k = adv_k ?
+        valid_(k-1) : valid_k`` with the bank's own copies (``valid_0`` the queue head's
+        ``i_stream.valid``). Loaded alike from equal values, every copy equals the stages'
+        own in every cycle. So a bank's enables come from flip-flops beside it through a LUT or
+        two, not from the stages' next-valid LUTs in the middle of the chip through one net to
+        every bank (the ULX3S 7 x 6 x 16 build at 100 MHz asked, seed 1: stage 3's enable ->
+        the three holds' LUTs -> a bank's enable copy, 17.85 ns), and the last stage's copy
+        gives the bank's step taken (:attr:`bank_taken`) beside the array's sites of its
+        column or row, not the last stage's one valid across the chip (two feed stages: the
+        last valid -> one net of 10.1 ns -> a row site's copy). Fills ``copies`` with the
+        enables' parts, which :func:`_bank_copy` then uses. Returns the last stage's valid
+        copy."""
+        count = len(advs)
+        holds = [keep_apart(Signal(init=1, name=f"{adv.name}_{side}{bank}")) for adv in advs]
+        ready = keep_apart(Signal(name=f"ready_{side}{bank}"))
+        valids = [keep_apart(Signal(name=f"s{k}_valid_{side}{bank}"))
+                  for k in range(1, count + 1)]
+        copies.update({hold.name: hold for hold in holds}, **{ready.name: ready})
+        enables = [hold | ready for hold in holds]
+        before = [self.i_stream.valid, *valids[:-1]]  # what each stage takes
+        after = None
+        for k in reversed(range(count)):
+            valid_next = Mux(enables[k], before[k], valids[k])
+            hold = ~valid_next if after is None else ~valid_next | after
+            m.d.sync += holds[k].eq(hold)
+            after = hold
+        m.d.sync += ready.eq(self.step_ready_next)
+        for k in range(count):
+            with m.If(enables[k]):
+                m.d.sync += valids[k].eq(before[k])
+        return valids[-1]
 
     def _step(self, m: Module, offer, held: dict, lanes: dict) -> None:
         """The step on offer: the read data ``held[buffer, bank]`` with the offering stage's

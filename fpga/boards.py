@@ -245,6 +245,10 @@ class Board:
     fold_resets : bool
         Fold the kept-apart registers' resets into their flip-flops before synthesis
         (:meth:`fpga.devices.Device.pre_synth`); no board does by default.
+    bram_outreg : bool
+        ECP5: the flip-flops right after a block RAM's read port become its output register
+        (:mod:`fpga.outreg`), where they are the same logic (the reader's stage 2 with feed
+        stages).
     pe, scheme : str
         Default PE kind (:data:`golden.gemm.PE_KINDS`) and weight scheme: the fastest measured
         design on the board (the iCEBreaker's int PEs, two products per DSP block, run
@@ -279,6 +283,7 @@ class Board:
     router: str = "router1"
     timing_weight: int | None = None
     fold_resets: bool = False
+    bram_outreg: bool = False
     pe: str = DEFAULT_PE
     scheme: str = DEFAULT_SCHEME
     kind_arrays: tuple = ()

@@ -45,7 +45,8 @@ from .synth import (
     run_flow,
 )
 
-__all__ = ["BuildConfig", "BuildError", "BuildResult", "StageWatcher", "board_plan", "build"]
+__all__ = ["BuildConfig", "BuildError", "BuildResult", "StageWatcher", "board_plan", "build",
+           "outreg_wrapper"]
 
 # ``progress(stage, detail=None)``: a new stage starts a new step; detail updates the running one.
 ProgressFn = Callable[..., None]
@@ -104,6 +105,10 @@ class BuildConfig:
         Fold the kept-apart registers' resets into their flip-flops before synthesis
         (:meth:`fpga.devices.Device.pre_synth`; default the board's,
         :attr:`fpga.boards.Board.fold_resets`).
+    bram_outreg : bool, optional
+        ECP5: move the flip-flops right after each block RAM's read port into its output
+        register between Yosys and nextpnr (:mod:`fpga.outreg`; default the board's,
+        :attr:`fpga.boards.Board.bram_outreg`).
     """
 
     board: str
@@ -123,6 +128,7 @@ class BuildConfig:
     timing_weight: int | None = None
     fold_resets: bool | None = None
     pe: str | None = None
+    bram_outreg: bool | None = None
 
     def __post_init__(self):
         put = functools.partial(object.__setattr__, self)
@@ -156,6 +162,11 @@ class BuildConfig:
         if self.fold_resets and board.fpga.family != "ecp5":
             raise ValueError(f"fold_resets applies to ECP5 builds only, not {board.name} "
                              f"({board.fpga.name}: its flow keeps no copies apart)")
+        if self.bram_outreg is None:
+            put("bram_outreg", board.bram_outreg)
+        check_bool("bram_outreg", self.bram_outreg)
+        if self.bram_outreg and (board.fpga.family != "ecp5" or board.bare):
+            raise ValueError(f"bram_outreg applies to ECP5 board builds only, not {board.name}")
         put("seed", check_int("seed", self.seed, 0))
         board.pll(self.clock_mhz)  # an impossible clock fails here, before any work
         self.core  # noqa: B018 (validates the scheme and the core parameters)
@@ -433,6 +444,17 @@ def board_plan(config: BuildConfig, workdir: Path):
     return top
 
 
+def outreg_wrapper(workdir: Path, nextpnr: str) -> Path:
+    """``workdir/nextpnr-outreg``: a command that takes ``nextpnr``'s arguments and runs
+    :mod:`fpga.outreg`'s pass on the netlist of their ``--json``, then ``nextpnr`` on the result
+    (the board flow's ``$NEXTPNR_ECP5`` with :attr:`BuildConfig.bram_outreg`)."""
+    wrapper = workdir / "nextpnr-outreg"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bitmod.fpga.outreg "{nextpnr}" '
+                       f'"$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def _quiet(stage: str, detail: str | None = None) -> None:
     pass
 
@@ -449,6 +471,9 @@ def _board_flow(config: BuildConfig, workdir: Path, timeout: float, progress: Pr
     dfu_suffix.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bitmod.host.dfu "$@"\n')
     dfu_suffix.chmod(0o755)
     env["DFU_SUFFIX"] = str(dfu_suffix)
+    if config.bram_outreg:
+        # Amaranth's script runs $NEXTPNR_ECP5 (fpga.outreg's pass first, then nextpnr).
+        env["NEXTPNR_ECP5"] = str(outreg_wrapper(workdir, env["NEXTPNR_ECP5"]))
     log = workdir / "build.log"
     started = time.monotonic()
     packer = "icepack" if device.family == "ice40" else "ecppack"

@@ -10,6 +10,7 @@ stage shows on stderr with its elapsed time (:mod:`tools.progress`); never with 
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from bitmod.fpga.boards import BOARDS
@@ -85,7 +86,8 @@ def _build(args) -> int:
 
     config = BuildConfig(args.board, **build_options(args), clock_mhz=args.clock,
                          baud=args.baud, seed=args.seed, router=args.router,
-                         timing_weight=args.timing_weight, fold_resets=args.fold_resets)
+                         timing_weight=args.timing_weight, fold_resets=args.fold_resets,
+                         bram_outreg=args.bram_outreg)
     progress = Progress(not args.json)
     try:
         with progress:
@@ -132,5 +134,9 @@ def register(subparsers) -> None:
     parser.add_argument("--fold-resets", action="store_true", default=None,
                         help="fold the kept-apart registers' resets into their flip-flops "
                              "before synthesis (ECP5; docs/boards.md)")
+    parser.add_argument("--bram-outreg", action=argparse.BooleanOptionalAction, default=None,
+                        help="make the flip-flops right after each block RAM's read port its "
+                             "output register, between Yosys and nextpnr (ECP5; board "
+                             "default; docs/boards.md)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_build)

@@ -348,7 +348,11 @@ class StepReader(wiring.Component):
                        for enable in advs[1:]]
             data_in = port.data
             for k, bank_adv in enumerate(enables, 2):
-                reg = Signal.like(port.data, name=f"s{k}_{name}{bank}")
+                # With bank_ready, stage 2 has no reset, so that the ECP5 flow can make it its
+                # block RAM's output register (fpga.outreg takes no flip-flop with a reset):
+                # its words reach the array only under its flags, which are reset.
+                reg = Signal.like(port.data, name=f"s{k}_{name}{bank}",
+                                  reset_less=k == 2 and self._form.bank_ready)
                 with m.If(bank_adv):
                     m.d.sync += reg.eq(data_in)
                 data_in = reg

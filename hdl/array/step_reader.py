@@ -121,33 +121,30 @@ def _side(buffer: str) -> str:
     return "col" if buffer in ("weight", "meta") else "row"
 
 
-def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming, buffer: str, bank: int):
+def _bank_copy(m: Module, copies: dict, enable: Signal, upcoming, buffer: str, bank: int,
+               bank_ready: bool = False):
     """``enable`` for one buffer bank, or with its next value ``upcoming`` (the registered
     form) the bank's own flip-flop copy of it, loaded alike and kept apart, one per column
     (``weight`` and ``meta``) or row bank, so each drives its own bank's loads and can sit
     beside it (``copies``: those made so far, by name).
 
-    With :attr:`FeedForm.bank_ready` ``upcoming`` is the next value in two parts, ``(hold,
-    ready)``: ``hold`` from the stages' next valids alone and ``ready`` the array's ``ready``
-    of the next cycle (the same for every stage); the bank ORs its copy of each. So the latest
-    input, ``ready``, reaches each bank from its LUT in the array without the stages' LUTs
-    after it (the ULX3S 7 x 6 x 16 builds with a feed stage at 100 MHz: ``ready_next`` -> the
-    three stages' next enables -> a bank's copy, 12.0 and 14.5 ns)."""
-    if upcoming is None:
-        return enable
+    With :attr:`FeedForm.bank_ready` the bank's copy is the OR of the two parts
+    :meth:`StepReader._bank_control` made for it: ``{enable}_{side}{bank}``, from the bank's own
+    copies of the stages' valids, and ``ready_{side}{bank}``, the array's ``ready`` of the
+    next cycle. So the latest input, ``ready``, reaches each bank from its LUT in the array
+    without the stages' LUTs after it (the ULX3S 7 x 6 x 16 builds with a feed stage at
+    100 MHz: ``ready_next`` -> the three stages' next enables -> a bank's copy, 12.0 and
+    14.5 ns)."""
     side = _side(buffer)
     label = f"{enable.name}_{side}{bank}"
-    hold, ready = upcoming if isinstance(upcoming, tuple) else (upcoming, None)
+    if bank_ready:
+        return copies[label] | copies[f"ready_{side}{bank}"]
+    if upcoming is None:
+        return enable
     if label not in copies:
         copies[label] = keep_apart(Signal(init=1, name=label))
-        m.d.sync += copies[label].eq(hold)
-    if ready is None:
-        return copies[label]
-    ready_label = f"ready_{side}{bank}"
-    if ready_label not in copies:
-        copies[ready_label] = keep_apart(Signal(name=ready_label))
-        m.d.sync += copies[ready_label].eq(ready)
-    return copies[label] | copies[ready_label]
+        m.d.sync += copies[label].eq(upcoming)
+    return copies[label]
 
 
 @read_only("config", "form")
@@ -272,7 +269,7 @@ class StepReader(wiring.Component):
         for name, bank, port in self._ports():
             m.d.comb += [port.addr.eq(entry[name][bank]),
                          port.en.eq(_bank_copy(m, copies, adv, upcoming.get(adv.name), name,
-                                               bank))]
+                                               bank, self._form.bank_ready))]
         m.d.comb += [step.valid.eq(offer_valid), self.rows_valid.eq(offer.rows_valid),
                      self.cols_valid.eq(offer.cols_valid)]
         self._step(m, offer, held, lanes)
@@ -305,10 +302,10 @@ class StepReader(wiring.Component):
             for k in reversed(range(count)):
                 if self._form.bank_ready:
                     hold = Signal(name=f"hold{'' if k == 0 else k + 1}_next")
+                    # (The banks compute their own: StepReader._bank_control.)
                     m.d.comb += [hold.eq(~valid_next[k] if after is None
                                          else ~valid_next[k] | after),
                                  nxt[k].eq(hold | ready_next)]
-                    upcoming[advs[k].name] = (hold, ready_next)
                     after = hold
                 else:
                     term = ~valid_next[k]
@@ -344,8 +341,8 @@ class StepReader(wiring.Component):
             side = _side(name)
             if self._form.bank_ready and (side, bank) not in bank_valids:
                 bank_valids[side, bank] = self._bank_control(m, side, bank, advs, copies)
-            enables = [_bank_copy(m, copies, enable, upcoming.get(enable.name), name, bank)
-                       for enable in advs[1:]]
+            enables = [_bank_copy(m, copies, enable, upcoming.get(enable.name), name, bank,
+                                  self._form.bank_ready) for enable in advs[1:]]
             data_in = port.data
             for k, bank_adv in enumerate(enables, 2):
                 # With bank_ready, stage 2 has no reset, so that the ECP5 flow can make it its
@@ -368,7 +365,8 @@ class StepReader(wiring.Component):
             source = (entry.bank_lanes[bank_index(self._config, side, bank)]
                       if bank_lanes(self._config) else entry.lanes)
             mask = keep_apart(Signal(L, name=f"s1_lanes_{side}{bank}"))
-            with m.If(_bank_copy(m, copies, advs[0], upcoming.get(advs[0].name), name, bank)):
+            with m.If(_bank_copy(m, copies, advs[0], upcoming.get(advs[0].name), name, bank,
+                                 self._form.bank_ready)):
                 m.d.sync += mask.eq(source)
             for k, bank_adv in enumerate(enables, 2):
                 copy = keep_apart(Signal(L, name=f"s{k}_lanes_{side}{bank}"))

@@ -14,9 +14,10 @@ from bitmod.hdl.array.step_queue import StepQueue
 from bitmod.sim.amaranth_sim import run_simulation
 
 
+@pytest.mark.parametrize("ready_register", [False, True])
 @pytest.mark.parametrize("shape", [12, data.StructLayout({"addr": 7, "last": 1, "mask": 4})])
-def test_step_queue_keeps_order_and_flags(shape):
-    queue = StepQueue(shape)
+def test_step_queue_keeps_order_and_flags(shape, ready_register):
+    queue = StepQueue(shape, ready_register=ready_register)
     width = 12
     rng = random.Random(3)
     model = deque()
@@ -54,6 +55,8 @@ def test_step_queue_keeps_order_and_flags(shape):
 def test_step_queue_shape_is_validated():
     with pytest.raises(TypeError, match="shape must be a shape-castable, not 'wide'"):
         StepQueue("wide")
+    with pytest.raises(TypeError, match="ready_register must be a bool, not 1"):
+        StepQueue(12, ready_register=1)
 
 
 def test_step_queue_head_loads_do_not_follow_the_sender_valid():

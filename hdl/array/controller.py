@@ -175,7 +175,8 @@ class CoreController(wiring.Component):
         # from the feed's ``feed_latency``-th cycle (``started``) and stage 1 offers the step:
         # the same cycles either way (golden.core.CoreConfig.feed_latency).
         if form.queued:
-            m.submodules.queue = queue = StepQueue(read_entry_layout(mp))
+            m.submodules.queue = queue = StepQueue(read_entry_layout(mp),
+                                                   ready_register=mp.feed_stages > 0)
             advance = queue.i_stream.valid & queue.i_stream.ready  # the loop's enable
             m.d.comb += queue.i_stream.payload.eq(fields)
             wiring.connect(m, queue.o_stream, reader.i_stream)

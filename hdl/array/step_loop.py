@@ -97,6 +97,21 @@ class StepLoop(wiring.Component):
         last_k, last_n, last_m = (Signal(name="last_k"), Signal(name="last_n"),
                                   Signal(name="last_m"))
 
+        # With feed stages (an array spread across a large chip) the m-tile's registers have an
+        # enable of their own: restart, or an advance at an m-tile's end, from two flip-flops
+        # kept equal to ``last_k & last_n & ~last_m`` (the feed's walk over n-tiles) and
+        # ``last_k & ~last_m`` (the pre-pass's), written with the end flags: so the enables of
+        # ``m0`` and the m-tile's bases are a LUT or two behind ``advance``, not the end
+        # flags' whole decode (the ULX3S 7 x 6 x 16 build at 100 MHz, seed 2: the queue's
+        # count -> five LUTs -> ``m0``'s enable, 12.0 ns).
+        spread = mp.feed_stages > 0
+        m_next = {"feed": Signal(name="m_next_feed"), "pre": Signal(name="m_next_pre")}
+
+        def end_flags(lk, ln, lm):
+            """The end flags' next values: the m-tile flags from them (the spread form)."""
+            if spread:
+                m.d.sync += [m_next["feed"].eq(lk & ln & ~lm), m_next["pre"].eq(lk & ~lm)]
+
         def first_k():
             m.d.sync += [k0.eq(0), sg.eq(0), last_k.eq(job_k <= L)]
 
@@ -104,15 +119,29 @@ class StepLoop(wiring.Component):
             m.d.sync += [n0.eq(0), last_n.eq(job_n <= C), w_base.eq(0), meta_base.eq(0),
                          a_w.eq(0), a_meta.eq(0)]
 
+        def m_tile_moves():
+            """The next m-tile's counters and bases (spread form; its first addresses are
+            written with the other addresses)."""
+            m.d.sync += [m0.eq(m0 + R), last_m.eq(m0 + 2 * R >= job_m), m_tile.eq(m_tile + 1),
+                         act_base.eq(act_base + mp.k_steps),
+                         gx_base.eq(gx_base + mp.max_groups)]
+
         def next_m_tile():
             with m.If(last_m):
                 m.d.sync += self.remain.eq(0)
+                end_flags(job_k <= L, job_n <= C, last_m)
             with m.Else():
-                m.d.sync += [m0.eq(m0 + R), last_m.eq(m0 + 2 * R >= job_m),
-                             m_tile.eq(m_tile + 1),
-                             act_base.eq(act_base + mp.k_steps), a_act.eq(act_base + mp.k_steps),
-                             gx_base.eq(gx_base + mp.max_groups),
-                             a_gx.eq(gx_base + mp.max_groups)]
+                if spread:  # (the m-tile's counters and bases: in their own block, below)
+                    m.d.sync += [a_act.eq(act_base + mp.k_steps),
+                                 a_gx.eq(gx_base + mp.max_groups)]
+                    end_flags(job_k <= L, job_n <= C, m0 + 2 * R >= job_m)
+                else:
+                    m.d.sync += [m0.eq(m0 + R), last_m.eq(m0 + 2 * R >= job_m),
+                                 m_tile.eq(m_tile + 1),
+                                 act_base.eq(act_base + mp.k_steps),
+                                 a_act.eq(act_base + mp.k_steps),
+                                 gx_base.eq(gx_base + mp.max_groups),
+                                 a_gx.eq(gx_base + mp.max_groups)]
 
         def tile_end():
             """After a tile's last step: the next n-tile, or the next m-tile's first."""
@@ -121,6 +150,7 @@ class StepLoop(wiring.Component):
                              w_base.eq(w_base + mp.k_steps), a_w.eq(w_base + mp.k_steps),
                              meta_base.eq(meta_base + mp.max_groups),
                              a_meta.eq(meta_base + mp.max_groups)]
+                end_flags(job_k <= L, n0 + 2 * C >= job_n, last_m)
             with m.Else():
                 first_n()
                 next_m_tile()
@@ -129,6 +159,7 @@ class StepLoop(wiring.Component):
             m.d.sync += [reg.eq(0) for reg in registers]
             m.d.sync += [last_k.eq(job_k <= L), last_n.eq(job_n <= C), last_m.eq(job_m <= R),
                          self.remain.eq(1)]
+            end_flags(job_k <= L, job_n <= C, job_m <= R)
         with m.Elif(self.advance & self.remain):
             with m.If(last_k):
                 first_k()
@@ -139,10 +170,16 @@ class StepLoop(wiring.Component):
             with m.Else():
                 m.d.sync += [k0.eq(k0 + L), last_k.eq(k0 + 2 * L >= job_k),
                              a_w.eq(a_w + 1), a_act.eq(a_act + 1)]
+                end_flags(k0 + 2 * L >= job_k, last_n, last_m)
                 with m.If(sg == steps_per_group - 1):
                     m.d.sync += [sg.eq(0), a_meta.eq(a_meta + 1), a_gx.eq(a_gx + 1)]
                 with m.Else():
                     m.d.sync += sg.eq(sg + 1)
+        if spread:
+            # (restart's zeros for these are in the block above)
+            moves = Mux(self.n_tiles, m_next["feed"], m_next["pre"])
+            with m.If(~self.restart & self.advance & self.remain & moves):
+                m_tile_moves()
         with m.If(self.stop):
             m.d.sync += self.remain.eq(0)
 

@@ -431,14 +431,15 @@ def run_paced(dut, flat, n_out, group_gap, deadline):
     return got, any(refused)
 
 
+@pytest.mark.parametrize("step_flags", [False, True])
 @pytest.mark.parametrize("spaced", [True, False])
-def test_paced_pe_needs_spaced_group_ends(spaced):
+def test_paced_pe_needs_spaced_group_ends(spaced, step_flags):
     """The array's PE (``paced``: no stall enable) is bit-exact when its group ends are D
     apart (D + 2 after an output's last group) and never not-ready; groups of 4 cycles sent
     back to back against D = 8 make it refuse (the array's overrun check) and lose sums."""
     params = {"lanes": 4, "group_size": 8, "formats": "int4", "scale_bits": 8}
     cfg = PEConfig(**params)
-    dut = BitSerialPE(cfg, paced=True)
+    dut = BitSerialPE(cfg, paced=True, step_flags=step_flags)
     assert dut.paced and not BitSerialPE(cfg).paced
     flat, ref = int4_payloads(cfg, seed=11, n_out=3, k=24)
     d = cfg.dequant_cycles
@@ -455,14 +456,18 @@ def test_paced_pe_needs_spaced_group_ends(spaced):
             assert refused and got != ref
     with pytest.raises(TypeError, match="paced must be a bool"):
         BitSerialPE(cfg, paced=1)
+    with pytest.raises(TypeError, match="step_flags must be a bool"):
+        BitSerialPE(cfg, step_flags=1)
     print(f"checked {len(ref)} outputs, spaced={spaced}")
 
 
-def dequantize_overlapped(paced: bool, first: dict, second: dict, offset: int):
+def dequantize_overlapped(paced: bool, first: dict, second: dict, offset: int,
+                          step_flags: bool = False, scale_bits: int = 4):
     """Load ``first`` into a :class:`GroupDequantizer`, offer ``second`` for one cycle
     ``offset`` cycles later, and return ``i_stream.ready`` in that cycle and every output
     within 40 cycles."""
-    dut = GroupDequantizer(gsum_width=8, scale_bits=4, exp_bits=2, acc_width=24, paced=paced)
+    dut = GroupDequantizer(gsum_width=8, scale_bits=scale_bits, exp_bits=2, acc_width=24,
+                           paced=paced, step_flags=step_flags)
     seen = {"outputs": []}
 
     def offer(ctx, group):
@@ -491,21 +496,34 @@ def dequantize_overlapped(paced: bool, first: dict, second: dict, offset: int):
     return seen
 
 
-def test_paced_dequantizer_loads_whatever_ready_says():
+@pytest.mark.parametrize("step_flags", [False, True])
+def test_paced_dequantizer_loads_whatever_ready_says(step_flags):
     """A paced dequantizer loads every valid input (its load is not behind the ready decode):
     a group offered two cycles into the previous one's four scale steps (``ready`` low)
-    replaces it after the two steps taken, where the unpaced one ignores it."""
+    replaces it after the two steps taken, where the unpaced one ignores it; every offset
+    from 2 to 8 cycles, with D = 4 and D = 1 scale steps, gives the same ready and outputs
+    with the counter's flags in flip-flops (``step_flags``) as with its compares."""
     first = {"gsum": -77, "scale": 0b1011, "exp": 3, "last": 1}
     second = {"gsum": 101, "scale": 0b0110, "exp": 1, "last": 1}
     whole = [(-77 << 3) * 0b1011, (101 << 1) * 0b0110]
-    assert dequantize_overlapped(False, first, second, offset=2) == {
+    assert dequantize_overlapped(False, first, second, 2, step_flags) == {
         "ready": 0, "outputs": whole[:1]}
     # Scale bits 0 and 1 of the first group were stepped before the second replaced it.
-    assert dequantize_overlapped(True, first, second, offset=2) == {
+    assert dequantize_overlapped(True, first, second, 2, step_flags) == {
         "ready": 0, "outputs": [(-77 << 3) * (0b1011 & 0b11) + whole[1]]}
     # Offered once the first group's output is out (D + 2 = 6 cycles), both take it.
     for paced in (False, True):
-        assert dequantize_overlapped(paced, first, second, offset=6) == {
+        assert dequantize_overlapped(paced, first, second, 6, step_flags) == {
             "ready": 1, "outputs": whole}
+        if step_flags:
+            for offset in range(2, 9):
+                for last, bits in ((0, 4), (1, 4), (0, 1), (1, 1)):  # D = 4 and D = 1
+                    one = dict(first, last=last, scale=first["scale"] & ((1 << bits) - 1))
+                    two = dict(second, scale=second["scale"] & ((1 << bits) - 1) | 1)
+                    assert (dequantize_overlapped(paced, one, two, offset, True, bits)
+                            == dequantize_overlapped(paced, one, two, offset, False, bits)), (
+                        paced, offset, last, bits)
     with pytest.raises(TypeError, match="paced must be a bool"):
         GroupDequantizer(8, 4, 2, 24, paced="yes")
+    with pytest.raises(TypeError, match="step_flags must be a bool"):
+        GroupDequantizer(8, 4, 2, 24, step_flags="yes")

@@ -299,9 +299,14 @@ def _fail(step: str, workdir: Path, logs: list[str]) -> BuildError:
 
 
 def _parse_report(workdir: Path, device, target_mhz: float, seconds: float) -> SynthReport:
+    """The build's counts (Yosys's ``stat``, less the flip-flops :mod:`fpga.outreg` moved into
+    block RAMs: its ``outreg.json``), nextpnr's Fmax and utilisation."""
     stat = json.loads((workdir / "stat.json").read_text())
     cells = {name: int(count)
              for name, count in stat["design"].get("num_cells_by_type", {}).items()}
+    moved = workdir / "outreg.json"
+    if moved.exists():
+        cells["TRELLIS_FF"] -= int(json.loads(moved.read_text())["flip_flops"])
     report = json.loads((workdir / "report.json").read_text())
     fmax = report.get("fmax", {})
     # The worst achieved/constraint ratio decides timing; report it in the core clock's MHz.

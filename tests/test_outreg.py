@@ -252,3 +252,17 @@ def test_command_errors(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "bitmod.fpga.outreg", "nextpnr", "--json",
                            str(tmp_path / "bad.json")], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_build_report_counts_the_flip_flops_left(tmp_path):
+    """A build's FF count is the placed one: Yosys's, less those the pass moved into RAMs."""
+    from bitmod.fpga.build import _parse_report
+
+    stat = {"design": {"num_cells_by_type": {"TRELLIS_FF": 500, "LUT4": 300, "DP16KD": 2}}}
+    (tmp_path / "stat.json").write_text(json.dumps(stat))
+    (tmp_path / "report.json").write_text(json.dumps({"fmax": {}, "utilization": {}}))
+    device = get_device("ecp5-85f")
+    assert _parse_report(tmp_path, device, 100.0, 1.0).ff == 500
+    (tmp_path / "outreg.json").write_text(json.dumps({"flip_flops": 128, "ports": []}))
+    report = _parse_report(tmp_path, device, 100.0, 1.0)
+    assert report.ff == 372 and report.cells["TRELLIS_FF"] == 372 and report.bram == 2

@@ -37,7 +37,10 @@ class StepLoop(wiring.Component):
     Every address is a register kept equal to its base plus index, and the loops' end flags
     (``k0 + L >= K``, ``n0 + C >= N``, ``m0 + R >= M``) registers written with their counters,
     so no adder or comparator sits between a counter and a block RAM or the loop's enables
-    (the job registers do not change during a job).
+    (the job registers do not change during a job). With feed stages (``config.feed_stages >
+    0``) the m-tile's counters and bases also have an enable of their own, from two flags
+    written with the end flags (``last_k & last_n & ~last_m`` and ``last_k & ~last_m``), so
+    their enables are a LUT or two behind :attr:`advance`.
 
     Latency: :attr:`restart` or :attr:`advance` in cycle ``t``, the step in ``t + 1``.
     Throughput: one step per cycle.

@@ -201,6 +201,8 @@ class CoreController(wiring.Component):
                        mt=Signal.like(fields.base[0], name="pre_mt"))
 
         stalled = Signal()  # a feed cycle without a step on offer although steps remain
+        late_stalls = form.queued and mp.feed_stages > 0  # (below: the stall count's decode)
+        feed_remain = Signal(name="feed_remain") if late_stalls else None
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 # The loop restarts in every idle cycle (nothing reads it until a job runs, and
@@ -238,6 +240,8 @@ class CoreController(wiring.Component):
                 # read and not yet on offer.
                 remain = feeding | reader.i_stream.valid | reader.pending
                 m.d.comb += stalled.eq(step.ready & ~step.valid & remain)
+                if late_stalls:
+                    m.d.comb += feed_remain.eq(remain)
                 with m.If(self.job_end):
                     m.next = "IDLE"
         in_prepass = fsm.ongoing("PREPASS") if fp else Const(0)
@@ -280,6 +284,15 @@ class CoreController(wiring.Component):
         # ULX3S 7 x 6 x 16 build at 100 MHz: the feed's flags → the decode → one net of
         # 5.7 ns → the counter's carry chain, 11.2 ns). Stalls come at a job's start only.
         stall_inc = Signal()
+        if late_stalls:
+            # With feed stages the decode's inputs are registered first (a cycle more), so the
+            # array's ``ready`` reaches a flip-flop of its own beside the counter (the ULX3S
+            # 7 x 6 x 16 build at 100 MHz, seed 1: ``ready`` and the feed's flags -> the
+            # decode -> stall_inc, 10.36 ns).
+            parts = {"ready": step.ready, "idle": ~step.valid, "remain": feed_remain}
+            held = {name: keep_apart(Signal(name=f"stall_{name}")) for name in parts}
+            m.d.sync += [held[name].eq(value) for name, value in parts.items()]
+            stalled = held["ready"] & held["idle"] & held["remain"]
         m.d.sync += stall_inc.eq(stalled)
         count(cnt_stall, stall_inc)
         # The job's end takes priority over the loop's own updates.

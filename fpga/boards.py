@@ -355,7 +355,9 @@ BOARDS: dict[str, Board] = {
               # same RTLIL on e0b5200. 7x6x16 with one feed stage (feed_stages=1) reached
               # 96.56 MHz (seed 2) and 84.85 (seed 1) asked for 100: "a feed stage"; with
               # the banks' own lane masks and step taken and the columns' own pops (a24a36d)
-              # 56.02, 90.91, 92.42, 86.61 on seeds 1-4: "the columns' own pops".
+              # 56.02, 90.91, 92.42, 86.61 on seeds 1-4: "the columns' own pops"; with the
+              # block RAMs' output registers (--bram-outreg) and the feed's flags (b8bc288)
+              # 98.47 and 96.03 on seeds 1 and 2: "the block RAMs' output registers".
               clock_mhz=82.0, rows=10, cols=10, lanes=8, max_m=64, max_n=64, max_k=256,
               router="router2", split_link=True),
         Board("orangecrab-85f", "OrangeCrab r0.2 with LFE5U-85F, UART on Feather pins 0 (RX) "

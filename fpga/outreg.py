@@ -190,13 +190,13 @@ def _port_plan(module: dict, sinks: dict, port_bits: set, ram: dict, port: str,
         reason = _check_flip_flop(ff, clock)
         if reason:
             return reason
-        enables.add(json.dumps(_enable(ff)))
+        enables.add(_enable(ff))  # a net bit (int) or "1": hashable as it is
         taken[pin] = name
     if not taken:
         return None
     if len(enables) != 1:
         return "the flip-flops have different enables"
-    return taken, json.loads(enables.pop())
+    return taken, enables.pop()
 
 
 def absorb_output_registers(netlist: dict) -> OutregReport:
